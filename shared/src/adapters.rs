@@ -1,0 +1,3 @@
+//! Port implementations. `local`: embedded backends for the CLI and tests.
+
+pub mod local;

@@ -1,0 +1,10 @@
+//! Embedded backends: an in-memory repository whose change log feeds a simulated DynamoDB
+//! stream, an in-memory queue with SQS semantics, and a directory-backed object store.
+
+mod dir_store;
+mod memory_queue;
+mod memory_repository;
+
+pub use dir_store::DirObjectStore;
+pub use memory_queue::{InMemoryRowQueue, ReceivedMessage};
+pub use memory_repository::{ChangeKind, ChangeRecord, InMemoryRequestRepository};

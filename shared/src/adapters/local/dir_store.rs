@@ -1,0 +1,155 @@
+//! Directory-backed [`ObjectStore`]: key `a/b.jpg` is file `<root>/a/b.jpg`. Writes go to a
+//! temporary file renamed into place, so a reader never sees a partial object.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+
+use crate::ports::{ObjectStore, PortError, StoredObject};
+
+/// The directory store. Clones share the directory.
+#[derive(Debug, Clone)]
+pub struct DirObjectStore {
+    root: PathBuf,
+    public_base_url: Option<String>,
+}
+
+impl DirObjectStore {
+    /// A store rooted at `root` (created on first put). Public URLs are `file://` paths unless
+    /// `public_base_url` is given (then `<base>/<key>`).
+    ///
+    /// # Errors
+    /// When `root` cannot be made absolute.
+    pub fn new(root: impl AsRef<Path>, public_base_url: Option<String>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root.as_ref())
+            .with_context(|| format!("creating {}", root.as_ref().display()))?;
+        let root = std::fs::canonicalize(root.as_ref())
+            .with_context(|| format!("resolving {}", root.as_ref().display()))?;
+        Ok(Self {
+            root,
+            public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_owned()),
+        })
+    }
+
+    /// The root directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of `key`.
+    ///
+    /// # Errors
+    /// When the key is empty, absolute, or contains `..`.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, PortError> {
+        let relative = Path::new(key);
+        let safe = !key.is_empty()
+            && relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !safe {
+            return Err(PortError::Unexpected(anyhow!("invalid object key `{key}`")));
+        }
+        Ok(self.root.join(relative))
+    }
+}
+
+fn content_type_of(key: &str) -> &'static str {
+    match key.rsplit('.').next() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("csv") => "text/csv; charset=utf-8",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+impl ObjectStore for DirObjectStore {
+    async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), PortError> {
+        let path = self.path_of(key)?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            key.replace('/', "_"),
+            uuid::Uuid::new_v4()
+        ));
+        let result = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result.with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, PortError> {
+        let path = self.path_of(key)?;
+        let size = match tokio::fs::metadata(&path).await {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(anyhow!(e)
+                    .context(format!("reading {}", path.display()))
+                    .into());
+            }
+        };
+        if size > max_bytes {
+            return Err(PortError::TooLarge {
+                key: key.to_owned(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(StoredObject {
+            bytes: Bytes::from(bytes),
+            content_type: content_type_of(key).to_owned(),
+        }))
+    }
+
+    fn public_url(&self, key: &str) -> String {
+        match &self.public_base_url {
+            Some(base) => format!("{base}/{key}"),
+            None => format!("file://{}", self.root.join(key).display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_round_trip_and_keys_cannot_escape_the_root() {
+        let dir = std::env::temp_dir().join(format!("pixpress-store-{}", uuid::Uuid::new_v4()));
+        let store = DirObjectStore::new(&dir, Some("http://127.0.0.1:1/files".into())).unwrap();
+        store
+            .put("images/r/1.jpg", Bytes::from_static(b"jpeg"), "image/jpeg")
+            .await
+            .unwrap();
+        let got = store.get("images/r/1.jpg", 100).await.unwrap().unwrap();
+        assert_eq!(&got.bytes[..], b"jpeg");
+        assert!(matches!(
+            store.get("images/r/1.jpg", 2).await,
+            Err(PortError::TooLarge { .. })
+        ));
+        assert!(store.get("images/r/none.jpg", 100).await.unwrap().is_none());
+        assert!(store.get("../etc/passwd", 100).await.is_err());
+        assert_eq!(
+            store.public_url("images/r/1.jpg"),
+            "http://127.0.0.1:1/files/images/r/1.jpg"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,259 @@
+//! Typed configuration read from environment variables (names match `template.yaml`).
+//! [`Config::from_lookup`] takes a lookup function so tests never touch the process environment.
+
+use std::time::Duration;
+
+use crate::domain::input_csv::CsvLimits;
+use crate::domain::model::OutputSpec;
+use crate::fetch::{FetchConfig, NetworkPolicy};
+use crate::image::DecodeLimits;
+use crate::webhook::WebhookSecret;
+
+/// Environment variable names.
+pub mod vars {
+    /// Default JPEG quality, 1–100 (default 50).
+    pub const JPEG_QUALITY: &str = "JPEG_QUALITY";
+    /// Default longest output side in pixels (unset: keep size).
+    pub const MAX_OUTPUT_DIMENSION: &str = "MAX_OUTPUT_DIMENSION";
+    /// Largest CSV in bytes (default 5 MiB).
+    pub const MAX_CSV_BYTES: &str = "MAX_CSV_BYTES";
+    /// Most data rows per CSV (default 10,000).
+    pub const MAX_ROWS: &str = "MAX_ROWS";
+    /// Most URLs per row (default 50).
+    pub const MAX_URLS_PER_ROW: &str = "MAX_URLS_PER_ROW";
+    /// Longest URL in bytes (default 2,048).
+    pub const MAX_URL_LENGTH: &str = "MAX_URL_LENGTH";
+    /// Largest image download in bytes (default 20 MiB).
+    pub const MAX_IMAGE_BYTES: &str = "MAX_IMAGE_BYTES";
+    /// Most pixels per input image (default 50,000,000).
+    pub const MAX_IMAGE_PIXELS: &str = "MAX_IMAGE_PIXELS";
+    /// Longest input side in pixels (default 16,384).
+    pub const MAX_IMAGE_SIDE: &str = "MAX_IMAGE_SIDE";
+    /// Connect timeout in seconds (default 5).
+    pub const FETCH_CONNECT_TIMEOUT_SECS: &str = "FETCH_CONNECT_TIMEOUT_SECS";
+    /// Whole-download timeout in seconds (default 20).
+    pub const FETCH_TIMEOUT_SECS: &str = "FETCH_TIMEOUT_SECS";
+    /// Most redirects per download (default 3).
+    pub const FETCH_MAX_REDIRECTS: &str = "FETCH_MAX_REDIRECTS";
+    /// `true` lets fetches and webhooks reach 127.0.0.0/8 and ::1 (local runs only).
+    pub const ALLOW_LOOPBACK: &str = "ALLOW_LOOPBACK";
+    /// SQS `maxReceiveCount` of the rows queue; the last attempt records failures (default 5).
+    pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
+    /// Images downloaded at once per worker invocation (default 8).
+    pub const WORKER_CONCURRENCY: &str = "WORKER_CONCURRENCY";
+    /// Webhook signing secret, `whsec_<base64>` (unset: webhooks are sent unsigned).
+    pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+    /// Webhook attempts per completion (default 3).
+    pub const WEBHOOK_MAX_ATTEMPTS: &str = "WEBHOOK_MAX_ATTEMPTS";
+    /// First webhook retry delay in milliseconds, doubled per attempt (default 1000).
+    pub const WEBHOOK_BACKOFF_MS: &str = "WEBHOOK_BACKOFF_MS";
+    /// Webhook request timeout in seconds (default 10).
+    pub const WEBHOOK_TIMEOUT_SECS: &str = "WEBHOOK_TIMEOUT_SECS";
+    /// Public base URL of the API, for `status_url` links (unset: derived from the request).
+    pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct ConfigError {
+    /// Variable name.
+    pub name: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every setting of every function; each function reads what it needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Upload limits.
+    pub csv: CsvLimits,
+    /// Decode limits.
+    pub decode: DecodeLimits,
+    /// Download limits and network policy.
+    pub fetch: FetchConfig,
+    /// Default output spec for requests that do not choose one.
+    pub output: OutputSpec,
+    /// SQS `maxReceiveCount`; the attempt with this receive count records transient failures.
+    pub max_receive_count: u32,
+    /// Images downloaded at once per worker invocation.
+    pub worker_concurrency: usize,
+    /// Webhook signing secret.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// Webhook attempts per completion.
+    pub webhook_max_attempts: u32,
+    /// First webhook retry delay, doubled per attempt.
+    pub webhook_backoff: Duration,
+    /// Webhook request timeout.
+    pub webhook_timeout: Duration,
+    /// Public base URL of the API.
+    pub public_api_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            csv: CsvLimits::default(),
+            decode: DecodeLimits::default(),
+            fetch: FetchConfig::default(),
+            output: OutputSpec::default(),
+            max_receive_count: 5,
+            worker_concurrency: 8,
+            webhook_secret: None,
+            webhook_max_attempts: 3,
+            webhook_backoff: Duration::from_millis(1000),
+            webhook_timeout: Duration::from_secs(10),
+            public_api_url: None,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e| ConfigError {
+            name,
+            message: format!("`{v}`: {e}"),
+        }),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first variable that does not parse.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (name → value); unset or empty means default.
+    ///
+    /// # Errors
+    /// The first variable that does not parse or is out of range.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        use vars::*;
+        let d = Self::default();
+        let quality: u8 = parse(&lookup, JPEG_QUALITY, d.output.quality)?;
+        let max_dimension = match lookup(MAX_OUTPUT_DIMENSION).filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(_) => Some(parse(&lookup, MAX_OUTPUT_DIMENSION, 0u32)?),
+        };
+        let output = OutputSpec::new(quality, max_dimension).map_err(|message| ConfigError {
+            name: JPEG_QUALITY,
+            message,
+        })?;
+        let webhook_secret = match lookup(WEBHOOK_SECRET).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(text) => Some(WebhookSecret::parse(&text).map_err(|message| ConfigError {
+                name: WEBHOOK_SECRET,
+                message,
+            })?),
+        };
+        let max_receive_count = parse(&lookup, MAX_RECEIVE_COUNT, d.max_receive_count)?;
+        if max_receive_count == 0 {
+            return Err(ConfigError {
+                name: MAX_RECEIVE_COUNT,
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            csv: CsvLimits {
+                max_bytes: parse(&lookup, MAX_CSV_BYTES, d.csv.max_bytes)?,
+                max_rows: parse(&lookup, MAX_ROWS, d.csv.max_rows)?,
+                max_urls_per_row: parse(&lookup, MAX_URLS_PER_ROW, d.csv.max_urls_per_row)?,
+                max_url_length: parse(&lookup, MAX_URL_LENGTH, d.csv.max_url_length)?,
+                max_issues: d.csv.max_issues,
+            },
+            decode: DecodeLimits {
+                max_pixels: parse(&lookup, MAX_IMAGE_PIXELS, d.decode.max_pixels)?,
+                max_side: parse(&lookup, MAX_IMAGE_SIDE, d.decode.max_side)?,
+            },
+            fetch: FetchConfig {
+                connect_timeout: Duration::from_secs(parse(
+                    &lookup,
+                    FETCH_CONNECT_TIMEOUT_SECS,
+                    d.fetch.connect_timeout.as_secs(),
+                )?),
+                timeout: Duration::from_secs(parse(
+                    &lookup,
+                    FETCH_TIMEOUT_SECS,
+                    d.fetch.timeout.as_secs(),
+                )?),
+                max_redirects: parse(&lookup, FETCH_MAX_REDIRECTS, d.fetch.max_redirects)?,
+                max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
+                policy: NetworkPolicy {
+                    allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
+                },
+                user_agent: d.fetch.user_agent,
+            },
+            output,
+            max_receive_count,
+            worker_concurrency: parse(&lookup, WORKER_CONCURRENCY, d.worker_concurrency)?.max(1),
+            webhook_secret,
+            webhook_max_attempts: parse(&lookup, WEBHOOK_MAX_ATTEMPTS, d.webhook_max_attempts)?
+                .max(1),
+            webhook_backoff: Duration::from_millis(parse(&lookup, WEBHOOK_BACKOFF_MS, 1000u64)?),
+            webhook_timeout: Duration::from_secs(parse(
+                &lookup,
+                WEBHOOK_TIMEOUT_SECS,
+                d.webhook_timeout.as_secs(),
+            )?),
+            public_api_url: lookup(PUBLIC_API_URL)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().trim_end_matches('/').to_owned()),
+        })
+    }
+
+    /// The fetch settings for webhook delivery: same policy, webhook timeout, no redirects.
+    #[must_use]
+    pub fn webhook_fetch(&self) -> FetchConfig {
+        FetchConfig {
+            timeout: self.webhook_timeout,
+            max_redirects: 0,
+            ..self.fetch.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn unset_variables_give_the_documented_defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.output.quality, 50);
+        assert_eq!(c.fetch.max_bytes, 20 * 1024 * 1024);
+        assert_eq!(c.decode.max_pixels, 50_000_000);
+        assert!(!c.fetch.policy.allow_loopback);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[(vars::JPEG_QUALITY, "0")]).unwrap_err();
+        assert_eq!(err.name, vars::JPEG_QUALITY);
+        let err = config(&[(vars::MAX_ROWS, "many")]).unwrap_err();
+        assert_eq!(err.name, vars::MAX_ROWS);
+        let c = config(&[(vars::JPEG_QUALITY, "80"), (vars::ALLOW_LOOPBACK, "true")]).unwrap();
+        assert_eq!(c.output.quality, 80);
+        assert!(c.fetch.policy.allow_loopback);
+    }
+}

@@ -1,0 +1,80 @@
+//! The DynamoDB item schema (DESIGN §3): how [`RequestMeta`] and [`RowRecord`] are laid out as
+//! items with `pk`/`sk` keys. Used by the repository adapters and by the stream consumer, so
+//! the stream images and the table always agree.
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::{META_SK, request_pk, row_sk};
+use super::model::{RequestMeta, RequestStatus, RowRecord};
+
+/// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// The request item: `REQ#<id>` / `META` plus the flattened [`RequestMeta`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaItem {
+    /// `REQ#<request_id>`.
+    pub pk: String,
+    /// Always `META`.
+    pub sk: String,
+    /// The record.
+    #[serde(flatten)]
+    pub meta: RequestMeta,
+    /// TTL, epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl MetaItem {
+    /// The item for `meta`.
+    #[must_use]
+    pub fn new(meta: RequestMeta, expires_at: Option<i64>) -> Self {
+        Self {
+            pk: request_pk(&meta.request_id),
+            sk: META_SK.to_owned(),
+            meta,
+            expires_at,
+        }
+    }
+}
+
+/// A row item: `REQ#<id>` / `ROW#<index>` plus the flattened [`RowRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowItem {
+    /// `REQ#<request_id>`.
+    pub pk: String,
+    /// `ROW#<index, 6 digits>`.
+    pub sk: String,
+    /// The record.
+    #[serde(flatten)]
+    pub row: RowRecord,
+    /// TTL, epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl RowItem {
+    /// The item for `row` of request `request_id`.
+    #[must_use]
+    pub fn new(request_id: &str, row: RowRecord, expires_at: Option<i64>) -> Self {
+        Self {
+            pk: request_pk(request_id),
+            sk: row_sk(row.index),
+            row,
+            expires_at,
+        }
+    }
+}
+
+/// The attributes a stream consumer reads from any item image: keys and, for request items,
+/// the status. Row items have no `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ItemHead {
+    /// Partition key.
+    pub pk: String,
+    /// Sort key.
+    pub sk: String,
+    /// Request status (request items only).
+    #[serde(default)]
+    pub status: Option<RequestStatus>,
+}

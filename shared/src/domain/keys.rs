@@ -1,0 +1,74 @@
+//! Storage keys: DynamoDB `pk`/`sk` values and S3 object keys. One place, so every adapter and
+//! function agrees on the layout.
+
+/// Prefix the S3 trigger listens on; a CSV put under it is ingested (`uploads/<name>.csv`).
+pub const UPLOADS_PREFIX: &str = "uploads/";
+/// Prefix of compressed images (`images/<request_id>/<row>-<position>.jpg`).
+pub const IMAGES_PREFIX: &str = "images/";
+/// Prefix of output CSVs (`results/<request_id>/output.csv`).
+pub const RESULTS_PREFIX: &str = "results/";
+/// Sort key of the request item.
+pub const META_SK: &str = "META";
+/// Sort-key prefix of row items.
+pub const ROW_SK_PREFIX: &str = "ROW#";
+
+/// Partition key of every item of a request: `REQ#<request_id>`.
+#[must_use]
+pub fn request_pk(request_id: &str) -> String {
+    format!("REQ#{request_id}")
+}
+
+/// The request id inside a `REQ#<id>` partition key.
+#[must_use]
+pub fn request_id_from_pk(pk: &str) -> Option<&str> {
+    pk.strip_prefix("REQ#")
+}
+
+/// Sort key of row `index`, zero-padded to 6 digits so rows sort in input order.
+#[must_use]
+pub fn row_sk(index: u32) -> String {
+    format!("{ROW_SK_PREFIX}{index:06}")
+}
+
+/// Object key of the compressed image at `position` (zero-based) of row `row_index`.
+#[must_use]
+pub fn image_key(request_id: &str, row_index: u32, position: usize, extension: &str) -> String {
+    format!("{IMAGES_PREFIX}{request_id}/{row_index:06}-{position:02}.{extension}")
+}
+
+/// Object key of the output CSV of a request.
+#[must_use]
+pub fn output_csv_key(request_id: &str) -> String {
+    format!("{RESULTS_PREFIX}{request_id}/output.csv")
+}
+
+/// `true` when `id` is a syntactically valid request id: 1–64 ASCII letters, digits, `-` or `_`.
+/// Checked before any lookup so a path can never smuggle a key separator.
+#[must_use]
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_keys_sort_in_input_order() {
+        let mut keys = vec![row_sk(10), row_sk(2), row_sk(100)];
+        keys.sort();
+        assert_eq!(keys, vec![row_sk(2), row_sk(10), row_sk(100)]);
+    }
+
+    #[test]
+    fn request_ids_with_separators_are_invalid() {
+        assert!(is_valid_request_id("3f2a-9c"));
+        assert!(!is_valid_request_id("a#b"));
+        assert!(!is_valid_request_id("../etc"));
+        assert!(!is_valid_request_id(""));
+    }
+}

@@ -1,0 +1,426 @@
+//! The request and row model shared by every function, and the status rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::input_csv::CsvIssue;
+
+/// Version of the [`RowJob`] message schema; bumped on incompatible changes.
+pub const ROW_JOB_VERSION: u32 = 1;
+
+/// Default JPEG quality (libjpeg scale, 1–100) when a request does not choose one.
+pub const DEFAULT_JPEG_QUALITY: u8 = 50;
+
+/// Lifecycle of a request: `PENDING` → `PROCESSING` → one of the terminal statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestStatus {
+    /// Recorded; rows are being enqueued.
+    Pending,
+    /// Every row is enqueued; workers are processing.
+    Processing,
+    /// Every image compressed.
+    Completed,
+    /// Every row finished and at least one image failed.
+    CompletedWithErrors,
+    /// The request could not be processed at all (invalid upload, enqueue failure).
+    Failed,
+}
+
+impl RequestStatus {
+    /// `true` for the statuses a request never leaves.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::CompletedWithErrors | Self::Failed
+        )
+    }
+
+    /// The wire name, as stored and returned by the API (`"COMPLETED_WITH_ERRORS"`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::CompletedWithErrors => "COMPLETED_WITH_ERRORS",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// Where the CSV of a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `POST /uploads`.
+    Api,
+    /// An object created under `uploads/` in the bucket.
+    S3,
+}
+
+/// Output image format. Only JPEG today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Baseline JPEG, `image/jpeg`, extension `.jpg`.
+    #[default]
+    Jpeg,
+}
+
+impl OutputFormat {
+    /// File extension without the dot.
+    #[must_use]
+    pub fn extension(self) -> &'static str {
+        "jpg"
+    }
+
+    /// MIME type of the stored objects.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        "image/jpeg"
+    }
+}
+
+/// How every image of a request is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// Output format.
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// JPEG quality on the libjpeg scale, 1–100.
+    pub quality: u8,
+    /// Longest side of the output in pixels; larger images are scaled down, never up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dimension: Option<u32>,
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        Self {
+            format: OutputFormat::Jpeg,
+            quality: DEFAULT_JPEG_QUALITY,
+            max_dimension: None,
+        }
+    }
+}
+
+impl OutputSpec {
+    /// A JPEG spec with the given quality.
+    ///
+    /// # Errors
+    /// A message naming the accepted range when `quality` is outside 1–100, or when
+    /// `max_dimension` is 0.
+    pub fn new(quality: u8, max_dimension: Option<u32>) -> Result<Self, String> {
+        if !(1..=100).contains(&quality) {
+            return Err(format!("quality must be between 1 and 100, got {quality}"));
+        }
+        if max_dimension == Some(0) {
+            return Err("max_dimension must be at least 1 pixel".to_owned());
+        }
+        Ok(Self {
+            format: OutputFormat::Jpeg,
+            quality,
+            max_dimension,
+        })
+    }
+}
+
+/// Progress counters of a request. Images and bytes only count finished rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Data rows in the CSV.
+    pub rows_total: u64,
+    /// Rows whose outcome is recorded.
+    pub rows_done: u64,
+    /// Image URLs in the CSV.
+    pub images_total: u64,
+    /// Images compressed and stored.
+    pub images_ok: u64,
+    /// Images that failed permanently.
+    pub images_failed: u64,
+    /// Bytes downloaded for successful images.
+    pub bytes_in: u64,
+    /// Bytes stored for successful images.
+    pub bytes_out: u64,
+}
+
+impl Counters {
+    /// Status rule: once every row is recorded the request is terminal — `COMPLETED` when no
+    /// image failed, `COMPLETED_WITH_ERRORS` otherwise. `None` while rows are outstanding.
+    #[must_use]
+    pub fn terminal_status(&self) -> Option<RequestStatus> {
+        if self.rows_done < self.rows_total {
+            None
+        } else if self.images_failed == 0 {
+            Some(RequestStatus::Completed)
+        } else {
+            Some(RequestStatus::CompletedWithErrors)
+        }
+    }
+
+    /// Adds the outcome of one row.
+    pub fn add_row(&mut self, images: &[ImageOutcome]) {
+        self.rows_done += 1;
+        for image in images {
+            match image.status {
+                ImageStatus::Ok => {
+                    self.images_ok += 1;
+                    self.bytes_in += image.bytes_in.unwrap_or(0);
+                    self.bytes_out += image.bytes_out.unwrap_or(0);
+                }
+                ImageStatus::Failed => self.images_failed += 1,
+            }
+        }
+    }
+}
+
+/// Delivery state of the completion webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryState {
+    /// Not attempted yet.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every permitted attempt failed.
+    Failed,
+}
+
+/// One webhook delivery attempt, as recorded on the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookAttempt {
+    /// When the attempt started.
+    pub at: DateTime<Utc>,
+    /// HTTP status of the answer, if one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// Stable error code when no 2xx answer came (`timeout`, `http_500`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The webhook target of a request and its delivery history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Absolute http(s) URL the completion event is POSTed to.
+    pub url: String,
+    /// Current delivery state.
+    pub state: DeliveryState,
+    /// Every attempt so far, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<WebhookAttempt>,
+}
+
+/// Why a request ended `FAILED`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Stable code (`invalid_csv`, `enqueue_failed`).
+    pub code: String,
+    /// What happened, for a person.
+    pub message: String,
+    /// CSV errors, when the upload was rejected (at most the first 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<CsvIssue>,
+}
+
+/// The request record (`REQ#<id>` / `META`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    /// Request id (a UUID for API uploads; derived from the object for S3 uploads).
+    pub request_id: String,
+    /// Owning tenant; other tenants never see the request.
+    pub tenant: String,
+    /// Lifecycle status.
+    pub status: RequestStatus,
+    /// Where the CSV came from.
+    pub source: Source,
+    /// Object key of the uploaded CSV for S3 uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key: Option<String>,
+    /// How images are encoded.
+    pub output_spec: OutputSpec,
+    /// Progress counters.
+    pub counters: Counters,
+    /// Webhook target and delivery history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    /// Object key of the output CSV once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_csv_key: Option<String>,
+    /// Why the request failed, for `FAILED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// When the request was recorded.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it entered a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Per-image result status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ImageStatus {
+    /// Compressed and stored.
+    Ok,
+    /// Permanently failed; `error_code` says why.
+    Failed,
+}
+
+/// What happened to one input image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageOutcome {
+    /// `OK` or `FAILED`.
+    pub status: ImageStatus,
+    /// Object key of the compressed image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
+    /// Public URL of the compressed image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
+    /// Stable error code (`http_404`, `timeout`, `too_large`, `not_an_image`,
+    /// `blocked_address`, `decode_error`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Error detail for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Downloaded size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Stored size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    /// Output width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Output height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+impl ImageOutcome {
+    /// A failed image with its stable code and detail.
+    #[must_use]
+    pub fn failed(code: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            status: ImageStatus::Failed,
+            output_key: None,
+            output_url: None,
+            error_code: Some(code.into()),
+            error: Some(error.into()),
+            bytes_in: None,
+            bytes_out: None,
+            width: None,
+            height: None,
+        }
+    }
+}
+
+/// State of a row record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RowState {
+    /// Waiting for (or in) a worker.
+    Pending,
+    /// Outcome recorded; never changes again.
+    Done,
+}
+
+/// One CSV row (`REQ#<id>` / `ROW#<index>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRecord {
+    /// Zero-based data row index (input order).
+    pub index: u32,
+    /// The `S. No.` cell, as text.
+    pub serial: String,
+    /// The `Product Name` cell.
+    pub product_name: String,
+    /// Input image URLs in CSV order.
+    pub input_urls: Vec<String>,
+    /// Row state.
+    pub state: RowState,
+    /// Outcomes aligned with `input_urls` once `Done`.
+    #[serde(default)]
+    pub images: Vec<ImageOutcome>,
+}
+
+/// The SQS message for one row: everything a worker needs, so it never re-reads the CSV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowJob {
+    /// Schema version ([`ROW_JOB_VERSION`]).
+    pub version: u32,
+    /// Owning request.
+    pub request_id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Zero-based row index.
+    pub row_index: u32,
+    /// `S. No.` cell.
+    pub serial: String,
+    /// `Product Name` cell.
+    pub product_name: String,
+    /// Input image URLs in CSV order.
+    pub input_urls: Vec<String>,
+    /// Encoding of every image.
+    pub output_spec: OutputSpec,
+}
+
+impl RowJob {
+    /// The job for `row` of request `meta`.
+    #[must_use]
+    pub fn for_row(meta: &RequestMeta, row: &RowRecord) -> Self {
+        Self {
+            version: ROW_JOB_VERSION,
+            request_id: meta.request_id.clone(),
+            tenant: meta.tenant.clone(),
+            row_index: row.index,
+            serial: row.serial.clone(),
+            product_name: row.product_name.clone(),
+            input_urls: row.input_urls.clone(),
+            output_spec: meta.output_spec,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(bytes_in: u64, bytes_out: u64) -> ImageOutcome {
+        ImageOutcome {
+            status: ImageStatus::Ok,
+            bytes_in: Some(bytes_in),
+            bytes_out: Some(bytes_out),
+            ..ImageOutcome::failed("", "")
+        }
+    }
+
+    #[test]
+    fn request_is_terminal_only_after_the_last_row() {
+        let mut counters = Counters {
+            rows_total: 2,
+            images_total: 3,
+            ..Counters::default()
+        };
+        counters.add_row(&[ok(100, 40), ok(10, 4)]);
+        assert_eq!(counters.terminal_status(), None);
+        counters.add_row(&[ImageOutcome::failed("http_404", "not found")]);
+        assert_eq!(
+            counters.terminal_status(),
+            Some(RequestStatus::CompletedWithErrors)
+        );
+        assert_eq!((counters.bytes_in, counters.bytes_out), (110, 44));
+    }
+
+    #[test]
+    fn quality_outside_1_to_100_is_rejected() {
+        assert!(OutputSpec::new(0, None).is_err());
+        assert!(OutputSpec::new(101, None).is_err());
+        assert_eq!(OutputSpec::new(80, Some(1200)).map(|s| s.quality), Ok(80));
+    }
+}

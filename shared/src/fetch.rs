@@ -1,0 +1,479 @@
+//! The guarded HTTP client used to download images and deliver webhooks.
+//!
+//! Every request is checked against a [`NetworkPolicy`] at each step: the URL's literal
+//! address, every DNS answer (through a resolver that drops refused addresses before a socket
+//! is opened), every redirect target, and the peer the response actually came from. Limits:
+//! connect timeout, total timeout, redirect count, and a byte cap enforced while streaming.
+//! Proxies from the environment are ignored so nothing bypasses the checks.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+pub use policy::{AddressClass, NetworkPolicy};
+
+/// Limits and policy of the fetcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    /// TCP + TLS connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, body included (default 20 s).
+    pub timeout: Duration,
+    /// Most redirects followed for a download (default 3). Webhooks follow none.
+    pub max_redirects: usize,
+    /// Largest accepted body in bytes (default 20 MiB).
+    pub max_bytes: u64,
+    /// Which addresses may be reached.
+    pub policy: NetworkPolicy,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            max_redirects: 3,
+            max_bytes: 20 * 1024 * 1024,
+            policy: NetworkPolicy::default(),
+            user_agent: concat!("pixpress/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// What kind of failure a fetch met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchErrorKind {
+    /// Not an absolute URL.
+    InvalidUrl,
+    /// Not http or https.
+    UnsupportedScheme,
+    /// The host is or resolves to an address the policy refuses.
+    BlockedAddress,
+    /// The name did not resolve.
+    Dns,
+    /// The connection failed.
+    Connect,
+    /// A timeout elapsed.
+    Timeout,
+    /// More redirects than allowed.
+    TooManyRedirects,
+    /// The body exceeds the byte cap.
+    TooLarge,
+    /// A non-success HTTP status.
+    Http(u16),
+    /// The body could not be read.
+    Body,
+}
+
+/// A failed fetch, with a stable code and whether a later attempt may succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    /// Classification.
+    pub kind: FetchErrorKind,
+    /// Detail for a person.
+    pub message: String,
+}
+
+impl FetchError {
+    fn new(kind: FetchErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Stable code: `invalid_url`, `unsupported_scheme`, `blocked_address`, `dns_error`,
+    /// `connect_error`, `timeout`, `too_many_redirects`, `too_large`, `http_<status>`, `body_error`.
+    #[must_use]
+    pub fn code(&self) -> String {
+        match self.kind {
+            FetchErrorKind::InvalidUrl => "invalid_url".into(),
+            FetchErrorKind::UnsupportedScheme => "unsupported_scheme".into(),
+            FetchErrorKind::BlockedAddress => "blocked_address".into(),
+            FetchErrorKind::Dns => "dns_error".into(),
+            FetchErrorKind::Connect => "connect_error".into(),
+            FetchErrorKind::Timeout => "timeout".into(),
+            FetchErrorKind::TooManyRedirects => "too_many_redirects".into(),
+            FetchErrorKind::TooLarge => "too_large".into(),
+            FetchErrorKind::Http(status) => format!("http_{status}"),
+            FetchErrorKind::Body => "body_error".into(),
+        }
+    }
+
+    /// `true` for trouble that may pass: timeouts, connection and DNS failures, broken bodies,
+    /// and HTTP 408, 425, 429 and 5xx. Everything else fails the same way again.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            FetchErrorKind::Dns
+            | FetchErrorKind::Connect
+            | FetchErrorKind::Timeout
+            | FetchErrorKind::Body => true,
+            FetchErrorKind::Http(status) => matches!(status, 408 | 425 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}
+
+/// A downloaded body.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body, at most `max_bytes`.
+    pub bytes: Bytes,
+    /// URL after redirects.
+    pub final_url: Url,
+    /// `Content-Type` as sent (informational: formats are sniffed from the bytes).
+    pub content_type: Option<String>,
+}
+
+/// Resolves host names to addresses. The default is the system resolver; tests and local runs
+/// may map names to fixed addresses so no query or packet leaves the machine.
+pub trait HostResolver: Send + Sync + std::fmt::Debug + 'static {
+    /// Every address of `host`.
+    ///
+    /// # Errors
+    /// An I/O error when the name does not resolve.
+    fn lookup(&self, host: String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>>;
+}
+
+/// The operating system's resolver (`getaddrinfo` via tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl HostResolver for SystemResolver {
+    fn lookup(&self, host: String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// A fixed name → addresses table; unknown names fail to resolve.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    hosts: HashMap<String, Vec<IpAddr>>,
+}
+
+impl StaticResolver {
+    /// Adds `host` → `ips`.
+    #[must_use]
+    pub fn with(mut self, host: &str, ips: &[IpAddr]) -> Self {
+        self.hosts.insert(host.to_ascii_lowercase(), ips.to_vec());
+        self
+    }
+}
+
+impl HostResolver for StaticResolver {
+    fn lookup(&self, host: String) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>> {
+        let found = self.hosts.get(&host.to_ascii_lowercase()).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("unknown host {host}"))
+            })
+        })
+    }
+}
+
+/// Raised inside the HTTP stack when the policy refuses an address.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {ip}, a {} address", class.describe())]
+struct Blocked {
+    host: String,
+    ip: IpAddr,
+    class: AddressClass,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {host}: {source}")]
+struct DnsFailure {
+    host: String,
+    source: std::io::Error,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} redirects")]
+struct TooManyRedirects(usize);
+
+#[derive(Debug)]
+struct GuardedResolver {
+    inner: Arc<dyn HostResolver>,
+    policy: NetworkPolicy,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let lookup = self.inner.lookup(host.clone());
+        let policy = self.policy;
+        Box::pin(async move {
+            let ips = lookup.await.map_err(|source| DnsFailure {
+                host: host.clone(),
+                source,
+            })?;
+            // Refuse the whole name if any answer is refused: a name mixing public and
+            // internal answers is a DNS-rebinding setup, not a misconfiguration to route around.
+            for &ip in &ips {
+                if let Err(class) = policy.check(ip) {
+                    return Err(Box::new(Blocked { host, ip, class }) as _);
+                }
+            }
+            if ips.is_empty() {
+                return Err(Box::new(DnsFailure {
+                    host,
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+                }) as _);
+            }
+            let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
+}
+
+/// Checks scheme and, for an address literal, the address itself (a literal never reaches the
+/// resolver).
+fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FetchError::new(
+            FetchErrorKind::UnsupportedScheme,
+            format!("`{url}`: only http and https can be fetched"),
+        ));
+    }
+    let ip = match url.host() {
+        Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
+        Some(Host::Domain(_)) => return Ok(()),
+        None => {
+            return Err(FetchError::new(
+                FetchErrorKind::InvalidUrl,
+                format!("`{url}` has no host"),
+            ));
+        }
+    };
+    policy.check(ip).map_err(|class| {
+        FetchError::new(
+            FetchErrorKind::BlockedAddress,
+            format!("{ip} is a {} address", class.describe()),
+        )
+    })
+}
+
+/// The guarded client. Cheap to clone; build one per process.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    download: reqwest::Client,
+    post: reqwest::Client,
+    config: FetchConfig,
+}
+
+impl Fetcher {
+    /// A fetcher using the system resolver.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn new(config: FetchConfig) -> anyhow::Result<Self> {
+        Self::with_resolver(config, Arc::new(SystemResolver))
+    }
+
+    /// A fetcher resolving names with `resolver`.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn with_resolver(
+        config: FetchConfig,
+        resolver: Arc<dyn HostResolver>,
+    ) -> anyhow::Result<Self> {
+        let guarded = Arc::new(GuardedResolver {
+            inner: resolver,
+            policy: config.policy,
+        });
+        let policy = config.policy;
+        let max_redirects = config.max_redirects;
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                return attempt.error(TooManyRedirects(max_redirects));
+            }
+            match check_url(attempt.url(), policy) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
+            }
+        });
+        let base = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.timeout)
+                .user_agent(config.user_agent.clone())
+                .dns_resolver(guarded.clone())
+        };
+        Ok(Self {
+            download: base().redirect(redirects).build()?,
+            post: base().redirect(reqwest::redirect::Policy::none()).build()?,
+            config,
+        })
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    fn parse(&self, raw: &str) -> Result<Url, FetchError> {
+        let url = Url::parse(raw)
+            .map_err(|e| FetchError::new(FetchErrorKind::InvalidUrl, format!("`{raw}`: {e}")))?;
+        check_url(&url, self.config.policy)?;
+        Ok(url)
+    }
+
+    fn check_peer(&self, peer: Option<SocketAddr>) -> Result<(), FetchError> {
+        match peer.map(|p| (p.ip(), self.config.policy.check(p.ip()))) {
+            Some((ip, Err(class))) => Err(FetchError::new(
+                FetchErrorKind::BlockedAddress,
+                format!("connected to {ip}, a {} address", class.describe()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Downloads `url` (GET), following at most `max_redirects` redirects.
+    ///
+    /// # Errors
+    /// A classified [`FetchError`]: non-2xx statuses are `http_<status>`, a body over
+    /// `max_bytes` is `too_large` (checked against `Content-Length` first, then while
+    /// streaming, so no more than `max_bytes` + one chunk is ever held).
+    pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        let url = self.parse(url)?;
+        let mut response = self
+            .download
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        self.check_peer(response.remote_addr())?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::new(
+                FetchErrorKind::Http(status.as_u16()),
+                format!("{} answered HTTP {status}", response.url()),
+            ));
+        }
+        let max = self.config.max_bytes;
+        if let Some(length) = response.content_length()
+            && length > max
+        {
+            return Err(too_large(length, max));
+        }
+        let final_url = response.url().clone();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large((body.len() + chunk.len()) as u64, max));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            bytes: body.freeze(),
+            final_url,
+            content_type,
+        })
+    }
+
+    /// POSTs `body` to `url` with `headers`, following no redirects; the answer's body is read
+    /// up to 64 KiB and dropped.
+    ///
+    /// # Errors
+    /// A classified [`FetchError`]; a non-2xx answer is `http_<status>`.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<u16, FetchError> {
+        let url = self.parse(url)?;
+        let mut request = self.post.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let mut response = request.send().await.map_err(|e| classify(&e))?;
+        self.check_peer(response.remote_addr())?;
+        let status = response.status();
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            match response.chunk().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err(FetchError::new(
+                FetchErrorKind::Http(status.as_u16()),
+                format!("webhook receiver answered HTTP {status}"),
+            ))
+        }
+    }
+}
+
+fn too_large(length: u64, max: u64) -> FetchError {
+    FetchError::new(
+        FetchErrorKind::TooLarge,
+        format!("body is at least {length} bytes; the limit is {max} bytes"),
+    )
+}
+
+/// Maps a reqwest error to a [`FetchError`] by walking its cause chain.
+fn classify(error: &reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(blocked) = e.downcast_ref::<Blocked>() {
+            return FetchError::new(FetchErrorKind::BlockedAddress, blocked.to_string());
+        }
+        if let Some(blocked) = e.downcast_ref::<FetchError>() {
+            return blocked.clone();
+        }
+        if let Some(too_many) = e.downcast_ref::<TooManyRedirects>() {
+            return FetchError::new(FetchErrorKind::TooManyRedirects, too_many.to_string());
+        }
+        if let Some(dns) = e.downcast_ref::<DnsFailure>() {
+            return FetchError::new(FetchErrorKind::Dns, dns.to_string());
+        }
+        source = e.source();
+    }
+    let detail = error_chain(error);
+    if error.is_timeout() {
+        FetchError::new(FetchErrorKind::Timeout, detail)
+    } else if error.is_connect() {
+        FetchError::new(FetchErrorKind::Connect, detail)
+    } else {
+        FetchError::new(FetchErrorKind::Body, detail)
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,264 @@
+//! Port traits: what the use cases need from storage and messaging, in domain terms.
+//! Implementations: `adapters::local` (embedded) and, in deployments, the AWS adapters.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::domain::model::{
+    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
+    WebhookAttempt,
+};
+
+/// Failure of a port call.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The backend asked us to slow down; retry later.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// An object exceeds the size the caller accepts.
+    #[error("object {key} is {size} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        /// Object key.
+        key: String,
+        /// Actual size in bytes.
+        size: u64,
+        /// Accepted size in bytes.
+        limit: u64,
+    },
+    /// Anything else (I/O, network, a malformed stored item).
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl PortError {
+    /// `true` when the same call may succeed later (everything but `TooLarge`).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::TooLarge { .. })
+    }
+}
+
+/// Result of creating a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The request and its rows were written.
+    Inserted,
+    /// A request with this id exists already (returned as stored); nothing was written.
+    AlreadyExists(Box<RequestMeta>),
+}
+
+/// Result of a conditional status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The change was applied: the request is now in this status.
+    Applied(RequestStatus),
+    /// The request was not in a state the change applies to (already moved on, not finished,
+    /// or missing); nothing was written.
+    NotApplied,
+}
+
+/// Result of recording a row's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowRecorded {
+    /// Recorded now; the request's counters after the increment.
+    Recorded(Counters),
+    /// The row was already done (a redelivery); nothing changed.
+    AlreadyRecorded,
+}
+
+/// A page of rows in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowPage {
+    /// Rows with index greater than the cursor, in order.
+    pub rows: Vec<RowRecord>,
+    /// Cursor for the next page (`Some(last index)`) or `None` at the end.
+    pub next: Option<u32>,
+}
+
+/// Requests and rows (DESIGN §3, one table).
+pub trait RequestRepository: Send + Sync + Clone + 'static {
+    /// Writes a new request and all its rows.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure; a partial write MUST NOT be visible as a complete request.
+    ///
+    /// # Idempotency
+    /// Conditional on the id being new: an existing request MUST NOT be overwritten; its stored
+    /// record is returned as [`Created::AlreadyExists`].
+    fn create_request(
+        &self,
+        meta: &RequestMeta,
+        rows: &[RowRecord],
+    ) -> impl Future<Output = Result<Created, PortError>> + Send;
+
+    /// The request record, or `None` if unknown.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn get_request(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<RequestMeta>, PortError>> + Send;
+
+    /// Up to `limit` rows with index greater than `after`, in input order.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn list_rows(
+        &self,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> impl Future<Output = Result<RowPage, PortError>> + Send;
+
+    /// `PENDING` → `PROCESSING` once every row is enqueued.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Conditional on the status being `PENDING`; otherwise [`Transition::NotApplied`].
+    fn mark_processing(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Transition, PortError>> + Send;
+
+    /// Any non-terminal status → `FAILED` with `failure`.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Conditional on the status being non-terminal; otherwise [`Transition::NotApplied`].
+    fn mark_failed(
+        &self,
+        request_id: &str,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Transition, PortError>> + Send;
+
+    /// Records the outcome of row `row_index` (images aligned with its input URLs) and adds it
+    /// to the request's counters, atomically.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure; then neither the row nor the counters changed.
+    ///
+    /// # Idempotency
+    /// Conditional on the row being `PENDING`: a redelivered row MUST return
+    /// [`RowRecorded::AlreadyRecorded`] and MUST NOT count twice.
+    fn record_row_outcome(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        images: &[ImageOutcome],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RowRecorded, PortError>> + Send;
+
+    /// Flips the request to its terminal status ([`Counters::terminal_status`]) once every row
+    /// is recorded.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// One conditional write: applies only if the status is non-terminal and every row is
+    /// done, so among concurrent callers exactly one gets [`Transition::Applied`].
+    fn complete(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Transition, PortError>> + Send;
+
+    /// Records the object key of the output CSV.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Overwrites with the same value on replays.
+    fn record_output_csv(
+        &self,
+        request_id: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Appends a webhook attempt and sets the delivery state.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Not idempotent: every call appends one attempt (each attempt is a fact worth keeping).
+    fn record_webhook_attempt(
+        &self,
+        request_id: &str,
+        attempt: &WebhookAttempt,
+        state: DeliveryState,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The queue of row jobs.
+pub trait RowQueue: Send + Sync + Clone + 'static {
+    /// Enqueues every job.
+    ///
+    /// # Errors
+    /// [`PortError`] if any job could not be enqueued after the adapter's own retries; some
+    /// jobs may have been enqueued.
+    ///
+    /// # Idempotency
+    /// At-least-once: re-enqueueing a job is safe because row completion is idempotent.
+    fn enqueue(&self, jobs: &[RowJob]) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// MIME type as stored.
+    pub content_type: String,
+}
+
+/// The bucket of uploads, images and output CSVs.
+pub trait ObjectStore: Send + Sync + Clone + 'static {
+    /// Stores `bytes` under `key` with `content_type`.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure; a failed put MUST NOT leave a partial object visible.
+    ///
+    /// # Idempotency
+    /// Overwrites: the same put twice leaves the same object.
+    fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// The object under `key`, or `None`.
+    ///
+    /// # Errors
+    /// [`PortError::TooLarge`] when it exceeds `max_bytes` (without reading it);
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn get(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
+
+    /// The URL under which `key` is published (for output image URLs).
+    fn public_url(&self, key: &str) -> String;
+}

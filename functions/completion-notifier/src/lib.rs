@@ -1,1 +1,239 @@
+//! # completion-notifier — writes the output CSV and fires the webhook
+//!
+//! Trigger: the table's DynamoDB stream (`NEW_AND_OLD_IMAGES`), filtered in the event source
+//! mapping to request items entering a terminal status; locally, the CLI's pump feeds the
+//! in-memory repository's change log.
+//!
+//! Per record that is a request item moving from a non-terminal to a terminal status
+//! (re-checked here, so an unfiltered stream is safe too):
+//! 1. read every row of the request in input order;
+//! 2. write the output CSV to `results/<request>/output.csv` and record its key;
+//! 3. if the request has a webhook that is not yet delivered, POST the signed completion event
+//!    (Standard Webhooks v1) with up to `WEBHOOK_MAX_ATTEMPTS` attempts and exponential
+//!    backoff, recording every attempt on the request.
+//!
+//! Failure semantics: a replayed record rewrites the same CSV and skips a delivered webhook. A
+//! failing receiver never fails the invocation (its attempts are recorded); only repository or
+//! store failures return `Err`, so the stream retries the batch (bounded by the mapping's
+//! `MaximumRetryAttempts`).
+//!
+//! Env vars: `WEBHOOK_SECRET`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`,
+//! `WEBHOOK_TIMEOUT_SECS`, `PUBLIC_API_URL`, `ALLOW_LOOPBACK`.
 
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::Event;
+use chrono::Utc;
+use lambda_runtime::LambdaEvent;
+use pixpress::config::Config;
+use pixpress::domain::item::ItemHead;
+use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
+use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus, WebhookAttempt};
+use pixpress::domain::output_csv::write_output_csv;
+use pixpress::fetch::Fetcher;
+use pixpress::ingest::load_all_rows;
+use pixpress::ports::{ObjectStore, PortError, RequestRepository};
+use pixpress::webhook::{self, WebhookPayload, WebhookSecret};
+
+/// Settings of the notifier.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// Signing secret; unsigned deliveries without one.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// Attempts per completion.
+    pub max_attempts: u32,
+    /// Delay before the second attempt, doubled for each further one.
+    pub backoff: Duration,
+    /// Public base URL of the API, for links in the payload.
+    pub public_api_url: Option<String>,
+}
+
+impl From<&Config> for NotifierConfig {
+    fn from(config: &Config) -> Self {
+        Self {
+            webhook_secret: config.webhook_secret.clone(),
+            max_attempts: config.webhook_max_attempts,
+            backoff: config.webhook_backoff,
+            public_api_url: config.public_api_url.clone(),
+        }
+    }
+}
+
+/// The notifier's dependencies.
+#[derive(Debug, Clone)]
+pub struct App<R, S> {
+    /// Requests and rows.
+    pub repo: R,
+    /// Where the output CSV goes.
+    pub store: S,
+    /// Guarded client for webhook delivery (no redirects).
+    pub fetcher: Fetcher,
+    /// Settings.
+    pub config: NotifierConfig,
+}
+
+impl<R: RequestRepository, S: ObjectStore> App<R, S> {
+    /// A notifier from the process configuration.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(repo: R, store: S, config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            repo,
+            store,
+            fetcher: Fetcher::new(config.webhook_fetch())?,
+            config: NotifierConfig::from(config),
+        })
+    }
+}
+
+/// What a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notified {
+    /// Key of the output CSV, if one was written.
+    pub output_csv_key: Option<String>,
+    /// Final webhook state, if the request has a webhook.
+    pub webhook: Option<DeliveryState>,
+}
+
+/// Why a notification must be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// The output CSV could not be built.
+    #[error("output CSV: {0}")]
+    Csv(#[from] csv::Error),
+    /// Repository or store failure.
+    #[error(transparent)]
+    Storage(#[from] PortError),
+}
+
+/// `Some(request_id)` when the record is a request item entering a terminal status.
+fn terminal_transition(record: &aws_lambda_events::event::dynamodb::EventRecord) -> Option<String> {
+    let new: ItemHead = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
+    if new.sk != META_SK || !new.status.is_some_and(RequestStatus::is_terminal) {
+        return None;
+    }
+    let old_status = serde_dynamo::from_item::<_, ItemHead>(record.change.old_image.clone())
+        .ok()
+        .and_then(|old| old.status);
+    if old_status.is_some_and(RequestStatus::is_terminal) {
+        return None;
+    }
+    request_id_from_pk(&new.pk).map(str::to_owned)
+}
+
+fn links(config: &NotifierConfig, meta: &RequestMeta, csv_url: Option<String>) -> (Option<String>, Option<String>) {
+    match &config.public_api_url {
+        Some(base) => (
+            Some(format!("{base}/requests/{}", meta.request_id)),
+            csv_url.map(|_| format!("{base}/requests/{}/output.csv", meta.request_id)),
+        ),
+        None => (None, csv_url),
+    }
+}
+
+/// Writes the output CSV and delivers the webhook of one terminal request.
+///
+/// # Errors
+/// [`NotifyError`] when the CSV cannot be written or recorded; webhook failures are recorded,
+/// not returned.
+pub async fn notify<R: RequestRepository, S: ObjectStore>(
+    app: &App<R, S>,
+    request_id: &str,
+) -> Result<Notified, NotifyError> {
+    let Some(mut meta) = app.repo.get_request(request_id).await? else {
+        tracing::warn!(%request_id, "terminal record for an unknown request");
+        return Ok(Notified {
+            output_csv_key: None,
+            webhook: None,
+        });
+    };
+    if meta.status != RequestStatus::Failed && meta.output_csv_key.is_none() {
+        let rows = load_all_rows(&app.repo, request_id).await?;
+        let csv = write_output_csv(&rows)?;
+        let key = output_csv_key(request_id);
+        app.store.put(&key, csv.into(), "text/csv; charset=utf-8").await?;
+        app.repo.record_output_csv(request_id, &key, Utc::now()).await?;
+        meta.output_csv_key = Some(key);
+    }
+    let csv_url = meta.output_csv_key.as_ref().map(|k| app.store.public_url(k));
+    let webhook_state = match &meta.webhook {
+        Some(hook) if hook.state == DeliveryState::Pending => {
+            let (status_url, csv_link) = links(&app.config, &meta, csv_url);
+            Some(deliver(app, &meta, &hook.url, status_url, csv_link).await?)
+        }
+        Some(hook) => Some(hook.state),
+        None => None,
+    };
+    Ok(Notified {
+        output_csv_key: meta.output_csv_key,
+        webhook: webhook_state,
+    })
+}
+
+async fn deliver<R: RequestRepository, S: ObjectStore>(
+    app: &App<R, S>,
+    meta: &RequestMeta,
+    url: &str,
+    status_url: Option<String>,
+    csv_url: Option<String>,
+) -> Result<DeliveryState, NotifyError> {
+    let msg_id = webhook::message_id(&meta.request_id);
+    let mut delay = app.config.backoff;
+    for attempt in 1..=app.config.max_attempts {
+        let now = Utc::now();
+        let payload = WebhookPayload::completed(meta, status_url.clone(), csv_url.clone(), now);
+        let body = serde_json::to_vec(&payload).unwrap_or_default();
+        let headers = webhook::headers(app.config.webhook_secret.as_ref(), &msg_id, now.timestamp(), &body);
+        let result = app.fetcher.post(url, &headers, body).await;
+        let (record, state) = match &result {
+            Ok(status) => (
+                WebhookAttempt { at: now, status_code: Some(*status), error: None },
+                DeliveryState::Delivered,
+            ),
+            Err(e) => {
+                let status_code = match e.kind {
+                    pixpress::fetch::FetchErrorKind::Http(s) => Some(s),
+                    _ => None,
+                };
+                let final_attempt = attempt == app.config.max_attempts || !e.is_retryable();
+                (
+                    WebhookAttempt { at: now, status_code, error: Some(e.code()) },
+                    if final_attempt { DeliveryState::Failed } else { DeliveryState::Pending },
+                )
+            }
+        };
+        app.repo.record_webhook_attempt(&meta.request_id, &record, state).await?;
+        match result {
+            Ok(_) => return Ok(DeliveryState::Delivered),
+            Err(e) if state == DeliveryState::Failed => {
+                tracing::warn!(request_id = %meta.request_id, error = %e, attempt, "webhook delivery failed");
+                return Ok(DeliveryState::Failed);
+            }
+            Err(e) => {
+                tracing::info!(request_id = %meta.request_id, error = %e, attempt, "webhook attempt failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+        }
+    }
+    Ok(DeliveryState::Failed)
+}
+
+/// Handles one batch of stream records.
+///
+/// # Errors
+/// When a notification fails on storage, so the stream retries the batch.
+pub async fn handle<R: RequestRepository, S: ObjectStore>(
+    app: &App<R, S>,
+    event: LambdaEvent<Event>,
+) -> Result<(), lambda_runtime::Error> {
+    for record in &event.payload.records {
+        let Some(request_id) = terminal_transition(record) else {
+            continue;
+        };
+        let notified = notify(app, &request_id).await?;
+        tracing::info!(%request_id, ?notified, "request completion handled");
+    }
+    Ok(())
+}

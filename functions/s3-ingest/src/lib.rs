@@ -1,1 +1,255 @@
+//! # s3-ingest — ingests CSVs uploaded to the bucket
+//!
+//! Trigger: S3 `ObjectCreated` events for `uploads/*.csv` (large CSVs go straight to S3 with a
+//! presigned PUT); locally, `pixpress invoke`-style tests feed `events/s3-ingest/*.json`.
+//!
+//! Per record:
+//! 1. decode the object key (S3 event keys are form-encoded: `+` is a space, `%XX` a byte);
+//! 2. ignore keys outside `uploads/` or not ending in `.csv` (outputs live under other
+//!    prefixes, so a write of ours can never re-trigger this function);
+//! 3. derive the request id from bucket, key and object version (or ETag), so a duplicate
+//!    event finds the same request and ingests once;
+//! 4. read the object (size-capped) and run [`pixpress::ingest::ingest`], the same use case as
+//!    `POST /uploads`.
+//!
+//! Failure semantics: an invalid or oversized CSV is recorded as a `FAILED` request whose
+//! failure lists every CSV error, so the status API can explain it; storage failures return
+//! `Err` so Lambda's asynchronous retries run the event again (idempotent by step 3).
+//!
+//! Env vars: `MAX_CSV_BYTES`, `MAX_ROWS`, `MAX_URLS_PER_ROW`, `MAX_URL_LENGTH`, `JPEG_QUALITY`,
+//! `MAX_OUTPUT_DIMENSION`.
 
+use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
+use chrono::{DateTime, Utc};
+use lambda_runtime::LambdaEvent;
+use percent_encoding::percent_decode_str;
+use pixpress::config::Config;
+use pixpress::domain::input_csv::{CsvIssue, CsvLimits};
+use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id};
+use pixpress::domain::model::{
+    Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
+};
+use pixpress::ingest::{IngestError, IngestRequest, Ingested, ingest};
+use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+
+/// Settings of the S3 ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// Upload limits.
+    pub csv: CsvLimits,
+    /// Output spec of S3 uploads.
+    pub output: OutputSpec,
+}
+
+impl From<&Config> for IngestConfig {
+    fn from(config: &Config) -> Self {
+        Self {
+            csv: config.csv,
+            output: config.output,
+        }
+    }
+}
+
+/// The function's dependencies.
+#[derive(Debug, Clone)]
+pub struct App<R, Q, S> {
+    /// Requests and rows.
+    pub repo: R,
+    /// Row jobs.
+    pub queue: Q,
+    /// The bucket the CSVs are read from.
+    pub store: S,
+    /// Settings.
+    pub config: IngestConfig,
+}
+
+/// Decodes an S3 event object key: keys arrive URL-encoded in form style, `+` for a space.
+///
+/// # Errors
+/// When the decoded bytes are not UTF-8.
+pub fn decode_event_key(raw: &str) -> Result<String, std::str::Utf8Error> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced).decode_utf8().map(|k| k.into_owned())
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Not an upload we ingest (other event, prefix or extension).
+    Ignored,
+    /// Ingested (or found already ingested).
+    Ingested(Ingested),
+    /// Rejected and recorded as a `FAILED` request.
+    Rejected {
+        /// The request id the rejection is recorded under.
+        request_id: String,
+        /// The CSV issues.
+        issues: Vec<CsvIssue>,
+    },
+}
+
+/// Why a record must be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum S3IngestError {
+    /// The key is not valid UTF-8 after decoding.
+    #[error("object key is not UTF-8: {0}")]
+    BadKey(#[from] std::str::Utf8Error),
+    /// The object vanished between the event and the read.
+    #[error("object {0} does not exist")]
+    Missing(String),
+    /// Repository, queue or store failure.
+    #[error(transparent)]
+    Storage(#[from] PortError),
+}
+
+async fn record_rejection<R: RequestRepository>(
+    repo: &R,
+    request_id: &str,
+    key: &str,
+    output: OutputSpec,
+    failure: Failure,
+    now: DateTime<Utc>,
+) -> Result<(), PortError> {
+    let meta = RequestMeta {
+        request_id: request_id.to_owned(),
+        tenant: DEFAULT_TENANT.to_owned(),
+        status: RequestStatus::Failed,
+        source: Source::S3,
+        source_key: Some(key.to_owned()),
+        output_spec: output,
+        counters: Counters::default(),
+        webhook: None,
+        output_csv_key: None,
+        failure: Some(failure),
+        created_at: now,
+        updated_at: now,
+        completed_at: Some(now),
+    };
+    repo.create_request(&meta, &[]).await.map(|_| ())
+}
+
+/// Ingests one S3 event record.
+///
+/// # Errors
+/// [`S3IngestError`] when the record should be retried.
+pub async fn ingest_record<R, Q, S>(
+    app: &App<R, Q, S>,
+    record: &S3EventRecord,
+) -> Result<RecordOutcome, S3IngestError>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let created = record
+        .event_name
+        .as_deref()
+        .is_some_and(|name| name.starts_with("ObjectCreated"));
+    let raw_key = record.s3.object.key.as_deref().unwrap_or_default();
+    let key = decode_event_key(raw_key)?;
+    if !created || !key.starts_with(UPLOADS_PREFIX) || !key.to_ascii_lowercase().ends_with(".csv") {
+        return Ok(RecordOutcome::Ignored);
+    }
+    let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
+    let version = record
+        .s3
+        .object
+        .version_id
+        .as_deref()
+        .or(record.s3.object.e_tag.as_deref())
+        .or(record.s3.object.sequencer.as_deref())
+        .unwrap_or_default();
+    let request_id = derived_request_id(&["s3", bucket, &key, version]);
+    let now = Utc::now();
+    let limit = app.config.csv.max_bytes as u64;
+    let csv = match app.store.get(&key, limit).await {
+        Ok(Some(object)) => object.bytes,
+        Ok(None) => return Err(S3IngestError::Missing(key)),
+        Err(PortError::TooLarge { size, limit, .. }) => {
+            let issue = CsvIssue {
+                row: None,
+                column: None,
+                code: "too_large".to_owned(),
+                message: format!("the CSV is {size} bytes; the limit is {limit} bytes — split it into smaller files"),
+            };
+            let failure = Failure {
+                code: "invalid_csv".to_owned(),
+                message: issue.message.clone(),
+                issues: vec![issue.clone()],
+            };
+            record_rejection(&app.repo, &request_id, &key, app.config.output, failure, now).await?;
+            return Ok(RecordOutcome::Rejected {
+                request_id,
+                issues: vec![issue],
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let input = IngestRequest {
+        request_id: request_id.clone(),
+        tenant: DEFAULT_TENANT.to_owned(),
+        source: Source::S3,
+        source_key: Some(key.clone()),
+        csv: &csv,
+        webhook_url: None,
+        output_spec: app.config.output,
+        now,
+    };
+    match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
+        Ok(ingested) => Ok(RecordOutcome::Ingested(ingested)),
+        Err(IngestError::InvalidCsv(rejection)) => {
+            let failure = Failure {
+                code: "invalid_csv".to_owned(),
+                message: rejection.to_string(),
+                issues: rejection.issues.iter().take(100).cloned().collect(),
+            };
+            record_rejection(&app.repo, &request_id, &key, app.config.output, failure, now).await?;
+            Ok(RecordOutcome::Rejected {
+                request_id,
+                issues: rejection.issues,
+            })
+        }
+        // S3 uploads carry no webhook URL, and an enqueue failure is already recorded as FAILED.
+        Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => Ok(RecordOutcome::Ignored),
+        Err(IngestError::Storage(e)) => Err(e.into()),
+    }
+}
+
+/// Handles one S3 event.
+///
+/// # Errors
+/// The first retryable failure, so Lambda retries the event (every record is idempotent).
+pub async fn handle<R, Q, S>(app: &App<R, Q, S>, event: LambdaEvent<S3Event>) -> Result<(), lambda_runtime::Error>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    for record in &event.payload.records {
+        match ingest_record(app, record).await? {
+            RecordOutcome::Ignored => tracing::info!(key = ?record.s3.object.key, "object ignored"),
+            RecordOutcome::Ingested(ingested) => tracing::info!(
+                request_id = %ingested.meta.request_id,
+                replayed = ingested.replayed,
+                rows = ingested.meta.counters.rows_total,
+                "upload ingested"
+            ),
+            RecordOutcome::Rejected { request_id, issues } => {
+                tracing::warn!(%request_id, errors = issues.len(), "upload rejected");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_are_form_decoded() {
+        assert_eq!(decode_event_key("uploads/spring+sale%282026%29.csv").unwrap(), "uploads/spring sale(2026).csv");
+        assert_eq!(decode_event_key("uploads/a%2Bb.csv").unwrap(), "uploads/a+b.csv");
+        assert!(decode_event_key("uploads/%FF.csv").is_err());
+    }
+}

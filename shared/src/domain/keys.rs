@@ -53,8 +53,40 @@ pub fn is_valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A request id derived from `parts` (SHA-256, first 128 bits as a UUID-shaped hex string), so
+/// the same upload — the same idempotency key, the same S3 object version — always maps to the
+/// same request and a replay finds it instead of creating a second one.
+#[must_use]
+pub fn derived_request_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.len().to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derived_ids_are_stable_valid_and_distinct() {
+        let a = derived_request_id(&["tenant", "key-1"]);
+        assert_eq!(a, derived_request_id(&["tenant", "key-1"]));
+        assert_ne!(a, derived_request_id(&["tenant", "key-2"]));
+        assert_ne!(derived_request_id(&["ab", "c"]), derived_request_id(&["a", "bc"]));
+        assert!(is_valid_request_id(&a));
+    }
+
     use super::*;
 
     #[test]

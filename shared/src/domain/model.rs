@@ -8,6 +8,9 @@ use super::input_csv::CsvIssue;
 /// Version of the [`RowJob`] message schema; bumped on incompatible changes.
 pub const ROW_JOB_VERSION: u32 = 1;
 
+/// Tenant of requests made without an API key (single-tenant deployments and local runs).
+pub const DEFAULT_TENANT: &str = "default";
+
 /// Default JPEG quality (libjpeg scale, 1–100) when a request does not choose one.
 pub const DEFAULT_JPEG_QUALITY: u8 = 50;
 

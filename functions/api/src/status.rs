@@ -1,0 +1,281 @@
+//! `GET /requests/{id}` and `GET /requests/{id}/output.csv`.
+
+use chrono::{DateTime, Utc};
+use lambda_http::http::{HeaderValue, StatusCode};
+use lambda_http::{Body, Request, Response};
+use pixpress::domain::keys::output_csv_key;
+use pixpress::domain::model::{
+    Counters, DEFAULT_TENANT, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState,
+    Source, Webhook,
+};
+use pixpress::ports::{ObjectStore, PortError, RequestRepository};
+use serde::Serialize;
+
+use crate::problem::Problem;
+use crate::{App, base_url, json_response};
+
+/// Rows per page by default and at most.
+const DEFAULT_PAGE_ROWS: u32 = 100;
+const MAX_PAGE_ROWS: u32 = 1000;
+
+/// Largest output CSV served inline, in bytes.
+const MAX_OUTPUT_CSV_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The status document of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusDocument {
+    /// Request id.
+    pub request_id: String,
+    /// `PENDING`, `PROCESSING`, `COMPLETED`, `COMPLETED_WITH_ERRORS` or `FAILED`.
+    pub status: &'static str,
+    /// `api` or `s3`.
+    pub source: Source,
+    /// Progress counters.
+    pub progress: Progress,
+    /// Encoding of the images.
+    pub output_spec: OutputSpec,
+    /// When the request was recorded.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it reached a terminal status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Link to the output CSV, once written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_csv_url: Option<String>,
+    /// Webhook target and delivery attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    /// Why the request failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// Products of this page, in input order.
+    pub products: Vec<Product>,
+    /// Cursor for the next page of products (`?cursor=`), absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Counters plus a percentage of finished rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Finished rows in percent, 0–100.
+    pub percent: u8,
+}
+
+/// One product (CSV row).
+#[derive(Debug, Clone, Serialize)]
+pub struct Product {
+    /// 1-based data row number.
+    pub row: u32,
+    /// `S. No.`.
+    pub serial: String,
+    /// `Product Name`.
+    pub product_name: String,
+    /// `PENDING` or `DONE`.
+    pub state: RowState,
+    /// One entry per input URL, in order.
+    pub images: Vec<ProductImage>,
+}
+
+/// One image of a product.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductImage {
+    /// The input URL.
+    pub input_url: String,
+    /// `OK`, `FAILED`, or `PENDING` while the row is in progress.
+    pub status: &'static str,
+    /// Public URL of the compressed image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
+    /// Stable error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Error detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Downloaded bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Stored bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    /// Output width in pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Output height in pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+fn product(row: RowRecord) -> Product {
+    let done = row.state == RowState::Done;
+    let images = row
+        .input_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let outcome = done.then(|| row.images.get(i)).flatten();
+            ProductImage {
+                input_url: url.clone(),
+                status: match outcome.map(|o| o.status) {
+                    Some(ImageStatus::Ok) => "OK",
+                    Some(ImageStatus::Failed) => "FAILED",
+                    None => "PENDING",
+                },
+                output_url: outcome.and_then(|o| o.output_url.clone()),
+                error_code: outcome.and_then(|o| o.error_code.clone()),
+                error: outcome.and_then(|o| o.error.clone()),
+                bytes_in: outcome.and_then(|o| o.bytes_in),
+                bytes_out: outcome.and_then(|o| o.bytes_out),
+                width: outcome.and_then(|o| o.width),
+                height: outcome.and_then(|o| o.height),
+            }
+        })
+        .collect();
+    Product {
+        row: row.index + 1,
+        serial: row.serial,
+        product_name: row.product_name,
+        state: row.state,
+        images,
+    }
+}
+
+/// The request if it exists and belongs to the caller's tenant; otherwise `None`, so another
+/// tenant's request is indistinguishable from a missing one.
+async fn visible_request<R: RequestRepository>(
+    repo: &R,
+    request_id: &str,
+) -> Result<Option<RequestMeta>, PortError> {
+    Ok(repo
+        .get_request(request_id)
+        .await?
+        .filter(|meta| meta.tenant == DEFAULT_TENANT))
+}
+
+/// Builds the status document of `meta` with one page of products.
+///
+/// # Errors
+/// [`PortError`] from the repository.
+pub async fn status_document<R: RequestRepository>(
+    repo: &R,
+    meta: RequestMeta,
+    base_url: &str,
+    cursor: Option<u32>,
+    limit: u32,
+) -> Result<StatusDocument, PortError> {
+    let page = repo.list_rows(&meta.request_id, cursor, limit).await?;
+    let counters = meta.counters;
+    let percent = if counters.rows_total == 0 {
+        100
+    } else {
+        u8::try_from(counters.rows_done * 100 / counters.rows_total).unwrap_or(100)
+    };
+    Ok(StatusDocument {
+        output_csv_url: meta
+            .output_csv_key
+            .as_ref()
+            .map(|_| format!("{base_url}/requests/{}/output.csv", meta.request_id)),
+        request_id: meta.request_id,
+        status: meta.status.as_str(),
+        source: meta.source,
+        progress: Progress { counters, percent },
+        output_spec: meta.output_spec,
+        created_at: meta.created_at,
+        updated_at: meta.updated_at,
+        completed_at: meta.completed_at,
+        webhook: meta.webhook,
+        failure: meta.failure,
+        products: page.rows.into_iter().map(product).collect(),
+        next_cursor: page.next.map(|n| n.to_string()),
+    })
+}
+
+/// Handles `GET /requests/{id}`.
+pub async fn get_request<R, Q, S>(app: &App<R, Q, S>, request: &Request, request_id: &str) -> Response<Body>
+where
+    R: RequestRepository,
+    S: ObjectStore,
+{
+    let mut cursor = None;
+    let mut limit = DEFAULT_PAGE_ROWS;
+    if let Some(query) = request.uri().query() {
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "cursor" => match value.parse::<u32>() {
+                    Ok(c) => cursor = Some(c),
+                    Err(_) => return invalid_parameter(format!("cursor `{value}` is not one this API returned")),
+                },
+                "limit" => match value.parse::<u32>() {
+                    Ok(l) if (1..=MAX_PAGE_ROWS).contains(&l) => limit = l,
+                    _ => return invalid_parameter(format!("limit must be 1–{MAX_PAGE_ROWS}, got `{value}`")),
+                },
+                _ => {}
+            }
+        }
+    }
+    let meta = match visible_request(&app.repo, request_id).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Problem::request_not_found().into_response(),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    let base = base_url(&app.config, request);
+    match status_document(&app.repo, meta, &base, cursor, limit).await {
+        Ok(doc) => json_response(StatusCode::OK, &doc),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+fn invalid_parameter(detail: String) -> Response<Body> {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter", detail).into_response()
+}
+
+/// Handles `GET /requests/{id}/output.csv`: the CSV once written, `409` before.
+pub async fn get_output_csv<R, Q, S>(app: &App<R, Q, S>, request_id: &str) -> Response<Body>
+where
+    R: RequestRepository,
+    S: ObjectStore,
+{
+    let meta = match visible_request(&app.repo, request_id).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Problem::request_not_found().into_response(),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    let key = meta
+        .output_csv_key
+        .clone()
+        .unwrap_or_else(|| output_csv_key(request_id));
+    if meta.output_csv_key.is_none() {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            "output-not-ready",
+            "Output not ready",
+            format!("the request is {}; the output CSV is written when it completes", meta.status.as_str()),
+        )
+        .into_response();
+    }
+    match app.store.get(&key, MAX_OUTPUT_CSV_BYTES).await {
+        Ok(Some(object)) => {
+            let mut response = Response::new(Body::from(object.bytes.to_vec()));
+            let headers = response.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
+            if let Ok(value) = format!("attachment; filename=\"{request_id}.csv\"").parse() {
+                headers.insert("content-disposition", value);
+            }
+            response
+        }
+        Ok(None) => Problem::new(
+            StatusCode::CONFLICT,
+            "output-not-ready",
+            "Output not ready",
+            "the output CSV is not stored yet",
+        )
+        .into_response(),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}

@@ -1,0 +1,264 @@
+//! `POST /uploads`: read the CSV (raw body or multipart form), then run the ingest use case.
+
+use bytes::Bytes;
+use chrono::Utc;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use pixpress::domain::keys::derived_request_id;
+use pixpress::domain::model::{DEFAULT_TENANT, OutputSpec, Source};
+use pixpress::ingest::{IngestError, IngestRequest, ingest};
+use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use serde::Serialize;
+
+use crate::problem::Problem;
+use crate::{App, base_url, json_response};
+
+/// Multipart framing allowed on top of the CSV size limit, in bytes.
+const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// The 202 body of an accepted upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    /// The request id.
+    pub request_id: String,
+    /// Status right after ingest (`PROCESSING`, or later for a replay).
+    pub status: &'static str,
+    /// Where to poll the status.
+    pub status_url: String,
+    /// Data rows accepted.
+    pub rows: u64,
+    /// Image URLs accepted.
+    pub images: u64,
+}
+
+/// The fields of an upload, from the form or from the query string.
+#[derive(Debug, Default)]
+struct UploadForm {
+    csv: Option<Bytes>,
+    webhook_url: Option<String>,
+    quality: Option<String>,
+    max_dimension: Option<String>,
+}
+
+impl UploadForm {
+    fn set(&mut self, name: &str, value: String) {
+        match name {
+            "webhook_url" => self.webhook_url = Some(value),
+            "quality" => self.quality = Some(value),
+            "max_dimension" => self.max_dimension = Some(value),
+            _ => {}
+        }
+    }
+}
+
+fn body_bytes(request: &Request) -> Bytes {
+    match request.body() {
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
+        Body::Binary(bytes) => Bytes::copy_from_slice(bytes),
+        _ => Bytes::new(),
+    }
+}
+
+fn too_large(size: usize, limit: usize) -> Response<Body> {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "csv-too-large",
+        "CSV too large",
+        format!(
+            "the upload is {size} bytes; direct uploads are limited to {limit} bytes — put larger CSVs in the bucket under uploads/ (the S3 upload path), or split the file"
+        ),
+    )
+    .into_response()
+}
+
+fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> Response<Body> {
+    Problem::new(StatusCode::BAD_REQUEST, slug, title, detail).into_response()
+}
+
+async fn read_multipart(body: Bytes, content_type: &str, limit: usize) -> Result<UploadForm, String> {
+    let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream((limit + FORM_OVERHEAD_BYTES) as u64)
+            .for_field("file", limit as u64 + 1),
+    );
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut form = UploadForm::default();
+    while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            form.csv = Some(field.bytes().await.map_err(|e| e.to_string())?);
+        } else {
+            let value = field.text().await.map_err(|e| e.to_string())?;
+            form.set(&name, value.trim().to_owned());
+        }
+    }
+    Ok(form)
+}
+
+fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, String> {
+    let quality = match form.quality.as_deref().filter(|q| !q.is_empty()) {
+        None => default.quality,
+        Some(q) => q
+            .parse::<u8>()
+            .map_err(|_| format!("quality must be a whole number from 1 to 100, got `{q}`"))?,
+    };
+    let max_dimension = match form.max_dimension.as_deref().filter(|m| !m.is_empty()) {
+        None => default.max_dimension,
+        Some(m) => Some(
+            m.parse::<u32>()
+                .map_err(|_| format!("max_dimension must be a whole number of pixels, got `{m}`"))?,
+        ),
+    };
+    OutputSpec::new(quality, max_dimension)
+}
+
+/// Handles `POST /uploads`.
+pub async fn post_upload<R, Q, S>(app: &App<R, Q, S>, request: &Request) -> Response<Body>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let limit = app.config.csv.max_bytes;
+    let body = body_bytes(request);
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let mut form = match media_type.as_str() {
+        "multipart/form-data" => {
+            if body.len() > limit + FORM_OVERHEAD_BYTES {
+                return too_large(body.len(), limit);
+            }
+            match read_multipart(body, &content_type, limit).await {
+                Ok(form) => form,
+                Err(e) if e.contains("size limit") => return too_large(limit + 1, limit),
+                Err(e) => return bad_request("invalid-form", "Invalid form", format!("the multipart form cannot be read: {e}")),
+            }
+        }
+        "text/csv" | "application/csv" | "text/plain" => UploadForm {
+            csv: Some(body),
+            ..UploadForm::default()
+        },
+        _ => {
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "send the CSV as text/csv or as multipart/form-data with a `file` field, not `{}`",
+                    if media_type.is_empty() { "no Content-Type" } else { &media_type }
+                ),
+            )
+            .into_response();
+        }
+    };
+    if let Some(query) = request.uri().query() {
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if !matches!(name.as_ref(), "webhook_url" | "quality" | "max_dimension") {
+                continue;
+            }
+            let unset = match name.as_ref() {
+                "webhook_url" => form.webhook_url.is_none(),
+                "quality" => form.quality.is_none(),
+                _ => form.max_dimension.is_none(),
+            };
+            if unset {
+                form.set(&name, value.into_owned());
+            }
+        }
+    }
+    let Some(csv) = form.csv.clone() else {
+        return bad_request("missing-file", "Missing file", "the form has no `file` field holding the CSV");
+    };
+    if csv.len() > limit {
+        return too_large(csv.len(), limit);
+    }
+    let spec = match output_spec(&form, app.config.default_output) {
+        Ok(spec) => spec,
+        Err(e) => return bad_request("invalid-parameter", "Invalid parameter", e),
+    };
+    let tenant = DEFAULT_TENANT.to_owned();
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if idempotency_key.is_some_and(|k| k.len() > 255) {
+        return bad_request("invalid-parameter", "Invalid parameter", "Idempotency-Key is longer than 255 characters");
+    }
+    let request_id = idempotency_key.map_or_else(
+        || uuid::Uuid::new_v4().to_string(),
+        |key| derived_request_id(&["idempotency-key", &tenant, key]),
+    );
+    let input = IngestRequest {
+        request_id,
+        tenant,
+        source: Source::Api,
+        source_key: None,
+        csv: &csv,
+        webhook_url: form.webhook_url.filter(|u| !u.is_empty()),
+        output_spec: spec,
+        now: Utc::now(),
+    };
+    match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
+        Ok(ingested) => {
+            let meta = ingested.meta;
+            let status_url = format!("{}/requests/{}", base_url(&app.config, request), meta.request_id);
+            let accepted = Accepted {
+                request_id: meta.request_id.clone(),
+                status: meta.status.as_str(),
+                status_url: status_url.clone(),
+                rows: meta.counters.rows_total,
+                images: meta.counters.images_total,
+            };
+            let mut response = json_response(StatusCode::ACCEPTED, &accepted);
+            if let Ok(value) = status_url.parse() {
+                response.headers_mut().insert("location", value);
+            }
+            if ingested.replayed {
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", lambda_http::http::HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Err(IngestError::InvalidCsv(rejection)) => {
+            let mut problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-csv",
+                "Invalid CSV",
+                format!(
+                    "the CSV has {} error(s); nothing was processed — fix them and upload again",
+                    rejection.issues.len() + rejection.omitted
+                ),
+            );
+            problem.errors = rejection.issues;
+            problem.errors_omitted = rejection.omitted;
+            problem.into_response()
+        }
+        Err(IngestError::InvalidWebhookUrl(e)) => bad_request("invalid-webhook-url", "Invalid webhook URL", e),
+        Err(e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_))) => {
+            let _ = Problem::internal(&e);
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the upload could not be recorded; try again later",
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,1 +1,158 @@
-fn main() {}
+//! The `pixpress` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pixpress::config::Config;
+use pixpress::webhook::WebhookSecret;
+use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_csv, summary};
+
+/// pixpress: bulk image compression from a product CSV.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one CSV through the whole pipeline in this process.
+    Run {
+        /// The input CSV (`S. No.,Product Name,Input Image Urls`).
+        csv: PathBuf,
+        /// Output directory: output.csv, images/, results/.
+        #[arg(long, default_value = "pixpress-out")]
+        out: PathBuf,
+        /// JPEG quality, 1–100 (default: JPEG_QUALITY or 50).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        quality: Option<u8>,
+        /// Scale images down so the longest side is at most this many pixels.
+        #[arg(long)]
+        max_dimension: Option<u32>,
+        /// POST a signed completion event to this URL.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Signing secret for the webhook (`whsec_…`; default: WEBHOOK_SECRET).
+        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
+        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1 (local servers only).
+        #[arg(long)]
+        allow_loopback: bool,
+        /// Print the final status document as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compress bundled photos served on loopback, with a verified webhook.
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "pixpress-demo")]
+        out: PathBuf,
+    },
+    /// Serve the HTTP API locally with the pipeline running in the background.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// Directory used as the bucket.
+        #[arg(long, default_value = "pixpress-data")]
+        data_dir: PathBuf,
+        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1.
+        #[arg(long)]
+        allow_loopback: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            csv,
+            out,
+            quality,
+            max_dimension,
+            webhook,
+            webhook_secret,
+            allow_loopback,
+            json,
+        } => {
+            let mut config = Config::from_env()?;
+            config.fetch.policy.allow_loopback |= allow_loopback;
+            if let Some(secret) = webhook_secret {
+                config.webhook_secret =
+                    Some(WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?);
+            }
+            let bytes = tokio::fs::read(&csv)
+                .await
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&out))?;
+            let options = RunOptions {
+                webhook_url: webhook,
+                quality,
+                max_dimension,
+                progress: !json,
+            };
+            match run_csv(&pipeline, bytes, &options).await? {
+                RunOutcome::Finished(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report.status_document)?);
+                    } else {
+                        print!("{}", summary(&report));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                RunOutcome::Rejected { status, problem } => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&problem)?);
+                    }
+                    eprint!("{}", rejection_text(status, &problem));
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Demo { out } => {
+            print!("{}", pixpress_cli::demo::run_demo(&out).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            addr,
+            data_dir,
+            allow_loopback,
+        } => {
+            let mut config = Config::from_env()?;
+            config.fetch.policy.allow_loopback |= allow_loopback;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let local = listener.local_addr()?;
+            let mut options = PipelineOptions::new(&data_dir);
+            options.public_base_url = Some(format!("http://{local}/files"));
+            if config.public_api_url.is_none() {
+                config.public_api_url = Some(format!("http://{local}"));
+            }
+            let pipeline = LocalPipeline::new(&config, options)?;
+            pixpress_cli::serve::serve(pipeline, listener).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

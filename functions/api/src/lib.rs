@@ -148,9 +148,10 @@ pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -
         Ok(body) => {
             let mut response = Response::new(Body::from(body));
             *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert("content-type", lambda_http::http::HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                "content-type",
+                lambda_http::http::HeaderValue::from_static("application/json"),
+            );
             response
         }
         Err(e) => Problem::internal(&e).into_response(),

@@ -36,7 +36,12 @@ fn is_zero(n: &usize) -> bool {
 impl Problem {
     /// A problem of type `slug` with `status`, `title` and `detail`.
     #[must_use]
-    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             problem_type: format!("urn:pixpress:problem:{slug}"),
             title,

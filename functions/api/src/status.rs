@@ -197,7 +197,11 @@ pub async fn status_document<R: RequestRepository>(
 }
 
 /// Handles `GET /requests/{id}`.
-pub async fn get_request<R, Q, S>(app: &App<R, Q, S>, request: &Request, request_id: &str) -> Response<Body>
+pub async fn get_request<R, Q, S>(
+    app: &App<R, Q, S>,
+    request: &Request,
+    request_id: &str,
+) -> Response<Body>
 where
     R: RequestRepository,
     S: ObjectStore,
@@ -209,11 +213,19 @@ where
             match name.as_ref() {
                 "cursor" => match value.parse::<u32>() {
                     Ok(c) => cursor = Some(c),
-                    Err(_) => return invalid_parameter(format!("cursor `{value}` is not one this API returned")),
+                    Err(_) => {
+                        return invalid_parameter(format!(
+                            "cursor `{value}` is not one this API returned"
+                        ));
+                    }
                 },
                 "limit" => match value.parse::<u32>() {
                     Ok(l) if (1..=MAX_PAGE_ROWS).contains(&l) => limit = l,
-                    _ => return invalid_parameter(format!("limit must be 1–{MAX_PAGE_ROWS}, got `{value}`")),
+                    _ => {
+                        return invalid_parameter(format!(
+                            "limit must be 1–{MAX_PAGE_ROWS}, got `{value}`"
+                        ));
+                    }
                 },
                 _ => {}
             }
@@ -232,7 +244,13 @@ where
 }
 
 fn invalid_parameter(detail: String) -> Response<Body> {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter", detail).into_response()
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+        "Invalid parameter",
+        detail,
+    )
+    .into_response()
 }
 
 /// Handles `GET /requests/{id}/output.csv`: the CSV once written, `409` before.
@@ -255,7 +273,10 @@ where
             StatusCode::CONFLICT,
             "output-not-ready",
             "Output not ready",
-            format!("the request is {}; the output CSV is written when it completes", meta.status.as_str()),
+            format!(
+                "the request is {}; the output CSV is written when it completes",
+                meta.status.as_str()
+            ),
         )
         .into_response();
     }
@@ -263,7 +284,10 @@ where
         Ok(Some(object)) => {
             let mut response = Response::new(Body::from(object.bytes.to_vec()));
             let headers = response.headers_mut();
-            headers.insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
             if let Ok(value) = format!("attachment; filename=\"{request_id}.csv\"").parse() {
                 headers.insert("content-disposition", value);
             }

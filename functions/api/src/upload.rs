@@ -76,7 +76,11 @@ fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> Re
     Problem::new(StatusCode::BAD_REQUEST, slug, title, detail).into_response()
 }
 
-async fn read_multipart(body: Bytes, content_type: &str, limit: usize) -> Result<UploadForm, String> {
+async fn read_multipart(
+    body: Bytes,
+    content_type: &str,
+    limit: usize,
+) -> Result<UploadForm, String> {
     let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
@@ -105,13 +109,13 @@ fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, Str
             .parse::<u8>()
             .map_err(|_| format!("quality must be a whole number from 1 to 100, got `{q}`"))?,
     };
-    let max_dimension = match form.max_dimension.as_deref().filter(|m| !m.is_empty()) {
-        None => default.max_dimension,
-        Some(m) => Some(
-            m.parse::<u32>()
-                .map_err(|_| format!("max_dimension must be a whole number of pixels, got `{m}`"))?,
-        ),
-    };
+    let max_dimension =
+        match form.max_dimension.as_deref().filter(|m| !m.is_empty()) {
+            None => default.max_dimension,
+            Some(m) => Some(m.parse::<u32>().map_err(|_| {
+                format!("max_dimension must be a whole number of pixels, got `{m}`")
+            })?),
+        };
     OutputSpec::new(quality, max_dimension)
 }
 
@@ -144,7 +148,13 @@ where
             match read_multipart(body, &content_type, limit).await {
                 Ok(form) => form,
                 Err(e) if e.contains("size limit") => return too_large(limit + 1, limit),
-                Err(e) => return bad_request("invalid-form", "Invalid form", format!("the multipart form cannot be read: {e}")),
+                Err(e) => {
+                    return bad_request(
+                        "invalid-form",
+                        "Invalid form",
+                        format!("the multipart form cannot be read: {e}"),
+                    );
+                }
             }
         }
         "text/csv" | "application/csv" | "text/plain" => UploadForm {
@@ -180,7 +190,11 @@ where
         }
     }
     let Some(csv) = form.csv.clone() else {
-        return bad_request("missing-file", "Missing file", "the form has no `file` field holding the CSV");
+        return bad_request(
+            "missing-file",
+            "Missing file",
+            "the form has no `file` field holding the CSV",
+        );
     };
     if csv.len() > limit {
         return too_large(csv.len(), limit);
@@ -197,7 +211,11 @@ where
         .map(str::trim)
         .filter(|k| !k.is_empty());
     if idempotency_key.is_some_and(|k| k.len() > 255) {
-        return bad_request("invalid-parameter", "Invalid parameter", "Idempotency-Key is longer than 255 characters");
+        return bad_request(
+            "invalid-parameter",
+            "Invalid parameter",
+            "Idempotency-Key is longer than 255 characters",
+        );
     }
     let request_id = idempotency_key.map_or_else(
         || uuid::Uuid::new_v4().to_string(),
@@ -216,7 +234,11 @@ where
     match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
         Ok(ingested) => {
             let meta = ingested.meta;
-            let status_url = format!("{}/requests/{}", base_url(&app.config, request), meta.request_id);
+            let status_url = format!(
+                "{}/requests/{}",
+                base_url(&app.config, request),
+                meta.request_id
+            );
             let accepted = Accepted {
                 request_id: meta.request_id.clone(),
                 status: meta.status.as_str(),
@@ -229,9 +251,10 @@ where
                 response.headers_mut().insert("location", value);
             }
             if ingested.replayed {
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", lambda_http::http::HeaderValue::from_static("true"));
+                response.headers_mut().insert(
+                    "idempotent-replayed",
+                    lambda_http::http::HeaderValue::from_static("true"),
+                );
             }
             response
         }
@@ -249,7 +272,9 @@ where
             problem.errors_omitted = rejection.omitted;
             problem.into_response()
         }
-        Err(IngestError::InvalidWebhookUrl(e)) => bad_request("invalid-webhook-url", "Invalid webhook URL", e),
+        Err(IngestError::InvalidWebhookUrl(e)) => {
+            bad_request("invalid-webhook-url", "Invalid webhook URL", e)
+        }
         Err(e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_))) => {
             let _ = Problem::internal(&e);
             Problem::new(

@@ -122,7 +122,11 @@ fn terminal_transition(record: &aws_lambda_events::event::dynamodb::EventRecord)
     request_id_from_pk(&new.pk).map(str::to_owned)
 }
 
-fn links(config: &NotifierConfig, meta: &RequestMeta, csv_url: Option<String>) -> (Option<String>, Option<String>) {
+fn links(
+    config: &NotifierConfig,
+    meta: &RequestMeta,
+    csv_url: Option<String>,
+) -> (Option<String>, Option<String>) {
     match &config.public_api_url {
         Some(base) => (
             Some(format!("{base}/requests/{}", meta.request_id)),
@@ -152,11 +156,18 @@ pub async fn notify<R: RequestRepository, S: ObjectStore>(
         let rows = load_all_rows(&app.repo, request_id).await?;
         let csv = write_output_csv(&rows)?;
         let key = output_csv_key(request_id);
-        app.store.put(&key, csv.into(), "text/csv; charset=utf-8").await?;
-        app.repo.record_output_csv(request_id, &key, Utc::now()).await?;
+        app.store
+            .put(&key, csv.into(), "text/csv; charset=utf-8")
+            .await?;
+        app.repo
+            .record_output_csv(request_id, &key, Utc::now())
+            .await?;
         meta.output_csv_key = Some(key);
     }
-    let csv_url = meta.output_csv_key.as_ref().map(|k| app.store.public_url(k));
+    let csv_url = meta
+        .output_csv_key
+        .as_ref()
+        .map(|k| app.store.public_url(k));
     let webhook_state = match &meta.webhook {
         Some(hook) if hook.state == DeliveryState::Pending => {
             let (status_url, csv_link) = links(&app.config, &meta, csv_url);
@@ -184,11 +195,20 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
         let now = Utc::now();
         let payload = WebhookPayload::completed(meta, status_url.clone(), csv_url.clone(), now);
         let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let headers = webhook::headers(app.config.webhook_secret.as_ref(), &msg_id, now.timestamp(), &body);
+        let headers = webhook::headers(
+            app.config.webhook_secret.as_ref(),
+            &msg_id,
+            now.timestamp(),
+            &body,
+        );
         let result = app.fetcher.post(url, &headers, body).await;
         let (record, state) = match &result {
             Ok(status) => (
-                WebhookAttempt { at: now, status_code: Some(*status), error: None },
+                WebhookAttempt {
+                    at: now,
+                    status_code: Some(*status),
+                    error: None,
+                },
                 DeliveryState::Delivered,
             ),
             Err(e) => {
@@ -198,12 +218,22 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
                 };
                 let final_attempt = attempt == app.config.max_attempts || !e.is_retryable();
                 (
-                    WebhookAttempt { at: now, status_code, error: Some(e.code()) },
-                    if final_attempt { DeliveryState::Failed } else { DeliveryState::Pending },
+                    WebhookAttempt {
+                        at: now,
+                        status_code,
+                        error: Some(e.code()),
+                    },
+                    if final_attempt {
+                        DeliveryState::Failed
+                    } else {
+                        DeliveryState::Pending
+                    },
                 )
             }
         };
-        app.repo.record_webhook_attempt(&meta.request_id, &record, state).await?;
+        app.repo
+            .record_webhook_attempt(&meta.request_id, &record, state)
+            .await?;
         match result {
             Ok(_) => return Ok(DeliveryState::Delivered),
             Err(e) if state == DeliveryState::Failed => {

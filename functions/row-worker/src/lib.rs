@@ -25,11 +25,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
-use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use pixpress::config::Config;
 use pixpress::domain::keys::image_key;
-use pixpress::domain::model::{ImageOutcome, ImageStatus, RequestStatus, RowJob, RowState, ROW_JOB_VERSION};
+use pixpress::domain::model::{
+    ImageOutcome, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
+};
 use pixpress::fetch::Fetcher;
 use pixpress::image::Engine;
 use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowRecorded, Transition};
@@ -66,7 +67,12 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(repo: R, store: S, config: &Config) -> anyhow::Result<Self> {
-        Ok(Self::with_fetcher(repo, store, Fetcher::new(config.fetch.clone())?, config))
+        Ok(Self::with_fetcher(
+            repo,
+            store,
+            Fetcher::new(config.fetch.clone())?,
+            config,
+        ))
     }
 
     /// A worker with a given fetcher (tests pass one with a fixed resolver).
@@ -173,7 +179,11 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
     );
     let bytes_out = compressed.bytes.len() as u64;
     app.store
-        .put(&key, compressed.bytes.into(), job.output_spec.format.content_type())
+        .put(
+            &key,
+            compressed.bytes.into(),
+            job.output_spec.format.content_type(),
+        )
         .await
         .map_err(|e| ImageFailure {
             code: "storage_error".into(),
@@ -203,7 +213,10 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
     receive_count: u32,
 ) -> Result<RowProcessed, ProcessError> {
     if job.version != ROW_JOB_VERSION {
-        return Err(ProcessError::Malformed(format!("unknown version {}", job.version)));
+        return Err(ProcessError::Malformed(format!(
+            "unknown version {}",
+            job.version
+        )));
     }
     let existing = app
         .repo
@@ -240,7 +253,10 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
             }
             Err(failure) => {
                 let message = if failure.retryable {
-                    format!("{} (gave up after {receive_count} attempts)", failure.message)
+                    format!(
+                        "{} (gave up after {receive_count} attempts)",
+                        failure.message
+                    )
                 } else {
                     failure.message
                 };
@@ -293,13 +309,13 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    let records = event.payload.records;
+    // Every record of the batch runs at once; downloads and compression are bounded inside.
     let results: Vec<(Option<String>, Result<RowProcessed, ProcessError>)> =
-        futures::stream::iter(records.iter())
-            .map(|message| async move { (message.message_id.clone(), process_message(app, message).await) })
-            .buffer_unordered(records.len().max(1))
-            .collect()
-            .await;
+        futures::future::join_all(event.payload.records.into_iter().map(|message| async move {
+            let result = process_message(app, &message).await;
+            (message.message_id, result)
+        }))
+        .await;
     let mut response = SqsBatchResponse::default();
     for (message_id, result) in results {
         let message_id = message_id.unwrap_or_default();

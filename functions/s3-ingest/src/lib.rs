@@ -69,7 +69,9 @@ pub struct App<R, Q, S> {
 /// When the decoded bytes are not UTF-8.
 pub fn decode_event_key(raw: &str) -> Result<String, std::str::Utf8Error> {
     let spaced = raw.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8().map(|k| k.into_owned())
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|k| k.into_owned())
 }
 
 /// What happened to one record.
@@ -170,14 +172,24 @@ where
                 row: None,
                 column: None,
                 code: "too_large".to_owned(),
-                message: format!("the CSV is {size} bytes; the limit is {limit} bytes — split it into smaller files"),
+                message: format!(
+                    "the CSV is {size} bytes; the limit is {limit} bytes — split it into smaller files"
+                ),
             };
             let failure = Failure {
                 code: "invalid_csv".to_owned(),
                 message: issue.message.clone(),
                 issues: vec![issue.clone()],
             };
-            record_rejection(&app.repo, &request_id, &key, app.config.output, failure, now).await?;
+            record_rejection(
+                &app.repo,
+                &request_id,
+                &key,
+                app.config.output,
+                failure,
+                now,
+            )
+            .await?;
             return Ok(RecordOutcome::Rejected {
                 request_id,
                 issues: vec![issue],
@@ -203,14 +215,24 @@ where
                 message: rejection.to_string(),
                 issues: rejection.issues.iter().take(100).cloned().collect(),
             };
-            record_rejection(&app.repo, &request_id, &key, app.config.output, failure, now).await?;
+            record_rejection(
+                &app.repo,
+                &request_id,
+                &key,
+                app.config.output,
+                failure,
+                now,
+            )
+            .await?;
             Ok(RecordOutcome::Rejected {
                 request_id,
                 issues: rejection.issues,
             })
         }
         // S3 uploads carry no webhook URL, and an enqueue failure is already recorded as FAILED.
-        Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => Ok(RecordOutcome::Ignored),
+        Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
+            Ok(RecordOutcome::Ignored)
+        }
         Err(IngestError::Storage(e)) => Err(e.into()),
     }
 }
@@ -219,7 +241,10 @@ where
 ///
 /// # Errors
 /// The first retryable failure, so Lambda retries the event (every record is idempotent).
-pub async fn handle<R, Q, S>(app: &App<R, Q, S>, event: LambdaEvent<S3Event>) -> Result<(), lambda_runtime::Error>
+pub async fn handle<R, Q, S>(
+    app: &App<R, Q, S>,
+    event: LambdaEvent<S3Event>,
+) -> Result<(), lambda_runtime::Error>
 where
     R: RequestRepository,
     Q: RowQueue,
@@ -248,8 +273,14 @@ mod tests {
 
     #[test]
     fn event_keys_are_form_decoded() {
-        assert_eq!(decode_event_key("uploads/spring+sale%282026%29.csv").unwrap(), "uploads/spring sale(2026).csv");
-        assert_eq!(decode_event_key("uploads/a%2Bb.csv").unwrap(), "uploads/a+b.csv");
+        assert_eq!(
+            decode_event_key("uploads/spring+sale%282026%29.csv").unwrap(),
+            "uploads/spring sale(2026).csv"
+        );
+        assert_eq!(
+            decode_event_key("uploads/a%2Bb.csv").unwrap(),
+            "uploads/a+b.csv"
+        );
         assert!(decode_event_key("uploads/%FF.csv").is_err());
     }
 }

@@ -83,7 +83,10 @@ mod tests {
         let a = derived_request_id(&["tenant", "key-1"]);
         assert_eq!(a, derived_request_id(&["tenant", "key-1"]));
         assert_ne!(a, derived_request_id(&["tenant", "key-2"]));
-        assert_ne!(derived_request_id(&["ab", "c"]), derived_request_id(&["a", "bc"]));
+        assert_ne!(
+            derived_request_id(&["ab", "c"]),
+            derived_request_id(&["a", "bc"])
+        );
         assert!(is_valid_request_id(&a));
     }
 

@@ -68,10 +68,16 @@ fn image_columns(row: &RowRecord) -> (String, String, String) {
             }
         }
     }
+    // A row without failures gets an empty error cell rather than a run of separators.
+    let errors = if errors.iter().all(String::is_empty) {
+        String::new()
+    } else {
+        errors.join(LIST_SEPARATOR)
+    };
     (
         outputs.join(LIST_SEPARATOR),
         statuses.join(LIST_SEPARATOR),
-        errors.join(LIST_SEPARATOR),
+        errors,
     )
 }
 
@@ -128,6 +134,19 @@ mod tests {
         assert_eq!(errors, vec!["", "http_404", ""]);
         assert_eq!(&record[4], "OK, FAILED, OK");
         assert_eq!(reader.headers().unwrap().len(), OUTPUT_COLUMNS.len());
+    }
+
+    #[test]
+    fn rows_without_failures_have_an_empty_error_cell() {
+        let rows = [row(
+            &["http://a/1.jpg", "http://a/2.jpg"],
+            vec![ok("http://o/1.jpg"), ok("http://o/2.jpg")],
+        )];
+        let text = String::from_utf8(write_output_csv(&rows).unwrap()).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[5], "");
+        assert_eq!(&record[4], "OK, OK");
     }
 
     #[test]

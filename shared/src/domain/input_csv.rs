@@ -298,6 +298,26 @@ fn check_row(
     issues: &mut Issues,
 ) -> Option<ParsedRow> {
     let before = issues.list.len() + issues.omitted;
+    // The serial is checked first so a row with other problems still claims its serial and a
+    // later duplicate is reported too.
+    let serial = cells.first().copied().unwrap_or_default();
+    if serial.is_empty() {
+        issues.push(
+            Some(line),
+            Some(0),
+            "missing_serial",
+            "S. No. is empty; give every product a serial number".to_owned(),
+        );
+    } else if let Some(first) = serials.get(serial) {
+        issues.push(
+            Some(line),
+            Some(0),
+            "duplicate_serial",
+            format!("S. No. `{serial}` is used on rows {first} and {line}; serials must be unique"),
+        );
+    } else {
+        serials.insert(serial.to_owned(), line);
+    }
     if cells.len() < INPUT_COLUMNS.len() {
         issues.push(
             Some(line),
@@ -334,24 +354,7 @@ fn check_row(
         }
         return None;
     }
-    let (serial, product_name, url_cell) = (cells[0], cells[1], cells[2]);
-    if serial.is_empty() {
-        issues.push(
-            Some(line),
-            Some(0),
-            "missing_serial",
-            "S. No. is empty; give every product a serial number".to_owned(),
-        );
-    } else if let Some(first) = serials.get(serial) {
-        issues.push(
-            Some(line),
-            Some(0),
-            "duplicate_serial",
-            format!("S. No. `{serial}` is used on rows {first} and {line}; serials must be unique"),
-        );
-    } else {
-        serials.insert(serial.to_owned(), line);
-    }
+    let (product_name, url_cell) = (cells[1], cells[2]);
     if product_name.is_empty() {
         issues.push(
             Some(line),

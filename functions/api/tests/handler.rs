@@ -1,0 +1,178 @@
+//! Handler tests fed from `events/api/*.json` (the same samples `sam local invoke` uses).
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::config::Config;
+use pixpress::domain::model::RequestStatus;
+use pixpress::ports::RequestRepository;
+use pixpress_api::{ApiConfig, App, handle};
+use serde_json::Value;
+
+type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
+
+fn app(config: &Config) -> TestApp {
+    let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
+    App {
+        repo: InMemoryRequestRepository::new(),
+        queue: InMemoryRowQueue::new(5),
+        store: DirObjectStore::new(dir, None).unwrap(),
+        config: ApiConfig::from(config),
+    }
+}
+
+fn event(name: &str) -> Request {
+    let path = format!("{}/../../events/api/{name}", env!("CARGO_MANIFEST_DIR"));
+    lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn json(response: &Response<Body>) -> Value {
+    match response.body() {
+        Body::Text(t) => serde_json::from_str(t).unwrap(),
+        Body::Binary(b) => serde_json::from_slice(b).unwrap(),
+        _ => Value::Null,
+    }
+}
+
+fn content_type(response: &Response<Body>) -> &str {
+    response.headers().get("content-type").unwrap().to_str().unwrap()
+}
+
+fn request(method: Method, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Request {
+    let mut builder = lambda_http::http::Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    builder.body(Body::Binary(body)).unwrap()
+}
+
+const CSV: &str = "S. No.,Product Name,Input Image Urls\n1.,Mug,\"https://img.example.com/a.jpg, https://img.example.com/b.jpg\"\n";
+
+#[tokio::test]
+async fn csv_upload_is_accepted_with_a_request_id_and_every_row_enqueued() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let body = json(&response);
+    let id = body["request_id"].as_str().unwrap();
+    assert_eq!((body["rows"].as_u64(), body["images"].as_u64()), (Some(2), Some(5)));
+    assert_eq!(body["status"], "PROCESSING");
+    assert_eq!(
+        body["status_url"],
+        format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")
+    );
+    assert_eq!(app.queue.len().unwrap(), 2);
+    let meta = app.repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::Processing);
+    assert_eq!(meta.output_spec.quality, 50);
+}
+
+#[tokio::test]
+async fn invalid_csv_is_rejected_with_every_error_and_nothing_enqueued() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("post-upload-invalid-csv.json")).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(content_type(&response), "application/problem+json");
+    let problem = json(&response);
+    let errors: Vec<(u64, &str)> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![(2, "unquoted_url_list"), (3, "duplicate_serial"), (3, "unsupported_scheme")]
+    );
+    assert!(app.queue.is_empty().unwrap());
+}
+
+#[tokio::test]
+async fn unknown_request_is_a_problem_404() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("get-request-unknown.json")).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(content_type(&response), "application/problem+json");
+    assert_eq!(json(&response)["type"], "urn:pixpress:problem:request-not-found");
+}
+
+#[tokio::test]
+async fn multipart_upload_records_the_webhook_and_quality() {
+    let app = app(&Config::default());
+    let boundary = "XyZ123";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"webhook_url\"\r\n\r\nhttps://hooks.example.com/pixpress\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"quality\"\r\n\r\n70\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"products.csv\"\r\nContent-Type: text/csv\r\n\r\n{CSV}\r\n\
+         --{boundary}--\r\n"
+    );
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let response = handle(&app, request(Method::POST, "/uploads", Some(&ct), body.into_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    let meta = app.repo.get_request(&id).await.unwrap().unwrap();
+    assert_eq!(meta.webhook.unwrap().url, "https://hooks.example.com/pixpress");
+    assert_eq!(meta.output_spec.quality, 70);
+}
+
+#[tokio::test]
+async fn wrong_media_type_is_415_and_oversized_csv_is_413() {
+    let app = app(&Config::default());
+    let response = handle(&app, request(Method::POST, "/uploads", Some("application/json"), b"{}".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let mut small = Config::default();
+    small.csv.max_bytes = 32;
+    let app = self::app(&small);
+    let response = handle(&app, request(Method::POST, "/uploads", Some("text/csv"), CSV.as_bytes().to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(json(&response)["detail"].as_str().unwrap().contains("uploads/"));
+}
+
+#[tokio::test]
+async fn same_idempotency_key_returns_the_same_request_once() {
+    let app = app(&Config::default());
+    let upload = || {
+        let mut r = request(Method::POST, "/uploads", Some("text/csv"), CSV.as_bytes().to_vec());
+        r.headers_mut().insert("idempotency-key", "order-2026-11-21".parse().unwrap());
+        r
+    };
+    let first = handle(&app, upload()).await.unwrap();
+    let second = handle(&app, upload()).await.unwrap();
+    assert_eq!(json(&first)["request_id"], json(&second)["request_id"]);
+    assert_eq!(second.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(app.queue.len().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn status_lists_products_with_pending_images_and_paginates() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
+    let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    let page = handle(&app, request(Method::GET, &format!("/requests/{id}?limit=1"), None, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let doc = json(&page);
+    assert_eq!(doc["status"], "PROCESSING");
+    assert_eq!(doc["products"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["products"][0]["serial"], "1.");
+    assert_eq!(doc["products"][0]["images"][2]["status"], "PENDING");
+    assert_eq!(doc["progress"]["percent"], 0);
+    let cursor = doc["next_cursor"].as_str().unwrap();
+    let next = handle(&app, request(Method::GET, &format!("/requests/{id}?cursor={cursor}"), None, vec![]))
+        .await
+        .unwrap();
+    let doc = json(&next);
+    assert_eq!(doc["products"][0]["serial"], "2.");
+    assert!(doc.get("next_cursor").is_none());
+    let csv = handle(&app, request(Method::GET, &format!("/requests/{id}/output.csv"), None, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 409);
+}

@@ -1,0 +1,196 @@
+//! Row-worker tests: the handler fed from `events/row-worker/`, and the row use case over
+//! embedded adapters with a loopback image server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
+use pixpress::config::Config;
+use pixpress::domain::model::{
+    Counters, ImageStatus, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source,
+    ROW_JOB_VERSION,
+};
+use pixpress::ports::{RequestRepository, RowPage};
+use pixpress_row_worker::{App, ProcessError, RowProcessed, handle, process_row};
+
+const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
+
+async fn image_server() -> SocketAddr {
+    let router = Router::new()
+        .route("/photo.jpg", get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO) }))
+        .route("/busy.jpg", get(|| async { StatusCode::SERVICE_UNAVAILABLE.into_response() }))
+        .route("/page.html", get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], "<!doctype html><p>sold out</p>") }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.fetch.policy.allow_loopback = true;
+    config.fetch.timeout = Duration::from_secs(5);
+    config.max_receive_count = 3;
+    config
+}
+
+fn app(config: &Config) -> App<InMemoryRequestRepository, DirObjectStore> {
+    let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
+    let store = DirObjectStore::new(dir, None).unwrap();
+    App::new(InMemoryRequestRepository::new(), store, config).unwrap()
+}
+
+/// Records a `PROCESSING` request whose rows hold `rows` (URLs per row) and returns its jobs.
+async fn seed(repo: &InMemoryRequestRepository, request_id: &str, rows: &[Vec<String>]) -> Vec<RowJob> {
+    let now = Utc::now();
+    let meta = RequestMeta {
+        request_id: request_id.to_owned(),
+        tenant: "default".into(),
+        status: RequestStatus::Processing,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows.len() as u64,
+            images_total: rows.iter().map(|r| r.len() as u64).sum(),
+            ..Counters::default()
+        },
+        webhook: None,
+        output_csv_key: None,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    };
+    let records: Vec<RowRecord> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, urls)| RowRecord {
+            index: i as u32,
+            serial: format!("{}.", i + 1),
+            product_name: format!("SKU{i}"),
+            input_urls: urls.clone(),
+            state: RowState::Pending,
+            images: vec![],
+        })
+        .collect();
+    repo.create_request(&meta, &records).await.unwrap();
+    records
+        .iter()
+        .map(|r| RowJob {
+            version: ROW_JOB_VERSION,
+            request_id: request_id.to_owned(),
+            tenant: "default".into(),
+            row_index: r.index,
+            serial: r.serial.clone(),
+            product_name: r.product_name.clone(),
+            input_urls: r.input_urls.clone(),
+            output_spec: OutputSpec::default(),
+        })
+        .collect()
+}
+
+async fn row(repo: &InMemoryRequestRepository, request_id: &str, index: u32) -> RowRecord {
+    let RowPage { rows, .. } = repo.list_rows(request_id, index.checked_sub(1), 1).await.unwrap();
+    rows.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn sample_batch_records_blocked_addresses_and_returns_only_the_malformed_message() {
+    let config = Config::default();
+    let app = app(&config);
+    let path = format!("{}/../../events/row-worker/row-batch.json", env!("CARGO_MANIFEST_DIR"));
+    let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let job: RowJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+    seed(&app.repo, &job.request_id, &[job.input_urls.clone()]).await;
+    let response = handle(&app, LambdaEvent::new(event, Context::default())).await.unwrap();
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, vec!["2e1424d4-f796-459a-8184-9c92662be6da"]);
+    let recorded = row(&app.repo, &job.request_id, 0).await;
+    let codes: Vec<_> = recorded.images.iter().map(|i| i.error_code.as_deref().unwrap()).collect();
+    assert_eq!(codes, vec!["blocked_address", "blocked_address"]);
+    let meta = app.repo.get_request(&job.request_id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::CompletedWithErrors);
+}
+
+#[tokio::test]
+async fn duplicate_row_delivery_is_counted_once() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(&app.repo, "dup", &[vec![format!("http://{server}/photo.jpg")], vec![format!("http://{server}/photo.jpg")]]).await;
+    assert_eq!(process_row(&app, &jobs[0], 1).await.unwrap(), RowProcessed::Recorded(None));
+    assert_eq!(process_row(&app, &jobs[0], 2).await.unwrap(), RowProcessed::AlreadyDone);
+    let meta = app.repo.get_request("dup").await.unwrap().unwrap();
+    assert_eq!((meta.counters.rows_done, meta.counters.images_ok), (1, 1));
+    assert_eq!(meta.status, RequestStatus::Processing);
+    let done = row(&app.repo, "dup", 0).await;
+    assert_eq!(done.images[0].status, ImageStatus::Ok);
+    assert!(done.images[0].bytes_out.unwrap() < PHOTO.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_terminal_flip_under_concurrent_completion() {
+    let server = image_server().await;
+    let app = app(&config());
+    let rows: Vec<Vec<String>> = (0..24).map(|_| vec![format!("http://{server}/missing.jpg")]).collect();
+    let jobs = seed(&app.repo, "race", &rows).await;
+    app.repo.drain_changes().unwrap();
+    let results = futures::future::join_all(jobs.iter().map(|job| process_row(&app, job, 1))).await;
+    let flips = results
+        .iter()
+        .filter(|r| matches!(r, Ok(RowProcessed::Recorded(Some(_)))))
+        .count();
+    assert_eq!(flips, 1);
+    let terminal_records = app
+        .repo
+        .drain_changes()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.sk == "META")
+        .filter(|c| {
+            let new: pixpress::domain::item::ItemHead = serde_dynamo::from_item(c.new_image.clone()).unwrap();
+            let old: pixpress::domain::item::ItemHead = serde_dynamo::from_item(c.old_image.clone().unwrap()).unwrap();
+            new.status.unwrap().is_terminal() && !old.status.unwrap().is_terminal()
+        })
+        .count();
+    assert_eq!(terminal_records, 1);
+    let meta = app.repo.get_request("race").await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::CompletedWithErrors);
+    assert_eq!(meta.counters.images_failed, 24);
+}
+
+#[tokio::test]
+async fn transient_failure_is_retried_and_the_last_attempt_records_it() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(&app.repo, "busy", &[vec![format!("http://{server}/photo.jpg"), format!("http://{server}/busy.jpg")]]).await;
+    let err = process_row(&app, &jobs[0], 1).await.unwrap_err();
+    assert!(matches!(&err, ProcessError::Transient { position: 1, code, .. } if code == "http_503"));
+    assert!(err.is_retryable());
+    assert_eq!(row(&app.repo, "busy", 0).await.state, RowState::Pending);
+    let last = process_row(&app, &jobs[0], 3).await.unwrap();
+    assert_eq!(last, RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors)));
+    let done = row(&app.repo, "busy", 0).await;
+    assert_eq!(done.images[0].status, ImageStatus::Ok);
+    assert_eq!(done.images[1].error_code.as_deref(), Some("http_503"));
+    assert!(done.images[1].error.as_deref().unwrap().contains("gave up after 3 attempts"));
+}
+
+#[tokio::test]
+async fn permanent_failures_are_recorded_on_the_first_attempt() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(&app.repo, "perm", &[vec![format!("http://{server}/missing.jpg"), format!("http://{server}/page.html")]]).await;
+    let result = process_row(&app, &jobs[0], 1).await.unwrap();
+    assert_eq!(result, RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors)));
+    let done = row(&app.repo, "perm", 0).await;
+    let codes: Vec<_> = done.images.iter().map(|i| i.error_code.as_deref().unwrap()).collect();
+    assert_eq!(codes, vec!["http_404", "not_an_image"]);
+}

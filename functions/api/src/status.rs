@@ -171,11 +171,9 @@ pub async fn status_document<R: RequestRepository>(
 ) -> Result<StatusDocument, PortError> {
     let page = repo.list_rows(&meta.request_id, cursor, limit).await?;
     let counters = meta.counters;
-    let percent = if counters.rows_total == 0 {
-        100
-    } else {
-        u8::try_from(counters.rows_done * 100 / counters.rows_total).unwrap_or(100)
-    };
+    let percent = (counters.rows_done * 100)
+        .checked_div(counters.rows_total)
+        .map_or(100, |p| u8::try_from(p).unwrap_or(100));
     Ok(StatusDocument {
         output_csv_url: meta
             .output_csv_key

@@ -1,5 +1,7 @@
 //! Handler tests fed from `events/api/*.json` (the same samples `sam local invoke` uses).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
@@ -35,11 +37,18 @@ fn json(response: &Response<Body>) -> Value {
 }
 
 fn content_type(response: &Response<Body>) -> &str {
-    response.headers().get("content-type").unwrap().to_str().unwrap()
+    response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
 }
 
 fn request(method: Method, uri: &str, content_type: Option<&str>, body: Vec<u8>) -> Request {
-    let mut builder = lambda_http::http::Request::builder().method(method).uri(uri);
+    let mut builder = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(uri);
     if let Some(ct) = content_type {
         builder = builder.header("content-type", ct);
     }
@@ -55,7 +64,10 @@ async fn csv_upload_is_accepted_with_a_request_id_and_every_row_enqueued() {
     assert_eq!(response.status(), 202);
     let body = json(&response);
     let id = body["request_id"].as_str().unwrap();
-    assert_eq!((body["rows"].as_u64(), body["images"].as_u64()), (Some(2), Some(5)));
+    assert_eq!(
+        (body["rows"].as_u64(), body["images"].as_u64()),
+        (Some(2), Some(5))
+    );
     assert_eq!(body["status"], "PROCESSING");
     assert_eq!(
         body["status_url"],
@@ -70,7 +82,9 @@ async fn csv_upload_is_accepted_with_a_request_id_and_every_row_enqueued() {
 #[tokio::test]
 async fn invalid_csv_is_rejected_with_every_error_and_nothing_enqueued() {
     let app = app(&Config::default());
-    let response = handle(&app, event("post-upload-invalid-csv.json")).await.unwrap();
+    let response = handle(&app, event("post-upload-invalid-csv.json"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(content_type(&response), "application/problem+json");
     let problem = json(&response);
@@ -82,7 +96,11 @@ async fn invalid_csv_is_rejected_with_every_error_and_nothing_enqueued() {
         .collect();
     assert_eq!(
         errors,
-        vec![(2, "unquoted_url_list"), (3, "duplicate_serial"), (3, "unsupported_scheme")]
+        vec![
+            (2, "unquoted_url_list"),
+            (3, "duplicate_serial"),
+            (3, "unsupported_scheme")
+        ]
     );
     assert!(app.queue.is_empty().unwrap());
 }
@@ -90,10 +108,15 @@ async fn invalid_csv_is_rejected_with_every_error_and_nothing_enqueued() {
 #[tokio::test]
 async fn unknown_request_is_a_problem_404() {
     let app = app(&Config::default());
-    let response = handle(&app, event("get-request-unknown.json")).await.unwrap();
+    let response = handle(&app, event("get-request-unknown.json"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(content_type(&response), "application/problem+json");
-    assert_eq!(json(&response)["type"], "urn:pixpress:problem:request-not-found");
+    assert_eq!(
+        json(&response)["type"],
+        "urn:pixpress:problem:request-not-found"
+    );
 }
 
 #[tokio::test]
@@ -107,39 +130,72 @@ async fn multipart_upload_records_the_webhook_and_quality() {
          --{boundary}--\r\n"
     );
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let response = handle(&app, request(Method::POST, "/uploads", Some(&ct), body.into_bytes()))
-        .await
-        .unwrap();
+    let response = handle(
+        &app,
+        request(Method::POST, "/uploads", Some(&ct), body.into_bytes()),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 202);
     let id = json(&response)["request_id"].as_str().unwrap().to_owned();
     let meta = app.repo.get_request(&id).await.unwrap().unwrap();
-    assert_eq!(meta.webhook.unwrap().url, "https://hooks.example.com/pixpress");
+    assert_eq!(
+        meta.webhook.unwrap().url,
+        "https://hooks.example.com/pixpress"
+    );
     assert_eq!(meta.output_spec.quality, 70);
 }
 
 #[tokio::test]
 async fn wrong_media_type_is_415_and_oversized_csv_is_413() {
     let app = app(&Config::default());
-    let response = handle(&app, request(Method::POST, "/uploads", Some("application/json"), b"{}".to_vec()))
-        .await
-        .unwrap();
+    let response = handle(
+        &app,
+        request(
+            Method::POST,
+            "/uploads",
+            Some("application/json"),
+            b"{}".to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 415);
     let mut small = Config::default();
     small.csv.max_bytes = 32;
     let app = self::app(&small);
-    let response = handle(&app, request(Method::POST, "/uploads", Some("text/csv"), CSV.as_bytes().to_vec()))
-        .await
-        .unwrap();
+    let response = handle(
+        &app,
+        request(
+            Method::POST,
+            "/uploads",
+            Some("text/csv"),
+            CSV.as_bytes().to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 413);
-    assert!(json(&response)["detail"].as_str().unwrap().contains("uploads/"));
+    assert!(
+        json(&response)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("uploads/")
+    );
 }
 
 #[tokio::test]
 async fn same_idempotency_key_returns_the_same_request_once() {
     let app = app(&Config::default());
     let upload = || {
-        let mut r = request(Method::POST, "/uploads", Some("text/csv"), CSV.as_bytes().to_vec());
-        r.headers_mut().insert("idempotency-key", "order-2026-11-21".parse().unwrap());
+        let mut r = request(
+            Method::POST,
+            "/uploads",
+            Some("text/csv"),
+            CSV.as_bytes().to_vec(),
+        );
+        r.headers_mut()
+            .insert("idempotency-key", "order-2026-11-21".parse().unwrap());
         r
     };
     let first = handle(&app, upload()).await.unwrap();
@@ -154,9 +210,17 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     let app = app(&Config::default());
     let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
     let id = json(&response)["request_id"].as_str().unwrap().to_owned();
-    let page = handle(&app, request(Method::GET, &format!("/requests/{id}?limit=1"), None, vec![]))
-        .await
-        .unwrap();
+    let page = handle(
+        &app,
+        request(
+            Method::GET,
+            &format!("/requests/{id}?limit=1"),
+            None,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(page.status(), 200);
     let doc = json(&page);
     assert_eq!(doc["status"], "PROCESSING");
@@ -165,14 +229,30 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     assert_eq!(doc["products"][0]["images"][2]["status"], "PENDING");
     assert_eq!(doc["progress"]["percent"], 0);
     let cursor = doc["next_cursor"].as_str().unwrap();
-    let next = handle(&app, request(Method::GET, &format!("/requests/{id}?cursor={cursor}"), None, vec![]))
-        .await
-        .unwrap();
+    let next = handle(
+        &app,
+        request(
+            Method::GET,
+            &format!("/requests/{id}?cursor={cursor}"),
+            None,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
     let doc = json(&next);
     assert_eq!(doc["products"][0]["serial"], "2.");
     assert!(doc.get("next_cursor").is_none());
-    let csv = handle(&app, request(Method::GET, &format!("/requests/{id}/output.csv"), None, vec![]))
-        .await
-        .unwrap();
+    let csv = handle(
+        &app,
+        request(
+            Method::GET,
+            &format!("/requests/{id}/output.csv"),
+            None,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(csv.status(), 409);
 }

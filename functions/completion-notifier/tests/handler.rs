@@ -1,5 +1,7 @@
 //! completion-notifier handler tests fed from `events/completion-notifier/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +17,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
 use pixpress::config::Config;
 use pixpress::domain::model::{
-    Counters, DeliveryState, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowRecord, RowState,
-    Source, Webhook,
+    Counters, DeliveryState, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowRecord,
+    RowState, Source, Webhook,
 };
 use pixpress::ports::{ObjectStore, RequestRepository};
 use pixpress::webhook::WebhookSecret;
@@ -28,33 +30,51 @@ type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 async fn receiver(status: StatusCode) -> (SocketAddr, Received) {
     let received: Received = Arc::default();
-    let router = Router::new()
-        .route(
-            "/hook",
-            post(|State((r, s)): State<(Received, StatusCode)>, headers: HeaderMap, body: Bytes| async move {
-                r.lock().unwrap().push((headers, body));
-                s
-            }),
-        )
-        .with_state((received.clone(), status));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let router =
+        Router::new()
+            .route(
+                "/hook",
+                post(
+                    |State((r, s)): State<(Received, StatusCode)>,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        r.lock().unwrap().push((headers, body));
+                        s
+                    },
+                ),
+            )
+            .with_state((received.clone(), status));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (addr, received)
 }
 
 fn event(name: &str) -> Event {
-    let path = format!("{}/../../events/completion-notifier/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/completion-notifier/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-async fn app_with_completed_request(webhook_url: Option<String>, secret: &WebhookSecret) -> App<InMemoryRequestRepository, DirObjectStore> {
+async fn app_with_completed_request(
+    webhook_url: Option<String>,
+    secret: &WebhookSecret,
+) -> App<InMemoryRequestRepository, DirObjectStore> {
     let mut config = Config::default();
     config.fetch.policy.allow_loopback = true;
     config.webhook_secret = Some(secret.clone());
     config.webhook_backoff = Duration::from_millis(10);
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
-    let app = App::new(InMemoryRequestRepository::new(), DirObjectStore::new(dir, None).unwrap(), &config).unwrap();
+    let app = App::new(
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(dir, None).unwrap(),
+        &config,
+    )
+    .unwrap();
     let now = Utc::now();
     let meta = RequestMeta {
         request_id: REQUEST_ID.into(),
@@ -63,8 +83,16 @@ async fn app_with_completed_request(webhook_url: Option<String>, secret: &Webhoo
         source: Source::Api,
         source_key: None,
         output_spec: OutputSpec::default(),
-        counters: Counters { rows_total: 1, images_total: 2, ..Counters::default() },
-        webhook: webhook_url.map(|url| Webhook { url, state: DeliveryState::Pending, attempts: vec![] }),
+        counters: Counters {
+            rows_total: 1,
+            images_total: 2,
+            ..Counters::default()
+        },
+        webhook: webhook_url.map(|url| Webhook {
+            url,
+            state: DeliveryState::Pending,
+            attempts: vec![],
+        }),
         output_csv_key: None,
         failure: None,
         created_at: now,
@@ -75,13 +103,19 @@ async fn app_with_completed_request(webhook_url: Option<String>, secret: &Webhoo
         index: 0,
         serial: "1.".into(),
         product_name: "SKU1".into(),
-        input_urls: vec!["http://169.254.169.254/latest/meta-data/".into(), "http://10.0.0.1/internal.jpg".into()],
+        input_urls: vec![
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "http://10.0.0.1/internal.jpg".into(),
+        ],
         state: RowState::Pending,
         images: vec![],
     };
     app.repo.create_request(&meta, &[row]).await.unwrap();
     let failed = ImageOutcome::failed("blocked_address", "blocked");
-    app.repo.record_row_outcome(REQUEST_ID, 0, &[failed.clone(), failed], now).await.unwrap();
+    app.repo
+        .record_row_outcome(REQUEST_ID, 0, &[failed.clone(), failed], now)
+        .await
+        .unwrap();
     app.repo.complete(REQUEST_ID, now).await.unwrap();
     app
 }
@@ -91,9 +125,19 @@ async fn terminal_transition_writes_the_output_csv_and_one_signed_webhook() {
     let (addr, received) = receiver(StatusCode::NO_CONTENT).await;
     let secret = WebhookSecret::from_bytes(b"notifier-test-secret");
     let app = app_with_completed_request(Some(format!("http://{addr}/hook")), &secret).await;
-    handle(&app, LambdaEvent::new(event("terminal-transition.json"), Context::default())).await.unwrap();
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
     // A replayed stream record rewrites nothing new and does not deliver again.
-    handle(&app, LambdaEvent::new(event("terminal-transition.json"), Context::default())).await.unwrap();
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
     let meta = app.repo.get_request(REQUEST_ID).await.unwrap().unwrap();
     let key = meta.output_csv_key.clone().unwrap();
     let csv = app.store.get(&key, 1 << 20).await.unwrap().unwrap();
@@ -106,7 +150,13 @@ async fn terminal_transition_writes_the_output_csv_and_one_signed_webhook() {
     let (headers, body) = &deliveries[0];
     let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
     secret
-        .verify(&h("webhook-id"), &h("webhook-timestamp"), &h("webhook-signature"), body, Utc::now())
+        .verify(
+            &h("webhook-id"),
+            &h("webhook-timestamp"),
+            &h("webhook-signature"),
+            body,
+            Utc::now(),
+        )
         .unwrap();
     let payload: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(payload["type"], "request.completed");
@@ -119,9 +169,21 @@ async fn failing_receiver_is_retried_with_every_attempt_recorded() {
     let (addr, received) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
     let secret = WebhookSecret::from_bytes(b"k");
     let app = app_with_completed_request(Some(format!("http://{addr}/hook")), &secret).await;
-    handle(&app, LambdaEvent::new(event("terminal-transition.json"), Context::default())).await.unwrap();
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(received.lock().unwrap().len(), 3);
-    let webhook = app.repo.get_request(REQUEST_ID).await.unwrap().unwrap().webhook.unwrap();
+    let webhook = app
+        .repo
+        .get_request(REQUEST_ID)
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap();
     assert_eq!(webhook.state, DeliveryState::Failed);
     let codes: Vec<_> = webhook.attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, vec![Some(500); 3]);
@@ -131,7 +193,12 @@ async fn failing_receiver_is_retried_with_every_attempt_recorded() {
 async fn non_terminal_transitions_are_ignored() {
     let secret = WebhookSecret::from_bytes(b"k");
     let app = app_with_completed_request(None, &secret).await;
-    handle(&app, LambdaEvent::new(event("non-terminal-transition.json"), Context::default())).await.unwrap();
+    handle(
+        &app,
+        LambdaEvent::new(event("non-terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
     let meta = app.repo.get_request(REQUEST_ID).await.unwrap().unwrap();
     assert_eq!(meta.output_csv_key, None);
 }

@@ -1,6 +1,8 @@
 //! Row-worker tests: the handler fed from `events/row-worker/`, and the row use case over
 //! embedded adapters with a loopback image server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
 use pixpress::config::Config;
 use pixpress::domain::model::{
-    Counters, ImageStatus, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source,
-    ROW_JOB_VERSION,
+    Counters, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestMeta, RequestStatus, RowJob,
+    RowRecord, RowState, Source,
 };
 use pixpress::ports::{RequestRepository, RowPage};
 use pixpress_row_worker::{App, ProcessError, RowProcessed, handle, process_row};
@@ -24,10 +26,26 @@ const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000s
 
 async fn image_server() -> SocketAddr {
     let router = Router::new()
-        .route("/photo.jpg", get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO) }))
-        .route("/busy.jpg", get(|| async { StatusCode::SERVICE_UNAVAILABLE.into_response() }))
-        .route("/page.html", get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], "<!doctype html><p>sold out</p>") }));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        .route(
+            "/photo.jpg",
+            get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO) }),
+        )
+        .route(
+            "/busy.jpg",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE.into_response() }),
+        )
+        .route(
+            "/page.html",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "image/jpeg")],
+                    "<!doctype html><p>sold out</p>",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
@@ -48,7 +66,11 @@ fn app(config: &Config) -> App<InMemoryRequestRepository, DirObjectStore> {
 }
 
 /// Records a `PROCESSING` request whose rows hold `rows` (URLs per row) and returns its jobs.
-async fn seed(repo: &InMemoryRequestRepository, request_id: &str, rows: &[Vec<String>]) -> Vec<RowJob> {
+async fn seed(
+    repo: &InMemoryRequestRepository,
+    request_id: &str,
+    rows: &[Vec<String>],
+) -> Vec<RowJob> {
     let now = Utc::now();
     let meta = RequestMeta {
         request_id: request_id.to_owned(),
@@ -98,7 +120,10 @@ async fn seed(repo: &InMemoryRequestRepository, request_id: &str, rows: &[Vec<St
 }
 
 async fn row(repo: &InMemoryRequestRepository, request_id: &str, index: u32) -> RowRecord {
-    let RowPage { rows, .. } = repo.list_rows(request_id, index.checked_sub(1), 1).await.unwrap();
+    let RowPage { rows, .. } = repo
+        .list_rows(request_id, index.checked_sub(1), 1)
+        .await
+        .unwrap();
     rows.into_iter().next().unwrap()
 }
 
@@ -106,17 +131,40 @@ async fn row(repo: &InMemoryRequestRepository, request_id: &str, index: u32) -> 
 async fn sample_batch_records_blocked_addresses_and_returns_only_the_malformed_message() {
     let config = Config::default();
     let app = app(&config);
-    let path = format!("{}/../../events/row-worker/row-batch.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/row-worker/row-batch.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let job: RowJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-    seed(&app.repo, &job.request_id, &[job.input_urls.clone()]).await;
-    let response = handle(&app, LambdaEvent::new(event, Context::default())).await.unwrap();
-    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    seed(
+        &app.repo,
+        &job.request_id,
+        std::slice::from_ref(&job.input_urls),
+    )
+    .await;
+    let response = handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     assert_eq!(failed, vec!["2e1424d4-f796-459a-8184-9c92662be6da"]);
     let recorded = row(&app.repo, &job.request_id, 0).await;
-    let codes: Vec<_> = recorded.images.iter().map(|i| i.error_code.as_deref().unwrap()).collect();
+    let codes: Vec<_> = recorded
+        .images
+        .iter()
+        .map(|i| i.error_code.as_deref().unwrap())
+        .collect();
     assert_eq!(codes, vec!["blocked_address", "blocked_address"]);
-    let meta = app.repo.get_request(&job.request_id).await.unwrap().unwrap();
+    let meta = app
+        .repo
+        .get_request(&job.request_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(meta.status, RequestStatus::CompletedWithErrors);
 }
 
@@ -124,9 +172,23 @@ async fn sample_batch_records_blocked_addresses_and_returns_only_the_malformed_m
 async fn duplicate_row_delivery_is_counted_once() {
     let server = image_server().await;
     let app = app(&config());
-    let jobs = seed(&app.repo, "dup", &[vec![format!("http://{server}/photo.jpg")], vec![format!("http://{server}/photo.jpg")]]).await;
-    assert_eq!(process_row(&app, &jobs[0], 1).await.unwrap(), RowProcessed::Recorded(None));
-    assert_eq!(process_row(&app, &jobs[0], 2).await.unwrap(), RowProcessed::AlreadyDone);
+    let jobs = seed(
+        &app.repo,
+        "dup",
+        &[
+            vec![format!("http://{server}/photo.jpg")],
+            vec![format!("http://{server}/photo.jpg")],
+        ],
+    )
+    .await;
+    assert_eq!(
+        process_row(&app, &jobs[0], 1).await.unwrap(),
+        RowProcessed::Recorded(None)
+    );
+    assert_eq!(
+        process_row(&app, &jobs[0], 2).await.unwrap(),
+        RowProcessed::AlreadyDone
+    );
     let meta = app.repo.get_request("dup").await.unwrap().unwrap();
     assert_eq!((meta.counters.rows_done, meta.counters.images_ok), (1, 1));
     assert_eq!(meta.status, RequestStatus::Processing);
@@ -139,7 +201,9 @@ async fn duplicate_row_delivery_is_counted_once() {
 async fn exactly_one_terminal_flip_under_concurrent_completion() {
     let server = image_server().await;
     let app = app(&config());
-    let rows: Vec<Vec<String>> = (0..24).map(|_| vec![format!("http://{server}/missing.jpg")]).collect();
+    let rows: Vec<Vec<String>> = (0..24)
+        .map(|_| vec![format!("http://{server}/missing.jpg")])
+        .collect();
     let jobs = seed(&app.repo, "race", &rows).await;
     app.repo.drain_changes().unwrap();
     let results = futures::future::join_all(jobs.iter().map(|job| process_row(&app, job, 1))).await;
@@ -155,8 +219,10 @@ async fn exactly_one_terminal_flip_under_concurrent_completion() {
         .into_iter()
         .filter(|c| c.sk == "META")
         .filter(|c| {
-            let new: pixpress::domain::item::ItemHead = serde_dynamo::from_item(c.new_image.clone()).unwrap();
-            let old: pixpress::domain::item::ItemHead = serde_dynamo::from_item(c.old_image.clone().unwrap()).unwrap();
+            let new: pixpress::domain::item::ItemHead =
+                serde_dynamo::from_item(c.new_image.clone()).unwrap();
+            let old: pixpress::domain::item::ItemHead =
+                serde_dynamo::from_item(c.old_image.clone().unwrap()).unwrap();
             new.status.unwrap().is_terminal() && !old.status.unwrap().is_terminal()
         })
         .count();
@@ -170,27 +236,61 @@ async fn exactly_one_terminal_flip_under_concurrent_completion() {
 async fn transient_failure_is_retried_and_the_last_attempt_records_it() {
     let server = image_server().await;
     let app = app(&config());
-    let jobs = seed(&app.repo, "busy", &[vec![format!("http://{server}/photo.jpg"), format!("http://{server}/busy.jpg")]]).await;
+    let jobs = seed(
+        &app.repo,
+        "busy",
+        &[vec![
+            format!("http://{server}/photo.jpg"),
+            format!("http://{server}/busy.jpg"),
+        ]],
+    )
+    .await;
     let err = process_row(&app, &jobs[0], 1).await.unwrap_err();
-    assert!(matches!(&err, ProcessError::Transient { position: 1, code, .. } if code == "http_503"));
+    assert!(
+        matches!(&err, ProcessError::Transient { position: 1, code, .. } if code == "http_503")
+    );
     assert!(err.is_retryable());
     assert_eq!(row(&app.repo, "busy", 0).await.state, RowState::Pending);
     let last = process_row(&app, &jobs[0], 3).await.unwrap();
-    assert_eq!(last, RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors)));
+    assert_eq!(
+        last,
+        RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
+    );
     let done = row(&app.repo, "busy", 0).await;
     assert_eq!(done.images[0].status, ImageStatus::Ok);
     assert_eq!(done.images[1].error_code.as_deref(), Some("http_503"));
-    assert!(done.images[1].error.as_deref().unwrap().contains("gave up after 3 attempts"));
+    assert!(
+        done.images[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
 }
 
 #[tokio::test]
 async fn permanent_failures_are_recorded_on_the_first_attempt() {
     let server = image_server().await;
     let app = app(&config());
-    let jobs = seed(&app.repo, "perm", &[vec![format!("http://{server}/missing.jpg"), format!("http://{server}/page.html")]]).await;
+    let jobs = seed(
+        &app.repo,
+        "perm",
+        &[vec![
+            format!("http://{server}/missing.jpg"),
+            format!("http://{server}/page.html"),
+        ]],
+    )
+    .await;
     let result = process_row(&app, &jobs[0], 1).await.unwrap();
-    assert_eq!(result, RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors)));
+    assert_eq!(
+        result,
+        RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
+    );
     let done = row(&app.repo, "perm", 0).await;
-    let codes: Vec<_> = done.images.iter().map(|i| i.error_code.as_deref().unwrap()).collect();
+    let codes: Vec<_> = done
+        .images
+        .iter()
+        .map(|i| i.error_code.as_deref().unwrap())
+        .collect();
     assert_eq!(codes, vec!["http_404", "not_an_image"]);
 }

@@ -80,7 +80,7 @@ pub enum RecordOutcome {
     /// Not an upload we ingest (other event, prefix or extension).
     Ignored,
     /// Ingested (or found already ingested).
-    Ingested(Ingested),
+    Ingested(Box<Ingested>),
     /// Rejected and recorded as a `FAILED` request.
     Rejected {
         /// The request id the rejection is recorded under.
@@ -208,7 +208,7 @@ where
         now,
     };
     match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
-        Ok(ingested) => Ok(RecordOutcome::Ingested(ingested)),
+        Ok(ingested) => Ok(RecordOutcome::Ingested(Box::new(ingested))),
         Err(IngestError::InvalidCsv(rejection)) => {
             let failure = Failure {
                 code: "invalid_csv".to_owned(),

@@ -1,5 +1,7 @@
 //! s3-ingest handler tests fed from `events/s3-ingest/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use aws_lambda_events::event::s3::S3Event;
 use bytes::Bytes;
 use lambda_runtime::{Context, LambdaEvent};
@@ -22,7 +24,10 @@ fn app() -> TestApp {
 }
 
 fn event() -> S3Event {
-    let path = format!("{}/../../events/s3-ingest/object-created.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../events/s3-ingest/object-created.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -32,11 +37,19 @@ const KEY: &str = "uploads/spring sale(2026).csv";
 async fn uploaded_csv_is_ingested_once_even_when_the_event_is_delivered_twice() {
     let app = app();
     let csv = "S. No.,Product Name,Input Image Urls\n1.,Mug,\"https://img.example.com/a.jpg, https://img.example.com/b.jpg\"\n2.,Cup,https://img.example.com/c.jpg\n";
-    app.store.put(KEY, Bytes::from(csv), "text/csv").await.unwrap();
-    handle(&app, LambdaEvent::new(event(), Context::default())).await.unwrap();
-    handle(&app, LambdaEvent::new(event(), Context::default())).await.unwrap();
+    app.store
+        .put(KEY, Bytes::from(csv), "text/csv")
+        .await
+        .unwrap();
+    handle(&app, LambdaEvent::new(event(), Context::default()))
+        .await
+        .unwrap();
+    handle(&app, LambdaEvent::new(event(), Context::default()))
+        .await
+        .unwrap();
     assert_eq!(app.queue.len().unwrap(), 2);
-    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap() else {
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
         panic!("expected the request to be found");
     };
     assert!(ingested.replayed);
@@ -49,8 +62,13 @@ async fn uploaded_csv_is_ingested_once_even_when_the_event_is_delivered_twice() 
 async fn invalid_csv_becomes_a_failed_request_listing_its_errors() {
     let app = app();
     let csv = "S. No.,Product Name,Input Image Urls\n1.,Mug,https://img.example.com/a.jpg,https://img.example.com/b.jpg\n";
-    app.store.put(KEY, Bytes::from(csv), "text/csv").await.unwrap();
-    let RecordOutcome::Rejected { request_id, issues } = ingest_record(&app, &event().records[0]).await.unwrap() else {
+    app.store
+        .put(KEY, Bytes::from(csv), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Rejected { request_id, issues } =
+        ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
         panic!("expected a rejection");
     };
     assert_eq!(issues[0].code, "unquoted_url_list");
@@ -65,5 +83,8 @@ async fn objects_outside_uploads_are_ignored() {
     let app = app();
     let mut event = event();
     event.records[0].s3.object.key = Some("results/x/output.csv".into());
-    assert_eq!(ingest_record(&app, &event.records[0]).await.unwrap(), RecordOutcome::Ignored);
+    assert_eq!(
+        ingest_record(&app, &event.records[0]).await.unwrap(),
+        RecordOutcome::Ignored
+    );
 }

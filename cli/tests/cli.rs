@@ -1,0 +1,66 @@
+//! The `pixpress` binary as a user runs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+fn pixpress() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pixpress"))
+}
+
+#[test]
+fn run_with_an_invalid_csv_exits_2_and_lists_every_row_error() {
+    let dir = std::env::temp_dir().join(format!("pixpress-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("bad.csv");
+    std::fs::write(
+        &csv,
+        "S. No.,Product Name,Input Image Urls\n1.,Mug,https://a.example/1.jpg,https://a.example/2.jpg\n2.,,\n",
+    )
+    .unwrap();
+    let output = pixpress()
+        .arg("run")
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("row 2, column Input Image Urls: [unquoted_url_list]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("row 3, column Product Name: [missing_product_name]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("row 3, column Input Image Urls: [missing_urls]"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn demo_compresses_the_bundled_photos_and_verifies_its_webhook() {
+    let dir = std::env::temp_dir().join(format!("pixpress-demo-{}", uuid::Uuid::new_v4()));
+    let output = pixpress()
+        .arg("demo")
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("COMPLETED_WITH_ERRORS"), "{stdout}");
+    assert!(stdout.contains("6 ok, 1 failed of 7"), "{stdout}");
+    assert!(stdout.contains("signature verified"), "{stdout}");
+    let out_csv = std::fs::read_to_string(dir.join("output.csv")).unwrap();
+    assert_eq!(out_csv.lines().count(), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}

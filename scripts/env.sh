@@ -1,0 +1,21 @@
+# Sourced by the project scripts: shared environment for builds, tests and local runs.
+# An AWS SDK without a region or credentials probes the EC2 metadata service at
+# 169.254.169.254; every run here sets them explicitly so that can never happen.
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+# Builds reuse one target directory outside the clone, so a fresh clone does not rebuild the world.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixpress/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+pixpress_require_tools() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is not installed; install the Rust toolchain (rustup, Rust >= 1.88) and retry" >&2
+    exit 1
+  fi
+  if ! command -v cc >/dev/null 2>&1; then
+    echo "error: no C compiler (cc); install it first: apt-get install -y build-essential" >&2
+    exit 1
+  fi
+}

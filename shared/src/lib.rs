@@ -29,6 +29,7 @@
 //! - [`ingest`] — the ingest use case.
 //! - [`adapters`] — port implementations (`local`: embedded backends).
 //! - [`config`] — typed configuration from environment variables ([`config::vars`]).
+//! - [`telemetry`] — logging set-up of the Lambda entry points.
 
 pub mod adapters;
 pub mod config;
@@ -37,4 +38,5 @@ pub mod fetch;
 pub mod image;
 pub mod ingest;
 pub mod ports;
+pub mod telemetry;
 pub mod webhook;

@@ -7,11 +7,7 @@ use pixpress_row_worker::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
     // Embedded backends until the AWS adapters land; the handler is generic over the ports.
     let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "/tmp/pixpress".to_owned());

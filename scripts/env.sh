@@ -9,13 +9,24 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixpress/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# The vendored libjpeg-turbo builds with cmake and nasm (its SIMD code is required).
 pixpress_require_tools() {
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; install the Rust toolchain (rustup, Rust >= 1.88) and retry" >&2
     exit 1
   fi
-  if ! command -v cc >/dev/null 2>&1; then
-    echo "error: no C compiler (cc); install it first: apt-get install -y build-essential" >&2
-    exit 1
+  local missing=()
+  command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v nasm >/dev/null 2>&1 || missing+=(nasm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing build packages: ${missing[*]}" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    else
+      echo "error: missing build packages: ${missing[*]}; install them first: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
   fi
 }

@@ -110,6 +110,9 @@ pub struct ProductImage {
     /// Output height in pixels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// The stored image is the input minus its metadata (re-encoding would not be smaller).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept_original: bool,
 }
 
 fn product(row: RowRecord) -> Product {
@@ -134,6 +137,7 @@ fn product(row: RowRecord) -> Product {
                 bytes_out: outcome.and_then(|o| o.bytes_out),
                 width: outcome.and_then(|o| o.width),
                 height: outcome.and_then(|o| o.height),
+                kept_original: outcome.is_some_and(|o| o.kept_original),
             }
         })
         .collect();

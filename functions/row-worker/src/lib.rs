@@ -200,6 +200,7 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
         bytes_out: Some(bytes_out),
         width: Some(compressed.width),
         height: Some(compressed.height),
+        kept_original: compressed.kept_original,
     })
 }
 

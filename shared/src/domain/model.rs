@@ -304,6 +304,10 @@ pub struct ImageOutcome {
     /// Output height in pixels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// `true` when re-encoding would not have made the JPEG smaller, so the stored image is
+    /// the input with its metadata removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept_original: bool,
 }
 
 impl ImageOutcome {
@@ -320,6 +324,7 @@ impl ImageOutcome {
             bytes_out: None,
             width: None,
             height: None,
+            kept_original: false,
         }
     }
 }

@@ -225,21 +225,26 @@ fn decode_generic(
 }
 
 /// 8-bit RGB with any alpha composited over white; 16-bit samples are scaled, not clipped.
+/// An 8-bit RGBA buffer is flattened in place, so no second full-size buffer is allocated.
 fn flatten_onto_white(image: DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
         return image.into_rgb8();
     }
     let rgba = image.into_rgba8();
     let (width, height) = rgba.dimensions();
-    let mut rgb = RgbImage::new(width, height);
-    for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
-        let alpha = u32::from(px[3]);
+    let mut buffer = rgba.into_raw();
+    let pixels = buffer.len() / 4;
+    for i in 0..pixels {
+        // Writes go to 3·i ≤ 4·i, behind the reads, so the compaction is safe in place.
+        let alpha = u32::from(buffer[4 * i + 3]);
         for c in 0..3 {
-            let blended = (u32::from(px[c]) * alpha + 255 * (255 - alpha) + 127) / 255;
-            out[c] = u8::try_from(blended).unwrap_or(u8::MAX);
+            let value = u32::from(buffer[4 * i + c]);
+            let blended = (value * alpha + 255 * (255 - alpha) + 127) / 255;
+            buffer[3 * i + c] = u8::try_from(blended).unwrap_or(u8::MAX);
         }
     }
-    rgb
+    buffer.truncate(pixels * 3);
+    RgbImage::from_raw(width, height, buffer).unwrap_or_else(|| RgbImage::new(width, height))
 }
 
 fn orient(pixels: Pixels) -> Result<Pixels, CompressError> {
@@ -300,6 +305,12 @@ pub fn compress(
     limits: &DecodeLimits,
 ) -> Result<Compressed, CompressError> {
     let format = sniff(input)?;
+    if format == ImageFormat::Jpeg
+        && spec.max_dimension.is_none()
+        && let Some(out) = jpeg::transcode(input, limits, spec.quality)?
+    {
+        return Ok(never_larger(input, out.bytes, out.width, out.height));
+    }
     let mut pixels = match format {
         ImageFormat::Jpeg => match jpeg::decode(input, limits, spec.max_dimension) {
             Err(CompressError::Decode(_)) => decode_generic(input, format, limits)?,
@@ -320,19 +331,8 @@ pub fn compress(
     let bytes = jpeg::encode(&pixels.rgb, pixels.width, pixels.height, spec.quality)?;
     // Keeping the input is only lossless for what a viewer sees if nothing was rotated,
     // colour-converted or scaled.
-    let input_is_final =
-        format == ImageFormat::Jpeg && !converted && !rotated && !cmyk && !pixels.scaled;
-    if input_is_final && bytes.len() >= input.len() {
-        let stripped = jpeg::strip_metadata(input);
-        if stripped.len() <= bytes.len() {
-            return Ok(Compressed {
-                bytes: stripped,
-                width: pixels.width,
-                height: pixels.height,
-                input_format: format_name(format),
-                kept_original: true,
-            });
-        }
+    if format == ImageFormat::Jpeg && !converted && !rotated && !cmyk && !pixels.scaled {
+        return Ok(never_larger(input, bytes, pixels.width, pixels.height));
     }
     Ok(Compressed {
         bytes,
@@ -341,6 +341,28 @@ pub fn compress(
         input_format: format_name(format),
         kept_original: false,
     })
+}
+
+/// The re-encoded JPEG, or — when it is not smaller than the JPEG `input` — the input with its
+/// metadata removed (lossless: the same pixels a viewer would show).
+fn never_larger(input: &[u8], bytes: Vec<u8>, width: u32, height: u32) -> Compressed {
+    let (bytes, kept_original) = if bytes.len() >= input.len() {
+        let stripped = jpeg::strip_metadata(input);
+        if stripped.len() <= bytes.len() {
+            (stripped, true)
+        } else {
+            (bytes, false)
+        }
+    } else {
+        (bytes, false)
+    };
+    Compressed {
+        bytes,
+        width,
+        height,
+        input_format: "jpeg",
+        kept_original,
+    }
 }
 
 /// Runs [`compress`] on the blocking pool, at most `permits` images at a time (default: one per

@@ -20,6 +20,13 @@ fn is_srgb_like(profile: &ColorProfile) -> bool {
         && close(&profile.blue_colorant, &srgb.blue_colorant)
 }
 
+/// `true` when pixels tagged with `icc` must be converted to look right in sRGB: a readable
+/// RGB profile whose primaries are not sRGB's.
+pub(super) fn needs_conversion(icc: &[u8]) -> bool {
+    ColorProfile::new_from_slice(icc)
+        .is_ok_and(|p| p.color_space == DataColorSpace::Rgb && !is_srgb_like(&p))
+}
+
 /// Converts 8-bit RGB pixels tagged with `icc` to sRGB in place. Returns `false` (pixels
 /// untouched) for sRGB-like profiles — so sRGB-tagged photos stay bit-identical to an
 /// unmanaged pipeline — and for profiles that are not RGB or cannot be read (treated as sRGB,

@@ -9,14 +9,21 @@ use std::cell::RefCell;
 use ::image::metadata::Orientation;
 use turbojpeg::{Colorspace, Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
 
-use super::{CompressError, DecodeLimits, Pixels, check_dimensions, cmyk_to_rgb};
+use super::{CompressError, DecodeLimits, Pixels, check_dimensions, cmyk_to_rgb, color};
 
 /// One decompressor and one compressor per thread, created on first use and reused: creating
-/// TurboJPEG handles costs more than decoding a small image.
+/// TurboJPEG handles costs more than decoding a small image. The pixel buffer is reused too, so
+/// a steady stream of product-size images stops faulting in fresh pages; buffers above
+/// [`KEEP_BUFFER_BYTES`] are released after use so one huge image does not pin its memory.
 struct Codec {
     decompressor: Decompressor,
     compressor: Compressor,
+    pixels: Vec<u8>,
+    output: Vec<u8>,
 }
+
+/// Largest buffer kept between images: 16 MiB (a 5.5 MP RGB image; product photos fit).
+const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 thread_local! {
     static CODEC: RefCell<Option<Codec>> = const { RefCell::new(None) };
@@ -32,6 +39,8 @@ fn with_codec<T>(
                 decompressor: Decompressor::new()
                     .map_err(|e| CompressError::Decode(e.to_string()))?,
                 compressor: Compressor::new().map_err(|e| CompressError::Encode(e.to_string()))?,
+                pixels: Vec::new(),
+                output: Vec::new(),
             });
         }
         match slot.as_mut() {
@@ -232,6 +241,95 @@ pub(super) fn decode(
     })
 }
 
+/// A JPEG re-encoded without leaving libjpeg-turbo's buffers.
+pub(super) struct Transcoded {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The common case — an RGB/YCbCr/grey JPEG, upright, sRGB or untagged, no resize — decoded
+/// into a reused per-thread buffer and encoded straight from it. `None` when the image needs
+/// the general path (EXIF rotation, a non-sRGB profile, CMYK).
+///
+/// # Errors
+/// As [`decode`] and [`encode`].
+pub(super) fn transcode(
+    input: &[u8],
+    limits: &DecodeLimits,
+    quality: u8,
+) -> Result<Option<Transcoded>, CompressError> {
+    let markers = read_markers(input);
+    if markers
+        .orientation
+        .is_some_and(|o| o != Orientation::NoTransforms)
+        || markers.icc.as_deref().is_some_and(color::needs_conversion)
+    {
+        return Ok(None);
+    }
+    with_codec(|codec| {
+        let header = codec
+            .decompressor
+            .read_header(input)
+            .map_err(|e| classify(&e))?;
+        let (w, h) = (header.width, header.height);
+        check_dimensions(
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+            limits,
+        )?;
+        if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+            return Ok(None);
+        }
+        codec
+            .decompressor
+            .set_scaling_factor(ScalingFactor::ONE)
+            .map_err(|e| classify(&e))?;
+        let len = w * h * 3;
+        if codec.pixels.len() < len {
+            codec.pixels.resize(len, 0);
+        }
+        let pixels = &mut codec.pixels[..len];
+        let image = Image {
+            pixels,
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: PixelFormat::RGB,
+        };
+        codec
+            .decompressor
+            .decompress(input, image)
+            .map_err(|e| classify(&e))?;
+        configure(&mut codec.compressor, quality)?;
+        let image = Image {
+            pixels: &codec.pixels[..len],
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: PixelFormat::RGB,
+        };
+        let bytes = compress(&mut codec.compressor, &mut codec.output, image);
+        if codec.pixels.len() > KEEP_BUFFER_BYTES {
+            codec.pixels = Vec::new();
+        }
+        let bytes = bytes?;
+        Ok(Some(Transcoded {
+            bytes,
+            width: u32::try_from(w).unwrap_or(u32::MAX),
+            height: u32::try_from(h).unwrap_or(u32::MAX),
+        }))
+    })
+}
+
+fn configure(c: &mut Compressor, quality: u8) -> Result<(), CompressError> {
+    let err = |e: turbojpeg::Error| CompressError::Encode(e.to_string());
+    c.set_quality(i32::from(quality.clamp(1, 100)))
+        .map_err(err)?;
+    c.set_subsamp(Subsamp::Sub2x2).map_err(err)?;
+    c.set_optimize(true).map_err(err)
+}
+
 /// Encodes 8-bit RGB as a baseline JPEG: IJG quality tables at `quality` (1–100), 4:2:0 chroma
 /// subsampling, optimised Huffman tables, accurate integer DCT, no metadata beyond JFIF.
 ///
@@ -244,22 +342,42 @@ pub(super) fn encode(
     quality: u8,
 ) -> Result<Vec<u8>, CompressError> {
     with_codec(|codec| {
-        let c = &mut codec.compressor;
-        let err = |e: turbojpeg::Error| CompressError::Encode(e.to_string());
-        c.set_quality(i32::from(quality.clamp(1, 100)))
-            .map_err(err)?;
-        c.set_subsamp(Subsamp::Sub2x2).map_err(err)?;
-        c.set_optimize(true).map_err(err)?;
+        configure(&mut codec.compressor, quality)?;
         let (w, h) = (width as usize, height as usize);
-        c.compress_to_vec(Image {
+        let image = Image {
             pixels: rgb,
             width: w,
             pitch: w * 3,
             height: h,
             format: PixelFormat::RGB,
-        })
-        .map_err(err)
+        };
+        compress(&mut codec.compressor, &mut codec.output, image)
     })
+}
+
+/// Compresses `image`. Up to [`KEEP_BUFFER_BYTES`] of worst-case output, into the thread's
+/// reused buffer (libjpeg-turbo writes into it without reallocating); larger images into a
+/// buffer libjpeg-turbo grows as it writes, so memory follows the output size.
+fn compress(
+    compressor: &mut Compressor,
+    output: &mut Vec<u8>,
+    image: Image<&[u8]>,
+) -> Result<Vec<u8>, CompressError> {
+    let err = |e: turbojpeg::Error| CompressError::Encode(e.to_string());
+    let worst_case = compressor.buf_len(image.width, image.height).map_err(err)?;
+    if worst_case > KEEP_BUFFER_BYTES {
+        return compressor
+            .compress_to_owned(image)
+            .map(|buf| buf.to_vec())
+            .map_err(err);
+    }
+    if output.len() < worst_case {
+        output.resize(worst_case, 0);
+    }
+    let written = compressor
+        .compress_to_slice(image, &mut output[..worst_case])
+        .map_err(err)?;
+    Ok(output[..written].to_vec())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! - Never larger: when the re-encoded JPEG is not smaller than a JPEG input (and keeping the
 //!   input changes nothing a viewer sees), the output is the input with its metadata removed.
 //!
-//! Pure and CPU-bound: call it from `spawn_blocking` ([`Engine`] does, one image per core).
+//! Pure and CPU-bound: [`Engine`] runs it on a pool of one thread per core.
 
 mod color;
 mod jpeg;
@@ -25,7 +25,6 @@ use ::image::{
     DynamicImage, ImageDecoder, ImageError as CodecError, ImageFormat, ImageReader, Limits,
     RgbImage,
 };
-use tokio::sync::Semaphore;
 
 pub use color::cmyk_to_rgb;
 
@@ -365,49 +364,76 @@ fn never_larger(input: &[u8], bytes: Vec<u8>, width: u32, height: u32) -> Compre
     }
 }
 
-/// Runs [`compress`] on the blocking pool, at most `permits` images at a time (default: one per
-/// core), so downloads overlap compression while memory stays bounded.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs [`compress`] on a pool of dedicated threads, one per core by default, so downloads on
+/// the async runtime overlap compression while CPU work never oversubscribes the cores. Each
+/// pool thread keeps its own libjpeg-turbo handles and buffers, so their number — and the
+/// memory they hold — is fixed by the pool size.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
     limits: DecodeLimits,
 }
 
 impl Engine {
-    /// An engine running at most `concurrency` compressions at once (at least 1).
+    /// An engine with `threads` compression threads (at least 1). A thread the operating
+    /// system refuses to start is logged; the others carry the work.
     #[must_use]
-    pub fn new(limits: DecodeLimits, concurrency: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            limits,
+    pub fn new(limits: DecodeLimits, threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("pixpress-engine-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking a job; all senders gone ends the thread.
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a compression thread");
+            }
         }
+        Self { jobs, limits }
     }
 
-    /// An engine with one permit per available core.
+    /// An engine with one thread per available core.
     #[must_use]
     pub fn per_core(limits: DecodeLimits) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self::new(limits, cores)
     }
 
-    /// Compresses `input` off the async runtime.
+    /// Compresses `input` on the pool.
     ///
     /// # Errors
-    /// As [`compress`]; a panicking or cancelled blocking task becomes [`CompressError::Decode`].
+    /// As [`compress`]; a job lost with its thread becomes [`CompressError::Decode`].
     pub async fn compress(
         &self,
         input: bytes::Bytes,
         spec: OutputSpec,
     ) -> Result<Compressed, CompressError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| CompressError::Decode(e.to_string()))?;
+        let (done, result) = tokio::sync::oneshot::channel();
         let limits = self.limits;
-        tokio::task::spawn_blocking(move || compress(&input, &spec, &limits))
+        let job: Job = Box::new(move || {
+            let _ = done.send(compress(&input, &spec, &limits));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| CompressError::Decode("the compression pool has stopped".to_owned()))?;
+        result
             .await
-            .map_err(|e| CompressError::Decode(format!("compression task failed: {e}")))?
+            .map_err(|_| CompressError::Decode("the compression job was lost".to_owned()))?
     }
 }
 

@@ -3,7 +3,7 @@
 //! Trigger: the rows SQS queue (batch, `ReportBatchItemFailures`); locally, the CLI's pump.
 //!
 //! Per message (records of a batch run concurrently, downloads bounded by
-//! `WORKER_CONCURRENCY`, compression by one permit per core):
+//! `WORKER_CONCURRENCY`, compression on one engine thread per core):
 //! 1. parse the [`RowJob`]; skip work if the row is already recorded (a redelivery);
 //! 2. per image URL: guarded download → compression engine → object store
 //!    (`images/<request>/<row>-<position>.jpg`);

@@ -51,6 +51,42 @@ pub mod vars {
     pub const WEBHOOK_TIMEOUT_SECS: &str = "WEBHOOK_TIMEOUT_SECS";
     /// Public base URL of the API, for `status_url` links (unset: derived from the request).
     pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
+    /// Base URL under which `images/…` objects are public (the CloudFront domain).
+    pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
+    /// DynamoDB table of requests and rows (deployments).
+    pub const TABLE_NAME: &str = "TABLE_NAME";
+    /// S3 bucket of uploads, images and results (deployments).
+    pub const BUCKET_NAME: &str = "BUCKET_NAME";
+    /// SQS queue URL of row jobs (deployments).
+    pub const ROWS_QUEUE_URL: &str = "ROWS_QUEUE_URL";
+
+    /// Every variable above, for consistency checks against `template.yaml`.
+    pub const ALL: &[&str] = &[
+        JPEG_QUALITY,
+        MAX_OUTPUT_DIMENSION,
+        MAX_CSV_BYTES,
+        MAX_ROWS,
+        MAX_URLS_PER_ROW,
+        MAX_URL_LENGTH,
+        MAX_IMAGE_BYTES,
+        MAX_IMAGE_PIXELS,
+        MAX_IMAGE_SIDE,
+        FETCH_CONNECT_TIMEOUT_SECS,
+        FETCH_TIMEOUT_SECS,
+        FETCH_MAX_REDIRECTS,
+        ALLOW_LOOPBACK,
+        MAX_RECEIVE_COUNT,
+        WORKER_CONCURRENCY,
+        WEBHOOK_SECRET,
+        WEBHOOK_MAX_ATTEMPTS,
+        WEBHOOK_BACKOFF_MS,
+        WEBHOOK_TIMEOUT_SECS,
+        PUBLIC_API_URL,
+        PUBLIC_BASE_URL,
+        TABLE_NAME,
+        BUCKET_NAME,
+        ROWS_QUEUE_URL,
+    ];
 }
 
 /// A configuration value that cannot be used.

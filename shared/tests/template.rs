@@ -1,0 +1,232 @@
+//! Reliability and security settings of `template.yaml`, read from the template itself so a
+//! change that breaks them fails here (the offline SAM transform + cfn-lint in CI check syntax
+//! and references; this checks intent).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pixpress::config::vars;
+use pixpress::domain::model::RequestStatus;
+use serde_yaml_ng::Value;
+
+fn template() -> Value {
+    let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &t["Resources"][name]
+}
+
+fn props<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &resource(t, name)["Properties"]
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+/// `!Ref X` as parsed: a tagged scalar.
+fn ref_target(v: &Value) -> Option<&str> {
+    match v {
+        Value::Tagged(t) if t.tag == "Ref" || t.tag == "!Ref" => t.value.as_str(),
+        _ => None,
+    }
+}
+
+fn functions(t: &Value) -> Vec<(&str, &Value)> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(k, r)| (k.as_str().unwrap(), r))
+        .collect()
+}
+
+#[test]
+fn rows_queue_visibility_is_at_least_six_times_the_worker_timeout() {
+    let t = template();
+    let timeout = number(&props(&t, "RowWorkerFunction")["Timeout"]);
+    let visibility = number(&props(&t, "RowsQueue")["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 × {timeout} s"
+    );
+}
+
+#[test]
+fn rows_queue_has_a_dead_letter_queue_fed_by_the_same_max_receive_count_as_the_worker() {
+    let t = template();
+    let redrive = &props(&t, "RowsQueue")["RedrivePolicy"];
+    assert_eq!(
+        ref_target(&redrive["maxReceiveCount"]),
+        Some("MaxReceiveCount")
+    );
+    assert!(number(&t["Parameters"]["MaxReceiveCount"]["MinValue"]) >= 5);
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&env[vars::MAX_RECEIVE_COUNT]),
+        Some("MaxReceiveCount")
+    );
+    let dlq = number(&props(&t, "RowsDeadLetterQueue")["MessageRetentionPeriod"]);
+    let source = number(&props(&t, "RowsQueue")["MessageRetentionPeriod"]);
+    assert!(
+        dlq > source,
+        "DLQ retention {dlq} s must exceed the source's {source} s"
+    );
+}
+
+#[test]
+fn worker_reports_batch_item_failures_with_bounded_concurrency() {
+    let t = template();
+    let event = &props(&t, "RowWorkerFunction")["Events"]["Rows"];
+    assert_eq!(event["Type"], "SQS");
+    let p = &event["Properties"];
+    assert_eq!(p["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    assert_eq!(
+        ref_target(&p["ScalingConfig"]["MaximumConcurrency"]),
+        Some("WorkerMaxConcurrency")
+    );
+    assert!(number(&p["BatchSize"]) <= 10);
+}
+
+#[test]
+fn notifier_sees_only_the_request_item_entering_a_terminal_status() {
+    let t = template();
+    let event =
+        &props(&t, "CompletionNotifierFunction")["Events"]["RequestCompleted"]["Properties"];
+    let pattern: serde_json::Value = serde_json::from_str(
+        event["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let d = &pattern["dynamodb"];
+    assert_eq!(d["Keys"]["sk"]["S"], serde_json::json!(["META"]));
+    let statuses = |v: &serde_json::Value| -> Vec<RequestStatus> {
+        serde_json::from_value(v.clone()).unwrap()
+    };
+    let new = statuses(&d["NewImage"]["status"]["S"]);
+    let old = statuses(&d["OldImage"]["status"]["S"]);
+    assert!(new.iter().all(|s| s.is_terminal()) && new.len() == 3);
+    assert!(old.iter().all(|s| !s.is_terminal()) && old.len() == 2);
+    assert_eq!(event["BisectBatchOnFunctionError"], true);
+    assert!(number(&event["MaximumRetryAttempts"]) <= 10);
+    assert!(number(&event["MaximumRecordAgeInSeconds"]) <= 86_400);
+    assert!(!event["DestinationConfig"]["OnFailure"]["Destination"].is_null());
+    let table = props(&t, "RequestsTable");
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        pixpress::domain::item::TTL_ATTRIBUTE
+    );
+}
+
+#[test]
+fn bucket_is_private_encrypted_and_tls_only() {
+    let t = template();
+    let bucket = props(&t, "DataBucket");
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting], true, "{setting}");
+    }
+    assert!(!bucket["BucketEncryption"].is_null());
+    let statements = &props(&t, "DataBucketPolicy")["PolicyDocument"]["Statement"];
+    assert_eq!(statements[0]["Effect"], "Deny");
+    assert_eq!(
+        statements[0]["Condition"]["Bool"]["aws:SecureTransport"],
+        "false"
+    );
+}
+
+#[test]
+fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"][0], "arm64");
+    assert_eq!(globals["CodeUri"], ".");
+    let mut binaries = Vec::new();
+    for (name, function) in functions(&t) {
+        assert_eq!(
+            function["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{name}"
+        );
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let manifest = format!(
+            "{}/../functions/{binary}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|_| panic!("{name}: no crate for binary {binary}"));
+        assert!(
+            text.contains(&format!("name = \"{binary}\"")),
+            "{name}: {manifest} has no bin {binary}"
+        );
+        binaries.push(binary.to_owned());
+        for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
+            for statement in policy["Statement"].as_sequence().unwrap() {
+                let actions: Vec<&str> = statement["Action"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                for forbidden in ["dynamodb:Scan", "s3:DeleteObject", "s3:PutObjectAcl", "*"] {
+                    assert!(!actions.contains(&forbidden), "{name} may not {forbidden}");
+                }
+                let writes = actions.iter().any(|a| {
+                    a.contains("Put")
+                        || a.contains("Update")
+                        || a.contains("Send")
+                        || a.contains("Write")
+                });
+                assert!(
+                    !(writes && statement["Resource"] == "*"),
+                    "{name}: writes need a resource"
+                );
+            }
+        }
+    }
+    binaries.sort();
+    assert_eq!(
+        binaries,
+        ["api", "completion-notifier", "row-worker", "s3-ingest"]
+    );
+}
+
+#[test]
+fn every_environment_variable_is_one_the_code_reads() {
+    let t = template();
+    let mut maps = vec![&t["Globals"]["Function"]["Environment"]["Variables"]];
+    for (_, function) in functions(&t) {
+        maps.push(&function["Properties"]["Environment"]["Variables"]);
+    }
+    for map in maps.into_iter().filter_map(Value::as_mapping) {
+        for key in map.keys().map(|k| k.as_str().unwrap()) {
+            assert!(
+                vars::ALL.contains(&key) || key == "AWS_LAMBDA_LOG_FORMAT",
+                "{key} is not read by pixpress"
+            );
+        }
+    }
+}
+
+#[test]
+fn uploads_trigger_is_limited_to_csvs_under_uploads() {
+    let t = template();
+    let rules = &props(&t, "S3IngestFunction")["Events"]["CsvUploaded"]["Properties"]["Filter"]["S3Key"]
+        ["Rules"];
+    assert_eq!(rules[0]["Value"], pixpress::domain::keys::UPLOADS_PREFIX);
+    assert_eq!(rules[1]["Value"], ".csv");
+}

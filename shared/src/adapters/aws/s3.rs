@@ -1,0 +1,150 @@
+//! [`ObjectStore`] on S3: put with content type, size-capped get, presigned GET and PUT.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::presigning::PresigningConfig;
+use bytes::Bytes;
+
+use super::sdk_error;
+use crate::ports::{ObjectStore, PortError, StoredObject};
+
+/// The S3 bucket. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct S3ObjectStore {
+    client: Client,
+    bucket: String,
+    public_base_url: Option<String>,
+}
+
+impl S3ObjectStore {
+    /// A store on `bucket`. `public_base_url` (the CloudFront domain) publishes `images/…`;
+    /// `force_path_style` addresses the bucket in the path, as emulators need.
+    #[must_use]
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        bucket: impl Into<String>,
+        public_base_url: Option<String>,
+        force_path_style: bool,
+    ) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(force_path_style)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            bucket: bucket.into(),
+            public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_owned()),
+        }
+    }
+
+    /// The underlying client.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A presigned GET URL for `key`, valid for `expires_in` (at most 7 days, a SigV4 limit).
+    ///
+    /// # Errors
+    /// When the expiry is out of range or signing fails.
+    pub async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String, PortError> {
+        let config = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| PortError::Unexpected(anyhow!("presigning: {e}")))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| sdk_error("presigning a GET", &e))?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// A presigned PUT URL for `key` with `content_type`, valid for `expires_in`.
+    ///
+    /// # Errors
+    /// When the expiry is out of range or signing fails.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> Result<String, PortError> {
+        let config = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| PortError::Unexpected(anyhow!("presigning: {e}")))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .presigned(config)
+            .await
+            .map_err(|e| sdk_error("presigning a PUT", &e))?;
+        Ok(request.uri().to_owned())
+    }
+}
+
+impl ObjectStore for S3ObjectStore {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), PortError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| sdk_error("putting an object", &e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, PortError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(sdk_error("getting an object", &e)),
+        };
+        let size = out
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0);
+        if size > max_bytes {
+            return Err(PortError::TooLarge {
+                key: key.to_owned(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let content_type = out
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| PortError::Unexpected(anyhow!("reading object {key}: {e}")))?
+            .into_bytes();
+        Ok(Some(StoredObject {
+            bytes: body,
+            content_type,
+        }))
+    }
+
+    fn public_url(&self, key: &str) -> String {
+        match &self.public_base_url {
+            Some(base) => format!("{base}/{key}"),
+            None => format!("s3://{}/{key}", self.bucket),
+        }
+    }
+}

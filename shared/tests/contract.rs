@@ -1,0 +1,461 @@
+//! One contract suite for every implementation of the ports: the embedded adapters always, and
+//! the AWS adapters against moto server on loopback (started here, stopped by PID on drop).
+//! `scripts/test.sh` installs moto in a venv and points `MOTO_SERVER` at it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use bytes::Bytes;
+use chrono::Utc;
+use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::domain::model::{
+    Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
+    RequestStatus, RowJob, RowRecord, RowState, Source, Webhook, WebhookAttempt,
+};
+use pixpress::ports::{
+    Created, ObjectStore, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
+};
+
+fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
+    let now = Utc::now();
+    RequestMeta {
+        request_id: id.to_owned(),
+        tenant: "default".into(),
+        status: RequestStatus::Pending,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows,
+            images_total: rows,
+            ..Counters::default()
+        },
+        webhook: webhook.then(|| Webhook {
+            url: "https://hooks.example.com/x".into(),
+            state: DeliveryState::Pending,
+            attempts: vec![],
+        }),
+        output_csv_key: None,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    }
+}
+
+fn rows(n: u32) -> Vec<RowRecord> {
+    (0..n)
+        .map(|i| RowRecord {
+            index: i,
+            serial: format!("{}.", i + 1),
+            product_name: format!("SKU {i}"),
+            input_urls: vec![format!("https://img.example.com/{i}.jpg")],
+            state: RowState::Pending,
+            images: vec![],
+        })
+        .collect()
+}
+
+fn ok_image(bytes_in: u64, bytes_out: u64) -> ImageOutcome {
+    ImageOutcome {
+        status: ImageStatus::Ok,
+        output_key: Some("images/x.jpg".into()),
+        output_url: Some("https://cdn.example.com/images/x.jpg".into()),
+        error_code: None,
+        error: None,
+        bytes_in: Some(bytes_in),
+        bytes_out: Some(bytes_out),
+        width: Some(10),
+        height: Some(10),
+        kept_original: false,
+    }
+}
+
+async fn repository_contract<R: RequestRepository>(repo: &R) {
+    // Conditional create.
+    let m = meta("contract-1", 2, true);
+    assert_eq!(
+        repo.create_request(&m, &rows(2)).await.unwrap(),
+        Created::Inserted
+    );
+    match repo
+        .create_request(&meta("contract-1", 9, false), &rows(9))
+        .await
+        .unwrap()
+    {
+        Created::AlreadyExists(existing) => {
+            assert_eq!(existing.counters.rows_total, 2, "not overwritten")
+        }
+        Created::Inserted => panic!("a second create must not overwrite"),
+    }
+    assert!(repo.get_request("missing").await.unwrap().is_none());
+
+    // Status transitions are conditional.
+    let now = Utc::now();
+    assert_eq!(
+        repo.mark_processing("contract-1", now).await.unwrap(),
+        Transition::Applied(RequestStatus::Processing)
+    );
+    assert_eq!(
+        repo.mark_processing("contract-1", now).await.unwrap(),
+        Transition::NotApplied
+    );
+
+    // Row completion is idempotent and counts once; the flip waits for the last row.
+    let first = repo
+        .record_row_outcome("contract-1", 0, &[ok_image(1000, 400)], now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, RowRecorded::Recorded(c) if c.rows_done == 1 && c.images_ok == 1 && c.bytes_out == 400)
+    );
+    assert_eq!(
+        repo.record_row_outcome("contract-1", 0, &[ok_image(1000, 400)], now)
+            .await
+            .unwrap(),
+        RowRecorded::AlreadyRecorded
+    );
+    assert_eq!(
+        repo.complete("contract-1", now).await.unwrap(),
+        Transition::NotApplied
+    );
+    let last = repo
+        .record_row_outcome(
+            "contract-1",
+            1,
+            &[ImageOutcome::failed("http_404", "not found")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(last, RowRecorded::Recorded(c) if c.rows_done == 2 && c.images_failed == 1));
+    let flips = futures::future::join_all((0..4).map(|_| repo.complete("contract-1", now))).await;
+    let applied: Vec<_> = flips
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|t| *t != Transition::NotApplied)
+        .collect();
+    assert_eq!(
+        applied,
+        vec![Transition::Applied(RequestStatus::CompletedWithErrors)]
+    );
+    let stored = repo.get_request("contract-1").await.unwrap().unwrap();
+    assert_eq!(stored.status, RequestStatus::CompletedWithErrors);
+    assert!(stored.completed_at.is_some());
+    assert_eq!(stored.counters.bytes_in, 1000);
+
+    // A terminal request never fails afterwards.
+    let failure = Failure {
+        code: "enqueue_failed".into(),
+        message: "x".into(),
+        issues: vec![],
+    };
+    assert_eq!(
+        repo.mark_failed("contract-1", &failure, now).await.unwrap(),
+        Transition::NotApplied
+    );
+
+    // Rows come back in order with their outcomes.
+    let page = repo.list_rows("contract-1", None, 10).await.unwrap();
+    assert_eq!(page.rows.len(), 2);
+    assert_eq!(
+        page.rows[1].images[0].error_code.as_deref(),
+        Some("http_404")
+    );
+    assert_eq!(page.rows[0].state, RowState::Done);
+
+    // Output and webhook delivery are recorded.
+    repo.record_output_csv("contract-1", "results/contract-1/output.csv", now)
+        .await
+        .unwrap();
+    let attempt = WebhookAttempt {
+        at: now,
+        status_code: Some(500),
+        error: Some("http_500".into()),
+    };
+    repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Pending)
+        .await
+        .unwrap();
+    let attempt = WebhookAttempt {
+        at: now,
+        status_code: Some(204),
+        error: None,
+    };
+    repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Delivered)
+        .await
+        .unwrap();
+    let stored = repo.get_request("contract-1").await.unwrap().unwrap();
+    assert_eq!(
+        stored.output_csv_key.as_deref(),
+        Some("results/contract-1/output.csv")
+    );
+    let webhook = stored.webhook.unwrap();
+    assert_eq!(
+        (webhook.attempts.len(), webhook.state),
+        (2, DeliveryState::Delivered)
+    );
+
+    // Pagination walks every row exactly once.
+    repo.create_request(&meta("contract-2", 7, false), &rows(7))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repo.list_rows("contract-2", after, 3).await.unwrap();
+        seen.extend(page.rows.iter().map(|r| r.index));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).collect::<Vec<_>>());
+
+    // Failure marks a non-terminal request.
+    assert_eq!(
+        repo.mark_failed("contract-2", &failure, now).await.unwrap(),
+        Transition::Applied(RequestStatus::Failed)
+    );
+    assert_eq!(
+        repo.get_request("contract-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .failure
+            .unwrap()
+            .code,
+        "enqueue_failed"
+    );
+}
+
+fn job(i: u32) -> RowJob {
+    RowJob {
+        version: 1,
+        request_id: "contract-q".into(),
+        tenant: "default".into(),
+        row_index: i,
+        serial: i.to_string(),
+        product_name: "p".into(),
+        input_urls: vec!["https://img.example.com/a.jpg".into()],
+        output_spec: OutputSpec::default(),
+    }
+}
+
+async fn store_contract<S: ObjectStore>(store: &S) {
+    store
+        .put(
+            "results/c/output.csv",
+            Bytes::from_static(b"a,b\r\n"),
+            "text/csv",
+        )
+        .await
+        .unwrap();
+    let got = store
+        .get("results/c/output.csv", 1024)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got.bytes[..], b"a,b\r\n");
+    assert!(got.content_type.starts_with("text/csv"));
+    assert!(
+        store
+            .get("results/c/none.csv", 1024)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.get("results/c/output.csv", 2).await,
+        Err(PortError::TooLarge { size: 5, .. })
+    ));
+}
+
+#[tokio::test]
+async fn embedded_adapters_meet_the_contract() {
+    repository_contract(&InMemoryRequestRepository::new()).await;
+    let queue = InMemoryRowQueue::new(5);
+    queue
+        .enqueue(&(0..23).map(job).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        queue.receive(100, Duration::from_secs(30)).unwrap().len(),
+        23
+    );
+    let dir = std::env::temp_dir().join(format!("pixpress-contract-{}", uuid::Uuid::new_v4()));
+    store_contract(&DirObjectStore::new(&dir, None).unwrap()).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// moto server on a free loopback port, killed (by PID) when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let binary = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/pixpress/emulator-venv/bin/moto_server",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "moto server not found at {binary}: run the tests with scripts/test.sh, which installs it"
+    );
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    moto
+}
+
+/// An SDK configuration pinned to the emulator: explicit region and static credentials, so
+/// nothing ever probes the instance metadata service.
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_adapters_meet_the_contract_against_moto() {
+    let moto = start_moto();
+    let sdk = sdk_config(&moto.endpoint).await;
+
+    let repo = DynamoRequestRepository::new(&sdk, "pixpress-contract");
+    let string_key = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    repo.client()
+        .create_table()
+        .table_name("pixpress-contract")
+        .attribute_definitions(string_key("pk"))
+        .attribute_definitions(string_key("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    repository_contract(&repo).await;
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name("pixpress-rows")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = SqsRowQueue::new(&sdk, &url);
+    queue
+        .enqueue(&(0..23).map(job).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for message in out.messages.unwrap_or_default() {
+            let job: RowJob = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
+            received.push(job.row_index);
+        }
+        if received.len() >= 23 {
+            break;
+        }
+    }
+    received.sort_unstable();
+    assert_eq!(
+        received,
+        (0..23).collect::<Vec<_>>(),
+        "every row enqueued exactly once"
+    );
+
+    let s3 = aws_sdk_s3::Client::new(&sdk);
+    s3.create_bucket()
+        .bucket("pixpress-contract")
+        .send()
+        .await
+        .unwrap();
+    let store = S3ObjectStore::new(
+        &sdk,
+        "pixpress-contract",
+        Some("https://cdn.example.com".into()),
+        true,
+    );
+    store_contract(&store).await;
+    assert_eq!(
+        store.public_url("images/a.jpg"),
+        "https://cdn.example.com/images/a.jpg"
+    );
+    let presigned = store
+        .presign_get("results/c/output.csv", Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert!(
+        presigned.starts_with(&moto.endpoint) && presigned.contains("X-Amz-Signature="),
+        "{presigned}"
+    );
+}

@@ -459,3 +459,23 @@ async fn aws_adapters_meet_the_contract_against_moto() {
         "{presigned}"
     );
 }
+
+#[tokio::test]
+async fn deployed_backends_name_the_missing_variable() {
+    let sdk = sdk_config("http://127.0.0.1:9").await;
+    let err = pixpress::adapters::aws::AwsBackends::from_lookup(&sdk, |name| {
+        (name == "TABLE_NAME").then(|| "t".to_owned())
+    })
+    .unwrap_err();
+    assert_eq!(err.name, "ROWS_QUEUE_URL");
+    let ok = pixpress::adapters::aws::AwsBackends::from_lookup(&sdk, |name| match name {
+        "TABLE_NAME" | "ROWS_QUEUE_URL" | "BUCKET_NAME" => Some("x".to_owned()),
+        "PUBLIC_BASE_URL" => Some("https://d111.cloudfront.net".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        ok.store.public_url("images/r/1.jpg"),
+        "https://d111.cloudfront.net/images/r/1.jpg"
+    );
+}

@@ -1,7 +1,7 @@
 //! Lambda entry point of the `completion-notifier` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
+use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
 use pixpress::config::Config;
 use pixpress_completion_notifier::{App, handle};
 
@@ -9,9 +9,7 @@ use pixpress_completion_notifier::{App, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    // Embedded backends until the AWS adapters land; the handler is generic over the ports.
-    let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "/tmp/pixpress".to_owned());
-    let store = DirObjectStore::new(data_dir, None)?;
-    let app = App::new(InMemoryRequestRepository::new(), store, &config)?;
+    let aws = AwsBackends::from_env(&load_sdk_config().await)?;
+    let app = App::new(aws.repo, aws.store, &config)?;
     run(service_fn(|event| handle(&app, event))).await
 }

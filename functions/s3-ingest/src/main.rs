@@ -1,7 +1,7 @@
 //! Lambda entry point of the `s3-ingest` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
 use pixpress::config::Config;
 use pixpress_s3_ingest::{App, IngestConfig, handle};
 
@@ -9,12 +9,11 @@ use pixpress_s3_ingest::{App, IngestConfig, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    // Embedded backends until the AWS adapters land; the handler is generic over the ports.
-    let data_dir = std::env::var("DATA_DIR").unwrap_or_else(|_| "/tmp/pixpress".to_owned());
+    let aws = AwsBackends::from_env(&load_sdk_config().await)?;
     let app = App {
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(config.max_receive_count),
-        store: DirObjectStore::new(data_dir, None)?,
+        repo: aws.repo,
+        queue: aws.queue,
+        store: aws.store,
         config: IngestConfig::from(&config),
     };
     run(service_fn(|event| handle(&app, event))).await

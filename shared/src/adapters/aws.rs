@@ -14,7 +14,59 @@ pub use dynamo::DynamoRequestRepository;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
 
+use crate::config::{ConfigError, vars};
 use crate::ports::PortError;
+
+/// The deployed backends of one function, named by `TABLE_NAME`, `ROWS_QUEUE_URL` and
+/// `BUCKET_NAME` (set by `template.yaml`); `PUBLIC_BASE_URL` publishes images and
+/// `S3_FORCE_PATH_STYLE=true` suits emulators.
+#[derive(Debug, Clone)]
+pub struct AwsBackends {
+    /// The request table.
+    pub repo: DynamoRequestRepository,
+    /// The rows queue.
+    pub queue: SqsRowQueue,
+    /// The data bucket.
+    pub store: S3ObjectStore,
+}
+
+impl AwsBackends {
+    /// Backends from variables read through `lookup`, on the shared SDK configuration.
+    ///
+    /// # Errors
+    /// The first required variable that is unset or empty.
+    pub fn from_lookup(
+        sdk: &aws_config::SdkConfig,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ConfigError {
+                    name,
+                    message: "must be set (template.yaml sets it)".to_owned(),
+                })
+        };
+        Ok(Self {
+            repo: DynamoRequestRepository::new(sdk, required(vars::TABLE_NAME)?),
+            queue: SqsRowQueue::new(sdk, required(vars::ROWS_QUEUE_URL)?),
+            store: S3ObjectStore::new(
+                sdk,
+                required(vars::BUCKET_NAME)?,
+                lookup(vars::PUBLIC_BASE_URL).filter(|v| !v.trim().is_empty()),
+                lookup(S3_FORCE_PATH_STYLE).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            ),
+        })
+    }
+
+    /// Backends from the process environment.
+    ///
+    /// # Errors
+    /// As [`AwsBackends::from_lookup`].
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Self::from_lookup(sdk, |name| std::env::var(name).ok())
+    }
+}
 
 /// `true` makes the S3 client use path-style URLs (`http://host/bucket/key`), as emulators need.
 pub const S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";

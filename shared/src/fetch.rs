@@ -457,7 +457,7 @@ fn classify(error: &reqwest::Error) -> FetchError {
         }
         source = e.source();
     }
-    let detail = error_chain(error);
+    let detail = crate::telemetry::error_chain(error);
     if error.is_timeout() {
         FetchError::new(FetchErrorKind::Timeout, detail)
     } else if error.is_connect() {
@@ -465,15 +465,4 @@ fn classify(error: &reqwest::Error) -> FetchError {
     } else {
         FetchError::new(FetchErrorKind::Body, detail)
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

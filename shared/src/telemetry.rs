@@ -11,3 +11,17 @@ pub fn init_lambda() {
         .without_time()
         .init();
 }
+
+/// `error` and its causes as one line, `outer: inner: root`, for logs and problem details
+/// that must name the cause without exposing a `Debug` dump.
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -67,13 +67,7 @@ impl Problem {
     /// 500 with a generic body; the cause is logged, never sent.
     #[must_use]
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = cause.to_string();
-        let mut source = cause.source();
-        while let Some(e) = source {
-            chain.push_str(": ");
-            chain.push_str(&e.to_string());
-            source = e.source();
-        }
+        let chain = pixpress::telemetry::error_chain(cause);
         tracing::error!(error = %chain, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
 use pixpress::config::Config;
-use pixpress::domain::input_csv::{CsvIssue, CsvLimits};
+use pixpress::domain::input_csv::{CsvIssue, CsvLimits, CsvRejection};
 use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id};
 use pixpress::domain::model::{
     Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
@@ -164,77 +164,61 @@ where
     let request_id = derived_request_id(&["s3", bucket, &key, version]);
     let now = Utc::now();
     let limit = app.config.csv.max_bytes as u64;
-    let csv = match app.store.get(&key, limit).await {
-        Ok(Some(object)) => object.bytes,
+    let rejection = match app.store.get(&key, limit).await {
+        Ok(Some(object)) => {
+            let input = IngestRequest {
+                request_id: request_id.clone(),
+                tenant: DEFAULT_TENANT.to_owned(),
+                source: Source::S3,
+                source_key: Some(key.clone()),
+                csv: &object.bytes,
+                webhook_url: None,
+                output_spec: app.config.output,
+                now,
+            };
+            match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
+                Ok(ingested) => return Ok(RecordOutcome::Ingested(Box::new(ingested))),
+                Err(IngestError::InvalidCsv(rejection)) => rejection,
+                // S3 uploads carry no webhook URL, and an enqueue failure is already recorded
+                // as FAILED on the request.
+                Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
+                    return Ok(RecordOutcome::Ignored);
+                }
+                Err(IngestError::Storage(e)) => return Err(e.into()),
+            }
+        }
         Ok(None) => return Err(S3IngestError::Missing(key)),
-        Err(PortError::TooLarge { size, limit, .. }) => {
-            let issue = CsvIssue {
+        Err(PortError::TooLarge { size, limit, .. }) => CsvRejection {
+            issues: vec![CsvIssue {
                 row: None,
                 column: None,
                 code: "too_large".to_owned(),
                 message: format!(
                     "the CSV is {size} bytes; the limit is {limit} bytes — split it into smaller files"
                 ),
-            };
-            let failure = Failure {
-                code: "invalid_csv".to_owned(),
-                message: issue.message.clone(),
-                issues: vec![issue.clone()],
-            };
-            record_rejection(
-                &app.repo,
-                &request_id,
-                &key,
-                app.config.output,
-                failure,
-                now,
-            )
-            .await?;
-            return Ok(RecordOutcome::Rejected {
-                request_id,
-                issues: vec![issue],
-            });
-        }
+            }],
+            omitted: 0,
+        },
         Err(e) => return Err(e.into()),
     };
-    let input = IngestRequest {
-        request_id: request_id.clone(),
-        tenant: DEFAULT_TENANT.to_owned(),
-        source: Source::S3,
-        source_key: Some(key.clone()),
-        csv: &csv,
-        webhook_url: None,
-        output_spec: app.config.output,
-        now,
+    let failure = Failure {
+        code: "invalid_csv".to_owned(),
+        message: rejection.to_string(),
+        issues: rejection.issues.iter().take(100).cloned().collect(),
     };
-    match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
-        Ok(ingested) => Ok(RecordOutcome::Ingested(Box::new(ingested))),
-        Err(IngestError::InvalidCsv(rejection)) => {
-            let failure = Failure {
-                code: "invalid_csv".to_owned(),
-                message: rejection.to_string(),
-                issues: rejection.issues.iter().take(100).cloned().collect(),
-            };
-            record_rejection(
-                &app.repo,
-                &request_id,
-                &key,
-                app.config.output,
-                failure,
-                now,
-            )
-            .await?;
-            Ok(RecordOutcome::Rejected {
-                request_id,
-                issues: rejection.issues,
-            })
-        }
-        // S3 uploads carry no webhook URL, and an enqueue failure is already recorded as FAILED.
-        Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
-            Ok(RecordOutcome::Ignored)
-        }
-        Err(IngestError::Storage(e)) => Err(e.into()),
-    }
+    record_rejection(
+        &app.repo,
+        &request_id,
+        &key,
+        app.config.output,
+        failure,
+        now,
+    )
+    .await?;
+    Ok(RecordOutcome::Rejected {
+        request_id,
+        issues: rejection.issues,
+    })
 }
 
 /// Handles one S3 event.

@@ -103,17 +103,6 @@ where
     }
     PortError::Unexpected(anyhow::anyhow!(
         "{context}: {code}: {message} ({})",
-        error_chain(error)
+        crate::telemetry::error_chain(error)
     ))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

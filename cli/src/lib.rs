@@ -11,10 +11,11 @@
 //!    repository's change log → `completion-notifier` as DynamoDB stream events;
 //! 3. [`run::run_csv`] ties them together with progress and a summary.
 //!
-//! Commands: `run`, `demo` ([`demo`]) and `serve` ([`serve`]).
+//! Commands: `run`, `demo` ([`demo`]), `serve` ([`serve`]) and `invoke` ([`invoke`]).
 
 pub mod demo;
 pub mod events;
+pub mod invoke;
 pub mod pipeline;
 pub mod run;
 pub mod serve;

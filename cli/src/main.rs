@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
 use pixpress::config::Config;
 use pixpress::webhook::WebhookSecret;
+use pixpress_cli::invoke::invoke;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_csv, summary};
 
@@ -52,6 +54,20 @@ enum Command {
         #[arg(long, default_value = "pixpress-demo")]
         out: PathBuf,
     },
+    /// Run one Lambda handler on a sample event (e.g. events/api/post-upload-csv.json).
+    Invoke {
+        /// api, s3-ingest, row-worker or completion-notifier.
+        function: String,
+        /// The event JSON, as Lambda delivers it.
+        event: PathBuf,
+        /// `local`: embedded backends in --data-dir; `aws`: the AWS adapters configured like the
+        /// Lambda functions (TABLE_NAME, ROWS_QUEUE_URL, BUCKET_NAME, AWS_ENDPOINT_URL*).
+        #[arg(long, value_enum, default_value_t = Backend::Local)]
+        backend: Backend,
+        /// Directory used as the bucket with the local backend.
+        #[arg(long, default_value = "pixpress-data")]
+        data_dir: PathBuf,
+    },
     /// Serve the HTTP API locally with the pipeline running in the background.
     Serve {
         /// Address to listen on.
@@ -64,6 +80,15 @@ enum Command {
         #[arg(long)]
         allow_loopback: bool,
     },
+}
+
+/// Where `invoke` keeps state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// In-memory repository and queue, a directory as the bucket.
+    Local,
+    /// DynamoDB, SQS and S3 (or an emulator through AWS_ENDPOINT_URL).
+    Aws,
 }
 
 #[tokio::main]
@@ -132,6 +157,37 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { out } => {
             print!("{}", pixpress_cli::demo::run_demo(&out).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invoke {
+            function,
+            event,
+            backend,
+            data_dir,
+        } => {
+            let config = Config::from_env()?;
+            let json = tokio::fs::read_to_string(&event)
+                .await
+                .with_context(|| format!("reading {}", event.display()))?;
+            let output = match backend {
+                Backend::Local => {
+                    let local = LocalPipeline::new(&config, PipelineOptions::new(&data_dir))?;
+                    invoke(
+                        &function,
+                        &json,
+                        local.repo,
+                        local.queue,
+                        local.store,
+                        &config,
+                    )
+                    .await?
+                }
+                Backend::Aws => {
+                    let aws = AwsBackends::from_env(&load_sdk_config().await)?;
+                    invoke(&function, &json, aws.repo, aws.queue, aws.store, &config).await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {

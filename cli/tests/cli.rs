@@ -64,3 +64,34 @@ fn demo_compresses_the_bundled_photos_and_verifies_its_webhook() {
     assert_eq!(out_csv.lines().count(), 4);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn invoke_runs_the_api_handler_on_a_sample_event() {
+    let event = format!(
+        "{}/../events/api/post-upload-invalid-csv.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
+    let output = pixpress()
+        .args(["invoke", "api"])
+        .arg(&event)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(response["statusCode"], 400);
+    assert_eq!(
+        response["headers"]["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["errors"][0]["code"], "unquoted_url_list");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -207,6 +207,18 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
+/// The message bodies of `jobs`: each [`RowJob`] as JSON, the format every queue adapter sends
+/// and the worker parses.
+///
+/// # Errors
+/// [`PortError::Unexpected`] if a job cannot be encoded.
+pub fn message_bodies(jobs: &[RowJob]) -> Result<Vec<String>, PortError> {
+    jobs.iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("row job encoding: {e}")))
+}
+
 /// The queue of row jobs.
 pub trait RowQueue: Send + Sync + Clone + 'static {
     /// Enqueues every job.

@@ -170,6 +170,21 @@ fn scaling_for(width: usize, height: usize, target: Option<u32>) -> ScalingFacto
     ScalingFactor::ONE
 }
 
+/// The header, once its dimensions pass `limits` — read before any pixel buffer exists.
+fn checked_header(
+    decompressor: &mut Decompressor,
+    input: &[u8],
+    limits: &DecodeLimits,
+) -> Result<turbojpeg::DecompressHeader, CompressError> {
+    let header = decompressor.read_header(input).map_err(|e| classify(&e))?;
+    check_dimensions(
+        u32::try_from(header.width).unwrap_or(u32::MAX),
+        u32::try_from(header.height).unwrap_or(u32::MAX),
+        limits,
+    )?;
+    Ok(header)
+}
+
 /// Decodes a JPEG into 8-bit RGB, scaled in the DCT domain toward `target` (long side, pixels).
 /// CMYK and YCCK JPEGs are decoded to CMYK by libjpeg-turbo and converted here.
 ///
@@ -182,16 +197,8 @@ pub(super) fn decode(
     target: Option<u32>,
 ) -> Result<Pixels, CompressError> {
     with_codec(|codec| {
-        let header = codec
-            .decompressor
-            .read_header(input)
-            .map_err(|e| classify(&e))?;
+        let header = checked_header(&mut codec.decompressor, input, limits)?;
         let (width, height) = (header.width, header.height);
-        check_dimensions(
-            u32::try_from(width).unwrap_or(u32::MAX),
-            u32::try_from(height).unwrap_or(u32::MAX),
-            limits,
-        )?;
         let markers = read_markers(input);
         let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
         let factor = if header.is_lossless {
@@ -268,16 +275,8 @@ pub(super) fn transcode(
         return Ok(None);
     }
     with_codec(|codec| {
-        let header = codec
-            .decompressor
-            .read_header(input)
-            .map_err(|e| classify(&e))?;
+        let header = checked_header(&mut codec.decompressor, input, limits)?;
         let (w, h) = (header.width, header.height);
-        check_dimensions(
-            u32::try_from(w).unwrap_or(u32::MAX),
-            u32::try_from(h).unwrap_or(u32::MAX),
-            limits,
-        )?;
         if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
             return Ok(None);
         }

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::sdk_error;
 use crate::domain::model::RowJob;
-use crate::ports::{PortError, RowQueue};
+use crate::ports::{PortError, RowQueue, message_bodies};
 
 /// `SendMessageBatch` takes at most 10 entries (SQS limit).
 const MAX_BATCH: usize = 10;
@@ -104,11 +104,7 @@ impl SqsRowQueue {
 
 impl RowQueue for SqsRowQueue {
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
-        let bodies = jobs
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PortError::Unexpected(anyhow!("row job encoding: {e}")))?;
+        let bodies = message_bodies(jobs)?;
         for chunk in bodies.chunks(MAX_BATCH) {
             self.send_batch(chunk).await?;
         }

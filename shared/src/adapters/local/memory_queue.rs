@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 
 use crate::domain::model::RowJob;
-use crate::ports::{PortError, RowQueue};
+use crate::ports::{PortError, RowQueue, message_bodies};
 
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,11 +152,7 @@ impl InMemoryRowQueue {
 
 impl RowQueue for InMemoryRowQueue {
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
-        let bodies = jobs
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PortError::Unexpected(anyhow!("row job encoding: {e}")))?;
+        let bodies = message_bodies(jobs)?;
         let now = Instant::now();
         let mut state = self.lock()?;
         for body in bodies {

@@ -7,6 +7,9 @@
 //!   `quality`, `max_dimension`) or a raw `text/csv` body (options as query parameters);
 //!   optional `Idempotency-Key` header. → `202 {request_id, status, status_url, rows, images}`;
 //!   `400` listing every CSV error; `413` over the size limit; `415` for other media types.
+//! - `POST /upload-urls` — a presigned S3 `PUT` for a large CSV (`201 {request_id, upload_url,
+//!   method, headers, expires_at, max_bytes, status_url}`); the S3 trigger ingests the upload
+//!   under that request id ([`upload_url`]).
 //! - `GET /requests/{id}` — status, progress, timestamps, per-product inputs and outputs
 //!   (`?cursor=&limit=` pagination), output CSV link, webhook delivery state.
 //! - `GET /requests/{id}/output.csv` — the output CSV once written.
@@ -20,6 +23,7 @@
 pub mod problem;
 pub mod status;
 pub mod upload;
+pub mod upload_url;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -93,6 +97,7 @@ where
     let method = request.method().clone();
     let response = match (segments.as_slice(), &method) {
         (["uploads"], &Method::POST) => upload::post_upload(app, &request).await,
+        (["upload-urls"], &Method::POST) => upload_url::post_upload_url(app, &request).await,
         (["requests", id], &Method::GET) if is_valid_request_id(id) => {
             status::get_request(app, &request, id).await
         }
@@ -102,7 +107,7 @@ where
         (["requests", _] | ["requests", _, "output.csv"], &Method::GET) => {
             Problem::request_not_found().into_response()
         }
-        (["uploads"] | ["requests", ..], _) => Problem::new(
+        (["uploads"] | ["upload-urls"] | ["requests", ..], _) => Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "Method not allowed",

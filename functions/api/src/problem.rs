@@ -77,6 +77,19 @@ impl Problem {
         )
     }
 
+    /// 503 saying what could not be done (`detail`); the backend `cause` is logged, never sent.
+    #[must_use]
+    pub fn unavailable(cause: &(dyn std::error::Error + 'static), detail: &str) -> Self {
+        let chain = pixpress::telemetry::error_chain(cause);
+        tracing::error!(error = %chain, "backend unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            format!("{detail}; try again later"),
+        )
+    }
+
     /// The HTTP response.
     #[must_use]
     pub fn into_response(self) -> Response<Body> {

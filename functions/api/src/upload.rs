@@ -276,14 +276,7 @@ where
             bad_request("invalid-webhook-url", "Invalid webhook URL", e)
         }
         Err(e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_))) => {
-            let _ = Problem::internal(&e);
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-                "the upload could not be recorded; try again later",
-            )
-            .into_response()
+            Problem::unavailable(&e, "the upload could not be recorded").into_response()
         }
     }
 }

@@ -256,3 +256,50 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     .unwrap();
     assert_eq!(csv.status(), 409);
 }
+
+#[tokio::test]
+async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
+    let sdk = pixpress::adapters::aws::load_sdk_config().await;
+    let app = App {
+        repo: InMemoryRequestRepository::new(),
+        queue: InMemoryRowQueue::new(5),
+        store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
+        config: ApiConfig::from(&Config::default()),
+    };
+    let response = handle(&app, event("post-upload-url.json")).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let body = json(&response);
+    let id = body["request_id"].as_str().unwrap();
+    let url = url::Url::parse(body["upload_url"].as_str().unwrap()).unwrap();
+    assert!(
+        url.path()
+            .ends_with(&format!("/pixpress-data/uploads/{id}.csv")),
+        "{url}"
+    );
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["X-Amz-Expires"], "900");
+    assert_eq!(query["X-Amz-SignedHeaders"], "content-type;host");
+    assert!(!query["X-Amz-Signature"].is_empty());
+    assert_eq!(body["method"], "PUT");
+    assert_eq!(body["headers"]["content-type"], "text/csv");
+    assert_eq!(
+        body["status_url"],
+        format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")
+    );
+    // Nothing exists until the CSV is uploaded and ingested.
+    assert!(app.repo.get_request(id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn upload_url_without_a_presigning_store_is_501_problem() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("post-upload-url.json")).await.unwrap();
+    assert_eq!(response.status(), 501);
+    assert_eq!(content_type(&response), "application/problem+json");
+    assert!(
+        json(&response)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("POST /uploads")
+    );
+}

@@ -7,8 +7,9 @@
 //! 1. decode the object key (S3 event keys are form-encoded: `+` is a space, `%XX` a byte);
 //! 2. ignore keys outside `uploads/` or not ending in `.csv` (outputs live under other
 //!    prefixes, so a write of ours can never re-trigger this function);
-//! 3. derive the request id from bucket, key and object version (or ETag), so a duplicate
-//!    event finds the same request and ingests once;
+//! 3. take the request id from the key of a presigned upload (`uploads/<request_id>.csv`, as
+//!    `POST /upload-urls` issued it), else derive it from bucket, key and object version (or
+//!    ETag); either way a duplicate event finds the same request and ingests once;
 //! 4. read the object (size-capped) and run [`pixpress::ingest::ingest`], the same use case as
 //!    `POST /uploads`.
 //!
@@ -25,7 +26,7 @@ use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
 use pixpress::config::Config;
 use pixpress::domain::input_csv::{CsvIssue, CsvLimits, CsvRejection};
-use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id};
+use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id, request_id_of_presigned_upload};
 use pixpress::domain::model::{
     Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
 };
@@ -161,7 +162,10 @@ where
         .or(record.s3.object.e_tag.as_deref())
         .or(record.s3.object.sequencer.as_deref())
         .unwrap_or_default();
-    let request_id = derived_request_id(&["s3", bucket, &key, version]);
+    let request_id = request_id_of_presigned_upload(&key).map_or_else(
+        || derived_request_id(&["s3", bucket, &key, version]),
+        str::to_owned,
+    );
     let now = Utc::now();
     let limit = app.config.csv.max_bytes as u64;
     let rejection = match app.store.get(&key, limit).await {

@@ -88,3 +88,32 @@ async fn objects_outside_uploads_are_ignored() {
         RecordOutcome::Ignored
     );
 }
+
+#[tokio::test]
+async fn a_presigned_upload_is_ingested_under_the_request_id_its_url_was_issued_for() {
+    let app = app();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let key = pixpress::domain::keys::presigned_upload_key(&request_id);
+    let csv = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example.com/a.jpg\n";
+    app.store
+        .put(&key, Bytes::from(csv), "text/csv")
+        .await
+        .unwrap();
+    let mut event = event();
+    event.records[0].s3.object.key = Some(key.clone());
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event.records[0]).await.unwrap()
+    else {
+        panic!("expected the presigned upload to be ingested");
+    };
+    assert_eq!(ingested.meta.request_id, request_id);
+    // A second PUT to the same URL (a new object version) finds the request and adds nothing.
+    event.records[0].s3.object.e_tag = Some("another-version".into());
+    let RecordOutcome::Ingested(again) = ingest_record(&app, &event.records[0]).await.unwrap()
+    else {
+        panic!("expected the request to be found");
+    };
+    assert!(again.replayed);
+    assert_eq!(app.queue.len().unwrap(), 1);
+    let meta = app.repo.get_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(meta.source_key.as_deref(), Some(key.as_str()));
+}

@@ -42,6 +42,21 @@ pub fn output_csv_key(request_id: &str) -> String {
     format!("{RESULTS_PREFIX}{request_id}/output.csv")
 }
 
+/// The key a presigned upload for `request_id` is written to: `uploads/<request_id>.csv`.
+#[must_use]
+pub fn presigned_upload_key(request_id: &str) -> String {
+    format!("{UPLOADS_PREFIX}{request_id}.csv")
+}
+
+/// The request id named by a presigned-upload key (`uploads/<uuid>.csv`, the UUID in its
+/// lower-case hyphenated form, as `POST /upload-urls` issues it), or `None` for any other key.
+#[must_use]
+pub fn request_id_of_presigned_upload(key: &str) -> Option<&str> {
+    let id = key.strip_prefix(UPLOADS_PREFIX)?.strip_suffix(".csv")?;
+    let parsed = uuid::Uuid::try_parse(id).ok()?;
+    (parsed.hyphenated().to_string() == id).then_some(id)
+}
+
 /// `true` when `id` is a syntactically valid request id: 1–64 ASCII letters, digits, `-` or `_`.
 /// Checked before any lookup so a path can never smuggle a key separator.
 #[must_use]
@@ -78,6 +93,28 @@ pub fn derived_request_id(parts: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn presigned_upload_keys_name_their_request_and_nothing_else_does() {
+        let id = "0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d";
+        let key = super::presigned_upload_key(id);
+        assert_eq!(key, format!("uploads/{id}.csv"));
+        assert_eq!(super::request_id_of_presigned_upload(&key), Some(id));
+        for other in [
+            "uploads/catalogue.csv",
+            "uploads/0B8F2A7E-5A5C-4A53-9A49-2F8F0C1B6E3D.csv",
+            "uploads/0b8f2a7e5a5c4a539a492f8f0c1b6e3d.csv",
+            "uploads/nested/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
+            "results/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
+            "uploads/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv.gz",
+        ] {
+            assert_eq!(
+                super::request_id_of_presigned_upload(other),
+                None,
+                "{other}"
+            );
+        }
+    }
+
     #[test]
     fn derived_ids_are_stable_valid_and_distinct() {
         let a = derived_request_id(&["tenant", "key-1"]);

@@ -147,4 +147,15 @@ impl ObjectStore for S3ObjectStore {
             None => format!("s3://{}/{key}", self.bucket),
         }
     }
+
+    async fn presigned_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, PortError> {
+        self.presign_put(key, content_type, expires_in)
+            .await
+            .map(Some)
+    }
 }

@@ -124,6 +124,15 @@ impl ObjectStore for DirObjectStore {
             None => format!("file://{}", self.root.join(key).display()),
         }
     }
+
+    async fn presigned_put(
+        &self,
+        _key: &str,
+        _content_type: &str,
+        _expires_in: std::time::Duration,
+    ) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

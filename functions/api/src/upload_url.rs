@@ -1,0 +1,96 @@
+//! `POST /upload-urls`: a presigned S3 `PUT` for a CSV too large for `POST /uploads`.
+//!
+//! The URL writes `uploads/<request_id>.csv`; the bucket's `ObjectCreated` trigger runs the
+//! s3-ingest function, which takes the request id from that key, so the id answered here is the
+//! one to poll. Until the CSV is uploaded and ingested, `GET /requests/{id}` answers 404. One URL
+//! makes one request: a second `PUT` to the same URL finds the request already ingested and
+//! changes nothing.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use pixpress::domain::keys::presigned_upload_key;
+use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use serde::Serialize;
+
+use crate::problem::Problem;
+use crate::{App, base_url, json_response};
+
+/// How long a presigned upload URL stays valid: 15 minutes, in seconds.
+pub const UPLOAD_URL_TTL_SECONDS: u64 = 15 * 60;
+
+/// The `Content-Type` the presigned `PUT` is signed for; the upload must send exactly this.
+pub const UPLOAD_CONTENT_TYPE: &str = "text/csv";
+
+/// The 201 body: where and how to upload, and the request the upload will become.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadUrl {
+    /// The request id the uploaded CSV is ingested under.
+    pub request_id: String,
+    /// The presigned URL to send the CSV to.
+    pub upload_url: String,
+    /// Always `PUT`.
+    pub method: &'static str,
+    /// Headers the upload must send (they are part of the signature).
+    pub headers: UploadHeaders,
+    /// When the URL stops working (RFC 3339, UTC).
+    pub expires_at: String,
+    /// Largest CSV that is ingested, in bytes; a larger one is recorded as a `FAILED` request.
+    pub max_bytes: usize,
+    /// Where to poll the status once the CSV is uploaded.
+    pub status_url: String,
+}
+
+/// Headers of the presigned upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadHeaders {
+    /// `text/csv`.
+    #[serde(rename = "content-type")]
+    pub content_type: &'static str,
+}
+
+/// Signs an upload URL for a new request. `501` when the store cannot presign (the embedded
+/// directory store), `503` when signing fails.
+pub async fn post_upload_url<R, Q, S>(app: &App<R, Q, S>, request: &Request) -> Response<Body>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let key = presigned_upload_key(&request_id);
+    let ttl = Duration::from_secs(UPLOAD_URL_TTL_SECONDS);
+    let issued_at = Utc::now();
+    match app
+        .store
+        .presigned_put(&key, UPLOAD_CONTENT_TYPE, ttl)
+        .await
+    {
+        Ok(Some(upload_url)) => {
+            let status_url = format!("{}/requests/{request_id}", base_url(&app.config, request));
+            let expires_at = issued_at + chrono::Duration::seconds(UPLOAD_URL_TTL_SECONDS as i64);
+            let body = UploadUrl {
+                request_id,
+                upload_url,
+                method: "PUT",
+                headers: UploadHeaders {
+                    content_type: UPLOAD_CONTENT_TYPE,
+                },
+                expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                max_bytes: app.config.csv.max_bytes,
+                status_url,
+            };
+            json_response(StatusCode::CREATED, &body)
+        }
+        Ok(None) => Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "presigned-uploads-unavailable",
+            "Presigned uploads unavailable",
+            "this deployment stores objects on local disk and cannot presign uploads; send the CSV to POST /uploads",
+        )
+        .into_response(),
+        Err(e) => Problem::unavailable(&e, "the upload URL could not be signed").into_response(),
+    }
+}

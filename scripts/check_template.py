@@ -21,15 +21,23 @@ class OfflinePolicyLoader:
         return {}
 
 
-def main(path):
+def transformed_template(path, code_uri):
+    """template.yaml as CloudFormation, each function's code at `code_uri(logical_id)`.
+
+    `sam build` + `sam package` replace local code paths with S3 URIs; this does the same
+    offline, then applies the SAM transform without calling AWS.
+    """
     with open(path) as f:
         sam = yaml_parse(f.read())
-    # `sam build` + `sam package` replace local code paths with S3 URIs; do the same offline.
     sam.get("Globals", {}).get("Function", {}).pop("CodeUri", None)
     for name, resource in sam["Resources"].items():
         if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = f"s3://pixpress-artifacts/{name}.zip"
-    cfn = transform(sam, {}, OfflinePolicyLoader())
+            resource["Properties"]["CodeUri"] = code_uri(name)
+    return transform(sam, {}, OfflinePolicyLoader())
+
+
+def main(path):
+    cfn = transformed_template(path, lambda name: f"s3://pixpress-artifacts/{name}.zip")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
         json.dump(cfn, out, indent=1)
     print(f"transformed {path}: {len(cfn['Resources'])} CloudFormation resources")

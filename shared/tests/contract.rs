@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::types::{
 };
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress::adapters::aws::{
+    DynamoRequestRepository, S3ObjectStore, SqsRowQueue, emulator_sdk_config,
+};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress::domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
@@ -342,23 +344,10 @@ fn start_moto() -> Moto {
     moto
 }
 
-/// An SDK configuration pinned to the emulator: explicit region and static credentials, so
-/// nothing ever probes the instance metadata service.
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "static",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_adapters_meet_the_contract_against_moto() {
     let moto = start_moto();
-    let sdk = sdk_config(&moto.endpoint).await;
+    let sdk = emulator_sdk_config(&moto.endpoint).await;
 
     let repo = DynamoRequestRepository::new(&sdk, "pixpress-contract");
     let string_key = |name: &str| {
@@ -462,7 +451,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
 
 #[tokio::test]
 async fn deployed_backends_name_the_missing_variable() {
-    let sdk = sdk_config("http://127.0.0.1:9").await;
+    let sdk = emulator_sdk_config("http://127.0.0.1:9").await;
     let err = pixpress::adapters::aws::AwsBackends::from_lookup(&sdk, |name| {
         (name == "TABLE_NAME").then(|| "t".to_owned())
     })

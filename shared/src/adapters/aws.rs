@@ -78,6 +78,20 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// An SDK configuration for an emulator at `endpoint` (`http://127.0.0.1:<port>`): region
+/// `us-east-1` and static credentials, so nothing reads the environment or probes the instance
+/// metadata service.
+pub async fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "emulator",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
 /// Maps an SDK failure to a [`PortError`]: throttling is [`PortError::Throttled`], everything
 /// else [`PortError::Unexpected`] with `context` and the service's code and message (never the
 /// raw `SdkError`).

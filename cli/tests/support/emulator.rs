@@ -1,0 +1,90 @@
+//! Emulator processes for tests: started on a free loopback port in a process group of their
+//! own, stopped (with every process they started) by that group's id when dropped.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A program installed by `scripts/test.sh` in a venv under `~/.cache/pixpress`, or the path in
+/// `env_var` when set. Panics, naming the script, when it is missing.
+pub fn venv_program(env_var: &str, venv: &str, program: &str) -> PathBuf {
+    let path = std::env::var_os(env_var).map_or_else(
+        || {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/pixpress")
+                .join(venv)
+                .join("bin")
+                .join(program)
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with scripts/test.sh, which installs it (or set {env_var})",
+        path.display()
+    );
+    path
+}
+
+/// A running emulator.
+pub struct Emulator {
+    child: Child,
+}
+
+impl Emulator {
+    /// Spawns `command` (which must listen on `port`) and waits up to 60 s for the port.
+    pub fn start(mut command: Command, port: u16, log: Option<PathBuf>) -> Self {
+        let output = || match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
+        let child = command
+            .stdout(output())
+            .stderr(output())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let emulator = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "emulator did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        emulator
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // The whole group: the emulator and the Lambda processes it spawned.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}

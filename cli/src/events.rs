@@ -51,7 +51,7 @@ pub fn dynamodb_event(changes: &[ChangeRecord]) -> anyhow::Result<dynamodb::Even
                 "ApproximateCreationDateTime": now,
                 "Keys": { "pk": { "S": c.pk }, "sk": { "S": c.sk } },
                 "NewImage": serde_json::to_value(&c.new_image)?,
-                "SequenceNumber": format!("{:021}", c.sequence),
+                "SequenceNumber": c.sequence,
                 "SizeBytes": 0,
                 "StreamViewType": "NEW_AND_OLD_IMAGES",
             });
@@ -59,7 +59,7 @@ pub fn dynamodb_event(changes: &[ChangeRecord]) -> anyhow::Result<dynamodb::Even
                 change["OldImage"] = serde_json::to_value(old)?;
             }
             Ok(json!({
-                "eventID": c.sequence.to_string(),
+                "eventID": c.sequence,
                 "eventName": c.kind.event_name(),
                 "eventVersion": "1.1",
                 "eventSource": "aws:dynamodb",

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
+use pixpress::adapters::aws::{AwsBackends, EmulatorNames, load_sdk_config};
 use pixpress::config::Config;
 use pixpress::webhook::WebhookSecret;
 use pixpress_cli::invoke::invoke;
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_csv, summary};
 
 /// pixpress: bulk image compression from a product CSV.
@@ -47,6 +47,16 @@ enum Command {
         /// Print the final status document as JSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// `local`: embedded backends, images under --out; `emulator`: the AWS adapters
+        /// against the emulator at --endpoint (table, queues and bucket are created there).
+        #[arg(long, value_enum, default_value_t = RunBackend::Local)]
+        backend: RunBackend,
+        /// The emulator's URL (moto server, ministack), e.g. http://127.0.0.1:5000.
+        #[arg(long, required_if_eq("backend", "emulator"))]
+        endpoint: Option<String>,
+        /// Prefix of the emulator resources: <prefix>-requests, -rows, -rows-dlq, -data.
+        #[arg(long, default_value = "pixpress")]
+        emulator_prefix: String,
     },
     /// Compress bundled photos served on loopback, with a verified webhook.
     Demo {
@@ -80,6 +90,15 @@ enum Command {
         #[arg(long)]
         allow_loopback: bool,
     },
+}
+
+/// Where `run` keeps state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunBackend {
+    /// In-memory repository and queue, --out as the bucket.
+    Local,
+    /// DynamoDB, SQS and S3 on an emulator, through the AWS adapters.
+    Emulator,
 }
 
 /// Where `invoke` keeps state.
@@ -120,6 +139,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             webhook_secret,
             allow_loopback,
             json,
+            backend,
+            endpoint,
+            emulator_prefix,
         } => {
             let mut config = Config::from_env()?;
             config.fetch.policy.allow_loopback |= allow_loopback;
@@ -130,14 +152,33 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let bytes = tokio::fs::read(&csv)
                 .await
                 .with_context(|| format!("reading {}", csv.display()))?;
-            let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&out))?;
             let options = RunOptions {
                 webhook_url: webhook,
                 quality,
                 max_dimension,
                 progress: !json,
             };
-            match run_csv(&pipeline, bytes, &options).await? {
+            let outcome = match (backend, endpoint) {
+                (RunBackend::Emulator, Some(endpoint)) => {
+                    let names = EmulatorNames::with_prefix(&emulator_prefix);
+                    let pipeline = Pipeline::<Emulated>::emulated(
+                        &config,
+                        PipelineOptions::new(&out),
+                        &endpoint,
+                        &names,
+                    )
+                    .await?;
+                    run_csv(&pipeline, bytes, &options).await?
+                }
+                (RunBackend::Emulator, None) => {
+                    anyhow::bail!("--backend emulator needs --endpoint")
+                }
+                (RunBackend::Local, _) => {
+                    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&out))?;
+                    run_csv(&pipeline, bytes, &options).await?
+                }
+            };
+            match outcome {
                 RunOutcome::Finished(report) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report.status_document)?);
@@ -175,9 +216,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     invoke(
                         &function,
                         &json,
-                        local.repo,
-                        local.queue,
-                        local.store,
+                        local.backend.repo,
+                        local.backend.queue,
+                        local.backend.store,
                         &config,
                     )
                     .await?

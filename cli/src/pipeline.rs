@@ -1,6 +1,8 @@
-//! The local pipeline: the four function apps over embedded backends, and the pump that moves
-//! messages and stream records between them.
+//! The pipeline in one process: the four function apps over one backend — embedded, or the AWS
+//! adapters against an emulator — and the pump that moves queue messages and stream records
+//! between them as the Lambda event source mappings do in a deployment.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,24 +11,138 @@ use anyhow::{Context as _, bail};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::adapters::aws::{
+    DynamoRequestRepository, EmulatorBackends, EmulatorNames, S3ObjectStore, SqsRowQueue,
+    emulator_sdk_config, provision,
+};
+use pixpress::adapters::local::{
+    ChangeRecord, DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue, ReceivedMessage,
+};
 use pixpress::config::Config;
 use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus};
 use pixpress::fetch::{Fetcher, HostResolver, SystemResolver};
-use pixpress::ports::RequestRepository;
+use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 
 use crate::events;
 
-/// The API app over embedded backends.
-pub type LocalApi = pixpress_api::App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
-/// The S3 ingest app over embedded backends.
-pub type LocalS3Ingest =
-    pixpress_s3_ingest::App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
-/// The worker app over embedded backends.
-pub type LocalWorker = pixpress_row_worker::App<InMemoryRequestRepository, DirObjectStore>;
-/// The notifier app over embedded backends.
-pub type LocalNotifier =
-    pixpress_completion_notifier::App<InMemoryRequestRepository, DirObjectStore>;
+/// Where the pipeline keeps its state, and how the pump reaches the two event sources the
+/// Lambda service polls in a deployment: the rows queue and the table's stream.
+pub trait PumpBackend: Clone + Send + Sync + 'static {
+    /// Requests and rows.
+    type Repo: RequestRepository;
+    /// Row jobs.
+    type Queue: RowQueue;
+    /// The bucket.
+    type Store: ObjectStore;
+
+    /// The repository.
+    fn repo(&self) -> &Self::Repo;
+    /// The queue the API and s3-ingest enqueue to.
+    fn queue(&self) -> &Self::Queue;
+    /// The bucket.
+    fn store(&self) -> &Self::Store;
+    /// Up to `max` visible row messages, hidden for `visibility` (SQS `ReceiveMessage`).
+    fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, PortError>> + Send;
+    /// Deletes a processed message.
+    fn delete(&self, receipt_handle: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Stream records written since the last call.
+    fn changes(&self) -> impl Future<Output = Result<Vec<ChangeRecord>, PortError>> + Send;
+    /// Row messages waiting or in flight.
+    fn queue_depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Row messages in the dead-letter queue.
+    fn dead_letter_count(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
+}
+
+/// Embedded backends: in-memory repository (its change log is the stream), in-memory queue,
+/// a directory as the bucket.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Requests and rows, with the change log.
+    pub repo: InMemoryRequestRepository,
+    /// Row jobs.
+    pub queue: InMemoryRowQueue,
+    /// The bucket.
+    pub store: DirObjectStore,
+}
+
+impl PumpBackend for Embedded {
+    type Repo = InMemoryRequestRepository;
+    type Queue = InMemoryRowQueue;
+    type Store = DirObjectStore;
+
+    fn repo(&self) -> &Self::Repo {
+        &self.repo
+    }
+    fn queue(&self) -> &Self::Queue {
+        &self.queue
+    }
+    fn store(&self) -> &Self::Store {
+        &self.store
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.queue.receive(max, visibility)
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        self.queue.delete(receipt_handle)
+    }
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, PortError> {
+        self.repo.drain_changes()
+    }
+    async fn queue_depth(&self) -> Result<u64, PortError> {
+        Ok(self.queue.len()? as u64)
+    }
+    async fn dead_letter_count(&self) -> Result<u64, PortError> {
+        Ok(self.queue.dead_letters()?.len() as u64)
+    }
+}
+
+/// The AWS adapters against an emulator (moto server, ministack): SQS polled with
+/// `ReceiveMessage`, the table's stream read with `aws-sdk-dynamodbstreams`.
+#[derive(Debug, Clone)]
+pub struct Emulated(pub EmulatorBackends);
+
+impl PumpBackend for Emulated {
+    type Repo = DynamoRequestRepository;
+    type Queue = SqsRowQueue;
+    type Store = S3ObjectStore;
+
+    fn repo(&self) -> &Self::Repo {
+        &self.0.repo
+    }
+    fn queue(&self) -> &Self::Queue {
+        &self.0.queue
+    }
+    fn store(&self) -> &Self::Store {
+        &self.0.store
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.0.queue.receive(max, visibility).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        self.0.queue.delete(receipt_handle).await
+    }
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, PortError> {
+        self.0.stream.read().await
+    }
+    async fn queue_depth(&self) -> Result<u64, PortError> {
+        self.0.queue.approximate_depth().await
+    }
+    async fn dead_letter_count(&self) -> Result<u64, PortError> {
+        self.0.dead_letter_queue.approximate_depth().await
+    }
+}
 
 /// How the local pipeline runs.
 #[derive(Debug, Clone)]
@@ -80,25 +196,33 @@ pub enum Upload {
     },
 }
 
-/// The four apps and their shared embedded backends.
-#[derive(Debug, Clone)]
-pub struct LocalPipeline {
-    /// Requests and rows, with the change log.
-    pub repo: InMemoryRequestRepository,
-    /// Row jobs.
-    pub queue: InMemoryRowQueue,
-    /// The bucket.
-    pub store: DirObjectStore,
+/// The four apps over one backend, and the pump between them.
+#[derive(Clone)]
+pub struct Pipeline<B: PumpBackend> {
+    /// The backend.
+    pub backend: B,
     /// `api`.
-    pub api: LocalApi,
+    pub api: pixpress_api::App<B::Repo, B::Queue, B::Store>,
     /// `s3-ingest`.
-    pub s3_ingest: LocalS3Ingest,
+    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store>,
     /// `row-worker`.
-    pub worker: LocalWorker,
+    pub worker: pixpress_row_worker::App<B::Repo, B::Store>,
     /// `completion-notifier`.
-    pub notifier: LocalNotifier,
+    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store>,
     options: PipelineOptions,
 }
+
+impl<B: PumpBackend + std::fmt::Debug> std::fmt::Debug for Pipeline<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("backend", &self.backend)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pipeline over embedded backends (`pixpress run`, `demo`, `serve`).
+pub type LocalPipeline = Pipeline<Embedded>;
 
 fn response_json(response: &Response<Body>) -> serde_json::Value {
     let bytes: &[u8] = match response.body() {
@@ -110,17 +234,75 @@ fn response_json(response: &Response<Body>) -> serde_json::Value {
 }
 
 impl LocalPipeline {
-    /// Builds the apps for `config`.
+    /// The pipeline over embedded backends in `options.data_dir`.
     ///
     /// # Errors
     /// When the data directory or an HTTP client cannot be set up.
     pub fn new(config: &Config, options: PipelineOptions) -> anyhow::Result<Self> {
-        let repo = InMemoryRequestRepository::new();
-        let queue = InMemoryRowQueue::new(config.max_receive_count);
-        let store = DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?;
+        let backend = Embedded {
+            repo: InMemoryRequestRepository::new(),
+            queue: InMemoryRowQueue::new(config.max_receive_count),
+            store: DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?,
+        };
+        Self::with_backend(config, options, backend)
+    }
+}
+
+impl Pipeline<Emulated> {
+    /// The pipeline over the AWS adapters against the emulator at `endpoint`: provisions the
+    /// table, queues and bucket named by `names` (as `template.yaml` declares them) and starts
+    /// reading the stream at its tip. `options.data_dir` receives the output CSV.
+    ///
+    /// # Errors
+    /// When the emulator refuses a call or an HTTP client cannot be set up.
+    pub async fn emulated(
+        config: &Config,
+        options: PipelineOptions,
+        endpoint: &str,
+        names: &EmulatorNames,
+    ) -> anyhow::Result<Self> {
+        let sdk = emulator_sdk_config(endpoint).await;
+        let backends = provision(
+            &sdk,
+            names,
+            config.max_receive_count,
+            options.public_base_url.clone(),
+        )
+        .await
+        .with_context(|| format!("provisioning the emulator at {endpoint}"))?;
+        backends.stream.skip_existing().await?;
+        Self::with_backend(config, options, Emulated(backends))
+    }
+
+    /// Moves the rows dead-letter queue's messages back to the rows queue (a DLQ redrive, after
+    /// whatever made the worker fail is fixed). Returns how many moved.
+    ///
+    /// # Errors
+    /// When SQS fails.
+    pub async fn redrive_dead_letters(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .backend
+            .0
+            .dead_letter_queue
+            .redrive_to(&self.backend.0.queue)
+            .await?)
+    }
+}
+
+impl<B: PumpBackend> Pipeline<B> {
+    /// Builds the apps for `config` over `backend`.
+    ///
+    /// # Errors
+    /// When an HTTP client cannot be set up.
+    pub fn with_backend(
+        config: &Config,
+        options: PipelineOptions,
+        backend: B,
+    ) -> anyhow::Result<Self> {
         let fetcher = Fetcher::with_resolver(config.fetch.clone(), options.resolver.clone())?;
         let webhook_fetcher =
             Fetcher::with_resolver(config.webhook_fetch(), options.resolver.clone())?;
+        let (repo, queue, store) = (backend.repo(), backend.queue(), backend.store());
         Ok(Self {
             api: pixpress_api::App {
                 repo: repo.clone(),
@@ -146,11 +328,21 @@ impl LocalPipeline {
                 fetcher: webhook_fetcher,
                 config: pixpress_completion_notifier::NotifierConfig::from(config),
             },
-            repo,
-            queue,
-            store,
+            backend,
             options,
         })
+    }
+
+    /// The repository.
+    #[must_use]
+    pub fn repo(&self) -> &B::Repo {
+        self.backend.repo()
+    }
+
+    /// The bucket.
+    #[must_use]
+    pub fn store(&self) -> &B::Store {
+        self.backend.store()
     }
 
     /// The options in force.
@@ -245,10 +437,17 @@ impl LocalPipeline {
     /// When a handler returns `Err` (the local equivalent of a failed invocation).
     pub async fn pump_once(&self) -> anyhow::Result<bool> {
         let batch = self.options.batch_size.clamp(1, 10);
-        let messages = self.queue.receive(
-            batch * self.options.worker_invocations.max(1),
-            self.options.visibility_timeout,
-        )?;
+        let mut messages = Vec::new();
+        for _ in 0..self.options.worker_invocations.max(1) {
+            let received = self
+                .backend
+                .receive(batch, self.options.visibility_timeout)
+                .await?;
+            if received.is_empty() {
+                break;
+            }
+            messages.extend(received);
+        }
         let worked = !messages.is_empty();
         let invocations = messages.chunks(batch).map(|chunk| async move {
             let event = events::sqs_event(chunk)?;
@@ -265,7 +464,7 @@ impl LocalPipeline {
                 .collect();
             for message in chunk {
                 if !failed.contains(&message.message_id.as_str()) {
-                    self.queue.delete(&message.receipt_handle)?;
+                    self.backend.delete(&message.receipt_handle).await?;
                 }
             }
             anyhow::Ok(())
@@ -273,7 +472,7 @@ impl LocalPipeline {
         for result in futures::future::join_all(invocations).await {
             result?;
         }
-        let changes = self.repo.drain_changes()?;
+        let changes = self.backend.changes().await?;
         let notified = !changes.is_empty();
         for chunk in changes.chunks(100) {
             let event = events::dynamodb_event(chunk)?;
@@ -300,7 +499,7 @@ impl LocalPipeline {
         loop {
             let worked = self.pump_once().await?;
             let meta = self
-                .repo
+                .repo()
                 .get_request(request_id)
                 .await?
                 .with_context(|| format!("request {request_id} does not exist"))?;
@@ -315,12 +514,11 @@ impl LocalPipeline {
                 return Ok(meta);
             }
             if !worked {
-                if self.queue.is_empty()? {
-                    let dead = self.queue.dead_letters()?;
-                    if !dead.is_empty() {
+                if self.backend.queue_depth().await? == 0 {
+                    let dead = self.backend.dead_letter_count().await?;
+                    if dead > 0 {
                         bail!(
-                            "request {request_id} cannot finish: {} row message(s) went to the dead-letter queue",
-                            dead.len()
+                            "request {request_id} cannot finish: {dead} row message(s) went to the dead-letter queue"
                         );
                     }
                 }

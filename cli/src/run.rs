@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use pixpress::domain::keys::IMAGES_PREFIX;
 use pixpress::domain::model::{ImageStatus, RequestMeta};
 use pixpress::ingest::load_all_rows;
 use pixpress::ports::{ObjectStore, RequestRepository};
 
-use crate::pipeline::{LocalPipeline, Upload};
+use crate::pipeline::{Pipeline, PumpBackend, Upload};
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
@@ -32,8 +33,8 @@ pub struct RunReport {
     pub meta: RequestMeta,
     /// `<out>/output.csv`.
     pub output_csv: Option<PathBuf>,
-    /// `<out>/images/<request_id>`.
-    pub images_dir: PathBuf,
+    /// Where the compressed images are: the bucket's URL of `images/<request_id>`.
+    pub images: String,
     /// Wall time from upload to completion handled.
     pub elapsed: Duration,
     /// Failed images per error code.
@@ -57,12 +58,12 @@ pub enum RunOutcome {
 }
 
 /// Uploads `csv` through the API handler and pumps the pipeline until the request is done;
-/// copies the output CSV to `<data_dir>/output.csv`.
+/// copies the output CSV to `<data_dir>/output.csv` (`data_dir` of the pipeline's options).
 ///
 /// # Errors
 /// When a handler fails or the output cannot be written.
-pub async fn run_csv(
-    pipeline: &LocalPipeline,
+pub async fn run_csv<B: PumpBackend>(
+    pipeline: &Pipeline<B>,
     csv: Vec<u8>,
     options: &RunOptions,
 ) -> anyhow::Result<RunOutcome> {
@@ -106,11 +107,14 @@ pub async fn run_csv(
         .await?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
-    let data_dir = pipeline.store.root().to_path_buf();
+    let data_dir = pipeline.options().data_dir.clone();
     let output_csv = match &meta.output_csv_key {
         Some(key) => {
+            tokio::fs::create_dir_all(&data_dir)
+                .await
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             let object = pipeline
-                .store
+                .store()
                 .get(key, u64::MAX)
                 .await?
                 .context("the output CSV is recorded but missing")?;
@@ -123,7 +127,7 @@ pub async fn run_csv(
         None => None,
     };
     let mut failures_by_code = BTreeMap::new();
-    for row in load_all_rows(&pipeline.repo, &request_id).await? {
+    for row in load_all_rows(pipeline.repo(), &request_id).await? {
         for image in row
             .images
             .iter()
@@ -136,14 +140,16 @@ pub async fn run_csv(
     }
     let status_document = pipeline.status_document(&request_id).await?;
     let meta = pipeline
-        .repo
+        .repo()
         .get_request(&request_id)
         .await?
         .unwrap_or(meta);
     Ok(RunOutcome::Finished(Box::new(RunReport {
         meta,
         output_csv,
-        images_dir: data_dir.join("images").join(&request_id),
+        images: pipeline
+            .store()
+            .public_url(&format!("{IMAGES_PREFIX}{request_id}")),
         elapsed,
         failures_by_code,
         status_document,
@@ -188,7 +194,7 @@ pub fn summary(report: &RunReport) -> String {
     if let Some(path) = &report.output_csv {
         text.push_str(&format!("  output CSV: {}\n", path.display()));
     }
-    text.push_str(&format!("  images: {}\n", report.images_dir.display()));
+    text.push_str(&format!("  images: {}\n", report.images));
     if let Some(webhook) = &report.meta.webhook {
         text.push_str(&format!(
             "  webhook: {:?} after {} attempt(s) to {}\n",

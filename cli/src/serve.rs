@@ -46,7 +46,7 @@ async fn file(
     State(pipeline): State<LocalPipeline>,
     UrlPath(key): UrlPath<String>,
 ) -> AxumResponse {
-    match pipeline.store.get(&key, u64::MAX).await {
+    match pipeline.store().get(&key, u64::MAX).await {
         Ok(Some(object)) => ([("content-type", object.content_type)], object.bytes).into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
@@ -86,7 +86,7 @@ pub async fn serve(
     tokio::spawn(pump_forever(pipeline.clone()));
     eprintln!(
         "pixpress API on http://{addr} (POST /uploads, GET /requests/{{id}}); data in {}",
-        pipeline.store.root().display()
+        pipeline.store().root().display()
     );
     axum::serve(listener, router(pipeline))
         .with_graceful_shutdown(async {

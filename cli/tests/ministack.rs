@@ -12,7 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/emulator.rs"]
+#[allow(dead_code)]
+#[path = "../../shared/tests/support/emulator.rs"]
 mod emulator;
 
 use std::path::PathBuf;

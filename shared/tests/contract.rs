@@ -4,9 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[allow(dead_code)]
+#[path = "support/emulator.rs"]
+mod emulator;
+
+use std::time::Duration;
+
+use emulator::start_moto;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -297,57 +301,10 @@ async fn embedded_adapters_meet_the_contract() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// moto server on a free loopback port, killed (by PID) when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Moto {
-    let binary = std::env::var("MOTO_SERVER").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/pixpress/emulator-venv/bin/moto_server",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        std::path::Path::new(&binary).exists(),
-        "moto server not found at {binary}: run the tests with scripts/test.sh, which installs it"
-    );
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    moto
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_adapters_meet_the_contract_against_moto() {
-    let moto = start_moto();
-    let sdk = emulator_sdk_config(&moto.endpoint).await;
+    let (_moto, endpoint) = start_moto();
+    let sdk = emulator_sdk_config(&endpoint).await;
 
     let repo = DynamoRequestRepository::new(&sdk, "pixpress-contract");
     let string_key = |name: &str| {
@@ -444,7 +401,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
         .await
         .unwrap();
     assert!(
-        presigned.starts_with(&moto.endpoint) && presigned.contains("X-Amz-Signature="),
+        presigned.starts_with(&endpoint) && presigned.contains("X-Amz-Signature="),
         "{presigned}"
     );
 }

@@ -1,18 +1,23 @@
-//! AWS adapters: [`DynamoRequestRepository`], [`SqsRowQueue`], [`S3ObjectStore`].
+//! AWS adapters: [`DynamoRequestRepository`], [`SqsRowQueue`], [`S3ObjectStore`], and for the
+//! local pump against an emulator [`DynamoStreamReader`] and [`provision`].
 //!
 //! Load the SDK configuration once per process with [`load_sdk_config`]; endpoints come from
 //! the SDK's standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables (emulators),
 //! and S3 path-style addressing from `S3_FORCE_PATH_STYLE=true`.
 
 mod dynamo;
+mod emulator;
 mod s3;
 mod sqs;
+mod stream;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use dynamo::DynamoRequestRepository;
+pub use emulator::{EmulatorBackends, EmulatorNames, emulator_sdk_config, provision};
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
+pub use stream::DynamoStreamReader;
 
 use crate::config::{ConfigError, vars};
 use crate::ports::PortError;
@@ -74,20 +79,6 @@ pub const S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
 /// The shared SDK configuration: region, credentials and endpoints from the environment.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
-}
-
-/// An SDK configuration for an emulator at `endpoint` (`http://127.0.0.1:<port>`): region
-/// `us-east-1` and static credentials, so nothing reads the environment or probes the instance
-/// metadata service.
-pub async fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "emulator",
-        ))
-        .endpoint_url(endpoint)
         .load()
         .await
 }

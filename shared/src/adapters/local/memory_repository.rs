@@ -39,8 +39,8 @@ impl ChangeKind {
 /// One change of one item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRecord {
-    /// Monotonic sequence number.
-    pub sequence: u64,
+    /// The stream's `SequenceNumber`: decimal digits, increasing within a shard.
+    pub sequence: String,
     /// Insert or modify.
     pub kind: ChangeKind,
     /// Partition key.
@@ -75,7 +75,7 @@ impl State {
     ) {
         self.sequence += 1;
         self.log.push(ChangeRecord {
-            sequence: self.sequence,
+            sequence: format!("{:021}", self.sequence),
             kind: if old.is_some() {
                 ChangeKind::Modify
             } else {

@@ -1,4 +1,4 @@
-//! Emulator processes for tests: started on a free loopback port in a process group of their
+//! Emulator processes for tests (shared by the test crates through `#[path]`): started on a free loopback port in a process group of their
 //! own, stopped (with every process they started) by that group's id when dropped.
 
 use std::net::TcpStream;
@@ -35,6 +35,18 @@ pub fn venv_program(env_var: &str, venv: &str, program: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// moto server (`scripts/test.sh` installs it) on a free loopback port.
+pub fn start_moto() -> (Emulator, String) {
+    let binary = venv_program("MOTO_SERVER", "emulator-venv", "moto_server");
+    let port = free_port();
+    let mut command = Command::new(binary);
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    (
+        Emulator::start(command, port, None),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 /// A running emulator.

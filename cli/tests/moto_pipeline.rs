@@ -1,0 +1,262 @@
+//! The pipeline through the AWS adapters against moto server: the pump polls SQS with
+//! `ReceiveMessage` and reads the table's stream with `aws-sdk-dynamodbstreams`, converting both
+//! to the Lambda event types, exactly as the event source mappings feed the deployed functions.
+//! Also: a row message delivered twice, and rows that reach the dead-letter queue and are
+//! redriven.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+#[path = "../../shared/tests/support/emulator.rs"]
+mod emulator;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use emulator::start_moto;
+use pixpress::adapters::aws::EmulatorNames;
+use pixpress::config::Config;
+use pixpress::domain::model::RequestStatus;
+use pixpress::ports::{ObjectStore, RequestRepository};
+use pixpress::webhook::WebhookSecret;
+use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
+use pixpress_cli::pipeline::{Emulated, Pipeline, PipelineOptions, PumpBackend, Upload};
+use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
+
+struct Fixture {
+    pipeline: Pipeline<Emulated>,
+    receiver: WebhookReceiver,
+    base: String,
+    _moto: emulator::Emulator,
+    dir: std::path::PathBuf,
+}
+
+/// `serial`: one message per worker invocation, one invocation at a time. moto's
+/// `TransactWriteItems` is not isolated: a cancelled transaction restores a copy of the whole
+/// table taken when it began, stream included, discarding what concurrent requests wrote in the
+/// meantime (moto 5.2.5, `dynamodb/models/__init__.py`, `transact_write_items`). A redelivered
+/// row cancels its transaction by design, so tests that redeliver write one at a time.
+async fn fixture(max_receive_count: u32, serial: bool) -> Fixture {
+    let (moto, endpoint) = start_moto();
+    let router = photo_router().route(
+        "/busy.jpg",
+        get(|| async { StatusCode::SERVICE_UNAVAILABLE.into_response() }),
+    );
+    let server = serve_on_loopback(router).await.unwrap();
+    let secret = WebhookSecret::from_bytes(b"moto-secret");
+    let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
+    let mut config = Config::default();
+    config.fetch.policy.allow_loopback = true;
+    config.webhook_secret = Some(secret);
+    config.max_receive_count = max_receive_count;
+    let dir = std::env::temp_dir().join(format!("pixpress-moto-{}", uuid::Uuid::new_v4()));
+    let mut options = PipelineOptions::new(&dir);
+    options.visibility_timeout = Duration::from_secs(1);
+    if serial {
+        options.batch_size = 1;
+        options.worker_invocations = 1;
+    }
+    let pipeline = Pipeline::<Emulated>::emulated(
+        &config,
+        options,
+        &endpoint,
+        &EmulatorNames::with_prefix("pixpress-test"),
+    )
+    .await
+    .unwrap();
+    Fixture {
+        pipeline,
+        receiver,
+        base: format!("http://{server}"),
+        _moto: moto,
+        dir,
+    }
+}
+
+fn photo(base: &str, i: usize) -> String {
+    format!("{base}/photos/{}", PHOTOS[i].name)
+}
+
+async fn upload(pipeline: &Pipeline<Emulated>, csv: String, webhook: &str) -> String {
+    match pipeline
+        .upload_csv(csv.into_bytes(), Some(webhook), None, None)
+        .await
+        .unwrap()
+    {
+        Upload::Accepted { request_id, .. } => request_id,
+        Upload::Rejected { problem, .. } => panic!("rejected: {problem}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_runs_through_sqs_and_the_dynamodb_stream_to_aligned_outputs_in_s3() {
+    let f = fixture(2, false).await;
+    let b = &f.base;
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n\
+         1,Prints,\"{}, {b}/photos/discontinued.jpg, {}\"\n\
+         2,Canvas,\"{}, {b}/busy.jpg\"\n",
+        photo(b, 0),
+        photo(b, 1),
+        photo(b, 2),
+    );
+    let options = RunOptions {
+        webhook_url: Some(f.receiver.url()),
+        ..RunOptions::default()
+    };
+    let RunOutcome::Finished(report) = run_csv(&f.pipeline, csv.into_bytes(), &options)
+        .await
+        .unwrap()
+    else {
+        panic!("rejected");
+    };
+    assert_eq!(report.meta.status, RequestStatus::CompletedWithErrors);
+    let c = report.meta.counters;
+    assert_eq!((c.images_ok, c.images_failed, c.rows_done), (3, 2, 2));
+    let text = std::fs::read_to_string(report.output_csv.as_ref().unwrap()).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let expected = [vec!["", "http_404", ""], vec!["", "http_503"]];
+    for (row, codes) in rows.iter().zip(expected) {
+        let outputs: Vec<&str> = row[3].split(',').map(str::trim).collect();
+        let errors: Vec<&str> = row[5].split(',').map(str::trim).collect();
+        assert_eq!(errors, codes, "{row:?}");
+        for (output, code) in outputs.iter().zip(&codes) {
+            assert_eq!(output.is_empty(), !code.is_empty(), "{row:?}");
+            if let Some(key) = output.strip_prefix("s3://pixpress-test-data/") {
+                let object = f
+                    .pipeline
+                    .store()
+                    .get(key, u64::MAX)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(&object.bytes[..2], &[0xFF, 0xD8], "{key} is a JPEG");
+            }
+        }
+    }
+    // The 503 was retried through SQS (a batch item failure, then the last permitted receive).
+    assert!(
+        report.status_document["products"][1]["images"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts")
+    );
+    let deliveries = f.receiver.received();
+    assert_eq!(deliveries.len(), 1, "one webhook");
+    assert_eq!(deliveries[0].verified, Ok(()));
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_message_delivered_twice_is_counted_once() {
+    let f = fixture(5, true).await;
+    let b = &f.base;
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n1,Prints,\"{}, {}\"\n2,Cups,{}\n",
+        photo(b, 0),
+        photo(b, 1),
+        photo(b, 2),
+    );
+    let request_id = upload(&f.pipeline, csv, &f.receiver.url()).await;
+    // SQS delivers at least once: put a copy of every row message back on the queue.
+    let queue = &f.pipeline.backend.0.queue;
+    let messages = f
+        .pipeline
+        .backend
+        .receive(10, Duration::from_secs(0))
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        queue
+            .client()
+            .send_message()
+            .queue_url(queue.queue_url())
+            .message_body(&message.body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let meta = f
+        .pipeline
+        .run_until_done(&request_id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(meta.status, RequestStatus::Completed);
+    let c = meta.counters;
+    assert_eq!((c.rows_done, c.images_ok, c.images_failed), (2, 3, 0));
+    // Copies still queued after completion are consumed and change nothing.
+    while f.pipeline.backend.queue_depth().await.unwrap() > 0 {
+        f.pipeline.pump_once().await.unwrap();
+    }
+    let stored = f
+        .pipeline
+        .repo()
+        .get_request(&request_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.counters, c);
+    assert_eq!(f.receiver.received().len(), 1, "one webhook");
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_reach_the_dead_letter_queue_complete_after_a_redrive() {
+    let f = fixture(2, false).await;
+    let b = &f.base;
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n1,Prints,{}\n2,Cups,{}\n",
+        photo(b, 0),
+        photo(b, 2),
+    );
+    let request_id = upload(&f.pipeline, csv, &f.receiver.url()).await;
+    // The worker crashes on every delivery (received, never deleted, no batch response):
+    // after maxReceiveCount receives SQS moves both messages to the dead-letter queue.
+    let backend = &f.pipeline.backend;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while backend.dead_letter_count().await.unwrap() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "messages never reached the DLQ"
+        );
+        backend.receive(10, Duration::from_secs(0)).await.unwrap();
+    }
+    assert_eq!(backend.queue_depth().await.unwrap(), 0);
+    // The pump says why the request cannot finish instead of waiting forever.
+    let err = f
+        .pipeline
+        .run_until_done(&request_id, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 row message(s) went to the dead-letter queue"),
+        "{err}"
+    );
+    let stuck = f
+        .pipeline
+        .repo()
+        .get_request(&request_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stuck.status, RequestStatus::Processing);
+    assert!(f.receiver.received().is_empty());
+
+    // After the fix, the operator redrives the DLQ and the request completes, nothing lost.
+    assert_eq!(f.pipeline.redrive_dead_letters().await.unwrap(), 2);
+    let meta = f
+        .pipeline
+        .run_until_done(&request_id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(meta.status, RequestStatus::Completed);
+    assert_eq!((meta.counters.rows_done, meta.counters.images_ok), (2, 2));
+    assert_eq!(backend.dead_letter_count().await.unwrap(), 0);
+    assert_eq!(f.receiver.received().len(), 1, "one webhook");
+    std::fs::remove_dir_all(&f.dir).ok();
+}

@@ -260,3 +260,48 @@ async fn rows_that_reach_the_dead_letter_queue_complete_after_a_redrive() {
     assert_eq!(f.receiver.received().len(), 1, "one webhook");
     std::fs::remove_dir_all(&f.dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixpress_run_with_the_emulator_backend_writes_the_output_csv_and_images_to_the_emulator() {
+    let (_moto, endpoint) = start_moto();
+    let server = serve_on_loopback(photo_router()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("pixpress-run-moto-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("products.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "S. No.,Product Name,Input Image Urls\n1,Prints,\"{}, {}\"\n",
+            photo(&format!("http://{server}"), 0),
+            photo(&format!("http://{server}"), 1)
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pixpress"));
+    command
+        .arg("run")
+        .arg(&csv)
+        .args(["--backend", "emulator", "--endpoint", &endpoint])
+        .args(["--emulator-prefix", "cli-run", "--allow-loopback", "--out"])
+        .arg(dir.join("out"));
+    // The photo server runs on this runtime: wait for the process off its worker threads.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(": COMPLETED\n"), "{stdout}");
+    assert!(
+        stdout.contains("images: s3://cli-run-data/images/"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(dir.join("out/output.csv")).unwrap();
+    let row = text.lines().nth(1).unwrap();
+    assert_eq!(row.matches("s3://cli-run-data/images/").count(), 2, "{row}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use emulator::{Emulator, free_port, venv_program};
+use emulator::{Emulator, bounded, free_port, venv_program};
 use pixpress::adapters::aws::{S3ObjectStore, emulator_sdk_config};
 use pixpress::ports::ObjectStore;
 use pixpress::webhook::WebhookSecret;
@@ -127,7 +127,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     std::fs::create_dir_all(&work).unwrap();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(venv_program("MINISTACK", "ministack-venv", "ministack"));
+    let mut command = bounded(venv_program("MINISTACK", "ministack-venv", "ministack"));
     command
         .env("GATEWAY_PORT", port.to_string())
         .env("BIND_HOST", "127.0.0.1")

@@ -37,11 +37,19 @@ pub fn venv_program(env_var: &str, venv: &str, program: &str) -> PathBuf {
     path
 }
 
+/// A command running `program` that ends by itself after 15 minutes (coreutils `timeout`), so
+/// an emulator outlives a test killed before its `Drop` runs by minutes, not forever.
+pub fn bounded(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("timeout");
+    command.args(["--kill-after=5", "900"]).arg(program);
+    command
+}
+
 /// moto server (`scripts/test.sh` installs it) on a free loopback port.
 pub fn start_moto() -> (Emulator, String) {
     let binary = venv_program("MOTO_SERVER", "emulator-venv", "moto_server");
     let port = free_port();
-    let mut command = Command::new(binary);
+    let mut command = bounded(binary);
     command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
     (
         Emulator::start(command, port, None),

@@ -12,15 +12,9 @@ use std::time::Duration;
 
 use emulator::start_moto;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress::adapters::aws::{
-    DynamoRequestRepository, S3ObjectStore, SqsRowQueue, emulator_sdk_config,
-};
+use pixpress::adapters::aws::{EmulatorNames, emulator_sdk_config, provision};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress::domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
@@ -306,66 +300,27 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     let (_moto, endpoint) = start_moto();
     let sdk = emulator_sdk_config(&endpoint).await;
 
-    let repo = DynamoRequestRepository::new(&sdk, "pixpress-contract");
-    let string_key = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    repo.client()
-        .create_table()
-        .table_name("pixpress-contract")
-        .attribute_definitions(string_key("pk"))
-        .attribute_definitions(string_key("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    repository_contract(&repo).await;
+    // The table, queues and bucket as template.yaml declares them.
+    let backends = provision(
+        &sdk,
+        &EmulatorNames::with_prefix("pixpress-contract"),
+        5,
+        Some("https://cdn.example.com".into()),
+    )
+    .await
+    .unwrap();
+    repository_contract(&backends.repo).await;
 
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name("pixpress-rows")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue = SqsRowQueue::new(&sdk, &url);
+    let queue = &backends.queue;
     queue
         .enqueue(&(0..23).map(job).collect::<Vec<_>>())
         .await
         .unwrap();
     let mut received = Vec::new();
     for _ in 0..10 {
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        for message in out.messages.unwrap_or_default() {
-            let job: RowJob = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
+        for message in queue.receive(10, Duration::from_secs(30)).await.unwrap() {
+            assert_eq!(message.receive_count, 1);
+            let job: RowJob = serde_json::from_str(&message.body).unwrap();
             received.push(job.row_index);
         }
         if received.len() >= 23 {
@@ -379,19 +334,8 @@ async fn aws_adapters_meet_the_contract_against_moto() {
         "every row enqueued exactly once"
     );
 
-    let s3 = aws_sdk_s3::Client::new(&sdk);
-    s3.create_bucket()
-        .bucket("pixpress-contract")
-        .send()
-        .await
-        .unwrap();
-    let store = S3ObjectStore::new(
-        &sdk,
-        "pixpress-contract",
-        Some("https://cdn.example.com".into()),
-        true,
-    );
-    store_contract(&store).await;
+    let store = &backends.store;
+    store_contract(store).await;
     assert_eq!(
         store.public_url("images/a.jpg"),
         "https://cdn.example.com/images/a.jpg"

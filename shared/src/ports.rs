@@ -274,6 +274,21 @@ pub trait ObjectStore: Send + Sync + Clone + 'static {
     /// The URL under which `key` is published (for output image URLs).
     fn public_url(&self, key: &str) -> String;
 
+    /// A presigned URL a client can `GET` the object under `key` from, valid for `expires_in`
+    /// (SigV4 allows at most 7 days); `None` when the store cannot issue one (the embedded
+    /// directory store), and the caller serves the bytes itself.
+    ///
+    /// # Errors
+    /// [`PortError`] when the expiry is out of range or signing fails.
+    ///
+    /// # Idempotency
+    /// Reads nothing; every call signs a new URL.
+    fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+
     /// A presigned URL a client can `PUT` an object to under `key`, sending
     /// `Content-Type: content_type`, valid for `expires_in` (SigV4 allows at most 7 days);
     /// `None` when the store cannot issue one (the embedded directory store).

@@ -12,7 +12,8 @@
 //!   under that request id ([`upload_url`]).
 //! - `GET /requests/{id}` — status, progress, timestamps, per-product inputs and outputs
 //!   (`?cursor=&limit=` pagination), output CSV link, webhook delivery state.
-//! - `GET /requests/{id}/output.csv` — the output CSV once written.
+//! - `GET /requests/{id}/output.csv` — once written, `303` to a presigned link of the output
+//!   CSV (the CSV itself from a store that cannot presign); `409` before.
 //!
 //! Flow of an upload: 1. read and size-check the body ([`upload`]); 2. [`pixpress::ingest`]
 //! validates, records and enqueues; 3. answer 202. Errors are problem+json ([`problem`]).

@@ -18,7 +18,7 @@ use crate::{App, base_url, json_response};
 const DEFAULT_PAGE_ROWS: u32 = 100;
 const MAX_PAGE_ROWS: u32 = 1000;
 
-/// Largest output CSV served inline, in bytes.
+/// Largest output CSV served inline (by stores that cannot presign), in bytes.
 const MAX_OUTPUT_CSV_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The status document of a request.
@@ -255,7 +255,14 @@ fn invalid_parameter(detail: String) -> Response<Body> {
     .into_response()
 }
 
-/// Handles `GET /requests/{id}/output.csv`: the CSV once written, `409` before.
+/// How long the presigned link `GET /requests/{id}/output.csv` redirects to stays valid, in
+/// seconds.
+pub const OUTPUT_CSV_LINK_TTL_SECONDS: u64 = 15 * 60;
+
+/// Handles `GET /requests/{id}/output.csv`: once written, a `303 See Other` to a presigned
+/// link of the stored CSV (valid [`OUTPUT_CSV_LINK_TTL_SECONDS`]; a Lambda response is capped
+/// at 6 MB, an output CSV is not), or the CSV itself from a store that cannot presign; `409`
+/// before it is written.
 pub async fn get_output_csv<R, Q, S>(app: &App<R, Q, S>, request_id: &str) -> Response<Body>
 where
     R: RequestRepository,
@@ -281,6 +288,22 @@ where
             ),
         )
         .into_response();
+    }
+    let ttl = std::time::Duration::from_secs(OUTPUT_CSV_LINK_TTL_SECONDS);
+    match app.store.presigned_get(&key, ttl).await {
+        Ok(Some(url)) => {
+            let mut response = Response::new(Body::Empty);
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(value) = url.parse() {
+                response.headers_mut().insert("location", value);
+            }
+            return response;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Problem::unavailable(&e, "the output CSV link could not be signed")
+                .into_response();
+        }
     }
     match app.store.get(&key, MAX_OUTPUT_CSV_BYTES).await {
         Ok(Some(object)) => {

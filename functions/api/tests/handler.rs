@@ -303,3 +303,42 @@ async fn upload_url_without_a_presigning_store_is_501_problem() {
             .contains("POST /uploads")
     );
 }
+
+#[tokio::test]
+async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() {
+    let sdk = pixpress::adapters::aws::load_sdk_config().await;
+    let app = App {
+        repo: InMemoryRequestRepository::new(),
+        queue: InMemoryRowQueue::new(5),
+        store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
+        config: ApiConfig::from(&Config::default()),
+    };
+    let accepted = handle(
+        &app,
+        request(Method::POST, "/uploads", Some("text/csv"), CSV.into()),
+    )
+    .await
+    .unwrap();
+    let id = json(&accepted)["request_id"].as_str().unwrap().to_owned();
+    let uri = format!("/requests/{id}/output.csv");
+    let early = handle(&app, request(Method::GET, &uri, None, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 409, "no link before the CSV is written");
+    let key = pixpress::domain::keys::output_csv_key(&id);
+    app.repo
+        .record_output_csv(&id, &key, chrono::Utc::now())
+        .await
+        .unwrap();
+    let response = handle(&app, request(Method::GET, &uri, None, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap();
+    let link = url::Url::parse(location).unwrap();
+    assert!(
+        link.path().ends_with(&format!("/pixpress-data/{key}")),
+        "{link}"
+    );
+    assert!(link.query().unwrap().contains("X-Amz-Signature="), "{link}");
+}

@@ -148,6 +148,14 @@ impl ObjectStore for S3ObjectStore {
         }
     }
 
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, PortError> {
+        self.presign_get(key, expires_in).await.map(Some)
+    }
+
     async fn presigned_put(
         &self,
         key: &str,

@@ -125,6 +125,14 @@ impl ObjectStore for DirObjectStore {
         }
     }
 
+    async fn presigned_get(
+        &self,
+        _key: &str,
+        _expires_in: std::time::Duration,
+    ) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
+
     async fn presigned_put(
         &self,
         _key: &str,

@@ -110,7 +110,8 @@ async fn output_csv(http: &reqwest::Client, api_url: &str, request_id: &str) -> 
     // The API answered 303 to a presigned link of the stored CSV; the emulator checked it.
     let link = response.url();
     assert!(
-        link.path().ends_with(&format!("/results/{request_id}/output.csv"))
+        link.path()
+            .ends_with(&format!("/results/{request_id}/output.csv"))
             && link.query().is_some_and(|q| q.contains("X-Amz-Signature=")),
         "{link}"
     );

@@ -257,15 +257,21 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     assert_eq!(csv.status(), 409);
 }
 
-#[tokio::test]
-async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
+/// The API over an S3 store (presigning is local: no request leaves the process).
+async fn s3_app()
+-> App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore> {
     let sdk = pixpress::adapters::aws::load_sdk_config().await;
-    let app = App {
+    App {
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
         config: ApiConfig::from(&Config::default()),
-    };
+    }
+}
+
+#[tokio::test]
+async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
+    let app = s3_app().await;
     let response = handle(&app, event("post-upload-url.json")).await.unwrap();
     assert_eq!(response.status(), 201);
     let body = json(&response);
@@ -306,13 +312,7 @@ async fn upload_url_without_a_presigning_store_is_501_problem() {
 
 #[tokio::test]
 async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() {
-    let sdk = pixpress::adapters::aws::load_sdk_config().await;
-    let app = App {
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(5),
-        store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
-        config: ApiConfig::from(&Config::default()),
-    };
+    let app = s3_app().await;
     let accepted = handle(
         &app,
         request(Method::POST, "/uploads", Some("text/csv"), CSV.into()),

@@ -17,7 +17,7 @@ use super::sdk_error;
 use crate::domain::item::{MetaItem, RowItem};
 use crate::domain::keys::{META_SK, ROW_SK_PREFIX, request_pk, row_sk};
 use crate::domain::model::{
-    DeliveryState, Failure, ImageOutcome, ImageStatus, RequestMeta, RequestStatus, RowRecord,
+    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord,
     WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
@@ -302,11 +302,9 @@ impl RequestRepository for DynamoRequestRepository {
         images: &[ImageOutcome],
         now: DateTime<Utc>,
     ) -> Result<RowRecorded, PortError> {
-        let ok = images.iter().filter(|i| i.status == ImageStatus::Ok);
-        let images_ok = ok.clone().count() as u64;
-        let bytes_in: u64 = ok.clone().filter_map(|i| i.bytes_in).sum();
-        let bytes_out: u64 = ok.filter_map(|i| i.bytes_out).sum();
-        let images_failed = images.len() as u64 - images_ok;
+        // The same tally the embedded repository applies, added atomically with `ADD`.
+        let mut delta = Counters::default();
+        delta.add_row(images);
         let row_update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
@@ -326,11 +324,11 @@ impl RequestRepository for DynamoRequestRepository {
             )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#c", "counters")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":ok", n(images_ok))
-            .expression_attribute_values(":failed", n(images_failed))
-            .expression_attribute_values(":bin", n(bytes_in))
-            .expression_attribute_values(":bout", n(bytes_out))
+            .expression_attribute_values(":one", n(delta.rows_done))
+            .expression_attribute_values(":ok", n(delta.images_ok))
+            .expression_attribute_values(":failed", n(delta.images_failed))
+            .expression_attribute_values(":bin", n(delta.bytes_in))
+            .expression_attribute_values(":bout", n(delta.bytes_out))
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .build()
             .map_err(|e| PortError::Unexpected(anyhow!("counter update: {e}")))?;

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use pixpress::config::Config;
 use pixpress::webhook::WebhookSecret;
 
+use crate::faults::FaultSpec;
 use crate::pipeline::{LocalPipeline, PipelineOptions};
 use crate::run::{RunOptions, RunOutcome, run_csv, summary};
 
@@ -204,7 +205,7 @@ pub fn demo_csv(base: &str) -> String {
 ///
 /// # Errors
 /// When a server cannot start or the pipeline fails.
-pub async fn run_demo(out: &Path) -> anyhow::Result<String> {
+pub async fn run_demo(out: &Path, faults: Option<FaultSpec>) -> anyhow::Result<String> {
     let photos = serve_on_loopback(photo_router()).await?;
     let secret = WebhookSecret::from_bytes(uuid::Uuid::new_v4().as_bytes());
     let receiver = WebhookReceiver::start(secret.clone()).await?;
@@ -216,7 +217,9 @@ pub async fn run_demo(out: &Path) -> anyhow::Result<String> {
     tokio::fs::create_dir_all(out).await?;
     let csv_path: PathBuf = out.join("input.csv");
     tokio::fs::write(&csv_path, &csv).await?;
-    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(out))?;
+    let mut pipeline_options = PipelineOptions::new(out);
+    pipeline_options.faults = faults;
+    let pipeline = LocalPipeline::new(&config, pipeline_options)?;
     let options = RunOptions {
         webhook_url: Some(receiver.url()),
         progress: true,
@@ -243,6 +246,9 @@ pub async fn run_demo(out: &Path) -> anyhow::Result<String> {
                 Err(e) => format!("INVALID: {e}"),
             }
         ));
+    }
+    if let Some(injected) = pipeline.faults() {
+        eprintln!("faults injected: {}", injected.counts());
     }
     if let Some(path) = &report.output_csv {
         text.push_str("\noutput.csv:\n");

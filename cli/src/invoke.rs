@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 use crate::events::context;
 
 /// The function names `invoke` accepts (crate, binary and `events/` folder names).
-pub const FUNCTIONS: [&str; 4] = ["api", "s3-ingest", "row-worker", "completion-notifier"];
+pub const FUNCTIONS: [&str; 5] = [
+    "api",
+    "s3-ingest",
+    "row-worker",
+    "row-dead-letter",
+    "completion-notifier",
+];
 
 /// Runs `function` on `event` (the JSON Lambda would deliver) and returns what it answered:
 /// the HTTP response for `api`, the batch response for `row-worker`, `null` otherwise.
@@ -82,6 +88,15 @@ where
             let response = pixpress_row_worker::handle(&app, LambdaEvent::new(event, context()))
                 .await
                 .map_err(handler_error)?;
+            Ok(serde_json::to_value(response)?)
+        }
+        "row-dead-letter" => {
+            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
+            let app = pixpress_row_dead_letter::App::new(repo, config);
+            let response =
+                pixpress_row_dead_letter::handle(&app, LambdaEvent::new(event, context()))
+                    .await
+                    .map_err(handler_error)?;
             Ok(serde_json::to_value(response)?)
         }
         "completion-notifier" => {

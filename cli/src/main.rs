@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use pixpress::adapters::aws::{AwsBackends, EmulatorNames, load_sdk_config};
 use pixpress::config::Config;
 use pixpress::webhook::WebhookSecret;
+use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::invoke::invoke;
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_csv, summary};
@@ -57,16 +58,23 @@ enum Command {
         /// Prefix of the emulator resources: <prefix>-requests, -rows, -rows-dlq, -data.
         #[arg(long, default_value = "pixpress")]
         emulator_prefix: String,
+        /// Inject AWS failure modes into the local backends, e.g.
+        /// `conflict=0.3,throttle=0.2,duplicate=0.2,crash=0.1,seed=7` (off unless given).
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<FaultSpec>,
     },
     /// Compress bundled photos served on loopback, with a verified webhook.
     Demo {
         /// Output directory.
         #[arg(long, default_value = "pixpress-demo")]
         out: PathBuf,
+        /// Inject AWS failure modes, as `run --faults`.
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<FaultSpec>,
     },
     /// Run one Lambda handler on a sample event (e.g. events/api/post-upload-csv.json).
     Invoke {
-        /// api, s3-ingest, row-worker or completion-notifier.
+        /// api, s3-ingest, row-worker, row-dead-letter or completion-notifier.
         function: String,
         /// The event JSON, as Lambda delivers it.
         event: PathBuf,
@@ -90,6 +98,10 @@ enum Command {
         #[arg(long)]
         allow_loopback: bool,
     },
+}
+
+fn parse_faults(text: &str) -> Result<FaultSpec, String> {
+    text.parse()
 }
 
 /// Where `run` keeps state.
@@ -142,6 +154,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             backend,
             endpoint,
             emulator_prefix,
+            faults,
         } => {
             let mut config = Config::from_env()?;
             config.fetch.policy.allow_loopback |= allow_loopback;
@@ -159,6 +172,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress: !json,
             };
             let outcome = match (backend, endpoint) {
+                (RunBackend::Emulator, Some(_)) if faults.is_some() => {
+                    anyhow::bail!(
+                        "--faults applies to the local backends; an emulator has its own behaviour"
+                    )
+                }
                 (RunBackend::Emulator, Some(endpoint)) => {
                     let names = EmulatorNames::with_prefix(&emulator_prefix);
                     let pipeline = Pipeline::<Emulated>::emulated(
@@ -174,8 +192,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("--backend emulator needs --endpoint")
                 }
                 (RunBackend::Local, _) => {
-                    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&out))?;
-                    run_csv(&pipeline, bytes, &options).await?
+                    let mut pipeline_options = PipelineOptions::new(&out);
+                    pipeline_options.faults = faults;
+                    let pipeline = LocalPipeline::new(&config, pipeline_options)?;
+                    let outcome = run_csv(&pipeline, bytes, &options).await?;
+                    if let Some(injected) = pipeline.faults() {
+                        eprintln!("faults injected: {}", injected.counts());
+                    }
+                    outcome
                 }
             };
             match outcome {
@@ -196,8 +220,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Demo { out } => {
-            print!("{}", pixpress_cli::demo::run_demo(&out).await?);
+        Command::Demo { out, faults } => {
+            print!("{}", pixpress_cli::demo::run_demo(&out, faults).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Invoke {

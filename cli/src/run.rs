@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use pixpress::domain::keys::IMAGES_PREFIX;
+use pixpress::domain::keys::{IMAGES_PREFIX, derived_request_id};
 use pixpress::domain::model::{ImageStatus, RequestMeta};
 use pixpress::ingest::load_all_rows;
 use pixpress::ports::{ObjectStore, RequestRepository};
@@ -57,8 +57,31 @@ pub enum RunOutcome {
     },
 }
 
-/// Uploads `csv` through the API handler and pumps the pipeline until the request is done;
-/// copies the output CSV to `<data_dir>/output.csv` (`data_dir` of the pipeline's options).
+/// Attempts at uploading when the API answers `503` (storage throttled after its own retries).
+const UPLOAD_ATTEMPTS: u32 = 5;
+
+/// The `Idempotency-Key` of a run: derived from the CSV and the options, so a retried upload
+/// finds the request the first attempt created, and the same input always gets the same
+/// request id (and so the same output URLs).
+fn idempotency_key(csv: &[u8], options: &RunOptions) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(csv);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    derived_request_id(&[
+        "pixpress-run",
+        &hex,
+        options.webhook_url.as_deref().unwrap_or_default(),
+        &options.quality.map(|q| q.to_string()).unwrap_or_default(),
+        &options
+            .max_dimension
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    ])
+}
+
+/// Uploads `csv` through the API handler (retrying a `503` with the same `Idempotency-Key`, as
+/// a client should) and pumps the pipeline until the request is done; copies the output CSV to
+/// `<data_dir>/output.csv` (`data_dir` of the pipeline's options).
 ///
 /// # Errors
 /// When a handler fails or the output cannot be written.
@@ -68,14 +91,26 @@ pub async fn run_csv<B: PumpBackend>(
     options: &RunOptions,
 ) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let upload = pipeline
-        .upload_csv(
-            csv,
-            options.webhook_url.as_deref(),
-            options.quality,
-            options.max_dimension,
-        )
-        .await?;
+    let key = idempotency_key(&csv, options);
+    let mut attempt = 1;
+    let upload = loop {
+        let upload = pipeline
+            .upload_csv_with_key(
+                csv.clone(),
+                options.webhook_url.as_deref(),
+                options.quality,
+                options.max_dimension,
+                Some(&key),
+            )
+            .await?;
+        match upload {
+            Upload::Rejected { status: 503, .. } if attempt < UPLOAD_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
     let request_id = match upload {
         Upload::Accepted { request_id, .. } => request_id,
         Upload::Rejected { status, problem } => {

@@ -2,7 +2,6 @@
 //! data directory served under `/files/…` so output image URLs resolve.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -60,20 +59,6 @@ pub fn router(pipeline: LocalPipeline) -> Router {
         .with_state(pipeline)
 }
 
-/// Runs the pump forever, sleeping briefly when idle.
-pub async fn pump_forever(pipeline: LocalPipeline) {
-    loop {
-        match pipeline.pump_once().await {
-            Ok(true) => {}
-            Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => {
-                tracing::error!(error = %e, "pump step failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 /// Serves the API on `listener` with the pump in the background until Ctrl-C.
 ///
 /// # Errors
@@ -83,15 +68,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    tokio::spawn(pump_forever(pipeline.clone()));
+    let pump = pipeline.start_pump();
     eprintln!(
         "pixpress API on http://{addr} (POST /uploads, GET /requests/{{id}}); data in {}",
         pipeline.store().root().display()
     );
-    axum::serve(listener, router(pipeline))
+    let served = axum::serve(listener, router(pipeline))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .context("serving the API")
+        .context("serving the API");
+    pump.stop().await;
+    served
 }

@@ -205,7 +205,7 @@ async fn a_row_message_delivered_twice_is_counted_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_that_reach_the_dead_letter_queue_complete_after_a_redrive() {
+async fn rows_that_reach_the_dead_letter_queue_are_recorded_failed_and_the_request_completes() {
     let f = fixture(2, false).await;
     let b = &f.base;
     let csv = format!(
@@ -226,36 +226,25 @@ async fn rows_that_reach_the_dead_letter_queue_complete_after_a_redrive() {
         backend.receive(10, Duration::from_secs(0)).await.unwrap();
     }
     assert_eq!(backend.queue_depth().await.unwrap(), 0);
-    // The pump says why the request cannot finish instead of waiting forever.
-    let err = f
-        .pipeline
-        .run_until_done(&request_id, |_| {})
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("2 row message(s) went to the dead-letter queue"),
-        "{err}"
-    );
-    let stuck = f
-        .pipeline
-        .repo()
-        .get_request(&request_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stuck.status, RequestStatus::Processing);
-    assert!(f.receiver.received().is_empty());
-
-    // After the fix, the operator redrives the DLQ and the request completes, nothing lost.
-    assert_eq!(f.pipeline.redrive_dead_letters().await.unwrap(), 2);
+    // row-dead-letter records both rows as failed; the request completes with its output CSV
+    // and one webhook instead of staying PROCESSING.
     let meta = f
         .pipeline
         .run_until_done(&request_id, |_| {})
         .await
         .unwrap();
-    assert_eq!(meta.status, RequestStatus::Completed);
-    assert_eq!((meta.counters.rows_done, meta.counters.images_ok), (2, 2));
+    assert_eq!(meta.status, RequestStatus::CompletedWithErrors);
+    assert_eq!(
+        (meta.counters.rows_done, meta.counters.images_failed),
+        (2, 2)
+    );
+    let rows = pixpress::ingest::load_all_rows(f.pipeline.repo(), &request_id)
+        .await
+        .unwrap();
+    for row in &rows {
+        assert_eq!(row.images[0].error_code.as_deref(), Some("dead_lettered"));
+    }
+    assert!(meta.output_csv_key.is_some());
     assert_eq!(backend.dead_letter_count().await.unwrap(), 0);
     assert_eq!(f.receiver.received().len(), 1, "one webhook");
     std::fs::remove_dir_all(&f.dir).ok();

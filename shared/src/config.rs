@@ -41,6 +41,9 @@ pub mod vars {
     pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
     /// Images downloaded at once per worker invocation (default 8).
     pub const WORKER_CONCURRENCY: &str = "WORKER_CONCURRENCY";
+    /// Bytes a worker invocation may hold downloaded but not yet compressed (default 128 MiB;
+    /// at least `MAX_IMAGE_BYTES`).
+    pub const WORKER_DOWNLOAD_BUDGET_BYTES: &str = "WORKER_DOWNLOAD_BUDGET_BYTES";
     /// Webhook signing secret, `whsec_<base64>` (unset: webhooks are sent unsigned).
     pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
     /// Webhook attempts per completion (default 3).
@@ -77,6 +80,7 @@ pub mod vars {
         ALLOW_LOOPBACK,
         MAX_RECEIVE_COUNT,
         WORKER_CONCURRENCY,
+        WORKER_DOWNLOAD_BUDGET_BYTES,
         WEBHOOK_SECRET,
         WEBHOOK_MAX_ATTEMPTS,
         WEBHOOK_BACKOFF_MS,
@@ -114,6 +118,8 @@ pub struct Config {
     pub max_receive_count: u32,
     /// Images downloaded at once per worker invocation.
     pub worker_concurrency: usize,
+    /// Bytes a worker invocation may hold downloaded but not yet compressed.
+    pub worker_download_budget: u64,
     /// Webhook signing secret.
     pub webhook_secret: Option<WebhookSecret>,
     /// Webhook attempts per completion.
@@ -135,6 +141,7 @@ impl Default for Config {
             output: OutputSpec::default(),
             max_receive_count: 5,
             worker_concurrency: 8,
+            worker_download_budget: 128 * 1024 * 1024,
             webhook_secret: None,
             webhook_max_attempts: 3,
             webhook_backoff: Duration::from_millis(1000),
@@ -201,6 +208,30 @@ impl Config {
                 message: "must be at least 1".to_owned(),
             });
         }
+        let fetch = FetchConfig {
+            connect_timeout: Duration::from_secs(parse(
+                &lookup,
+                FETCH_CONNECT_TIMEOUT_SECS,
+                d.fetch.connect_timeout.as_secs(),
+            )?),
+            timeout: Duration::from_secs(parse(
+                &lookup,
+                FETCH_TIMEOUT_SECS,
+                d.fetch.timeout.as_secs(),
+            )?),
+            max_redirects: parse(&lookup, FETCH_MAX_REDIRECTS, d.fetch.max_redirects)?,
+            max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
+            policy: NetworkPolicy {
+                allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
+            },
+            user_agent: d.fetch.user_agent,
+        };
+        let worker_download_budget = parse(
+            &lookup,
+            WORKER_DOWNLOAD_BUDGET_BYTES,
+            d.worker_download_budget,
+        )?
+        .max(fetch.max_bytes);
         Ok(Self {
             csv: CsvLimits {
                 max_bytes: parse(&lookup, MAX_CSV_BYTES, d.csv.max_bytes)?,
@@ -212,28 +243,13 @@ impl Config {
             decode: DecodeLimits {
                 max_pixels: parse(&lookup, MAX_IMAGE_PIXELS, d.decode.max_pixels)?,
                 max_side: parse(&lookup, MAX_IMAGE_SIDE, d.decode.max_side)?,
+                max_scans: d.decode.max_scans,
             },
-            fetch: FetchConfig {
-                connect_timeout: Duration::from_secs(parse(
-                    &lookup,
-                    FETCH_CONNECT_TIMEOUT_SECS,
-                    d.fetch.connect_timeout.as_secs(),
-                )?),
-                timeout: Duration::from_secs(parse(
-                    &lookup,
-                    FETCH_TIMEOUT_SECS,
-                    d.fetch.timeout.as_secs(),
-                )?),
-                max_redirects: parse(&lookup, FETCH_MAX_REDIRECTS, d.fetch.max_redirects)?,
-                max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
-                policy: NetworkPolicy {
-                    allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
-                },
-                user_agent: d.fetch.user_agent,
-            },
+            fetch,
             output,
             max_receive_count,
             worker_concurrency: parse(&lookup, WORKER_CONCURRENCY, d.worker_concurrency)?.max(1),
+            worker_download_budget,
             webhook_secret,
             webhook_max_attempts: parse(&lookup, WEBHOOK_MAX_ATTEMPTS, d.webhook_max_attempts)?
                 .max(1),

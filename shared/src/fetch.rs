@@ -354,8 +354,18 @@ impl Fetcher {
     /// `max_bytes` is `too_large` (checked against `Content-Length` first, then while
     /// streaming, so no more than `max_bytes` + one chunk is ever held).
     pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.open(url).await?.body().await
+    }
+
+    /// Starts downloading `url`: follows redirects, checks the peer and the status, and stops
+    /// once the response head is in, so the caller can reserve memory for the body
+    /// ([`Download::content_length`]) before reading it ([`Download::body`]).
+    ///
+    /// # Errors
+    /// As [`Fetcher::get`], for everything decided by the response head.
+    pub async fn open(&self, url: &str) -> Result<Download, FetchError> {
         let url = self.parse(url)?;
-        let mut response = self
+        let response = self
             .download
             .get(url.clone())
             .send()
@@ -375,24 +385,7 @@ impl Fetcher {
         {
             return Err(too_large(length, max));
         }
-        let final_url = response.url().clone();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
-            if (body.len() + chunk.len()) as u64 > max {
-                return Err(too_large((body.len() + chunk.len()) as u64, max));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Fetched {
-            bytes: body.freeze(),
-            final_url,
-            content_type,
-        })
+        Ok(Download { response, max })
     }
 
     /// POSTs `body` to `url` with `headers`, following no redirects; the answer's body is read
@@ -429,6 +422,51 @@ impl Fetcher {
                 format!("webhook receiver answered HTTP {status}"),
             ))
         }
+    }
+}
+
+/// A download whose response head is in and whose body is not read yet.
+#[derive(Debug)]
+pub struct Download {
+    response: reqwest::Response,
+    max: u64,
+}
+
+impl Download {
+    /// The body size the server announced (`Content-Length`), in bytes; at most the byte cap.
+    #[must_use]
+    pub fn content_length(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// Reads the body, enforcing the byte cap while streaming.
+    ///
+    /// # Errors
+    /// `too_large` past the cap; `timeout` or `body_error` when the body breaks off.
+    pub async fn body(mut self) -> Result<Fetched, FetchError> {
+        let final_url = self.response.url().clone();
+        let content_type = self
+            .response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let capacity = self
+            .response
+            .content_length()
+            .map_or(0, |l| usize::try_from(l.min(self.max)).unwrap_or(0));
+        let mut body = BytesMut::with_capacity(capacity);
+        while let Some(chunk) = self.response.chunk().await.map_err(|e| classify(&e))? {
+            if (body.len() + chunk.len()) as u64 > self.max {
+                return Err(too_large((body.len() + chunk.len()) as u64, self.max));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            bytes: body.freeze(),
+            final_url,
+            content_type,
+        })
     }
 }
 

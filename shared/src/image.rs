@@ -37,6 +37,9 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Longest side of an input in pixels (default 16,384).
     pub max_side: u32,
+    /// Most scans of a progressive JPEG (default 500, libjpeg-turbo's own safe value; set on
+    /// every libjpeg-turbo decode).
+    pub max_scans: u32,
 }
 
 impl Default for DecodeLimits {
@@ -44,6 +47,7 @@ impl Default for DecodeLimits {
         Self {
             max_pixels: 50_000_000,
             max_side: 16_384,
+            max_scans: jpeg::MAX_SCANS,
         }
     }
 }
@@ -96,6 +100,15 @@ pub enum CompressError {
     /// The encoder failed.
     #[error("cannot encode JPEG: {0}")]
     Encode(String),
+    /// A progressive JPEG with more scans than [`jpeg::MAX_SCANS`] (a CPU-exhaustion pattern).
+    #[error("the progressive JPEG has more than {0} scans")]
+    TooManyScans(u32),
+    /// The codec panicked on this image; the engine thread survived and goes on.
+    #[error("the image codec failed unexpectedly: {0}")]
+    Panicked(String),
+    /// The compression pool is gone (the process is shutting down).
+    #[error("the compression pool has stopped")]
+    Stopped,
 }
 
 impl CompressError {
@@ -109,7 +122,17 @@ impl CompressError {
             Self::Truncated(_) => "truncated",
             Self::Decode(_) => "decode_error",
             Self::Encode(_) => "encode_error",
+            Self::TooManyScans(_) => "too_many_scans",
+            Self::Panicked(_) => "codec_panic",
+            Self::Stopped => "engine_stopped",
         }
+    }
+
+    /// `true` only when the engine itself could not run the job ([`CompressError::Stopped`]):
+    /// every other failure is a property of the bytes and fails the same way again.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Stopped)
     }
 }
 
@@ -184,12 +207,42 @@ fn codec_error(e: CodecError) -> CompressError {
     }
 }
 
+/// Checks every frame header of a GIF up to the first image against `limits` before any pixel
+/// buffer exists: the logical screen may be small while the first frame declares a huge size,
+/// and the decoder allocates frames at their own size.
+fn check_gif_frames(input: &[u8], limits: &DecodeLimits) -> Result<(), CompressError> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    let mut decoder = options
+        .read_info(Cursor::new(input))
+        .map_err(|e| CompressError::Decode(e.to_string()))?;
+    check_dimensions(
+        u32::from(decoder.width()),
+        u32::from(decoder.height()),
+        limits,
+    )?;
+    match decoder.next_frame_info() {
+        Ok(Some(frame)) => check_dimensions(
+            u32::from(frame.left) + u32::from(frame.width),
+            u32::from(frame.top) + u32::from(frame.height),
+            limits,
+        ),
+        Ok(None) => Err(CompressError::Decode("the GIF has no image".to_owned())),
+        Err(e) => Err(codec_error(CodecError::Decoding(
+            ::image::error::DecodingError::new(ImageFormat::Gif.into(), e),
+        ))),
+    }
+}
+
 /// PNG, WebP, GIF (and JPEGs libjpeg-turbo refuses) through the `image` crate.
 fn decode_generic(
     input: &[u8],
     format: ImageFormat,
     limits: &DecodeLimits,
 ) -> Result<Pixels, CompressError> {
+    if format == ImageFormat::Gif {
+        check_gif_frames(input, limits)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(input), format);
     let mut codec_limits = Limits::default();
     codec_limits.max_image_width = Some(limits.max_side);
@@ -366,14 +419,45 @@ fn never_larger(input: &[u8], bytes: Vec<u8>, width: u32, height: u32) -> Compre
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The function an [`Engine`] runs per image: [`compress`] in production; tests substitute one
+/// that misbehaves.
+pub type Codec = fn(&[u8], &OutputSpec, &DecodeLimits) -> Result<Compressed, CompressError>;
+
+/// `codec` on `input`, with a panic turned into [`CompressError::Panicked`] and the thread's
+/// libjpeg-turbo handles dropped, so the next image starts clean and the thread lives on.
+fn run_isolated(
+    codec: Codec,
+    input: &[u8],
+    spec: &OutputSpec,
+    limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec(input, spec, limits))) {
+        Ok(result) => result,
+        Err(panic) => {
+            jpeg::reset_codec();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            tracing::error!(%message, "the image codec panicked; the image fails, the thread goes on");
+            Err(CompressError::Panicked(crate::domain::text::message(
+                &message,
+            )))
+        }
+    }
+}
+
 /// Runs [`compress`] on a pool of dedicated threads, one per core by default, so downloads on
 /// the async runtime overlap compression while CPU work never oversubscribes the cores. Each
 /// pool thread keeps its own libjpeg-turbo handles and buffers, so their number — and the
-/// memory they hold — is fixed by the pool size.
+/// memory they hold — is fixed by the pool size. A panic inside the codec fails that image
+/// only ([`CompressError::Panicked`]); the thread survives.
 #[derive(Debug, Clone)]
 pub struct Engine {
     jobs: std::sync::mpsc::Sender<Job>,
     limits: DecodeLimits,
+    codec: Codec,
 }
 
 impl Engine {
@@ -381,6 +465,12 @@ impl Engine {
     /// system refuses to start is logged; the others carry the work.
     #[must_use]
     pub fn new(limits: DecodeLimits, threads: usize) -> Self {
+        Self::with_codec(limits, threads, compress)
+    }
+
+    /// An engine running `codec` instead of [`compress`] (tests).
+    #[must_use]
+    pub fn with_codec(limits: DecodeLimits, threads: usize, codec: Codec) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..threads.max(1) {
@@ -404,20 +494,24 @@ impl Engine {
                 tracing::error!(error = %e, "cannot start a compression thread");
             }
         }
-        Self { jobs, limits }
+        Self {
+            jobs,
+            limits,
+            codec,
+        }
     }
 
     /// An engine with one thread per available core.
     #[must_use]
     pub fn per_core(limits: DecodeLimits) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Self::new(limits, cores)
+        Self::new(limits, cores())
     }
 
     /// Compresses `input` on the pool.
     ///
     /// # Errors
-    /// As [`compress`]; a job lost with its thread becomes [`CompressError::Decode`].
+    /// As [`compress`]; [`CompressError::Panicked`] when the codec panicked;
+    /// [`CompressError::Stopped`] when the pool is gone.
     pub async fn compress(
         &self,
         input: bytes::Bytes,
@@ -425,16 +519,19 @@ impl Engine {
     ) -> Result<Compressed, CompressError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let limits = self.limits;
+        let codec = self.codec;
         let job: Job = Box::new(move || {
-            let _ = done.send(compress(&input, &spec, &limits));
+            let _ = done.send(run_isolated(codec, &input, &spec, &limits));
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| CompressError::Decode("the compression pool has stopped".to_owned()))?;
-        result
-            .await
-            .map_err(|_| CompressError::Decode("the compression job was lost".to_owned()))?
+        self.jobs.send(job).map_err(|_| CompressError::Stopped)?;
+        result.await.map_err(|_| CompressError::Stopped)?
     }
+}
+
+/// Cores available to this process (at least 1).
+#[must_use]
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
     if let Err(e) = queue.enqueue(&jobs).await {
         let failure = Failure {
             code: "enqueue_failed".to_owned(),
-            message: format!("rows could not be enqueued: {e}"),
+            message: crate::domain::text::message(&format!("rows could not be enqueued: {e}")),
             issues: Vec::new(),
         };
         repo.mark_failed(&meta.request_id, &failure, input.now)

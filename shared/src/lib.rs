@@ -27,7 +27,9 @@
 //! - [`webhook`] — Standard Webhooks signing and payload.
 //! - [`ports`] — repository, queue and object-store traits.
 //! - [`ingest`] — the ingest use case.
-//! - [`adapters`] — port implementations (`local`: embedded backends).
+//! - [`retry`] — in-process retries of throttling and transaction conflicts (jittered backoff).
+//! - [`adapters`] — port implementations (`local`: embedded backends; `aws`; `limits`: AWS's
+//!   documented limits, enforced by the embedded backends).
 //! - [`config`] — typed configuration from environment variables ([`config::vars`]).
 //! - [`telemetry`] — logging set-up of the Lambda entry points.
 
@@ -38,5 +40,6 @@ pub mod fetch;
 pub mod image;
 pub mod ingest;
 pub mod ports;
+pub mod retry;
 pub mod telemetry;
 pub mod webhook;

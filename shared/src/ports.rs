@@ -7,16 +7,30 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
+    DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
     WebhookAttempt,
 };
 
 /// Failure of a port call.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    /// The backend asked us to slow down; retry later.
+    /// The backend asked us to slow down (DynamoDB `ThrottlingException`,
+    /// `ProvisionedThroughputExceededException`, `RequestLimitExceeded`, a transaction cancelled
+    /// for `ThrottlingError`; S3 `SlowDown`); retry later.
     #[error("throttled: {0}")]
     Throttled(String),
+    /// Another write was in progress on an item this one touches (DynamoDB
+    /// `TransactionConflict`); retry later.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A documented service limit refuses the call (item size, transaction size, message size or
+    /// characters, key length): the same call fails the same way again.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The backend refused access (S3 `AccessDenied`, an IAM misconfiguration): not retried in
+    /// process.
+    #[error("access denied: {0}")]
+    Denied(String),
     /// An object exceeds the size the caller accepts.
     #[error("object {key} is {size} bytes; the limit is {limit} bytes")]
     TooLarge {
@@ -33,10 +47,21 @@ pub enum PortError {
 }
 
 impl PortError {
-    /// `true` when the same call may succeed later (everything but `TooLarge`).
+    /// `true` when the same call may succeed later: everything but `TooLarge`, `LimitExceeded`
+    /// and `Denied`. Queues redeliver and streams retry on these.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::TooLarge { .. })
+        !matches!(
+            self,
+            Self::TooLarge { .. } | Self::LimitExceeded(_) | Self::Denied(_)
+        )
+    }
+
+    /// `true` for throttling and transaction conflicts: the failures [`crate::retry`] retries in
+    /// process, with jittered backoff, before giving up.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::Conflict(_))
     }
 }
 
@@ -62,10 +87,29 @@ pub enum Transition {
 /// Result of recording a row's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowRecorded {
-    /// Recorded now; the request's counters after the increment.
-    Recorded(Counters),
-    /// The row was already done (a redelivery); nothing changed.
-    AlreadyRecorded,
+    /// Recorded now. `all_rows_done`: every row of the request is recorded, so the caller
+    /// should [`RequestRepository::complete`] it.
+    Recorded {
+        /// Every row of the request is recorded.
+        all_rows_done: bool,
+    },
+    /// The row was already done (a redelivery); nothing changed. `all_rows_done` as above.
+    AlreadyRecorded {
+        /// Every row of the request is recorded.
+        all_rows_done: bool,
+    },
+}
+
+impl RowRecorded {
+    /// `true` when every row of the request is recorded.
+    #[must_use]
+    pub fn all_rows_done(self) -> bool {
+        match self {
+            Self::Recorded { all_rows_done } | Self::AlreadyRecorded { all_rows_done } => {
+                all_rows_done
+            }
+        }
+    }
 }
 
 /// A page of rows in input order.
@@ -79,10 +123,11 @@ pub struct RowPage {
 
 /// Requests and rows (DESIGN §3, one table).
 pub trait RequestRepository: Send + Sync + Clone + 'static {
-    /// Writes a new request and all its rows.
+    /// Writes a new request and all its rows (and its counter shards).
     ///
     /// # Errors
-    /// [`PortError`] on storage failure; a partial write MUST NOT be visible as a complete request.
+    /// [`PortError`] on storage failure; a partial write MUST NOT be visible as a complete
+    /// request: the request item is written only once every row item exists.
     ///
     /// # Idempotency
     /// Conditional on the id being new: an existing request MUST NOT be overwritten; its stored
@@ -93,7 +138,8 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         rows: &[RowRecord],
     ) -> impl Future<Output = Result<Created, PortError>> + Send;
 
-    /// The request record, or `None` if unknown.
+    /// The request record with its current counters (summed over the counter shards while the
+    /// request runs), or `None` if unknown.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
@@ -147,14 +193,19 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
 
     /// Records the outcome of row `row_index` (images aligned with its input URLs) and adds it
-    /// to the request's counters, atomically.
+    /// to the request's counters, atomically; then reports whether every row of the request is
+    /// recorded ([`crate::domain::counting`]).
     ///
     /// # Errors
     /// [`PortError`] on storage failure; then neither the row nor the counters changed.
+    /// Transaction conflicts and throttling are retried in process first
+    /// ([`crate::retry::RetryPolicy::STORAGE`]) and come back as [`PortError::Conflict`] /
+    /// [`PortError::Throttled`] only when every attempt failed.
     ///
     /// # Idempotency
     /// Conditional on the row being `PENDING`: a redelivered row MUST return
-    /// [`RowRecorded::AlreadyRecorded`] and MUST NOT count twice.
+    /// [`RowRecorded::AlreadyRecorded`] and MUST NOT count twice. Only the row's own failed
+    /// condition means "already recorded".
     fn record_row_outcome(
         &self,
         request_id: &str,
@@ -163,8 +214,8 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<RowRecorded, PortError>> + Send;
 
-    /// Flips the request to its terminal status ([`Counters::terminal_status`]) once every row
-    /// is recorded.
+    /// Flips the request to its terminal status ([`crate::domain::model::Counters::terminal_status`]) once every row
+    /// is recorded, storing the final counters on the request.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.

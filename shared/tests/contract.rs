@@ -114,14 +114,26 @@ async fn repository_contract<R: RequestRepository>(repo: &R) {
         .record_row_outcome("contract-1", 0, &[ok_image(1000, 400)], now)
         .await
         .unwrap();
-    assert!(
-        matches!(first, RowRecorded::Recorded(c) if c.rows_done == 1 && c.images_ok == 1 && c.bytes_out == 400)
+    assert_eq!(
+        first,
+        RowRecorded::Recorded {
+            all_rows_done: false
+        }
     );
+    let c = repo
+        .get_request("contract-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .counters;
+    assert_eq!((c.rows_done, c.images_ok, c.bytes_out), (1, 1, 400));
     assert_eq!(
         repo.record_row_outcome("contract-1", 0, &[ok_image(1000, 400)], now)
             .await
             .unwrap(),
-        RowRecorded::AlreadyRecorded
+        RowRecorded::AlreadyRecorded {
+            all_rows_done: false
+        }
     );
     assert_eq!(
         repo.complete("contract-1", now).await.unwrap(),
@@ -136,7 +148,19 @@ async fn repository_contract<R: RequestRepository>(repo: &R) {
         )
         .await
         .unwrap();
-    assert!(matches!(last, RowRecorded::Recorded(c) if c.rows_done == 2 && c.images_failed == 1));
+    assert_eq!(
+        last,
+        RowRecorded::Recorded {
+            all_rows_done: true
+        }
+    );
+    let c = repo
+        .get_request("contract-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .counters;
+    assert_eq!((c.rows_done, c.images_failed), (2, 1));
     let flips = futures::future::join_all((0..4).map(|_| repo.complete("contract-1", now))).await;
     let applied: Vec<_> = flips
         .into_iter()
@@ -236,6 +260,75 @@ async fn repository_contract<R: RequestRepository>(repo: &R) {
     );
 }
 
+/// Rows of one request recorded all at once (as a batch of concurrent workers does) are each
+/// counted once, every row's redelivery is recognised, and exactly one caller flips the request.
+async fn concurrent_rows_contract<R: RequestRepository>(repo: &R) {
+    let id = "contract-concurrent";
+    let n = 70;
+    repo.create_request(&meta(id, u64::from(n), false), &rows(n))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    repo.mark_processing(id, now).await.unwrap();
+    let record = |i: u32| async move {
+        let recorded = repo
+            .record_row_outcome(id, i, &[ok_image(100, 40)], now)
+            .await
+            .unwrap();
+        if recorded.all_rows_done() {
+            repo.complete(id, now).await.unwrap()
+        } else {
+            Transition::NotApplied
+        }
+    };
+    // Every row twice (a duplicate delivery racing the first), all at once.
+    let outcomes = futures::future::join_all((0..n).chain(0..n).map(record)).await;
+    let flips = outcomes
+        .iter()
+        .filter(|t| **t != Transition::NotApplied)
+        .count();
+    assert_eq!(flips, 1, "exactly one caller completes the request");
+    let stored = repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RequestStatus::Completed);
+    assert_eq!(
+        (
+            stored.counters.rows_done,
+            stored.counters.images_ok,
+            stored.counters.bytes_in
+        ),
+        (u64::from(n), u64::from(n), 100 * u64::from(n))
+    );
+}
+
+/// DynamoDB refuses an item over 400 KB: a row outcome that large fails with a permanent
+/// `LimitExceeded`, and the row stays pending.
+async fn item_size_contract<R: RequestRepository>(repo: &R) {
+    let id = "contract-size";
+    repo.create_request(&meta(id, 1, false), &rows(1))
+        .await
+        .unwrap();
+    let mut huge = ImageOutcome::failed("http_500", "x");
+    huge.error = Some("e".repeat(450 * 1024));
+    let err = repo
+        .record_row_outcome(id, 0, &[huge], Utc::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
+    assert!(!err.is_retryable());
+    let page = repo.list_rows(id, None, 1).await.unwrap();
+    assert_eq!(page.rows[0].state, RowState::Pending);
+}
+
+/// SQS refuses bodies with characters outside its allowed set: nothing is sent and the error
+/// is permanent and names the row.
+async fn queue_contract<Q: RowQueue>(queue: &Q) {
+    let mut bad = job(7);
+    bad.product_name = "Lamp \u{FFFF}".into();
+    let err = queue.enqueue(&[bad]).await.unwrap_err();
+    assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
+    assert!(err.to_string().contains("row 7"), "{err}");
+}
+
 fn job(i: u32) -> RowJob {
     RowJob {
         version: 1,
@@ -281,7 +374,10 @@ async fn store_contract<S: ObjectStore>(store: &S) {
 #[tokio::test]
 async fn embedded_adapters_meet_the_contract() {
     repository_contract(&InMemoryRequestRepository::new()).await;
+    concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
+    item_size_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
+    queue_contract(&queue).await;
     queue
         .enqueue(&(0..23).map(job).collect::<Vec<_>>())
         .await
@@ -310,8 +406,12 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     .await
     .unwrap();
     repository_contract(&backends.repo).await;
+    // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run
+    // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
+    item_size_contract(&backends.repo).await;
 
     let queue = &backends.queue;
+    queue_contract(queue).await;
     queue
         .enqueue(&(0..23).map(job).collect::<Vec<_>>())
         .await

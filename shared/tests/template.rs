@@ -182,7 +182,14 @@ fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
                     .iter()
                     .map(|a| a.as_str().unwrap())
                     .collect();
-                for forbidden in ["dynamodb:Scan", "s3:DeleteObject", "s3:PutObjectAcl", "*"] {
+                // BatchWriteItem writes unconditionally; every write here is conditional.
+                for forbidden in [
+                    "dynamodb:Scan",
+                    "dynamodb:BatchWriteItem",
+                    "s3:DeleteObject",
+                    "s3:PutObjectAcl",
+                    "*",
+                ] {
                     assert!(!actions.contains(&forbidden), "{name} may not {forbidden}");
                 }
                 let writes = actions.iter().any(|a| {
@@ -201,7 +208,13 @@ fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
     binaries.sort();
     assert_eq!(
         binaries,
-        ["api", "completion-notifier", "row-worker", "s3-ingest"]
+        [
+            "api",
+            "completion-notifier",
+            "row-dead-letter",
+            "row-worker",
+            "s3-ingest"
+        ]
     );
 }
 
@@ -229,4 +242,24 @@ fn uploads_trigger_is_limited_to_csvs_under_uploads() {
         ["Rules"];
     assert_eq!(rules[0]["Value"], pixpress::domain::keys::UPLOADS_PREFIX);
     assert_eq!(rules[1]["Value"], ".csv");
+}
+
+#[test]
+fn dead_lettered_rows_are_consumed_and_recorded_not_stranded() {
+    let t = template();
+    let event = &props(&t, "RowDeadLetterFunction")["Events"]["DeadLetters"];
+    assert_eq!(event["Type"], "SQS");
+    let queue = &event["Properties"]["Queue"];
+    let target = match queue {
+        Value::Tagged(t) => t.value.as_str().unwrap_or_default().to_owned(),
+        other => format!("{other:?}"),
+    };
+    assert!(target.starts_with("RowsDeadLetterQueue"), "{target}");
+    assert_eq!(
+        event["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    // The alarm watches what is left behind: the age of the oldest dead letter.
+    let alarm = props(&t, "RowsDeadLetterAlarm");
+    assert_eq!(alarm["MetricName"], "ApproximateAgeOfOldestMessage");
 }

@@ -2,26 +2,39 @@
 //!
 //! Trigger: the rows SQS queue (batch, `ReportBatchItemFailures`); locally, the CLI's pump.
 //!
-//! Per message (records of a batch run concurrently, downloads bounded by
-//! `WORKER_CONCURRENCY`, compression on one engine thread per core):
-//! 1. parse the [`RowJob`]; skip work if the row is already recorded (a redelivery);
-//! 2. per image URL: guarded download → compression engine → object store
-//!    (`images/<request>/<row>-<position>.jpg`);
-//! 3. record the row outcome (idempotent per row: a conditional row update and the counter
-//!    increment together);
-//! 4. when that was the last row, flip the request to `COMPLETED` or `COMPLETED_WITH_ERRORS`
-//!    with one conditional write (exactly one caller wins).
+//! Per message (records of a batch run concurrently; compression on one engine thread per
+//! core):
+//! 1. parse the [`RowJob`]; if the row is already recorded (a redelivery), repeat only the
+//!    completion check;
+//! 2. per image URL, once a download slot (`WORKER_CONCURRENCY`) is free and the invocation
+//!    has time left to finish it: guarded download (memory for the body reserved from the
+//!    invocation's byte budget, `WORKER_DOWNLOAD_BUDGET_BYTES`, before it is read) → compression
+//!    engine → object store (`images/<request>/<row>-<position>.jpg`); the slot and the
+//!    reservation are held until compression ends, so downloaded-but-not-compressed bytes stay
+//!    bounded;
+//! 3. record the row outcome (idempotent per row: a conditional row update and its counter
+//!    shard's increment in one transaction, conflicts and throttling retried in process);
+//! 4. when every row of the request is recorded, flip the request to `COMPLETED` or
+//!    `COMPLETED_WITH_ERRORS` with one conditional write (exactly one caller wins).
 //!
-//! Failure semantics: a bad image (404, not an image, too large, blocked address, decode error)
-//! is a recorded per-image failure. Transient trouble (timeouts, 5xx, 429, storage errors)
-//! returns the message as a batch item failure so SQS retries it — unless this is the last
-//! permitted receive (`MAX_RECEIVE_COUNT`), which records the failure so the request still
-//! completes. The handler returns `Err` only if the whole batch must be retried.
+//! Failure semantics: a bad image (404, not an image, too large, blocked address, decode error,
+//! a codec panic) is a recorded per-image failure. Transient trouble (timeouts, 5xx, 429,
+//! storage errors, throttling left after in-process retries) returns the message as a batch
+//! item failure so SQS retries it — unless this is the last permitted receive
+//! (`MAX_RECEIVE_COUNT`), which records the failure so the request still completes. A row with
+//! an image the invocation could not finish before its deadline (fetch timeout + compression
+//! budget, [`WorkerConfig::image_budget`]) is returned unrecorded as a batch item failure, so
+//! one slow row never times out the batch and its neighbours. No message is ever dropped: a row
+//! that cannot be processed at all is returned until it dead-letters, where `row-dead-letter`
+//! records it as failed. The handler returns `Err` only if the whole batch must be retried
+//! (never, today).
 //!
-//! Env vars: `MAX_RECEIVE_COUNT`, `WORKER_CONCURRENCY`, `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`,
-//! `MAX_IMAGE_SIDE`, `FETCH_*`, `ALLOW_LOOPBACK` (see [`pixpress::config::vars`]).
+//! Env vars: `MAX_RECEIVE_COUNT`, `WORKER_CONCURRENCY`, `WORKER_DOWNLOAD_BUDGET_BYTES`,
+//! `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`, `MAX_IMAGE_SIDE`, `FETCH_*`, `ALLOW_LOOPBACK` (see
+//! [`pixpress::config::vars`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
@@ -31,18 +44,49 @@ use pixpress::domain::keys::image_key;
 use pixpress::domain::model::{
     ImageOutcome, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
 };
+use pixpress::domain::text;
 use pixpress::fetch::Fetcher;
 use pixpress::image::Engine;
 use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowRecorded, Transition};
 use tokio::sync::Semaphore;
+
+/// Time allowed to compress one image once downloaded (a 50 MP input takes about 2 s on one
+/// vCPU; the rest is headroom for a queue of images ahead of it).
+pub const COMPRESSION_BUDGET: Duration = Duration::from_secs(15);
+
+/// Time kept at the end of an invocation to store the last image and record its row.
+pub const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// The byte budget counts in KiB, so it fits a semaphore's `u32` permits.
+const BUDGET_UNIT: u64 = 1024;
 
 /// Settings of the worker.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
     /// SQS `maxReceiveCount`: the receive with this count is the last one.
     pub max_receive_count: u32,
-    /// Downloads in flight at once per invocation.
+    /// Images between download start and compression end at once per invocation.
     pub concurrency: usize,
+    /// Bytes held downloaded but not yet compressed at once per invocation.
+    pub download_budget: u64,
+    /// Largest accepted download in bytes (`MAX_IMAGE_BYTES`).
+    pub max_image_bytes: u64,
+    /// Time one image may take from download start to its row being recorded: the fetch
+    /// timeout + [`COMPRESSION_BUDGET`] + [`RECORD_MARGIN`]. An image is started only when at
+    /// least this much of the invocation is left.
+    pub image_budget: Duration,
+}
+
+impl From<&Config> for WorkerConfig {
+    fn from(config: &Config) -> Self {
+        Self {
+            max_receive_count: config.max_receive_count,
+            concurrency: config.worker_concurrency.max(1),
+            download_budget: config.worker_download_budget.max(config.fetch.max_bytes),
+            max_image_bytes: config.fetch.max_bytes,
+            image_budget: config.fetch.timeout + COMPRESSION_BUDGET + RECORD_MARGIN,
+        }
+    }
 }
 
 /// The worker's dependencies.
@@ -58,7 +102,8 @@ pub struct App<R, S> {
     pub engine: Engine,
     /// Settings.
     pub config: WorkerConfig,
-    downloads: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
 }
 
 impl<R: RequestRepository, S: ObjectStore> App<R, S> {
@@ -78,17 +123,83 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
     /// A worker with a given fetcher (tests pass one with a fixed resolver).
     #[must_use]
     pub fn with_fetcher(repo: R, store: S, fetcher: Fetcher, config: &Config) -> Self {
+        Self::with_engine(
+            repo,
+            store,
+            fetcher,
+            Engine::per_core(config.decode),
+            config,
+        )
+    }
+
+    /// A worker with a given fetcher and engine (tests pass an engine that misbehaves).
+    #[must_use]
+    pub fn with_engine(
+        repo: R,
+        store: S,
+        fetcher: Fetcher,
+        engine: Engine,
+        config: &Config,
+    ) -> Self {
+        let config = WorkerConfig::from(config);
+        let budget_units = u32::try_from(config.download_budget.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         Self {
             repo,
             store,
             fetcher,
-            engine: Engine::per_core(config.decode),
-            config: WorkerConfig {
-                max_receive_count: config.max_receive_count,
-                concurrency: config.worker_concurrency,
-            },
-            downloads: Arc::new(Semaphore::new(config.worker_concurrency.max(1))),
+            engine,
+            config,
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            budget: Arc::new(Semaphore::new(budget_units as usize)),
         }
+    }
+
+    /// Memory reservation units for a body of `bytes` (never more than the whole budget, so a
+    /// reservation can always be granted).
+    fn units(&self, bytes: u64) -> u32 {
+        let total =
+            u32::try_from(self.config.download_budget.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX);
+        u32::try_from(bytes.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, total.max(1))
+    }
+}
+
+/// When the invocation must have finished (Lambda's deadline), if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline (tests, direct calls).
+    pub const NONE: Self = Self(None);
+
+    /// The deadline of a Lambda context (`deadline`, milliseconds since the Unix epoch; 0 when
+    /// unset).
+    #[must_use]
+    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
+        if deadline_ms == 0 {
+            return Self::NONE;
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self(Some(
+            Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)),
+        ))
+    }
+
+    /// A deadline `remaining` from now.
+    #[must_use]
+    pub fn after(remaining: Duration) -> Self {
+        Self(Some(Instant::now() + remaining))
+    }
+
+    /// `true` while at least `needed` is left.
+    #[must_use]
+    pub fn allows(&self, needed: Duration) -> bool {
+        self.0.is_none_or(|d| Instant::now() + needed <= d)
     }
 }
 
@@ -119,6 +230,15 @@ pub enum ProcessError {
         /// Detail.
         message: String,
     },
+    /// An image was not started: the invocation could not have finished it before its
+    /// deadline.
+    #[error("image {position} ({url}) not started: the invocation's deadline is too close")]
+    Deadline {
+        /// Zero-based position in the row.
+        position: usize,
+        /// The input URL.
+        url: String,
+    },
     /// The repository failed.
     #[error(transparent)]
     Storage(#[from] PortError),
@@ -130,17 +250,30 @@ impl ProcessError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Malformed(_) | Self::Transient { .. } => true,
+            Self::Malformed(_) | Self::Transient { .. } | Self::Deadline { .. } => true,
             Self::Storage(e) => e.is_retryable(),
         }
     }
 }
 
 /// An image failure with its retry classification.
-struct ImageFailure {
-    code: String,
-    message: String,
-    retryable: bool,
+enum ImageFailure {
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    NotStarted,
+}
+
+impl ImageFailure {
+    fn failed(code: impl Into<String>, message: impl std::fmt::Display, retryable: bool) -> Self {
+        Self::Failed {
+            code: code.into(),
+            message: text::message(&message.to_string()),
+            retryable,
+        }
+    }
 }
 
 async fn process_image<R: RequestRepository, S: ObjectStore>(
@@ -148,29 +281,44 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
     job: &RowJob,
     position: usize,
     url: &str,
+    deadline: Deadline,
 ) -> Result<ImageOutcome, ImageFailure> {
-    let fetched = {
-        let _permit = app.downloads.acquire().await.map_err(|e| ImageFailure {
-            code: "internal".into(),
-            message: e.to_string(),
-            retryable: true,
-        })?;
-        app.fetcher.get(url).await.map_err(|e| ImageFailure {
-            code: e.code(),
-            message: e.message.clone(),
-            retryable: e.is_retryable(),
-        })?
+    let (compressed, bytes_in) = {
+        // The slot and the byte reservation are held until compression ends.
+        let _slot = app
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| ImageFailure::failed("internal", e, true))?;
+        if !deadline.allows(app.config.image_budget) {
+            return Err(ImageFailure::NotStarted);
+        }
+        let download = app
+            .fetcher
+            .open(url)
+            .await
+            .map_err(|e| ImageFailure::failed(e.code(), &e.message, e.is_retryable()))?;
+        let expected = download
+            .content_length()
+            .unwrap_or(app.config.max_image_bytes)
+            .min(app.config.max_image_bytes);
+        let _reserved = app
+            .budget
+            .acquire_many(app.units(expected))
+            .await
+            .map_err(|e| ImageFailure::failed("internal", e, true))?;
+        let fetched = download
+            .body()
+            .await
+            .map_err(|e| ImageFailure::failed(e.code(), &e.message, e.is_retryable()))?;
+        let bytes_in = fetched.bytes.len() as u64;
+        let compressed = app
+            .engine
+            .compress(fetched.bytes, job.output_spec)
+            .await
+            .map_err(|e| ImageFailure::failed(e.code(), &e, e.is_retryable()))?;
+        (compressed, bytes_in)
     };
-    let bytes_in = fetched.bytes.len() as u64;
-    let compressed = app
-        .engine
-        .compress(fetched.bytes, job.output_spec)
-        .await
-        .map_err(|e| ImageFailure {
-            code: e.code().to_owned(),
-            message: e.to_string(),
-            retryable: false,
-        })?;
     let key = image_key(
         &job.request_id,
         job.row_index,
@@ -185,11 +333,7 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
             job.output_spec.format.content_type(),
         )
         .await
-        .map_err(|e| ImageFailure {
-            code: "storage_error".into(),
-            message: e.to_string(),
-            retryable: true,
-        })?;
+        .map_err(|e| ImageFailure::failed("storage_error", &e, e.is_retryable()))?;
     Ok(ImageOutcome {
         status: ImageStatus::Ok,
         output_url: Some(app.store.public_url(&key)),
@@ -204,6 +348,21 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
     })
 }
 
+/// Flips the request when `recorded` says every row is done.
+async fn complete_if_done<R: RequestRepository>(
+    repo: &R,
+    request_id: &str,
+    recorded: RowRecorded,
+) -> Result<Option<RequestStatus>, ProcessError> {
+    if !recorded.all_rows_done() {
+        return Ok(None);
+    }
+    match repo.complete(request_id, Utc::now()).await? {
+        Transition::Applied(status) => Ok(Some(status)),
+        Transition::NotApplied => Ok(None),
+    }
+}
+
 /// Processes one row job at receive number `receive_count` (see the crate docs).
 ///
 /// # Errors
@@ -212,6 +371,7 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     job: &RowJob,
     receive_count: u32,
+    deadline: Deadline,
 ) -> Result<RowProcessed, ProcessError> {
     if job.version != ROW_JOB_VERSION {
         return Err(ProcessError::Malformed(format!(
@@ -223,13 +383,19 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
         .repo
         .list_rows(&job.request_id, job.row_index.checked_sub(1), 1)
         .await?;
-    if existing
+    if let Some(done) = existing
         .rows
         .first()
-        .is_some_and(|r| r.index == job.row_index && r.state == RowState::Done)
+        .filter(|r| r.index == job.row_index && r.state == RowState::Done)
     {
-        // A redelivery after the outcome was recorded: make sure the flip happened too.
-        app.repo.complete(&job.request_id, Utc::now()).await?;
+        // A redelivery after the outcome was recorded: repeat the completion check, which an
+        // invocation that died after recording may not have reached (the write itself is
+        // refused by the row's condition).
+        let recorded = app
+            .repo
+            .record_row_outcome(&job.request_id, job.row_index, &done.images, Utc::now())
+            .await?;
+        complete_if_done(&app.repo, &job.request_id, recorded).await?;
         return Ok(RowProcessed::AlreadyDone);
     }
     let last_attempt = receive_count >= app.config.max_receive_count;
@@ -237,69 +403,70 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
         job.input_urls
             .iter()
             .enumerate()
-            .map(|(position, url)| process_image(app, job, position, url)),
+            .map(|(position, url)| process_image(app, job, position, url, deadline)),
     )
     .await;
     let mut images = Vec::with_capacity(results.len());
     for (position, result) in results.into_iter().enumerate() {
         match result {
             Ok(outcome) => images.push(outcome),
-            Err(failure) if failure.retryable && !last_attempt => {
-                return Err(ProcessError::Transient {
+            Err(ImageFailure::NotStarted) => {
+                return Err(ProcessError::Deadline {
                     position,
-                    url: job.input_urls[position].clone(),
-                    code: failure.code,
-                    message: failure.message,
+                    url: text::message(&job.input_urls[position]),
                 });
             }
-            Err(failure) => {
-                let message = if failure.retryable {
-                    format!(
-                        "{} (gave up after {receive_count} attempts)",
-                        failure.message
-                    )
+            Err(ImageFailure::Failed {
+                code,
+                message,
+                retryable,
+            }) if retryable && !last_attempt => {
+                return Err(ProcessError::Transient {
+                    position,
+                    url: text::message(&job.input_urls[position]),
+                    code,
+                    message,
+                });
+            }
+            Err(ImageFailure::Failed {
+                code,
+                message,
+                retryable,
+            }) => {
+                let message = if retryable {
+                    format!("{message} (gave up after {receive_count} attempts)")
                 } else {
-                    failure.message
+                    message
                 };
-                images.push(ImageOutcome::failed(failure.code, message));
+                images.push(ImageOutcome::failed(code, message));
             }
         }
     }
-    let now = Utc::now();
-    match app
+    let recorded = app
         .repo
-        .record_row_outcome(&job.request_id, job.row_index, &images, now)
-        .await?
-    {
-        RowRecorded::Recorded(counters) => {
-            if counters.rows_done < counters.rows_total {
-                return Ok(RowProcessed::Recorded(None));
-            }
-            match app.repo.complete(&job.request_id, now).await? {
-                Transition::Applied(status) => Ok(RowProcessed::Recorded(Some(status))),
-                Transition::NotApplied => Ok(RowProcessed::Recorded(None)),
-            }
-        }
-        RowRecorded::AlreadyRecorded => {
-            app.repo.complete(&job.request_id, now).await?;
-            Ok(RowProcessed::AlreadyDone)
-        }
-    }
+        .record_row_outcome(&job.request_id, job.row_index, &images, Utc::now())
+        .await?;
+    let completed = complete_if_done(&app.repo, &job.request_id, recorded).await?;
+    Ok(match recorded {
+        RowRecorded::Recorded { .. } => RowProcessed::Recorded(completed),
+        RowRecorded::AlreadyRecorded { .. } => RowProcessed::AlreadyDone,
+    })
 }
 
 async fn process_message<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     message: &SqsMessage,
+    deadline: Deadline,
 ) -> Result<RowProcessed, ProcessError> {
     let body = message.body.as_deref().unwrap_or_default();
-    let job: RowJob =
-        serde_json::from_str(body).map_err(|e| ProcessError::Malformed(e.to_string()))?;
+    let job: RowJob = serde_json::from_str(body)
+        .map_err(|e| ProcessError::Malformed(text::message(&e.to_string())))?;
     let receive_count = message
         .attributes
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
-    process_row(app, &job, receive_count).await
+    process_row(app, &job, receive_count, deadline).await
 }
 
 /// Handles one SQS batch; returns the messages to retry as batch item failures.
@@ -310,10 +477,11 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     // Every record of the batch runs at once; downloads and compression are bounded inside.
     let results: Vec<(Option<String>, Result<RowProcessed, ProcessError>)> =
         futures::future::join_all(event.payload.records.into_iter().map(|message| async move {
-            let result = process_message(app, &message).await;
+            let result = process_message(app, &message, deadline).await;
             (message.message_id, result)
         }))
         .await;
@@ -326,7 +494,12 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
                 tracing::warn!(%message_id, error = %e, "row will be retried");
                 response.add_failure(message_id);
             }
-            Err(e) => tracing::error!(%message_id, error = %e, "row dropped"),
+            // Never dropped: deleting the message would strand its request. Redelivered until
+            // it dead-letters, where the row is recorded as failed (`dead_lettered`).
+            Err(e) => {
+                tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
+                response.add_failure(message_id);
+            }
         }
     }
     Ok(response)

@@ -20,7 +20,7 @@ use pixpress::domain::model::{
     RowRecord, RowState, Source,
 };
 use pixpress::ports::{RequestRepository, RowPage};
-use pixpress_row_worker::{App, ProcessError, RowProcessed, handle, process_row};
+use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, process_row};
 
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
 
@@ -29,6 +29,26 @@ async fn image_server() -> SocketAddr {
         .route(
             "/photo.jpg",
             get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO) }),
+        )
+        .route(
+            "/slow.jpg",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO)
+            }),
+        )
+        .route(
+            "/chunked.jpg",
+            get(|| async {
+                // No Content-Length: the worker must reserve the full byte cap for it.
+                let chunks = PHOTO
+                    .chunks(16 * 1024)
+                    .map(|c| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(c)));
+                (
+                    [(header::CONTENT_TYPE, "image/jpeg")],
+                    axum::body::Body::from_stream(futures::stream::iter(chunks)),
+                )
+            }),
         )
         .route(
             "/busy.jpg",
@@ -182,11 +202,15 @@ async fn duplicate_row_delivery_is_counted_once() {
     )
     .await;
     assert_eq!(
-        process_row(&app, &jobs[0], 1).await.unwrap(),
+        process_row(&app, &jobs[0], 1, Deadline::NONE)
+            .await
+            .unwrap(),
         RowProcessed::Recorded(None)
     );
     assert_eq!(
-        process_row(&app, &jobs[0], 2).await.unwrap(),
+        process_row(&app, &jobs[0], 2, Deadline::NONE)
+            .await
+            .unwrap(),
         RowProcessed::AlreadyDone
     );
     let meta = app.repo.get_request("dup").await.unwrap().unwrap();
@@ -206,7 +230,11 @@ async fn exactly_one_terminal_flip_under_concurrent_completion() {
         .collect();
     let jobs = seed(&app.repo, "race", &rows).await;
     app.repo.drain_changes().unwrap();
-    let results = futures::future::join_all(jobs.iter().map(|job| process_row(&app, job, 1))).await;
+    let results = futures::future::join_all(
+        jobs.iter()
+            .map(|job| process_row(&app, job, 1, Deadline::NONE)),
+    )
+    .await;
     let flips = results
         .iter()
         .filter(|r| matches!(r, Ok(RowProcessed::Recorded(Some(_)))))
@@ -245,13 +273,17 @@ async fn transient_failure_is_retried_and_the_last_attempt_records_it() {
         ]],
     )
     .await;
-    let err = process_row(&app, &jobs[0], 1).await.unwrap_err();
+    let err = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ProcessError::Transient { position: 1, code, .. } if code == "http_503")
     );
     assert!(err.is_retryable());
     assert_eq!(row(&app.repo, "busy", 0).await.state, RowState::Pending);
-    let last = process_row(&app, &jobs[0], 3).await.unwrap();
+    let last = process_row(&app, &jobs[0], 3, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(
         last,
         RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
@@ -281,7 +313,9 @@ async fn permanent_failures_are_recorded_on_the_first_attempt() {
         ]],
     )
     .await;
-    let result = process_row(&app, &jobs[0], 1).await.unwrap();
+    let result = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(
         result,
         RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
@@ -293,4 +327,127 @@ async fn permanent_failures_are_recorded_on_the_first_attempt() {
         .map(|i| i.error_code.as_deref().unwrap())
         .collect();
     assert_eq!(codes, vec!["http_404", "not_an_image"]);
+}
+
+fn job_message(id: &str, job: &RowJob) -> serde_json::Value {
+    serde_json::json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": serde_json::to_string(job).unwrap(),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:pixpress-rows",
+        "awsRegion": "us-east-1"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_invocation_cannot_finish_before_its_deadline_is_returned_unprocessed() {
+    let server = image_server().await;
+    let mut config = config();
+    config.worker_concurrency = 1;
+    let app = app(&config);
+    let jobs = seed(
+        &app.repo,
+        "deadline",
+        &[
+            vec![format!("http://{server}/photo.jpg")],
+            vec![format!("http://{server}/slow.jpg")],
+            vec![format!("http://{server}/photo.jpg")],
+        ],
+    )
+    .await;
+    let records: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| job_message(&format!("m{i}"), job))
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    // Room for the first two images (one slow, 3 s) but not for a third started after them.
+    let budget = app.config.image_budget;
+    let mut context = Context::default();
+    let deadline = std::time::SystemTime::now() + budget + Duration::from_secs(2);
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let started = std::time::Instant::now();
+    let response = handle(&app, LambdaEvent::new(event, context))
+        .await
+        .unwrap();
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        vec!["m2"],
+        "only the row that could not start comes back"
+    );
+    assert!(
+        started.elapsed() < budget,
+        "the invocation returned long before its deadline"
+    );
+    assert_eq!(row(&app.repo, "deadline", 0).await.state, RowState::Done);
+    assert_eq!(row(&app.repo, "deadline", 1).await.state, RowState::Done);
+    assert_eq!(row(&app.repo, "deadline", 2).await.state, RowState::Pending);
+}
+
+static IN_ENGINE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static MOST_IN_ENGINE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The real codec, slowed down, counting how many downloaded images it holds at once.
+fn slow_counting_codec(
+    input: &[u8],
+    spec: &pixpress::domain::model::OutputSpec,
+    limits: &pixpress::image::DecodeLimits,
+) -> Result<pixpress::image::Compressed, pixpress::image::CompressError> {
+    use std::sync::atomic::Ordering;
+    let now = IN_ENGINE.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_IN_ENGINE.fetch_max(now, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(150));
+    let result = pixpress::image::compress(input, spec, limits);
+    IN_ENGINE.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
+    let server = image_server().await;
+    let mut config = config();
+    // A budget of one full-size download: bodies of unknown length reserve the whole cap, so
+    // only one may be held between download and the end of its compression, even with four
+    // engine threads and eight download slots.
+    config.fetch.max_bytes = 4 * 1024 * 1024;
+    config.worker_download_budget = 4 * 1024 * 1024;
+    let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
+    let fetcher = pixpress::fetch::Fetcher::new(config.fetch.clone()).unwrap();
+    let engine = pixpress::image::Engine::with_codec(config.decode, 4, slow_counting_codec);
+    let app = App::with_engine(
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(dir, None).unwrap(),
+        fetcher,
+        engine,
+        &config,
+    );
+    let urls: Vec<String> = (0..4)
+        .map(|_| format!("http://{server}/chunked.jpg"))
+        .collect();
+    let jobs = seed(&app.repo, "budget", &[urls]).await;
+    let result = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        RowProcessed::Recorded(Some(RequestStatus::Completed))
+    );
+    assert_eq!(
+        MOST_IN_ENGINE.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "two downloaded images were held at once"
+    );
 }

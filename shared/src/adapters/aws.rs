@@ -83,9 +83,49 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// Maps an SDK failure to a [`PortError`]: throttling is [`PortError::Throttled`], everything
-/// else [`PortError::Unexpected`] with `context` and the service's code and message (never the
-/// raw `SdkError`).
+/// The [`PortError`] for an AWS error `code` (as the SDK reports it; query-compatible services
+/// such as SQS may prefix it with `AWS.SimpleQueueService.`) and its message.
+pub(crate) fn classify_code(context: &str, code: &str, message: &str) -> Option<PortError> {
+    let code = code.rsplit('.').next().unwrap_or(code);
+    let detail = || format!("{context}: {code}: {message}");
+    match code {
+        "ThrottlingException"
+        | "ThrottlingError"
+        | "Throttling"
+        | "ProvisionedThroughputExceededException"
+        | "ProvisionedThroughputExceeded"
+        | "RequestLimitExceeded"
+        | "SlowDown"
+        | "RequestThrottled"
+        | "RequestThrottledException"
+        | "TooManyRequestsException"
+        | "KMSThrottlingException" => Some(PortError::Throttled(detail())),
+        "TransactionConflictException" | "TransactionConflict" => {
+            Some(PortError::Conflict(detail()))
+        }
+        "AccessDenied" | "AccessDeniedException" | "AllAccessDisabled" => {
+            Some(PortError::Denied(detail()))
+        }
+        "InvalidMessageContents"
+        | "BatchRequestTooLong"
+        | "MessageTooLong"
+        | "KeyTooLongError"
+        | "EntityTooLarge"
+        | "ItemCollectionSizeLimitExceededException"
+        | "ItemCollectionSizeLimitExceeded" => Some(PortError::LimitExceeded(detail())),
+        "ValidationException" | "ValidationError"
+            if message.to_ascii_lowercase().contains("size") =>
+        {
+            Some(PortError::LimitExceeded(detail()))
+        }
+        _ => None,
+    }
+}
+
+/// Maps an SDK failure to a [`PortError`]: throttling is [`PortError::Throttled`], a
+/// transaction conflict [`PortError::Conflict`], access denied [`PortError::Denied`], a
+/// documented limit [`PortError::LimitExceeded`]; everything else [`PortError::Unexpected`]
+/// with `context` and the service's code and message (never the raw `SdkError`).
 pub(crate) fn sdk_error<E, R>(
     context: &str,
     error: &aws_sdk_dynamodb::error::SdkError<E, R>,
@@ -96,15 +136,8 @@ where
 {
     let code = error.code().unwrap_or("unknown");
     let message = error.message().unwrap_or_default();
-    if matches!(
-        code,
-        "ThrottlingException"
-            | "ProvisionedThroughputExceededException"
-            | "RequestLimitExceeded"
-            | "SlowDown"
-            | "RequestThrottled"
-    ) {
-        return PortError::Throttled(format!("{context}: {code}"));
+    if let Some(classified) = classify_code(context, code, message) {
+        return classified;
     }
     PortError::Unexpected(anyhow::anyhow!(
         "{context}: {code}: {message} ({})",

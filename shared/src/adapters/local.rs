@@ -1,10 +1,13 @@
 //! Embedded backends: an in-memory repository whose change log feeds a simulated DynamoDB
-//! stream, an in-memory queue with SQS semantics, and a directory-backed object store.
+//! stream, an in-memory queue with SQS semantics, and a directory-backed object store. They
+//! enforce AWS's documented limits and, through a [`FaultInjector`], meet its failure modes.
 
 mod dir_store;
+pub mod faults;
 mod memory_queue;
 mod memory_repository;
 
 pub use dir_store::DirObjectStore;
+pub use faults::{Call, FaultInjector, InjectedFault};
 pub use memory_queue::{InMemoryRowQueue, ReceivedMessage};
 pub use memory_repository::{ChangeKind, ChangeRecord, InMemoryRequestRepository};

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::text::{self, MAX_PRODUCT_NAME_BYTES, MAX_SERIAL_BYTES, is_refused_char};
+
 /// Column names of the input header, in order.
 pub const INPUT_COLUMNS: [&str; 3] = ["S. No.", "Product Name", "Input Image Urls"];
 
@@ -65,8 +67,9 @@ pub struct CsvIssue {
     pub column: Option<String>,
     /// Stable code: `too_large`, `not_utf8`, `malformed_csv`, `bad_header`, `no_rows`,
     /// `too_many_rows`, `missing_cells`, `unquoted_url_list`, `too_many_cells`,
-    /// `missing_serial`, `duplicate_serial`, `missing_product_name`, `missing_urls`,
-    /// `too_many_urls`, `url_too_long`, `invalid_url`, `unsupported_scheme`.
+    /// `missing_serial`, `duplicate_serial`, `serial_too_long`, `missing_product_name`,
+    /// `product_name_too_long`, `invalid_character`, `missing_urls`, `too_many_urls`,
+    /// `url_too_long`, `invalid_url`, `unsupported_scheme`.
     pub code: String,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -107,11 +110,12 @@ impl Issues {
             self.omitted += 1;
             return;
         }
+        // Messages quote cells; a bounded message keeps a 500 KB cell out of the stored item.
         self.list.push(CsvIssue {
             row,
             column: column.map(|c| INPUT_COLUMNS[c].to_owned()),
             code: code.to_owned(),
-            message,
+            message: text::message(&message),
         });
     }
 
@@ -298,6 +302,23 @@ fn check_row(
     issues: &mut Issues,
 ) -> Option<ParsedRow> {
     let before = issues.list.len() + issues.omitted;
+    // Characters SQS refuses (and that no product data needs) would fail the row's message
+    // later; they are reported here, with their cell, before anything is written.
+    for (column, cell) in cells.iter().enumerate().take(INPUT_COLUMNS.len()) {
+        if let Some((position, c)) = cell.chars().enumerate().find(|(_, c)| is_refused_char(*c)) {
+            issues.push(
+                Some(line),
+                Some(column),
+                "invalid_character",
+                format!(
+                    "{} holds the control character U+{:04X} at character {}; remove it (only tab and printable text are accepted)",
+                    INPUT_COLUMNS[column],
+                    u32::from(c),
+                    position + 1
+                ),
+            );
+        }
+    }
     // The serial is checked first so a row with other problems still claims its serial and a
     // later duplicate is reported too.
     let serial = cells.first().copied().unwrap_or_default();
@@ -307,6 +328,16 @@ fn check_row(
             Some(0),
             "missing_serial",
             "S. No. is empty; give every product a serial number".to_owned(),
+        );
+    } else if serial.len() > MAX_SERIAL_BYTES {
+        issues.push(
+            Some(line),
+            Some(0),
+            "serial_too_long",
+            format!(
+                "S. No. is {} bytes long; the limit is {MAX_SERIAL_BYTES} bytes",
+                serial.len()
+            ),
         );
     } else if let Some(first) = serials.get(serial) {
         issues.push(
@@ -361,6 +392,16 @@ fn check_row(
             Some(1),
             "missing_product_name",
             "Product Name is empty".to_owned(),
+        );
+    } else if product_name.len() > MAX_PRODUCT_NAME_BYTES {
+        issues.push(
+            Some(line),
+            Some(1),
+            "product_name_too_long",
+            format!(
+                "Product Name is {} bytes long; the limit is {MAX_PRODUCT_NAME_BYTES} bytes",
+                product_name.len()
+            ),
         );
     }
     let urls: Vec<&str> = url_cell
@@ -584,5 +625,59 @@ mod tests {
         };
         let err = parse_input_csv(text.as_bytes(), &limits).unwrap_err();
         assert_eq!((err.issues.len(), err.omitted), (5, 15));
+    }
+
+    #[test]
+    fn long_serials_and_names_are_reported_with_row_and_column() {
+        let text = format!(
+            "S. No.,Product Name,Input Image Urls\n{},Chair,https://a.example/1.jpg\n2,{},https://a.example/2.jpg\n",
+            "7".repeat(MAX_SERIAL_BYTES + 1),
+            "n".repeat(MAX_PRODUCT_NAME_BYTES + 1)
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            codes(&err),
+            vec![
+                (Some(2), "serial_too_long"),
+                (Some(3), "product_name_too_long")
+            ]
+        );
+        assert_eq!(err.issues[0].column.as_deref(), Some("S. No."));
+        assert_eq!(err.issues[1].column.as_deref(), Some("Product Name"));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_reported_with_their_cell() {
+        let text = "S. No.,Product Name,Input Image Urls\n1,Chair\u{FFFE},https://a.example/1.jpg\n2\u{1},Table,https://a.example/2.jpg\n3,\"Lamp\u{0}\",https://a.example/3.jpg\n4,Tab\there,https://a.example/4.jpg\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            codes(&err),
+            vec![
+                (Some(2), "invalid_character"),
+                (Some(3), "invalid_character"),
+                (Some(4), "invalid_character")
+            ]
+        );
+        assert_eq!(err.issues[0].column.as_deref(), Some("Product Name"));
+        assert!(
+            err.issues[0].message.contains("U+FFFE"),
+            "{}",
+            err.issues[0].message
+        );
+        assert_eq!(err.issues[1].column.as_deref(), Some("S. No."));
+    }
+
+    #[test]
+    fn a_huge_cell_never_makes_a_huge_message() {
+        let text = format!(
+            "S. No.,Product Name,Input Image Urls\n1,Chair,{}\n",
+            "x".repeat(500_000)
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.issues
+                .iter()
+                .all(|i| i.message.len() <= text::MAX_MESSAGE_BYTES)
+        );
     }
 }

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{META_SK, request_pk, row_sk};
-use super::model::{RequestMeta, RequestStatus, RowRecord};
+use super::counting::empty_shards;
+use super::keys::{META_SK, counter_sk, request_pk, row_sk};
+use super::model::{Counters, RequestMeta, RequestStatus, RowRecord};
 
 /// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
@@ -20,19 +21,62 @@ pub struct MetaItem {
     /// The record.
     #[serde(flatten)]
     pub meta: RequestMeta,
+    /// Counter shards whose rows are all recorded (a DynamoDB number set, grown with `ADD`;
+    /// [`super::counting`]).
+    #[serde(
+        default,
+        with = "serde_dynamo::number_set",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub done_shards: Vec<u32>,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
 }
 
 impl MetaItem {
-    /// The item for `meta`.
+    /// The item for a new request `meta`: the counter shards without rows are done from the
+    /// start.
     #[must_use]
     pub fn new(meta: RequestMeta, expires_at: Option<i64>) -> Self {
         Self {
             pk: request_pk(&meta.request_id),
             sk: META_SK.to_owned(),
+            done_shards: empty_shards(meta.counters.rows_total),
             meta,
+            expires_at,
+        }
+    }
+}
+
+/// A counter shard item: `REQ#<id>` / `COUNT#<shard>` holding the tally of the rows of that
+/// shard ([`super::counting`]). `rows_total` is the shard's row count, written at creation;
+/// the other counters grow with `ADD` as rows are recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterItem {
+    /// `REQ#<request_id>`.
+    pub pk: String,
+    /// `COUNT#<shard>`.
+    pub sk: String,
+    /// The shard's tally.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// TTL, epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl CounterItem {
+    /// The empty shard `shard` of request `request_id`, counting `rows_total` rows.
+    #[must_use]
+    pub fn new(request_id: &str, shard: u32, rows_total: u64, expires_at: Option<i64>) -> Self {
+        Self {
+            pk: request_pk(request_id),
+            sk: counter_sk(shard),
+            counters: Counters {
+                rows_total,
+                ..Counters::default()
+            },
             expires_at,
         }
     }

@@ -11,6 +11,8 @@ pub const RESULTS_PREFIX: &str = "results/";
 pub const META_SK: &str = "META";
 /// Sort-key prefix of row items.
 pub const ROW_SK_PREFIX: &str = "ROW#";
+/// Sort-key prefix of counter shard items (`COUNT#<shard, 2 digits>`); sorts before `META`.
+pub const COUNTER_SK_PREFIX: &str = "COUNT#";
 
 /// Partition key of every item of a request: `REQ#<request_id>`.
 #[must_use]
@@ -28,6 +30,12 @@ pub fn request_id_from_pk(pk: &str) -> Option<&str> {
 #[must_use]
 pub fn row_sk(index: u32) -> String {
     format!("{ROW_SK_PREFIX}{index:06}")
+}
+
+/// Sort key of counter shard `shard` ([`super::counting`]).
+#[must_use]
+pub fn counter_sk(shard: u32) -> String {
+    format!("{COUNTER_SK_PREFIX}{shard:02}")
 }
 
 /// Object key of the compressed image at `position` (zero-based) of row `row_index`.

@@ -163,6 +163,16 @@ impl Counters {
         }
     }
 
+    /// Adds `other`'s done counts (rows done, images ok and failed, bytes) to these; totals
+    /// stay. Sums counter shards.
+    pub fn add_done(&mut self, other: &Counters) {
+        self.rows_done += other.rows_done;
+        self.images_ok += other.images_ok;
+        self.images_failed += other.images_failed;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+
     /// Adds the outcome of one row.
     pub fn add_row(&mut self, images: &[ImageOutcome]) {
         self.rows_done += 1;
@@ -311,7 +321,8 @@ pub struct ImageOutcome {
 }
 
 impl ImageOutcome {
-    /// A failed image with its stable code and detail.
+    /// A failed image with its stable code and detail; the detail is cut to
+    /// [`super::text::MAX_MESSAGE_BYTES`].
     #[must_use]
     pub fn failed(code: impl Into<String>, error: impl Into<String>) -> Self {
         Self {
@@ -319,7 +330,7 @@ impl ImageOutcome {
             output_key: None,
             output_url: None,
             error_code: Some(code.into()),
-            error: Some(error.into()),
+            error: Some(super::text::message(&error.into())),
             bytes_in: None,
             bytes_out: None,
             width: None,

@@ -25,6 +25,12 @@ struct Codec {
 /// Largest buffer kept between images: 16 MiB (a 5.5 MP RGB image; product photos fit).
 const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
+/// Most scans a progressive JPEG may have: libjpeg-turbo's own safe value (`tjbench
+/// -limitscans`). A progressive JPEG may carry thousands of tiny scans, each a pass over the
+/// whole coefficient buffer ("Two Issues with the JPEG Standard", libjpeg-turbo); real
+/// progressive files have about 10.
+pub(super) const MAX_SCANS: u32 = 500;
+
 thread_local! {
     static CODEC: RefCell<Option<Codec>> = const { RefCell::new(None) };
 }
@@ -50,13 +56,31 @@ fn with_codec<T>(
     })
 }
 
+/// Drops this thread's handles and buffers, so the next image starts from fresh ones (after a
+/// panic left them in an unknown state).
+pub(super) fn reset_codec() {
+    CODEC.with(|cell| {
+        if let Ok(mut slot) = cell.try_borrow_mut() {
+            *slot = None;
+        }
+    });
+}
+
 /// libjpeg reports a file that ends early as a warning ("Premature end of JPEG file"); the
 /// TurboJPEG API turns warnings into errors, so a partial download never becomes a half-grey
 /// image.
 fn classify(e: &turbojpeg::Error) -> CompressError {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
-    if lower.contains("premature end") || lower.contains("ran out of") || lower.contains("truncat")
+    if lower.contains("more than") && lower.contains("scans") {
+        let limit = text
+            .split_whitespace()
+            .find_map(|word| word.parse().ok())
+            .unwrap_or(MAX_SCANS);
+        CompressError::TooManyScans(limit)
+    } else if lower.contains("premature end")
+        || lower.contains("ran out of")
+        || lower.contains("truncat")
     {
         CompressError::Truncated(text)
     } else {
@@ -176,6 +200,10 @@ fn checked_header(
     input: &[u8],
     limits: &DecodeLimits,
 ) -> Result<turbojpeg::DecompressHeader, CompressError> {
+    // Set on every decode: the handle is reused across images and limits may differ.
+    decompressor
+        .set_scan_limit(limits.max_scans)
+        .map_err(|e| CompressError::Decode(e.to_string()))?;
     let header = decompressor.read_header(input).map_err(|e| classify(&e))?;
     check_dimensions(
         u32::try_from(header.width).unwrap_or(u32::MAX),

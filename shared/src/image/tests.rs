@@ -385,7 +385,7 @@ fn pixel_limit_is_enforced_from_the_header() {
     let input = corpus("p01_dragonfly_1000sq.jpg");
     let tight = DecodeLimits {
         max_pixels: 500_000,
-        max_side: 16_384,
+        ..DecodeLimits::default()
     };
     let err = compress(&input, &spec(), &tight).unwrap_err();
     assert_eq!(err.code(), "too_many_pixels");
@@ -400,4 +400,77 @@ fn html_is_not_an_image_and_garbage_jpeg_is_a_decode_error() {
     broken.extend_from_slice(&[7u8; 64]);
     let err = compress(&broken, &spec(), &limits()).unwrap_err();
     assert!(matches!(err.code(), "decode_error" | "truncated"), "{err}");
+}
+
+#[test]
+fn progressive_jpegs_past_the_scan_limit_fail_on_every_decode_path() {
+    // A real progressive photo has 10 scans; a limit of 4 must stop it on the transcode path
+    // (no resize) and on the decode path (resize), without falling back to another decoder.
+    let input = corpus("p02_ladybird_1000sq.jpg");
+    let tight = DecodeLimits {
+        max_scans: 4,
+        ..DecodeLimits::default()
+    };
+    for spec in [spec(), OutputSpec::new(50, Some(300)).unwrap()] {
+        let err = compress(&input, &spec, &tight).unwrap_err();
+        assert_eq!(err.code(), "too_many_scans", "{err}");
+        assert!(err.to_string().contains("more than 4 scans"), "{err}");
+    }
+    // The default limit (libjpeg-turbo's 500) lets it through, on the same thread's handle.
+    assert!(compress(&input, &spec(), &limits()).is_ok());
+    assert_eq!(limits().max_scans, 500);
+}
+
+/// A GIF whose logical screen is `screen`×`screen` and whose first frame declares `frame`×`frame`.
+fn gif_with_frame(screen: u16, frame: u16) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&screen.to_le_bytes());
+    gif.extend_from_slice(&screen.to_le_bytes());
+    gif.extend_from_slice(&[0x80, 0, 0]); // global colour table of 2 entries
+    gif.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
+    gif.push(0x2C); // image descriptor
+    gif.extend_from_slice(&[0, 0, 0, 0]);
+    gif.extend_from_slice(&frame.to_le_bytes());
+    gif.extend_from_slice(&frame.to_le_bytes());
+    gif.push(0);
+    gif.extend_from_slice(&[2, 2, 0x4C, 0x01, 0]); // LZW code size 2, one tiny data block
+    gif.push(0x3B);
+    gif
+}
+
+#[test]
+fn a_gif_frame_larger_than_its_screen_is_refused_before_allocation() {
+    let tight = DecodeLimits {
+        max_pixels: 1_000_000,
+        ..DecodeLimits::default()
+    };
+    let err = compress(&gif_with_frame(10, 60_000), &spec(), &tight).unwrap_err();
+    assert_eq!(err.code(), "too_many_pixels", "{err}");
+    assert!(err.to_string().contains("60000×60000"), "{err}");
+}
+
+fn panics_on_boom(
+    input: &[u8],
+    spec: &OutputSpec,
+    limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    assert!(!input.starts_with(b"boom"), "decoder bug triggered");
+    compress(input, spec, limits)
+}
+
+#[tokio::test]
+async fn a_codec_panic_fails_that_image_and_the_engine_thread_lives_on() {
+    // One thread: if a panic killed it, every later image would fail.
+    let engine = Engine::with_codec(limits(), 1, panics_on_boom);
+    let photo = bytes::Bytes::from(corpus("p03_cups_1000sq.jpg"));
+    for _ in 0..3 {
+        let err = engine
+            .compress(bytes::Bytes::from_static(b"boom"), spec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "codec_panic");
+        assert!(err.to_string().contains("decoder bug triggered"), "{err}");
+        let ok = engine.compress(photo.clone(), spec()).await.unwrap();
+        assert_eq!((ok.width, ok.height), (1000, 1000));
+    }
 }

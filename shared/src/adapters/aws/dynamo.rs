@@ -1,35 +1,48 @@
 //! [`RequestRepository`] on one DynamoDB table (`pk`/`sk`, DESIGN §3), items mapped with
-//! `serde_dynamo` through the shared item schema ([`MetaItem`], [`RowItem`]).
+//! `serde_dynamo` through the shared item schema ([`MetaItem`], [`RowItem`], [`CounterItem`]).
 //!
-//! Every write is conditional: a request is created only if its id is new; a row outcome and
-//! the counter increment are one `TransactWriteItems` conditional on the row being `PENDING`;
-//! the terminal flip is one conditional `UpdateItem`. Attribute names go through `#name`
-//! placeholders (`status`, `state` and others are reserved words).
+//! Every write is conditional: a request is created only if its id is new, and only after all
+//! its row and counter items exist; a row outcome and its counter-shard increment are one
+//! `TransactWriteItems` conditional on the row being `PENDING`
+//! ([`crate::domain::counting`]); the terminal flip is one conditional `UpdateItem`. Attribute
+//! names go through `#name` placeholders (`status`, `state` and others are reserved words).
+//!
+//! A cancelled transaction is classified by its per-action `CancellationReasons`: only the
+//! row's own `ConditionalCheckFailed` means "already recorded"; `TransactionConflict`,
+//! `ThrottlingError`, `ProvisionedThroughputExceeded` and `RequestLimitExceeded` are retried in
+//! process with jittered exponential backoff ([`crate::retry`]) and then returned as
+//! [`PortError::Conflict`] / [`PortError::Throttled`]; anything else (`ValidationError`,
+//! `ItemCollectionSizeLimitExceeded`) is an error naming the reasons (Amazon DynamoDB API
+//! Reference, `TransactWriteItems` → `TransactionCanceledException`).
 
 use std::collections::HashMap;
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
-use super::sdk_error;
-use crate::domain::item::{MetaItem, RowItem};
-use crate::domain::keys::{META_SK, ROW_SK_PREFIX, request_pk, row_sk};
+use super::{classify_code, sdk_error};
+use crate::adapters::limits::{DYNAMODB_MAX_ITEM_BYTES, dynamodb_item_size, transaction_chunks};
+use crate::domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
+use crate::domain::item::{CounterItem, MetaItem, RowItem};
+use crate::domain::keys::{
+    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
+};
 use crate::domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord,
     WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
-
-/// `TransactWriteItems` takes at most 100 actions (DynamoDB limit).
-const MAX_TRANSACTION_ITEMS: usize = 100;
+use crate::retry::{RetryPolicy, retry};
 
 /// The DynamoDB repository. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DynamoRequestRepository {
     client: Client,
     table: String,
+    retry: RetryPolicy,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -53,18 +66,114 @@ fn item<T: serde::Serialize>(value: &T) -> Result<HashMap<String, AttributeValue
     serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
 }
 
+/// The item of `value` once its size passes DynamoDB's 400 KB, with that size.
+fn sized_item<T: serde::Serialize>(
+    value: &T,
+    what: &str,
+) -> Result<(HashMap<String, AttributeValue>, usize), PortError> {
+    let plain: serde_dynamo::Item = serde_dynamo::to_item(value)
+        .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))?;
+    let size = dynamodb_item_size(&plain);
+    if size > DYNAMODB_MAX_ITEM_BYTES {
+        return Err(PortError::LimitExceeded(format!(
+            "{what} would be {size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
+        )));
+    }
+    Ok((item(value)?, size))
+}
+
 fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// The per-action reasons of a cancelled transaction (`CancellationReasons`, in action order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cancelled {
+    /// `(code, message)` per action; code `None` for actions that were fine.
+    pub reasons: Vec<(String, String)>,
+}
+
+impl Cancelled {
+    /// `true` when action `index`'s own condition failed.
+    pub fn condition_failed(&self, index: usize) -> bool {
+        self.reasons
+            .get(index)
+            .is_some_and(|(code, _)| code == "ConditionalCheckFailed")
+    }
+
+    /// The error for the whole cancellation: transient (conflict, throttling) when any reason
+    /// is, otherwise an error naming every reason.
+    pub fn error(&self, context: &str) -> PortError {
+        let mut unexpected = Vec::new();
+        let mut transient = None;
+        for (code, message) in &self.reasons {
+            if code == "None" || code == "ConditionalCheckFailed" {
+                continue;
+            }
+            match classify_code(context, code, message) {
+                Some(e) if e.is_transient() => transient = transient.or(Some(e)),
+                Some(PortError::LimitExceeded(detail)) => {
+                    return PortError::LimitExceeded(detail);
+                }
+                _ => unexpected.push(format!("{code}: {message}")),
+            }
+        }
+        if let Some(e) = transient {
+            return e;
+        }
+        PortError::Unexpected(anyhow!(
+            "{context}: transaction cancelled ({})",
+            if unexpected.is_empty() {
+                "ConditionalCheckFailed".to_owned()
+            } else {
+                unexpected.join("; ")
+            }
+        ))
+    }
+}
+
+/// The cancellation reasons of a failed `TransactWriteItems`, or `None` when it failed another
+/// way.
+fn cancellation(error: &TransactWriteItemsError) -> Option<Cancelled> {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(e) => Some(Cancelled {
+            reasons: e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| {
+                    (
+                        r.code().unwrap_or("None").to_owned(),
+                        r.message().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+        }),
+        _ => None,
+    }
 }
 
 impl DynamoRequestRepository {
     /// A repository on `table`.
     #[must_use]
     pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::from_client(Client::new(sdk), table)
+    }
+
+    /// A repository on `table` through `client` (tests pass a mocked client).
+    #[must_use]
+    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
         Self {
-            client: Client::new(sdk),
+            client,
             table: table.into(),
+            retry: RetryPolicy::STORAGE,
         }
+    }
+
+    /// The same repository with another in-process retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
     }
 
     /// The underlying client (tests create tables with it).
@@ -77,7 +186,31 @@ impl DynamoRequestRepository {
         key(request_pk(request_id), META_SK.to_owned())
     }
 
-    /// A conditional update of the request item; `NotApplied` when the condition fails.
+    /// One `TransactWriteItems`: `Ok(Ok(()))` when committed, `Ok(Err(reasons))` when
+    /// cancelled, `Err` when the call failed another way.
+    async fn transact_once(
+        &self,
+        items: Vec<TransactWriteItem>,
+        context: &str,
+    ) -> Result<Result<(), Cancelled>, PortError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error().and_then(cancellation) {
+                Some(cancelled) => Ok(Err(cancelled)),
+                None => Err(sdk_error(context, &e)),
+            },
+        }
+    }
+
+    /// A conditional update of the request item, retried on throttling and conflicts;
+    /// `Ok(false)` when the condition fails.
+    #[allow(clippy::too_many_arguments)]
     async fn conditional_update(
         &self,
         request_id: &str,
@@ -87,29 +220,190 @@ impl DynamoRequestRepository {
         values: Vec<(&str, AttributeValue)>,
         context: &str,
     ) -> Result<bool, PortError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::meta_key(request_id)))
-            .update_expression(update)
-            .condition_expression(condition);
-        for (placeholder, name) in names {
-            request = request.expression_attribute_names(*placeholder, *name);
-        }
-        for (placeholder, value) in values {
-            request = request.expression_attribute_values(placeholder, value);
-        }
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
+        retry(&self.retry, context, || async {
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .update_expression(update)
+                .condition_expression(condition);
+            for (placeholder, name) in names {
+                request = request.expression_attribute_names(*placeholder, *name);
             }
-            Err(e) => Err(sdk_error(context, &e)),
+            for (placeholder, value) in &values {
+                request = request.expression_attribute_values(*placeholder, value.clone());
+            }
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(sdk_error(context, &e)),
+            }
+        })
+        .await
+    }
+
+    /// Puts `items` (each conditional on not existing) in transactions of ≤ 100 actions and
+    /// ≤ 4 MB. Items that exist already (a replay) are dropped from the transaction and the
+    /// rest sent again; conflicts and throttling are retried with backoff.
+    async fn put_new(
+        &self,
+        items: Vec<(HashMap<String, AttributeValue>, usize)>,
+        context: &str,
+    ) -> Result<(), PortError> {
+        let sizes: Vec<usize> = items.iter().map(|(_, size)| *size).collect();
+        for chunk in transaction_chunks(&sizes, 0) {
+            let mut pending: Vec<usize> = chunk.collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let actions = pending
+                    .iter()
+                    .map(|&i| {
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(items[i].0.clone()))
+                            .condition_expression("attribute_not_exists(sk)")
+                            .build()
+                            .map(|put| TransactWriteItem::builder().put(put).build())
+                            .map_err(|e| PortError::Unexpected(anyhow!("{context}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cancelled = match self.transact_once(actions, context).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(cancelled)) => cancelled,
+                    Err(e) if e.is_transient() => Cancelled {
+                        reasons: vec![("ThrottlingError".to_owned(), e.to_string())],
+                    },
+                    Err(e) => return Err(e),
+                };
+                let before = pending.len();
+                pending = pending
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(position, _)| !cancelled.condition_failed(*position))
+                    .map(|(_, i)| i)
+                    .collect();
+                let error = cancelled.error(context);
+                if pending.len() < before && !error.is_transient() {
+                    // Only existing items failed their condition: send the others at once.
+                    continue;
+                }
+                if !error.is_transient() {
+                    return Err(error);
+                }
+                attempt += 1;
+                if attempt >= self.retry.attempts {
+                    return Err(error);
+                }
+                tracing::debug!(context, attempt, %error, "transaction cancelled; retrying");
+                tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+            }
         }
+        Ok(())
+    }
+
+    /// The request item as stored, and the request's counters (summed over the counter shards
+    /// while it runs).
+    async fn read(&self, request_id: &str) -> Result<Option<(MetaItem, Counters)>, PortError> {
+        let out = retry(&self.retry, "reading the request", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the request", &e))
+        })
+        .await?;
+        let Some(found) = out.item else {
+            return Ok(None);
+        };
+        let stored: MetaItem = serde_dynamo::from_item(found)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed request item: {e}")))?;
+        let mut counters = stored.meta.counters;
+        if !stored.meta.status.is_terminal() {
+            for shard in self.read_shards(request_id).await? {
+                counters.add_done(&shard.counters);
+            }
+        }
+        Ok(Some((stored, counters)))
+    }
+
+    /// Every counter shard item of a request (one consistent `Query`; 32 small items).
+    async fn read_shards(&self, request_id: &str) -> Result<Vec<CounterItem>, PortError> {
+        let out = retry(&self.retry, "reading counter shards", || async {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(request_pk(request_id)))
+                .expression_attribute_values(":prefix", s(COUNTER_SK_PREFIX))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading counter shards", &e))
+        })
+        .await?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|found| {
+                serde_dynamo::from_item(found)
+                    .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))
+            })
+            .collect()
+    }
+
+    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
+    /// done shards (`ADD`, idempotent); `true` when all shards are done.
+    async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        let out = retry(&self.retry, "reading a counter shard", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading a counter shard", &e))
+        })
+        .await?;
+        let Some(found) = out.item else {
+            return Err(PortError::Unexpected(anyhow!(
+                "counter shard {shard} of request {request_id} does not exist"
+            )));
+        };
+        let counter: CounterItem = serde_dynamo::from_item(found)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))?;
+        if counter.counters.rows_done < counter.counters.rows_total {
+            return Ok(false);
+        }
+        let out = retry(&self.retry, "adding a done shard", || async {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .update_expression("ADD done_shards :shard")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":shard", AttributeValue::Ns(vec![shard.to_string()]))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await
+                .map_err(|e| sdk_error("adding a done shard", &e))
+        })
+        .await?;
+        let done = out
+            .attributes
+            .and_then(|a| a.get("done_shards").cloned())
+            .and_then(|v| v.as_ns().ok().map(Vec::len))
+            .unwrap_or(0);
+        Ok(done >= COUNTER_SHARDS as usize)
     }
 }
 
@@ -122,77 +416,67 @@ impl RequestRepository for DynamoRequestRepository {
         if let Some(existing) = self.get_request(&meta.request_id).await? {
             return Ok(Created::AlreadyExists(Box::new(existing)));
         }
-        // Rows first, each conditional on being new, in transactions of ≤ 100; the request item
-        // last. A request is only visible once all its rows exist; a replay finds rows already
-        // written (its transaction is cancelled by the conditions) and goes on to the request.
-        for chunk in rows.chunks(MAX_TRANSACTION_ITEMS) {
-            let mut items = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item(&RowItem::new(
-                        &meta.request_id,
-                        row.clone(),
-                        None,
-                    ))?))
-                    .condition_expression("attribute_not_exists(sk)")
-                    .build()
-                    .map_err(|e| PortError::Unexpected(anyhow!("row put: {e}")))?;
-                items.push(TransactWriteItem::builder().put(put).build());
-            }
+        let id = meta.request_id.as_str();
+        // Rows and counter shards first, each conditional on being new; the request item
+        // last. A request is only visible once all its items exist; a replay drops the items
+        // it finds and writes the rest.
+        let mut items = rows
+            .iter()
+            .map(|row| {
+                sized_item(
+                    &RowItem::new(id, row.clone(), None),
+                    &format!("row {}", row.index),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for shard in shards_with_rows(meta.counters.rows_total) {
+            let counter = CounterItem::new(
+                id,
+                shard,
+                shard_rows_total(meta.counters.rows_total, shard),
+                None,
+            );
+            items.push(sized_item(&counter, "a counter shard")?);
+        }
+        self.put_new(items, "writing rows").await?;
+        let (meta_item, _) = sized_item(&MetaItem::new(meta.clone(), None), "the request item")?;
+        let put = retry(&self.retry, "writing the request", || async {
             match self
                 .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(meta_item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
                 .send()
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => Ok(true),
                 Err(e)
                     if e.as_service_error()
-                        .is_some_and(|e| e.is_transaction_canceled_exception()) => {}
-                Err(e) => return Err(sdk_error("writing rows", &e)),
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(sdk_error("writing the request", &e)),
             }
+        })
+        .await?;
+        if put {
+            return Ok(Created::Inserted);
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(&MetaItem::new(meta.clone(), None))?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(Created::Inserted),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                let existing = self.get_request(&meta.request_id).await?.ok_or_else(|| {
-                    PortError::Unexpected(anyhow!("request {} vanished", meta.request_id))
-                })?;
-                Ok(Created::AlreadyExists(Box::new(existing)))
-            }
-            Err(e) => Err(sdk_error("writing the request", &e)),
-        }
+        let existing = self
+            .get_request(id)
+            .await?
+            .ok_or_else(|| PortError::Unexpected(anyhow!("request {id} vanished")))?;
+        Ok(Created::AlreadyExists(Box::new(existing)))
     }
 
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::meta_key(request_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("reading the request", &e))?;
-        match out.item {
-            None => Ok(None),
-            Some(found) => serde_dynamo::from_item::<_, MetaItem>(found)
-                .map(|m| Some(m.meta))
-                .map_err(|e| PortError::Unexpected(anyhow!("malformed request item: {e}"))),
-        }
+        Ok(self.read(request_id).await?.map(|(stored, counters)| {
+            let mut meta = stored.meta;
+            meta.counters = counters;
+            meta
+        }))
     }
 
     async fn list_rows(
@@ -207,20 +491,24 @@ impl RequestRepository for DynamoRequestRepository {
         let mut exclusive_start = None;
         // A Query page holds at most 1 MB; keep reading until `limit` rows or the end.
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(request_pk(request_id)))
-                .expression_attribute_values(":from", s(row_sk(start)))
-                .expression_attribute_values(":to", s(format!("{ROW_SK_PREFIX}999999")))
-                .consistent_read(true)
-                .limit(i32::try_from(limit + 1 - rows.len() as u32).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(exclusive_start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading rows", &e))?;
+            let page_limit = i32::try_from(limit + 1 - rows.len() as u32).unwrap_or(i32::MAX);
+            let from = exclusive_start.take();
+            let out = retry(&self.retry, "reading rows", || async {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(request_pk(request_id)))
+                    .expression_attribute_values(":from", s(row_sk(start)))
+                    .expression_attribute_values(":to", s(format!("{ROW_SK_PREFIX}999999")))
+                    .consistent_read(true)
+                    .limit(page_limit)
+                    .set_exclusive_start_key(from.clone())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("reading rows", &e))
+            })
+            .await?;
             for found in out.items.unwrap_or_default() {
                 let row: RowItem = serde_dynamo::from_item(found)
                     .map_err(|e| PortError::Unexpected(anyhow!("malformed row item: {e}")))?;
@@ -300,61 +588,72 @@ impl RequestRepository for DynamoRequestRepository {
         request_id: &str,
         row_index: u32,
         images: &[ImageOutcome],
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Result<RowRecorded, PortError> {
-        // The same tally the embedded repository applies, added atomically with `ADD`.
+        let shard = shard_of(row_index);
         let mut delta = Counters::default();
         delta.add_row(images);
-        let row_update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
-            .update_expression("SET #state = :done, images = :images")
-            .condition_expression("#state = :pending")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":done", s("DONE"))
-            .expression_attribute_values(":pending", s("PENDING"))
-            .expression_attribute_values(":images", encode(&images)?)
-            .build()
-            .map_err(|e| PortError::Unexpected(anyhow!("row update: {e}")))?;
-        let counters_update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(Self::meta_key(request_id)))
-            .update_expression(
-                "ADD #c.rows_done :one, #c.images_ok :ok, #c.images_failed :failed, #c.bytes_in :bin, #c.bytes_out :bout SET updated_at = :now",
-            )
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#c", "counters")
-            .expression_attribute_values(":one", n(delta.rows_done))
-            .expression_attribute_values(":ok", n(delta.images_ok))
-            .expression_attribute_values(":failed", n(delta.images_failed))
-            .expression_attribute_values(":bin", n(delta.bytes_in))
-            .expression_attribute_values(":bout", n(delta.bytes_out))
-            .expression_attribute_values(":now", s(now.to_rfc3339()))
-            .build()
-            .map_err(|e| PortError::Unexpected(anyhow!("counter update: {e}")))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(row_update).build())
-            .transact_items(TransactWriteItem::builder().update(counters_update).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                let meta = self.get_request(request_id).await?.ok_or_else(|| {
-                    PortError::Unexpected(anyhow!("request {request_id} vanished"))
-                })?;
-                Ok(RowRecorded::Recorded(meta.counters))
-            }
-            // The row condition failed: a redelivery of a row already recorded.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
-            {
-                Ok(RowRecorded::AlreadyRecorded)
-            }
-            Err(e) => Err(sdk_error("recording the row outcome", &e)),
+        let encoded_images = encode(&images)?;
+        // The outcomes alone past 400 KB can never be stored; DynamoDB would refuse the whole
+        // item on every retry (the full item is checked by DynamoDB itself).
+        let value: serde_dynamo::AttributeValue = serde_dynamo::to_attribute_value(images)
+            .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))?;
+        let outcomes = serde_dynamo::Item::from(HashMap::from([("images".to_owned(), value)]));
+        let outcomes_size = dynamodb_item_size(&outcomes);
+        if outcomes_size > DYNAMODB_MAX_ITEM_BYTES {
+            return Err(PortError::LimitExceeded(format!(
+                "row {row_index}: the image outcomes are {outcomes_size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
+            )));
         }
+        let recorded = retry(&self.retry, "recording the row outcome", || async {
+            let row_update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .update_expression("SET #state = :done, images = :images")
+                .condition_expression("#state = :pending")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":done", s("DONE"))
+                .expression_attribute_values(":pending", s("PENDING"))
+                .expression_attribute_values(":images", encoded_images.clone())
+                .build()
+                .map_err(|e| PortError::Unexpected(anyhow!("row update: {e}")))?;
+            // The same tally the embedded repository applies, added atomically with `ADD` to
+            // the row's counter shard (not the request item: no hot item).
+            let shard_update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
+                .update_expression(
+                    "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
+                )
+                .condition_expression("attribute_exists(sk)")
+                .expression_attribute_values(":one", n(delta.rows_done))
+                .expression_attribute_values(":ok", n(delta.images_ok))
+                .expression_attribute_values(":failed", n(delta.images_failed))
+                .expression_attribute_values(":bin", n(delta.bytes_in))
+                .expression_attribute_values(":bout", n(delta.bytes_out))
+                .build()
+                .map_err(|e| PortError::Unexpected(anyhow!("counter update: {e}")))?;
+            let actions = vec![
+                TransactWriteItem::builder().update(row_update).build(),
+                TransactWriteItem::builder().update(shard_update).build(),
+            ];
+            match self
+                .transact_once(actions, "recording the row outcome")
+                .await?
+            {
+                Ok(()) => Ok(true),
+                // Only the row's own condition means it was recorded before (a redelivery).
+                Err(cancelled) if cancelled.condition_failed(0) => Ok(false),
+                Err(cancelled) => Err(cancelled.error("recording the row outcome")),
+            }
+        })
+        .await?;
+        let all_rows_done = self.check_shard(request_id, shard).await?;
+        Ok(if recorded {
+            RowRecorded::Recorded { all_rows_done }
+        } else {
+            RowRecorded::AlreadyRecorded { all_rows_done }
+        })
     }
 
     async fn complete(
@@ -362,24 +661,29 @@ impl RequestRepository for DynamoRequestRepository {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition, PortError> {
-        let Some(meta) = self.get_request(request_id).await? else {
+        let Some((stored, counters)) = self.read(request_id).await? else {
             return Ok(Transition::NotApplied);
         };
-        let Some(terminal) = meta.counters.terminal_status() else {
+        if stored.meta.status.is_terminal() || stored.done_shards.len() < COUNTER_SHARDS as usize {
+            return Ok(Transition::NotApplied);
+        }
+        // Every shard is full, so the sums read above are final.
+        let Some(terminal) = counters.terminal_status() else {
             return Ok(Transition::NotApplied);
         };
-        // Applies only while non-terminal and with every row done: exactly one caller wins, and
-        // with all rows done the failure count read above is final.
+        // Applies only while non-terminal and with every shard done: exactly one caller wins.
         let applied = self
             .conditional_update(
                 request_id,
-                "SET #status = :terminal, updated_at = :now, completed_at = :now",
-                "#status IN (:pending, :processing) AND #c.rows_done = #c.rows_total",
+                "SET #status = :terminal, #c = :counters, updated_at = :now, completed_at = :now",
+                "#status IN (:pending, :processing) AND size(done_shards) = :shards",
                 &[("#status", "status"), ("#c", "counters")],
                 vec![
                     (":terminal", status(terminal)),
+                    (":counters", encode(&counters)?),
                     (":pending", status(RequestStatus::Pending)),
                     (":processing", status(RequestStatus::Processing)),
+                    (":shards", n(u64::from(COUNTER_SHARDS))),
                     (":now", s(now.to_rfc3339())),
                 ],
                 "completing the request",

@@ -31,8 +31,18 @@ impl S3ObjectStore {
         let config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(force_path_style)
             .build();
+        Self::from_client(Client::from_conf(config), bucket, public_base_url)
+    }
+
+    /// A store on `bucket` through `client` (tests pass a mocked client).
+    #[must_use]
+    pub fn from_client(
+        client: Client,
+        bucket: impl Into<String>,
+        public_base_url: Option<String>,
+    ) -> Self {
         Self {
-            client: Client::from_conf(config),
+            client,
             bucket: bucket.into(),
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_owned()),
         }

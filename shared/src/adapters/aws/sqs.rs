@@ -1,5 +1,7 @@
-//! [`RowQueue`] on SQS: `SendMessageBatch` in chunks of at most 10 entries (SQS limit),
-//! re-sending the entries a batch reports failed.
+//! [`RowQueue`] on SQS: `SendMessageBatch` in batches of at most 10 entries and 1 MiB
+//! ([`crate::adapters::limits`]), bodies checked against SQS's size and character rules before
+//! anything is sent, and the entries a batch reports failed on the service's side re-sent with
+//! jittered backoff ([`crate::retry`]).
 
 use std::time::Duration;
 
@@ -9,31 +11,43 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use super::sdk_error;
+use super::{classify_code, sdk_error};
+use crate::adapters::limits::{SQS_MAX_BATCH_ENTRIES as MAX_BATCH, check_sqs_body, sqs_batches};
 use crate::adapters::local::ReceivedMessage;
 use crate::domain::model::RowJob;
 use crate::ports::{PortError, RowQueue, message_bodies};
-
-/// `SendMessageBatch` takes at most 10 entries (SQS limit).
-const MAX_BATCH: usize = 10;
-/// Attempts per batch before the enqueue fails.
-const ATTEMPTS: u32 = 4;
+use crate::retry::RetryPolicy;
 
 /// The SQS queue of row jobs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqsRowQueue {
     client: Client,
     queue_url: String,
+    retry: RetryPolicy,
 }
 
 impl SqsRowQueue {
     /// A queue at `queue_url`.
     #[must_use]
     pub fn new(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::from_client(Client::new(sdk), queue_url)
+    }
+
+    /// A queue at `queue_url` through `client` (tests pass a mocked client).
+    #[must_use]
+    pub fn from_client(client: Client, queue_url: impl Into<String>) -> Self {
         Self {
-            client: Client::new(sdk),
+            client,
             queue_url: queue_url.into(),
+            retry: RetryPolicy::STORAGE,
         }
+    }
+
+    /// The same queue with another in-process retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
     }
 
     /// The underlying client (the local pump receives with it).
@@ -127,34 +141,14 @@ impl SqsRowQueue {
         .sum())
     }
 
-    /// Moves every message of this queue (a dead-letter queue) to `target` (its source queue),
-    /// as the console's "DLQ redrive" (`StartMessageMoveTask`) does: each message is sent again
-    /// — a new message, with its receive count starting over — and then deleted here. Returns
-    /// how many moved.
-    ///
-    /// # Errors
-    /// [`PortError`] when SQS fails; messages already moved stay moved, the rest stay here.
-    pub async fn redrive_to(&self, target: &SqsRowQueue) -> Result<u64, PortError> {
-        let mut moved = 0;
-        loop {
-            let messages = self.receive(MAX_BATCH, Duration::from_secs(30)).await?;
-            if messages.is_empty() {
-                return Ok(moved);
-            }
-            let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
-            target.send_batch(&bodies).await?;
-            for message in &messages {
-                self.delete(&message.receipt_handle).await?;
-                moved += 1;
-            }
-        }
-    }
-
+    /// Sends `bodies` (one batch within SQS's limits). Entries the batch reports failed on
+    /// the service's side are sent again with jittered backoff; an entry refused for what it
+    /// holds (`SenderFault`) fails the call at once.
     async fn send_batch(&self, bodies: &[String]) -> Result<(), PortError> {
-        // Entry ids are positions in this chunk, so failed ids map back to bodies.
+        // Entry ids are positions in this batch, so failed ids map back to bodies.
         let mut pending: Vec<usize> = (0..bodies.len()).collect();
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
+        let mut attempt = 0;
+        loop {
             let entries = pending
                 .iter()
                 .map(|&i| {
@@ -172,46 +166,69 @@ impl SqsRowQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await;
-            match out {
+            let error = match out {
+                Ok(out) if out.failed.is_empty() => return Ok(()),
                 Ok(out) => {
+                    if let Some(refused) = out.failed.iter().find(|f| f.sender_fault) {
+                        let message = refused.message.clone().unwrap_or_default();
+                        return Err(
+                            classify_code("sending row messages", &refused.code, &message)
+                                .filter(|e| !e.is_retryable())
+                                .unwrap_or_else(|| {
+                                    PortError::LimitExceeded(format!(
+                                        "sending row messages: {}: {message}",
+                                        refused.code
+                                    ))
+                                }),
+                        );
+                    }
                     pending = out
                         .failed
                         .iter()
                         .filter_map(|f| f.id.parse().ok())
                         .collect();
-                    if pending.is_empty() {
-                        return Ok(());
-                    }
-                    if attempt == ATTEMPTS {
-                        let reasons: Vec<String> = out
-                            .failed
-                            .iter()
-                            .map(|f| {
-                                format!("{}: {}", f.code, f.message.clone().unwrap_or_default())
-                            })
-                            .collect();
-                        return Err(PortError::Unexpected(anyhow!(
-                            "{} row message(s) not accepted after {ATTEMPTS} attempts: {}",
-                            pending.len(),
-                            reasons.join("; ")
-                        )));
-                    }
+                    let reasons: Vec<String> = out
+                        .failed
+                        .iter()
+                        .map(|f| format!("{}: {}", f.code, f.message.clone().unwrap_or_default()))
+                        .collect();
+                    PortError::Throttled(format!(
+                        "{} row message(s) not accepted: {}",
+                        pending.len(),
+                        reasons.join("; ")
+                    ))
                 }
-                Err(e) if attempt == ATTEMPTS => return Err(sdk_error("sending row messages", &e)),
-                Err(_) => {}
+                Err(e) => {
+                    let error = sdk_error("sending row messages", &e);
+                    if !error.is_transient() {
+                        return Err(error);
+                    }
+                    error
+                }
+            };
+            attempt += 1;
+            if attempt >= self.retry.attempts {
+                return Err(error);
             }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
+            tracing::debug!(attempt, %error, "re-sending row messages");
+            tokio::time::sleep(self.retry.delay(attempt - 1)).await;
         }
-        Ok(())
     }
 }
 
 impl RowQueue for SqsRowQueue {
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
-        for chunk in bodies.chunks(MAX_BATCH) {
-            self.send_batch(chunk).await?;
+        for (body, job) in bodies.iter().zip(jobs) {
+            check_sqs_body(body).map_err(|e| {
+                PortError::LimitExceeded(format!(
+                    "row {} of request {}: {e}",
+                    job.row_index, job.request_id
+                ))
+            })?;
+        }
+        for batch in sqs_batches(&bodies) {
+            self.send_batch(&bodies[batch]).await?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 
+use crate::adapters::limits::S3_MAX_KEY_BYTES;
 use crate::ports::{ObjectStore, PortError, StoredObject};
 
 /// The directory store. Clones share the directory.
@@ -41,8 +42,16 @@ impl DirObjectStore {
     /// The file of `key`.
     ///
     /// # Errors
-    /// When the key is empty, absolute, or contains `..`.
+    /// [`PortError::LimitExceeded`] for a key over S3's 1,024 bytes
+    /// ([`crate::adapters::limits::S3_MAX_KEY_BYTES`]); [`PortError::Unexpected`] when the key
+    /// is empty, absolute, or contains `..`.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, PortError> {
+        if key.len() > S3_MAX_KEY_BYTES {
+            return Err(PortError::LimitExceeded(format!(
+                "object key of {} bytes; S3 keys hold at most {S3_MAX_KEY_BYTES} bytes",
+                key.len()
+            )));
+        }
         let relative = Path::new(key);
         let safe = !key.is_empty()
             && relative
@@ -163,6 +172,13 @@ mod tests {
         ));
         assert!(store.get("images/r/none.jpg", 100).await.unwrap().is_none());
         assert!(store.get("../etc/passwd", 100).await.is_err());
+        let long_key = format!("images/{}.jpg", "k".repeat(1100));
+        assert!(matches!(
+            store
+                .put(&long_key, Bytes::from_static(b"x"), "image/jpeg")
+                .await,
+            Err(PortError::LimitExceeded(_))
+        ));
         assert_eq!(
             store.public_url("images/r/1.jpg"),
             "http://127.0.0.1:1/files/images/r/1.jpg"

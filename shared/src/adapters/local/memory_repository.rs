@@ -1,20 +1,38 @@
 //! In-memory [`RequestRepository`] with a change log shaped like a DynamoDB stream
 //! (`NEW_AND_OLD_IMAGES`): every write appends one record per changed item, in order.
+//!
+//! A faithful fake of the DynamoDB adapter: the same item layout (request, rows, counter
+//! shards, [`crate::domain::counting`]), the same limits — 400 KB per item, 100 actions and
+//! 4 MB per transaction ([`crate::adapters::limits`]) — and the same failure modes. A
+//! transaction holds its items between its start and its commit (an await point), and a second
+//! transaction touching one of them in that window is cancelled with `TransactionConflict`, as
+//! DynamoDB does ("Transaction conflict handling in DynamoDB", Amazon DynamoDB Developer Guide);
+//! a [`FaultInjector`] can add throttling, conflicts and crashes. Both are retried in process
+//! exactly as the DynamoDB adapter retries them ([`crate::retry`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::item::{MetaItem, RowItem};
-use crate::domain::keys::{META_SK, request_pk, row_sk};
+use super::faults::{Call, FaultInjector};
+use crate::adapters::limits::{
+    DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, DYNAMODB_MAX_TRANSACTION_BYTES,
+    dynamodb_item_size, transaction_chunks,
+};
+use crate::domain::counting::{
+    COUNTER_SHARDS, empty_shards, shard_of, shard_rows_total, shards_with_rows,
+};
+use crate::domain::item::{CounterItem, MetaItem, RowItem};
+use crate::domain::keys::{META_SK, counter_sk, request_pk, row_sk};
 use crate::domain::model::{
-    DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord, RowState,
-    WebhookAttempt,
+    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord,
+    RowState, WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
+use crate::retry::{RetryPolicy, retry};
 
 /// Kind of change, as in a DynamoDB stream record's `eventName`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,16 +71,54 @@ pub struct ChangeRecord {
     pub new_image: serde_dynamo::Item,
 }
 
+/// The request item as stored: the record plus the set of done counter shards.
+#[derive(Debug, Clone)]
+struct StoredMeta {
+    meta: RequestMeta,
+    done_shards: BTreeSet<u32>,
+}
+
+impl StoredMeta {
+    fn item(&self) -> Result<serde_dynamo::Item, PortError> {
+        let mut item = MetaItem::new(self.meta.clone(), None);
+        item.done_shards = self.done_shards.iter().copied().collect();
+        to_item(&item)
+    }
+}
+
+type ItemKey = (String, String);
+
 #[derive(Debug, Default)]
 struct State {
-    requests: HashMap<String, RequestMeta>,
+    requests: HashMap<String, StoredMeta>,
     rows: HashMap<String, BTreeMap<u32, RowRecord>>,
+    shards: HashMap<String, BTreeMap<u32, Counters>>,
     log: Vec<ChangeRecord>,
     sequence: u64,
+    /// Items held by transactions between their start and their commit.
+    in_flight: HashSet<ItemKey>,
 }
 
 fn to_item<T: Serialize>(value: &T) -> Result<serde_dynamo::Item, PortError> {
     serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
+}
+
+/// Refuses an item over DynamoDB's 400 KB (`ValidationException: Item size has exceeded the
+/// maximum allowed size`).
+fn check_item_size(item: &serde_dynamo::Item, what: &str) -> Result<usize, PortError> {
+    let size = dynamodb_item_size(item);
+    if size > DYNAMODB_MAX_ITEM_BYTES {
+        return Err(PortError::LimitExceeded(format!(
+            "{what} would be {size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
+        )));
+    }
+    Ok(size)
+}
+
+fn conflict(call: &str) -> PortError {
+    PortError::Conflict(format!(
+        "{call}: TransactionConflict (another transaction is in progress on an item)"
+    ))
 }
 
 impl State {
@@ -88,30 +144,69 @@ impl State {
         });
     }
 
+    /// A single-item write to an item a transaction holds fails with `TransactionConflict`.
+    fn check_not_in_flight(&self, pk: &str, sk: &str, call: &str) -> Result<(), PortError> {
+        if self.in_flight.contains(&(pk.to_owned(), sk.to_owned())) {
+            return Err(conflict(call));
+        }
+        Ok(())
+    }
+
     /// Applies `change` to a request record and logs old/new images; a no-op if `change`
-    /// returns `false`.
+    /// returns `false` (a failed condition).
     fn update_meta(
         &mut self,
         request_id: &str,
-        change: impl FnOnce(&mut RequestMeta) -> bool,
+        change: impl FnOnce(&mut StoredMeta) -> bool,
     ) -> Result<bool, PortError> {
-        let Some(meta) = self.requests.get_mut(request_id) else {
+        let pk = request_pk(request_id);
+        self.check_not_in_flight(&pk, META_SK, "UpdateItem")?;
+        let Some(stored) = self.requests.get(request_id) else {
             return Ok(false);
         };
-        let old = meta.clone();
-        if !change(meta) {
+        let mut updated = stored.clone();
+        if !change(&mut updated) {
             return Ok(false);
         }
-        let new = meta.clone();
-        let old_item = to_item(&MetaItem::new(old, None))?;
-        let new_item = to_item(&MetaItem::new(new, None))?;
-        self.log(
-            request_pk(request_id),
-            META_SK.to_owned(),
-            Some(old_item),
-            new_item,
-        );
+        let old_item = stored.item()?;
+        let new_item = updated.item()?;
+        check_item_size(&new_item, "the request item")?;
+        self.requests.insert(request_id.to_owned(), updated);
+        self.log(pk, META_SK.to_owned(), Some(old_item), new_item);
         Ok(true)
+    }
+
+    /// The request with its counters summed over the shards while it runs.
+    fn current(&self, request_id: &str) -> Option<RequestMeta> {
+        let stored = self.requests.get(request_id)?;
+        let mut meta = stored.meta.clone();
+        if !meta.status.is_terminal() {
+            for shard in self
+                .shards
+                .get(request_id)
+                .into_iter()
+                .flat_map(|s| s.values())
+            {
+                meta.counters.add_done(shard);
+            }
+        }
+        Some(meta)
+    }
+}
+
+/// Releases a transaction's items when it commits, fails or is dropped mid-way.
+struct Hold<'a> {
+    repo: &'a InMemoryRequestRepository,
+    keys: Vec<ItemKey>,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.repo.state.lock() {
+            for key in &self.keys {
+                state.in_flight.remove(key);
+            }
+        }
     }
 }
 
@@ -119,6 +214,8 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryRequestRepository {
     state: Arc<Mutex<State>>,
+    faults: Option<Arc<dyn FaultInjector>>,
+    retry: Option<RetryPolicy>,
 }
 
 impl InMemoryRequestRepository {
@@ -128,10 +225,36 @@ impl InMemoryRequestRepository {
         Self::default()
     }
 
+    /// The same repository, failing calls as `faults` decides.
+    #[must_use]
+    pub fn with_faults(mut self, faults: Arc<dyn FaultInjector>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// The same repository with another in-process retry policy (default
+    /// [`RetryPolicy::STORAGE`]).
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.retry.unwrap_or_default()
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, PortError> {
         self.state
             .lock()
             .map_err(|_| PortError::Unexpected(anyhow!("repository lock poisoned")))
+    }
+
+    fn fault(&self, call: Call) -> Result<(), PortError> {
+        match self.faults.as_ref().and_then(|f| f.before(call)) {
+            Some(fault) => Err(fault.into_error(call)),
+            None => Ok(()),
+        }
     }
 
     /// Removes and returns every change recorded since the last call, oldest first.
@@ -141,6 +264,197 @@ impl InMemoryRequestRepository {
     pub fn drain_changes(&self) -> Result<Vec<ChangeRecord>, PortError> {
         Ok(std::mem::take(&mut self.lock()?.log))
     }
+
+    /// Starts a transaction on `keys`: cancelled with `TransactionConflict` if another
+    /// transaction holds one of them; otherwise holds them until the returned guard drops.
+    async fn begin(&self, keys: Vec<ItemKey>) -> Result<Hold<'_>, PortError> {
+        self.fault(Call::Transaction)?;
+        {
+            let mut state = self.lock()?;
+            if keys.iter().any(|k| state.in_flight.contains(k)) {
+                return Err(conflict("TransactWriteItems"));
+            }
+            state.in_flight.extend(keys.iter().cloned());
+        }
+        let hold = Hold { repo: self, keys };
+        // The window in which DynamoDB's transaction coordinator holds the items: concurrent
+        // writers to them run here and meet the conflict.
+        tokio::task::yield_now().await;
+        Ok(hold)
+    }
+
+    /// One `TransactWriteItems` that puts `items` (row and counter items), each conditional on
+    /// not existing; items that exist already are skipped, as the retry after a
+    /// `ConditionalCheckFailed` does in the DynamoDB adapter.
+    async fn put_new_items(
+        &self,
+        request_id: &str,
+        rows: &[RowRecord],
+        shards: &[(u32, u64)],
+    ) -> Result<(), PortError> {
+        let pk = request_pk(request_id);
+        let keys = rows
+            .iter()
+            .map(|r| (pk.clone(), row_sk(r.index)))
+            .chain(shards.iter().map(|(s, _)| (pk.clone(), counter_sk(*s))))
+            .collect();
+        let hold = self.begin(keys).await?;
+        let mut state = self.lock()?;
+        for row in rows {
+            let exists = state
+                .rows
+                .get(request_id)
+                .is_some_and(|r| r.contains_key(&row.index));
+            if exists {
+                continue;
+            }
+            let item = to_item(&RowItem::new(request_id, row.clone(), None))?;
+            state
+                .rows
+                .entry(request_id.to_owned())
+                .or_default()
+                .insert(row.index, row.clone());
+            state.log(pk.clone(), row_sk(row.index), None, item);
+        }
+        for &(shard, rows_total) in shards {
+            let exists = state
+                .shards
+                .get(request_id)
+                .is_some_and(|s| s.contains_key(&shard));
+            if exists {
+                continue;
+            }
+            let item = CounterItem::new(request_id, shard, rows_total, None);
+            let image = to_item(&item)?;
+            state
+                .shards
+                .entry(request_id.to_owned())
+                .or_default()
+                .insert(shard, item.counters);
+            state.log(pk.clone(), counter_sk(shard), None, image);
+        }
+        drop(state);
+        drop(hold);
+        Ok(())
+    }
+
+    /// The transaction of a row outcome: the row `PENDING` → `DONE` and its shard's `ADD`.
+    /// `Ok(false)` when the row's condition failed (already recorded).
+    async fn transact_row(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        shard: u32,
+        images: &[ImageOutcome],
+    ) -> Result<bool, PortError> {
+        let pk = request_pk(request_id);
+        let hold = self
+            .begin(vec![
+                (pk.clone(), row_sk(row_index)),
+                (pk.clone(), counter_sk(shard)),
+            ])
+            .await?;
+        let mut state = self.lock()?;
+        let Some(row) = state
+            .rows
+            .get(request_id)
+            .and_then(|rows| rows.get(&row_index))
+        else {
+            return Err(PortError::Unexpected(anyhow!(
+                "row {row_index} of request {request_id} does not exist"
+            )));
+        };
+        if row.state == RowState::Done {
+            return Ok(false);
+        }
+        let old_row = to_item(&RowItem::new(request_id, row.clone(), None))?;
+        let mut done = row.clone();
+        done.state = RowState::Done;
+        done.images = images.to_vec();
+        let new_row = to_item(&RowItem::new(request_id, done.clone(), None))?;
+        let row_size = check_item_size(&new_row, &format!("row {row_index}"))?;
+        if row_size > DYNAMODB_MAX_TRANSACTION_BYTES {
+            return Err(PortError::LimitExceeded(
+                "the transaction exceeds 4 MB".to_owned(),
+            ));
+        }
+        let old_shard = state
+            .shards
+            .get(request_id)
+            .and_then(|s| s.get(&shard))
+            .copied()
+            .ok_or_else(|| {
+                PortError::Unexpected(anyhow!(
+                    "counter shard {shard} of request {request_id} does not exist"
+                ))
+            })?;
+        let mut new_shard = old_shard;
+        new_shard.add_row(images);
+        let shard_item = |counters| CounterItem {
+            counters,
+            ..CounterItem::new(request_id, shard, 0, None)
+        };
+        let old_shard_item = to_item(&shard_item(old_shard))?;
+        let new_shard_item = to_item(&shard_item(new_shard))?;
+        if let Some(rows) = state.rows.get_mut(request_id) {
+            rows.insert(row_index, done);
+        }
+        state
+            .shards
+            .entry(request_id.to_owned())
+            .or_default()
+            .insert(shard, new_shard);
+        state.log(pk.clone(), row_sk(row_index), Some(old_row), new_row);
+        state.log(pk, counter_sk(shard), Some(old_shard_item), new_shard_item);
+        drop(state);
+        drop(hold);
+        Ok(true)
+    }
+
+    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
+    /// done shards; `true` when every shard is done.
+    async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        let policy = self.policy();
+        let full = retry(&policy, "reading a counter shard", || async {
+            self.fault(Call::Read)?;
+            let state = self.lock()?;
+            Ok(state
+                .shards
+                .get(request_id)
+                .and_then(|s| s.get(&shard))
+                .is_some_and(|c| c.rows_done >= c.rows_total))
+        })
+        .await?;
+        if !full {
+            return Ok(false);
+        }
+        retry(&policy, "adding a done shard", || async {
+            self.fault(Call::Write)?;
+            let mut state = self.lock()?;
+            let mut all_done = false;
+            state.update_meta(request_id, |stored| {
+                stored.done_shards.insert(shard);
+                all_done = stored.done_shards.len() >= COUNTER_SHARDS as usize;
+                true
+            })?;
+            Ok(all_done)
+        })
+        .await
+    }
+
+    /// A conditional single-item update of the request item, with faults and retries.
+    async fn write_meta(
+        &self,
+        request_id: &str,
+        what: &str,
+        change: impl Fn(&mut StoredMeta) -> bool + Send + Sync,
+    ) -> Result<bool, PortError> {
+        retry(&self.policy(), what, || async {
+            self.fault(Call::Write)?;
+            self.lock()?.update_meta(request_id, &change)
+        })
+        .await
+    }
 }
 
 impl RequestRepository for InMemoryRequestRepository {
@@ -149,30 +463,61 @@ impl RequestRepository for InMemoryRequestRepository {
         meta: &RequestMeta,
         rows: &[RowRecord],
     ) -> Result<Created, PortError> {
-        let mut state = self.lock()?;
-        if let Some(existing) = state.requests.get(&meta.request_id) {
-            return Ok(Created::AlreadyExists(Box::new(existing.clone())));
+        if let Some(existing) = self.get_request(&meta.request_id).await? {
+            return Ok(Created::AlreadyExists(Box::new(existing)));
         }
-        let id = meta.request_id.clone();
-        let meta_item = to_item(&MetaItem::new(meta.clone(), None))?;
-        let row_items = rows
+        let id = meta.request_id.as_str();
+        // Rows and counter shards first, in transactions of ≤ 100 actions and ≤ 4 MB; the
+        // request item last, so a request is visible only once all its items exist.
+        let sizes = rows
             .iter()
-            .map(|r| to_item(&RowItem::new(&id, r.clone(), None)).map(|item| (r.index, item)))
+            .map(|r| {
+                let item = to_item(&RowItem::new(id, r.clone(), None))?;
+                check_item_size(&item, &format!("row {}", r.index))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        state.requests.insert(id.clone(), meta.clone());
-        state.rows.insert(
-            id.clone(),
-            rows.iter().map(|r| (r.index, r.clone())).collect(),
-        );
-        state.log(request_pk(&id), META_SK.to_owned(), None, meta_item);
-        for (index, item) in row_items {
-            state.log(request_pk(&id), row_sk(index), None, item);
+        let policy = self.policy();
+        for chunk in transaction_chunks(&sizes, 0) {
+            let chunk_rows = &rows[chunk];
+            retry(&policy, "writing rows", || {
+                self.put_new_items(id, chunk_rows, &[])
+            })
+            .await?;
         }
-        Ok(Created::Inserted)
+        let shard_totals: Vec<(u32, u64)> = shards_with_rows(meta.counters.rows_total)
+            .map(|s| (s, shard_rows_total(meta.counters.rows_total, s)))
+            .collect();
+        for chunk in shard_totals.chunks(DYNAMODB_MAX_TRANSACTION_ACTIONS) {
+            retry(&policy, "writing counter shards", || {
+                self.put_new_items(id, &[], chunk)
+            })
+            .await?;
+        }
+        let stored = StoredMeta {
+            meta: meta.clone(),
+            done_shards: empty_shards(meta.counters.rows_total).into_iter().collect(),
+        };
+        let item = stored.item()?;
+        check_item_size(&item, "the request item")?;
+        retry(&policy, "writing the request", || async {
+            self.fault(Call::Write)?;
+            let mut state = self.lock()?;
+            if let Some(existing) = state.current(id) {
+                return Ok(Created::AlreadyExists(Box::new(existing)));
+            }
+            state.requests.insert(id.to_owned(), stored.clone());
+            state.log(request_pk(id), META_SK.to_owned(), None, item.clone());
+            Ok(Created::Inserted)
+        })
+        .await
     }
 
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
-        Ok(self.lock()?.requests.get(request_id).cloned())
+        retry(&self.policy(), "reading the request", || async {
+            self.fault(Call::Read)?;
+            Ok(self.lock()?.current(request_id))
+        })
+        .await
     }
 
     async fn list_rows(
@@ -181,23 +526,27 @@ impl RequestRepository for InMemoryRequestRepository {
         after: Option<u32>,
         limit: u32,
     ) -> Result<RowPage, PortError> {
-        let state = self.lock()?;
-        let Some(rows) = state.rows.get(request_id) else {
-            return Ok(RowPage::default());
-        };
-        let start = after.map_or(0, |a| a.saturating_add(1));
-        let mut page: Vec<RowRecord> = rows
-            .range(start..)
-            .take(limit.max(1) as usize + 1)
-            .map(|(_, r)| r.clone())
-            .collect();
-        let next = if page.len() > limit.max(1) as usize {
-            page.pop();
-            page.last().map(|r| r.index)
-        } else {
-            None
-        };
-        Ok(RowPage { rows: page, next })
+        retry(&self.policy(), "reading rows", || async {
+            self.fault(Call::Read)?;
+            let state = self.lock()?;
+            let Some(rows) = state.rows.get(request_id) else {
+                return Ok(RowPage::default());
+            };
+            let start = after.map_or(0, |a| a.saturating_add(1));
+            let mut page: Vec<RowRecord> = rows
+                .range(start..)
+                .take(limit.max(1) as usize + 1)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let next = if page.len() > limit.max(1) as usize {
+                page.pop();
+                page.last().map(|r| r.index)
+            } else {
+                None
+            };
+            Ok(RowPage { rows: page, next })
+        })
+        .await
     }
 
     async fn mark_processing(
@@ -205,14 +554,16 @@ impl RequestRepository for InMemoryRequestRepository {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition, PortError> {
-        let applied = self.lock()?.update_meta(request_id, |meta| {
-            if meta.status != RequestStatus::Pending {
-                return false;
-            }
-            meta.status = RequestStatus::Processing;
-            meta.updated_at = now;
-            true
-        })?;
+        let applied = self
+            .write_meta(request_id, "marking the request processing", |stored| {
+                if stored.meta.status != RequestStatus::Pending {
+                    return false;
+                }
+                stored.meta.status = RequestStatus::Processing;
+                stored.meta.updated_at = now;
+                true
+            })
+            .await?;
         Ok(if applied {
             Transition::Applied(RequestStatus::Processing)
         } else {
@@ -226,16 +577,18 @@ impl RequestRepository for InMemoryRequestRepository {
         failure: &Failure,
         now: DateTime<Utc>,
     ) -> Result<Transition, PortError> {
-        let applied = self.lock()?.update_meta(request_id, |meta| {
-            if meta.status.is_terminal() {
-                return false;
-            }
-            meta.status = RequestStatus::Failed;
-            meta.failure = Some(failure.clone());
-            meta.updated_at = now;
-            meta.completed_at = Some(now);
-            true
-        })?;
+        let applied = self
+            .write_meta(request_id, "marking the request failed", |stored| {
+                if stored.meta.status.is_terminal() {
+                    return false;
+                }
+                stored.meta.status = RequestStatus::Failed;
+                stored.meta.failure = Some(failure.clone());
+                stored.meta.updated_at = now;
+                stored.meta.completed_at = Some(now);
+                true
+            })
+            .await?;
         Ok(if applied {
             Transition::Applied(RequestStatus::Failed)
         } else {
@@ -248,43 +601,19 @@ impl RequestRepository for InMemoryRequestRepository {
         request_id: &str,
         row_index: u32,
         images: &[ImageOutcome],
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Result<RowRecorded, PortError> {
-        let mut state = self.lock()?;
-        let Some(row) = state
-            .rows
-            .get_mut(request_id)
-            .and_then(|rows| rows.get_mut(&row_index))
-        else {
-            return Err(PortError::Unexpected(anyhow!(
-                "row {row_index} of request {request_id} does not exist"
-            )));
-        };
-        if row.state == RowState::Done {
-            return Ok(RowRecorded::AlreadyRecorded);
-        }
-        let old_row = row.clone();
-        row.state = RowState::Done;
-        row.images = images.to_vec();
-        let new_row = row.clone();
-        let old_item = to_item(&RowItem::new(request_id, old_row, None))?;
-        let new_item = to_item(&RowItem::new(request_id, new_row, None))?;
-        state.log(
-            request_pk(request_id),
-            row_sk(row_index),
-            Some(old_item),
-            new_item,
-        );
-        let mut counters = None;
-        state.update_meta(request_id, |meta| {
-            meta.counters.add_row(images);
-            meta.updated_at = now;
-            counters = Some(meta.counters);
-            true
-        })?;
-        counters
-            .map(RowRecorded::Recorded)
-            .ok_or_else(|| PortError::Unexpected(anyhow!("request {request_id} does not exist")))
+        let shard = shard_of(row_index);
+        let recorded = retry(&self.policy(), "recording the row outcome", || {
+            self.transact_row(request_id, row_index, shard, images)
+        })
+        .await?;
+        let all_rows_done = self.check_shard(request_id, shard).await?;
+        Ok(if recorded {
+            RowRecorded::Recorded { all_rows_done }
+        } else {
+            RowRecorded::AlreadyRecorded { all_rows_done }
+        })
     }
 
     async fn complete(
@@ -292,20 +621,34 @@ impl RequestRepository for InMemoryRequestRepository {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition, PortError> {
-        let mut status = None;
-        self.lock()?.update_meta(request_id, |meta| {
-            if meta.status.is_terminal() {
-                return false;
-            }
-            let Some(terminal) = meta.counters.terminal_status() else {
-                return false;
+        let status = std::sync::Mutex::new(None);
+        retry(&self.policy(), "completing the request", || async {
+            self.fault(Call::Write)?;
+            let mut state = self.lock()?;
+            let Some(current) = state.current(request_id) else {
+                return Ok(false);
             };
-            meta.status = terminal;
-            meta.updated_at = now;
-            meta.completed_at = Some(now);
-            status = Some(terminal);
-            true
-        })?;
+            state.update_meta(request_id, |stored| {
+                if stored.meta.status.is_terminal()
+                    || stored.done_shards.len() < COUNTER_SHARDS as usize
+                {
+                    return false;
+                }
+                let Some(terminal) = current.counters.terminal_status() else {
+                    return false;
+                };
+                stored.meta.status = terminal;
+                stored.meta.counters = current.counters;
+                stored.meta.updated_at = now;
+                stored.meta.completed_at = Some(now);
+                if let Ok(mut slot) = status.lock() {
+                    *slot = Some(terminal);
+                }
+                true
+            })
+        })
+        .await?;
+        let status = status.lock().ok().and_then(|s| *s);
         Ok(status.map_or(Transition::NotApplied, Transition::Applied))
     }
 
@@ -315,12 +658,13 @@ impl RequestRepository for InMemoryRequestRepository {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<(), PortError> {
-        self.lock()?.update_meta(request_id, |meta| {
-            meta.output_csv_key = Some(key.to_owned());
-            meta.updated_at = now;
+        self.write_meta(request_id, "recording the output CSV", |stored| {
+            stored.meta.output_csv_key = Some(key.to_owned());
+            stored.meta.updated_at = now;
             true
-        })?;
-        Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn record_webhook_attempt(
@@ -329,14 +673,15 @@ impl RequestRepository for InMemoryRequestRepository {
         attempt: &WebhookAttempt,
         state: DeliveryState,
     ) -> Result<(), PortError> {
-        self.lock()?.update_meta(request_id, |meta| {
-            let Some(webhook) = meta.webhook.as_mut() else {
+        self.write_meta(request_id, "recording the webhook attempt", |stored| {
+            let Some(webhook) = stored.meta.webhook.as_mut() else {
                 return false;
             };
             webhook.attempts.push(attempt.clone());
             webhook.state = state;
             true
-        })?;
-        Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 }

@@ -108,10 +108,22 @@ fn url_form_encode(key: &str) -> String {
         .join("/")
 }
 
-/// A Lambda context for local invocations.
+/// A Lambda context for local invocations (no deadline).
 #[must_use]
 pub fn context() -> lambda_runtime::Context {
     let mut context = lambda_runtime::Context::default();
     context.request_id = uuid::Uuid::new_v4().to_string();
+    context
+}
+
+/// A Lambda context whose deadline is `timeout` from now (`deadline`: milliseconds since the
+/// Unix epoch, as the Runtime API's `Lambda-Runtime-Deadline-Ms` header gives it).
+#[must_use]
+pub fn context_with_deadline(timeout: std::time::Duration) -> lambda_runtime::Context {
+    let mut context = context();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    context.deadline = u64::try_from((now + timeout).as_millis()).unwrap_or(u64::MAX);
     context
 }

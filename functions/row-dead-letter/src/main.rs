@@ -1,0 +1,15 @@
+//! Lambda entry point of the `row-dead-letter` function: composition only.
+
+use lambda_runtime::{Error, run, service_fn};
+use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
+use pixpress::config::Config;
+use pixpress_row_dead_letter::{App, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pixpress::telemetry::init_lambda();
+    let config = Config::from_env()?;
+    let aws = AwsBackends::from_env(&load_sdk_config().await)?;
+    let app = App::new(aws.repo, &config);
+    run(service_fn(|event| handle(&app, event))).await
+}

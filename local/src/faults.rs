@@ -1,0 +1,319 @@
+//! Chaos for the local pipeline: `pixpress run --faults conflict=0.3,throttle=0.2,…`.
+//!
+//! [`SeededFaults`] is the [`FaultInjector`] the embedded adapters consult before every service
+//! call, plus the pump's decision that a worker invocation crashes. Faults, each off unless
+//! asked:
+//!
+//! - `conflict` — a DynamoDB transaction is cancelled with `TransactionConflict`;
+//! - `throttle` — any repository or queue call is throttled;
+//! - `duplicate` — a received message is delivered once more (possibly to a concurrent
+//!   invocation at the same time);
+//! - `crash` — a worker invocation dies mid-row: the repository call that would record a row
+//!   never happens, nor does anything after it in that invocation, and no message of the
+//!   invocation is deleted, so they come back after the visibility timeout.
+//!
+//! Probabilities are per call (per invocation for `crash`); `seed=N` fixes the random choices.
+//! The injector counts what fired.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pixpress::adapters::local::{Call, FaultInjector, InjectedFault};
+
+/// Probabilities of each fault and the seed (`name=probability,…,seed=N`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaultSpec {
+    /// Transactions cancelled with `TransactionConflict`.
+    pub conflict: f64,
+    /// Repository and queue calls throttled.
+    pub throttle: f64,
+    /// Messages delivered twice.
+    pub duplicate: f64,
+    /// Worker invocations that die mid-row.
+    pub crash: f64,
+    /// Seed of the random choices.
+    pub seed: u64,
+}
+
+impl FaultSpec {
+    /// `true` when no fault can fire.
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.conflict == 0.0 && self.throttle == 0.0 && self.duplicate == 0.0 && self.crash == 0.0
+    }
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    /// Parses `conflict=0.3,throttle=0.2,duplicate=0.2,crash=0.1,seed=7`; every entry is
+    /// optional; probabilities are in `[0, 1)` (a fault that always fires would never let the
+    /// work finish).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut spec = Self::default();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, value) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("`{entry}`: expected name=value"))?;
+            let (name, value) = (name.trim(), value.trim());
+            if name == "seed" {
+                spec.seed = value
+                    .parse()
+                    .map_err(|_| format!("seed must be a whole number, got `{value}`"))?;
+                continue;
+            }
+            let p: f64 = value
+                .parse()
+                .map_err(|_| format!("{name}: `{value}` is not a number"))?;
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!(
+                    "{name}: the probability must be at least 0 and below 1, got {p}"
+                ));
+            }
+            match name {
+                "conflict" => spec.conflict = p,
+                "throttle" => spec.throttle = p,
+                "duplicate" => spec.duplicate = p,
+                "crash" => spec.crash = p,
+                other => {
+                    return Err(format!(
+                        "unknown fault `{other}`; known: conflict, throttle, duplicate, crash, seed"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// How many faults of each kind fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FaultCounts {
+    /// Transactions cancelled with `TransactionConflict`.
+    pub conflicts: u64,
+    /// Calls throttled.
+    pub throttles: u64,
+    /// Messages delivered twice.
+    pub duplicates: u64,
+    /// Worker invocations crashed.
+    pub crashes: u64,
+}
+
+impl std::fmt::Display for FaultCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} conflicts, {} throttles, {} duplicate deliveries, {} crashed invocations",
+            self.conflicts, self.throttles, self.duplicates, self.crashes
+        )
+    }
+}
+
+/// The fate of one worker invocation: it dies at its `crash_at`-th transaction (the write that
+/// would record a row), and every call after that fails too.
+#[derive(Debug)]
+pub struct Invocation {
+    crash_at: Option<usize>,
+    transactions: AtomicUsize,
+    crashed: AtomicBool,
+}
+
+impl Invocation {
+    /// `true` once the invocation has died.
+    #[must_use]
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+}
+
+tokio::task_local! {
+    /// The worker invocation the current task runs, set by the pump.
+    pub static INVOCATION: Arc<Invocation>;
+}
+
+/// The seeded injector. Share one per pipeline.
+#[derive(Debug)]
+pub struct SeededFaults {
+    spec: FaultSpec,
+    rng: Mutex<fastrand::Rng>,
+    conflicts: AtomicU64,
+    throttles: AtomicU64,
+    duplicates: AtomicU64,
+    crashes: AtomicU64,
+}
+
+impl SeededFaults {
+    /// An injector for `spec`.
+    #[must_use]
+    pub fn new(spec: FaultSpec) -> Self {
+        Self {
+            spec,
+            rng: Mutex::new(fastrand::Rng::with_seed(spec.seed)),
+            conflicts: AtomicU64::new(0),
+            throttles: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            crashes: AtomicU64::new(0),
+        }
+    }
+
+    /// The spec in force.
+    #[must_use]
+    pub fn spec(&self) -> FaultSpec {
+        self.spec
+    }
+
+    fn chance(&self, p: f64) -> bool {
+        p > 0.0 && self.rng.lock().map(|mut r| r.f64() < p).unwrap_or(false)
+    }
+
+    /// The fate of a new worker invocation of `messages` messages: with probability `crash`
+    /// it dies at a transaction chosen among its first `messages`.
+    #[must_use]
+    pub fn invocation(&self, messages: usize) -> Arc<Invocation> {
+        let crash_at = if self.chance(self.spec.crash) {
+            self.rng
+                .lock()
+                .ok()
+                .map(|mut r| r.usize(1..=messages.max(1)))
+        } else {
+            None
+        };
+        Arc::new(Invocation {
+            crash_at,
+            transactions: AtomicUsize::new(0),
+            crashed: AtomicBool::new(false),
+        })
+    }
+
+    /// What fired so far.
+    #[must_use]
+    pub fn counts(&self) -> FaultCounts {
+        FaultCounts {
+            conflicts: self.conflicts.load(Ordering::SeqCst),
+            throttles: self.throttles.load(Ordering::SeqCst),
+            duplicates: self.duplicates.load(Ordering::SeqCst),
+            crashes: self.crashes.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Counts by name, for reports.
+    #[must_use]
+    pub fn counts_by_name(&self) -> BTreeMap<&'static str, u64> {
+        let c = self.counts();
+        BTreeMap::from([
+            ("conflict", c.conflicts),
+            ("throttle", c.throttles),
+            ("duplicate", c.duplicates),
+            ("crash", c.crashes),
+        ])
+    }
+
+    fn crash_check(&self, call: Call) -> Option<InjectedFault> {
+        INVOCATION
+            .try_with(|invocation| {
+                if invocation.crashed() {
+                    return Some(InjectedFault::Crash);
+                }
+                let crash_at = invocation.crash_at?;
+                if call != Call::Transaction {
+                    return None;
+                }
+                let n = invocation.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= crash_at && !invocation.crashed.swap(true, Ordering::SeqCst) {
+                    self.crashes.fetch_add(1, Ordering::SeqCst);
+                    return Some(InjectedFault::Crash);
+                }
+                None
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl FaultInjector for SeededFaults {
+    fn before(&self, call: Call) -> Option<InjectedFault> {
+        if let Some(crash) = self.crash_check(call) {
+            return Some(crash);
+        }
+        if call == Call::Transaction && self.chance(self.spec.conflict) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+            return Some(InjectedFault::Conflict);
+        }
+        if self.chance(self.spec.throttle) {
+            self.throttles.fetch_add(1, Ordering::SeqCst);
+            return Some(InjectedFault::Throttle);
+        }
+        None
+    }
+
+    fn duplicate_delivery(&self) -> bool {
+        let fired = self.chance(self.spec.duplicate);
+        if fired {
+            self.duplicates.fetch_add(1, Ordering::SeqCst);
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_bad_ones_say_why() {
+        let spec: FaultSpec = "conflict=0.3,throttle=0.2,duplicate=0.2,crash=0.1,seed=7"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            spec,
+            FaultSpec {
+                conflict: 0.3,
+                throttle: 0.2,
+                duplicate: 0.2,
+                crash: 0.1,
+                seed: 7
+            }
+        );
+        assert!(FaultSpec::default().is_off());
+        assert!(
+            "flood=0.1"
+                .parse::<FaultSpec>()
+                .unwrap_err()
+                .contains("unknown fault")
+        );
+        assert!(
+            "crash=1"
+                .parse::<FaultSpec>()
+                .unwrap_err()
+                .contains("below 1")
+        );
+        assert!(
+            "crash"
+                .parse::<FaultSpec>()
+                .unwrap_err()
+                .contains("name=value")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_doomed_invocation_dies_at_a_transaction_and_stays_dead() {
+        let faults = SeededFaults::new(FaultSpec {
+            crash: 0.999,
+            ..FaultSpec::default()
+        });
+        let invocation = faults.invocation(1);
+        let fate = invocation.clone();
+        INVOCATION
+            .scope(invocation, async {
+                assert_eq!(faults.before(Call::Read), None);
+                assert_eq!(faults.before(Call::Transaction), Some(InjectedFault::Crash));
+                assert_eq!(faults.before(Call::Read), Some(InjectedFault::Crash));
+            })
+            .await;
+        assert!(fate.crashed());
+        assert_eq!(faults.counts().crashes, 1);
+        // Outside an invocation nothing crashes.
+        assert_eq!(faults.before(Call::Transaction), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! # pixpress-local — the whole pipeline in one process
+//!
+//! Builds the function apps over one backend — embedded (in-memory repository with a change
+//! log, in-memory queue and dead-letter queue with SQS semantics, a directory as the bucket)
+//! or the AWS adapters against an emulator — and pumps them with synthesised
+//! `aws_lambda_events` / `lambda_http` values, calling the very `handle` functions that run in
+//! Lambda:
+//!
+//! 1. [`pipeline::Pipeline::upload_csv`] → `api` handler (`POST /uploads`);
+//! 2. [`pipeline::Pipeline::start_pump`]: rows queue → `row-worker` invocations (several in
+//!    flight; failed messages stay invisible for the visibility timeout, then return, then go to
+//!    the dead-letter queue), dead-letter queue → `row-dead-letter`, and the change log →
+//!    `completion-notifier` as DynamoDB stream events;
+//! 3. [`faults`]: AWS's failure modes injected on request (`pixpress run --faults`).
+//!
+//! Linked by the `pixpress` CLI and the tests, never by a Lambda function.
+
+pub mod events;
+pub mod faults;
+pub mod pipeline;

@@ -1,0 +1,911 @@
+//! The pipeline in one process: the five function apps over one backend — embedded, or the AWS
+//! adapters against an emulator — and the pump that moves queue messages and stream records
+//! between them as the Lambda event source mappings do in a deployment.
+//!
+//! The pump behaves like the Lambda service at its best: several `row-worker` invocations in
+//! flight, each started as soon as messages are visible (no barrier between batches); the
+//! dead-letter queue drained into `row-dead-letter`; the stream read continuously, filtered to
+//! request items entering a terminal status (the template's `FilterCriteria`), and a failed
+//! notifier batch retried with backoff, as Lambda retries a stream batch.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use lambda_runtime::LambdaEvent;
+use pixpress::adapters::aws::{
+    DynamoRequestRepository, EmulatorBackends, EmulatorNames, S3ObjectStore, SqsRowQueue,
+    emulator_sdk_config, provision,
+};
+use pixpress::adapters::local::{
+    ChangeRecord, DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue, ReceivedMessage,
+};
+use pixpress::config::Config;
+use pixpress::domain::item::ItemHead;
+use pixpress::domain::keys::META_SK;
+use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus};
+use pixpress::fetch::{Fetcher, HostResolver, SystemResolver};
+use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::events;
+use crate::faults::{FaultSpec, INVOCATION, SeededFaults};
+
+/// The queues the pump polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueName {
+    /// The rows queue (`row-worker`).
+    Rows,
+    /// The rows dead-letter queue (`row-dead-letter`).
+    DeadLetters,
+}
+
+/// Where the pipeline keeps its state, and how the pump reaches the event sources the Lambda
+/// service polls in a deployment: the rows queue, its dead-letter queue and the table's stream.
+pub trait PumpBackend: Clone + Send + Sync + 'static {
+    /// Requests and rows.
+    type Repo: RequestRepository;
+    /// Row jobs.
+    type Queue: RowQueue;
+    /// The bucket.
+    type Store: ObjectStore;
+
+    /// The repository.
+    fn repo(&self) -> &Self::Repo;
+    /// The queue the API and s3-ingest enqueue to.
+    fn queue(&self) -> &Self::Queue;
+    /// The bucket.
+    fn store(&self) -> &Self::Store;
+    /// Up to `max` visible messages of `queue`, hidden for `visibility` (SQS `ReceiveMessage`).
+    fn receive_from(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, PortError>> + Send;
+    /// Deletes a processed message of `queue`.
+    fn delete_from(
+        &self,
+        queue: QueueName,
+        receipt_handle: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Waits until `queue` may have messages or `max_wait` passed (a long poll).
+    fn wait_for_messages(
+        &self,
+        queue: QueueName,
+        max_wait: Duration,
+    ) -> impl Future<Output = ()> + Send;
+    /// Stream records written since the last call.
+    fn changes(&self) -> impl Future<Output = Result<Vec<ChangeRecord>, PortError>> + Send;
+    /// Row messages waiting or in flight.
+    fn queue_depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Row messages in the dead-letter queue.
+    fn dead_letter_count(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
+
+    /// Up to `max` visible row messages (see [`PumpBackend::receive_from`]).
+    fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, PortError>> + Send {
+        self.receive_from(QueueName::Rows, max, visibility)
+    }
+}
+
+/// Embedded backends: in-memory repository (its change log is the stream), in-memory queue and
+/// dead-letter queue, a directory as the bucket.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Requests and rows, with the change log.
+    pub repo: InMemoryRequestRepository,
+    /// Row jobs.
+    pub queue: InMemoryRowQueue,
+    /// The rows dead-letter queue.
+    pub dead_letter_queue: InMemoryRowQueue,
+    /// The bucket.
+    pub store: DirObjectStore,
+}
+
+impl Embedded {
+    fn queue_of(&self, queue: QueueName) -> &InMemoryRowQueue {
+        match queue {
+            QueueName::Rows => &self.queue,
+            QueueName::DeadLetters => &self.dead_letter_queue,
+        }
+    }
+}
+
+impl PumpBackend for Embedded {
+    type Repo = InMemoryRequestRepository;
+    type Queue = InMemoryRowQueue;
+    type Store = DirObjectStore;
+
+    fn repo(&self) -> &Self::Repo {
+        &self.repo
+    }
+    fn queue(&self) -> &Self::Queue {
+        &self.queue
+    }
+    fn store(&self) -> &Self::Store {
+        &self.store
+    }
+    async fn receive_from(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.queue_of(queue).receive(max, visibility)
+    }
+    async fn delete_from(&self, queue: QueueName, receipt_handle: &str) -> Result<(), PortError> {
+        self.queue_of(queue).delete(receipt_handle)
+    }
+    async fn wait_for_messages(&self, queue: QueueName, max_wait: Duration) {
+        self.queue_of(queue).wait_for_messages(max_wait).await;
+    }
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, PortError> {
+        self.repo.drain_changes()
+    }
+    async fn queue_depth(&self) -> Result<u64, PortError> {
+        Ok(self.queue.len()? as u64)
+    }
+    async fn dead_letter_count(&self) -> Result<u64, PortError> {
+        Ok(self.dead_letter_queue.len()? as u64)
+    }
+}
+
+/// The AWS adapters against an emulator (moto server, ministack): SQS polled with
+/// `ReceiveMessage`, the table's stream read with `aws-sdk-dynamodbstreams`.
+#[derive(Debug, Clone)]
+pub struct Emulated(pub EmulatorBackends);
+
+impl Emulated {
+    fn queue_of(&self, queue: QueueName) -> &SqsRowQueue {
+        match queue {
+            QueueName::Rows => &self.0.queue,
+            QueueName::DeadLetters => &self.0.dead_letter_queue,
+        }
+    }
+}
+
+impl PumpBackend for Emulated {
+    type Repo = DynamoRequestRepository;
+    type Queue = SqsRowQueue;
+    type Store = S3ObjectStore;
+
+    fn repo(&self) -> &Self::Repo {
+        &self.0.repo
+    }
+    fn queue(&self) -> &Self::Queue {
+        &self.0.queue
+    }
+    fn store(&self) -> &Self::Store {
+        &self.0.store
+    }
+    async fn receive_from(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.queue_of(queue).receive(max, visibility).await
+    }
+    async fn delete_from(&self, queue: QueueName, receipt_handle: &str) -> Result<(), PortError> {
+        self.queue_of(queue).delete(receipt_handle).await
+    }
+    async fn wait_for_messages(&self, _queue: QueueName, max_wait: Duration) {
+        // Polling an emulator: a short pause instead of a long poll keeps tests quick.
+        tokio::time::sleep(max_wait.min(Duration::from_millis(50))).await;
+    }
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, PortError> {
+        self.0.stream.read().await
+    }
+    async fn queue_depth(&self) -> Result<u64, PortError> {
+        self.0.queue.approximate_depth().await
+    }
+    async fn dead_letter_count(&self) -> Result<u64, PortError> {
+        self.0.dead_letter_queue.approximate_depth().await
+    }
+}
+
+/// How the local pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Directory used as the bucket (`images/…`, `results/…`, `uploads/…`).
+    pub data_dir: PathBuf,
+    /// Base URL under which the data directory is served (`serve`); `file://` paths otherwise.
+    pub public_base_url: Option<String>,
+    /// How long a received message stays invisible before it is delivered again.
+    pub visibility_timeout: Duration,
+    /// Messages per worker invocation (the SQS event source's batch size, ≤ 10).
+    pub batch_size: usize,
+    /// Worker invocations running at once.
+    pub worker_invocations: usize,
+    /// A worker invocation's time limit (the function's `Timeout`; its context deadline).
+    pub worker_timeout: Duration,
+    /// Name resolver for fetches and webhooks (tests map names to loopback).
+    pub resolver: Arc<dyn HostResolver>,
+    /// AWS failure modes to inject into the embedded backends (`--faults`).
+    pub faults: Option<FaultSpec>,
+}
+
+impl PipelineOptions {
+    /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 2 invocations at once,
+    /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults.
+    #[must_use]
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            public_base_url: None,
+            visibility_timeout: Duration::from_secs(2),
+            batch_size: 10,
+            worker_invocations: 2,
+            worker_timeout: Duration::from_secs(120),
+            resolver: Arc::new(SystemResolver),
+            faults: None,
+        }
+    }
+}
+
+/// The outcome of an upload through the API handler.
+#[derive(Debug, Clone)]
+pub enum Upload {
+    /// 202: the request id and the response document.
+    Accepted {
+        /// The new request's id.
+        request_id: String,
+        /// The 202 body.
+        body: serde_json::Value,
+    },
+    /// Any other status: the problem details document.
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The problem+json body.
+        problem: serde_json::Value,
+    },
+}
+
+/// The function apps over one backend, and the pump between them.
+#[derive(Clone)]
+pub struct Pipeline<B: PumpBackend> {
+    /// The backend.
+    pub backend: B,
+    /// `api`.
+    pub api: pixpress_api::App<B::Repo, B::Queue, B::Store>,
+    /// `s3-ingest`.
+    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store>,
+    /// `row-worker`.
+    pub worker: pixpress_row_worker::App<B::Repo, B::Store>,
+    /// `row-dead-letter`.
+    pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
+    /// `completion-notifier`.
+    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store>,
+    faults: Option<Arc<SeededFaults>>,
+    terminal_records: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
+    options: PipelineOptions,
+}
+
+impl<B: PumpBackend + std::fmt::Debug> std::fmt::Debug for Pipeline<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("backend", &self.backend)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pipeline over embedded backends (`pixpress run`, `demo`, `serve`).
+pub type LocalPipeline = Pipeline<Embedded>;
+
+fn response_json(response: &Response<Body>) -> serde_json::Value {
+    let bytes: &[u8] = match response.body() {
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => b"",
+    };
+    serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
+}
+
+impl LocalPipeline {
+    /// The pipeline over embedded backends in `options.data_dir`, with `options.faults`
+    /// injected into the repository and the queues.
+    ///
+    /// # Errors
+    /// When the data directory or an HTTP client cannot be set up.
+    pub fn new(config: &Config, options: PipelineOptions) -> anyhow::Result<Self> {
+        let faults = options
+            .faults
+            .filter(|spec| !spec.is_off())
+            .map(|spec| Arc::new(SeededFaults::new(spec)));
+        let mut repo = InMemoryRequestRepository::new();
+        let mut queue = InMemoryRowQueue::new(config.max_receive_count);
+        if let Some(faults) = &faults {
+            repo = repo.with_faults(faults.clone());
+            queue = queue.with_faults(faults.clone());
+        }
+        let dead_letter_queue = queue
+            .dead_letter_queue()
+            .context("the rows queue has no dead-letter queue")?;
+        let backend = Embedded {
+            repo,
+            queue,
+            dead_letter_queue,
+            store: DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?,
+        };
+        let mut pipeline = Self::with_backend(config, options, backend)?;
+        pipeline.faults = faults;
+        Ok(pipeline)
+    }
+}
+
+impl Pipeline<Emulated> {
+    /// The pipeline over the AWS adapters against the emulator at `endpoint`: provisions the
+    /// table, queues and bucket named by `names` (as `template.yaml` declares them) and starts
+    /// reading the stream at its tip. `options.data_dir` receives the output CSV.
+    ///
+    /// # Errors
+    /// When the emulator refuses a call or an HTTP client cannot be set up.
+    pub async fn emulated(
+        config: &Config,
+        options: PipelineOptions,
+        endpoint: &str,
+        names: &EmulatorNames,
+    ) -> anyhow::Result<Self> {
+        let sdk = emulator_sdk_config(endpoint).await;
+        let backends = provision(
+            &sdk,
+            names,
+            config.max_receive_count,
+            options.public_base_url.clone(),
+        )
+        .await
+        .with_context(|| format!("provisioning the emulator at {endpoint}"))?;
+        backends.stream.skip_existing().await?;
+        Self::with_backend(config, options, Emulated(backends))
+    }
+}
+
+/// A running pump: background tasks polling the rows queue (several worker invocations), the
+/// dead-letter queue and the stream, until [`Pump::stop`].
+#[derive(Debug)]
+pub struct Pump {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Pump {
+    /// Why the pump stopped on its own (a handler failed for good), if it did.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Stops every task and waits for them; an invocation in progress finishes first.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Waits until `stop` turns true or `duration` passes.
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) {
+    if *stop.borrow() {
+        return;
+    }
+    let _ = tokio::time::timeout(duration, stop.changed()).await;
+}
+
+/// `true` for the stream records the notifier's event source mapping lets through: a request
+/// item entering a terminal status (`template.yaml`, `FilterCriteria`).
+fn passes_stream_filter(change: &ChangeRecord) -> bool {
+    if change.sk != META_SK {
+        return false;
+    }
+    let status = |image: &serde_dynamo::Item| {
+        serde_dynamo::from_item::<_, ItemHead>(image.clone())
+            .ok()
+            .and_then(|head| head.status)
+    };
+    let entered = status(&change.new_image).is_some_and(RequestStatus::is_terminal);
+    let was = change
+        .old_image
+        .as_ref()
+        .and_then(status)
+        .is_some_and(|s| !s.is_terminal());
+    entered && was
+}
+
+impl<B: PumpBackend> Pipeline<B> {
+    /// Builds the apps for `config` over `backend`.
+    ///
+    /// # Errors
+    /// When an HTTP client cannot be set up.
+    pub fn with_backend(
+        config: &Config,
+        options: PipelineOptions,
+        backend: B,
+    ) -> anyhow::Result<Self> {
+        let fetcher = Fetcher::with_resolver(config.fetch.clone(), options.resolver.clone())?;
+        let webhook_fetcher =
+            Fetcher::with_resolver(config.webhook_fetch(), options.resolver.clone())?;
+        let (repo, queue, store) = (backend.repo(), backend.queue(), backend.store());
+        Ok(Self {
+            api: pixpress_api::App {
+                repo: repo.clone(),
+                queue: queue.clone(),
+                store: store.clone(),
+                config: pixpress_api::ApiConfig::from(config),
+            },
+            s3_ingest: pixpress_s3_ingest::App {
+                repo: repo.clone(),
+                queue: queue.clone(),
+                store: store.clone(),
+                config: pixpress_s3_ingest::IngestConfig::from(config),
+            },
+            worker: pixpress_row_worker::App::with_fetcher(
+                repo.clone(),
+                store.clone(),
+                fetcher,
+                config,
+            ),
+            dead_letter: pixpress_row_dead_letter::App::new(repo.clone(), config),
+            notifier: pixpress_completion_notifier::App {
+                repo: repo.clone(),
+                store: store.clone(),
+                fetcher: webhook_fetcher,
+                config: pixpress_completion_notifier::NotifierConfig::from(config),
+            },
+            backend,
+            faults: None,
+            terminal_records: Arc::default(),
+            options,
+        })
+    }
+
+    /// The repository.
+    #[must_use]
+    pub fn repo(&self) -> &B::Repo {
+        self.backend.repo()
+    }
+
+    /// The bucket.
+    #[must_use]
+    pub fn store(&self) -> &B::Store {
+        self.backend.store()
+    }
+
+    /// The options in force.
+    #[must_use]
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// The fault injector, when faults were asked for.
+    #[must_use]
+    pub fn faults(&self) -> Option<&Arc<SeededFaults>> {
+        self.faults.as_ref()
+    }
+
+    /// How many stream records of each request entering a terminal status the notifier was
+    /// given: exactly one per finished request, unless the exactly-once flip is broken.
+    #[must_use]
+    pub fn terminal_records(&self) -> std::collections::BTreeMap<String, u32> {
+        self.terminal_records
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends an HTTP request through the `api` handler.
+    ///
+    /// # Errors
+    /// Only if the handler cannot build a response.
+    pub async fn call_api(&self, request: Request) -> anyhow::Result<Response<Body>> {
+        pixpress_api::handle(&self.api, request)
+            .await
+            .map_err(|e| anyhow::anyhow!("api handler: {e}"))
+    }
+
+    /// `POST /uploads` with `csv` as a `text/csv` body and options as query parameters, with
+    /// an `Idempotency-Key` when given (a retry with the same key finds the same request).
+    ///
+    /// # Errors
+    /// Only if the request cannot be built or the handler fails.
+    pub async fn upload_csv_with_key(
+        &self,
+        csv: Vec<u8>,
+        webhook_url: Option<&str>,
+        quality: Option<u8>,
+        max_dimension: Option<u32>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Upload> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(url) = webhook_url {
+            query.append_pair("webhook_url", url);
+        }
+        if let Some(q) = quality {
+            query.append_pair("quality", &q.to_string());
+        }
+        if let Some(m) = max_dimension {
+            query.append_pair("max_dimension", &m.to_string());
+        }
+        let query = query.finish();
+        let uri = if query.is_empty() {
+            "/uploads".to_owned()
+        } else {
+            format!("/uploads?{query}")
+        };
+        let mut request = lambda_http::http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "text/csv");
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
+            .body(Body::Binary(csv))
+            .context("building the upload request")?;
+        let response = self.call_api(request).await?;
+        let status = response.status().as_u16();
+        let body = response_json(&response);
+        if status == 202 {
+            let request_id = body["request_id"]
+                .as_str()
+                .context("202 without request_id")?
+                .to_owned();
+            Ok(Upload::Accepted { request_id, body })
+        } else {
+            Ok(Upload::Rejected {
+                status,
+                problem: body,
+            })
+        }
+    }
+
+    /// `POST /uploads` with `csv` as a `text/csv` body and options as query parameters.
+    ///
+    /// # Errors
+    /// Only if the request cannot be built or the handler fails.
+    pub async fn upload_csv(
+        &self,
+        csv: Vec<u8>,
+        webhook_url: Option<&str>,
+        quality: Option<u8>,
+        max_dimension: Option<u32>,
+    ) -> anyhow::Result<Upload> {
+        self.upload_csv_with_key(csv, webhook_url, quality, max_dimension, None)
+            .await
+    }
+
+    /// `GET /requests/{id}` through the `api` handler, every product on one page.
+    ///
+    /// # Errors
+    /// If the handler fails or answers other than 200.
+    pub async fn status_document(&self, request_id: &str) -> anyhow::Result<serde_json::Value> {
+        let request = lambda_http::http::Request::builder()
+            .method(Method::GET)
+            .uri(format!("/requests/{request_id}?limit=1000"))
+            .body(Body::Empty)
+            .context("building the status request")?;
+        let response = self.call_api(request).await?;
+        if response.status() != 200 {
+            bail!("GET /requests/{request_id} answered {}", response.status());
+        }
+        Ok(response_json(&response))
+    }
+
+    /// One `row-worker` invocation on `messages`; deletes the ones it processed unless the
+    /// invocation crashed (an injected fault). Returns `true` if it crashed.
+    async fn invoke_worker(&self, messages: &[ReceivedMessage]) -> anyhow::Result<bool> {
+        let event = events::sqs_event(messages)?;
+        let context = events::context_with_deadline(self.options.worker_timeout);
+        let invocation = self.faults.as_ref().map(|f| f.invocation(messages.len()));
+        let call = pixpress_row_worker::handle(&self.worker, LambdaEvent::new(event, context));
+        let response = match &invocation {
+            Some(fate) => INVOCATION.scope(fate.clone(), call).await,
+            None => call.await,
+        }
+        .map_err(|e| anyhow::anyhow!("row-worker: {e}"))?;
+        if invocation.is_some_and(|fate| fate.crashed()) {
+            // The process died: no batch response, nothing deleted; the messages come back
+            // after the visibility timeout.
+            return Ok(true);
+        }
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for message in messages {
+            if !failed.contains(&message.message_id.as_str())
+                && let Err(e) = self
+                    .backend
+                    .delete_from(QueueName::Rows, &message.receipt_handle)
+                    .await
+            {
+                // The message comes back and finds its row recorded.
+                tracing::warn!(error = %e, "deleting a row message failed");
+            }
+        }
+        Ok(false)
+    }
+
+    /// One `row-dead-letter` invocation on `messages`; deletes the ones it recorded.
+    async fn invoke_dead_letter(&self, messages: &[ReceivedMessage]) -> anyhow::Result<()> {
+        let event = events::sqs_event(messages)?;
+        let response = pixpress_row_dead_letter::handle(
+            &self.dead_letter,
+            LambdaEvent::new(event, events::context()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("row-dead-letter: {e}"))?;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for message in messages {
+            if !failed.contains(&message.message_id.as_str())
+                && let Err(e) = self
+                    .backend
+                    .delete_from(QueueName::DeadLetters, &message.receipt_handle)
+                    .await
+            {
+                tracing::warn!(error = %e, "deleting a dead-letter message failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers `changes` that pass the stream filter to `completion-notifier`, retrying a
+    /// failed batch with backoff as Lambda retries a stream batch (the template allows 5
+    /// retries before the on-failure destination; locally 10, then the pump fails).
+    async fn notify(&self, changes: &[ChangeRecord]) -> anyhow::Result<()> {
+        let relevant: Vec<ChangeRecord> = changes
+            .iter()
+            .filter(|c| passes_stream_filter(c))
+            .cloned()
+            .collect();
+        if let Ok(mut seen) = self.terminal_records.lock() {
+            for change in &relevant {
+                let id = change.pk.strip_prefix("REQ#").unwrap_or(&change.pk);
+                *seen.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+        for chunk in relevant.chunks(10) {
+            let mut delay = Duration::from_millis(20);
+            let mut attempt = 1;
+            loop {
+                let event = events::dynamodb_event(chunk)?;
+                match pixpress_completion_notifier::handle(
+                    &self.notifier,
+                    LambdaEvent::new(event, events::context()),
+                )
+                .await
+                {
+                    Ok(()) => break,
+                    Err(e) if attempt < 10 => {
+                        tracing::warn!(error = %e, attempt, "completion-notifier failed; retrying the batch");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                        attempt += 1;
+                    }
+                    Err(e) => bail!("completion-notifier failed {attempt} times: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn worker_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let batch = self.options.batch_size.clamp(1, 10);
+        while !*stop.borrow() {
+            let messages = match self
+                .backend
+                .receive_from(QueueName::Rows, batch, self.options.visibility_timeout)
+                .await
+            {
+                Ok(messages) => messages,
+                Err(e) if e.is_retryable() => {
+                    pause(&mut stop, Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if messages.is_empty() {
+                tokio::select! {
+                    () = self.backend.wait_for_messages(QueueName::Rows, Duration::from_millis(100)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            self.invoke_worker(&messages).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        while !*stop.borrow() {
+            let messages = match self
+                .backend
+                .receive_from(QueueName::DeadLetters, 10, Duration::from_secs(30))
+                .await
+            {
+                Ok(messages) => messages,
+                Err(e) if e.is_retryable() => {
+                    pause(&mut stop, Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if messages.is_empty() {
+                tokio::select! {
+                    () = self.backend.wait_for_messages(QueueName::DeadLetters, Duration::from_millis(200)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            self.invoke_dead_letter(&messages).await?;
+        }
+        Ok(())
+    }
+
+    async fn stream_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        loop {
+            let stopping = *stop.borrow();
+            let changes = match self.backend.changes().await {
+                Ok(changes) => changes,
+                Err(e) if e.is_retryable() => {
+                    pause(&mut stop, Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if changes.is_empty() {
+                if stopping {
+                    return Ok(());
+                }
+                pause(&mut stop, Duration::from_millis(10)).await;
+                continue;
+            }
+            self.notify(&changes).await?;
+        }
+    }
+
+    /// Starts the pump in the background (see the module docs).
+    #[must_use]
+    pub fn start_pump(&self) -> Pump {
+        let (stop, stopped) = watch::channel(false);
+        let failure = Arc::new(Mutex::new(None));
+        let mut tasks = JoinSet::new();
+        let record = |failure: &Arc<Mutex<Option<String>>>, result: anyhow::Result<()>| {
+            if let Err(e) = result
+                && let Ok(mut slot) = failure.lock()
+            {
+                tracing::error!(error = %format!("{e:#}"), "pump task failed");
+                slot.get_or_insert_with(|| format!("{e:#}"));
+            }
+        };
+        for _ in 0..self.options.worker_invocations.max(1) {
+            let (this, rx, failure) = (self.clone(), stopped.clone(), failure.clone());
+            tasks.spawn(async move { record(&failure, this.worker_loop(rx).await) });
+        }
+        let (this, rx, fail) = (self.clone(), stopped.clone(), failure.clone());
+        tasks.spawn(async move { record(&fail, this.dead_letter_loop(rx).await) });
+        let (this, rx, fail) = (self.clone(), stopped, failure.clone());
+        tasks.spawn(async move { record(&fail, this.stream_loop(rx).await) });
+        Pump {
+            stop,
+            tasks,
+            failure,
+        }
+    }
+
+    /// Moves work one step, in sequence: one worker invocation per slot on visible row
+    /// messages, one dead-letter invocation, then the stream to the notifier. Returns `true`
+    /// if anything was delivered. For tests that need control over each step; runs use
+    /// [`Pipeline::start_pump`].
+    ///
+    /// # Errors
+    /// When a handler fails for good.
+    pub async fn pump_once(&self) -> anyhow::Result<bool> {
+        let batch = self.options.batch_size.clamp(1, 10);
+        let mut worked = false;
+        for _ in 0..self.options.worker_invocations.max(1) {
+            let messages = self
+                .backend
+                .receive_from(QueueName::Rows, batch, self.options.visibility_timeout)
+                .await?;
+            if messages.is_empty() {
+                break;
+            }
+            worked = true;
+            self.invoke_worker(&messages).await?;
+        }
+        let dead = self
+            .backend
+            .receive_from(QueueName::DeadLetters, 10, Duration::from_secs(30))
+            .await?;
+        if !dead.is_empty() {
+            worked = true;
+            self.invoke_dead_letter(&dead).await?;
+        }
+        let changes = self.backend.changes().await?;
+        worked |= !changes.is_empty();
+        self.notify(&changes).await?;
+        Ok(worked)
+    }
+
+    /// Runs the pump until request `request_id` is terminal and its completion handled (output
+    /// CSV written, webhook no longer pending), calling `on_progress` as it goes.
+    ///
+    /// # Errors
+    /// When a handler fails for good, the request is unknown, or no work is left while the
+    /// request is still unfinished for 30 s (a stuck request is reported, not waited on).
+    pub async fn run_until_done(
+        &self,
+        request_id: &str,
+        mut on_progress: impl FnMut(&RequestMeta),
+    ) -> anyhow::Result<RequestMeta> {
+        let pump = self.start_pump();
+        let result = self
+            .wait_until_done(&pump, request_id, &mut on_progress)
+            .await;
+        pump.stop().await;
+        result
+    }
+
+    async fn wait_until_done(
+        &self,
+        pump: &Pump,
+        request_id: &str,
+        on_progress: &mut impl FnMut(&RequestMeta),
+    ) -> anyhow::Result<RequestMeta> {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if let Some(failure) = pump.failure() {
+                bail!("the pipeline stopped: {failure}");
+            }
+            let meta = match self.repo().get_request(request_id).await {
+                Ok(Some(meta)) => meta,
+                Ok(None) => bail!("request {request_id} does not exist"),
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            on_progress(&meta);
+            let handled = meta.status.is_terminal()
+                && (meta.status == RequestStatus::Failed || meta.output_csv_key.is_some())
+                && meta
+                    .webhook
+                    .as_ref()
+                    .is_none_or(|w| w.state != DeliveryState::Pending);
+            if handled {
+                return Ok(meta);
+            }
+            let depth = self.backend.queue_depth().await.unwrap_or(1)
+                + self.backend.dead_letter_count().await.unwrap_or(1);
+            if depth == 0 && !meta.status.is_terminal() {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(30) {
+                    bail!(
+                        "request {request_id} cannot finish: no row message is left but it is still {}",
+                        meta.status.as_str()
+                    );
+                }
+            } else {
+                idle_since = None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}

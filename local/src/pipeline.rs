@@ -631,7 +631,7 @@ impl<B: PumpBackend> Pipeline<B> {
                     .await
             {
                 // The message comes back and finds its row recorded.
-                tracing::warn!(error = %e, "deleting a row message failed");
+                tracing::info!(error = %e, "deleting a row message failed; it will be redelivered");
             }
         }
         Ok(false)
@@ -658,7 +658,7 @@ impl<B: PumpBackend> Pipeline<B> {
                     .delete_from(QueueName::DeadLetters, &message.receipt_handle)
                     .await
             {
-                tracing::warn!(error = %e, "deleting a dead-letter message failed");
+                tracing::info!(error = %e, "deleting a dead-letter message failed; it will be redelivered");
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the four release arm64 Lambda bootstraps with cargo-lambda (from PyPI, which brings
+# Builds the release arm64 Lambda bootstraps with cargo-lambda (from PyPI, which brings
 # zig for the cross-link) and prints their sizes. Slow on 2 cores (~6 minutes cold), so it is
 # not part of per-commit CI. Output: $CARGO_TARGET_DIR/lambda/<function>/bootstrap.
 set -euo pipefail
@@ -11,7 +11,7 @@ VENV="$HOME/.cache/pixpress/lambda-venv"
 export PATH="$VENV/bin:$PATH"
 rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' || rustup target add aarch64-unknown-linux-gnu
 cargo lambda build --release --arm64 \
-  -p pixpress-api -p pixpress-s3-ingest -p pixpress-row-worker -p pixpress-completion-notifier
-for f in api s3-ingest row-worker completion-notifier; do
+  -p pixpress-api -p pixpress-s3-ingest -p pixpress-row-worker -p pixpress-row-dead-letter -p pixpress-completion-notifier
+for f in api s3-ingest row-worker row-dead-letter completion-notifier; do
   printf '%-22s %s bytes\n' "$f" "$(stat -c %s "$CARGO_TARGET_DIR/lambda/$f/bootstrap")"
 done

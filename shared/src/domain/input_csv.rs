@@ -669,11 +669,14 @@ mod tests {
 
     #[test]
     fn a_huge_cell_never_makes_a_huge_message() {
+        // A 500 KB header cell is quoted back in the header error; the message stays bounded
+        // (it is stored with a FAILED request and returned in problem details).
         let text = format!(
-            "S. No.,Product Name,Input Image Urls\n1,Chair,{}\n",
+            "S. No.,Product Name,{}\n1,Chair,https://a.example/1.jpg\n",
             "x".repeat(500_000)
         );
         let err = parse(&text).unwrap_err();
+        assert_eq!(codes(&err), vec![(Some(1), "bad_header")]);
         assert!(
             err.issues
                 .iter()

@@ -74,6 +74,41 @@ def engine_ms_per_image(bench, images, names):
     return report["cpu_ms_per_image"]
 
 
+def drip(args):
+    """One run with a slow-drip URL among good ones: how long it holds the run, and whether every
+    good image was done."""
+    names = sorted(n for n in os.listdir(args.images) if os.path.isfile(os.path.join(args.images, n)))
+    origin, port = start_origin(args.images, "instant")
+    work = tempfile.mkdtemp(prefix="pixpress-drip-")
+    try:
+        csv_path = os.path.join(work, "input.csv")
+        write_csv(csv_path, port, names, args.drip)
+        with open(csv_path, "a") as f:
+            f.write('%d.,Stuck product,"http://127.0.0.1:%d/drip/0/%s"\n' % (args.drip, port, names[0]))
+        started = time.monotonic()
+        out = subprocess.run(
+            [args.pixpress, "run", csv_path, "--out", os.path.join(work, "out"), "--allow-loopback", "--json"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, RUST_LOG="error"),
+        )
+        wall = time.monotonic() - started
+        document = json.loads(out.stdout)
+        progress = document.get("progress", {})
+        print(
+            "slow-drip run: %.1f s; status %s; images ok %s, failed %s of %s"
+            % (wall, document.get("status"), progress.get("images_ok"), progress.get("images_failed"), progress.get("images_total"))
+        )
+        for product in document.get("products", []):
+            for image in product.get("images", []):
+                if image.get("status") == "FAILED":
+                    print("  failed: %s %s — %s" % (image.get("input_url"), image.get("error_code"), image.get("error")))
+    finally:
+        origin.kill()
+        origin.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", required=True, help="directory of input photos")
@@ -84,7 +119,15 @@ def main():
     parser.add_argument("--counts", default="100")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--drip",
+        type=int,
+        metavar="N",
+        help="instead: one `pixpress run` of N good images plus one URL that sends a byte per second",
+    )
     args = parser.parse_args()
+    if args.drip:
+        return drip(args)
     names = sorted(n for n in os.listdir(args.images) if os.path.isfile(os.path.join(args.images, n)))
     cores = os.cpu_count() or 1
     engine_ms = engine_ms_per_image(args.bench, args.images, names)

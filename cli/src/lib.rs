@@ -9,4 +9,4 @@ pub mod invoke;
 pub mod run;
 pub mod serve;
 
-pub use pixpress_local::{events, faults, pipeline};
+pub use pixpress_local::{emulator, events, faults, pipeline};

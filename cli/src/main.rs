@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pixpress::adapters::aws::{AwsBackends, EmulatorNames, load_sdk_config};
+use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
 use pixpress::config::Config;
 use pixpress::webhook::WebhookSecret;
+use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::invoke::invoke;
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};

@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
-#[path = "../../shared/tests/support/emulator.rs"]
+#[path = "../../local/tests/support/emulator.rs"]
 mod emulator;
 
 use std::path::PathBuf;
@@ -21,10 +21,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use emulator::{Emulator, bounded, free_port, venv_program};
-use pixpress::adapters::aws::{S3ObjectStore, emulator_sdk_config};
+use pixpress::adapters::aws::S3ObjectStore;
 use pixpress::ports::ObjectStore;
 use pixpress::webhook::WebhookSecret;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
+use pixpress_cli::emulator::emulator_sdk_config;
 use serde_json::Value;
 
 /// Where cargo put this workspace's binaries: the test executable lives in `<dir>/deps/`.

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
-#[path = "../../shared/tests/support/emulator.rs"]
+#[path = "../../local/tests/support/emulator.rs"]
 mod emulator;
 
 use std::time::Duration;
@@ -16,12 +16,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use emulator::start_moto;
-use pixpress::adapters::aws::EmulatorNames;
 use pixpress::config::Config;
 use pixpress::domain::model::RequestStatus;
 use pixpress::ports::{ObjectStore, RequestRepository};
 use pixpress::webhook::WebhookSecret;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
+use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::pipeline::{Emulated, Pipeline, PipelineOptions, PumpBackend, Upload};
 use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
 

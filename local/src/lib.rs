@@ -11,10 +11,16 @@
 //!    flight; failed messages stay invisible for the visibility timeout, then return, then go to
 //!    the dead-letter queue), dead-letter queue → `row-dead-letter`, and the change log →
 //!    `completion-notifier` as DynamoDB stream events;
-//! 3. [`faults`]: AWS's failure modes injected on request (`pixpress run --faults`).
+//! 3. [`faults`]: AWS's failure modes injected on request (`pixpress run --faults`);
+//! 4. against an emulator: [`emulator`] provisions the table, queues and bucket as the template
+//!    declares them, [`sqs`] receives like the event source mapping, [`stream`] reads the
+//!    table's stream.
 //!
 //! Linked by the `pixpress` CLI and the tests, never by a Lambda function.
 
+pub mod emulator;
 pub mod events;
 pub mod faults;
 pub mod pipeline;
+pub mod sqs;
+pub mod stream;

@@ -17,10 +17,7 @@ use anyhow::{Context as _, bail};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
-use pixpress::adapters::aws::{
-    DynamoRequestRepository, EmulatorBackends, EmulatorNames, S3ObjectStore, SqsRowQueue,
-    emulator_sdk_config, provision,
-};
+use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress::adapters::local::{
     ChangeRecord, DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue, ReceivedMessage,
 };
@@ -33,8 +30,10 @@ use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::emulator::{EmulatorBackends, EmulatorNames, emulator_sdk_config, provision};
 use crate::events;
 use crate::faults::{FaultSpec, INVOCATION, SeededFaults};
+use crate::sqs::SqsConsumer;
 
 /// The queues the pump polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +72,14 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
         &self,
         queue: QueueName,
         receipt_handle: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Keeps a received message of `queue` hidden for `timeout` from now (SQS
+    /// `ChangeMessageVisibility`).
+    fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt_handle: &str,
+        timeout: Duration,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Waits until `queue` may have messages or `max_wait` passed (a long poll).
     fn wait_for_messages(
@@ -145,6 +152,15 @@ impl PumpBackend for Embedded {
     async fn delete_from(&self, queue: QueueName, receipt_handle: &str) -> Result<(), PortError> {
         self.queue_of(queue).delete(receipt_handle)
     }
+    async fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        self.queue_of(queue)
+            .change_visibility(receipt_handle, timeout)
+    }
     async fn wait_for_messages(&self, queue: QueueName, max_wait: Duration) {
         self.queue_of(queue).wait_for_messages(max_wait).await;
     }
@@ -165,9 +181,9 @@ impl PumpBackend for Embedded {
 pub struct Emulated(pub EmulatorBackends);
 
 impl Emulated {
-    fn queue_of(&self, queue: QueueName) -> &SqsRowQueue {
+    fn queue_of(&self, queue: QueueName) -> &SqsConsumer {
         match queue {
-            QueueName::Rows => &self.0.queue,
+            QueueName::Rows => &self.0.rows,
             QueueName::DeadLetters => &self.0.dead_letter_queue,
         }
     }
@@ -198,6 +214,16 @@ impl PumpBackend for Emulated {
     async fn delete_from(&self, queue: QueueName, receipt_handle: &str) -> Result<(), PortError> {
         self.queue_of(queue).delete(receipt_handle).await
     }
+    async fn extend_visibility(
+        &self,
+        queue: QueueName,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        self.queue_of(queue)
+            .change_visibility(receipt_handle, timeout)
+            .await
+    }
     async fn wait_for_messages(&self, _queue: QueueName, max_wait: Duration) {
         // Polling an emulator: a short pause instead of a long poll keeps tests quick.
         tokio::time::sleep(max_wait.min(Duration::from_millis(50))).await;
@@ -206,7 +232,7 @@ impl PumpBackend for Emulated {
         self.0.stream.read().await
     }
     async fn queue_depth(&self) -> Result<u64, PortError> {
-        self.0.queue.approximate_depth().await
+        self.0.rows.approximate_depth().await
     }
     async fn dead_letter_count(&self) -> Result<u64, PortError> {
         self.0.dead_letter_queue.approximate_depth().await
@@ -220,7 +246,9 @@ pub struct PipelineOptions {
     pub data_dir: PathBuf,
     /// Base URL under which the data directory is served (`serve`); `file://` paths otherwise.
     pub public_base_url: Option<String>,
-    /// How long a received message stays invisible before it is delivered again.
+    /// How long a received message stays invisible before it is delivered again, counted from
+    /// the end of the invocation that received it: while an invocation runs, its messages stay
+    /// hidden, as the deployed queue's visibility timeout (6 × the worker timeout) keeps them.
     pub visibility_timeout: Duration,
     /// Messages per worker invocation (the SQS event source's batch size, ≤ 10).
     pub batch_size: usize,
@@ -235,7 +263,7 @@ pub struct PipelineOptions {
 }
 
 impl PipelineOptions {
-    /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 2 invocations at once,
+    /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 4 invocations at once,
     /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults.
     #[must_use]
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -244,7 +272,7 @@ impl PipelineOptions {
             public_base_url: None,
             visibility_timeout: Duration::from_secs(2),
             batch_size: 10,
-            worker_invocations: 2,
+            worker_invocations: 4,
             worker_timeout: Duration::from_secs(120),
             resolver: Arc::new(SystemResolver),
             faults: None,
@@ -608,9 +636,32 @@ impl<B: PumpBackend> Pipeline<B> {
         let context = events::context_with_deadline(self.options.worker_timeout);
         let invocation = self.faults.as_ref().map(|f| f.invocation(messages.len()));
         let call = pixpress_row_worker::handle(&self.worker, LambdaEvent::new(event, context));
-        let response = match &invocation {
-            Some(fate) => INVOCATION.scope(fate.clone(), call).await,
-            None => call.await,
+        let call = async {
+            match &invocation {
+                Some(fate) => INVOCATION.scope(fate.clone(), call).await,
+                None => call.await,
+            }
+        };
+        // The deployed queue hides a message for 6 × the worker timeout, longer than any
+        // invocation runs; the local queue's short timeout (fast retries) is renewed instead
+        // while the invocation runs, so a long invocation's messages are not delivered twice.
+        let visibility = self.options.visibility_timeout;
+        let heartbeat = async {
+            let mut tick = tokio::time::interval((visibility / 2).max(Duration::from_millis(50)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for message in messages {
+                    let _ = self
+                        .backend
+                        .extend_visibility(QueueName::Rows, &message.receipt_handle, visibility)
+                        .await;
+                }
+            }
+        };
+        let response = tokio::select! {
+            response = call => response,
+            () = heartbeat => Err("the visibility heartbeat stopped".into()),
         }
         .map_err(|e| anyhow::anyhow!("row-worker: {e}"))?;
         if invocation.is_some_and(|fate| fate.crashed()) {

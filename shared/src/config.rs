@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use crate::domain::image_limits::DecodeLimits;
 use crate::domain::input_csv::CsvLimits;
 use crate::domain::model::OutputSpec;
 use crate::fetch::{FetchConfig, NetworkPolicy};
-use crate::image::DecodeLimits;
 use crate::webhook::WebhookSecret;
 
 /// Environment variable names.
@@ -39,10 +39,11 @@ pub mod vars {
     pub const ALLOW_LOOPBACK: &str = "ALLOW_LOOPBACK";
     /// SQS `maxReceiveCount` of the rows queue; the last attempt records failures (default 5).
     pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
-    /// Images downloaded at once per worker invocation (default 8).
+    /// Most downloads in flight per origin host per worker process (default 64); below it the
+    /// limit adapts to how the host answers.
     pub const WORKER_CONCURRENCY: &str = "WORKER_CONCURRENCY";
-    /// Bytes a worker invocation may hold downloaded but not yet compressed (default 128 MiB;
-    /// at least `MAX_IMAGE_BYTES`).
+    /// Bytes a worker process may hold downloaded but not yet compressed (default 48 MiB; at
+    /// least `MAX_IMAGE_BYTES`).
     pub const WORKER_DOWNLOAD_BUDGET_BYTES: &str = "WORKER_DOWNLOAD_BUDGET_BYTES";
     /// Webhook signing secret, `whsec_<base64>` (unset: webhooks are sent unsigned).
     pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
@@ -116,7 +117,7 @@ pub struct Config {
     pub output: OutputSpec,
     /// SQS `maxReceiveCount`; the attempt with this receive count records transient failures.
     pub max_receive_count: u32,
-    /// Images downloaded at once per worker invocation.
+    /// Most downloads in flight per origin host per worker process.
     pub worker_concurrency: usize,
     /// Bytes a worker invocation may hold downloaded but not yet compressed.
     pub worker_download_budget: u64,
@@ -140,8 +141,8 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             output: OutputSpec::default(),
             max_receive_count: 5,
-            worker_concurrency: 8,
-            worker_download_budget: 128 * 1024 * 1024,
+            worker_concurrency: 64,
+            worker_download_budget: 48 * 1024 * 1024,
             webhook_secret: None,
             webhook_max_attempts: 3,
             webhook_backoff: Duration::from_millis(1000),

@@ -2,6 +2,7 @@
 //! Nothing here performs I/O, reads a clock or names an SDK: times and ids come in as arguments.
 
 pub mod counting;
+pub mod image_limits;
 pub mod input_csv;
 pub mod item;
 pub mod keys;

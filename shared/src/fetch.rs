@@ -5,7 +5,11 @@
 //! is opened), every redirect target, and the peer the response actually came from. Limits:
 //! connect timeout, total timeout, redirect count, and a byte cap enforced while streaming.
 //! Proxies from the environment are ignored so nothing bypasses the checks.
+//!
+//! The client itself (`Fetcher`, reqwest and rustls) is behind the `fetch` feature: only the
+//! functions that download or deliver link it. The policy, limits and resolvers are always here.
 
+pub mod concurrency;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -13,11 +17,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+#[cfg(feature = "fetch")]
+use bytes::BytesMut;
 use futures::future::BoxFuture;
+#[cfg(feature = "fetch")]
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
+pub use concurrency::{ConcurrencyConfig, HostConcurrency, HostPermit, Outcome};
 pub use policy::{AddressClass, NetworkPolicy};
 
 /// Limits and policy of the fetcher.
@@ -86,6 +94,7 @@ pub struct FetchError {
 }
 
 impl FetchError {
+    #[cfg_attr(not(feature = "fetch"), allow(dead_code))]
     fn new(kind: FetchErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
@@ -108,6 +117,17 @@ impl FetchError {
             FetchErrorKind::TooLarge => "too_large".into(),
             FetchErrorKind::Http(status) => format!("http_{status}"),
             FetchErrorKind::Body => "body_error".into(),
+        }
+    }
+
+    /// `true` when the failure suggests the origin is overloaded or unreachable (timeouts,
+    /// connection failures, broken bodies, HTTP 429 and 5xx): its download limit shrinks.
+    #[must_use]
+    pub fn is_overload(&self) -> bool {
+        match self.kind {
+            FetchErrorKind::Connect | FetchErrorKind::Timeout | FetchErrorKind::Body => true,
+            FetchErrorKind::Http(status) => matches!(status, 429 | 500..=599),
+            _ => false,
         }
     }
 
@@ -186,6 +206,7 @@ impl HostResolver for StaticResolver {
     }
 }
 
+#[cfg(feature = "fetch")]
 /// Raised inside the HTTP stack when the policy refuses an address.
 #[derive(Debug, thiserror::Error)]
 #[error("{host} resolves to {ip}, a {} address", class.describe())]
@@ -195,6 +216,7 @@ struct Blocked {
     class: AddressClass,
 }
 
+#[cfg(feature = "fetch")]
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve {host}: {source}")]
 struct DnsFailure {
@@ -202,16 +224,19 @@ struct DnsFailure {
     source: std::io::Error,
 }
 
+#[cfg(feature = "fetch")]
 #[derive(Debug, thiserror::Error)]
 #[error("more than {0} redirects")]
 struct TooManyRedirects(usize);
 
+#[cfg(feature = "fetch")]
 #[derive(Debug)]
 struct GuardedResolver {
     inner: Arc<dyn HostResolver>,
     policy: NetworkPolicy,
 }
 
+#[cfg(feature = "fetch")]
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
@@ -243,6 +268,7 @@ impl Resolve for GuardedResolver {
 
 /// Checks scheme and, for an address literal, the address itself (a literal never reaches the
 /// resolver).
+#[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FetchError::new(
@@ -269,6 +295,7 @@ fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
     })
 }
 
+#[cfg(feature = "fetch")]
 /// The guarded client. Cheap to clone; build one per process.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
@@ -277,6 +304,7 @@ pub struct Fetcher {
     config: FetchConfig,
 }
 
+#[cfg(feature = "fetch")]
 impl Fetcher {
     /// A fetcher using the system resolver.
     ///
@@ -425,6 +453,7 @@ impl Fetcher {
     }
 }
 
+#[cfg(feature = "fetch")]
 /// A download whose response head is in and whose body is not read yet.
 #[derive(Debug)]
 pub struct Download {
@@ -432,6 +461,7 @@ pub struct Download {
     max: u64,
 }
 
+#[cfg(feature = "fetch")]
 impl Download {
     /// The body size the server announced (`Content-Length`), in bytes; at most the byte cap.
     #[must_use]
@@ -470,6 +500,7 @@ impl Download {
     }
 }
 
+#[cfg(feature = "fetch")]
 fn too_large(length: u64, max: u64) -> FetchError {
     FetchError::new(
         FetchErrorKind::TooLarge,
@@ -477,6 +508,7 @@ fn too_large(length: u64, max: u64) -> FetchError {
     )
 }
 
+#[cfg(feature = "fetch")]
 /// Maps a reqwest error to a [`FetchError`] by walking its cause chain.
 fn classify(error: &reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);

@@ -28,29 +28,8 @@ use ::image::{
 
 pub use color::cmyk_to_rgb;
 
+pub use crate::domain::image_limits::DecodeLimits;
 use crate::domain::model::OutputSpec;
-
-/// Decode limits, checked against the header before any pixel buffer is allocated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecodeLimits {
-    /// Most pixels (width × height) of an input (default 50,000,000).
-    pub max_pixels: u64,
-    /// Longest side of an input in pixels (default 16,384).
-    pub max_side: u32,
-    /// Most scans of a progressive JPEG (default 500, libjpeg-turbo's own safe value; set on
-    /// every libjpeg-turbo decode).
-    pub max_scans: u32,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        Self {
-            max_pixels: 50_000_000,
-            max_side: 16_384,
-            max_scans: jpeg::MAX_SCANS,
-        }
-    }
-}
 
 /// A compressed image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +79,8 @@ pub enum CompressError {
     /// The encoder failed.
     #[error("cannot encode JPEG: {0}")]
     Encode(String),
-    /// A progressive JPEG with more scans than [`jpeg::MAX_SCANS`] (a CPU-exhaustion pattern).
+    /// A progressive JPEG with more scans than [`DecodeLimits::max_scans`] (a CPU-exhaustion
+    /// pattern).
     #[error("the progressive JPEG has more than {0} scans")]
     TooManyScans(u32),
     /// The codec panicked on this image; the engine thread survived and goes on.

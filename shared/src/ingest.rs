@@ -107,6 +107,7 @@ fn build(
             input_urls: row.input_urls,
             state: RowState::Pending,
             images: Vec::new(),
+            progress: Vec::new(),
         })
         .collect();
     let meta = RequestMeta {

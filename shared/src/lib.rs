@@ -10,8 +10,8 @@
 //!    validate the CSV ([`domain::input_csv`]), record the request and its rows
 //!    ([`ports::RequestRepository`]), enqueue one [`domain::model::RowJob`] per row
 //!    ([`ports::RowQueue`]).
-//! 2. `row-worker` per job: download each URL with the guarded [`fetch::Fetcher`], compress it
-//!    with the [`image`] engine, store it ([`ports::ObjectStore`]), record the row outcome; the
+//! 2. `row-worker` per job: download each URL with the guarded `fetch::Fetcher`, compress it
+//!    with the `image` engine, store it ([`ports::ObjectStore`]), record the row outcome; the
 //!    last row flips the request to a terminal status with one conditional write.
 //! 3. `completion-notifier`, on the stream record of that flip: write the output CSV
 //!    ([`domain::output_csv`]) and POST the signed [`webhook`].
@@ -22,8 +22,10 @@
 //!
 //! ## Module map
 //! - [`domain`] — pure: CSV contract, model, status rules, keys, item schema.
-//! - [`image`] — the compression engine (pure, CPU-bound; [`image::Engine`] runs it off the runtime).
-//! - [`fetch`] — guarded HTTP client (SSRF policy, timeouts, byte caps).
+//! - `image` — the compression engine (pure, CPU-bound; `image::Engine` runs it off the
+//!   runtime); feature `engine`, so only the row-worker links libjpeg-turbo and the image stack.
+//! - [`fetch`] — the egress policy, per-host download limits and, with feature `fetch`, the
+//!   guarded HTTP client (timeouts, byte caps).
 //! - [`webhook`] — Standard Webhooks signing and payload.
 //! - [`ports`] — repository, queue and object-store traits.
 //! - [`ingest`] — the ingest use case.
@@ -37,6 +39,7 @@ pub mod adapters;
 pub mod config;
 pub mod domain;
 pub mod fetch;
+#[cfg(feature = "engine")]
 pub mod image;
 pub mod ingest;
 pub mod ports;

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::model::{
-    DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
-    WebhookAttempt,
+    DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus, RowJob,
+    RowRecord, WebhookAttempt,
 };
 
 /// Failure of a port call.
@@ -213,6 +213,23 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         images: &[ImageOutcome],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<RowRecorded, PortError>> + Send;
+
+    /// Saves what a delivery of row `row_index` achieved before it failed transiently (images
+    /// stored, time spent on the failing ones), for the next delivery.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Conditional on the row being `PENDING` (a late writer never touches a recorded row);
+    /// overwrites the previous progress, so the last writer's view wins — every writer extends
+    /// what it read.
+    fn record_row_progress(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        progress: &[ImageProgress],
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// Flips the request to its terminal status ([`crate::domain::model::Counters::terminal_status`]) once every row
     /// is recorded, storing the final counters on the request.

@@ -241,6 +241,7 @@ fn rows(n: u32) -> Vec<RowRecord> {
             input_urls: vec!["https://img.example.com/a.jpg".into()],
             state: RowState::Pending,
             images: vec![],
+            progress: Vec::new(),
         })
         .collect()
 }

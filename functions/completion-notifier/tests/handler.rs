@@ -109,6 +109,7 @@ async fn app_with_completed_request(
         ],
         state: RowState::Pending,
         images: vec![],
+        progress: Vec::new(),
     };
     app.repo.create_request(&meta, &[row]).await.unwrap();
     let failed = ImageOutcome::failed("blocked_address", "blocked");

@@ -54,6 +54,7 @@ async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
             input_urls: j.input_urls.clone(),
             state: RowState::Pending,
             images: vec![],
+            progress: Vec::new(),
         })
         .collect();
     repo.create_request(&meta, &rows).await.unwrap();

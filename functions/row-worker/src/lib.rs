@@ -6,12 +6,12 @@
 //! core):
 //! 1. parse the [`RowJob`]; if the row is already recorded (a redelivery), repeat only the
 //!    completion check;
-//! 2. per image URL, once a download slot (`WORKER_CONCURRENCY`) is free and the invocation
-//!    has time left to finish it: guarded download (memory for the body reserved from the
-//!    invocation's byte budget, `WORKER_DOWNLOAD_BUDGET_BYTES`, before it is read) → compression
-//!    engine → object store (`images/<request>/<row>-<position>.jpg`); the slot and the
-//!    reservation are held until compression ends, so downloaded-but-not-compressed bytes stay
-//!    bounded;
+//! 2. per image URL not finished by an earlier delivery, once its origin host has a download
+//!    slot (a limit that adapts to the host, at most `WORKER_CONCURRENCY`) and the invocation has
+//!    time left to finish it: guarded download (memory for the body reserved from the byte
+//!    budget, `WORKER_DOWNLOAD_BUDGET_BYTES`, before it is read; the reservation held until
+//!    compression ends, so downloaded-but-not-compressed bytes stay bounded) → compression
+//!    engine → object store (`images/<request>/<row>-<position>.jpg`);
 //! 3. record the row outcome (idempotent per row: a conditional row update and its counter
 //!    shard's increment in one transaction, conflicts and throttling retried in process);
 //! 4. when every row of the request is recorded, flip the request to `COMPLETED` or
@@ -20,8 +20,10 @@
 //! Failure semantics: a bad image (404, not an image, too large, blocked address, decode error,
 //! a codec panic) is a recorded per-image failure. Transient trouble (timeouts, 5xx, 429,
 //! storage errors, throttling left after in-process retries) returns the message as a batch
-//! item failure so SQS retries it — unless this is the last permitted receive
-//! (`MAX_RECEIVE_COUNT`), which records the failure so the request still completes. A row with
+//! item failure so SQS retries it, keeping on the row what this delivery achieved (finished
+//! images, time spent on failing ones) so the retry fetches only what failed — unless this is
+//! the last permitted receive (`MAX_RECEIVE_COUNT`) or the image has used its retry budget
+//! ([`IMAGE_RETRY_BUDGET`]), which records the failure so the request still completes. A row with
 //! an image the invocation could not finish before its deadline (fetch timeout + compression
 //! budget, [`WorkerConfig::image_budget`]) is returned unrecorded as a batch item failure, so
 //! one slow row never times out the batch and its neighbours. No message is ever dropped: a row
@@ -42,10 +44,10 @@ use lambda_runtime::LambdaEvent;
 use pixpress::config::Config;
 use pixpress::domain::keys::image_key;
 use pixpress::domain::model::{
-    ImageOutcome, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
+    ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
 };
 use pixpress::domain::text;
-use pixpress::fetch::Fetcher;
+use pixpress::fetch::{ConcurrencyConfig, Fetcher, HostConcurrency, Outcome};
 use pixpress::image::Engine;
 use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowRecorded, Transition};
 use tokio::sync::Semaphore;
@@ -57,6 +59,12 @@ pub const COMPRESSION_BUDGET: Duration = Duration::from_secs(15);
 /// Time kept at the end of an invocation to store the last image and record its row.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
+/// Time one image may spend failing transiently (timeouts, 5xx, dropped connections), summed
+/// over the deliveries of its row, before its failure is recorded instead of retried: with
+/// the default 20 s fetch timeout an image holds its row for at most three deliveries
+/// (45 s + the last 20 s attempt), not five.
+pub const IMAGE_RETRY_BUDGET: Duration = Duration::from_secs(45);
+
 /// The byte budget counts in KiB, so it fits a semaphore's `u32` permits.
 const BUDGET_UNIT: u64 = 1024;
 
@@ -65,7 +73,8 @@ const BUDGET_UNIT: u64 = 1024;
 pub struct WorkerConfig {
     /// SQS `maxReceiveCount`: the receive with this count is the last one.
     pub max_receive_count: u32,
-    /// Images between download start and compression end at once per invocation.
+    /// Most downloads in flight per origin host (`WORKER_CONCURRENCY`); below it the limit
+    /// adapts to the host ([`pixpress::fetch::HostConcurrency`]).
     pub concurrency: usize,
     /// Bytes held downloaded but not yet compressed at once per invocation.
     pub download_budget: u64,
@@ -75,6 +84,9 @@ pub struct WorkerConfig {
     /// timeout + [`COMPRESSION_BUDGET`] + [`RECORD_MARGIN`]. An image is started only when at
     /// least this much of the invocation is left.
     pub image_budget: Duration,
+    /// Time one image may spend failing transiently over all deliveries of its row
+    /// ([`IMAGE_RETRY_BUDGET`]).
+    pub image_retry_budget: Duration,
 }
 
 impl From<&Config> for WorkerConfig {
@@ -85,6 +97,7 @@ impl From<&Config> for WorkerConfig {
             download_budget: config.worker_download_budget.max(config.fetch.max_bytes),
             max_image_bytes: config.fetch.max_bytes,
             image_budget: config.fetch.timeout + COMPRESSION_BUDGET + RECORD_MARGIN,
+            image_retry_budget: IMAGE_RETRY_BUDGET,
         }
     }
 }
@@ -102,7 +115,7 @@ pub struct App<R, S> {
     pub engine: Engine,
     /// Settings.
     pub config: WorkerConfig,
-    slots: Arc<Semaphore>,
+    hosts: HostConcurrency,
     budget: Arc<Semaphore>,
 }
 
@@ -151,7 +164,13 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
             fetcher,
             engine,
             config,
-            slots: Arc::new(Semaphore::new(config.concurrency)),
+            hosts: HostConcurrency::new(ConcurrencyConfig {
+                max: config.concurrency as f64,
+                initial: ConcurrencyConfig::default()
+                    .initial
+                    .min(config.concurrency as f64),
+                ..ConcurrencyConfig::default()
+            }),
             budget: Arc::new(Semaphore::new(budget_units as usize)),
         }
     }
@@ -276,6 +295,15 @@ impl ImageFailure {
     }
 }
 
+/// The host a URL names, for its download limit (the whole URL when it has none: it fails at
+/// once anyway).
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_else(|| url.to_owned())
+}
+
 async fn process_image<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     job: &RowJob,
@@ -284,20 +312,27 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
     deadline: Deadline,
 ) -> Result<ImageOutcome, ImageFailure> {
     let (compressed, bytes_in) = {
-        // The slot and the byte reservation are held until compression ends.
-        let _slot = app
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| ImageFailure::failed("internal", e, true))?;
+        let permit = app.hosts.acquire(&host_of(url)).await;
         if !deadline.allows(app.config.image_budget) {
             return Err(ImageFailure::NotStarted);
         }
-        let download = app
-            .fetcher
-            .open(url)
-            .await
-            .map_err(|e| ImageFailure::failed(e.code(), &e.message, e.is_retryable()))?;
+        let fetch_failed = |e: pixpress::fetch::FetchError| {
+            ImageFailure::failed(e.code(), &e.message, e.is_retryable())
+        };
+        let download = match app.fetcher.open(url).await {
+            Ok(download) => download,
+            Err(e) => {
+                permit.finish(if e.is_overload() {
+                    Outcome::Overloaded
+                } else {
+                    Outcome::Neutral
+                });
+                return Err(fetch_failed(e));
+            }
+        };
+        let answered = permit.started().elapsed();
+        // Memory for the body is reserved before it is read and held until compression ends,
+        // so downloaded-but-uncompressed bytes never exceed the budget.
         let expected = download
             .content_length()
             .unwrap_or(app.config.max_image_bytes)
@@ -307,10 +342,18 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
             .acquire_many(app.units(expected))
             .await
             .map_err(|e| ImageFailure::failed("internal", e, true))?;
-        let fetched = download
-            .body()
-            .await
-            .map_err(|e| ImageFailure::failed(e.code(), &e.message, e.is_retryable()))?;
+        let fetched = match download.body().await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                permit.finish(if e.is_overload() {
+                    Outcome::Overloaded
+                } else {
+                    Outcome::Neutral
+                });
+                return Err(fetch_failed(e));
+            }
+        };
+        permit.finish(Outcome::Answered(answered));
         let bytes_in = fetched.bytes.len() as u64;
         let compressed = app
             .engine
@@ -398,20 +441,58 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
         complete_if_done(&app.repo, &job.request_id, recorded).await?;
         return Ok(RowProcessed::AlreadyDone);
     }
-    let last_attempt = receive_count >= app.config.max_receive_count;
-    let results: Vec<Result<ImageOutcome, ImageFailure>> = futures::future::join_all(
-        job.input_urls
+    let earlier: Vec<ImageProgress> = existing
+        .rows
+        .first()
+        .filter(|r| r.index == job.row_index)
+        .map(|r| r.progress.clone())
+        .unwrap_or_default();
+    let progress_of = |position: usize| {
+        earlier
             .iter()
-            .enumerate()
-            .map(|(position, url)| process_image(app, job, position, url, deadline)),
-    )
-    .await;
+            .find(|p| p.position as usize == position)
+            .cloned()
+            .unwrap_or(ImageProgress {
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                outcome: None,
+                spent_ms: 0,
+                failures: 0,
+            })
+    };
+    let last_attempt = receive_count >= app.config.max_receive_count;
+    // Images finished by an earlier delivery are not fetched again.
+    let results: Vec<(Result<ImageOutcome, ImageFailure>, Duration)> =
+        futures::future::join_all(job.input_urls.iter().enumerate().map(|(position, url)| {
+            let finished = progress_of(position).outcome;
+            async move {
+                if let Some(outcome) = finished {
+                    return (Ok(outcome), Duration::ZERO);
+                }
+                let started = Instant::now();
+                let result = process_image(app, job, position, url, deadline).await;
+                (result, started.elapsed())
+            }
+        }))
+        .await;
     let mut images = Vec::with_capacity(results.len());
-    for (position, result) in results.into_iter().enumerate() {
+    let mut progress = Vec::with_capacity(results.len());
+    let mut retry: Option<ProcessError> = None;
+    for (position, (result, spent)) in results.into_iter().enumerate() {
+        let before = progress_of(position);
+        let spent_ms = before
+            .spent_ms
+            .saturating_add(u64::try_from(spent.as_millis()).unwrap_or(u64::MAX));
         match result {
-            Ok(outcome) => images.push(outcome),
+            Ok(outcome) => {
+                progress.push(ImageProgress {
+                    outcome: Some(outcome.clone()),
+                    ..before
+                });
+                images.push(outcome);
+            }
             Err(ImageFailure::NotStarted) => {
-                return Err(ProcessError::Deadline {
+                progress.push(before);
+                retry.get_or_insert(ProcessError::Deadline {
                     position,
                     url: text::message(&job.input_urls[position]),
                 });
@@ -420,8 +501,17 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                 code,
                 message,
                 retryable,
-            }) if retryable && !last_attempt => {
-                return Err(ProcessError::Transient {
+            }) if retryable
+                && !last_attempt
+                && Duration::from_millis(spent_ms) < app.config.image_retry_budget =>
+            {
+                progress.push(ImageProgress {
+                    outcome: None,
+                    spent_ms,
+                    failures: before.failures + 1,
+                    ..before
+                });
+                retry.get_or_insert(ProcessError::Transient {
                     position,
                     url: text::message(&job.input_urls[position]),
                     code,
@@ -434,13 +524,35 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                 retryable,
             }) => {
                 let message = if retryable {
-                    format!("{message} (gave up after {receive_count} attempts)")
+                    format!(
+                        "{message} (gave up after {} attempts, {:.0} s)",
+                        before.failures + 1,
+                        Duration::from_millis(spent_ms).as_secs_f64()
+                    )
                 } else {
                     message
                 };
-                images.push(ImageOutcome::failed(code, message));
+                let failed = ImageOutcome::failed(code, message);
+                progress.push(ImageProgress {
+                    outcome: Some(failed.clone()),
+                    ..before
+                });
+                images.push(failed);
             }
         }
+    }
+    if let Some(error) = retry {
+        // What this delivery achieved is kept for the next one: finished images are not
+        // fetched again, and time spent on failing ones counts toward their budget.
+        let worth_keeping = progress
+            .iter()
+            .any(|p| p.outcome.is_some() || p.spent_ms > 0);
+        if worth_keeping && progress != earlier {
+            app.repo
+                .record_row_progress(&job.request_id, job.row_index, &progress)
+                .await?;
+        }
+        return Err(error);
     }
     let recorded = app
         .repo

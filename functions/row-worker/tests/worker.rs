@@ -24,8 +24,24 @@ use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, pro
 
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
 
+static PHOTO_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn image_server() -> SocketAddr {
     let router = Router::new()
+        .route(
+            "/counted.jpg",
+            get(|| async {
+                PHOTO_HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO)
+            }),
+        )
+        .route(
+            "/hang.jpg",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO)
+            }),
+        )
         .route(
             "/photo.jpg",
             get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO) }),
@@ -121,6 +137,7 @@ async fn seed(
             input_urls: urls.clone(),
             state: RowState::Pending,
             images: vec![],
+            progress: Vec::new(),
         })
         .collect();
     repo.create_request(&meta, &records).await.unwrap();
@@ -296,7 +313,7 @@ async fn transient_failure_is_retried_and_the_last_attempt_records_it() {
             .error
             .as_deref()
             .unwrap()
-            .contains("gave up after 3 attempts")
+            .contains("gave up after 2 attempts")
     );
 }
 
@@ -449,5 +466,90 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
         MOST_IN_ENGINE.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "two downloaded images were held at once"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_fetches_only_the_images_that_failed() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(
+        &app.repo,
+        "kept",
+        &[vec![
+            format!("http://{server}/counted.jpg"),
+            format!("http://{server}/busy.jpg"),
+        ]],
+    )
+    .await;
+    let first = process_row(&app, &jobs[0], 1, Deadline::NONE).await;
+    assert!(matches!(
+        first,
+        Err(ProcessError::Transient { position: 1, .. })
+    ));
+    let pending = row(&app.repo, "kept", 0).await;
+    assert_eq!(pending.state, RowState::Pending);
+    assert_eq!(
+        pending.progress[0].outcome.as_ref().map(|o| o.status),
+        Some(ImageStatus::Ok)
+    );
+    assert_eq!(pending.progress[1].failures, 1);
+    let hits = PHOTO_HITS.load(std::sync::atomic::Ordering::SeqCst);
+    // Second delivery: the stored image is reused, only the failing one is fetched again.
+    let _ = process_row(&app, &jobs[0], 2, Deadline::NONE).await;
+    assert_eq!(PHOTO_HITS.load(std::sync::atomic::Ordering::SeqCst), hits);
+    // The last delivery records the failure next to the image kept from the first.
+    let last = process_row(&app, &jobs[0], 3, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(
+        last,
+        RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
+    );
+    let done = row(&app.repo, "kept", 0).await;
+    assert_eq!(done.images[0].status, ImageStatus::Ok);
+    assert_eq!(done.images[1].error_code.as_deref(), Some("http_503"));
+    assert!(done.progress.is_empty());
+    assert_eq!(PHOTO_HITS.load(std::sync::atomic::Ordering::SeqCst), hits);
+}
+
+#[tokio::test]
+async fn an_image_that_keeps_timing_out_is_given_up_within_its_retry_budget() {
+    let server = image_server().await;
+    let mut config = config();
+    config.fetch.timeout = Duration::from_millis(400);
+    config.max_receive_count = 10;
+    let mut app = app(&config);
+    app.config.image_retry_budget = Duration::from_millis(600);
+    let jobs = seed(
+        &app.repo,
+        "stuck",
+        &[vec![format!("http://{server}/hang.jpg")]],
+    )
+    .await;
+    let first = process_row(&app, &jobs[0], 1, Deadline::NONE).await;
+    assert!(
+        matches!(&first, Err(ProcessError::Transient { code, .. }) if code == "timeout"),
+        "{first:?}"
+    );
+    // The second timeout brings the image's time past its budget: recorded, not retried, long
+    // before the queue's last delivery (10).
+    let second = process_row(&app, &jobs[0], 2, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
+    );
+    let done = row(&app.repo, "stuck", 0).await;
+    assert_eq!(done.images[0].error_code.as_deref(), Some("timeout"));
+    assert!(
+        done.images[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{:?}",
+        done.images[0].error
     );
 }

@@ -1,23 +1,20 @@
-//! AWS adapters: [`DynamoRequestRepository`], [`SqsRowQueue`], [`S3ObjectStore`], and for the
-//! local pump against an emulator [`DynamoStreamReader`] and [`provision`].
+//! AWS adapters: [`DynamoRequestRepository`], [`SqsRowQueue`], [`S3ObjectStore`] — what the
+//! functions use. The emulator side (provisioning, the stream reader, receiving from queues)
+//! lives in the local runner crate, which no Lambda links.
 //!
 //! Load the SDK configuration once per process with [`load_sdk_config`]; endpoints come from
 //! the SDK's standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables (emulators),
 //! and S3 path-style addressing from `S3_FORCE_PATH_STYLE=true`.
 
 mod dynamo;
-mod emulator;
 mod s3;
 mod sqs;
-mod stream;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use dynamo::DynamoRequestRepository;
-pub use emulator::{EmulatorBackends, EmulatorNames, emulator_sdk_config, provision};
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
-pub use stream::DynamoStreamReader;
 
 use crate::config::{ConfigError, vars};
 use crate::ports::PortError;
@@ -35,6 +32,90 @@ pub struct AwsBackends {
     pub store: S3ObjectStore,
 }
 
+fn required(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
+    lookup(name)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ConfigError {
+            name,
+            message: "must be set (template.yaml sets it)".to_owned(),
+        })
+}
+
+/// The request table named by `TABLE_NAME`. Each function composes only the clients it uses,
+/// so its binary links no other service's SDK.
+///
+/// # Errors
+/// When `TABLE_NAME` is unset or empty.
+pub fn repository_from_lookup(
+    sdk: &aws_config::SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<DynamoRequestRepository, ConfigError> {
+    Ok(DynamoRequestRepository::new(
+        sdk,
+        required(&lookup, vars::TABLE_NAME)?,
+    ))
+}
+
+/// The rows queue named by `ROWS_QUEUE_URL`.
+///
+/// # Errors
+/// When `ROWS_QUEUE_URL` is unset or empty.
+pub fn queue_from_lookup(
+    sdk: &aws_config::SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<SqsRowQueue, ConfigError> {
+    Ok(SqsRowQueue::new(
+        sdk,
+        required(&lookup, vars::ROWS_QUEUE_URL)?,
+    ))
+}
+
+/// The data bucket named by `BUCKET_NAME`, published under `PUBLIC_BASE_URL`, path-style with
+/// `S3_FORCE_PATH_STYLE=true`.
+///
+/// # Errors
+/// When `BUCKET_NAME` is unset or empty.
+pub fn store_from_lookup(
+    sdk: &aws_config::SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<S3ObjectStore, ConfigError> {
+    Ok(S3ObjectStore::new(
+        sdk,
+        required(&lookup, vars::BUCKET_NAME)?,
+        lookup(vars::PUBLIC_BASE_URL).filter(|v| !v.trim().is_empty()),
+        lookup(S3_FORCE_PATH_STYLE).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+    ))
+}
+
+/// [`repository_from_lookup`] on the process environment.
+///
+/// # Errors
+/// As [`repository_from_lookup`].
+pub fn repository_from_env(
+    sdk: &aws_config::SdkConfig,
+) -> Result<DynamoRequestRepository, ConfigError> {
+    repository_from_lookup(sdk, |name| std::env::var(name).ok())
+}
+
+/// [`queue_from_lookup`] on the process environment.
+///
+/// # Errors
+/// As [`queue_from_lookup`].
+pub fn queue_from_env(sdk: &aws_config::SdkConfig) -> Result<SqsRowQueue, ConfigError> {
+    queue_from_lookup(sdk, |name| std::env::var(name).ok())
+}
+
+/// [`store_from_lookup`] on the process environment.
+///
+/// # Errors
+/// As [`store_from_lookup`].
+pub fn store_from_env(sdk: &aws_config::SdkConfig) -> Result<S3ObjectStore, ConfigError> {
+    store_from_lookup(sdk, |name| std::env::var(name).ok())
+}
+
 impl AwsBackends {
     /// Backends from variables read through `lookup`, on the shared SDK configuration.
     ///
@@ -44,23 +125,10 @@ impl AwsBackends {
         sdk: &aws_config::SdkConfig,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let required = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| ConfigError {
-                    name,
-                    message: "must be set (template.yaml sets it)".to_owned(),
-                })
-        };
         Ok(Self {
-            repo: DynamoRequestRepository::new(sdk, required(vars::TABLE_NAME)?),
-            queue: SqsRowQueue::new(sdk, required(vars::ROWS_QUEUE_URL)?),
-            store: S3ObjectStore::new(
-                sdk,
-                required(vars::BUCKET_NAME)?,
-                lookup(vars::PUBLIC_BASE_URL).filter(|v| !v.trim().is_empty()),
-                lookup(S3_FORCE_PATH_STYLE).is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            ),
+            repo: repository_from_lookup(sdk, &lookup)?,
+            queue: queue_from_lookup(sdk, &lookup)?,
+            store: store_from_lookup(sdk, &lookup)?,
         })
     }
 
@@ -85,7 +153,7 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
 
 /// The [`PortError`] for an AWS error `code` (as the SDK reports it; query-compatible services
 /// such as SQS may prefix it with `AWS.SimpleQueueService.`) and its message.
-pub(crate) fn classify_code(context: &str, code: &str, message: &str) -> Option<PortError> {
+pub fn classify_code(context: &str, code: &str, message: &str) -> Option<PortError> {
     let code = code.rsplit('.').next().unwrap_or(code);
     let detail = || format!("{context}: {code}: {message}");
     match code {
@@ -126,10 +194,7 @@ pub(crate) fn classify_code(context: &str, code: &str, message: &str) -> Option<
 /// transaction conflict [`PortError::Conflict`], access denied [`PortError::Denied`], a
 /// documented limit [`PortError::LimitExceeded`]; everything else [`PortError::Unexpected`]
 /// with `context` and the service's code and message (never the raw `SdkError`).
-pub(crate) fn sdk_error<E, R>(
-    context: &str,
-    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> PortError
+pub fn sdk_error<E, R>(context: &str, error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,

@@ -350,6 +350,24 @@ pub enum RowState {
     Done,
 }
 
+/// What earlier deliveries of a row achieved for one of its images, kept on the row while it is
+/// `PENDING`, so a retry fetches only what failed and an image cannot hold its row for ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageProgress {
+    /// Zero-based position in the row.
+    pub position: u32,
+    /// The image's final outcome (stored, or failed for good); absent while it keeps failing
+    /// transiently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<ImageOutcome>,
+    /// Time spent on the image by deliveries that failed transiently, in milliseconds.
+    #[serde(default)]
+    pub spent_ms: u64,
+    /// Deliveries that failed transiently on this image.
+    #[serde(default)]
+    pub failures: u32,
+}
+
 /// One CSV row (`REQ#<id>` / `ROW#<index>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowRecord {
@@ -366,6 +384,10 @@ pub struct RowRecord {
     /// Outcomes aligned with `input_urls` once `Done`.
     #[serde(default)]
     pub images: Vec<ImageOutcome>,
+    /// Progress of earlier deliveries while `Pending` (images already stored, time spent on
+    /// failing ones); empty once `Done`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<ImageProgress>,
 }
 
 /// The SQS message for one row: everything a worker needs, so it never re-reads the CSV.

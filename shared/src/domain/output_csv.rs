@@ -104,6 +104,7 @@ mod tests {
             input_urls: urls.iter().map(|u| (*u).to_owned()).collect(),
             state: RowState::Done,
             images,
+            progress: Vec::new(),
         }
     }
 

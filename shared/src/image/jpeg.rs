@@ -10,6 +10,7 @@ use ::image::metadata::Orientation;
 use turbojpeg::{Colorspace, Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
 
 use super::{CompressError, DecodeLimits, Pixels, check_dimensions, cmyk_to_rgb, color};
+use crate::domain::image_limits::MAX_SCANS;
 
 /// One decompressor and one compressor per thread, created on first use and reused: creating
 /// TurboJPEG handles costs more than decoding a small image. The pixel buffer is reused too, so
@@ -24,12 +25,6 @@ struct Codec {
 
 /// Largest buffer kept between images: 16 MiB (a 5.5 MP RGB image; product photos fit).
 const KEEP_BUFFER_BYTES: usize = 16 << 20;
-
-/// Most scans a progressive JPEG may have: libjpeg-turbo's own safe value (`tjbench
-/// -limitscans`). A progressive JPEG may carry thousands of tiny scans, each a pass over the
-/// whole coefficient buffer ("Two Issues with the JPEG Standard", libjpeg-turbo); real
-/// progressive files have about 10.
-pub(super) const MAX_SCANS: u32 = 500;
 
 thread_local! {
     static CODEC: RefCell<Option<Codec>> = const { RefCell::new(None) };

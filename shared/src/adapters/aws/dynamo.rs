@@ -31,8 +31,8 @@ use crate::domain::keys::{
     COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
 };
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord,
-    WebhookAttempt,
+    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
+    RowRecord, WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
 use crate::retry::{RetryPolicy, retry};
@@ -609,7 +609,7 @@ impl RequestRepository for DynamoRequestRepository {
             let row_update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
-                .update_expression("SET #state = :done, images = :images")
+                .update_expression("SET #state = :done, images = :images REMOVE progress")
                 .condition_expression("#state = :pending")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":done", s("DONE"))
@@ -654,6 +654,41 @@ impl RequestRepository for DynamoRequestRepository {
         } else {
             RowRecorded::AlreadyRecorded { all_rows_done }
         })
+    }
+
+    async fn record_row_progress(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        progress: &[ImageProgress],
+    ) -> Result<(), PortError> {
+        let encoded = encode(&progress)?;
+        retry(&self.retry, "saving row progress", || async {
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .update_expression("SET progress = :progress")
+                .condition_expression("#state = :pending")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":progress", encoded.clone())
+                .expression_attribute_values(":pending", s("PENDING"))
+                .send()
+                .await;
+            match out {
+                Ok(_) => Ok(()),
+                // Recorded meanwhile: its progress no longer matters.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(sdk_error("saving row progress", &e)),
+            }
+        })
+        .await
     }
 
     async fn complete(

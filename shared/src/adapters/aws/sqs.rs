@@ -3,17 +3,12 @@
 //! anything is sent, and the entries a batch reports failed on the service's side re-sent with
 //! jittered backoff ([`crate::retry`]).
 
-use std::time::Duration;
-
 use anyhow::anyhow;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{classify_code, sdk_error};
-use crate::adapters::limits::{SQS_MAX_BATCH_ENTRIES as MAX_BATCH, check_sqs_body, sqs_batches};
-use crate::adapters::local::ReceivedMessage;
+use crate::adapters::limits::{check_sqs_body, sqs_batches};
 use crate::domain::model::RowJob;
 use crate::ports::{PortError, RowQueue, message_bodies};
 use crate::retry::RetryPolicy;
@@ -50,7 +45,7 @@ impl SqsRowQueue {
         self
     }
 
-    /// The underlying client (the local pump receives with it).
+    /// The underlying client.
     #[must_use]
     pub fn client(&self) -> &Client {
         &self.client
@@ -60,85 +55,6 @@ impl SqsRowQueue {
     #[must_use]
     pub fn queue_url(&self) -> &str {
         &self.queue_url
-    }
-
-    /// Receives up to `max` (≤ 10, an SQS limit) messages, hidden from other consumers for
-    /// `visibility` (whole seconds, rounded up), each with its `ApproximateReceiveCount`: what
-    /// the Lambda event source mapping does before invoking the worker.
-    ///
-    /// # Errors
-    /// [`PortError`] when SQS fails.
-    pub async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, PortError> {
-        let seconds = visibility.as_secs() + u64::from(visibility.subsec_nanos() > 0);
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .map_err(|e| sdk_error("receiving row messages", &e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| ReceivedMessage {
-                receive_count: m
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1),
-                message_id: m.message_id.unwrap_or_default(),
-                receipt_handle: m.receipt_handle.unwrap_or_default(),
-                body: m.body.unwrap_or_default(),
-            })
-            .collect())
-    }
-
-    /// Deletes a received message (the worker processed it).
-    ///
-    /// # Errors
-    /// [`PortError`] when SQS fails.
-    pub async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map_err(|e| sdk_error("deleting a row message", &e))?;
-        Ok(())
-    }
-
-    /// Messages in the queue, visible plus in flight (SQS's approximate counts).
-    ///
-    /// # Errors
-    /// [`PortError`] when SQS fails.
-    pub async fn approximate_depth(&self) -> Result<u64, PortError> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| sdk_error("reading queue attributes", &e))?;
-        let attributes = out.attributes.unwrap_or_default();
-        Ok([
-            QueueAttributeName::ApproximateNumberOfMessages,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        ]
-        .iter()
-        .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
-        .sum())
     }
 
     /// Sends `bodies` (one batch within SQS's limits). Entries the batch reports failed on

@@ -204,6 +204,26 @@ impl InMemoryRowQueue {
         Ok(())
     }
 
+    /// Hides a received message for `timeout` from now (SQS `ChangeMessageVisibility`); a stale
+    /// receipt handle is ignored.
+    ///
+    /// # Errors
+    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
+    pub fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        self.fault(Call::Receive)?;
+        let now = Instant::now();
+        for message in &mut self.lock()?.messages {
+            if message.receipt.as_deref() == Some(receipt_handle) {
+                message.visible_at = now + timeout;
+            }
+        }
+        Ok(())
+    }
+
     /// Messages not yet deleted (visible or in flight).
     ///
     /// # Errors

@@ -28,8 +28,8 @@ use crate::domain::counting::{
 use crate::domain::item::{CounterItem, MetaItem, RowItem};
 use crate::domain::keys::{META_SK, counter_sk, request_pk, row_sk};
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowRecord,
-    RowState, WebhookAttempt,
+    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
+    RowRecord, RowState, WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
 use crate::retry::{RetryPolicy, retry};
@@ -397,6 +397,7 @@ impl InMemoryRequestRepository {
         let mut done = row.clone();
         done.state = RowState::Done;
         done.images = images.to_vec();
+        done.progress = Vec::new();
         let new_row = to_item(&RowItem::new(request_id, done.clone(), None))?;
         let row_size = check_item_size(&new_row, &format!("row {row_index}"))?;
         if row_size > DYNAMODB_MAX_TRANSACTION_BYTES {
@@ -642,6 +643,41 @@ impl RequestRepository for InMemoryRequestRepository {
         })
     }
 
+    async fn record_row_progress(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        progress: &[ImageProgress],
+    ) -> Result<(), PortError> {
+        retry(&self.policy(), "saving row progress", || async {
+            self.fault(Call::Write)?;
+            let mut state = self.lock()?;
+            let pk = request_pk(request_id);
+            state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
+            let Some(row) = state
+                .rows
+                .get(request_id)
+                .and_then(|rows| rows.get(&row_index))
+            else {
+                return Ok(());
+            };
+            if row.state != RowState::Pending {
+                return Ok(());
+            }
+            let old = to_item(&RowItem::new(request_id, row.clone(), None))?;
+            let mut updated = row.clone();
+            updated.progress = progress.to_vec();
+            let new = to_item(&RowItem::new(request_id, updated.clone(), None))?;
+            check_item_size(&new, &format!("row {row_index}"))?;
+            if let Some(rows) = state.rows.get_mut(request_id) {
+                rows.insert(row_index, updated);
+            }
+            state.log(pk, row_sk(row_index), Some(old), new);
+            Ok(())
+        })
+        .await
+    }
+
     async fn complete(
         &self,
         request_id: &str,
@@ -757,6 +793,7 @@ mod tests {
                 input_urls: vec!["https://x.test/a.jpg".into()],
                 state: RowState::Pending,
                 images: vec![],
+                progress: Vec::new(),
             })
             .collect();
         repo.create_request(&meta("hot", u64::from(n)), &rows)

@@ -9,8 +9,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{DynamoRequestRepository, DynamoStreamReader, S3ObjectStore, SqsRowQueue, sdk_error};
-use crate::ports::PortError;
+use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue, sdk_error};
+use pixpress::ports::PortError;
+
+use crate::sqs::SqsConsumer;
+use crate::stream::DynamoStreamReader;
 
 /// An SDK configuration for an emulator at `endpoint` (`http://127.0.0.1:<port>`): region
 /// `us-east-1` and static credentials, so nothing reads the environment or probes the instance
@@ -60,10 +63,12 @@ pub struct EmulatorBackends {
     pub repo: DynamoRequestRepository,
     /// Its stream.
     pub stream: DynamoStreamReader,
-    /// The rows queue.
+    /// The rows queue, as the API and s3-ingest send to it.
     pub queue: SqsRowQueue,
+    /// The rows queue, as the event source mapping receives from it.
+    pub rows: SqsConsumer,
     /// The rows dead-letter queue.
-    pub dead_letter_queue: SqsRowQueue,
+    pub dead_letter_queue: SqsConsumer,
     /// The bucket (path-style addressing).
     pub store: S3ObjectStore,
 }
@@ -170,8 +175,9 @@ pub async fn provision(
     Ok(EmulatorBackends {
         repo,
         stream: DynamoStreamReader::new(sdk, &names.table),
-        queue: SqsRowQueue::new(sdk, queue_url),
-        dead_letter_queue: SqsRowQueue::new(sdk, dlq_url),
+        queue: SqsRowQueue::new(sdk, queue_url.clone()),
+        rows: SqsConsumer::new(sdk, queue_url),
+        dead_letter_queue: SqsConsumer::new(sdk, dlq_url),
         store,
     })
 }

@@ -13,7 +13,10 @@ pub mod concurrency;
 pub mod policy;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+#[cfg(feature = "fetch")]
+use std::net::SocketAddr;
+#[cfg(feature = "fetch")]
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,13 +1,34 @@
 //! Logging set-up shared by the Lambda entry points.
 
-/// JSON logs on stdout without timestamps (CloudWatch adds them), filtered by `RUST_LOG`
-/// (default `info`). Call once, first thing in `main`.
+use tracing_subscriber::filter::LevelFilter;
+
+/// The log level of a function: `AWS_LAMBDA_LOG_LEVEL` (set by Lambda from the function's
+/// `LoggingConfig.ApplicationLogLevel` when the log format is JSON), else `RUST_LOG` when it is
+/// a plain level, else `info`.
+#[must_use]
+pub fn lambda_log_level(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter {
+    ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
+        .iter()
+        .filter_map(|name| lookup(name))
+        .find_map(|value| match value.trim().to_ascii_lowercase().as_str() {
+            "trace" => Some(LevelFilter::TRACE),
+            "debug" => Some(LevelFilter::DEBUG),
+            "info" => Some(LevelFilter::INFO),
+            "warn" => Some(LevelFilter::WARN),
+            "error" | "fatal" => Some(LevelFilter::ERROR),
+            "off" => Some(LevelFilter::OFF),
+            _ => None,
+        })
+        .unwrap_or(LevelFilter::INFO)
+}
+
+/// JSON logs on stdout without timestamps (CloudWatch adds them), at
+/// [`lambda_log_level`]. A plain level filter, not `EnvFilter`, keeps the regex engine out of
+/// the bootstraps. Call once, first thing in `main`.
 pub fn init_lambda() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(lambda_log_level(|name| std::env::var(name).ok()))
         .without_time()
         .init();
 }
@@ -24,4 +45,32 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_functions_log_level_follows_lambdas_logging_config() {
+        let level = |pairs: &[(&str, &str)]| {
+            lambda_log_level(|name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert_eq!(level(&[]), LevelFilter::INFO);
+        assert_eq!(
+            level(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]),
+            LevelFilter::DEBUG
+        );
+        assert_eq!(
+            level(&[("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("RUST_LOG", "trace")]),
+            LevelFilter::WARN
+        );
+        assert_eq!(level(&[("RUST_LOG", "error")]), LevelFilter::ERROR);
+        assert_eq!(level(&[("RUST_LOG", "pixpress=debug")]), LevelFilter::INFO);
+    }
 }

@@ -1,7 +1,7 @@
 //! Lambda entry point of the `api` function: composition only.
 
 use lambda_http::{Error, run, service_fn};
-use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
+use pixpress::adapters::aws::{AwsBackends, lambda_sdk_config};
 use pixpress::config::Config;
 use pixpress_api::{ApiConfig, App, handle};
 
@@ -9,7 +9,7 @@ use pixpress_api::{ApiConfig, App, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    let aws = AwsBackends::from_env(&load_sdk_config().await)?;
+    let aws = AwsBackends::from_env(&lambda_sdk_config()?)?;
     let app = App {
         repo: aws.repo,
         queue: aws.queue,

@@ -1,7 +1,7 @@
 //! Lambda entry point of the `row-dead-letter` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::aws::{load_sdk_config, repository_from_env};
+use pixpress::adapters::aws::{lambda_sdk_config, repository_from_env};
 use pixpress::config::Config;
 use pixpress_row_dead_letter::{App, handle};
 
@@ -9,6 +9,6 @@ use pixpress_row_dead_letter::{App, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    let app = App::new(repository_from_env(&load_sdk_config().await)?, &config);
+    let app = App::new(repository_from_env(&lambda_sdk_config()?)?, &config);
     run(service_fn(|event| handle(&app, event))).await
 }

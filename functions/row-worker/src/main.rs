@@ -1,7 +1,7 @@
 //! Lambda entry point of the `row-worker` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::aws::{load_sdk_config, repository_from_env, store_from_env};
+use pixpress::adapters::aws::{lambda_sdk_config, repository_from_env, store_from_env};
 use pixpress::config::Config;
 use pixpress_row_worker::{App, handle};
 
@@ -9,7 +9,7 @@ use pixpress_row_worker::{App, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    let sdk = load_sdk_config().await;
+    let sdk = lambda_sdk_config()?;
     let app = App::new(repository_from_env(&sdk)?, store_from_env(&sdk)?, &config)?;
     run(service_fn(|event| handle(&app, event))).await
 }

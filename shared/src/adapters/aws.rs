@@ -144,11 +144,55 @@ impl AwsBackends {
 /// `true` makes the S3 client use path-style URLs (`http://host/bucket/key`), as emulators need.
 pub const S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
 
-/// The shared SDK configuration: region, credentials and endpoints from the environment.
+/// The SDK configuration of a workstation: region, credentials (profiles, SSO, web identity,
+/// …) and endpoints resolved by the SDK's default provider chains (`pixpress invoke --backend
+/// aws`).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await
+}
+
+/// The SDK configuration of a Lambda function, from the variables Lambda sets: `AWS_REGION`,
+/// and the execution role's credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_SESSION_TOKEN` ("Defined runtime environment variables", AWS Lambda Developer Guide);
+/// `AWS_ENDPOINT_URL` points every client at an emulator. Built without the SDK's default
+/// provider chains (profiles, SSO, STS web identity, instance metadata), which a function never
+/// uses: that keeps them out of the bootstrap (smaller, faster to start) and makes probing the
+/// instance metadata service impossible.
+///
+/// # Errors
+/// When the region or the credentials are not in the environment.
+pub fn lambda_sdk_config() -> Result<aws_config::SdkConfig, ConfigError> {
+    lambda_sdk_config_from(|name| std::env::var(name).ok())
+}
+
+/// [`lambda_sdk_config`] with variables read through `lookup`.
+///
+/// # Errors
+/// As [`lambda_sdk_config`].
+pub fn lambda_sdk_config_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<aws_config::SdkConfig, ConfigError> {
+    use aws_sdk_dynamodb::config::{
+        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
+    };
+    let region = required(&lookup, "AWS_REGION")?;
+    let credentials = Credentials::new(
+        required(&lookup, "AWS_ACCESS_KEY_ID")?,
+        required(&lookup, "AWS_SECRET_ACCESS_KEY")?,
+        lookup("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
+        None,
+        "lambda-environment",
+    );
+    let mut builder = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(credentials));
+    if let Some(endpoint) = lookup("AWS_ENDPOINT_URL").filter(|e| !e.trim().is_empty()) {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Ok(builder.build())
 }
 
 /// The [`PortError`] for an AWS error `code` (as the SDK reports it; query-compatible services
@@ -208,4 +252,31 @@ where
         "{context}: {code}: {message} ({})",
         crate::telemetry::error_chain(error)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_functions_sdk_configuration_comes_from_lambdas_variables_only() {
+        let vars = [
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let sdk = lambda_sdk_config_from(lookup).unwrap();
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert!(sdk.credentials_provider().is_some());
+        assert!(sdk.endpoint_url().is_none());
+        let err = lambda_sdk_config_from(|name| (name != "AWS_REGION").then(|| "x".to_owned()))
+            .unwrap_err();
+        assert_eq!(err.name, "AWS_REGION");
+    }
 }

@@ -77,7 +77,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     names.truncate(images);
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     let repo = InMemoryRequestRepository::new();
     let out = std::env::temp_dir().join(format!("pixpress-worker-bench-{}", std::process::id()));
     let store = DirObjectStore::new(&out, None)?;

@@ -210,7 +210,7 @@ pub async fn run_demo(out: &Path, faults: Option<FaultSpec>) -> anyhow::Result<S
     let secret = WebhookSecret::from_bytes(uuid::Uuid::new_v4().as_bytes());
     let receiver = WebhookReceiver::start(secret.clone()).await?;
     let mut config = Config::from_env()?;
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     let base = format!("http://{photos}");
     let csv = demo_csv(&base);

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
 use pixpress::config::Config;
+use pixpress::fetch::NetworkPolicy;
 use pixpress::webhook::WebhookSecret;
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
@@ -43,7 +44,7 @@ enum Command {
         /// Signing secret for the webhook (`whsec_…`; default: WEBHOOK_SECRET).
         #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
         webhook_secret: Option<String>,
-        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1 (local servers only).
+        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1, on any port (local servers only).
         #[arg(long)]
         allow_loopback: bool,
         /// Print the final status document as JSON instead of a summary.
@@ -95,9 +96,34 @@ enum Command {
         /// Directory used as the bucket.
         #[arg(long, default_value = "pixpress-data")]
         data_dir: PathBuf,
-        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1.
+        /// Let downloads and webhooks reach 127.0.0.0/8 and ::1, on any port.
         #[arg(long)]
         allow_loopback: bool,
+    },
+    /// Webhook tools for receivers.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Verify a delivery (Standard Webhooks v1) with the body on stdin: exit 0 when valid,
+    /// 1 with the reason when not.
+    Verify {
+        /// The endpoint's signing secret (`whsec_…`).
+        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The `webhook-id` header.
+        #[arg(long)]
+        id: String,
+        /// The `webhook-timestamp` header (Unix seconds).
+        #[arg(long)]
+        timestamp: String,
+        /// The `webhook-signature` header (space-separated `v1,<base64>` signatures).
+        #[arg(long)]
+        signature: String,
     },
 }
 
@@ -158,7 +184,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             faults,
         } => {
             let mut config = Config::from_env()?;
-            config.fetch.policy.allow_loopback |= allow_loopback;
+            if allow_loopback {
+                config.fetch.policy = NetworkPolicy::local();
+            }
             if let Some(secret) = webhook_secret {
                 config.webhook_secret =
                     Some(WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?);
@@ -256,13 +284,39 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&output)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Webhook {
+            command:
+                WebhookCommand::Verify {
+                    secret,
+                    id,
+                    timestamp,
+                    signature,
+                },
+        } => {
+            let secret = WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .context("reading the body from stdin")?;
+            match secret.verify(&id, &timestamp, &signature, &body, chrono::Utc::now()) {
+                Ok(()) => {
+                    println!("valid");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(reason) => {
+                    eprintln!("invalid: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Serve {
             addr,
             data_dir,
             allow_loopback,
         } => {
             let mut config = Config::from_env()?;
-            config.fetch.policy.allow_loopback |= allow_loopback;
+            if allow_loopback {
+                config.fetch.policy = NetworkPolicy::local();
+            }
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;

@@ -145,7 +145,7 @@ async fn every_failure_mode_at_once_changes_nothing_a_user_sees() {
     let base = format!("http://{server}");
     let secret = WebhookSecret::from_bytes(b"chaos-secret");
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
 
     let calm_receiver = WebhookReceiver::start(secret.clone()).await.unwrap();

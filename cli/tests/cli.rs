@@ -95,3 +95,52 @@ fn invoke_runs_the_api_handler_on_a_sample_event() {
     assert_eq!(problem["errors"][0]["code"], "unquoted_url_list");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `pixpress webhook verify` on the Standard Webhooks reference vector (a 2021 timestamp, so
+/// stale today) and on a fresh signature made with the same secret.
+#[test]
+fn webhook_verify_exits_0_for_a_valid_delivery_and_1_with_the_reason_otherwise() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let verify = |id: &str, timestamp: &str, signature: &str, body: &[u8]| {
+        let mut child = pixpress()
+            .args(["webhook", "verify", "--secret", secret, "--id", id])
+            .args(["--timestamp", timestamp, "--signature", signature])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let body = br#"{"type":"request.completed"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let signature = pixpress::webhook::WebhookSecret::parse(secret)
+        .unwrap()
+        .sign("msg_1", now, body);
+    assert_eq!(
+        verify("msg_1", &now.to_string(), &signature, body).0,
+        Some(0)
+    );
+    let (code, stderr) = verify("msg_1", &now.to_string(), &signature, b"{}");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("bad signature"), "{stderr}");
+    let (code, stderr) = verify("msg_1", &now.to_string(), "v1,", body);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("nothing after it"), "{stderr}");
+    let (code, stderr) = verify(
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "1614265330",
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        br#"{"test": 2432232314}"#,
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("s old"), "{stderr}");
+}

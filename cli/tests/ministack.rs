@@ -146,6 +146,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         .env("AWS_ENDPOINT_URL", &endpoint)
         .env("S3_FORCE_PATH_STYLE", "true")
         .env("ALLOW_LOOPBACK", "true")
+        .env("ALLOW_ANY_PORT", "true")
         .env("TMPDIR", &work);
     let log = work.join("ministack.log");
     let ministack = Emulator::start(command, port, Some(log.clone()));

@@ -48,7 +48,7 @@ async fn fixture(max_receive_count: u32, serial: bool) -> Fixture {
     let secret = WebhookSecret::from_bytes(b"moto-secret");
     let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     config.max_receive_count = max_receive_count;
     let dir = std::env::temp_dir().join(format!("pixpress-moto-{}", uuid::Uuid::new_v4()));

@@ -54,7 +54,7 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
     let secret = WebhookSecret::from_bytes(b"e2e-secret");
     let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     config.max_receive_count = 2;
     let dir = std::env::temp_dir().join(format!("pixpress-e2e-{}", uuid::Uuid::new_v4()));

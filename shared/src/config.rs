@@ -37,6 +37,9 @@ pub mod vars {
     pub const FETCH_MAX_REDIRECTS: &str = "FETCH_MAX_REDIRECTS";
     /// `true` lets fetches and webhooks reach 127.0.0.0/8 and ::1 (local runs only).
     pub const ALLOW_LOOPBACK: &str = "ALLOW_LOOPBACK";
+    /// `true` lets fetches and webhooks use any port; by default only 80 and 443 (local runs
+    /// only: local servers listen elsewhere).
+    pub const ALLOW_ANY_PORT: &str = "ALLOW_ANY_PORT";
     /// SQS `maxReceiveCount` of the rows queue; the last attempt records failures (default 5).
     pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
     /// Most downloads in flight per origin host per worker process (default 64); below it the
@@ -79,6 +82,7 @@ pub mod vars {
         FETCH_TIMEOUT_SECS,
         FETCH_MAX_REDIRECTS,
         ALLOW_LOOPBACK,
+        ALLOW_ANY_PORT,
         MAX_RECEIVE_COUNT,
         WORKER_CONCURRENCY,
         WORKER_DOWNLOAD_BUDGET_BYTES,
@@ -224,6 +228,7 @@ impl Config {
             max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
             policy: NetworkPolicy {
                 allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
+                allow_any_port: parse(&lookup, ALLOW_ANY_PORT, false)?,
             },
             user_agent: d.fetch.user_agent,
         };

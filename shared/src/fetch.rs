@@ -70,6 +70,12 @@ pub enum FetchErrorKind {
     UnsupportedScheme,
     /// The host is or resolves to an address the policy refuses.
     BlockedAddress,
+    /// The URL names a port the policy refuses (only 80 and 443 unless widened).
+    BlockedPort,
+    /// The URL carries credentials (`user:password@`).
+    BlockedCredentials,
+    /// A redirect leads from https to http.
+    BlockedDowngrade,
     /// The name did not resolve.
     Dns,
     /// The connection failed.
@@ -86,13 +92,15 @@ pub enum FetchErrorKind {
     Body,
 }
 
-/// A failed fetch, with a stable code and whether a later attempt may succeed.
+/// A failed fetch, with a stable code and whether a later attempt may succeed. The message is
+/// short and safe to show a client: it never holds a resolved address or a library's error
+/// chain (those go to the logs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct FetchError {
     /// Classification.
     pub kind: FetchErrorKind,
-    /// Detail for a person.
+    /// What happened, for a person.
     pub message: String,
 }
 
@@ -105,14 +113,19 @@ impl FetchError {
         }
     }
 
-    /// Stable code: `invalid_url`, `unsupported_scheme`, `blocked_address`, `dns_error`,
-    /// `connect_error`, `timeout`, `too_many_redirects`, `too_large`, `http_<status>`, `body_error`.
+    /// Stable code: `invalid_url`, `unsupported_scheme`, `blocked_address`, `blocked_port`,
+    /// `blocked_credentials`, `blocked_downgrade`, `dns_error`, `connect_error`, `timeout`,
+    /// `too_many_redirects`, `too_large`, `http_<status>`, `body_error`. Every refusal by the
+    /// egress policy starts with `blocked_`.
     #[must_use]
     pub fn code(&self) -> String {
         match self.kind {
             FetchErrorKind::InvalidUrl => "invalid_url".into(),
             FetchErrorKind::UnsupportedScheme => "unsupported_scheme".into(),
             FetchErrorKind::BlockedAddress => "blocked_address".into(),
+            FetchErrorKind::BlockedPort => "blocked_port".into(),
+            FetchErrorKind::BlockedCredentials => "blocked_credentials".into(),
+            FetchErrorKind::BlockedDowngrade => "blocked_downgrade".into(),
             FetchErrorKind::Dns => "dns_error".into(),
             FetchErrorKind::Connect => "connect_error".into(),
             FetchErrorKind::Timeout => "timeout".into(),
@@ -212,7 +225,7 @@ impl HostResolver for StaticResolver {
 #[cfg(feature = "fetch")]
 /// Raised inside the HTTP stack when the policy refuses an address.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves to {ip}, a {} address", class.describe())]
+#[error("{host} resolves to a {} address", class.describe())]
 struct Blocked {
     host: String,
     ip: IpAddr,
@@ -221,7 +234,7 @@ struct Blocked {
 
 #[cfg(feature = "fetch")]
 #[derive(Debug, thiserror::Error)]
-#[error("cannot resolve {host}: {source}")]
+#[error("{host} does not resolve")]
 struct DnsFailure {
     host: String,
     source: std::io::Error,
@@ -254,6 +267,7 @@ impl Resolve for GuardedResolver {
             // internal answers is a DNS-rebinding setup, not a misconfiguration to route around.
             for &ip in &ips {
                 if let Err(class) = policy.check(ip) {
+                    tracing::warn!(%host, %ip, range = ?policy::special_range(ip).map(|r| r.prefix), "refused a DNS answer");
                     return Err(Box::new(Blocked { host, ip, class }) as _);
                 }
             }
@@ -269,33 +283,73 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Checks scheme and, for an address literal, the address itself (a literal never reaches the
-/// resolver).
-#[cfg_attr(not(feature = "fetch"), allow(dead_code))]
-fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
+/// Checks a URL against the policy before any socket opens: scheme, credentials, port, and
+/// — for an address literal, which never reaches the resolver — the address itself.
+///
+/// # Errors
+/// The refusal, with a `blocked_*` kind, or `invalid_url` / `unsupported_scheme`.
+pub fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FetchError::new(
             FetchErrorKind::UnsupportedScheme,
-            format!("`{url}`: only http and https can be fetched"),
+            format!("only http and https can be fetched, not {}", url.scheme()),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FetchError::new(
+            FetchErrorKind::BlockedCredentials,
+            "URLs with credentials (user:password@) are refused",
         ));
     }
     let ip = match url.host() {
-        Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
-        Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
-        Some(Host::Domain(_)) => return Ok(()),
+        Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        Some(Host::Domain(_)) => None,
         None => {
             return Err(FetchError::new(
                 FetchErrorKind::InvalidUrl,
-                format!("`{url}` has no host"),
+                "the URL has no host",
             ));
         }
     };
-    policy.check(ip).map_err(|class| {
-        FetchError::new(
-            FetchErrorKind::BlockedAddress,
-            format!("{ip} is a {} address", class.describe()),
-        )
-    })
+    if let Some(port) = url.port_or_known_default()
+        && let Err(port) = policy.check_port(port)
+    {
+        return Err(FetchError::new(
+            FetchErrorKind::BlockedPort,
+            format!("port {port} is refused; images are fetched from ports 80 and 443 only"),
+        ));
+    }
+    if let Some(ip) = ip {
+        policy.check(ip).map_err(|_| blocked_literal(ip))?;
+    }
+    Ok(())
+}
+
+/// The refusal of an address literal the user wrote: it names the special-purpose range.
+fn blocked_literal(ip: IpAddr) -> FetchError {
+    let described = policy::special_range(ip).map_or_else(
+        || "a refused range".to_owned(),
+        |r| format!("{} ({})", r.prefix, r.name),
+    );
+    FetchError::new(
+        FetchErrorKind::BlockedAddress,
+        format!("{ip} is in {described}; only public addresses are fetched"),
+    )
+}
+
+/// Checks one redirect hop: the target like any URL, and no downgrade from https to http.
+///
+/// # Errors
+/// As [`check_url`], or `blocked_downgrade`.
+pub fn check_redirect(from: &Url, to: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
+    if from.scheme() == "https" && to.scheme() == "http" {
+        return Err(FetchError::new(
+            FetchErrorKind::BlockedDowngrade,
+            "a redirect from https to http is refused",
+        ));
+    }
+    check_url(to, policy)
 }
 
 #[cfg(feature = "fetch")]
@@ -335,7 +389,11 @@ impl Fetcher {
             if attempt.previous().len() > max_redirects {
                 return attempt.error(TooManyRedirects(max_redirects));
             }
-            match check_url(attempt.url(), policy) {
+            let checked = match attempt.previous().last() {
+                Some(from) => check_redirect(from, attempt.url(), policy),
+                None => check_url(attempt.url(), policy),
+            };
+            match checked {
                 Ok(()) => attempt.follow(),
                 Err(e) => attempt.error(e),
             }
@@ -362,18 +420,22 @@ impl Fetcher {
     }
 
     fn parse(&self, raw: &str) -> Result<Url, FetchError> {
-        let url = Url::parse(raw)
-            .map_err(|e| FetchError::new(FetchErrorKind::InvalidUrl, format!("`{raw}`: {e}")))?;
+        let url = Url::parse(raw).map_err(|e| {
+            FetchError::new(FetchErrorKind::InvalidUrl, format!("not a valid URL: {e}"))
+        })?;
         check_url(&url, self.config.policy)?;
         Ok(url)
     }
 
     fn check_peer(&self, peer: Option<SocketAddr>) -> Result<(), FetchError> {
         match peer.map(|p| (p.ip(), self.config.policy.check(p.ip()))) {
-            Some((ip, Err(class))) => Err(FetchError::new(
-                FetchErrorKind::BlockedAddress,
-                format!("connected to {ip}, a {} address", class.describe()),
-            )),
+            Some((ip, Err(class))) => {
+                tracing::warn!(%ip, "refused a connection to a non-public peer");
+                Err(FetchError::new(
+                    FetchErrorKind::BlockedAddress,
+                    format!("the connection reached a {} address", class.describe()),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -407,7 +469,7 @@ impl Fetcher {
         if !status.is_success() {
             return Err(FetchError::new(
                 FetchErrorKind::Http(status.as_u16()),
-                format!("{} answered HTTP {status}", response.url()),
+                format!("the origin answered HTTP {status}"),
             ));
         }
         let max = self.config.max_bytes;
@@ -531,11 +593,18 @@ fn classify(error: &reqwest::Error) -> FetchError {
         source = e.source();
     }
     let detail = crate::telemetry::error_chain(error);
+    tracing::debug!(%detail, "fetch failed");
     if error.is_timeout() {
-        FetchError::new(FetchErrorKind::Timeout, detail)
+        FetchError::new(FetchErrorKind::Timeout, "the download timed out")
     } else if error.is_connect() {
-        FetchError::new(FetchErrorKind::Connect, detail)
+        FetchError::new(
+            FetchErrorKind::Connect,
+            "the connection to the origin failed",
+        )
     } else {
-        FetchError::new(FetchErrorKind::Body, detail)
+        FetchError::new(
+            FetchErrorKind::Body,
+            "the response broke off before it was complete",
+        )
     }
 }

@@ -19,6 +19,7 @@ use crate::domain::model::{
     Counters, DeliveryState, Failure, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord,
     RowState, Source, Webhook,
 };
+use crate::fetch::NetworkPolicy;
 use crate::ports::{Created, PortError, RequestRepository, RowQueue};
 
 /// Everything needed to ingest one CSV.
@@ -79,15 +80,17 @@ impl IngestError {
     }
 }
 
-/// Validates a webhook URL.
+/// Validates a webhook URL: absolute http(s) with a host, and — as far as can be told without
+/// DNS — allowed by the egress policy (no refused IP literal or port, no credentials).
 ///
 /// # Errors
-/// A message when `raw` is not an absolute http(s) URL with a host.
-pub fn check_webhook_url(raw: &str) -> Result<String, String> {
+/// A message saying why `raw` is refused.
+pub fn check_webhook_url(raw: &str, egress: NetworkPolicy) -> Result<String, String> {
     let url = url::Url::parse(raw.trim()).map_err(|e| format!("`{raw}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("`{raw}` must be an absolute http(s) URL"));
     }
+    crate::fetch::check_url(&url, egress).map_err(|e| format!("`{raw}`: {}", e.message))?;
     Ok(url.to_string())
 }
 
@@ -144,12 +147,14 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     limits: &CsvLimits,
+    egress: NetworkPolicy,
     input: IngestRequest<'_>,
 ) -> Result<Ingested, IngestError> {
-    let rows = parse_input_csv(input.csv, limits).map_err(IngestError::InvalidCsv)?;
+    let rows = parse_input_csv(input.csv, limits, egress).map_err(IngestError::InvalidCsv)?;
     let mut input = input;
     if let Some(url) = &input.webhook_url {
-        input.webhook_url = Some(check_webhook_url(url).map_err(IngestError::InvalidWebhookUrl)?);
+        input.webhook_url =
+            Some(check_webhook_url(url, egress).map_err(IngestError::InvalidWebhookUrl)?);
     }
     let (meta, records) = build(&input, rows);
     let (meta, records, replayed) = match repo.create_request(&meta, &records).await? {

@@ -78,12 +78,13 @@ impl WebhookSecret {
         format!("v1,{}", BASE64.encode(tag))
     }
 
-    /// Verifies a delivery as a receiver would: any of the space-separated `v1,` signatures
-    /// must match (constant-time) and the timestamp must be within
-    /// [`TIMESTAMP_TOLERANCE_SECS`] of `now`.
+    /// Verifies a delivery as a receiver would (Standard Webhooks v1): the timestamp must be
+    /// within [`TIMESTAMP_TOLERANCE_SECS`] of `now`, either way, and one of the space-separated
+    /// `v1,<base64>` signatures must match, compared in constant time (HMAC `verify_slice`).
     ///
     /// # Errors
-    /// A message saying which check failed.
+    /// The reason, for a person: a timestamp that is not Unix seconds, too old or in the
+    /// future; a `v1,` with nothing after it; no `v1` signature; or no signature that matches.
     pub fn verify(
         &self,
         msg_id: &str,
@@ -93,15 +94,30 @@ impl WebhookSecret {
         now: DateTime<Utc>,
     ) -> Result<(), String> {
         let ts: i64 = timestamp
+            .trim()
             .parse()
             .map_err(|_| format!("webhook-timestamp `{timestamp}` is not Unix seconds"))?;
-        if (now.timestamp() - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
-            return Err("webhook-timestamp is outside the tolerance".to_owned());
+        let age = now.timestamp() - ts;
+        if age > TIMESTAMP_TOLERANCE_SECS {
+            return Err(format!(
+                "webhook-timestamp is {age} s old; at most {TIMESTAMP_TOLERANCE_SECS} s is accepted"
+            ));
         }
-        for candidate in signatures.split(' ') {
+        if -age > TIMESTAMP_TOLERANCE_SECS {
+            return Err(format!(
+                "webhook-timestamp is {} s in the future; at most {TIMESTAMP_TOLERANCE_SECS} s is accepted",
+                -age
+            ));
+        }
+        let mut v1_seen = false;
+        for candidate in signatures.split_ascii_whitespace() {
             let Some(b64) = candidate.strip_prefix("v1,") else {
                 continue;
             };
+            if b64.is_empty() {
+                return Err("a signature is `v1,` with nothing after it".to_owned());
+            }
+            v1_seen = true;
             let Ok(tag) = BASE64.decode(b64) else {
                 continue;
             };
@@ -109,7 +125,11 @@ impl WebhookSecret {
                 return Ok(());
             }
         }
-        Err("no webhook-signature matches".to_owned())
+        if v1_seen {
+            Err("bad signature: no v1 signature matches this id, timestamp and body".to_owned())
+        } else {
+            Err("no `v1,` signature in webhook-signature".to_owned())
+        }
     }
 }
 
@@ -229,5 +249,40 @@ mod tests {
                 .is_err()
         );
         assert_eq!(WebhookSecret::parse(&secret.to_whsec()), Ok(secret));
+    }
+
+    #[test]
+    fn verify_says_why_a_delivery_is_refused() {
+        let secret = WebhookSecret::from_bytes(b"0123456789abcdef0123456789");
+        let now = Utc::now();
+        let ts = now.timestamp();
+        let sig = secret.sign("msg_1", ts, b"{}");
+        let reason = |ts: i64, signatures: &str| {
+            secret
+                .verify("msg_1", &ts.to_string(), signatures, b"{}", now)
+                .unwrap_err()
+        };
+        assert!(reason(ts, "v1,").contains("`v1,` with nothing after it"));
+        assert!(reason(ts, "v1,AAAA").starts_with("bad signature"));
+        assert!(reason(ts, "v2,abc").contains("no `v1,` signature"));
+        assert!(reason(ts - 301, &secret.sign("msg_1", ts - 301, b"{}")).contains("301 s old"));
+        assert!(reason(ts + 301, &secret.sign("msg_1", ts + 301, b"{}")).contains("in the future"));
+        let rotated = format!("v1,{} {sig}", BASE64.encode([0u8; 32]));
+        assert!(
+            secret
+                .verify("msg_1", &ts.to_string(), &rotated, b"{}", now)
+                .is_ok()
+        );
+        assert!(
+            secret
+                .verify(
+                    "msg_1",
+                    &(ts - 300).to_string(),
+                    &secret.sign("msg_1", ts - 300, b"{}"),
+                    b"{}",
+                    now
+                )
+                .is_ok()
+        );
     }
 }

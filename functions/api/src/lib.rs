@@ -45,6 +45,8 @@ pub struct ApiConfig {
     pub default_output: OutputSpec,
     /// Public base URL for links; derived from the request's `Host` when unset.
     pub public_api_url: Option<String>,
+    /// What image and webhook URLs may reach; a URL it refuses outright is rejected at once.
+    pub egress: pixpress::fetch::NetworkPolicy,
 }
 
 impl From<&Config> for ApiConfig {
@@ -53,6 +55,7 @@ impl From<&Config> for ApiConfig {
             csv: config.csv,
             default_output: config.output,
             public_api_url: config.public_api_url.clone(),
+            egress: config.fetch.policy,
         }
     }
 }

@@ -231,7 +231,15 @@ where
         output_spec: spec,
         now: Utc::now(),
     };
-    match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
+    match ingest(
+        &app.repo,
+        &app.queue,
+        &app.config.csv,
+        app.config.egress,
+        input,
+    )
+    .await
+    {
         Ok(ingested) => {
             let meta = ingested.meta;
             let status_url = format!(

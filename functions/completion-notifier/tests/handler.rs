@@ -65,7 +65,7 @@ async fn app_with_completed_request(
     secret: &WebhookSecret,
 ) -> App<InMemoryRequestRepository, DirObjectStore> {
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
     config.webhook_backoff = Duration::from_millis(10);
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));

@@ -89,7 +89,7 @@ async fn image_server() -> SocketAddr {
 
 fn config() -> Config {
     let mut config = Config::default();
-    config.fetch.policy.allow_loopback = true;
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
     config.fetch.timeout = Duration::from_secs(5);
     config.max_receive_count = 3;
     config

@@ -30,6 +30,7 @@ use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id, request_id_of_p
 use pixpress::domain::model::{
     Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
 };
+use pixpress::fetch::NetworkPolicy;
 use pixpress::ingest::{IngestError, IngestRequest, Ingested, ingest};
 use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 
@@ -40,6 +41,8 @@ pub struct IngestConfig {
     pub csv: CsvLimits,
     /// Output spec of S3 uploads.
     pub output: OutputSpec,
+    /// What image URLs may reach; a URL it refuses outright is rejected with its row.
+    pub egress: NetworkPolicy,
 }
 
 impl From<&Config> for IngestConfig {
@@ -47,6 +50,7 @@ impl From<&Config> for IngestConfig {
         Self {
             csv: config.csv,
             output: config.output,
+            egress: config.fetch.policy,
         }
     }
 }
@@ -180,7 +184,15 @@ where
                 output_spec: app.config.output,
                 now,
             };
-            match ingest(&app.repo, &app.queue, &app.config.csv, input).await {
+            match ingest(
+                &app.repo,
+                &app.queue,
+                &app.config.csv,
+                app.config.egress,
+                input,
+            )
+            .await
+            {
                 Ok(ingested) => return Ok(RecordOutcome::Ingested(Box::new(ingested))),
                 Err(IngestError::InvalidCsv(rejection)) => rejection,
                 // S3 uploads carry no webhook URL, and an enqueue failure is already recorded

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::text::{self, MAX_PRODUCT_NAME_BYTES, MAX_SERIAL_BYTES, is_refused_char};
+use crate::fetch::NetworkPolicy;
 
 /// Column names of the input header, in order.
 pub const INPUT_COLUMNS: [&str; 3] = ["S. No.", "Product Name", "Input Image Urls"];
@@ -132,9 +133,18 @@ impl Issues {
 /// Accepts an optional UTF-8 BOM, CRLF or LF line ends, RFC 4180 quoting, header names in any
 /// case with surrounding spaces, and skips lines whose cells are all empty.
 ///
+/// Every URL is also checked against the egress policy as far as it can be without DNS: a
+/// host that is an IP literal in a refused range, a refused port or credentials in the URL are
+/// rejected here (`blocked_address`, `blocked_port`, `blocked_credentials`), with row and
+/// column, instead of failing later as an image.
+///
 /// # Errors
 /// A [`CsvRejection`] listing every problem when anything is invalid; no partial result.
-pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow>, CsvRejection> {
+pub fn parse_input_csv(
+    bytes: &[u8],
+    limits: &CsvLimits,
+    egress: NetworkPolicy,
+) -> Result<Vec<ParsedRow>, CsvRejection> {
     let mut issues = Issues {
         list: Vec::new(),
         omitted: 0,
@@ -150,6 +160,16 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
                 bytes.len(),
                 limits.max_bytes
             ),
+        );
+        return Err(issues.into_rejection());
+    }
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        issues.push(
+            Some(1),
+            None,
+            "utf16",
+            "the file is UTF-16 text (it starts with a UTF-16 byte order mark); export the CSV as UTF-8"
+                .to_owned(),
         );
         return Err(issues.into_rejection());
     }
@@ -169,10 +189,15 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
         return Err(issues.into_rejection());
     }
 
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text);
+    let builder = {
+        let mut b = csv::ReaderBuilder::new();
+        b.has_headers(false).flexible(true);
+        b
+    };
+    // Where reading (re)starts: after an unterminated quote, the line after the one that
+    // opened it, so one stray quote cannot swallow the rest of the file.
+    let mut base = 0usize;
+    let mut reader = builder.from_reader(text);
     let mut header_seen = false;
     let mut rows = Vec::new();
     let mut serials: HashMap<String, u64> = HashMap::new();
@@ -183,7 +208,7 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(|p| line_of(text, p.byte()));
+                let line = e.position().map(|p| line_of(text, base as u64 + p.byte()));
                 issues.push(
                     line,
                     None,
@@ -193,9 +218,23 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
                 break;
             }
         }
+        let start = base + record.position().map_or(0, |p| p.byte() as usize);
+        let end = base + reader.position().byte() as usize;
+        if let Some(next) = unterminated_quote(text, start, end, &record) {
+            issues.push(
+                Some(line_of(text, start as u64)),
+                None,
+                "unterminated_quote",
+                "a quoted cell opens on this row and is never closed; close it with `\"` (a quote inside a quoted cell is written `\"\"`)"
+                    .to_owned(),
+            );
+            base = next;
+            reader = builder.from_reader(&text[base..]);
+            continue;
+        }
         // Lines are counted from the byte offset: the csv reader does not count the blank
         // lines it skips, and people look rows up by the line their editor shows.
-        let line = record.position().map_or(0, |p| line_of(text, p.byte()));
+        let line = line_of(text, start as u64);
         let cells: Vec<&str> = record.iter().map(str::trim).collect();
         if cells.iter().all(|c| c.is_empty()) {
             continue;
@@ -220,7 +259,7 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
             );
             break;
         }
-        if let Some(row) = check_row(&cells, line, limits, &mut serials, &mut issues) {
+        if let Some(row) = check_row(&cells, line, limits, egress, &mut serials, &mut issues) {
             rows.push(row);
         }
     }
@@ -247,6 +286,34 @@ pub fn parse_input_csv(bytes: &[u8], limits: &CsvLimits) -> Result<Vec<ParsedRow
     } else {
         Err(issues.into_rejection())
     }
+}
+
+/// For a record read from `text[start..end]` that reached the end of the file with a line
+/// break inside a cell and an odd number of `"`: a quote that opened and never closed (RFC 4180
+/// §2.7 doubles every quote inside a quoted cell, so a well-formed record has an even count).
+/// Returns where reading resumes: the start of the line after the one the record opens on.
+fn unterminated_quote(
+    text: &[u8],
+    start: usize,
+    end: usize,
+    record: &csv::StringRecord,
+) -> Option<usize> {
+    let start = start.min(text.len());
+    let at_eof = end >= text.len();
+    let spans_lines = record.iter().any(|cell| cell.contains('\n'));
+    let quotes = text[start..end.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'"')
+        .count();
+    if !(at_eof && spans_lines && quotes % 2 == 1) {
+        return None;
+    }
+    let mut first = start;
+    while first < text.len() && matches!(text[first], b'\r' | b'\n') {
+        first += 1;
+    }
+    let newline = text[first..].iter().position(|&b| b == b'\n')?;
+    Some(first + newline + 1)
 }
 
 /// 1-based line number of the record starting at byte `offset` in `text`. The reader reports
@@ -298,6 +365,7 @@ fn check_row(
     cells: &[&str],
     line: u64,
     limits: &CsvLimits,
+    egress: NetworkPolicy,
     serials: &mut HashMap<String, u64>,
     issues: &mut Issues,
 ) -> Option<ParsedRow> {
@@ -429,8 +497,8 @@ fn check_row(
         );
     }
     for url in &urls {
-        if let Err((code, message)) = check_url(url, limits.max_url_length) {
-            issues.push(Some(line), Some(2), code, message);
+        if let Err((code, message)) = check_url(url, limits.max_url_length, egress) {
+            issues.push(Some(line), Some(2), &code, message);
         }
     }
     if issues.list.len() + issues.omitted > before {
@@ -449,10 +517,10 @@ fn looks_like_url(cell: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-fn check_url(raw: &str, max_len: usize) -> Result<(), (&'static str, String)> {
+fn check_url(raw: &str, max_len: usize, egress: NetworkPolicy) -> Result<(), (String, String)> {
     if raw.len() > max_len {
         return Err((
-            "url_too_long",
+            "url_too_long".to_owned(),
             format!(
                 "a URL is {} bytes long; the limit is {max_len} bytes",
                 raw.len()
@@ -461,13 +529,13 @@ fn check_url(raw: &str, max_len: usize) -> Result<(), (&'static str, String)> {
     }
     let parsed = url::Url::parse(raw).map_err(|e| {
         (
-            "invalid_url",
+            "invalid_url".to_owned(),
             format!("`{raw}` is not an absolute URL: {e}"),
         )
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err((
-            "unsupported_scheme",
+            "unsupported_scheme".to_owned(),
             format!(
                 "`{raw}` uses `{}:`; only http and https URLs can be fetched",
                 parsed.scheme()
@@ -475,9 +543,10 @@ fn check_url(raw: &str, max_len: usize) -> Result<(), (&'static str, String)> {
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(("invalid_url", format!("`{raw}` has no host")));
+        return Err(("invalid_url".to_owned(), format!("`{raw}` has no host")));
     }
-    Ok(())
+    crate::fetch::check_url(&parsed, egress)
+        .map_err(|e| (e.code(), format!("`{raw}`: {}", e.message)))
 }
 
 #[cfg(test)]
@@ -485,7 +554,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<ParsedRow>, CsvRejection> {
-        parse_input_csv(text.as_bytes(), &CsvLimits::default())
+        parse_input_csv(
+            text.as_bytes(),
+            &CsvLimits::default(),
+            NetworkPolicy::default(),
+        )
     }
 
     fn codes(rejection: &CsvRejection) -> Vec<(Option<u64>, &str)> {
@@ -582,7 +655,7 @@ mod tests {
             ..CsvLimits::default()
         };
         let text = "S. No.,Product Name,Input Image Urls\n1,A,\"https://x.test/a.jpg,https://x.test/b.jpg,https://x.test/c.jpg\"\n2,B,https://x.test/a-very-long-path-name.jpg\n";
-        let err = parse_input_csv(text.as_bytes(), &limits).unwrap_err();
+        let err = parse_input_csv(text.as_bytes(), &limits, NetworkPolicy::default()).unwrap_err();
         assert_eq!(
             codes(&err),
             vec![(Some(2), "too_many_urls"), (Some(3), "too_many_rows")]
@@ -591,8 +664,87 @@ mod tests {
             max_url_length: 20,
             ..CsvLimits::default()
         };
-        let err = parse_input_csv(text.as_bytes(), &limits).unwrap_err();
+        let err = parse_input_csv(text.as_bytes(), &limits, NetworkPolicy::default()).unwrap_err();
         assert!(err.issues.iter().any(|i| i.code == "url_too_long"));
+    }
+
+    #[test]
+    fn urls_the_egress_policy_refuses_are_rejected_at_submission_with_row_and_column() {
+        let text = "S. No.,Product Name,Input Image Urls\n\
+                    1,Metadata,http://169.254.169.254/latest/meta-data/\n\
+                    2,Benchmarking,\"https://shop.example/a.jpg, http://[2002:a9fe:a9fe::1]/b.jpg\"\n\
+                    3,Port,http://shop.example:6379/c.jpg\n\
+                    4,Credentials,https://user:pw@shop.example/d.jpg\n\
+                    5,Fine,https://shop.example/e.jpg\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            codes(&err),
+            vec![
+                (Some(2), "blocked_address"),
+                (Some(3), "blocked_address"),
+                (Some(4), "blocked_port"),
+                (Some(5), "blocked_credentials"),
+            ]
+        );
+        assert!(
+            err.issues
+                .iter()
+                .all(|i| i.column.as_deref() == Some("Input Image Urls"))
+        );
+        assert!(
+            err.issues[0].message.contains("169.254.0.0/16"),
+            "{}",
+            err.issues[0].message
+        );
+        let local = parse_input_csv(
+            b"S. No.,Product Name,Input Image Urls\n1,Local,http://127.0.0.1:8080/a.jpg\n",
+            &CsvLimits::default(),
+            NetworkPolicy::local(),
+        )
+        .unwrap();
+        assert_eq!(local[0].input_urls, vec!["http://127.0.0.1:8080/a.jpg"]);
+    }
+
+    #[test]
+    fn a_utf16_file_gets_its_own_error() {
+        let utf16le: Vec<u8> = "\u{FEFF}S. No.,Product Name,Input Image Urls\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let utf16be: Vec<u8> = "\u{FEFF}S. No.\n"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        for bytes in [utf16le, utf16be] {
+            let err = parse_input_csv(&bytes, &CsvLimits::default(), NetworkPolicy::default())
+                .unwrap_err();
+            assert_eq!(codes(&err), vec![(Some(1), "utf16")]);
+            assert!(err.issues[0].message.contains("UTF-8"));
+        }
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_reported_where_it_opens_and_the_rows_after_it_are_still_checked() {
+        let text = "S. No.,Product Name,Input Image Urls\n\
+                    1,Good,https://shop.example/a.jpg\n\
+                    2,\"Open quote,https://shop.example/b.jpg\n\
+                    3,Good,https://shop.example/c.jpg\n\
+                    4,Bad,ftp://shop.example/d.jpg\n\
+                    5,Good,https://shop.example/e.jpg\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            codes(&err),
+            vec![
+                (Some(3), "unterminated_quote"),
+                (Some(5), "unsupported_scheme")
+            ]
+        );
+        // The same with CRLF line ends and the open quote on the last row.
+        let text = "S. No.,Product Name,Input Image Urls\r\n1,Good,https://shop.example/a.jpg\r\n2,Bad,\"https://shop.example/b.jpg\r\n";
+        assert_eq!(
+            codes(&parse(text).unwrap_err()),
+            vec![(Some(3), "unterminated_quote")]
+        );
     }
 
     #[test]
@@ -600,6 +752,7 @@ mod tests {
         let err = parse_input_csv(
             b"S. No.,Product Name,Input Image Urls\n1,\xff\xfe,x\n",
             &CsvLimits::default(),
+            NetworkPolicy::default(),
         )
         .unwrap_err();
         assert_eq!(codes(&err), vec![(Some(2), "not_utf8")]);
@@ -609,7 +762,8 @@ mod tests {
             max_bytes: 10,
             ..CsvLimits::default()
         };
-        let err = parse_input_csv(SAMPLE.as_bytes(), &limits).unwrap_err();
+        let err =
+            parse_input_csv(SAMPLE.as_bytes(), &limits, NetworkPolicy::default()).unwrap_err();
         assert_eq!(codes(&err), vec![(None, "too_large")]);
     }
 
@@ -623,7 +777,7 @@ mod tests {
             max_issues: 5,
             ..CsvLimits::default()
         };
-        let err = parse_input_csv(text.as_bytes(), &limits).unwrap_err();
+        let err = parse_input_csv(text.as_bytes(), &limits, NetworkPolicy::default()).unwrap_err();
         assert_eq!((err.issues.len(), err.omitted), (5, 15));
     }
 

@@ -82,11 +82,13 @@ fn image_columns(row: &RowRecord) -> (String, String, String) {
 }
 
 /// Neutralises a cell a spreadsheet would evaluate as a formula by prefixing `'`: cells starting
-/// with `=`, `+`, `-`, `@`, tab or carriage return (OWASP "CSV Injection").
+/// with `=`, `+`, `-`, `@`, tab, carriage return (OWASP "CSV Injection") or NUL (OWASP ASVS
+/// 1.2.10). The writer then quotes the cell and doubles its quotes as RFC 4180 §2.6–2.7 ask,
+/// which together give OWASP's escaping: `=1+2";=1+2` is written `"'=1+2"";=1+2"`.
 #[must_use]
 pub fn neutralise(cell: &str) -> String {
     match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\0') => format!("'{cell}"),
         _ => cell.to_owned(),
     }
 }
@@ -155,9 +157,50 @@ mod tests {
         let rows = [row(&["http://a/1.jpg"], vec![ok("http://o/1.jpg")])];
         let text = String::from_utf8(write_output_csv(&rows).unwrap()).unwrap();
         assert!(text.contains("'=HYPERLINK"));
-        for prefix in ["+1", "-1", "@x", "\tx", "\rx"] {
+        for prefix in ["+1", "-1", "@x", "\tx", "\rx", "\0x"] {
             assert!(neutralise(prefix).starts_with('\''));
         }
         assert_eq!(neutralise("1."), "1.");
+    }
+
+    /// OWASP's own examples, byte for byte, and a leading NUL.
+    #[test]
+    fn cells_are_escaped_exactly_as_owasp_shows() {
+        for (input, escaped) in [
+            ("=1+2\";=1+2", "\"'=1+2\"\";=1+2\""),
+            ("=1+2'\" ;,=1+2", "\"'=1+2'\"\" ;,=1+2\""),
+            ("\0=cmd", "'\0=cmd"),
+        ] {
+            let mut record = row(&["http://a/1.jpg"], vec![ok("http://o/1.jpg")]);
+            record.product_name = input.to_owned();
+            let text = String::from_utf8(write_output_csv(&[record]).unwrap()).unwrap();
+            let line = text.lines().nth(1).unwrap();
+            let cell = line.strip_prefix("1.,").unwrap();
+            assert!(cell.starts_with(escaped), "{input:?} → {line:?}");
+            assert_eq!(&cell[escaped.len()..escaped.len() + 1], ",");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text a row holds, reading the output CSV back (RFC 4180) gives each cell
+        /// as written: the text itself, or — for a cell a spreadsheet would run — the text
+        /// behind one `'`. Line ends, quotes, commas and every other character survive.
+        #[test]
+        fn every_cell_reads_back_as_written(serial in "\\PC*", name in ".*", url in "\\PC*") {
+            let mut record = row(&[url.as_str()], vec![ok("http://o/1.jpg")]);
+            record.serial.clone_from(&serial);
+            record.product_name.clone_from(&name);
+            let bytes = write_output_csv(&[record]).unwrap();
+            let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+            let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+            proptest::prop_assert_eq!(records.len(), 1);
+            let back = &records[0];
+            for (cell, original) in [(&back[0], &serial), (&back[1], &name), (&back[2], &url)] {
+                let neutralised = neutralise(original);
+                proptest::prop_assert_eq!(cell, neutralised.as_str());
+                let restored = if neutralised == *original { cell } else { &cell[1..] };
+                proptest::prop_assert_eq!(restored, original.as_str());
+            }
+        }
     }
 }

@@ -1,10 +1,17 @@
-//! Network policy for outbound requests (SSRF guard). Pure: classifies addresses only.
+//! Network policy for outbound requests (SSRF guard). Pure: classifies addresses and URLs only.
 //!
 //! Every host a fetch touches — the URL's literal address, every DNS answer, every redirect
-//! target and the peer actually connected to — must be a public unicast address. Ranges follow
-//! the IANA special-purpose registries (RFC 6890, RFC 4291, RFC 6598, RFC 6052).
+//! target and the peer actually connected to — must be a public unicast address: anything in
+//! the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890 and the registries'
+//! current entries) is refused, as is IPv6 outside global unicast `2000::/3`. IPv6 forms that
+//! carry an IPv4 address — IPv4-mapped, IPv4-compatible, NAT64 `64:ff9b::/96` (RFC 6052) and
+//! 6to4 `2002::/16` (RFC 3056) — are judged by the IPv4 address they carry. Ports are 80 and
+//! 443 only unless widened, and URLs with credentials are refused (Smokescreen, go-camo).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// What outbound requests may reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,6 +19,20 @@ pub struct NetworkPolicy {
     /// Allow 127.0.0.0/8 and ::1 (local runs and tests only). Every other non-public range
     /// stays blocked.
     pub allow_loopback: bool,
+    /// Allow any port; by default only 80 and 443 (local servers listen elsewhere).
+    pub allow_any_port: bool,
+}
+
+impl NetworkPolicy {
+    /// The policy of local runs and tests: loopback and any port allowed, everything else as
+    /// strict as in a deployment.
+    #[must_use]
+    pub fn local() -> Self {
+        Self {
+            allow_loopback: true,
+            allow_any_port: true,
+        }
+    }
 }
 
 /// Why an address is refused.
@@ -21,13 +42,14 @@ pub enum AddressClass {
     Public,
     /// 127.0.0.0/8, ::1.
     Loopback,
-    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), fc00::/7.
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), fc00::/7, 64:ff9b:1::/48.
     Private,
     /// 169.254/16 (cloud metadata lives here), fe80::/10.
     LinkLocal,
     /// 0.0.0.0/8, ::.
     Unspecified,
-    /// Multicast, broadcast, documentation, benchmarking and reserved ranges.
+    /// Multicast, broadcast, documentation, benchmarking, protocol assignments and reserved
+    /// ranges.
     Reserved,
 }
 
@@ -46,68 +68,202 @@ impl AddressClass {
     }
 }
 
-/// Classifies `ip`. IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) and NAT64
-/// (`64:ff9b::/96`) IPv6 forms are classified by the IPv4 address they carry.
+/// An entry of a special-purpose registry: the range, its registry name and its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialRange {
+    /// The prefix, as the registry writes it.
+    pub prefix: &'static str,
+    /// The registry's name for it, with its RFC.
+    pub name: &'static str,
+    /// How the guard classes it.
+    pub class: AddressClass,
+}
+
+const fn range(prefix: &'static str, name: &'static str, class: AddressClass) -> SpecialRange {
+    SpecialRange {
+        prefix,
+        name,
+        class,
+    }
+}
+
+use AddressClass::{LinkLocal, Loopback, Private, Reserved, Unspecified};
+
+/// The IANA IPv4 Special-Purpose Address Registry, plus multicast (RFC 5771), every entry
+/// refused whatever its "globally reachable" flag: no image origin lives in them.
+pub const IPV4_SPECIAL: &[SpecialRange] = &[
+    range("0.0.0.0/8", "\"this network\" (RFC 791)", Unspecified),
+    range("10.0.0.0/8", "private-use (RFC 1918)", Private),
+    range("100.64.0.0/10", "shared address space (RFC 6598)", Private),
+    range("127.0.0.0/8", "loopback (RFC 1122)", Loopback),
+    range("169.254.0.0/16", "link local (RFC 3927)", LinkLocal),
+    range("172.16.0.0/12", "private-use (RFC 1918)", Private),
+    range(
+        "192.0.0.0/24",
+        "IETF protocol assignments (RFC 6890)",
+        Reserved,
+    ),
+    range(
+        "192.0.2.0/24",
+        "documentation TEST-NET-1 (RFC 5737)",
+        Reserved,
+    ),
+    range("192.31.196.0/24", "AS112-v4 (RFC 7535)", Reserved),
+    range("192.52.193.0/24", "AMT (RFC 7450)", Reserved),
+    range(
+        "192.88.99.0/24",
+        "deprecated 6to4 relay anycast (RFC 7526)",
+        Reserved,
+    ),
+    range("192.168.0.0/16", "private-use (RFC 1918)", Private),
+    range(
+        "192.175.48.0/24",
+        "direct delegation AS112 (RFC 7534)",
+        Reserved,
+    ),
+    range("198.18.0.0/15", "benchmarking (RFC 2544)", Reserved),
+    range(
+        "198.51.100.0/24",
+        "documentation TEST-NET-2 (RFC 5737)",
+        Reserved,
+    ),
+    range(
+        "203.0.113.0/24",
+        "documentation TEST-NET-3 (RFC 5737)",
+        Reserved,
+    ),
+    range("224.0.0.0/4", "multicast (RFC 5771)", Reserved),
+    range("240.0.0.0/4", "reserved (RFC 1112)", Reserved),
+    range(
+        "255.255.255.255/32",
+        "limited broadcast (RFC 919)",
+        Reserved,
+    ),
+];
+
+/// The IANA IPv6 Special-Purpose Address Registry (the forms carrying an IPv4 address are
+/// judged by that address first), plus site-local and multicast.
+pub const IPV6_SPECIAL: &[SpecialRange] = &[
+    range("::1/128", "loopback (RFC 4291)", Loopback),
+    range("::/128", "unspecified (RFC 4291)", Unspecified),
+    range(
+        "64:ff9b:1::/48",
+        "local-use IPv4/IPv6 translation (RFC 8215)",
+        Private,
+    ),
+    range("100::/64", "discard-only (RFC 6666)", Reserved),
+    range("100:0:0:1::/64", "dummy IPv6 prefix (RFC 9780)", Reserved),
+    range(
+        "2001::/23",
+        "IETF protocol assignments, Teredo 2001::/32 among them (RFC 2928, RFC 4380)",
+        Reserved,
+    ),
+    range("2001:db8::/32", "documentation (RFC 3849)", Reserved),
+    range(
+        "2620:4f:8000::/48",
+        "direct delegation AS112 (RFC 7534)",
+        Reserved,
+    ),
+    range("3fff::/20", "documentation (RFC 9637)", Reserved),
+    range("5f00::/16", "segment routing SIDs (RFC 9602)", Reserved),
+    range("fc00::/7", "unique-local (RFC 4193)", Private),
+    range("fe80::/10", "link-local unicast (RFC 4291)", LinkLocal),
+    range("fec0::/10", "site-local, deprecated (RFC 3879)", Reserved),
+    range("ff00::/8", "multicast (RFC 4291)", Reserved),
+];
+
+/// Global unicast IPv6 (RFC 4291 §2.4): every public IPv6 address today is inside it.
+const GLOBAL_UNICAST_V6: &str = "2000::/3";
+
+type Parsed<N> = Vec<(N, SpecialRange)>;
+
+fn v4_table() -> &'static Parsed<Ipv4Net> {
+    static TABLE: OnceLock<Parsed<Ipv4Net>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        IPV4_SPECIAL
+            .iter()
+            .filter_map(|r| r.prefix.parse().ok().map(|net| (net, *r)))
+            .collect()
+    })
+}
+
+fn v6_table() -> &'static Parsed<Ipv6Net> {
+    static TABLE: OnceLock<Parsed<Ipv6Net>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        IPV6_SPECIAL
+            .iter()
+            .filter_map(|r| r.prefix.parse().ok().map(|net| (net, *r)))
+            .collect()
+    })
+}
+
+/// The special-purpose range `ip` falls in (the most specific entry), or `None` for a
+/// public unicast address. IPv6 forms carrying an IPv4 address answer for that address.
+#[must_use]
+pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
+    match ip {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => special_v6(v6),
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<SpecialRange> {
+    v4_table()
+        .iter()
+        .filter(|(net, _)| net.contains(&ip))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .map(|(_, r)| *r)
+}
+
+/// The IPv4 address an IPv6 address carries: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+/// `::a.b.c.d` (RFC 4291 §2.5.5), NAT64 `64:ff9b::a.b.c.d` (RFC 6052), 6to4
+/// `2002:aabb:ccdd::/48` (RFC 3056).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let from = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    if s[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
+        return Some(from(s[6], s[7]));
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(from(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(from(s[1], s[2]));
+    }
+    None
+}
+
+fn special_v6(ip: Ipv6Addr) -> Option<SpecialRange> {
+    if let Some(v4) = embedded_v4(ip) {
+        return special_v4(v4);
+    }
+    if let Some(found) = v6_table()
+        .iter()
+        .filter(|(net, _)| net.contains(&ip))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .map(|(_, r)| *r)
+    {
+        return Some(found);
+    }
+    let global: Ipv6Net = GLOBAL_UNICAST_V6.parse().ok()?;
+    (!global.contains(&ip)).then_some(range(
+        "::/0",
+        "outside global unicast 2000::/3 (RFC 4291)",
+        Reserved,
+    ))
+}
+
+/// Classifies `ip` (see [`special_range`]).
 #[must_use]
 pub fn classify(ip: IpAddr) -> AddressClass {
-    match ip {
-        IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => classify_v6(v6),
-    }
-}
-
-fn classify_v4(ip: Ipv4Addr) -> AddressClass {
-    let [a, b, c, _] = ip.octets();
-    if a == 0 {
-        AddressClass::Unspecified
-    } else if ip.is_loopback() {
-        AddressClass::Loopback
-    } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
-        AddressClass::Private
-    } else if ip.is_link_local() {
-        AddressClass::LinkLocal
-    } else if ip.is_multicast()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || a >= 240
-        || (a == 192 && b == 0 && c == 0)
-        || (a == 198 && (b == 18 || b == 19))
-    {
-        AddressClass::Reserved
-    } else {
-        AddressClass::Public
-    }
-}
-
-fn classify_v6(ip: Ipv6Addr) -> AddressClass {
-    if ip.is_unspecified() {
-        return AddressClass::Unspecified;
-    }
-    if ip.is_loopback() {
-        return AddressClass::Loopback;
-    }
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return classify_v4(v4);
-    }
-    let segments = ip.segments();
-    // IPv4-compatible ::a.b.c.d (deprecated, RFC 4291 §2.5.5.1) and NAT64 64:ff9b::/96 (RFC 6052).
-    if segments[..6] == [0; 6] || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [a, b] = segments[6].to_be_bytes();
-        let [c, d] = segments[7].to_be_bytes();
-        return classify_v4(Ipv4Addr::new(a, b, c, d));
-    }
-    if ip.is_unique_local() {
-        AddressClass::Private
-    } else if ip.is_unicast_link_local() {
-        AddressClass::LinkLocal
-    } else if ip.is_multicast()
-        || (segments[0] & 0xffc0) == 0xfec0
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)
-    {
-        AddressClass::Reserved
-    } else {
-        AddressClass::Public
-    }
+    special_range(ip).map_or(AddressClass::Public, |r| r.class)
 }
 
 impl NetworkPolicy {
@@ -122,6 +278,18 @@ impl NetworkPolicy {
             class => Err(class),
         }
     }
+
+    /// Checks a URL's port (the scheme's default when it names none).
+    ///
+    /// # Errors
+    /// The port when the policy refuses it.
+    pub fn check_port(&self, port: u16) -> Result<(), u16> {
+        if self.allow_any_port || matches!(port, 80 | 443) {
+            Ok(())
+        } else {
+            Err(port)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,38 +301,31 @@ mod tests {
     }
 
     #[test]
-    fn metadata_private_and_special_addresses_are_refused() {
-        assert_eq!(class("169.254.169.254"), AddressClass::LinkLocal);
-        assert_eq!(class("10.0.0.1"), AddressClass::Private);
-        assert_eq!(class("172.20.1.1"), AddressClass::Private);
-        assert_eq!(class("192.168.1.1"), AddressClass::Private);
-        assert_eq!(class("100.100.100.200"), AddressClass::Private);
-        assert_eq!(class("0.0.0.0"), AddressClass::Unspecified);
-        assert_eq!(class("127.0.0.53"), AddressClass::Loopback);
-        assert_eq!(class("::"), AddressClass::Unspecified);
-        assert_eq!(class("fd00::1"), AddressClass::Private);
-        assert_eq!(class("fe80::1"), AddressClass::LinkLocal);
-        assert_eq!(class("224.0.0.1"), AddressClass::Reserved);
-        assert_eq!(class("255.255.255.255"), AddressClass::Reserved);
-    }
-
-    #[test]
-    fn ipv4_mapped_and_embedded_forms_are_classified_by_their_ipv4_address() {
-        assert_eq!(class("::ffff:169.254.169.254"), AddressClass::LinkLocal);
-        assert_eq!(class("::ffff:127.0.0.1"), AddressClass::Loopback);
-        assert_eq!(class("::ffff:10.0.0.1"), AddressClass::Private);
-        assert_eq!(class("64:ff9b::a9fe:a9fe"), AddressClass::LinkLocal);
-        assert_eq!(class("::10.0.0.1"), AddressClass::Private);
+    fn embedded_ipv4_forms_answer_for_the_address_they_carry() {
+        assert_eq!(class("::ffff:169.254.169.254"), LinkLocal);
+        assert_eq!(class("64:ff9b::a9fe:a9fe"), LinkLocal);
+        assert_eq!(class("2002:0a00:0001::1"), Private);
+        assert_eq!(class("::10.0.0.1"), Private);
+        assert_eq!(class("2002:5db8:d822::1"), AddressClass::Public);
+        assert!(
+            NetworkPolicy::default()
+                .check("2002:7f00:1::1".parse().unwrap())
+                .is_err()
+        );
     }
 
     #[test]
     fn public_addresses_pass_and_loopback_only_when_allowed() {
-        assert_eq!(class("93.184.216.34"), AddressClass::Public);
-        assert_eq!(class("2606:4700::1111"), AddressClass::Public);
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "2002:5db8:d822::1",
+            "1.1.1.1",
+        ] {
+            assert_eq!(class(ip), AddressClass::Public, "{ip}");
+        }
         let strict = NetworkPolicy::default();
-        let local = NetworkPolicy {
-            allow_loopback: true,
-        };
+        let local = NetworkPolicy::local();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let v6lo: IpAddr = "::1".parse().unwrap();
         let meta: IpAddr = "169.254.169.254".parse().unwrap();
@@ -172,5 +333,21 @@ mod tests {
         assert_eq!(local.check(lo), Ok(()));
         assert_eq!(local.check(v6lo), Ok(()));
         assert_eq!(local.check(meta), Err(AddressClass::LinkLocal));
+    }
+
+    #[test]
+    fn only_web_ports_unless_widened() {
+        let strict = NetworkPolicy::default();
+        assert!(strict.check_port(80).is_ok() && strict.check_port(443).is_ok());
+        assert_eq!(strict.check_port(8080), Err(8080));
+        assert_eq!(strict.check_port(22), Err(22));
+        assert!(NetworkPolicy::local().check_port(8080).is_ok());
+    }
+
+    #[test]
+    fn ranges_are_named_after_their_registry_entry() {
+        let found = special_range("198.18.3.4".parse().unwrap()).unwrap();
+        assert_eq!(found.prefix, "198.18.0.0/15");
+        assert!(found.name.contains("benchmarking"));
     }
 }

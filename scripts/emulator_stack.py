@@ -173,7 +173,7 @@ def main():
         r["LogicalResourceId"]: r["PhysicalResourceId"]
         for r in cfn_client.describe_stack_resources(StackName=args.stack_name)["StackResources"]
     }
-    api_id = resources["ServerlessHttpApi"]
+    api_id = resources["HttpApi"]
     print(json.dumps({
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
         "api_id": api_id,

@@ -17,6 +17,7 @@ if ! rustup toolchain list | grep -q '^nightly'; then
 fi
 command -v cargo-fuzz >/dev/null || cargo +stable install cargo-fuzz --locked --quiet
 export CARGO_TARGET_DIR="$HOME/.cache/pixpress/fuzz-target"
+mkdir -p "$CARGO_TARGET_DIR"
 CORPUS="$HOME/.cache/pixpress/fuzz-corpus"
 mkdir -p "$CORPUS/csv_parser" "$CORPUS/url_guard" "$CORPUS/decode_encode"
 cp -n cli/assets/demo/*.jpg cli/assets/demo/*.webp "$CORPUS/decode_encode/" 2>/dev/null || true

@@ -116,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         webhook: None,
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,

@@ -46,7 +46,9 @@ where
         "api" => {
             let request =
                 lambda_http::request::from_str(event).context("parsing the API Gateway event")?;
+            // Sample events carry no API key: the handler runs as the default tenant.
             let app = pixpress_api::App {
+                keys: None,
                 repo,
                 queue,
                 store,
@@ -102,7 +104,7 @@ where
         "completion-notifier" => {
             let event: dynamodb::Event =
                 serde_json::from_str(event).context("parsing the DynamoDB stream event")?;
-            let app = pixpress_completion_notifier::App::new(repo, store, config)?;
+            let app = pixpress_completion_notifier::App::new(None, repo, store, config)?;
             pixpress_completion_notifier::handle(&app, LambdaEvent::new(event, context()))
                 .await
                 .map_err(handler_error)?;

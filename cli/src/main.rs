@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use pixpress::adapters::AnyKeyStore;
 use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
+use pixpress::adapters::local::FileKeyStore;
+use pixpress::auth::KeyStore as _;
 use pixpress::config::Config;
 use pixpress::fetch::NetworkPolicy;
 use pixpress::webhook::WebhookSecret;
@@ -99,11 +102,60 @@ enum Command {
         /// Let downloads and webhooks reach 127.0.0.0/8 and ::1, on any port.
         #[arg(long)]
         allow_loopback: bool,
+        /// Serve without API keys, every request as the default tenant. Only on a loopback
+        /// address; by default every route needs a key from `pixpress keys create`.
+        #[arg(long)]
+        no_auth: bool,
+    },
+    /// Make, list and revoke API keys (one tenant per key; a tenant's first key makes its
+    /// webhook signing secret).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Webhook tools for receivers.
     Webhook {
         #[command(subcommand)]
         command: WebhookCommand,
+    },
+}
+
+/// Where `keys` keeps keys.
+#[derive(Debug, Clone, clap::Args)]
+struct KeyStoreArgs {
+    /// `local`: `keys.json` in --data-dir (what `pixpress serve` reads); `aws`: the requests
+    /// table named by TABLE_NAME, with the SDK's usual credentials and region.
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// The data directory of `pixpress serve`.
+    #[arg(long, default_value = "pixpress-data")]
+    data_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a key for a tenant and print it (shown only this once).
+    Create {
+        /// Tenant name: lower-case letters, digits, `-`, `_` (at most 64).
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
+    /// List keys (ids, tenants, dates; never the keys).
+    List {
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
+    /// Revoke a key by its id; it stops working at once.
+    Revoke {
+        /// The key id (the 16 hex characters after `pk_`).
+        key_id: String,
+        #[command(flatten)]
+        store: KeyStoreArgs,
     },
 }
 
@@ -191,6 +243,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.webhook_secret =
                     Some(WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?);
             }
+            // Deliveries are always signed: without a secret, this run makes one and prints it.
+            let generated_secret = if webhook.is_some() && config.webhook_secret.is_none() {
+                let secret = WebhookSecret::random().map_err(anyhow::Error::msg)?;
+                config.webhook_secret = Some(secret.clone());
+                Some(secret.to_whsec())
+            } else {
+                None
+            };
             let bytes = tokio::fs::read(&csv)
                 .await
                 .with_context(|| format!("reading {}", csv.display()))?;
@@ -234,9 +294,20 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             match outcome {
                 RunOutcome::Finished(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&report.status_document)?);
+                        let mut doc = report.status_document.clone();
+                        if let (Some(secret), Some(object)) =
+                            (&generated_secret, doc.as_object_mut())
+                        {
+                            object.insert("webhook_secret".into(), secret.clone().into());
+                        }
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
                     } else {
                         print!("{}", summary(&report));
+                        if let Some(secret) = &generated_secret {
+                            println!(
+                                "  webhook secret: {secret} (made for this run; verify deliveries with it)"
+                            );
+                        }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -308,10 +379,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Keys { command } => keys_command(command).await,
         Command::Serve {
             addr,
             data_dir,
             allow_loopback,
+            no_auth,
         } => {
             let mut config = Config::from_env()?;
             if allow_loopback {
@@ -321,14 +394,140 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             let local = listener.local_addr()?;
+            let keys = if no_auth {
+                if !local.ip().is_loopback() {
+                    anyhow::bail!(
+                        "--no-auth is allowed only on a loopback address (127.0.0.1 or ::1), not {local}"
+                    );
+                }
+                eprintln!(
+                    "authentication is off (--no-auth): anyone who can reach {local} can submit work"
+                );
+                None
+            } else {
+                let store = FileKeyStore::in_dir(&data_dir);
+                if store.list_keys().await?.is_empty() {
+                    eprintln!(
+                        "no API keys in {}: make one with `pixpress keys create --tenant NAME --data-dir {}`",
+                        store.path().display(),
+                        data_dir.display()
+                    );
+                }
+                Some(AnyKeyStore::File(store))
+            };
             let mut options = PipelineOptions::new(&data_dir);
             options.public_base_url = Some(format!("http://{local}/files"));
             if config.public_api_url.is_none() {
                 config.public_api_url = Some(format!("http://{local}"));
             }
-            let pipeline = LocalPipeline::new(&config, options)?;
+            let mut pipeline = LocalPipeline::new(&config, options)?;
+            pipeline.api.keys = keys;
             pixpress_cli::serve::serve(pipeline, listener).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn key_store(args: &KeyStoreArgs) -> anyhow::Result<AnyKeyStore> {
+    Ok(match args.backend {
+        Backend::Local => AnyKeyStore::File(FileKeyStore::in_dir(&args.data_dir)),
+        Backend::Aws => {
+            let sdk = load_sdk_config().await;
+            AnyKeyStore::Dynamo(pixpress::adapters::aws::key_store_from_env(&sdk)?)
+        }
+    })
+}
+
+/// `pixpress keys …`.
+async fn keys_command(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    match command {
+        KeysCommand::Create {
+            tenant,
+            store: args,
+        } => {
+            if !pixpress::auth::is_valid_tenant(&tenant) {
+                anyhow::bail!(
+                    "tenant `{tenant}` must be 1–64 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
+                );
+            }
+            let store = key_store(&args).await?;
+            let (issued, tenant) = pixpress::auth::create_key(&store, &tenant, now).await?;
+            if args.json {
+                let doc = serde_json::json!({
+                    "tenant": tenant.tenant,
+                    "key_id": issued.record.key_id,
+                    "api_key": issued.api_key,
+                    "webhook_secret": tenant.webhook_secret,
+                    "created_at": issued.record.created_at,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("tenant:         {}", tenant.tenant);
+                println!("key id:         {}", issued.record.key_id);
+                println!("API key:        {}", issued.api_key);
+                println!("webhook secret: {}", tenant.webhook_secret);
+                println!();
+                println!("The API key is shown only now; pixpress keeps only its hash.");
+                println!(
+                    "Send it as `Authorization: Bearer <key>`; verify webhooks with the secret."
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List { store: args } => {
+            let keys = key_store(&args).await?.list_keys().await?;
+            if args.json {
+                let doc: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "key_id": k.key_id,
+                            "tenant": k.tenant,
+                            "created_at": k.created_at,
+                            "revoked_at": k.revoked_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "{:<18} {:<24} {:<22} revoked",
+                    "key id", "tenant", "created"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<18} {:<24} {:<22} {}",
+                        k.key_id,
+                        k.tenant,
+                        k.created_at.format("%Y-%m-%d %H:%M:%SZ"),
+                        k.revoked_at.map_or_else(
+                            || "-".to_owned(),
+                            |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+                        )
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke {
+            key_id,
+            store: args,
+        } => {
+            if key_store(&args).await?.revoke_key(&key_id, now).await? {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "key_id": key_id, "revoked": true })
+                    );
+                } else {
+                    println!("revoked {key_id}");
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: no key with id {key_id}");
+                Ok(ExitCode::FAILURE)
+            }
         }
     }
 }

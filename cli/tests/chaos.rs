@@ -192,13 +192,17 @@ async fn every_failure_mode_at_once_changes_nothing_a_user_sees() {
                 }
             }
         }
-        let stored = std::fs::read_dir(dir.join("images").join(id))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            })
-            .count() as u64;
+        let stored = std::fs::read_dir(
+            dir.join("images")
+                .join(pixpress::domain::model::DEFAULT_TENANT)
+                .join(id),
+        )
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count() as u64;
         duplicated += stored.saturating_sub(c.images_ok);
         assert!(stored >= c.images_ok);
     }

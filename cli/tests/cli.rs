@@ -144,3 +144,62 @@ fn webhook_verify_exits_0_for_a_valid_delivery_and_1_with_the_reason_otherwise()
     assert_eq!(code, Some(1));
     assert!(stderr.contains("s old"), "{stderr}");
 }
+
+#[test]
+fn keys_are_created_listed_and_revoked_and_the_key_is_shown_only_once() {
+    let dir = std::env::temp_dir().join(format!("pixpress-cli-keys-{}", uuid::Uuid::new_v4()));
+    let keys = |args: &[&str]| {
+        let out = pixpress()
+            .arg("keys")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), stdout)
+    };
+    let (code, stdout) = keys(&["create", "--tenant", "acme"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(created["tenant"], "acme");
+    let api_key = created["api_key"].as_str().unwrap();
+    let key_id = created["key_id"].as_str().unwrap();
+    assert!(api_key.starts_with(&format!("pk_{key_id}_")));
+    assert!(
+        created["webhook_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let stored = std::fs::read_to_string(dir.join("keys.json")).unwrap();
+    assert!(!stored.contains(api_key), "only the hash is stored");
+
+    let (_, listed) = keys(&["list"]);
+    assert!(
+        listed.contains(key_id) && !listed.contains(api_key),
+        "{listed}"
+    );
+    assert_eq!(keys(&["revoke", key_id]).0, Some(0));
+    let (_, listed) = keys(&["list"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(listed[0]["revoked_at"].is_string(), "{listed}");
+    assert_eq!(keys(&["revoke", "0000000000000000"]).0, Some(1));
+    assert_eq!(keys(&["create", "--tenant", "Not Valid"]).0, Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_refuses_no_auth_off_loopback() {
+    let out = pixpress()
+        .args(["serve", "--addr", "0.0.0.0:0", "--no-auth"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--no-auth is allowed only on a loopback address"),
+        "{stderr}"
+    );
+}

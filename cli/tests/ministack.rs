@@ -42,9 +42,13 @@ fn binaries_dir() -> PathBuf {
     dir
 }
 
+/// The tenant the test's API key acts for.
+const TENANT: &str = "acme";
+
 struct Stack {
     api_url: String,
     bucket: String,
+    table: String,
 }
 
 fn deploy(endpoint: &str, secret: &WebhookSecret) -> Stack {
@@ -75,6 +79,7 @@ fn deploy(endpoint: &str, secret: &WebhookSecret) -> Stack {
     Stack {
         api_url: stack["api_url"].as_str().unwrap().to_owned(),
         bucket: stack["outputs"]["BucketName"].as_str().unwrap().to_owned(),
+        table: stack["outputs"]["TableName"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -101,21 +106,30 @@ async fn wait_for_output(http: &reqwest::Client, api_url: &str, request_id: &str
     }
 }
 
-async fn output_csv(http: &reqwest::Client, api_url: &str, request_id: &str) -> Vec<Vec<String>> {
-    let response = http
+async fn output_csv(
+    api: &reqwest::Client,
+    http: &reqwest::Client,
+    api_url: &str,
+    request_id: &str,
+) -> Vec<Vec<String>> {
+    let redirect = api
         .get(format!("{api_url}/requests/{request_id}/output.csv"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    // The API answered 303 to a presigned link of the stored CSV; the emulator checked it.
-    let link = response.url();
+    assert_eq!(redirect.status(), 303);
+    // The API answered 303 to a presigned link of the stored CSV, under the tenant's prefix;
+    // the emulator checks the signature (the API key is not sent to S3).
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let link = url::Url::parse(&location).unwrap();
     assert!(
         link.path()
-            .ends_with(&format!("/results/{request_id}/output.csv"))
+            .ends_with(&format!("/results/{TENANT}/{request_id}/output.csv"))
             && link.query().is_some_and(|q| q.contains("X-Amz-Signature=")),
         "{link}"
     );
+    let response = http.get(link).send().await.unwrap();
+    assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     csv::Reader::from_reader(text.as_bytes())
         .records()
@@ -153,8 +167,33 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
 
     let secret = WebhookSecret::from_bytes(b"ministack-e2e-secret");
     let stack = deploy(&endpoint, &secret);
+    // The deployed API requires a key: make one in the stack's table, as `pixpress keys create
+    // --backend aws` does.
+    let sdk = emulator_sdk_config(&endpoint).await;
+    let keys = pixpress::adapters::aws::DynamoKeyStore::new(&sdk, stack.table.clone());
+    let (issued, tenant) = pixpress::auth::create_key(&keys, TENANT, chrono::Utc::now())
+        .await
+        .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", issued.api_key).parse().unwrap(),
+    );
+    let api = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/requests/anything", stack.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let photos = serve_on_loopback(photo_router()).await.unwrap();
-    let receiver = WebhookReceiver::start(secret).await.unwrap();
+    // Deliveries are signed with the tenant's own secret, not the deployment's.
+    let tenant_secret = WebhookSecret::parse(&tenant.webhook_secret).unwrap();
+    let receiver = WebhookReceiver::start(tenant_secret).await.unwrap();
     let http = reqwest::Client::new();
     let photo = |i: usize| format!("http://{photos}/photos/{}", PHOTOS[i].name);
     let csv = format!(
@@ -167,7 +206,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     );
 
     // 1. POST /uploads through the HTTP API.
-    let response = http
+    let response = api
         .post(
             url::Url::parse_with_params(
                 &format!("{}/uploads", stack.api_url),
@@ -188,15 +227,14 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         (Some(2), Some(4))
     );
 
-    let status = wait_for_output(&http, &stack.api_url, &request_id).await;
+    let status = wait_for_output(&api, &stack.api_url, &request_id).await;
     assert_eq!(status["status"], "COMPLETED_WITH_ERRORS");
     assert_eq!(status["progress"]["images_ok"], 3);
     assert_eq!(status["progress"]["images_failed"], 1);
     assert_eq!(status["products"][1]["images"][0]["error_code"], "http_404");
 
-    let rows = output_csv(&http, &stack.api_url, &request_id).await;
+    let rows = output_csv(&api, &http, &stack.api_url, &request_id).await;
     assert_eq!(rows.len(), 2);
-    let sdk = emulator_sdk_config(&endpoint).await;
     let bucket = S3ObjectStore::new(&sdk, stack.bucket.clone(), None, true);
     let prefix = format!("s3://{}/", stack.bucket);
     let mut compressed = 0;
@@ -240,7 +278,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     assert_eq!(payload["data"]["status"], "COMPLETED_WITH_ERRORS");
 
     // 2. A presigned upload: POST /upload-urls, PUT to S3, the S3 trigger ingests it.
-    let response = http
+    let response = api
         .post(format!("{}/upload-urls", stack.api_url))
         .send()
         .await
@@ -266,11 +304,11 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    let status = wait_for_output(&http, &stack.api_url, presigned_id).await;
+    let status = wait_for_output(&api, &stack.api_url, presigned_id).await;
     assert_eq!(status["source"], "s3");
     assert_eq!(status["status"], "COMPLETED_WITH_ERRORS");
     assert_eq!(status["progress"]["images_ok"], 3);
-    let rows = output_csv(&http, &stack.api_url, presigned_id).await;
+    let rows = output_csv(&api, &http, &stack.api_url, presigned_id).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(split(&rows[0][3]).len(), 2);
 

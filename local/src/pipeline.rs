@@ -466,6 +466,7 @@ impl<B: PumpBackend> Pipeline<B> {
         let (repo, queue, store) = (backend.repo(), backend.queue(), backend.store());
         Ok(Self {
             api: pixpress_api::App {
+                keys: None,
                 repo: repo.clone(),
                 queue: queue.clone(),
                 store: store.clone(),
@@ -485,6 +486,7 @@ impl<B: PumpBackend> Pipeline<B> {
             ),
             dead_letter: pixpress_row_dead_letter::App::new(repo.clone(), config),
             notifier: pixpress_completion_notifier::App {
+                keys: None,
                 repo: repo.clone(),
                 store: store.clone(),
                 fetcher: webhook_fetcher,

@@ -45,6 +45,7 @@ fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
         }),
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,

@@ -92,6 +92,19 @@ pub enum CompressError {
 }
 
 impl CompressError {
+    /// A short message safe to show a client (status API, output CSV, webhook): the
+    /// decoder's or encoder's own words stay in the logs ([`std::fmt::Display`] has them).
+    #[must_use]
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Truncated(_) => "the image data is truncated".to_owned(),
+            Self::Decode(_) => "the image data is damaged and cannot be decoded".to_owned(),
+            Self::Encode(_) => "the JPEG encoder failed on this image".to_owned(),
+            Self::Panicked(_) => "the image codec failed unexpectedly".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The stable per-image error code.
     #[must_use]
     pub fn code(&self) -> &'static str {

@@ -64,6 +64,10 @@ pub enum IngestError {
     /// Rows could not be enqueued; the request is marked `FAILED`.
     #[error("rows could not be enqueued: {0}")]
     EnqueueFailed(PortError),
+    /// The request id (from an idempotency key) names a request made from a different
+    /// upload; nothing was written. Holds that request.
+    #[error("the idempotency key was used for a different upload (request {})", .0.request_id)]
+    IdempotencyKeyReused(Box<RequestMeta>),
     /// Storage failure before anything was enqueued.
     #[error(transparent)]
     Storage(#[from] PortError),
@@ -74,7 +78,10 @@ impl IngestError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidCsv(_) | Self::InvalidWebhookUrl(_) | Self::EnqueueFailed(_) => false,
+            Self::InvalidCsv(_)
+            | Self::InvalidWebhookUrl(_)
+            | Self::EnqueueFailed(_)
+            | Self::IdempotencyKeyReused(_) => false,
             Self::Storage(e) => e.is_retryable(),
         }
     }
@@ -92,6 +99,25 @@ pub fn check_webhook_url(raw: &str, egress: NetworkPolicy) -> Result<String, Str
     }
     crate::fetch::check_url(&url, egress).map_err(|e| format!("`{raw}`: {}", e.message))?;
     Ok(url.to_string())
+}
+
+/// SHA-256 (hex) of an upload: the CSV bytes, the webhook URL and the output spec, each
+/// length-prefixed.
+#[must_use]
+pub fn upload_fingerprint(input: &IngestRequest<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let spec = serde_json::to_string(&input.output_spec).unwrap_or_default();
+    let webhook = input.webhook_url.as_deref().unwrap_or_default();
+    for part in [input.csv, webhook.as_bytes(), spec.as_bytes()] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Builds the request record and rows for a validated CSV.
@@ -132,6 +158,7 @@ fn build(
         }),
         output_csv_key: None,
         failure: None,
+        fingerprint: Some(upload_fingerprint(input)),
         created_at: input.now,
         updated_at: input.now,
         completed_at: None,
@@ -159,6 +186,11 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
     let (meta, records) = build(&input, rows);
     let (meta, records, replayed) = match repo.create_request(&meta, &records).await? {
         Created::Inserted => (meta, records, false),
+        Created::AlreadyExists(existing)
+            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
+        {
+            return Err(IngestError::IdempotencyKeyReused(existing));
+        }
         Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
             // An earlier attempt died before every row was enqueued: enqueue again from the
             // stored rows (the ones in this CSV may differ if the id was reused).
@@ -178,9 +210,11 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
         .map(|r| RowJob::for_row(&meta, r))
         .collect();
     if let Err(e) = queue.enqueue(&jobs).await {
+        // The queue's own error text goes to the logs, never to the client.
+        tracing::error!(request_id = %meta.request_id, error = %e, "rows could not be enqueued");
         let failure = Failure {
             code: "enqueue_failed".to_owned(),
-            message: crate::domain::text::message(&format!("rows could not be enqueued: {e}")),
+            message: "the rows could not be queued for processing; submit the CSV again".to_owned(),
             issues: Vec::new(),
         };
         repo.mark_failed(&meta.request_id, &failure, input.now)

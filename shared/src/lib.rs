@@ -36,6 +36,7 @@
 //! - [`telemetry`] — logging set-up of the Lambda entry points.
 
 pub mod adapters;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod fetch;

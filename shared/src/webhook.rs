@@ -48,6 +48,16 @@ impl WebhookSecret {
         Ok(Self(key))
     }
 
+    /// A new secret of 32 random bytes from the operating system (Standard Webhooks: 24–64).
+    ///
+    /// # Errors
+    /// When the system has no randomness.
+    pub fn random() -> Result<Self, String> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("no random bytes: {e}"))?;
+        Ok(Self(key.to_vec()))
+    }
+
     /// A secret from raw key bytes.
     #[must_use]
     pub fn from_bytes(key: &[u8]) -> Self {

@@ -226,6 +226,7 @@ fn meta(rows: u64) -> RequestMeta {
         webhook: None,
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,

@@ -263,3 +263,39 @@ fn dead_lettered_rows_are_consumed_and_recorded_not_stranded() {
     let alarm = props(&t, "RowsDeadLetterAlarm");
     assert_eq!(alarm["MetricName"], "ApproximateAgeOfOldestMessage");
 }
+
+#[test]
+fn every_api_route_is_on_the_throttled_stage_with_cors_for_the_allowed_origin_only() {
+    let t = template();
+    let api = props(&t, "HttpApi");
+    let throttling = &api["DefaultRouteSettings"];
+    assert_eq!(
+        ref_target(&throttling["ThrottlingRateLimit"]),
+        Some("ApiThrottlingRateLimit")
+    );
+    assert_eq!(
+        ref_target(&throttling["ThrottlingBurstLimit"]),
+        Some("ApiThrottlingBurstLimit")
+    );
+    let cors = &api["CorsConfiguration"];
+    let origins = cors["AllowOrigins"].as_sequence().unwrap();
+    assert_eq!(origins.len(), 1);
+    assert_eq!(ref_target(&origins[0]), Some("AllowedOrigin"));
+    let headers: Vec<&str> = cors["AllowHeaders"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(headers.contains(&"authorization"), "{headers:?}");
+    let events = props(&t, "ApiFunction")["Events"].as_mapping().unwrap();
+    assert!(!events.is_empty());
+    for (name, event) in events {
+        assert_eq!(event["Type"], "HttpApi", "{name:?}");
+        assert_eq!(
+            ref_target(&event["Properties"]["ApiId"]),
+            Some("HttpApi"),
+            "{name:?} is not on the throttled API"
+        );
+    }
+}

@@ -28,9 +28,12 @@ pub mod upload_url;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
+use pixpress::adapters::AnyKeyStore;
+use pixpress::auth::authenticate;
 use pixpress::config::Config;
 use pixpress::domain::input_csv::CsvLimits;
 use pixpress::domain::keys::is_valid_request_id;
+use pixpress::domain::model::DEFAULT_TENANT;
 use pixpress::domain::model::OutputSpec;
 use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
 
@@ -63,6 +66,10 @@ impl From<&Config> for ApiConfig {
 /// The API's dependencies.
 #[derive(Debug, Clone)]
 pub struct App<R, Q, S> {
+    /// API keys: `Some` requires `Authorization: Bearer <key>` on every route and scopes every
+    /// request to the key's tenant (the deployed API always); `None` serves everyone as
+    /// [`DEFAULT_TENANT`] (`pixpress serve --no-auth` on loopback, `pixpress run`, tests).
+    pub keys: Option<AnyKeyStore>,
     /// Requests and rows.
     pub repo: R,
     /// Row jobs.
@@ -99,25 +106,55 @@ where
         .filter(|s| !s.is_empty())
         .collect();
     let method = request.method().clone();
+    let tenant = match &app.keys {
+        None => DEFAULT_TENANT.to_owned(),
+        Some(keys) => {
+            let header = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            match authenticate(keys, header).await {
+                Ok(Ok(tenant)) => tenant,
+                Ok(Err(_)) => return Ok(Problem::unauthorized().into_response()),
+                Err(e) => {
+                    return Ok(Problem::unavailable(&e, "the API key could not be checked")
+                        .into_response());
+                }
+            }
+        }
+    };
     let response = match (segments.as_slice(), &method) {
-        (["uploads"], &Method::POST) => upload::post_upload(app, &request).await,
-        (["upload-urls"], &Method::POST) => upload_url::post_upload_url(app, &request).await,
+        (["uploads"], &Method::POST) => upload::post_upload(app, &request, &tenant).await,
+        (["upload-urls"], &Method::POST) => {
+            upload_url::post_upload_url(app, &request, &tenant).await
+        }
         (["requests", id], &Method::GET) if is_valid_request_id(id) => {
-            status::get_request(app, &request, id).await
+            status::get_request(app, &request, id, &tenant).await
         }
         (["requests", id, "output.csv"], &Method::GET) if is_valid_request_id(id) => {
-            status::get_output_csv(app, id).await
+            status::get_output_csv(app, id, &tenant).await
         }
         (["requests", _] | ["requests", _, "output.csv"], &Method::GET) => {
             Problem::request_not_found().into_response()
         }
-        (["uploads"] | ["upload-urls"] | ["requests", ..], _) => Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
-            format!("{method} is not allowed on {path}"),
-        )
-        .into_response(),
+        (["uploads"] | ["upload-urls"] | ["requests", ..], _) => {
+            let allow = if segments.first() == Some(&"requests") {
+                "GET"
+            } else {
+                "POST"
+            };
+            let mut response = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed on {path}; use {allow}"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert("allow", lambda_http::http::HeaderValue::from_static(allow));
+            response
+        }
         _ => Problem::new(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -1,7 +1,8 @@
 //! Lambda entry point of the `api` function: composition only.
 
 use lambda_http::{Error, run, service_fn};
-use pixpress::adapters::aws::{AwsBackends, lambda_sdk_config};
+use pixpress::adapters::AnyKeyStore;
+use pixpress::adapters::aws::{AwsBackends, key_store_from_env, lambda_sdk_config};
 use pixpress::config::Config;
 use pixpress_api::{ApiConfig, App, handle};
 
@@ -9,8 +10,11 @@ use pixpress_api::{ApiConfig, App, handle};
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
-    let aws = AwsBackends::from_env(&lambda_sdk_config()?)?;
+    let sdk = lambda_sdk_config()?;
+    let aws = AwsBackends::from_env(&sdk)?;
+    // The deployed API always requires a key.
     let app = App {
+        keys: Some(AnyKeyStore::Dynamo(key_store_from_env(&sdk)?)),
         repo: aws.repo,
         queue: aws.queue,
         store: aws.store,

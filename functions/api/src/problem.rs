@@ -64,6 +64,18 @@ impl Problem {
         )
     }
 
+    /// 401 for a missing, malformed, unknown, wrong or revoked API key: one answer for all,
+    /// with `WWW-Authenticate: Bearer` (RFC 6750 §3).
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send a valid API key as `Authorization: Bearer <key>`",
+        )
+    }
+
     /// 500 with a generic body; the cause is logged, never sent.
     #[must_use]
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
@@ -99,6 +111,11 @@ impl Problem {
         *response.status_mut() = status;
         if let Ok(value) = PROBLEM_JSON.parse() {
             response.headers_mut().insert("content-type", value);
+        }
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(value) = r#"Bearer realm="pixpress""#.parse()
+        {
+            response.headers_mut().insert("www-authenticate", value);
         }
         response
     }

@@ -5,8 +5,7 @@ use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use pixpress::domain::keys::output_csv_key;
 use pixpress::domain::model::{
-    Counters, DEFAULT_TENANT, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState,
-    Source, Webhook,
+    Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
 };
 use pixpress::ports::{ObjectStore, PortError, RequestRepository};
 use serde::Serialize;
@@ -155,11 +154,12 @@ fn product(row: RowRecord) -> Product {
 async fn visible_request<R: RequestRepository>(
     repo: &R,
     request_id: &str,
+    tenant: &str,
 ) -> Result<Option<RequestMeta>, PortError> {
     Ok(repo
         .get_request(request_id)
         .await?
-        .filter(|meta| meta.tenant == DEFAULT_TENANT))
+        .filter(|meta| meta.tenant == tenant))
 }
 
 /// Builds the status document of `meta` with one page of products.
@@ -203,6 +203,7 @@ pub async fn get_request<R, Q, S>(
     app: &App<R, Q, S>,
     request: &Request,
     request_id: &str,
+    tenant: &str,
 ) -> Response<Body>
 where
     R: RequestRepository,
@@ -233,7 +234,7 @@ where
             }
         }
     }
-    let meta = match visible_request(&app.repo, request_id).await {
+    let meta = match visible_request(&app.repo, request_id, tenant).await {
         Ok(Some(meta)) => meta,
         Ok(None) => return Problem::request_not_found().into_response(),
         Err(e) => return Problem::internal(&e).into_response(),
@@ -263,12 +264,16 @@ pub const OUTPUT_CSV_LINK_TTL_SECONDS: u64 = 15 * 60;
 /// link of the stored CSV (valid [`OUTPUT_CSV_LINK_TTL_SECONDS`]; a Lambda response is capped
 /// at 6 MB, an output CSV is not), or the CSV itself from a store that cannot presign; `409`
 /// before it is written.
-pub async fn get_output_csv<R, Q, S>(app: &App<R, Q, S>, request_id: &str) -> Response<Body>
+pub async fn get_output_csv<R, Q, S>(
+    app: &App<R, Q, S>,
+    request_id: &str,
+    tenant: &str,
+) -> Response<Body>
 where
     R: RequestRepository,
     S: ObjectStore,
 {
-    let meta = match visible_request(&app.repo, request_id).await {
+    let meta = match visible_request(&app.repo, request_id, tenant).await {
         Ok(Some(meta)) => meta,
         Ok(None) => return Problem::request_not_found().into_response(),
         Err(e) => return Problem::internal(&e).into_response(),
@@ -276,7 +281,7 @@ where
     let key = meta
         .output_csv_key
         .clone()
-        .unwrap_or_else(|| output_csv_key(request_id));
+        .unwrap_or_else(|| output_csv_key(tenant, request_id));
     if meta.output_csv_key.is_none() {
         return Problem::new(
             StatusCode::CONFLICT,

@@ -5,7 +5,7 @@ use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use pixpress::domain::keys::derived_request_id;
-use pixpress::domain::model::{DEFAULT_TENANT, OutputSpec, Source};
+use pixpress::domain::model::{OutputSpec, Source};
 use pixpress::ingest::{IngestError, IngestRequest, ingest};
 use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
 use serde::Serialize;
@@ -120,7 +120,11 @@ fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, Str
 }
 
 /// Handles `POST /uploads`.
-pub async fn post_upload<R, Q, S>(app: &App<R, Q, S>, request: &Request) -> Response<Body>
+pub async fn post_upload<R, Q, S>(
+    app: &App<R, Q, S>,
+    request: &Request,
+    tenant: &str,
+) -> Response<Body>
 where
     R: RequestRepository,
     Q: RowQueue,
@@ -203,7 +207,7 @@ where
         Ok(spec) => spec,
         Err(e) => return bad_request("invalid-parameter", "Invalid parameter", e),
     };
-    let tenant = DEFAULT_TENANT.to_owned();
+    let tenant = tenant.to_owned();
     let idempotency_key = request
         .headers()
         .get("idempotency-key")
@@ -283,6 +287,13 @@ where
         Err(IngestError::InvalidWebhookUrl(e)) => {
             bad_request("invalid-webhook-url", "Invalid webhook URL", e)
         }
+        Err(IngestError::IdempotencyKeyReused(_)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was already used for a different upload; send the same upload to get its request, or use a new key",
+        )
+        .into_response(),
         Err(e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_))) => {
             Problem::unavailable(&e, "the upload could not be recorded").into_response()
         }

@@ -53,14 +53,18 @@ pub struct UploadHeaders {
 
 /// Signs an upload URL for a new request. `501` when the store cannot presign (the embedded
 /// directory store), `503` when signing fails.
-pub async fn post_upload_url<R, Q, S>(app: &App<R, Q, S>, request: &Request) -> Response<Body>
+pub async fn post_upload_url<R, Q, S>(
+    app: &App<R, Q, S>,
+    request: &Request,
+    tenant: &str,
+) -> Response<Body>
 where
     R: RequestRepository,
     Q: RowQueue,
     S: ObjectStore,
 {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let key = presigned_upload_key(&request_id);
+    let key = presigned_upload_key(tenant, &request_id);
     let ttl = Duration::from_secs(UPLOAD_URL_TTL_SECONDS);
     let issued_at = Utc::now();
     match app

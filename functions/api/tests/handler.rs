@@ -16,6 +16,7 @@ type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
 fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
     App {
+        keys: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
@@ -262,6 +263,7 @@ async fn s3_app()
 -> App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore> {
     let sdk = pixpress::adapters::aws::load_sdk_config().await;
     App {
+        keys: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
@@ -279,7 +281,7 @@ async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
     let url = url::Url::parse(body["upload_url"].as_str().unwrap()).unwrap();
     assert!(
         url.path()
-            .ends_with(&format!("/pixpress-data/uploads/{id}.csv")),
+            .ends_with(&format!("/pixpress-data/uploads/default/{id}.csv")),
         "{url}"
     );
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
@@ -325,7 +327,7 @@ async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() 
         .await
         .unwrap();
     assert_eq!(early.status(), 409, "no link before the CSV is written");
-    let key = pixpress::domain::keys::output_csv_key(&id);
+    let key = pixpress::domain::keys::output_csv_key(pixpress::domain::model::DEFAULT_TENANT, &id);
     app.repo
         .record_output_csv(&id, &key, chrono::Utc::now())
         .await
@@ -341,4 +343,174 @@ async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() 
         "{link}"
     );
     assert!(link.query().unwrap().contains("X-Amz-Signature="), "{link}");
+}
+
+fn body_text(response: &Response<Body>) -> String {
+    match response.body() {
+        Body::Text(t) => t.clone(),
+        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn with_key(mut request: Request, key: &str) -> Request {
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// Every route needs a key; a key acts for its tenant only; another tenant's request answers
+/// exactly what a missing one does; a revoked key stops at once.
+#[tokio::test]
+async fn api_keys_scope_every_route_to_their_tenant() {
+    use pixpress::adapters::AnyKeyStore;
+    use pixpress::adapters::local::FileKeyStore;
+    use pixpress::auth::{KeyStore as _, create_key};
+
+    let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
+    let keys = FileKeyStore::in_dir(&dir);
+    let now = chrono::Utc::now();
+    let (acme, _) = create_key(&keys, "acme", now).await.unwrap();
+    let (globex, _) = create_key(&keys, "globex", now).await.unwrap();
+    let mut app = app(&Config::default());
+    app.keys = Some(AnyKeyStore::File(keys.clone()));
+    let upload = || {
+        request(
+            Method::POST,
+            "/uploads",
+            Some("text/csv"),
+            CSV.as_bytes().to_vec(),
+        )
+    };
+
+    // No key, a malformed key, a forged secret for a real key id: one and the same 401.
+    let forged = format!("pk_{}_{}", acme.record.key_id, "A".repeat(43));
+    let mut refusals = Vec::new();
+    for r in [
+        upload(),
+        with_key(upload(), "not-a-key"),
+        with_key(upload(), &forged),
+        request(Method::GET, "/requests/abc", None, Vec::new()),
+    ] {
+        let response = handle(&app, r).await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers().get("www-authenticate").unwrap(),
+            r#"Bearer realm="pixpress""#
+        );
+        assert_eq!(content_type(&response), "application/problem+json");
+        refusals.push(body_text(&response));
+    }
+    assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{refusals:?}");
+    assert_eq!(app.queue.len().unwrap(), 0, "nothing was enqueued");
+
+    let accepted = handle(&app, with_key(upload(), &acme.api_key))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = json(&accepted)["request_id"].as_str().unwrap().to_owned();
+    let meta = app.repo.get_request(&id).await.unwrap().unwrap();
+    assert_eq!(meta.tenant, "acme");
+
+    let get =
+        |path: String, key: &str| with_key(request(Method::GET, &path, None, Vec::new()), key);
+    let own = handle(&app, get(format!("/requests/{id}"), &acme.api_key))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let other = handle(&app, get(format!("/requests/{id}"), &globex.api_key))
+        .await
+        .unwrap();
+    let missing = handle(
+        &app,
+        get(
+            "/requests/00000000-0000-0000-0000-000000000000".into(),
+            &globex.api_key,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 404);
+    assert_eq!(
+        (other.status(), body_text(&other)),
+        (missing.status(), body_text(&missing))
+    );
+    let other_csv = handle(
+        &app,
+        get(format!("/requests/{id}/output.csv"), &globex.api_key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other_csv.status(), 404);
+
+    // The same Idempotency-Key from two tenants makes two requests.
+    let keyed = |key: &str| {
+        let mut r = with_key(upload(), key);
+        r.headers_mut()
+            .insert("idempotency-key", "order-7".parse().unwrap());
+        r
+    };
+    let a = json(&handle(&app, keyed(&acme.api_key)).await.unwrap())["request_id"].clone();
+    let b = json(&handle(&app, keyed(&globex.api_key)).await.unwrap())["request_id"].clone();
+    assert_ne!(a, b);
+
+    keys.revoke_key(&acme.record.key_id, now).await.unwrap();
+    let after = handle(&app, get(format!("/requests/{id}"), &acme.api_key))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow() {
+    let app = app(&Config::default());
+    let response = handle(&app, request(Method::GET, "/uploads", None, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers().get("allow").unwrap(), "POST");
+    let response = handle(
+        &app,
+        request(Method::DELETE, "/requests/abc", None, Vec::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.headers().get("allow").unwrap(), "GET");
+}
+
+/// IETF Idempotency-Key draft: the same key with a different body is 422 and creates nothing;
+/// the same key and body sent at once from two clients make one request with one set of rows.
+#[tokio::test]
+async fn a_reused_idempotency_key_with_another_body_is_422_and_concurrent_retries_make_one_request()
+{
+    let app = app(&Config::default());
+    let keyed = |csv: &str| {
+        let mut r = request(
+            Method::POST,
+            "/uploads",
+            Some("text/csv"),
+            csv.as_bytes().to_vec(),
+        );
+        r.headers_mut()
+            .insert("idempotency-key", "order-9".parse().unwrap());
+        r
+    };
+    let (a, b) = tokio::join!(handle(&app, keyed(CSV)), handle(&app, keyed(CSV)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.status(), b.status()),
+        (202.try_into().unwrap(), 202.try_into().unwrap())
+    );
+    assert_eq!(json(&a)["request_id"], json(&b)["request_id"]);
+    assert_eq!(app.queue.len().unwrap(), 1, "one request, one set of rows");
+    let other = CSV.replace("Mug", "Cup");
+    let reused = handle(&app, keyed(&other)).await.unwrap();
+    assert_eq!(reused.status(), 422);
+    assert_eq!(
+        json(&reused)["type"],
+        "urn:pixpress:problem:idempotency-key-reused"
+    );
+    assert_eq!(app.queue.len().unwrap(), 1, "nothing more was enqueued");
 }

@@ -25,6 +25,8 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
+use pixpress::adapters::AnyKeyStore;
+use pixpress::auth::KeyStore as _;
 use pixpress::config::Config;
 use pixpress::domain::item::ItemHead;
 use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
@@ -62,6 +64,9 @@ impl From<&Config> for NotifierConfig {
 /// The notifier's dependencies.
 #[derive(Debug, Clone)]
 pub struct App<R, S> {
+    /// Tenants' webhook secrets: a tenant's own secret signs its deliveries; without a key
+    /// store, or for a tenant without one, the configured `WEBHOOK_SECRET` does.
+    pub keys: Option<AnyKeyStore>,
     /// Requests and rows.
     pub repo: R,
     /// Where the output CSV goes.
@@ -77,8 +82,14 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(repo: R, store: S, config: &Config) -> anyhow::Result<Self> {
+    pub fn new(
+        keys: Option<AnyKeyStore>,
+        repo: R,
+        store: S,
+        config: &Config,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
+            keys,
             repo,
             store,
             fetcher: Fetcher::new(config.webhook_fetch())?,
@@ -155,7 +166,7 @@ pub async fn notify<R: RequestRepository, S: ObjectStore>(
     if meta.status != RequestStatus::Failed && meta.output_csv_key.is_none() {
         let rows = load_all_rows(&app.repo, request_id).await?;
         let csv = write_output_csv(&rows)?;
-        let key = output_csv_key(request_id);
+        let key = output_csv_key(&meta.tenant, request_id);
         app.store
             .put(&key, csv.into(), "text/csv; charset=utf-8")
             .await?;
@@ -190,17 +201,32 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
     csv_url: Option<String>,
 ) -> Result<DeliveryState, NotifyError> {
     let msg_id = webhook::message_id(&meta.request_id);
+    // Deliveries are always signed: with the tenant's secret, else the deployment's.
+    let tenant_secret = match &app.keys {
+        Some(keys) => keys
+            .get_tenant(&meta.tenant)
+            .await?
+            .and_then(|t| WebhookSecret::parse(&t.webhook_secret).ok()),
+        None => None,
+    };
+    let Some(secret) = tenant_secret.or_else(|| app.config.webhook_secret.clone()) else {
+        tracing::warn!(request_id = %meta.request_id, tenant = %meta.tenant, "no webhook signing secret; not delivered");
+        let record = WebhookAttempt {
+            at: Utc::now(),
+            status_code: None,
+            error: Some("no_signing_secret".to_owned()),
+        };
+        app.repo
+            .record_webhook_attempt(&meta.request_id, &record, DeliveryState::Failed)
+            .await?;
+        return Ok(DeliveryState::Failed);
+    };
     let mut delay = app.config.backoff;
     for attempt in 1..=app.config.max_attempts {
         let now = Utc::now();
         let payload = WebhookPayload::completed(meta, status_url.clone(), csv_url.clone(), now);
         let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let headers = webhook::headers(
-            app.config.webhook_secret.as_ref(),
-            &msg_id,
-            now.timestamp(),
-            &body,
-        );
+        let headers = webhook::headers(Some(&secret), &msg_id, now.timestamp(), &body);
         let result = app.fetcher.post(url, &headers, body).await;
         let (record, state) = match &result {
             Ok(status) => (

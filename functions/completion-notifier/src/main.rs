@@ -1,7 +1,10 @@
 //! Lambda entry point of the `completion-notifier` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::aws::{lambda_sdk_config, repository_from_env, store_from_env};
+use pixpress::adapters::AnyKeyStore;
+use pixpress::adapters::aws::{
+    key_store_from_env, lambda_sdk_config, repository_from_env, store_from_env,
+};
 use pixpress::config::Config;
 use pixpress_completion_notifier::{App, handle};
 
@@ -10,6 +13,11 @@ async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
-    let app = App::new(repository_from_env(&sdk)?, store_from_env(&sdk)?, &config)?;
+    let app = App::new(
+        Some(AnyKeyStore::Dynamo(key_store_from_env(&sdk)?)),
+        repository_from_env(&sdk)?,
+        store_from_env(&sdk)?,
+        &config,
+    )?;
     run(service_fn(|event| handle(&app, event))).await
 }

@@ -70,6 +70,7 @@ async fn app_with_completed_request(
     config.webhook_backoff = Duration::from_millis(10);
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
+        None,
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
@@ -95,6 +96,7 @@ async fn app_with_completed_request(
         }),
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,
@@ -202,4 +204,73 @@ async fn non_terminal_transitions_are_ignored() {
     .unwrap();
     let meta = app.repo.get_request(REQUEST_ID).await.unwrap().unwrap();
     assert_eq!(meta.output_csv_key, None);
+}
+
+/// A tenant's own secret signs its deliveries (not the deployment's); with no secret at all
+/// nothing is sent unsigned.
+#[tokio::test]
+async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
+    use pixpress::adapters::AnyKeyStore;
+    use pixpress::adapters::local::FileKeyStore;
+
+    let (addr, received) = receiver(StatusCode::NO_CONTENT).await;
+    let deployment = WebhookSecret::from_bytes(b"deployment-secret");
+    let mut app =
+        app_with_completed_request(Some(format!("http://{addr}/hook")), &deployment).await;
+    let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
+    let keys = FileKeyStore::in_dir(&dir);
+    let (_, tenant) = pixpress::auth::create_key(&keys, "default", Utc::now())
+        .await
+        .unwrap();
+    app.keys = Some(AnyKeyStore::File(keys));
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
+    let deliveries = received.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 1);
+    let (headers, body) = &deliveries[0];
+    let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+    let verify = |secret: &WebhookSecret| {
+        secret.verify(
+            &h("webhook-id"),
+            &h("webhook-timestamp"),
+            &h("webhook-signature"),
+            body,
+            Utc::now(),
+        )
+    };
+    assert_eq!(
+        verify(&WebhookSecret::parse(&tenant.webhook_secret).unwrap()),
+        Ok(())
+    );
+    assert!(verify(&deployment).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let (addr, received) = receiver(StatusCode::NO_CONTENT).await;
+    let mut unsigned =
+        app_with_completed_request(Some(format!("http://{addr}/hook")), &deployment).await;
+    unsigned.config.webhook_secret = None;
+    handle(
+        &unsigned,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert!(received.lock().unwrap().is_empty(), "nothing sent unsigned");
+    let webhook = unsigned
+        .repo
+        .get_request(REQUEST_ID)
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap();
+    assert_eq!(webhook.state, DeliveryState::Failed);
+    assert_eq!(
+        webhook.attempts[0].error.as_deref(),
+        Some("no_signing_secret")
+    );
 }

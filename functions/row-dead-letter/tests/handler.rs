@@ -41,6 +41,7 @@ async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
         webhook: None,
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,

@@ -359,10 +359,14 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
             .engine
             .compress(fetched.bytes, job.output_spec)
             .await
-            .map_err(|e| ImageFailure::failed(e.code(), &e, e.is_retryable()))?;
+            .map_err(|e| {
+                tracing::info!(url, error = %e, "image could not be compressed");
+                ImageFailure::failed(e.code(), e.client_message(), e.is_retryable())
+            })?;
         (compressed, bytes_in)
     };
     let key = image_key(
+        &job.tenant,
         &job.request_id,
         job.row_index,
         position,
@@ -376,7 +380,14 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
             job.output_spec.format.content_type(),
         )
         .await
-        .map_err(|e| ImageFailure::failed("storage_error", &e, e.is_retryable()))?;
+        .map_err(|e| {
+            tracing::warn!(%key, error = %e, "storing an image failed");
+            ImageFailure::failed(
+                "storage_error",
+                "the compressed image could not be stored",
+                e.is_retryable(),
+            )
+        })?;
     Ok(ImageOutcome {
         status: ImageStatus::Ok,
         output_url: Some(app.store.public_url(&key)),

@@ -123,6 +123,7 @@ async fn seed(
         webhook: None,
         output_csv_key: None,
         failure: None,
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: None,

@@ -26,7 +26,9 @@ use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
 use pixpress::config::Config;
 use pixpress::domain::input_csv::{CsvIssue, CsvLimits, CsvRejection};
-use pixpress::domain::keys::{UPLOADS_PREFIX, derived_request_id, request_id_of_presigned_upload};
+use pixpress::domain::keys::{
+    UPLOADS_PREFIX, derived_request_id, presigned_upload_of, tenant_of_upload,
+};
 use pixpress::domain::model::{
     Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
 };
@@ -111,6 +113,7 @@ pub enum S3IngestError {
 
 async fn record_rejection<R: RequestRepository>(
     repo: &R,
+    tenant: &str,
     request_id: &str,
     key: &str,
     output: OutputSpec,
@@ -119,7 +122,7 @@ async fn record_rejection<R: RequestRepository>(
 ) -> Result<(), PortError> {
     let meta = RequestMeta {
         request_id: request_id.to_owned(),
-        tenant: DEFAULT_TENANT.to_owned(),
+        tenant: tenant.to_owned(),
         status: RequestStatus::Failed,
         source: Source::S3,
         source_key: Some(key.to_owned()),
@@ -128,6 +131,7 @@ async fn record_rejection<R: RequestRepository>(
         webhook: None,
         output_csv_key: None,
         failure: Some(failure),
+        fingerprint: None,
         created_at: now,
         updated_at: now,
         completed_at: Some(now),
@@ -166,9 +170,12 @@ where
         .or(record.s3.object.e_tag.as_deref())
         .or(record.s3.object.sequencer.as_deref())
         .unwrap_or_default();
-    let request_id = request_id_of_presigned_upload(&key).map_or_else(
-        || derived_request_id(&["s3", bucket, &key, version]),
-        str::to_owned,
+    // `uploads/<tenant>/…` belongs to that tenant (a presigned upload names its request id
+    // too); a key directly under `uploads/` is the deployment's own drop.
+    let tenant = tenant_of_upload(&key).unwrap_or(DEFAULT_TENANT).to_owned();
+    let request_id = presigned_upload_of(&key).map_or_else(
+        || derived_request_id(&["s3", &tenant, bucket, &key, version]),
+        |(_, id)| id.to_owned(),
     );
     let now = Utc::now();
     let limit = app.config.csv.max_bytes as u64;
@@ -176,7 +183,7 @@ where
         Ok(Some(object)) => {
             let input = IngestRequest {
                 request_id: request_id.clone(),
-                tenant: DEFAULT_TENANT.to_owned(),
+                tenant: tenant.clone(),
                 source: Source::S3,
                 source_key: Some(key.clone()),
                 csv: &object.bytes,
@@ -199,6 +206,14 @@ where
                 // as FAILED on the request.
                 Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
                     return Ok(RecordOutcome::Ignored);
+                }
+                // A second PUT to a presigned URL with other bytes: the request made from the
+                // first stands, and nothing is added.
+                Err(IngestError::IdempotencyKeyReused(existing)) => {
+                    return Ok(RecordOutcome::Ingested(Box::new(Ingested {
+                        meta: *existing,
+                        replayed: true,
+                    })));
                 }
                 Err(IngestError::Storage(e)) => return Err(e.into()),
             }
@@ -224,6 +239,7 @@ where
     };
     record_rejection(
         &app.repo,
+        &tenant,
         &request_id,
         &key,
         app.config.output,

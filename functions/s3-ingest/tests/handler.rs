@@ -90,10 +90,10 @@ async fn objects_outside_uploads_are_ignored() {
 }
 
 #[tokio::test]
-async fn a_presigned_upload_is_ingested_under_the_request_id_its_url_was_issued_for() {
+async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_was_issued_for() {
     let app = app();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let key = pixpress::domain::keys::presigned_upload_key(&request_id);
+    let key = pixpress::domain::keys::presigned_upload_key("acme", &request_id);
     let csv = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example.com/a.jpg\n";
     app.store
         .put(&key, Bytes::from(csv), "text/csv")
@@ -106,6 +106,7 @@ async fn a_presigned_upload_is_ingested_under_the_request_id_its_url_was_issued_
         panic!("expected the presigned upload to be ingested");
     };
     assert_eq!(ingested.meta.request_id, request_id);
+    assert_eq!(ingested.meta.tenant, "acme");
     // A second PUT to the same URL (a new object version) finds the request and adds nothing.
     event.records[0].s3.object.e_tag = Some("another-version".into());
     let RecordOutcome::Ingested(again) = ingest_record(&app, &event.records[0]).await.unwrap()

@@ -7,12 +7,14 @@
 //! and S3 path-style addressing from `S3_FORCE_PATH_STYLE=true`.
 
 mod dynamo;
+mod keys;
 mod s3;
 mod sqs;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use dynamo::DynamoRequestRepository;
+pub use keys::DynamoKeyStore;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
 
@@ -56,6 +58,17 @@ pub fn repository_from_lookup(
     Ok(DynamoRequestRepository::new(
         sdk,
         required(&lookup, vars::TABLE_NAME)?,
+    ))
+}
+
+/// API keys and tenants in the request table named by `TABLE_NAME`.
+///
+/// # Errors
+/// When `TABLE_NAME` is unset or empty.
+pub fn key_store_from_env(sdk: &aws_config::SdkConfig) -> Result<DynamoKeyStore, ConfigError> {
+    Ok(DynamoKeyStore::new(
+        sdk,
+        required(&|name: &str| std::env::var(name).ok(), vars::TABLE_NAME)?,
     ))
 }
 

@@ -1,11 +1,13 @@
 //! Storage keys: DynamoDB `pk`/`sk` values and S3 object keys. One place, so every adapter and
 //! function agrees on the layout.
 
-/// Prefix the S3 trigger listens on; a CSV put under it is ingested (`uploads/<name>.csv`).
+/// Prefix the S3 trigger listens on; a CSV put under it is ingested: `uploads/<tenant>/<name>.csv`
+/// for a tenant's upload (the tenant comes from the key), `uploads/<name>.csv` for the
+/// deployment's own drops (the default tenant).
 pub const UPLOADS_PREFIX: &str = "uploads/";
-/// Prefix of compressed images (`images/<request_id>/<row>-<position>.jpg`).
+/// Prefix of compressed images (`images/<tenant>/<request_id>/<row>-<position>.jpg`).
 pub const IMAGES_PREFIX: &str = "images/";
-/// Prefix of output CSVs (`results/<request_id>/output.csv`).
+/// Prefix of output CSVs (`results/<tenant>/<request_id>/output.csv`).
 pub const RESULTS_PREFIX: &str = "results/";
 /// Sort key of the request item.
 pub const META_SK: &str = "META";
@@ -40,29 +42,50 @@ pub fn counter_sk(shard: u32) -> String {
 
 /// Object key of the compressed image at `position` (zero-based) of row `row_index`.
 #[must_use]
-pub fn image_key(request_id: &str, row_index: u32, position: usize, extension: &str) -> String {
-    format!("{IMAGES_PREFIX}{request_id}/{row_index:06}-{position:02}.{extension}")
+pub fn image_key(
+    tenant: &str,
+    request_id: &str,
+    row_index: u32,
+    position: usize,
+    extension: &str,
+) -> String {
+    format!("{IMAGES_PREFIX}{tenant}/{request_id}/{row_index:06}-{position:02}.{extension}")
 }
 
 /// Object key of the output CSV of a request.
 #[must_use]
-pub fn output_csv_key(request_id: &str) -> String {
-    format!("{RESULTS_PREFIX}{request_id}/output.csv")
+pub fn output_csv_key(tenant: &str, request_id: &str) -> String {
+    format!("{RESULTS_PREFIX}{tenant}/{request_id}/output.csv")
 }
 
-/// The key a presigned upload for `request_id` is written to: `uploads/<request_id>.csv`.
+/// The key a presigned upload for `request_id` is written to:
+/// `uploads/<tenant>/<request_id>.csv`.
 #[must_use]
-pub fn presigned_upload_key(request_id: &str) -> String {
-    format!("{UPLOADS_PREFIX}{request_id}.csv")
+pub fn presigned_upload_key(tenant: &str, request_id: &str) -> String {
+    format!("{UPLOADS_PREFIX}{tenant}/{request_id}.csv")
 }
 
-/// The request id named by a presigned-upload key (`uploads/<uuid>.csv`, the UUID in its
-/// lower-case hyphenated form, as `POST /upload-urls` issues it), or `None` for any other key.
+/// The tenant an upload key belongs to: the first path segment of `uploads/<tenant>/…` when it
+/// is a valid tenant name, `None` for a key directly under `uploads/`.
 #[must_use]
-pub fn request_id_of_presigned_upload(key: &str) -> Option<&str> {
-    let id = key.strip_prefix(UPLOADS_PREFIX)?.strip_suffix(".csv")?;
+pub fn tenant_of_upload(key: &str) -> Option<&str> {
+    let (tenant, _) = key.strip_prefix(UPLOADS_PREFIX)?.split_once('/')?;
+    crate::auth::is_valid_tenant(tenant).then_some(tenant)
+}
+
+/// The tenant and request id named by a presigned-upload key (`uploads/<tenant>/<uuid>.csv`,
+/// the UUID in its lower-case hyphenated form, as `POST /upload-urls` issues it), or `None` for
+/// any other key.
+#[must_use]
+pub fn presigned_upload_of(key: &str) -> Option<(&str, &str)> {
+    let tenant = tenant_of_upload(key)?;
+    let id = key
+        .strip_prefix(UPLOADS_PREFIX)?
+        .strip_prefix(tenant)?
+        .strip_prefix('/')?
+        .strip_suffix(".csv")?;
     let parsed = uuid::Uuid::try_parse(id).ok()?;
-    (parsed.hyphenated().to_string() == id).then_some(id)
+    (parsed.hyphenated().to_string() == id).then_some((tenant, id))
 }
 
 /// `true` when `id` is a syntactically valid request id: 1–64 ASCII letters, digits, `-` or `_`.
@@ -102,24 +125,28 @@ pub fn derived_request_id(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn presigned_upload_keys_name_their_request_and_nothing_else_does() {
+    fn presigned_upload_keys_name_their_tenant_and_request_and_nothing_else_does() {
         let id = "0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d";
-        let key = super::presigned_upload_key(id);
-        assert_eq!(key, format!("uploads/{id}.csv"));
-        assert_eq!(super::request_id_of_presigned_upload(&key), Some(id));
+        let key = super::presigned_upload_key("acme", id);
+        assert_eq!(key, format!("uploads/acme/{id}.csv"));
+        assert_eq!(super::presigned_upload_of(&key), Some(("acme", id)));
+        assert_eq!(
+            super::tenant_of_upload("uploads/acme/catalogue.csv"),
+            Some("acme")
+        );
+        assert_eq!(super::tenant_of_upload("uploads/catalogue.csv"), None);
+        assert_eq!(super::tenant_of_upload("uploads/Acme/catalogue.csv"), None);
         for other in [
             "uploads/catalogue.csv",
-            "uploads/0B8F2A7E-5A5C-4A53-9A49-2F8F0C1B6E3D.csv",
-            "uploads/0b8f2a7e5a5c4a539a492f8f0c1b6e3d.csv",
-            "uploads/nested/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
-            "results/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
-            "uploads/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv.gz",
+            "uploads/acme/catalogue.csv",
+            "uploads/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
+            "uploads/acme/0B8F2A7E-5A5C-4A53-9A49-2F8F0C1B6E3D.csv",
+            "uploads/acme/0b8f2a7e5a5c4a539a492f8f0c1b6e3d.csv",
+            "uploads/acme/nested/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
+            "results/acme/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv",
+            "uploads/acme/0b8f2a7e-5a5c-4a53-9a49-2f8f0c1b6e3d.csv.gz",
         ] {
-            assert_eq!(
-                super::request_id_of_presigned_upload(other),
-                None,
-                "{other}"
-            );
+            assert_eq!(super::presigned_upload_of(other), None, "{other}");
         }
     }
 

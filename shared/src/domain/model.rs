@@ -265,6 +265,11 @@ pub struct RequestMeta {
     /// Why the request failed, for `FAILED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// SHA-256 (hex) of what was submitted — the CSV, the webhook URL and the output spec — so
+    /// a reused idempotency key with a different body is told apart from a retry
+    /// (IETF `draft-ietf-httpapi-idempotency-key-header` §2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// When the request was recorded.
     pub created_at: DateTime<Utc>,
     /// Last change.

@@ -770,6 +770,7 @@ mod tests {
             webhook: None,
             output_csv_key: None,
             failure: None,
+            fingerprint: None,
             created_at: now,
             updated_at: now,
             completed_at: None,

@@ -1,0 +1,297 @@
+//! API keys and tenants.
+//!
+//! A key reads `pk_<key id>_<secret>` (Stripe-style): `pk_` says what the string is, the key
+//! id — 16 lower-case hex characters, 64 random bits — names the key in lists and revocations
+//! and is safe to log, and the secret is 32 random bytes from the operating system's CSPRNG,
+//! base64url without padding (43 characters). Only the SHA-256 of the whole key is stored; a
+//! key is shown once, when it is made. Each key maps to one tenant; every request carries the
+//! tenant of the key that made it, and other tenants cannot see it.
+//!
+//! A tenant is made with its first key, with its own webhook signing secret (`whsec_`, 32
+//! random bytes; Standard Webhooks asks for 24 to 64).
+
+use std::future::Future;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ports::PortError;
+use crate::webhook::WebhookSecret;
+
+/// What every API key starts with.
+pub const KEY_PREFIX: &str = "pk_";
+/// Random bytes in a key's secret part.
+pub const KEY_SECRET_BYTES: usize = 32;
+/// Random bytes in a tenant's webhook signing secret (Standard Webhooks: 24–64).
+pub const WEBHOOK_SECRET_BYTES: usize = 32;
+/// Longest tenant name in bytes; names go into S3 keys and DynamoDB keys.
+pub const MAX_TENANT_BYTES: usize = 64;
+
+/// A stored API key: never the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The key's public id (16 hex characters).
+    pub key_id: String,
+    /// The tenant the key acts for.
+    pub tenant: String,
+    /// SHA-256 of the whole key, lower-case hex.
+    pub key_sha256: String,
+    /// When the key was made.
+    pub created_at: DateTime<Utc>,
+    /// When the key was revoked; a revoked key authenticates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A tenant and its webhook signing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// The tenant's name.
+    pub tenant: String,
+    /// Its webhook signing secret, `whsec_<base64>`.
+    pub webhook_secret: String,
+    /// When the tenant was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key just made: the only time the key itself exists outside the client.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    /// The whole key, `pk_<key id>_<secret>`.
+    pub api_key: String,
+    /// What is stored.
+    pub record: ApiKeyRecord,
+}
+
+/// Why a request is not authenticated. Both answer the same 401, so a caller cannot tell a
+/// wrong key from a missing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A key that is malformed, unknown, wrong or revoked.
+    Invalid,
+}
+
+/// `true` for a valid tenant name: 1–64 bytes of lower-case ASCII letters, digits, `-` and
+/// `_`, starting with a letter or digit (it becomes part of S3 object keys).
+#[must_use]
+pub fn is_valid_tenant(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TENANT_BYTES
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], PortError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("no random bytes: {e}")))?;
+    Ok(bytes)
+}
+
+/// SHA-256 of `api_key`, lower-case hex.
+#[must_use]
+pub fn key_sha256(api_key: &str) -> String {
+    Sha256::digest(api_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The key id inside `pk_<key id>_<secret>`, or `None` when `api_key` does not have that shape.
+#[must_use]
+pub fn key_id_of(api_key: &str) -> Option<&str> {
+    let rest = api_key.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (id_ok && !secret.is_empty()).then_some(id)
+}
+
+/// Makes a key for `tenant`.
+///
+/// # Errors
+/// [`PortError::Unexpected`] when the tenant name is invalid or the system has no randomness.
+pub fn issue_key(tenant: &str, now: DateTime<Utc>) -> Result<IssuedKey, PortError> {
+    if !is_valid_tenant(tenant) {
+        return Err(PortError::Unexpected(anyhow::anyhow!(
+            "tenant `{tenant}` is not 1–{MAX_TENANT_BYTES} lower-case letters, digits, `-` or `_`"
+        )));
+    }
+    let id: String = random_bytes::<8>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(random_bytes::<KEY_SECRET_BYTES>()?);
+    let api_key = format!("{KEY_PREFIX}{id}_{secret}");
+    Ok(IssuedKey {
+        record: ApiKeyRecord {
+            key_id: id,
+            tenant: tenant.to_owned(),
+            key_sha256: key_sha256(&api_key),
+            created_at: now,
+            revoked_at: None,
+        },
+        api_key,
+    })
+}
+
+/// A new tenant record with a fresh webhook secret.
+///
+/// # Errors
+/// [`PortError::Unexpected`] when the system has no randomness.
+pub fn new_tenant(tenant: &str, now: DateTime<Utc>) -> Result<TenantRecord, PortError> {
+    let secret = WebhookSecret::from_bytes(&random_bytes::<WEBHOOK_SECRET_BYTES>()?);
+    Ok(TenantRecord {
+        tenant: tenant.to_owned(),
+        webhook_secret: secret.to_whsec(),
+        created_at: now,
+    })
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Where keys and tenants are kept.
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key (its id is random; an existing id is an error).
+    fn put_key(&self, record: &ApiKeyRecord) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// The key with `key_id`, revoked or not.
+    fn get_key(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, PortError>> + Send;
+
+    /// Every key, oldest first.
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<ApiKeyRecord>, PortError>> + Send;
+
+    /// Marks a key revoked at `at`; `false` when there is no such key. Revoking twice keeps
+    /// the first time.
+    fn revoke_key(
+        &self,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// The tenant named `tenant`.
+    fn get_tenant(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = Result<Option<TenantRecord>, PortError>> + Send;
+
+    /// Stores `record` unless the tenant exists; returns the stored tenant either way.
+    fn create_tenant(
+        &self,
+        record: &TenantRecord,
+    ) -> impl Future<Output = Result<TenantRecord, PortError>> + Send;
+}
+
+/// Makes a key for `tenant`, making the tenant (and its webhook secret) with its first key.
+/// Returns the key, shown once, and the tenant.
+///
+/// # Errors
+/// An invalid tenant name, or the store's failure.
+pub async fn create_key<K: KeyStore>(
+    store: &K,
+    tenant: &str,
+    now: DateTime<Utc>,
+) -> Result<(IssuedKey, TenantRecord), PortError> {
+    let issued = issue_key(tenant, now)?;
+    let tenant = store.create_tenant(&new_tenant(tenant, now)?).await?;
+    store.put_key(&issued.record).await?;
+    Ok((issued, tenant))
+}
+
+/// The tenant an `Authorization` header value authenticates (`Bearer <key>`, scheme
+/// case-insensitive per RFC 9110 §11.1).
+///
+/// # Errors
+/// `Ok(Err(_))` when the request is not authenticated; `Err` when the store failed.
+pub async fn authenticate<K: KeyStore>(
+    store: &K,
+    authorization: Option<&str>,
+) -> Result<Result<String, Unauthenticated>, PortError> {
+    let Some(value) = authorization else {
+        return Ok(Err(Unauthenticated::Missing));
+    };
+    let Some((scheme, key)) = value.trim().split_once(' ') else {
+        return Ok(Err(Unauthenticated::Invalid));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Err(Unauthenticated::Invalid));
+    }
+    let key = key.trim();
+    let Some(key_id) = key_id_of(key) else {
+        return Ok(Err(Unauthenticated::Invalid));
+    };
+    let Some(record) = store.get_key(key_id).await? else {
+        return Ok(Err(Unauthenticated::Invalid));
+    };
+    let matches = constant_time_eq(key_sha256(key).as_bytes(), record.key_sha256.as_bytes());
+    if !matches || record.revoked_at.is_some() {
+        return Ok(Err(Unauthenticated::Invalid));
+    }
+    Ok(Ok(record.tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_a_readable_prefix_a_public_id_and_32_random_bytes_and_are_stored_as_a_hash() {
+        let now = Utc::now();
+        let a = issue_key("acme", now).unwrap();
+        let b = issue_key("acme", now).unwrap();
+        assert_ne!(a.api_key, b.api_key);
+        assert!(a.api_key.starts_with("pk_"));
+        assert_eq!(key_id_of(&a.api_key), Some(a.record.key_id.as_str()));
+        // The secret is base64url, which may itself hold `_`: it is everything after the id.
+        let secret = &a.api_key[KEY_PREFIX.len() + 16 + 1..];
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(secret)
+            .unwrap();
+        assert_eq!(raw.len(), KEY_SECRET_BYTES);
+        assert_eq!(a.record.key_sha256, key_sha256(&a.api_key));
+        assert!(!a.record.key_sha256.contains(secret));
+        let tenant = new_tenant("acme", now).unwrap();
+        let whsec = WebhookSecret::parse(&tenant.webhook_secret).unwrap();
+        assert_eq!(whsec.to_whsec(), tenant.webhook_secret);
+        assert!(tenant.webhook_secret.starts_with("whsec_"));
+    }
+
+    #[test]
+    fn tenant_names_are_safe_in_object_keys() {
+        for ok in ["acme", "shop-42", "a_b", "7eleven"] {
+            assert!(is_valid_tenant(ok), "{ok}");
+        }
+        for bad in ["", "Acme", "-acme", "a/b", "a b", "ä", &"x".repeat(65)] {
+            assert!(!is_valid_tenant(bad), "{bad}");
+        }
+        assert!(issue_key("../x", Utc::now()).is_err());
+    }
+
+    #[test]
+    fn malformed_keys_have_no_id() {
+        for bad in [
+            "",
+            "pk_",
+            "pk_0123456789abcdef_",
+            "sk_0123456789abcdef_x",
+            "pk_XYZ_abc",
+        ] {
+            assert_eq!(key_id_of(bad), None, "{bad}");
+        }
+    }
+}

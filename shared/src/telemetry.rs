@@ -22,15 +22,43 @@ pub fn lambda_log_level(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter 
         .unwrap_or(LevelFilter::INFO)
 }
 
-/// JSON logs on stdout without timestamps (CloudWatch adds them), at
-/// [`lambda_log_level`]. A plain level filter, not `EnvFilter`, keeps the regex engine out of
-/// the bootstraps. Call once, first thing in `main`.
+/// How a function writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line with `timestamp` (RFC 3339, UTC) and `level`: what Lambda's
+    /// JSON log format reads to file and filter a line.
+    Json,
+    /// Plain text lines.
+    Text,
+}
+
+/// The log format of a function: `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`, set by Lambda from
+/// the function's `LoggingConfig.LogFormat`), JSON when unset.
+#[must_use]
+pub fn lambda_log_format(lookup: impl Fn(&str) -> Option<String>) -> LogFormat {
+    match lookup("AWS_LAMBDA_LOG_FORMAT") {
+        Some(v) if v.trim().eq_ignore_ascii_case("text") => LogFormat::Text,
+        _ => LogFormat::Json,
+    }
+}
+
+/// Logs on stdout in [`lambda_log_format`] at [`lambda_log_level`], every line with an RFC 3339
+/// timestamp. A plain level filter, not `EnvFilter`, keeps the regex engine out of the
+/// bootstraps. Call once, first thing in `main`.
 pub fn init_lambda() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(lambda_log_level(|name| std::env::var(name).ok()))
-        .without_time()
-        .init();
+    let env = |name: &str| std::env::var(name).ok();
+    let level = lambda_log_level(env);
+    match lambda_log_format(env) {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_max_level(level)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .init(),
+    }
 }
 
 /// `error` and its causes as one line, `outer: inner: root`, for logs and problem details
@@ -72,5 +100,20 @@ mod tests {
         );
         assert_eq!(level(&[("RUST_LOG", "error")]), LevelFilter::ERROR);
         assert_eq!(level(&[("RUST_LOG", "pixpress=debug")]), LevelFilter::INFO);
+    }
+
+    #[test]
+    fn the_log_format_follows_lambdas_logging_config() {
+        let format = |value: Option<&str>| {
+            lambda_log_format(|name| {
+                (name == "AWS_LAMBDA_LOG_FORMAT")
+                    .then_some(value)
+                    .flatten()
+                    .map(str::to_owned)
+            })
+        };
+        assert_eq!(format(None), LogFormat::Json);
+        assert_eq!(format(Some("JSON")), LogFormat::Json);
+        assert_eq!(format(Some("Text")), LogFormat::Text);
     }
 }

@@ -16,6 +16,8 @@ use crate::{App, base_url, json_response};
 /// Rows per page by default and at most.
 const DEFAULT_PAGE_ROWS: u32 = 100;
 const MAX_PAGE_ROWS: u32 = 1000;
+/// `Retry-After` on the status of a running request, in seconds.
+const POLL_RETRY_AFTER_SECONDS: &str = "2";
 
 /// Largest output CSV served inline (by stores that cannot presign), in bytes.
 const MAX_OUTPUT_CSV_BYTES: u64 = 64 * 1024 * 1024;
@@ -162,7 +164,8 @@ async fn visible_request<R: RequestRepository>(
         .filter(|meta| meta.tenant == tenant))
 }
 
-/// Builds the status document of `meta` with one page of products.
+/// Builds the status document of `meta` with one page of products; `limit` 0 reads no rows
+/// (the summary alone: one item read however large the request).
 ///
 /// # Errors
 /// [`PortError`] from the repository.
@@ -173,7 +176,14 @@ pub async fn status_document<R: RequestRepository>(
     cursor: Option<u32>,
     limit: u32,
 ) -> Result<StatusDocument, PortError> {
-    let page = repo.list_rows(&meta.request_id, cursor, limit).await?;
+    let page = if limit == 0 {
+        pixpress::ports::RowPage {
+            rows: Vec::new(),
+            next: None,
+        }
+    } else {
+        repo.list_rows(&meta.request_id, cursor, limit).await?
+    };
     let counters = meta.counters;
     let percent = (counters.rows_done * 100)
         .checked_div(counters.rows_total)
@@ -223,10 +233,10 @@ where
                     }
                 },
                 "limit" => match value.parse::<u32>() {
-                    Ok(l) if (1..=MAX_PAGE_ROWS).contains(&l) => limit = l,
+                    Ok(l) if l <= MAX_PAGE_ROWS => limit = l,
                     _ => {
                         return invalid_parameter(format!(
-                            "limit must be 1–{MAX_PAGE_ROWS}, got `{value}`"
+                            "limit must be 0–{MAX_PAGE_ROWS} (0: the summary without products), got `{value}`"
                         ));
                     }
                 },
@@ -240,8 +250,19 @@ where
         Err(e) => return Problem::internal(&e).into_response(),
     };
     let base = base_url(&app.config, request);
+    let running = !meta.status.is_terminal();
     match status_document(&app.repo, meta, &base, cursor, limit).await {
-        Ok(doc) => json_response(StatusCode::OK, &doc),
+        Ok(doc) => {
+            let mut response = json_response(StatusCode::OK, &doc);
+            if running {
+                // RFC 9110 §10.2.3: when polling again is worth it.
+                response.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_static(POLL_RETRY_AFTER_SECONDS),
+                );
+            }
+            response
+        }
         Err(e) => Problem::internal(&e).into_response(),
     }
 }

@@ -261,7 +261,13 @@ async fn status_lists_products_with_pending_images_and_paginates() {
 /// The API over an S3 store (presigning is local: no request leaves the process).
 async fn s3_app()
 -> App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore> {
-    let sdk = pixpress::adapters::aws::load_sdk_config().await;
+    // An explicit region and dummy credentials: presigning is local, nothing is sent.
+    let vars = |name: &str| match name {
+        "AWS_REGION" => Some("us-east-1".to_owned()),
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("test".to_owned()),
+        _ => None,
+    };
+    let sdk = pixpress::adapters::aws::lambda_sdk_config_from(vars).unwrap();
     App {
         keys: None,
         repo: InMemoryRequestRepository::new(),
@@ -513,4 +519,42 @@ async fn a_reused_idempotency_key_with_another_body_is_422_and_concurrent_retrie
         "urn:pixpress:problem:idempotency-key-reused"
     );
     assert_eq!(app.queue.len().unwrap(), 1, "nothing more was enqueued");
+}
+
+/// `?limit=0` is the summary alone (no row is read); a running request says when to poll again.
+#[tokio::test]
+async fn the_summary_reads_no_rows_and_a_running_request_sets_retry_after() {
+    let app = app(&Config::default());
+    let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
+    let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    let summary = handle(
+        &app,
+        request(
+            Method::GET,
+            &format!("/requests/{id}?limit=0"),
+            None,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.status(), 200);
+    assert_eq!(summary.headers().get("retry-after").unwrap(), "2");
+    let doc = json(&summary);
+    assert_eq!(doc["status"], "PROCESSING");
+    assert_eq!(doc["progress"]["rows_total"], 2);
+    assert!(doc["products"].as_array().unwrap().is_empty());
+    assert!(doc.get("next_cursor").is_none());
+    let too_many = handle(
+        &app,
+        request(
+            Method::GET,
+            &format!("/requests/{id}?limit=1001"),
+            None,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(too_many.status(), 400);
 }

@@ -147,3 +147,33 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
     assert_eq!(payload["data"]["status"], "COMPLETED_WITH_ERRORS");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The final status document of a run holds every product, past one status page (1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_report_lists_every_product_past_one_status_page() {
+    let router = axum::Router::new().route(
+        "/gone/{n}",
+        get(|| async { StatusCode::NOT_FOUND.into_response() }),
+    );
+    let server = serve_on_loopback(router).await.unwrap();
+    let mut config = Config::default();
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    let dir = std::env::temp_dir().join(format!("pixpress-pages-{}", uuid::Uuid::new_v4()));
+    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&dir)).unwrap();
+    let rows = 1_203;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for i in 1..=rows {
+        csv.push_str(&format!("{i},Item {i},http://{server}/gone/{i}\n"));
+    }
+    let RunOutcome::Finished(report) = run_csv(&pipeline, csv.into_bytes(), &RunOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("the CSV was rejected");
+    };
+    let products = report.status_document["products"].as_array().unwrap();
+    assert_eq!(products.len(), rows);
+    assert_eq!(products[rows - 1]["serial"], rows.to_string());
+    assert!(report.status_document.get("next_cursor").is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -619,16 +619,47 @@ impl<B: PumpBackend> Pipeline<B> {
     /// # Errors
     /// If the handler fails or answers other than 200.
     pub async fn status_document(&self, request_id: &str) -> anyhow::Result<serde_json::Value> {
-        let request = lambda_http::http::Request::builder()
-            .method(Method::GET)
-            .uri(format!("/requests/{request_id}?limit=1000"))
-            .body(Body::Empty)
-            .context("building the status request")?;
-        let response = self.call_api(request).await?;
-        if response.status() != 200 {
-            bail!("GET /requests/{request_id} answered {}", response.status());
+        // Every page, following `next_cursor`: the whole request in one document.
+        let mut document: Option<serde_json::Value> = None;
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = cursor
+                .as_ref()
+                .map_or_else(String::new, |c| format!("&cursor={c}"));
+            let request = lambda_http::http::Request::builder()
+                .method(Method::GET)
+                .uri(format!("/requests/{request_id}?limit=1000{query}"))
+                .body(Body::Empty)
+                .context("building the status request")?;
+            let response = self.call_api(request).await?;
+            if response.status() != 200 {
+                bail!("GET /requests/{request_id} answered {}", response.status());
+            }
+            let mut page = response_json(&response);
+            cursor = page
+                .get("next_cursor")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
+            match &mut document {
+                None => document = Some(page),
+                Some(doc) => {
+                    let more = page["products"].take();
+                    if let (Some(all), Some(more)) =
+                        (doc["products"].as_array_mut(), more.as_array())
+                    {
+                        all.extend(more.iter().cloned());
+                    }
+                }
+            }
+            if cursor.is_none() {
+                break;
+            }
         }
-        Ok(response_json(&response))
+        let mut document = document.unwrap_or_default();
+        if let Some(object) = document.as_object_mut() {
+            object.remove("next_cursor");
+        }
+        Ok(document)
     }
 
     /// One `row-worker` invocation on `messages`; deletes the ones it processed unless the

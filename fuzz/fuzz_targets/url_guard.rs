@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let policy = NetworkPolicy::default();
     // One input, two URLs: the second half is a redirect target from the first.
-    let (first, second) = text.split_at(text.len() / 2);
+    let mut middle = text.len() / 2;
+    while !text.is_char_boundary(middle) {
+        middle -= 1;
+    }
+    let (first, second) = text.split_at(middle);
     for raw in [text, first, second] {
         if let Ok(url) = Url::parse(raw)
             && check_url(&url, policy).is_ok()

@@ -33,14 +33,23 @@ pub struct Accepted {
 
 /// The fields of an upload, from the form or from the query string.
 #[derive(Debug, Default)]
-struct UploadForm {
-    csv: Option<Bytes>,
-    webhook_url: Option<String>,
-    quality: Option<String>,
-    max_dimension: Option<String>,
+pub(crate) struct UploadForm {
+    pub(crate) csv: Option<Bytes>,
+    pub(crate) webhook_url: Option<String>,
+    pub(crate) quality: Option<String>,
+    pub(crate) max_dimension: Option<String>,
 }
 
 impl UploadForm {
+    /// The options in a query string (`webhook_url`, `quality`, `max_dimension`).
+    pub(crate) fn from_query(query: Option<&str>) -> Self {
+        let mut form = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            form.set(&name, value.trim().to_owned());
+        }
+        form
+    }
+
     fn set(&mut self, name: &str, value: String) {
         match name {
             "webhook_url" => self.webhook_url = Some(value),
@@ -66,7 +75,7 @@ fn too_large(size: usize, limit: usize) -> Response<Body> {
         "csv-too-large",
         "CSV too large",
         format!(
-            "the upload is {size} bytes; direct uploads are limited to {limit} bytes — put larger CSVs in the bucket under uploads/ (the S3 upload path), or split the file"
+            "the upload is {size} bytes; direct uploads are limited to {limit} bytes — for a larger CSV, POST /upload-urls for a presigned upload and PUT the file there"
         ),
     )
     .into_response()
@@ -102,7 +111,7 @@ async fn read_multipart(
     Ok(form)
 }
 
-fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, String> {
+pub(crate) fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, String> {
     let quality = match form.quality.as_deref().filter(|q| !q.is_empty()) {
         None => default.quality,
         Some(q) => q

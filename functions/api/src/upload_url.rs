@@ -1,6 +1,10 @@
 //! `POST /upload-urls`: a presigned S3 `PUT` for a CSV too large for `POST /uploads`.
 //!
-//! The URL writes `uploads/<request_id>.csv`; the bucket's `ObjectCreated` trigger runs the
+//! Options (`webhook_url`, `quality`, `max_dimension`, as query parameters) are those of
+//! `POST /uploads`; they are checked here and stored at `pending/<tenant>/<request_id>.json`
+//! until the CSV arrives.
+//!
+//! The URL writes `uploads/<tenant>/<request_id>.csv`; the bucket's `ObjectCreated` trigger runs the
 //! s3-ingest function, which takes the request id from that key, so the id answered here is the
 //! one to poll. Until the CSV is uploaded and ingested, `GET /requests/{id}` answers 404. One URL
 //! makes one request: a second `PUT` to the same URL finds the request already ingested and
@@ -11,11 +15,14 @@ use std::time::Duration;
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use pixpress::domain::keys::presigned_upload_key;
+use pixpress::domain::keys::{pending_upload_key, presigned_upload_key};
+use pixpress::domain::model::UploadOptions;
+use pixpress::ingest::check_webhook_url;
 use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
 use serde::Serialize;
 
 use crate::problem::Problem;
+use crate::upload::{UploadForm, output_spec};
 use crate::{App, base_url, json_response};
 
 /// How long a presigned upload URL stays valid: 15 minutes, in seconds.
@@ -63,6 +70,35 @@ where
     Q: RowQueue,
     S: ObjectStore,
 {
+    // The same options as `POST /uploads`, checked now and applied when the CSV arrives.
+    let form = UploadForm::from_query(request.uri().query());
+    let output_spec = match output_spec(&form, app.config.default_output) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+                e,
+            )
+            .into_response();
+        }
+    };
+    let webhook_url = match form.webhook_url.as_deref().filter(|u| !u.is_empty()) {
+        None => None,
+        Some(url) => match check_webhook_url(url, app.config.egress) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-webhook-url",
+                    "Invalid webhook URL",
+                    e,
+                )
+                .into_response();
+            }
+        },
+    };
     let request_id = uuid::Uuid::new_v4().to_string();
     let key = presigned_upload_key(tenant, &request_id);
     let ttl = Duration::from_secs(UPLOAD_URL_TTL_SECONDS);
@@ -73,6 +109,23 @@ where
         .await
     {
         Ok(Some(upload_url)) => {
+            let options = UploadOptions {
+                webhook_url,
+                output_spec,
+            };
+            let stored = serde_json::to_vec(&options).unwrap_or_default();
+            if let Err(e) = app
+                .store
+                .put(
+                    &pending_upload_key(tenant, &request_id),
+                    stored.into(),
+                    "application/json",
+                )
+                .await
+            {
+                return Problem::unavailable(&e, "the upload options could not be stored")
+                    .into_response();
+            }
             let status_url = format!("{}/requests/{request_id}", base_url(&app.config, request));
             let expires_at = issued_at + chrono::Duration::seconds(UPLOAD_URL_TTL_SECONDS as i64);
             let body = UploadUrl {

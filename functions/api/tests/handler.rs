@@ -181,7 +181,7 @@ async fn wrong_media_type_is_415_and_oversized_csv_is_413() {
         json(&response)["detail"]
             .as_str()
             .unwrap()
-            .contains("uploads/")
+            .contains("POST /upload-urls")
     );
 }
 
@@ -258,28 +258,55 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     assert_eq!(csv.status(), 409);
 }
 
-/// The API over an S3 store (presigning is local: no request leaves the process).
-async fn s3_app()
--> App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore> {
-    // An explicit region and dummy credentials: presigning is local, nothing is sent.
-    let vars = |name: &str| match name {
+/// Objects PUT to the loopback stand-in for S3: `(path, body)`.
+type Puts = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// The API over an S3 store whose endpoint is a loopback stand-in that accepts every `PUT`
+/// (presigning is local; nothing leaves the machine).
+async fn s3_app() -> (
+    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore>,
+    Puts,
+) {
+    let puts: Puts = Puts::default();
+    let recorded = puts.clone();
+    let router = axum::Router::new().fallback(axum::routing::put(
+        move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push((uri.path().to_owned(), body.to_vec()));
+                axum::http::StatusCode::OK
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // An explicit region and dummy credentials.
+    let vars = move |name: &str| match name {
         "AWS_REGION" => Some("us-east-1".to_owned()),
         "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("test".to_owned()),
+        "AWS_ENDPOINT_URL" => Some(endpoint.clone()),
         _ => None,
     };
     let sdk = pixpress::adapters::aws::lambda_sdk_config_from(vars).unwrap();
-    App {
+    let app = App {
         keys: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
         config: ApiConfig::from(&Config::default()),
-    }
+    };
+    (app, puts)
 }
 
 #[tokio::test]
 async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
-    let app = s3_app().await;
+    let (app, puts) = s3_app().await;
     let response = handle(&app, event("post-upload-url.json")).await.unwrap();
     assert_eq!(response.status(), 201);
     let body = json(&response);
@@ -300,8 +327,60 @@ async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
         body["status_url"],
         format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")
     );
-    // Nothing exists until the CSV is uploaded and ingested.
+    // Nothing exists until the CSV is uploaded and ingested; the default options wait for it.
     assert!(app.repo.get_request(id).await.unwrap().is_none());
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(
+        puts[0].0,
+        format!("/pixpress-data/pending/default/{id}.json")
+    );
+    let options: Value = serde_json::from_slice(&puts[0].1).unwrap();
+    assert_eq!(options["output_spec"]["quality"], 50);
+    assert!(options.get("webhook_url").is_none());
+}
+
+/// `POST /upload-urls` takes the options of `POST /uploads`, checks them at once and stores
+/// them for the S3 trigger.
+#[tokio::test]
+async fn upload_url_options_are_checked_and_stored_for_the_upload() {
+    let (app, puts) = s3_app().await;
+    let response = handle(
+        &app,
+        request(
+            Method::POST,
+            "/upload-urls?webhook_url=https%3A%2F%2Fhooks.example%2Fdone&quality=70&max_dimension=1200",
+            None,
+            Vec::new(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    let stored = puts.lock().unwrap().clone();
+    assert_eq!(
+        stored[0].0,
+        format!("/pixpress-data/pending/default/{id}.json")
+    );
+    let options: Value = serde_json::from_slice(&stored[0].1).unwrap();
+    assert_eq!(options["webhook_url"], "https://hooks.example/done");
+    assert_eq!(options["output_spec"]["quality"], 70);
+    assert_eq!(options["output_spec"]["max_dimension"], 1200);
+    for bad in [
+        "/upload-urls?quality=0",
+        "/upload-urls?webhook_url=http%3A%2F%2F169.254.169.254%2F",
+    ] {
+        let response = handle(&app, request(Method::POST, bad, None, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    assert_eq!(
+        puts.lock().unwrap().len(),
+        1,
+        "nothing stored for a refused request"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +399,7 @@ async fn upload_url_without_a_presigning_store_is_501_problem() {
 
 #[tokio::test]
 async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() {
-    let app = s3_app().await;
+    let (app, _) = s3_app().await;
     let accepted = handle(
         &app,
         request(Method::POST, "/uploads", Some("text/csv"), CSV.into()),

@@ -27,10 +27,11 @@ use percent_encoding::percent_decode_str;
 use pixpress::config::Config;
 use pixpress::domain::input_csv::{CsvIssue, CsvLimits, CsvRejection};
 use pixpress::domain::keys::{
-    UPLOADS_PREFIX, derived_request_id, presigned_upload_of, tenant_of_upload,
+    UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
 };
 use pixpress::domain::model::{
     Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
+    UploadOptions,
 };
 use pixpress::fetch::NetworkPolicy;
 use pixpress::ingest::{IngestError, IngestRequest, Ingested, ingest};
@@ -139,6 +140,20 @@ async fn record_rejection<R: RequestRepository>(
     repo.create_request(&meta, &[]).await.map(|_| ())
 }
 
+/// The options stored for presigned upload `request_id` of `tenant`, if any (a few hundred
+/// bytes; a malformed object counts as none).
+async fn pending_options<S: ObjectStore>(
+    store: &S,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<UploadOptions>, PortError> {
+    let key = pending_upload_key(tenant, request_id);
+    Ok(store
+        .get(&key, 64 * 1024)
+        .await?
+        .and_then(|object| serde_json::from_slice(&object.bytes).ok()))
+}
+
 /// Ingests one S3 event record.
 ///
 /// # Errors
@@ -179,6 +194,11 @@ where
     );
     let now = Utc::now();
     let limit = app.config.csv.max_bytes as u64;
+    // A presigned upload's options, stored when its URL was issued.
+    let options = match presigned_upload_of(&key) {
+        Some((tenant, id)) => pending_options(&app.store, tenant, id).await?,
+        None => None,
+    };
     let rejection = match app.store.get(&key, limit).await {
         Ok(Some(object)) => {
             let input = IngestRequest {
@@ -187,8 +207,10 @@ where
                 source: Source::S3,
                 source_key: Some(key.clone()),
                 csv: &object.bytes,
-                webhook_url: None,
-                output_spec: app.config.output,
+                webhook_url: options.as_ref().and_then(|o| o.webhook_url.clone()),
+                output_spec: options
+                    .as_ref()
+                    .map_or(app.config.output, |o| o.output_spec),
                 now,
             };
             match ingest(

@@ -95,6 +95,16 @@ async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_
     let request_id = uuid::Uuid::new_v4().to_string();
     let key = pixpress::domain::keys::presigned_upload_key("acme", &request_id);
     let csv = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example.com/a.jpg\n";
+    // The options given with POST /upload-urls, stored when the URL was issued.
+    let options = r#"{"webhook_url":"https://hooks.example/done","output_spec":{"format":"jpeg","quality":70}}"#;
+    app.store
+        .put(
+            &pixpress::domain::keys::pending_upload_key("acme", &request_id),
+            Bytes::from(options),
+            "application/json",
+        )
+        .await
+        .unwrap();
     app.store
         .put(&key, Bytes::from(csv), "text/csv")
         .await
@@ -107,6 +117,11 @@ async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_
     };
     assert_eq!(ingested.meta.request_id, request_id);
     assert_eq!(ingested.meta.tenant, "acme");
+    assert_eq!(ingested.meta.output_spec.quality, 70);
+    assert_eq!(
+        ingested.meta.webhook.as_ref().map(|w| w.url.as_str()),
+        Some("https://hooks.example/done")
+    );
     // A second PUT to the same URL (a new object version) finds the request and adds nothing.
     event.records[0].s3.object.e_tag = Some("another-version".into());
     let RecordOutcome::Ingested(again) = ingest_record(&app, &event.records[0]).await.unwrap()

@@ -65,6 +65,16 @@ pub fn presigned_upload_key(tenant: &str, request_id: &str) -> String {
     format!("{UPLOADS_PREFIX}{tenant}/{request_id}.csv")
 }
 
+/// Prefix of the options of presigned uploads not ingested yet
+/// (`pending/<tenant>/<request_id>.json`); outside `uploads/`, so writing one triggers nothing.
+pub const PENDING_PREFIX: &str = "pending/";
+
+/// The key of the options (`webhook_url`, output spec) given with `POST /upload-urls`.
+#[must_use]
+pub fn pending_upload_key(tenant: &str, request_id: &str) -> String {
+    format!("{PENDING_PREFIX}{tenant}/{request_id}.json")
+}
+
 /// The tenant an upload key belongs to: the first path segment of `uploads/<tenant>/…` when it
 /// is a valid tenant name, `None` for a key directly under `uploads/`.
 #[must_use]

@@ -238,6 +238,17 @@ pub struct Failure {
     pub issues: Vec<CsvIssue>,
 }
 
+/// The options of a presigned upload, stored when its URL is issued and applied when the CSV
+/// arrives (`POST /upload-urls` takes the same options as `POST /uploads`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadOptions {
+    /// Completion webhook target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Encoding of every image.
+    pub output_spec: OutputSpec,
+}
+
 /// The request record (`REQ#<id>` / `META`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {

@@ -22,6 +22,25 @@ pub const FUNCTIONS: [&str; 5] = [
     "completion-notifier",
 ];
 
+/// The template's logical function names and the names they stand for.
+pub const LOGICAL_NAMES: [(&str, &str); 5] = [
+    ("ApiFunction", "api"),
+    ("S3IngestFunction", "s3-ingest"),
+    ("RowWorkerFunction", "row-worker"),
+    ("RowDeadLetterFunction", "row-dead-letter"),
+    ("CompletionNotifierFunction", "completion-notifier"),
+];
+
+/// `function` as one of [`FUNCTIONS`]: a template logical name (`RowWorkerFunction`, as `sam
+/// local invoke` takes) maps to its function; anything else is returned as given.
+#[must_use]
+pub fn function_name(function: &str) -> &str {
+    LOGICAL_NAMES
+        .iter()
+        .find(|(logical, _)| *logical == function)
+        .map_or(function, |(_, name)| name)
+}
+
 /// Runs `function` on `event` (the JSON Lambda would deliver) and returns what it answered:
 /// the HTTP response for `api`, the batch response for `row-worker`, `null` otherwise.
 ///
@@ -42,7 +61,7 @@ where
 {
     let handler_error =
         |e: lambda_runtime::Error| anyhow::anyhow!("{function} handler failed: {e}");
-    match function {
+    match function_name(function) {
         "api" => {
             let request =
                 lambda_http::request::from_str(event).context("parsing the API Gateway event")?;
@@ -111,8 +130,9 @@ where
             Ok(Value::Null)
         }
         other => bail!(
-            "unknown function `{other}`; expected one of {}",
-            FUNCTIONS.join(", ")
+            "unknown function `{other}`; expected one of {} (or its template name: {})",
+            FUNCTIONS.join(", "),
+            LOGICAL_NAMES.map(|(logical, _)| logical).join(", ")
         ),
     }
 }

@@ -93,6 +93,16 @@ fn invoke_runs_the_api_handler_on_a_sample_event() {
     let problem: serde_json::Value =
         serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(problem["errors"][0]["code"], "unquoted_url_list");
+    // The template's logical name, as `sam local invoke` takes it, runs the same handler.
+    let by_logical_name = pixpress()
+        .args(["invoke", "ApiFunction"])
+        .arg(&event)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&by_logical_name.stdout).unwrap();
+    assert_eq!(again["statusCode"], 400);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -381,6 +381,54 @@ async fn store_contract<S: ObjectStore>(store: &S) {
         store.get("results/c/output.csv", 2).await,
         Err(PortError::TooLarge { size: 5, .. })
     ));
+    multipart_contract(store).await;
+}
+
+/// A multipart object: invisible until completed, parts joined in order, S3's 5 MiB minimum
+/// for every part but the last, and an aborted upload leaves nothing.
+async fn multipart_contract<S: ObjectStore>(store: &S) {
+    use pixpress::ports::MultipartWriter;
+    const MIB: usize = 1024 * 1024;
+    let key = "results/c/big.csv";
+    let mut writer = MultipartWriter::start(store, key, "text/csv", 5 * MIB)
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for i in 0..12u8 {
+        let chunk = vec![b'a' + i; MIB];
+        writer.write(&chunk).await.unwrap();
+        expected.extend(chunk);
+        assert!(
+            store.get(key, u64::MAX).await.unwrap().is_none(),
+            "visible too early"
+        );
+    }
+    writer.write(b"tail\r\n").await.unwrap();
+    expected.extend(b"tail\r\n");
+    assert_eq!(writer.finish().await.unwrap(), 3);
+    let got = store.get(key, u64::MAX).await.unwrap().unwrap();
+    assert_eq!(got.bytes.len(), expected.len());
+    assert!(got.bytes[..] == expected[..], "parts joined out of order");
+
+    let small = "results/c/small-parts.csv";
+    let upload = store.create_multipart(small, "text/csv").await.unwrap();
+    let first = store
+        .upload_part(small, &upload, 1, Bytes::from_static(b"too small"))
+        .await
+        .unwrap();
+    let second = store
+        .upload_part(small, &upload, 2, Bytes::from_static(b"last"))
+        .await
+        .unwrap();
+    let refused = store
+        .complete_multipart(small, &upload, &[first, second])
+        .await;
+    assert!(
+        matches!(refused, Err(PortError::LimitExceeded(_))),
+        "{refused:?}"
+    );
+    store.abort_multipart(small, &upload).await.unwrap();
+    assert!(store.get(small, u64::MAX).await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -309,6 +309,16 @@ pub struct StoredObject {
     pub content_type: String,
 }
 
+/// One stored part of a multipart object: its 1-based number and the tag the store gave it
+/// (S3's `ETag`), both needed to complete the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// Part number, 1–10,000.
+    pub number: u32,
+    /// The store's tag of the part.
+    pub tag: String,
+}
+
 /// The bucket of uploads, images and output CSVs.
 pub trait ObjectStore: Send + Sync + Clone + 'static {
     /// Stores `bytes` under `key` with `content_type`.
@@ -372,4 +382,148 @@ pub trait ObjectStore: Send + Sync + Clone + 'static {
         content_type: &str,
         expires_in: std::time::Duration,
     ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+
+    /// Starts an object written in parts (S3 `CreateMultipartUpload`); returns the upload id.
+    /// Nothing is visible under `key` until [`ObjectStore::complete_multipart`].
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<String, PortError>> + Send;
+
+    /// Stores part `number` (1–10,000) of upload `upload_id`. Every part but the last must hold
+    /// at least 5 MiB ([`crate::adapters::limits::S3_MIN_PART_BYTES`]).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure or an unknown upload.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<UploadedPart, PortError>> + Send;
+
+    /// Makes the object from `parts`, in order, visible under `key` at once.
+    ///
+    /// # Errors
+    /// [`PortError::LimitExceeded`] when a part but the last is under 5 MiB (S3's
+    /// `EntityTooSmall`); [`PortError`] on storage failure.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Drops an unfinished upload and its parts.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Writes one object through a multipart upload in bounded memory: bytes are buffered and sent
+/// as parts of `part_bytes` (at least S3's 5 MiB minimum), the last part whatever is left.
+/// Memory held: about one part.
+#[derive(Debug)]
+pub struct MultipartWriter<'a, S: ObjectStore> {
+    store: &'a S,
+    key: String,
+    upload_id: String,
+    part_bytes: usize,
+    buffer: Vec<u8>,
+    parts: Vec<UploadedPart>,
+}
+
+impl<'a, S: ObjectStore> MultipartWriter<'a, S> {
+    /// Starts an upload of `key`. `part_bytes` is raised to S3's 5 MiB minimum.
+    ///
+    /// # Errors
+    /// [`PortError`] when the upload cannot be started.
+    pub async fn start(
+        store: &'a S,
+        key: &str,
+        content_type: &str,
+        part_bytes: usize,
+    ) -> Result<Self, PortError> {
+        let upload_id = store.create_multipart(key, content_type).await?;
+        Ok(Self {
+            store,
+            key: key.to_owned(),
+            upload_id,
+            part_bytes: part_bytes.max(crate::adapters::limits::S3_MIN_PART_BYTES),
+            buffer: Vec::new(),
+            parts: Vec::new(),
+        })
+    }
+
+    /// Appends `bytes`, sending a part whenever a full one is buffered.
+    ///
+    /// # Errors
+    /// [`PortError`] when a part cannot be stored, or past S3's 10,000 parts.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), PortError> {
+        self.buffer.extend_from_slice(bytes);
+        while self.buffer.len() >= self.part_bytes {
+            let rest = self.buffer.split_off(self.part_bytes);
+            let part = std::mem::replace(&mut self.buffer, rest);
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, part: Vec<u8>) -> Result<(), PortError> {
+        let number = u32::try_from(self.parts.len()).unwrap_or(u32::MAX) + 1;
+        if number > crate::adapters::limits::S3_MAX_PARTS {
+            return Err(PortError::LimitExceeded(format!(
+                "{} would need more than {} parts",
+                self.key,
+                crate::adapters::limits::S3_MAX_PARTS
+            )));
+        }
+        let uploaded = self
+            .store
+            .upload_part(&self.key, &self.upload_id, number, Bytes::from(part))
+            .await?;
+        self.parts.push(uploaded);
+        Ok(())
+    }
+
+    /// Sends what is left and makes the object visible; returns how many parts it took.
+    /// On failure the upload is aborted (best effort) so no parts linger.
+    ///
+    /// # Errors
+    /// [`PortError`] when the last part or the completion fails.
+    pub async fn finish(mut self) -> Result<u64, PortError> {
+        let result = async {
+            if !self.buffer.is_empty() || self.parts.is_empty() {
+                let last = std::mem::take(&mut self.buffer);
+                self.send(last).await?;
+            }
+            self.store
+                .complete_multipart(&self.key, &self.upload_id, &self.parts)
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.store.abort_multipart(&self.key, &self.upload_id).await;
+            return Err(e);
+        }
+        Ok(self.parts.len() as u64)
+    }
+
+    /// Drops the upload (after a failure elsewhere).
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot abort it.
+    pub async fn abort(self) -> Result<(), PortError> {
+        self.store.abort_multipart(&self.key, &self.upload_id).await
+    }
 }

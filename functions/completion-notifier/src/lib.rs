@@ -31,10 +31,9 @@ use pixpress::config::Config;
 use pixpress::domain::item::ItemHead;
 use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
 use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus, WebhookAttempt};
-use pixpress::domain::output_csv::write_output_csv;
+use pixpress::domain::output_csv::{output_csv_header, output_csv_rows};
 use pixpress::fetch::Fetcher;
-use pixpress::ingest::load_all_rows;
-use pixpress::ports::{ObjectStore, PortError, RequestRepository};
+use pixpress::ports::{MultipartWriter, ObjectStore, PortError, RequestRepository};
 use pixpress::webhook::{self, WebhookPayload, WebhookSecret};
 
 /// Settings of the notifier.
@@ -147,6 +146,57 @@ fn links(
     }
 }
 
+/// Rows read per page while writing the output CSV.
+pub const OUTPUT_ROWS_PER_PAGE: u32 = 1000;
+
+/// Size of the output CSV's multipart parts, in bytes (S3's minimum is 5 MiB).
+pub const OUTPUT_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Streams the output CSV of `request_id` to `key`: rows are read a page at a time and sent as
+/// multipart parts, so memory holds one page and one part (about 8 MiB) however many rows the
+/// request has. Nothing is visible under `key` until the last part is in; a replay writes the
+/// same bytes again.
+async fn write_output_csv_in_parts<R: RequestRepository, S: ObjectStore>(
+    app: &App<R, S>,
+    request_id: &str,
+    key: &str,
+) -> Result<(), NotifyError> {
+    let mut writer = MultipartWriter::start(
+        &app.store,
+        key,
+        "text/csv; charset=utf-8",
+        OUTPUT_PART_BYTES,
+    )
+    .await?;
+    let written = async {
+        writer.write(&output_csv_header()?).await?;
+        let mut cursor = None;
+        loop {
+            let page = app
+                .repo
+                .list_rows(request_id, cursor, OUTPUT_ROWS_PER_PAGE)
+                .await?;
+            writer.write(&output_csv_rows(&page.rows)?).await?;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok::<(), NotifyError>(())
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            writer.finish().await?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
 /// Writes the output CSV and delivers the webhook of one terminal request.
 ///
 /// # Errors
@@ -164,12 +214,8 @@ pub async fn notify<R: RequestRepository, S: ObjectStore>(
         });
     };
     if meta.status != RequestStatus::Failed && meta.output_csv_key.is_none() {
-        let rows = load_all_rows(&app.repo, request_id).await?;
-        let csv = write_output_csv(&rows)?;
         let key = output_csv_key(&meta.tenant, request_id);
-        app.store
-            .put(&key, csv.into(), "text/csv; charset=utf-8")
-            .await?;
+        write_output_csv_in_parts(app, request_id, &key).await?;
         app.repo
             .record_output_csv(request_id, &key, Utc::now())
             .await?;

@@ -274,3 +274,66 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
         Some("no_signing_secret")
     );
 }
+
+/// A request of more rows than one page is written page by page, in parts, and reads exactly
+/// as the whole CSV written at once.
+#[tokio::test]
+async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_once() {
+    use pixpress::domain::output_csv::write_output_csv;
+
+    let config = Config {
+        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
+        ..Config::default()
+    };
+    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
+    let app = App::new(
+        None,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(&dir, None).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let now = Utc::now();
+    let rows: Vec<RowRecord> = (0..2_345u32)
+        .map(|i| RowRecord {
+            index: i,
+            serial: (i + 1).to_string(),
+            product_name: format!("=Product \"{i}\", with a comma"),
+            input_urls: vec![
+                format!("https://img.example.com/{i}/a.jpg"),
+                format!("https://img.example.com/{i}/b.jpg"),
+            ],
+            state: RowState::Pending,
+            images: Vec::new(),
+            progress: Vec::new(),
+        })
+        .collect();
+    let meta = RequestMeta {
+        request_id: "large-1".into(),
+        tenant: "default".into(),
+        status: RequestStatus::Processing,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows.len() as u64,
+            images_total: 2 * rows.len() as u64,
+            ..Counters::default()
+        },
+        webhook: None,
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    };
+    app.repo.create_request(&meta, &rows).await.unwrap();
+    let notified = pixpress_completion_notifier::notify(&app, "large-1")
+        .await
+        .unwrap();
+    let key = notified.output_csv_key.unwrap();
+    let stored = app.store.get(&key, u64::MAX).await.unwrap().unwrap();
+    assert!(stored.bytes[..] == write_output_csv(&rows).unwrap()[..]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -236,6 +236,7 @@ pub fn classify_code(context: &str, code: &str, message: &str) -> Option<PortErr
         | "MessageTooLong"
         | "KeyTooLongError"
         | "EntityTooLarge"
+        | "EntityTooSmall"
         | "ItemCollectionSizeLimitExceededException"
         | "ItemCollectionSizeLimitExceeded" => Some(PortError::LimitExceeded(detail())),
         "ValidationException" | "ValidationError"

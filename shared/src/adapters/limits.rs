@@ -38,6 +38,13 @@ pub const SQS_MAX_BATCH_BYTES: usize = 1_048_576;
 /// objects").
 pub const S3_MAX_KEY_BYTES: usize = 1024;
 
+/// Smallest part of a multipart upload but the last: 5 MiB (Amazon S3 User Guide, "Amazon S3
+/// multipart upload limits"; `EntityTooSmall` on completion otherwise).
+pub const S3_MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// Most parts of one multipart upload: 10,000 (same page).
+pub const S3_MAX_PARTS: u32 = 10_000;
+
 /// Size of a number attribute value as DynamoDB counts it: one byte per two significant
 /// digits, plus one (Amazon DynamoDB Developer Guide, "Item sizes and formats").
 fn number_size(n: &str) -> usize {

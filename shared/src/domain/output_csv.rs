@@ -24,10 +24,33 @@ pub const LIST_SEPARATOR: &str = ", ";
 /// # Errors
 /// Only if the CSV writer fails on an in-memory buffer, which is not expected.
 pub fn write_output_csv(rows: &[RowRecord]) -> Result<Vec<u8>, csv::Error> {
+    let mut bytes = output_csv_header()?;
+    bytes.extend(output_csv_rows(rows)?);
+    Ok(bytes)
+}
+
+/// The header line of the output CSV (CRLF-terminated), to write a large output in pages:
+/// `output_csv_header()` then `output_csv_rows(page)` for every page, in order, gives exactly
+/// [`write_output_csv`] of all the rows.
+///
+/// # Errors
+/// Only if the CSV writer fails on an in-memory buffer, which is not expected.
+pub fn output_csv_header() -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
     writer.write_record(OUTPUT_COLUMNS)?;
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// The lines of `rows` in the output CSV, without the header (see [`output_csv_header`]).
+///
+/// # Errors
+/// Only if the CSV writer fails on an in-memory buffer, which is not expected.
+pub fn output_csv_rows(rows: &[RowRecord]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
     for row in rows {
         let (outputs, statuses, errors) = image_columns(row);
         writer.write_record([

@@ -1,4 +1,5 @@
-//! [`ObjectStore`] on S3: put with content type, size-capped get, presigned GET and PUT.
+//! [`ObjectStore`] on S3: put with content type, size-capped get, presigned GET and PUT,
+//! multipart uploads.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 
 use super::sdk_error;
-use crate::ports::{ObjectStore, PortError, StoredObject};
+use crate::ports::{ObjectStore, PortError, StoredObject, UploadedPart};
 
 /// The S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -175,5 +176,87 @@ impl ObjectStore for S3ObjectStore {
         self.presign_put(key, content_type, expires_in)
             .await
             .map(Some)
+    }
+
+    async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, PortError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| sdk_error("starting a multipart upload", &e))?;
+        out.upload_id
+            .ok_or_else(|| PortError::Unexpected(anyhow!("S3 returned no upload id for {key}")))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        bytes: Bytes,
+    ) -> Result<UploadedPart, PortError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| sdk_error("uploading a part", &e))?;
+        Ok(UploadedPart {
+            number,
+            tag: out.e_tag.unwrap_or_default(),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<(), PortError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
+                            .e_tag(&p.tag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| sdk_error("completing a multipart upload", &e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), PortError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("aborting a multipart upload", &e))?;
+        Ok(())
     }
 }

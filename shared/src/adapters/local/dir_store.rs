@@ -6,8 +6,11 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 
-use crate::adapters::limits::S3_MAX_KEY_BYTES;
-use crate::ports::{ObjectStore, PortError, StoredObject};
+use crate::adapters::limits::{S3_MAX_KEY_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES};
+use crate::ports::{ObjectStore, PortError, StoredObject, UploadedPart};
+
+/// Where unfinished multipart uploads keep their parts: `<root>/.multipart/<upload id>/`.
+const MULTIPART_DIR: &str = ".multipart";
 
 /// The directory store. Clones share the directory.
 #[derive(Debug, Clone)]
@@ -37,6 +40,16 @@ impl DirObjectStore {
     #[must_use]
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, PortError> {
+        let valid = uuid::Uuid::try_parse(upload_id).is_ok();
+        if !valid {
+            return Err(PortError::Unexpected(anyhow!(
+                "unknown upload `{upload_id}`"
+            )));
+        }
+        Ok(self.root.join(MULTIPART_DIR).join(upload_id))
     }
 
     /// The file of `key`.
@@ -149,6 +162,105 @@ impl ObjectStore for DirObjectStore {
         _expires_in: std::time::Duration,
     ) -> Result<Option<String>, PortError> {
         Ok(None)
+    }
+
+    async fn create_multipart(&self, key: &str, _content_type: &str) -> Result<String, PortError> {
+        self.path_of(key)?;
+        let upload_id = uuid::Uuid::new_v4().to_string();
+        let dir = self.upload_dir(&upload_id)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(upload_id)
+    }
+
+    async fn upload_part(
+        &self,
+        _key: &str,
+        upload_id: &str,
+        number: u32,
+        bytes: Bytes,
+    ) -> Result<UploadedPart, PortError> {
+        if !(1..=S3_MAX_PARTS).contains(&number) {
+            return Err(PortError::LimitExceeded(format!(
+                "part number {number}; S3 numbers parts 1 to {S3_MAX_PARTS}"
+            )));
+        }
+        let dir = self.upload_dir(upload_id)?;
+        if tokio::fs::metadata(&dir).await.is_err() {
+            return Err(PortError::Unexpected(anyhow!(
+                "unknown upload `{upload_id}`"
+            )));
+        }
+        let path = dir.join(format!("{number:05}"));
+        tokio::fs::write(&path, &bytes)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(UploadedPart {
+            number,
+            tag: format!("{number}-{}", bytes.len()),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<(), PortError> {
+        let dir = self.upload_dir(upload_id)?;
+        let mut sizes = Vec::with_capacity(parts.len());
+        for part in parts {
+            let path = dir.join(format!("{:05}", part.number));
+            let size = tokio::fs::metadata(&path)
+                .await
+                .with_context(|| format!("part {} of {upload_id}", part.number))?
+                .len();
+            sizes.push(size);
+        }
+        if let Some((_, but_last)) = sizes.split_last()
+            && let Some(small) = but_last.iter().find(|&&s| (s as usize) < S3_MIN_PART_BYTES)
+        {
+            return Err(PortError::LimitExceeded(format!(
+                "a part of {small} bytes before the last; S3 parts hold at least {S3_MIN_PART_BYTES} bytes (EntityTooSmall)"
+            )));
+        }
+        let path = self.path_of(key)?;
+        let parent = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let tmp = parent.join(format!(".{}.tmp-{upload_id}", key.replace('/', "_")));
+        let result = async {
+            tokio::fs::create_dir_all(&parent).await?;
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            for part in parts {
+                let mut input =
+                    tokio::fs::File::open(dir.join(format!("{:05}", part.number))).await?;
+                tokio::io::copy(&mut input, &mut out).await?;
+            }
+            tokio::io::AsyncWriteExt::flush(&mut out).await?;
+            drop(out);
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result.with_context(|| format!("writing {}", path.display()))?;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), PortError> {
+        let dir = self.upload_dir(upload_id)?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow!(e)
+                .context(format!("removing {}", dir.display()))
+                .into()),
+        }
     }
 }
 

@@ -4,9 +4,10 @@ use bytes::Bytes;
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use pixpress::domain::input_csv::parse_input_csv;
 use pixpress::domain::keys::derived_request_id;
 use pixpress::domain::model::{OutputSpec, Source};
-use pixpress::ingest::{IngestError, IngestRequest, ingest};
+use pixpress::ingest::{IngestError, IngestRequest, check_webhook_url, ingest};
 use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
 use serde::Serialize;
 
@@ -128,6 +129,73 @@ pub(crate) fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<Outp
     OutputSpec::new(quality, max_dimension)
 }
 
+/// `true` for `?dry_run=true` (or `1`).
+fn is_dry_run(request: &Request) -> bool {
+    url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+        .any(|(name, value)| name == "dry_run" && matches!(value.as_ref(), "true" | "1"))
+}
+
+/// The 200 body of a dry run: what the upload would become, or every issue; nothing is created.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// Always `true`.
+    pub dry_run: bool,
+    /// `true` when the upload would be accepted.
+    pub valid: bool,
+    /// Data rows that would become work.
+    pub rows: u64,
+    /// Image URLs that would be compressed.
+    pub images: u64,
+    /// The output spec that would apply.
+    pub output_spec: OutputSpec,
+    /// Every problem, as a rejected upload lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<pixpress::domain::input_csv::CsvIssue>,
+    /// Problems found beyond those listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `POST /uploads?dry_run=true`: validates like an upload (CSV, webhook URL, options) and
+/// answers 200 with the counts or the issues, creating and enqueueing nothing.
+fn dry_run<R, Q, S>(
+    app: &App<R, Q, S>,
+    csv: &[u8],
+    webhook_url: Option<&str>,
+    output_spec: OutputSpec,
+) -> Response<Body> {
+    if let Some(url) = webhook_url.filter(|u| !u.is_empty())
+        && let Err(e) = check_webhook_url(url, app.config.egress)
+    {
+        return bad_request("invalid-webhook-url", "Invalid webhook URL", e);
+    }
+    let body = match parse_input_csv(csv, &app.config.csv, app.config.egress) {
+        Ok(rows) => DryRun {
+            dry_run: true,
+            valid: true,
+            rows: rows.len() as u64,
+            images: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
+            output_spec,
+            errors: Vec::new(),
+            errors_omitted: 0,
+        },
+        Err(rejection) => DryRun {
+            dry_run: true,
+            valid: false,
+            rows: 0,
+            images: 0,
+            output_spec,
+            errors: rejection.issues,
+            errors_omitted: rejection.omitted,
+        },
+    };
+    json_response(StatusCode::OK, &body)
+}
+
 /// Handles `POST /uploads`.
 pub async fn post_upload<R, Q, S>(
     app: &App<R, Q, S>,
@@ -216,6 +284,9 @@ where
         Ok(spec) => spec,
         Err(e) => return bad_request("invalid-parameter", "Invalid parameter", e),
     };
+    if is_dry_run(request) {
+        return dry_run(app, &csv, form.webhook_url.as_deref(), spec);
+    }
     let tenant = tenant.to_owned();
     let idempotency_key = request
         .headers()

@@ -637,3 +637,51 @@ async fn the_summary_reads_no_rows_and_a_running_request_sets_retry_after() {
     .unwrap();
     assert_eq!(too_many.status(), 400);
 }
+
+/// `?dry_run=true` validates like an upload and creates nothing.
+#[tokio::test]
+async fn a_dry_run_answers_the_counts_or_every_issue_and_creates_nothing() {
+    let app = app(&Config::default());
+    let ok = handle(
+        &app,
+        request(
+            Method::POST,
+            "/uploads?dry_run=true&quality=70",
+            Some("text/csv"),
+            CSV.as_bytes().to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    let doc = json(&ok);
+    assert_eq!(
+        (
+            doc["valid"].as_bool(),
+            doc["rows"].as_u64(),
+            doc["images"].as_u64()
+        ),
+        (Some(true), Some(1), Some(2))
+    );
+    assert_eq!(doc["output_spec"]["quality"], 70);
+    let bad = handle(
+        &app,
+        request(
+            Method::POST,
+            "/uploads?dry_run=true",
+            Some("text/csv"),
+            b"S. No.,Product Name,Input Image Urls\n1,,ftp://x/a.jpg\n".to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 200);
+    let doc = json(&bad);
+    assert_eq!(doc["valid"], false);
+    assert_eq!(doc["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(app.queue.len().unwrap(), 0, "nothing enqueued");
+    assert!(
+        app.repo.drain_changes().unwrap().is_empty(),
+        "nothing written"
+    );
+}

@@ -299,3 +299,52 @@ fn every_api_route_is_on_the_throttled_stage_with_cors_for_the_allowed_origin_on
         );
     }
 }
+
+#[test]
+fn every_alarm_notifies_the_topic_and_every_function_is_watched_logged_and_traceable() {
+    let t = template();
+    let resources = t["Resources"].as_mapping().unwrap();
+    let alarms: Vec<(&str, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(k, r)| (k.as_str().unwrap(), r))
+        .collect();
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let wired = serde_yaml_ng::to_string(&alarm["Properties"][actions]).unwrap();
+            assert!(
+                wired.contains("HasAlarmTopic") && wired.contains("AlarmTopicArn"),
+                "{name} {actions}: {wired}"
+            );
+        }
+    }
+    for (function, _) in functions(&t) {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                alarms.iter().any(|(_, a)| {
+                    a["Properties"]["MetricName"] == metric
+                        && ref_target(&a["Properties"]["Dimensions"][0]["Value"]) == Some(function)
+                }),
+                "no {metric} alarm on {function}"
+            );
+        }
+        let group = ref_target(&props(&t, function)["LoggingConfig"]["LogGroup"])
+            .unwrap_or_else(|| panic!("{function} has no log group"));
+        assert_eq!(
+            ref_target(&props(&t, group)["RetentionInDays"]),
+            Some("LogRetentionDays")
+        );
+    }
+    assert!(alarms.iter().any(|(_, a)| {
+        a["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+            && serde_yaml_ng::to_string(&a["Properties"]["Dimensions"])
+                .unwrap()
+                .contains("RowsQueue.QueueName")
+    }));
+    let tracing = serde_yaml_ng::to_string(&t["Globals"]["Function"]["Tracing"]).unwrap();
+    assert!(tracing.contains("TracingEnabled"), "{tracing}");
+    assert_eq!(
+        resource(&t, "Dashboard")["Type"],
+        "AWS::CloudWatch::Dashboard"
+    );
+}

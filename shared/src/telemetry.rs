@@ -61,6 +61,50 @@ pub fn init_lambda() {
     }
 }
 
+/// CloudWatch namespace of pixpress's metrics.
+pub const METRICS_NAMESPACE: &str = "pixpress";
+
+/// The invocation's metrics, written as CloudWatch Embedded Metric Format (one JSON document
+/// per invocation on stdout, which CloudWatch Logs turns into metrics without any API call).
+#[derive(Clone, Copy)]
+pub struct Metrics(Option<&'static metrics_cloudwatch_embedded::Collector>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Metrics").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Metrics {
+    /// Installs the EMF recorder for the `metrics` facade, every metric with the dimension
+    /// `function`. Call once in `main`; without it (the CLI, tests) metrics cost nothing.
+    #[must_use]
+    pub fn init(function: &'static str) -> Self {
+        let collector = metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace(METRICS_NAMESPACE)
+            .with_dimension("function", function)
+            .init();
+        if let Err(e) = &collector {
+            tracing::warn!(error = %e, "metrics are off");
+        }
+        Self(collector.ok())
+    }
+
+    /// Writes what this invocation recorded to `out` (stdout in a function) and starts over.
+    pub fn flush_to(self, out: impl std::io::Write) {
+        if let Some(collector) = self.0
+            && let Err(e) = collector.flush(out)
+        {
+            tracing::warn!(error = %e, "metrics could not be written");
+        }
+    }
+
+    /// [`Metrics::flush_to`] stdout.
+    pub fn flush(self) {
+        self.flush_to(std::io::stdout());
+    }
+}
+
 /// `error` and its causes as one line, `outer: inner: root`, for logs and problem details
 /// that must name the cause without exposing a `Debug` dump.
 #[must_use]
@@ -115,5 +159,24 @@ mod tests {
         assert_eq!(format(None), LogFormat::Json);
         assert_eq!(format(Some("JSON")), LogFormat::Json);
         assert_eq!(format(Some("Text")), LogFormat::Text);
+    }
+
+    /// One CloudWatch EMF document per flush: the namespace, the `function` dimension, and the
+    /// values recorded since the last flush.
+    #[test]
+    fn metrics_are_written_as_one_embedded_metric_format_document_per_flush() {
+        let metrics = Metrics::init("unit-test");
+        metrics::counter!("images_ok").increment(2);
+        metrics::counter!("bytes_in").increment(1_000);
+        let mut out = Vec::new();
+        metrics.flush_to(&mut out);
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let aws = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(aws["Namespace"], METRICS_NAMESPACE);
+        assert_eq!(aws["Dimensions"][0][0], "function");
+        assert_eq!(doc["function"], "unit-test");
+        assert_eq!(doc["images_ok"], 2);
+        assert_eq!(doc["bytes_in"], 1_000);
+        assert!(doc["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
     }
 }

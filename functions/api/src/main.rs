@@ -9,6 +9,7 @@ use pixpress_api::{ApiConfig, App, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
+    let metrics = pixpress::telemetry::Metrics::init("api");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     let aws = AwsBackends::from_env(&sdk)?;
@@ -20,5 +21,11 @@ async fn main() -> Result<(), Error> {
         store: aws.store,
         config: ApiConfig::from(&config),
     };
-    run(service_fn(|request| handle(&app, request))).await
+    // One EMF document of this invocation's metrics after each response.
+    run(service_fn(|request| async {
+        let response = handle(&app, request).await;
+        metrics.flush();
+        response
+    }))
+    .await
 }

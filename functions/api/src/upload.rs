@@ -325,6 +325,8 @@ where
     .await
     {
         Ok(ingested) => {
+            metrics::counter!("uploads_accepted").increment(1);
+            metrics::counter!("rows_accepted").increment(ingested.meta.counters.rows_total);
             let meta = ingested.meta;
             let status_url = format!(
                 "{}/requests/{}",
@@ -351,6 +353,7 @@ where
             response
         }
         Err(IngestError::InvalidCsv(rejection)) => {
+            metrics::counter!("uploads_rejected").increment(1);
             let mut problem = Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-csv",

@@ -306,6 +306,11 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
         app.repo
             .record_webhook_attempt(&meta.request_id, &record, state)
             .await?;
+        let outcome = match &result {
+            Ok(_) => "delivered".to_owned(),
+            Err(e) => e.code(),
+        };
+        metrics::counter!("webhook_attempts", "outcome" => outcome).increment(1);
         match result {
             Ok(_) => return Ok(DeliveryState::Delivered),
             Err(e) if state == DeliveryState::Failed => {

@@ -1,5 +1,8 @@
 //! Lambda entry point of the `completion-notifier` function: composition only.
 
+// The notifier future (stream batch → output CSV in parts → signed webhook) nests deeply.
+#![recursion_limit = "256"]
+
 use lambda_runtime::{Error, run, service_fn};
 use pixpress::adapters::AnyKeyStore;
 use pixpress::adapters::aws::{
@@ -11,6 +14,7 @@ use pixpress_completion_notifier::{App, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
+    let metrics = pixpress::telemetry::Metrics::init("completion-notifier");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     let app = App::new(
@@ -19,5 +23,11 @@ async fn main() -> Result<(), Error> {
         store_from_env(&sdk)?,
         &config,
     )?;
-    run(service_fn(|event| handle(&app, event))).await
+    // One EMF document of this invocation's metrics after each event.
+    run(service_fn(|event| async {
+        let result = handle(&app, event).await;
+        metrics.flush();
+        result
+    }))
+    .await
 }

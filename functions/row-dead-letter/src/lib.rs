@@ -95,7 +95,10 @@ pub async fn record_dead_letter<R: RequestRepository>(
         None
     };
     Ok(match recorded {
-        RowRecorded::Recorded { .. } => Recorded::Failed(completed),
+        RowRecorded::Recorded { .. } => {
+            metrics::counter!("rows_dead_lettered").increment(1);
+            Recorded::Failed(completed)
+        }
         RowRecorded::AlreadyRecorded { .. } => Recorded::AlreadyRecorded,
     })
 }

@@ -8,7 +8,14 @@ use pixpress_row_dead_letter::{App, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
+    let metrics = pixpress::telemetry::Metrics::init("row-dead-letter");
     let config = Config::from_env()?;
     let app = App::new(repository_from_env(&lambda_sdk_config()?)?, &config);
-    run(service_fn(|event| handle(&app, event))).await
+    // One EMF document of this invocation's metrics after each event.
+    run(service_fn(|event| async {
+        let result = handle(&app, event).await;
+        metrics.flush();
+        result
+    }))
+    .await
 }

@@ -316,6 +316,7 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
         if !deadline.allows(app.config.image_budget) {
             return Err(ImageFailure::NotStarted);
         }
+        let downloading = Instant::now();
         let fetch_failed = |e: pixpress::fetch::FetchError| {
             ImageFailure::failed(e.code(), &e.message, e.is_retryable())
         };
@@ -354,7 +355,9 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
             }
         };
         permit.finish(Outcome::Answered(answered));
+        metrics::histogram!("download_ms").record(elapsed_ms(downloading));
         let bytes_in = fetched.bytes.len() as u64;
+        let compressing = Instant::now();
         let compressed = app
             .engine
             .compress(fetched.bytes, job.output_spec)
@@ -363,8 +366,10 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
                 tracing::info!(url, error = %e, "image could not be compressed");
                 ImageFailure::failed(e.code(), e.client_message(), e.is_retryable())
             })?;
+        metrics::histogram!("compress_ms").record(elapsed_ms(compressing));
         (compressed, bytes_in)
     };
+    let storing = Instant::now();
     let key = image_key(
         &job.tenant,
         &job.request_id,
@@ -388,6 +393,10 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
                 e.is_retryable(),
             )
         })?;
+    metrics::histogram!("store_ms").record(elapsed_ms(storing));
+    metrics::counter!("images_ok").increment(1);
+    metrics::counter!("bytes_in").increment(bytes_in);
+    metrics::counter!("bytes_out").increment(bytes_out);
     Ok(ImageOutcome {
         status: ImageStatus::Ok,
         output_url: Some(app.store.public_url(&key)),
@@ -400,6 +409,11 @@ async fn process_image<R: RequestRepository, S: ObjectStore>(
         height: Some(compressed.height),
         kept_original: compressed.kept_original,
     })
+}
+
+/// Milliseconds since `since`, for a latency histogram.
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Flips the request when `recorded` says every row is done.
@@ -522,6 +536,7 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                     failures: before.failures + 1,
                     ..before
                 });
+                metrics::counter!("image_retries", "code" => code.clone()).increment(1);
                 retry.get_or_insert(ProcessError::Transient {
                     position,
                     url: text::message(&job.input_urls[position]),
@@ -543,6 +558,7 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                 } else {
                     message
                 };
+                metrics::counter!("images_failed", "code" => code.clone()).increment(1);
                 let failed = ImageOutcome::failed(code, message);
                 progress.push(ImageProgress {
                     outcome: Some(failed.clone()),

@@ -8,8 +8,15 @@ use pixpress_row_worker::{App, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
+    let metrics = pixpress::telemetry::Metrics::init("row-worker");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     let app = App::new(repository_from_env(&sdk)?, store_from_env(&sdk)?, &config)?;
-    run(service_fn(|event| handle(&app, event))).await
+    // One EMF document of this invocation's metrics after each event.
+    run(service_fn(|event| async {
+        let result = handle(&app, event).await;
+        metrics.flush();
+        result
+    }))
+    .await
 }

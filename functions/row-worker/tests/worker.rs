@@ -554,3 +554,49 @@ async fn an_image_that_keeps_timing_out_is_given_up_within_its_retry_budget() {
         done.images[0].error
     );
 }
+
+/// What a deployed worker writes after an invocation: images ok, failures by code, bytes and
+/// stage latencies as CloudWatch Embedded Metric Format documents.
+#[tokio::test]
+async fn an_invocation_emits_image_outcomes_bytes_and_latencies_as_metrics() {
+    let metrics = pixpress::telemetry::Metrics::init("row-worker");
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(
+        &app.repo,
+        "metrics",
+        &[vec![
+            format!("http://{server}/photo.jpg"),
+            format!("http://{server}/page.html"),
+        ]],
+    )
+    .await;
+    process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    metrics.flush_to(&mut out);
+    let documents: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let has = |name: &str| documents.iter().any(|d| d.get(name).is_some());
+    for name in [
+        "images_ok",
+        "bytes_in",
+        "bytes_out",
+        "download_ms",
+        "compress_ms",
+        "store_ms",
+    ] {
+        assert!(has(name), "{name} missing from {documents:?}");
+    }
+    assert!(
+        documents
+            .iter()
+            .any(|d| d["code"] == "not_an_image" && d["images_failed"].as_u64() >= Some(1)),
+        "{documents:?}"
+    );
+    assert!(documents.iter().all(|d| d["function"] == "row-worker"));
+}

@@ -8,6 +8,7 @@ use pixpress_s3_ingest::{App, IngestConfig, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pixpress::telemetry::init_lambda();
+    let metrics = pixpress::telemetry::Metrics::init("s3-ingest");
     let config = Config::from_env()?;
     let aws = AwsBackends::from_env(&lambda_sdk_config()?)?;
     let app = App {
@@ -16,5 +17,11 @@ async fn main() -> Result<(), Error> {
         store: aws.store,
         config: IngestConfig::from(&config),
     };
-    run(service_fn(|event| handle(&app, event))).await
+    // One EMF document of this invocation's metrics after each event.
+    run(service_fn(|event| async {
+        let result = handle(&app, event).await;
+        metrics.flush();
+        result
+    }))
+    .await
 }

@@ -151,6 +151,15 @@ enum KeysCommand {
         #[command(flatten)]
         store: KeyStoreArgs,
     },
+    /// Give a tenant a new webhook signing secret; the old one keeps signing beside it for
+    /// 24 hours, so receivers can switch without missing a delivery.
+    RotateWebhookSecret {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
     /// Revoke a key by its id; it stops working at once.
     Revoke {
         /// The key id (the 16 hex characters after `pk_`).
@@ -508,6 +517,30 @@ async fn keys_command(command: KeysCommand) -> anyhow::Result<ExitCode> {
                         )
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::RotateWebhookSecret {
+            tenant,
+            store: args,
+        } => {
+            let store = key_store(&args).await?;
+            let rotated = pixpress::auth::rotate_webhook_secret(&store, &tenant, now).await?;
+            let until = rotated.previous_valid_until.unwrap_or(now);
+            if args.json {
+                let doc = serde_json::json!({
+                    "tenant": rotated.tenant,
+                    "webhook_secret": rotated.webhook_secret,
+                    "previous_valid_until": until,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("tenant:         {}", rotated.tenant);
+                println!("webhook secret: {}", rotated.webhook_secret);
+                println!(
+                    "The previous secret signs beside it until {}.",
+                    until.format("%Y-%m-%d %H:%M:%SZ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

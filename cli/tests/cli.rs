@@ -196,6 +196,15 @@ fn keys_are_created_listed_and_revoked_and_the_key_is_shown_only_once() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert!(listed[0]["revoked_at"].is_string(), "{listed}");
     assert_eq!(keys(&["revoke", "0000000000000000"]).0, Some(1));
+    let (code, rotated) = keys(&["rotate-webhook-secret", "--tenant", "acme"]);
+    assert_eq!(code, Some(0), "{rotated}");
+    let rotated: serde_json::Value = serde_json::from_str(&rotated).unwrap();
+    assert_ne!(rotated["webhook_secret"], created["webhook_secret"]);
+    assert!(rotated["previous_valid_until"].is_string());
+    assert_eq!(
+        keys(&["rotate-webhook-secret", "--tenant", "nobody"]).0,
+        Some(1)
+    );
     assert_eq!(keys(&["create", "--tenant", "Not Valid"]).0, Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }

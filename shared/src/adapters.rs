@@ -56,6 +56,13 @@ impl KeyStore for AnyKeyStore {
         }
     }
 
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
+        match self {
+            Self::Dynamo(s) => s.put_tenant(record).await,
+            Self::File(s) => s.put_tenant(record).await,
+        }
+    }
+
     async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
         match self {
             Self::Dynamo(s) => s.create_tenant(record).await,

@@ -45,6 +45,9 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// How long a rotated-out webhook secret keeps signing beside the new one, in hours.
+pub const WEBHOOK_ROTATION_GRACE_HOURS: i64 = 24;
+
 /// A tenant and its webhook signing secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
@@ -54,6 +57,46 @@ pub struct TenantRecord {
     pub webhook_secret: String,
     /// When the tenant was made.
     pub created_at: DateTime<Utc>,
+    /// The secret before the last rotation; it signs too until `previous_valid_until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_webhook_secret: Option<String>,
+    /// End of the rotation's grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<DateTime<Utc>>,
+}
+
+impl TenantRecord {
+    /// The secrets that sign a delivery at `now`: the current one, and the previous one during
+    /// the grace period after a rotation.
+    #[must_use]
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<WebhookSecret> {
+        let mut secrets: Vec<WebhookSecret> = WebhookSecret::parse(&self.webhook_secret)
+            .into_iter()
+            .collect();
+        if let (Some(previous), Some(until)) =
+            (&self.previous_webhook_secret, self.previous_valid_until)
+            && now < until
+            && let Ok(previous) = WebhookSecret::parse(previous)
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+
+    /// This tenant with a new secret; the current one keeps signing for
+    /// [`WEBHOOK_ROTATION_GRACE_HOURS`].
+    ///
+    /// # Errors
+    /// When the system has no randomness.
+    pub fn rotated(&self, now: DateTime<Utc>) -> Result<Self, PortError> {
+        let fresh = new_tenant(&self.tenant, now)?;
+        Ok(Self {
+            webhook_secret: fresh.webhook_secret,
+            previous_webhook_secret: Some(self.webhook_secret.clone()),
+            previous_valid_until: Some(now + chrono::Duration::hours(WEBHOOK_ROTATION_GRACE_HOURS)),
+            ..self.clone()
+        })
+    }
 }
 
 /// A key just made: the only time the key itself exists outside the client.
@@ -154,6 +197,8 @@ pub fn new_tenant(tenant: &str, now: DateTime<Utc>) -> Result<TenantRecord, Port
         tenant: tenant.to_owned(),
         webhook_secret: secret.to_whsec(),
         created_at: now,
+        previous_webhook_secret: None,
+        previous_valid_until: None,
     })
 }
 
@@ -190,6 +235,12 @@ pub trait KeyStore: Send + Sync {
         tenant: &str,
     ) -> impl Future<Output = Result<Option<TenantRecord>, PortError>> + Send;
 
+    /// Replaces the stored tenant with `record` (a secret rotation).
+    fn put_tenant(
+        &self,
+        record: &TenantRecord,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
     /// Stores `record` unless the tenant exists; returns the stored tenant either way.
     fn create_tenant(
         &self,
@@ -211,6 +262,25 @@ pub async fn create_key<K: KeyStore>(
     let tenant = store.create_tenant(&new_tenant(tenant, now)?).await?;
     store.put_key(&issued.record).await?;
     Ok((issued, tenant))
+}
+
+/// Rotates `tenant`'s webhook secret: the new one signs from now on, the old one signs beside
+/// it for [`WEBHOOK_ROTATION_GRACE_HOURS`] so receivers can switch without missing a delivery.
+///
+/// # Errors
+/// [`PortError::Unexpected`] for an unknown tenant, or the store's failure.
+pub async fn rotate_webhook_secret<K: KeyStore>(
+    store: &K,
+    tenant: &str,
+    now: DateTime<Utc>,
+) -> Result<TenantRecord, PortError> {
+    let current = store
+        .get_tenant(tenant)
+        .await?
+        .ok_or_else(|| PortError::Unexpected(anyhow::anyhow!("no tenant `{tenant}`")))?;
+    let rotated = current.rotated(now)?;
+    store.put_tenant(&rotated).await?;
+    Ok(rotated)
 }
 
 /// The tenant an `Authorization` header value authenticates (`Bearer <key>`, scheme
@@ -269,6 +339,33 @@ mod tests {
         let whsec = WebhookSecret::parse(&tenant.webhook_secret).unwrap();
         assert_eq!(whsec.to_whsec(), tenant.webhook_secret);
         assert!(tenant.webhook_secret.starts_with("whsec_"));
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_the_grace_period_ends() {
+        let now = Utc::now();
+        let tenant = new_tenant("acme", now).unwrap();
+        assert_eq!(tenant.signing_secrets(now).len(), 1);
+        let rotated = tenant.rotated(now).unwrap();
+        assert_ne!(rotated.webhook_secret, tenant.webhook_secret);
+        let during = rotated.signing_secrets(now + chrono::Duration::hours(23));
+        assert_eq!(during.len(), 2);
+        assert_eq!(during[1].to_whsec(), tenant.webhook_secret);
+        let after = rotated.signing_secrets(now + chrono::Duration::hours(25));
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].to_whsec(), rotated.webhook_secret);
+        // A receiver holding either secret verifies a delivery signed during the grace period.
+        let headers = crate::webhook::headers(&during, "msg_1", now.timestamp(), b"{}");
+        let signature = &headers
+            .iter()
+            .find(|(k, _)| *k == "webhook-signature")
+            .unwrap()
+            .1;
+        for secret in [&tenant.webhook_secret, &rotated.webhook_secret] {
+            let secret = WebhookSecret::parse(secret).unwrap();
+            let ts = now.timestamp().to_string();
+            assert_eq!(secret.verify("msg_1", &ts, signature, b"{}", now), Ok(()));
+        }
     }
 
     #[test]

@@ -202,11 +202,13 @@ pub fn message_id(request_id: &str) -> String {
     format!("msg_{request_id}_completed")
 }
 
-/// Headers for one delivery: `content-type`, `webhook-id`, `webhook-timestamp`,
-/// `webhook-signature` (only when a secret is configured).
+/// Headers for one delivery: `content-type`, `webhook-id`, `webhook-timestamp` and
+/// `webhook-signature` with one space-separated `v1,` signature per secret (Standard Webhooks:
+/// during a secret rotation both the new and the old secret sign, so a receiver holding either
+/// verifies).
 #[must_use]
 pub fn headers(
-    secret: Option<&WebhookSecret>,
+    secrets: &[WebhookSecret],
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
@@ -216,8 +218,12 @@ pub fn headers(
         ("webhook-id", msg_id.to_owned()),
         ("webhook-timestamp", timestamp.to_string()),
     ];
-    if let Some(secret) = secret {
-        headers.push(("webhook-signature", secret.sign(msg_id, timestamp, body)));
+    if !secrets.is_empty() {
+        let signatures: Vec<String> = secrets
+            .iter()
+            .map(|s| s.sign(msg_id, timestamp, body))
+            .collect();
+        headers.push(("webhook-signature", signatures.join(" ")));
     }
     headers
 }

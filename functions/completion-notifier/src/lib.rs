@@ -248,14 +248,20 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
 ) -> Result<DeliveryState, NotifyError> {
     let msg_id = webhook::message_id(&meta.request_id);
     // Deliveries are always signed: with the tenant's secret, else the deployment's.
-    let tenant_secret = match &app.keys {
+    let tenant_secrets = match &app.keys {
         Some(keys) => keys
             .get_tenant(&meta.tenant)
             .await?
-            .and_then(|t| WebhookSecret::parse(&t.webhook_secret).ok()),
-        None => None,
+            .map(|t| t.signing_secrets(Utc::now()))
+            .unwrap_or_default(),
+        None => Vec::new(),
     };
-    let Some(secret) = tenant_secret.or_else(|| app.config.webhook_secret.clone()) else {
+    let secrets = if tenant_secrets.is_empty() {
+        app.config.webhook_secret.clone().into_iter().collect()
+    } else {
+        tenant_secrets
+    };
+    if secrets.is_empty() {
         tracing::warn!(request_id = %meta.request_id, tenant = %meta.tenant, "no webhook signing secret; not delivered");
         let record = WebhookAttempt {
             at: Utc::now(),
@@ -266,13 +272,13 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
             .record_webhook_attempt(&meta.request_id, &record, DeliveryState::Failed)
             .await?;
         return Ok(DeliveryState::Failed);
-    };
+    }
     let mut delay = app.config.backoff;
     for attempt in 1..=app.config.max_attempts {
         let now = Utc::now();
         let payload = WebhookPayload::completed(meta, status_url.clone(), csv_url.clone(), now);
         let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let headers = webhook::headers(Some(&secret), &msg_id, now.timestamp(), &body);
+        let headers = webhook::headers(&secrets, &msg_id, now.timestamp(), &body);
         let result = app.fetcher.post(url, &headers, body).await;
         let (record, state) = match &result {
             Ok(status) => (

@@ -194,6 +194,25 @@ impl KeyStore for DynamoKeyStore {
             .transpose()
     }
 
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
+        let item = encode(&TenantItem {
+            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
+            sk: TENANT_SK.to_owned(),
+            record: record.clone(),
+        })?;
+        retry(&self.retry, "storing a tenant", || async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("storing a tenant", &e))
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
         let item = encode(&TenantItem {
             pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),

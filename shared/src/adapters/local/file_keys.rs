@@ -125,6 +125,14 @@ impl KeyStore for FileKeyStore {
             .find(|t| t.tenant == tenant))
     }
 
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
+        let _guard = self.lock.lock().await;
+        let mut file = self.load().await?;
+        file.tenants.retain(|t| t.tenant != record.tenant);
+        file.tenants.push(record.clone());
+        self.save(&file).await
+    }
+
     async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
         let _guard = self.lock.lock().await;
         let mut file = self.load().await?;

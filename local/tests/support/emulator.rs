@@ -45,16 +45,22 @@ pub fn bounded(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-/// moto server (`scripts/test.sh` installs it) on a free loopback port.
+/// moto server (`scripts/test.sh` installs it) on a free loopback port. The port is free when
+/// picked but moto needs a second or two to bind it, and another test's server may take it in
+/// between: moto is only trusted once it answers its own API, and a moto that lost its port is
+/// started again on another.
 pub fn start_moto() -> (Emulator, String) {
     let binary = venv_program("MOTO_SERVER", "emulator-venv", "moto_server");
-    let port = free_port();
-    let mut command = bounded(binary);
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-    (
-        Emulator::start(command, port, None),
-        format!("http://127.0.0.1:{port}"),
-    )
+    for _ in 0..3 {
+        let port = free_port();
+        let mut command = bounded(&binary);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut emulator = Emulator::start(command, port, None);
+        if emulator.answers(port, "/moto-api/data.json") {
+            return (emulator, format!("http://127.0.0.1:{port}"));
+        }
+    }
+    panic!("moto server did not come up on any of three ports");
 }
 
 /// A running emulator.
@@ -86,6 +92,33 @@ impl Emulator {
             std::thread::sleep(Duration::from_millis(100));
         }
         emulator
+    }
+}
+
+impl Emulator {
+    /// `true` once `GET path` on `port` answers 200 while this emulator's process still runs;
+    /// `false` when the process exits first (it lost its port) or after 60 s.
+    pub fn answers(&mut self, port: u16, path: &str) -> bool {
+        use std::io::{Read as _, Write as _};
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let mut head = [0u8; 12];
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_exact(&mut head).is_ok()
+                    && head.ends_with(b"200")
+                {
+                    return matches!(self.child.try_wait(), Ok(None));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
     }
 }
 

@@ -268,6 +268,9 @@ async fn every_vector_is_refused_directly_by_name_and_behind_a_redirect() {
                 "{url}: {err}"
             );
         }
+        // What a name resolved to stays in the logs: the client sees the name only.
+        let err = f.get(&named).await.unwrap_err();
+        assert!(!err.message.contains(ip), "{named}: {err}");
         if *class == AddressClass::Loopback {
             continue;
         }

@@ -63,6 +63,10 @@ pub struct TenantRecord {
     /// End of the rotation's grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_valid_until: Option<DateTime<Utc>>,
+    /// Webhook URLs that answered `410 Gone`: nothing more is sent to them (Standard Webhooks:
+    /// a 410 means the receiver is gone for good).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_webhook_urls: Vec<String>,
 }
 
 impl TenantRecord {
@@ -199,6 +203,7 @@ pub fn new_tenant(tenant: &str, now: DateTime<Utc>) -> Result<TenantRecord, Port
         created_at: now,
         previous_webhook_secret: None,
         previous_valid_until: None,
+        disabled_webhook_urls: Vec::new(),
     })
 }
 

@@ -54,7 +54,7 @@ pub mod vars {
     pub const WEBHOOK_MAX_ATTEMPTS: &str = "WEBHOOK_MAX_ATTEMPTS";
     /// First webhook retry delay in milliseconds, doubled per attempt (default 1000).
     pub const WEBHOOK_BACKOFF_MS: &str = "WEBHOOK_BACKOFF_MS";
-    /// Webhook request timeout in seconds (default 10).
+    /// Webhook request timeout in seconds (default 15, as Standard Webhooks senders use).
     pub const WEBHOOK_TIMEOUT_SECS: &str = "WEBHOOK_TIMEOUT_SECS";
     /// Public base URL of the API, for `status_url` links (unset: derived from the request).
     pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
@@ -150,7 +150,7 @@ impl Default for Config {
             webhook_secret: None,
             webhook_max_attempts: 3,
             webhook_backoff: Duration::from_millis(1000),
-            webhook_timeout: Duration::from_secs(10),
+            webhook_timeout: Duration::from_secs(15),
             public_api_url: None,
         }
     }

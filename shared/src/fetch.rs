@@ -102,6 +102,9 @@ pub struct FetchError {
     pub kind: FetchErrorKind,
     /// What happened, for a person.
     pub message: String,
+    /// How long the server asked to wait before trying again (`Retry-After` on a 429 or 5xx,
+    /// in seconds or as an HTTP date, RFC 9110 §10.2.3); `None` when it did not say.
+    pub retry_after: Option<Duration>,
 }
 
 impl FetchError {
@@ -110,6 +113,7 @@ impl FetchError {
         Self {
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -510,12 +514,30 @@ impl Fetcher {
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            Err(FetchError::new(
+            let mut error = FetchError::new(
                 FetchErrorKind::Http(status.as_u16()),
                 format!("webhook receiver answered HTTP {status}"),
-            ))
+            );
+            error.retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, chrono::Utc::now()));
+            Err(error)
         }
     }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (IMF-fixdate)
+/// after `now`; `None` for anything else.
+#[must_use]
+pub fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - now).to_std().ok()
 }
 
 #[cfg(feature = "fetch")]
@@ -606,5 +628,24 @@ fn classify(error: &reqwest::Error) -> FetchError {
             FetchErrorKind::Body,
             "the response broke off before it was complete",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), None);
+        assert_eq!(retry_after("soon", now), None);
     }
 }

@@ -146,6 +146,9 @@ fn links(
     }
 }
 
+/// Longest wait a receiver's `Retry-After` can ask for between two attempts.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
+
 /// Rows read per page while writing the output CSV.
 pub const OUTPUT_ROWS_PER_PAGE: u32 = 1000;
 
@@ -248,14 +251,28 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
 ) -> Result<DeliveryState, NotifyError> {
     let msg_id = webhook::message_id(&meta.request_id);
     // Deliveries are always signed: with the tenant's secret, else the deployment's.
-    let tenant_secrets = match &app.keys {
-        Some(keys) => keys
-            .get_tenant(&meta.tenant)
-            .await?
-            .map(|t| t.signing_secrets(Utc::now()))
-            .unwrap_or_default(),
-        None => Vec::new(),
+    let tenant = match &app.keys {
+        Some(keys) => keys.get_tenant(&meta.tenant).await?,
+        None => None,
     };
+    if tenant
+        .as_ref()
+        .is_some_and(|t| t.disabled_webhook_urls.iter().any(|u| u == url))
+    {
+        let record = WebhookAttempt {
+            at: Utc::now(),
+            status_code: None,
+            error: Some("endpoint_disabled".to_owned()),
+        };
+        app.repo
+            .record_webhook_attempt(&meta.request_id, &record, DeliveryState::Failed)
+            .await?;
+        return Ok(DeliveryState::Failed);
+    }
+    let tenant_secrets = tenant
+        .as_ref()
+        .map(|t| t.signing_secrets(Utc::now()))
+        .unwrap_or_default();
     let secrets = if tenant_secrets.is_empty() {
         app.config.webhook_secret.clone().into_iter().collect()
     } else {
@@ -294,7 +311,8 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
                     pixpress::fetch::FetchErrorKind::Http(s) => Some(s),
                     _ => None,
                 };
-                let final_attempt = attempt == app.config.max_attempts || !e.is_retryable();
+                let gone = e.kind == pixpress::fetch::FetchErrorKind::Http(410);
+                let final_attempt = gone || attempt == app.config.max_attempts || !e.is_retryable();
                 (
                     WebhookAttempt {
                         at: now,
@@ -319,13 +337,27 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
         metrics::counter!("webhook_attempts", "outcome" => outcome).increment(1);
         match result {
             Ok(_) => return Ok(DeliveryState::Delivered),
+            Err(e) if e.kind == pixpress::fetch::FetchErrorKind::Http(410) => {
+                // Gone for good: this tenant's deliveries to the URL stop here.
+                tracing::warn!(request_id = %meta.request_id, %url, "webhook receiver answered 410; endpoint disabled");
+                if let (Some(keys), Some(mut tenant)) = (&app.keys, tenant) {
+                    tenant.disabled_webhook_urls.push(url.to_owned());
+                    keys.put_tenant(&tenant).await?;
+                }
+                return Ok(DeliveryState::Failed);
+            }
             Err(e) if state == DeliveryState::Failed => {
                 tracing::warn!(request_id = %meta.request_id, error = %e, attempt, "webhook delivery failed");
                 return Ok(DeliveryState::Failed);
             }
             Err(e) => {
                 tracing::info!(request_id = %meta.request_id, error = %e, attempt, "webhook attempt failed; retrying");
-                tokio::time::sleep(delay).await;
+                // A receiver's Retry-After is honoured, up to RETRY_AFTER_CAP (the stream
+                // shard waits meanwhile).
+                let asked = e
+                    .retry_after
+                    .map_or(Duration::ZERO, |d| d.min(RETRY_AFTER_CAP));
+                tokio::time::sleep(delay.max(asked)).await;
                 delay = delay.saturating_mul(2);
             }
         }

@@ -337,3 +337,97 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
     assert!(stored.bytes[..] == write_output_csv(&rows).unwrap()[..]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A receiver that answers `status` with `Retry-After: retry_after` and records when each
+/// attempt arrived.
+async fn answering(
+    status: StatusCode,
+    retry_after: &'static str,
+) -> (SocketAddr, Arc<Mutex<Vec<std::time::Instant>>>) {
+    let arrivals: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+    let seen = arrivals.clone();
+    let router = Router::new().route(
+        "/hook",
+        post(move || {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(std::time::Instant::now());
+                (status, [("retry-after", retry_after)])
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, arrivals)
+}
+
+/// 410 Gone: no retry, and the tenant's endpoint is disabled for later requests; 429 with
+/// Retry-After: the next attempt waits as asked.
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
+    use pixpress::adapters::AnyKeyStore;
+    use pixpress::adapters::local::FileKeyStore;
+    use pixpress::auth::KeyStore as _;
+
+    let (gone, arrivals) = answering(StatusCode::GONE, "0").await;
+    let secret = WebhookSecret::from_bytes(b"k");
+    let url = format!("http://{gone}/hook");
+    let mut app = app_with_completed_request(Some(url.clone()), &secret).await;
+    let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
+    let keys = FileKeyStore::in_dir(&dir);
+    pixpress::auth::create_key(&keys, "default", Utc::now())
+        .await
+        .unwrap();
+    app.keys = Some(AnyKeyStore::File(keys.clone()));
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(arrivals.lock().unwrap().len(), 1, "410 is not retried");
+    let tenant = keys.get_tenant("default").await.unwrap().unwrap();
+    assert_eq!(tenant.disabled_webhook_urls, vec![url.clone()]);
+    // Another request to the same endpoint sends nothing.
+    let mut again = app_with_completed_request(Some(url), &secret).await;
+    again.keys = Some(AnyKeyStore::File(keys));
+    handle(
+        &again,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(arrivals.lock().unwrap().len(), 1);
+    let webhook = again
+        .repo
+        .get_request(REQUEST_ID)
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap();
+    assert_eq!(
+        webhook.attempts[0].error.as_deref(),
+        Some("endpoint_disabled")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    let (busy, arrivals) = answering(StatusCode::TOO_MANY_REQUESTS, "1").await;
+    let app = app_with_completed_request(Some(format!("http://{busy}/hook")), &secret).await;
+    handle(
+        &app,
+        LambdaEvent::new(event("terminal-transition.json"), Context::default()),
+    )
+    .await
+    .unwrap();
+    let times = arrivals.lock().unwrap().clone();
+    assert_eq!(times.len(), 3);
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(950),
+        "the second attempt came {:?} after the first",
+        times[1] - times[0]
+    );
+}

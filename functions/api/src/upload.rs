@@ -129,6 +129,36 @@ pub(crate) fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<Outp
     OutputSpec::new(quality, max_dimension)
 }
 
+/// How long an idempotency key names its request; after that the same key makes a new one
+/// (IETF `draft-ietf-httpapi-idempotency-key-header`: keys expire; 24 h as Stripe does).
+pub const IDEMPOTENCY_KEY_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+/// The request id an idempotency key stands for now: derived from the tenant and the key, and
+/// when the request under that id is older than [`IDEMPOTENCY_KEY_TTL`], the next id in the
+/// key's chain (derived from the expired one), so every 24 h the key starts afresh while a
+/// retry within the window finds its request.
+async fn current_request_for_key<R, Q, S>(
+    app: &App<R, Q, S>,
+    tenant: &str,
+    key: &str,
+) -> Result<String, pixpress::ports::PortError>
+where
+    R: RequestRepository,
+{
+    let mut id = derived_request_id(&["idempotency-key", tenant, key]);
+    let now = Utc::now();
+    // Each link is at least 24 h younger than the one before: a few hundred cover years.
+    for _ in 0..1000 {
+        match app.repo.get_request(&id).await? {
+            Some(meta) if now - meta.created_at > IDEMPOTENCY_KEY_TTL => {
+                id = derived_request_id(&["idempotency-key-renewed", tenant, &id]);
+            }
+            _ => break,
+        }
+    }
+    Ok(id)
+}
+
 /// `true` for `?dry_run=true` (or `1`).
 fn is_dry_run(request: &Request) -> bool {
     url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
@@ -301,10 +331,16 @@ where
             "Idempotency-Key is longer than 255 characters",
         );
     }
-    let request_id = idempotency_key.map_or_else(
-        || uuid::Uuid::new_v4().to_string(),
-        |key| derived_request_id(&["idempotency-key", &tenant, key]),
-    );
+    let request_id = match idempotency_key {
+        None => uuid::Uuid::new_v4().to_string(),
+        Some(key) => match current_request_for_key(app, &tenant, key).await {
+            Ok(id) => id,
+            Err(e) => {
+                return Problem::unavailable(&e, "the idempotency key could not be checked")
+                    .into_response();
+            }
+        },
+    };
     let input = IngestRequest {
         request_id,
         tenant,

@@ -685,3 +685,52 @@ async fn a_dry_run_answers_the_counts_or_every_issue_and_creates_nothing() {
         "nothing written"
     );
 }
+
+/// An idempotency key names its request for 24 hours; after that the same key makes a new one.
+#[tokio::test]
+async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
+    use pixpress::domain::model::{Counters, OutputSpec, RequestMeta, Source};
+    let app = app(&Config::default());
+    let old_id = pixpress::domain::keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
+    let then = chrono::Utc::now() - chrono::Duration::hours(25);
+    let old = RequestMeta {
+        request_id: old_id.clone(),
+        tenant: "default".into(),
+        status: RequestStatus::Completed,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters::default(),
+        webhook: None,
+        output_csv_key: None,
+        failure: None,
+        fingerprint: Some("an older upload".into()),
+        created_at: then,
+        updated_at: then,
+        completed_at: Some(then),
+    };
+    app.repo.create_request(&old, &[]).await.unwrap();
+    let keyed = || {
+        let mut r = request(
+            Method::POST,
+            "/uploads",
+            Some("text/csv"),
+            CSV.as_bytes().to_vec(),
+        );
+        r.headers_mut()
+            .insert("idempotency-key", "k-1".parse().unwrap());
+        r
+    };
+    let fresh = handle(&app, keyed()).await.unwrap();
+    assert_eq!(
+        fresh.status(),
+        202,
+        "not 422: the old use of the key has expired"
+    );
+    let new_id = json(&fresh)["request_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id);
+    // Within the window the key finds the new request again.
+    let replay = handle(&app, keyed()).await.unwrap();
+    assert_eq!(json(&replay)["request_id"], new_id.as_str());
+    assert_eq!(replay.headers().get("idempotent-replayed").unwrap(), "true");
+}

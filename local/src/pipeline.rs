@@ -491,6 +491,7 @@ impl<B: PumpBackend> Pipeline<B> {
                 store: store.clone(),
                 fetcher: webhook_fetcher,
                 config: pixpress_completion_notifier::NotifierConfig::from(config),
+                webhooks: None,
             },
             backend,
             faults: None,

@@ -36,6 +36,9 @@ pub mod vars {
     /// Most redirects per download (default 3).
     pub const FETCH_MAX_REDIRECTS: &str = "FETCH_MAX_REDIRECTS";
     /// `true` lets fetches and webhooks reach 127.0.0.0/8 and ::1 (local runs only).
+    /// URL of the webhooks queue: the notifier queues completion events there and the
+    /// webhook-sender delivers them (deployments; unset, the notifier delivers itself).
+    pub const WEBHOOKS_QUEUE_URL: &str = "WEBHOOKS_QUEUE_URL";
     pub const ALLOW_LOOPBACK: &str = "ALLOW_LOOPBACK";
     /// `true` lets fetches and webhooks use any port; by default only 80 and 443 (local runs
     /// only: local servers listen elsewhere).
@@ -83,6 +86,7 @@ pub mod vars {
         FETCH_MAX_REDIRECTS,
         ALLOW_LOOPBACK,
         ALLOW_ANY_PORT,
+        WEBHOOKS_QUEUE_URL,
         MAX_RECEIVE_COUNT,
         WORKER_CONCURRENCY,
         WORKER_DOWNLOAD_BUDGET_BYTES,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::model::{
     DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus, RowJob,
-    RowRecord, WebhookAttempt,
+    RowRecord, WebhookAttempt, WebhookJob,
 };
 
 /// Failure of a port call.
@@ -308,6 +308,30 @@ pub struct StoredObject {
     /// MIME type as stored.
     pub content_type: String,
 }
+
+/// The webhooks queue: one message per completion event to deliver; the sender hides a message
+/// it could not deliver until its next attempt is due.
+pub trait WebhookQueue: Send + Sync + Clone + 'static {
+    /// Queues `job`.
+    ///
+    /// # Errors
+    /// [`PortError`] when the message cannot be sent.
+    fn send_webhook(&self, job: &WebhookJob) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Hides the received message `receipt_handle` for `delay` (SQS `ChangeMessageVisibility`,
+    /// at most 12 hours: longer delays are cut to 12 hours).
+    ///
+    /// # Errors
+    /// [`PortError`] when the visibility cannot be changed.
+    fn retry_webhook_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Longest SQS visibility timeout: 12 hours (Amazon SQS Developer Guide, "Visibility timeout").
+pub const SQS_MAX_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// One stored part of a multipart object: its 1-based number and the tag the store gave it
 /// (S3's `ETag`), both needed to complete the object.

@@ -17,6 +17,29 @@ type HmacSha256 = Hmac<Sha256>;
 /// Event type sent when a request reaches a terminal status.
 pub const EVENT_REQUEST_COMPLETED: &str = "request.completed";
 
+/// Waits before each retry of a failed delivery, Svix's schedule: 5 s, 5 min, 30 min, 2 h,
+/// 5 h, 10 h, 10 h — eight attempts over about 27.5 hours (the first is immediate).
+pub const RETRY_SCHEDULE: [std::time::Duration; 7] = [
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(5 * 60),
+    std::time::Duration::from_secs(30 * 60),
+    std::time::Duration::from_secs(2 * 3600),
+    std::time::Duration::from_secs(5 * 3600),
+    std::time::Duration::from_secs(10 * 3600),
+    std::time::Duration::from_secs(10 * 3600),
+];
+
+/// Attempts of one delivery: the first and one per [`RETRY_SCHEDULE`] entry.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 1 + RETRY_SCHEDULE.len() as u32;
+
+/// The wait after failed attempt `attempt` (1-based), or `None` after the last one.
+#[must_use]
+pub fn retry_delay(attempt: u32) -> Option<std::time::Duration> {
+    RETRY_SCHEDULE
+        .get(usize::try_from(attempt).ok()?.checked_sub(1)?)
+        .copied()
+}
+
 /// How far a receiver's clock may be from the timestamp (Standard Webhooks suggests 5 minutes).
 pub const TIMESTAMP_TOLERANCE_SECS: i64 = 300;
 

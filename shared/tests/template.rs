@@ -213,7 +213,8 @@ fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
             "completion-notifier",
             "row-dead-letter",
             "row-worker",
-            "s3-ingest"
+            "s3-ingest",
+            "webhook-sender"
         ]
     );
 }
@@ -346,5 +347,25 @@ fn every_alarm_notifies_the_topic_and_every_function_is_watched_logged_and_trace
     assert_eq!(
         resource(&t, "Dashboard")["Type"],
         "AWS::CloudWatch::Dashboard"
+    );
+}
+
+#[test]
+fn webhooks_leave_the_stream_shard_and_dead_letter_after_the_schedule() {
+    let t = template();
+    let queue = props(&t, "WebhooksQueue");
+    assert_eq!(number(&queue["RedrivePolicy"]["maxReceiveCount"]), 8);
+    let sender = props(&t, "WebhookSenderFunction");
+    assert!(number(&queue["VisibilityTimeout"]) >= 6 * number(&sender["Timeout"]));
+    let event = &sender["Events"]["Webhooks"]["Properties"];
+    assert_eq!(event["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    let notifier_env = &props(&t, "CompletionNotifierFunction")["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&notifier_env["WEBHOOKS_QUEUE_URL"]),
+        Some("WebhooksQueue")
+    );
+    assert_eq!(
+        resource(&t, "WebhooksDeadLetterAlarm")["Type"],
+        "AWS::CloudWatch::Alarm"
     );
 }

@@ -26,14 +26,17 @@ use aws_lambda_events::event::dynamodb::Event;
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use pixpress::adapters::AnyKeyStore;
+use pixpress::adapters::local::InMemoryRowQueue;
 use pixpress::auth::KeyStore as _;
 use pixpress::config::Config;
 use pixpress::domain::item::ItemHead;
 use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
-use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus, WebhookAttempt};
+use pixpress::domain::model::{
+    DeliveryState, RequestMeta, RequestStatus, WebhookAttempt, WebhookJob,
+};
 use pixpress::domain::output_csv::{output_csv_header, output_csv_rows};
 use pixpress::fetch::Fetcher;
-use pixpress::ports::{MultipartWriter, ObjectStore, PortError, RequestRepository};
+use pixpress::ports::{MultipartWriter, ObjectStore, PortError, RequestRepository, WebhookQueue};
 use pixpress::webhook::{self, WebhookPayload, WebhookSecret};
 
 /// Settings of the notifier.
@@ -62,7 +65,7 @@ impl From<&Config> for NotifierConfig {
 
 /// The notifier's dependencies.
 #[derive(Debug, Clone)]
-pub struct App<R, S> {
+pub struct App<R, S, W = InMemoryRowQueue> {
     /// Tenants' webhook secrets: a tenant's own secret signs its deliveries; without a key
     /// store, or for a tenant without one, the configured `WEBHOOK_SECRET` does.
     pub keys: Option<AnyKeyStore>,
@@ -74,9 +77,12 @@ pub struct App<R, S> {
     pub fetcher: Fetcher,
     /// Settings.
     pub config: NotifierConfig,
+    /// The webhooks queue of a deployment: completion events go there and the webhook-sender
+    /// delivers them; `None` (local runs, tests) delivers in this invocation.
+    pub webhooks: Option<W>,
 }
 
-impl<R: RequestRepository, S: ObjectStore> App<R, S> {
+impl<R: RequestRepository, S: ObjectStore> App<R, S, InMemoryRowQueue> {
     /// A notifier from the process configuration.
     ///
     /// # Errors
@@ -93,6 +99,7 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
             store,
             fetcher: Fetcher::new(config.webhook_fetch())?,
             config: NotifierConfig::from(config),
+            webhooks: None,
         })
     }
 }
@@ -159,8 +166,8 @@ pub const OUTPUT_PART_BYTES: usize = 8 * 1024 * 1024;
 /// multipart parts, so memory holds one page and one part (about 8 MiB) however many rows the
 /// request has. Nothing is visible under `key` until the last part is in; a replay writes the
 /// same bytes again.
-async fn write_output_csv_in_parts<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+async fn write_output_csv_in_parts<R: RequestRepository, S: ObjectStore, W>(
+    app: &App<R, S, W>,
     request_id: &str,
     key: &str,
 ) -> Result<(), NotifyError> {
@@ -205,8 +212,8 @@ async fn write_output_csv_in_parts<R: RequestRepository, S: ObjectStore>(
 /// # Errors
 /// [`NotifyError`] when the CSV cannot be written or recorded; webhook failures are recorded,
 /// not returned.
-pub async fn notify<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+pub async fn notify<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
+    app: &App<R, S, W>,
     request_id: &str,
 ) -> Result<Notified, NotifyError> {
     let Some(mut meta) = app.repo.get_request(request_id).await? else {
@@ -224,15 +231,20 @@ pub async fn notify<R: RequestRepository, S: ObjectStore>(
             .await?;
         meta.output_csv_key = Some(key);
     }
-    let csv_url = meta
-        .output_csv_key
-        .as_ref()
-        .map(|k| app.store.public_url(k));
     let webhook_state = match &meta.webhook {
-        Some(hook) if hook.state == DeliveryState::Pending => {
-            let (status_url, csv_link) = links(&app.config, &meta, csv_url);
-            Some(deliver(app, &meta, &hook.url, status_url, csv_link).await?)
-        }
+        Some(hook) if hook.state == DeliveryState::Pending => match &app.webhooks {
+            // The sender delivers, off this stream shard, on Svix's schedule.
+            Some(queue) => {
+                queue
+                    .send_webhook(&WebhookJob {
+                        request_id: meta.request_id.clone(),
+                        tenant: meta.tenant.clone(),
+                    })
+                    .await?;
+                Some(DeliveryState::Pending)
+            }
+            None => Some(deliver_inline(app, &meta, &hook.url).await?),
+        },
         Some(hook) => Some(hook.state),
         None => None,
     };
@@ -242,15 +254,44 @@ pub async fn notify<R: RequestRepository, S: ObjectStore>(
     })
 }
 
-async fn deliver<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempted {
+    /// A 2xx answer.
+    Delivered,
+    /// Not sent and never will be: no signing secret, or the endpoint answered 410 before.
+    Refused,
+    /// The receiver answered 410 Gone: the endpoint is now disabled for the tenant.
+    Gone,
+    /// Failed; `retry_after` is what the receiver asked for (429/5xx), `retryable` whether
+    /// another attempt may succeed.
+    Failed {
+        /// The receiver's `Retry-After`.
+        retry_after: Option<Duration>,
+        /// `false` for failures that repeat (4xx other than 408/425/429).
+        retryable: bool,
+    },
+}
+
+/// Makes attempt `attempt` to deliver `meta`'s completion event to `url` and records it on the
+/// request: state `Delivered`, `Failed` (when `last` or the failure is permanent), else
+/// `Pending`. Signed with the tenant's secrets (both during a rotation), else the deployment's;
+/// never unsigned. A 410 disables the URL for the tenant.
+///
+/// # Errors
+/// [`NotifyError`] when the request or the tenant cannot be read or written.
+pub async fn attempt_delivery<R: RequestRepository, S: ObjectStore, W>(
+    app: &App<R, S, W>,
     meta: &RequestMeta,
     url: &str,
-    status_url: Option<String>,
-    csv_url: Option<String>,
-) -> Result<DeliveryState, NotifyError> {
-    let msg_id = webhook::message_id(&meta.request_id);
-    // Deliveries are always signed: with the tenant's secret, else the deployment's.
+    attempt: u32,
+    last: bool,
+) -> Result<Attempted, NotifyError> {
+    let refuse = |code: &str| WebhookAttempt {
+        at: Utc::now(),
+        status_code: None,
+        error: Some(code.to_owned()),
+    };
     let tenant = match &app.keys {
         Some(keys) => keys.get_tenant(&meta.tenant).await?,
         None => None,
@@ -259,104 +300,126 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
         .as_ref()
         .is_some_and(|t| t.disabled_webhook_urls.iter().any(|u| u == url))
     {
-        let record = WebhookAttempt {
-            at: Utc::now(),
-            status_code: None,
-            error: Some("endpoint_disabled".to_owned()),
-        };
         app.repo
-            .record_webhook_attempt(&meta.request_id, &record, DeliveryState::Failed)
+            .record_webhook_attempt(
+                &meta.request_id,
+                &refuse("endpoint_disabled"),
+                DeliveryState::Failed,
+            )
             .await?;
-        return Ok(DeliveryState::Failed);
+        return Ok(Attempted::Refused);
     }
     let tenant_secrets = tenant
         .as_ref()
         .map(|t| t.signing_secrets(Utc::now()))
         .unwrap_or_default();
-    let secrets = if tenant_secrets.is_empty() {
+    let secrets: Vec<WebhookSecret> = if tenant_secrets.is_empty() {
         app.config.webhook_secret.clone().into_iter().collect()
     } else {
         tenant_secrets
     };
     if secrets.is_empty() {
         tracing::warn!(request_id = %meta.request_id, tenant = %meta.tenant, "no webhook signing secret; not delivered");
-        let record = WebhookAttempt {
-            at: Utc::now(),
-            status_code: None,
-            error: Some("no_signing_secret".to_owned()),
-        };
         app.repo
-            .record_webhook_attempt(&meta.request_id, &record, DeliveryState::Failed)
+            .record_webhook_attempt(
+                &meta.request_id,
+                &refuse("no_signing_secret"),
+                DeliveryState::Failed,
+            )
             .await?;
-        return Ok(DeliveryState::Failed);
+        return Ok(Attempted::Refused);
     }
-    let mut delay = app.config.backoff;
-    for attempt in 1..=app.config.max_attempts {
-        let now = Utc::now();
-        let payload = WebhookPayload::completed(meta, status_url.clone(), csv_url.clone(), now);
-        let body = serde_json::to_vec(&payload).unwrap_or_default();
-        let headers = webhook::headers(&secrets, &msg_id, now.timestamp(), &body);
-        let result = app.fetcher.post(url, &headers, body).await;
-        let (record, state) = match &result {
-            Ok(status) => (
+    let csv_url = meta
+        .output_csv_key
+        .as_ref()
+        .map(|k| app.store.public_url(k));
+    let (status_url, csv_link) = links(&app.config, meta, csv_url);
+    let msg_id = webhook::message_id(&meta.request_id);
+    let now = Utc::now();
+    let payload = WebhookPayload::completed(meta, status_url, csv_link, now);
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
+    let headers = webhook::headers(&secrets, &msg_id, now.timestamp(), &body);
+    let result = app.fetcher.post(url, &headers, body).await;
+    let outcome = match &result {
+        Ok(_) => "delivered".to_owned(),
+        Err(e) => e.code(),
+    };
+    metrics::counter!("webhook_attempts", "outcome" => outcome).increment(1);
+    let (record, state, attempted) = match result {
+        Ok(status) => (
+            WebhookAttempt {
+                at: now,
+                status_code: Some(status),
+                error: None,
+            },
+            DeliveryState::Delivered,
+            Attempted::Delivered,
+        ),
+        Err(e) => {
+            let status_code = match e.kind {
+                pixpress::fetch::FetchErrorKind::Http(s) => Some(s),
+                _ => None,
+            };
+            let gone = e.kind == pixpress::fetch::FetchErrorKind::Http(410);
+            let retryable = e.is_retryable();
+            let state = if gone || last || !retryable {
+                DeliveryState::Failed
+            } else {
+                DeliveryState::Pending
+            };
+            tracing::info!(request_id = %meta.request_id, error = %e, attempt, "webhook attempt failed");
+            let attempted = if gone {
+                Attempted::Gone
+            } else {
+                Attempted::Failed {
+                    retry_after: e.retry_after,
+                    retryable,
+                }
+            };
+            (
                 WebhookAttempt {
                     at: now,
-                    status_code: Some(*status),
-                    error: None,
+                    status_code,
+                    error: Some(e.code()),
                 },
-                DeliveryState::Delivered,
-            ),
-            Err(e) => {
-                let status_code = match e.kind {
-                    pixpress::fetch::FetchErrorKind::Http(s) => Some(s),
-                    _ => None,
-                };
-                let gone = e.kind == pixpress::fetch::FetchErrorKind::Http(410);
-                let final_attempt = gone || attempt == app.config.max_attempts || !e.is_retryable();
-                (
-                    WebhookAttempt {
-                        at: now,
-                        status_code,
-                        error: Some(e.code()),
-                    },
-                    if final_attempt {
-                        DeliveryState::Failed
-                    } else {
-                        DeliveryState::Pending
-                    },
-                )
-            }
-        };
-        app.repo
-            .record_webhook_attempt(&meta.request_id, &record, state)
-            .await?;
-        let outcome = match &result {
-            Ok(_) => "delivered".to_owned(),
-            Err(e) => e.code(),
-        };
-        metrics::counter!("webhook_attempts", "outcome" => outcome).increment(1);
-        match result {
-            Ok(_) => return Ok(DeliveryState::Delivered),
-            Err(e) if e.kind == pixpress::fetch::FetchErrorKind::Http(410) => {
-                // Gone for good: this tenant's deliveries to the URL stop here.
-                tracing::warn!(request_id = %meta.request_id, %url, "webhook receiver answered 410; endpoint disabled");
-                if let (Some(keys), Some(mut tenant)) = (&app.keys, tenant) {
-                    tenant.disabled_webhook_urls.push(url.to_owned());
-                    keys.put_tenant(&tenant).await?;
-                }
+                state,
+                attempted,
+            )
+        }
+    };
+    app.repo
+        .record_webhook_attempt(&meta.request_id, &record, state)
+        .await?;
+    if attempted == Attempted::Gone {
+        // Gone for good: this tenant's deliveries to the URL stop here.
+        tracing::warn!(request_id = %meta.request_id, %url, "webhook receiver answered 410; endpoint disabled");
+        if let (Some(keys), Some(mut tenant)) = (&app.keys, tenant) {
+            tenant.disabled_webhook_urls.push(url.to_owned());
+            keys.put_tenant(&tenant).await?;
+        }
+    }
+    Ok(attempted)
+}
+
+/// Delivers in this invocation (no webhooks queue: local runs and tests): up to
+/// `WEBHOOK_MAX_ATTEMPTS` attempts with exponential backoff, a receiver's Retry-After honoured
+/// up to [`RETRY_AFTER_CAP`].
+async fn deliver_inline<R: RequestRepository, S: ObjectStore, W>(
+    app: &App<R, S, W>,
+    meta: &RequestMeta,
+    url: &str,
+) -> Result<DeliveryState, NotifyError> {
+    let mut delay = app.config.backoff;
+    for attempt in 1..=app.config.max_attempts {
+        let last = attempt == app.config.max_attempts;
+        match attempt_delivery(app, meta, url, attempt, last).await? {
+            Attempted::Delivered => return Ok(DeliveryState::Delivered),
+            Attempted::Refused | Attempted::Gone => return Ok(DeliveryState::Failed),
+            Attempted::Failed { retryable, .. } if last || !retryable => {
                 return Ok(DeliveryState::Failed);
             }
-            Err(e) if state == DeliveryState::Failed => {
-                tracing::warn!(request_id = %meta.request_id, error = %e, attempt, "webhook delivery failed");
-                return Ok(DeliveryState::Failed);
-            }
-            Err(e) => {
-                tracing::info!(request_id = %meta.request_id, error = %e, attempt, "webhook attempt failed; retrying");
-                // A receiver's Retry-After is honoured, up to RETRY_AFTER_CAP (the stream
-                // shard waits meanwhile).
-                let asked = e
-                    .retry_after
-                    .map_or(Duration::ZERO, |d| d.min(RETRY_AFTER_CAP));
+            Attempted::Failed { retry_after, .. } => {
+                let asked = retry_after.map_or(Duration::ZERO, |d| d.min(RETRY_AFTER_CAP));
                 tokio::time::sleep(delay.max(asked)).await;
                 delay = delay.saturating_mul(2);
             }
@@ -369,8 +432,8 @@ async fn deliver<R: RequestRepository, S: ObjectStore>(
 ///
 /// # Errors
 /// When a notification fails on storage, so the stream retries the batch.
-pub async fn handle<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+pub async fn handle<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
+    app: &App<R, S, W>,
     event: LambdaEvent<Event>,
 ) -> Result<(), lambda_runtime::Error> {
     for record in &event.payload.records {

@@ -8,6 +8,16 @@ use super::input_csv::CsvIssue;
 /// Version of the [`RowJob`] message schema; bumped on incompatible changes.
 pub const ROW_JOB_VERSION: u32 = 1;
 
+/// The message that asks the webhook sender to deliver a request's completion event. Small and
+/// stable: everything else is read from the request when the attempt is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    /// The request whose completion is announced.
+    pub request_id: String,
+    /// Its tenant (whose secret signs).
+    pub tenant: String,
+}
+
 /// Tenant of requests made without an API key (single-tenant deployments and local runs).
 pub const DEFAULT_TENANT: &str = "default";
 

@@ -9,8 +9,8 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{classify_code, sdk_error};
 use crate::adapters::limits::{check_sqs_body, sqs_batches};
-use crate::domain::model::RowJob;
-use crate::ports::{PortError, RowQueue, message_bodies};
+use crate::domain::model::{RowJob, WebhookJob};
+use crate::ports::{PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, message_bodies};
 use crate::retry::RetryPolicy;
 
 /// The SQS queue of row jobs. Cheap to clone.
@@ -129,6 +129,31 @@ impl SqsRowQueue {
             tracing::debug!(attempt, %error, "re-sending row messages");
             tokio::time::sleep(self.retry.delay(attempt - 1)).await;
         }
+    }
+}
+
+impl WebhookQueue for SqsRowQueue {
+    async fn send_webhook(&self, job: &WebhookJob) -> Result<(), PortError> {
+        let body = serde_json::to_string(job)
+            .map_err(|e| PortError::Unexpected(anyhow!("webhook job encoding: {e}")))?;
+        self.send_batch(&[body]).await
+    }
+
+    async fn retry_webhook_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), PortError> {
+        let seconds = delay.min(SQS_MAX_VISIBILITY).as_secs();
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| sdk_error("delaying a webhook", &e))?;
+        Ok(())
     }
 }
 

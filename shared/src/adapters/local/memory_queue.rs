@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 
 use super::faults::{Call, FaultInjector};
 use crate::adapters::limits::{check_sqs_body, sqs_batches};
-use crate::domain::model::RowJob;
-use crate::ports::{PortError, RowQueue, message_bodies};
+use crate::domain::model::{RowJob, WebhookJob};
+use crate::ports::{PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, message_bodies};
 use crate::retry::{RetryPolicy, retry};
 
 /// A message handed to a consumer.
@@ -268,6 +268,22 @@ impl InMemoryRowQueue {
         drop(state);
         self.arrived.notify_waiters();
         Ok(())
+    }
+}
+
+impl WebhookQueue for InMemoryRowQueue {
+    async fn send_webhook(&self, job: &WebhookJob) -> Result<(), PortError> {
+        let body = serde_json::to_string(job)
+            .map_err(|e| PortError::Unexpected(anyhow!("webhook job encoding: {e}")))?;
+        self.send_batch(&[body])
+    }
+
+    async fn retry_webhook_later(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), PortError> {
+        self.change_visibility(receipt_handle, delay.min(SQS_MAX_VISIBILITY))
     }
 }
 

@@ -1,0 +1,143 @@
+//! # webhook-sender — delivers completion webhooks off the stream shard
+//!
+//! Trigger: the webhooks SQS queue (batches, `ReportBatchItemFailures`). The completion notifier
+//! queues one [`WebhookJob`] per request that has a webhook; this function makes the attempts
+//! (Standard Webhooks v1, signed with the tenant's secrets):
+//!
+//! - attempt number = the message's `ApproximateReceiveCount`;
+//! - 2xx: delivered, the message is deleted; a request whose webhook is no longer pending
+//!   (delivered, failed, or a replayed message) is skipped;
+//! - 410 Gone: the tenant's endpoint is disabled, no more attempts;
+//! - any other failure: recorded on the request, and the message is hidden until the next
+//!   attempt of Svix's schedule is due (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; a longer
+//!   `Retry-After` from the receiver wins, up to SQS's 12 h) and reported as a batch item
+//!   failure;
+//! - the eighth failure is recorded as failed and reported too: the queue's redrive policy
+//!   (`maxReceiveCount` 8) moves it to the webhooks dead-letter queue, whose alarm fires.
+//!
+//! Env vars: those of the completion notifier (`WEBHOOK_SECRET`, `WEBHOOK_TIMEOUT_SECS`,
+//! `PUBLIC_API_URL`, `TABLE_NAME`, `BUCKET_NAME`) and `WEBHOOKS_QUEUE_URL`.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::LambdaEvent;
+use pixpress::domain::model::{DeliveryState, WebhookJob};
+use pixpress::ports::{ObjectStore, RequestRepository, WebhookQueue};
+use pixpress::webhook::{MAX_DELIVERY_ATTEMPTS, retry_delay};
+use pixpress_completion_notifier::{App, Attempted, NotifyError, attempt_delivery};
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Delivered on this attempt.
+    Delivered,
+    /// Nothing to do: the request is gone, has no webhook, or it is no longer pending.
+    Skipped,
+    /// Not sent and never will be (no secret, disabled endpoint, 410).
+    Refused,
+    /// Failed; the next attempt is due after this wait.
+    RetryAfter(Duration),
+    /// Failed for the last time (or permanently).
+    Failed,
+}
+
+/// Why a message goes back to the queue without a scheduled retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The body is not a webhook job.
+    #[error("malformed webhook job: {0}")]
+    Malformed(String),
+    /// Storage or queue failure; the message comes back on its own.
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    /// The queue refused the visibility change.
+    #[error(transparent)]
+    Queue(#[from] pixpress::ports::PortError),
+}
+
+/// Handles one message: one attempt at most.
+///
+/// # Errors
+/// [`SendError`] when the message should come back (as a batch item failure).
+pub async fn send_one<R, S, W>(app: &App<R, S, W>, message: &SqsMessage) -> Result<Sent, SendError>
+where
+    R: RequestRepository,
+    S: ObjectStore,
+    W: WebhookQueue,
+{
+    let body = message.body.as_deref().unwrap_or_default();
+    let job: WebhookJob =
+        serde_json::from_str(body).map_err(|e| SendError::Malformed(e.to_string()))?;
+    let attempt: u32 = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let Some(meta) = app
+        .repo
+        .get_request(&job.request_id)
+        .await
+        .map_err(NotifyError::from)?
+    else {
+        return Ok(Sent::Skipped);
+    };
+    let Some(hook) = meta
+        .webhook
+        .clone()
+        .filter(|h| h.state == DeliveryState::Pending)
+    else {
+        return Ok(Sent::Skipped);
+    };
+    let last = attempt >= MAX_DELIVERY_ATTEMPTS;
+    match attempt_delivery(app, &meta, &hook.url, attempt, last).await? {
+        Attempted::Delivered => Ok(Sent::Delivered),
+        Attempted::Refused | Attempted::Gone => Ok(Sent::Refused),
+        Attempted::Failed { retryable, .. } if last || !retryable => Ok(Sent::Failed),
+        Attempted::Failed { retry_after, .. } => {
+            let scheduled = retry_delay(attempt).unwrap_or_default();
+            let wait = scheduled.max(retry_after.unwrap_or_default());
+            if let (Some(queue), Some(receipt)) = (&app.webhooks, &message.receipt_handle) {
+                queue.retry_webhook_later(receipt, wait).await?;
+            }
+            Ok(Sent::RetryAfter(wait))
+        }
+    }
+}
+
+/// Handles one batch; a message whose next attempt is scheduled, whose attempts are used up
+/// (so it dead-letters) or that hit a storage failure is returned as a batch item failure.
+///
+/// # Errors
+/// Never: every failure is reported per message.
+pub async fn handle<R, S, W>(
+    app: &App<R, S, W>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error>
+where
+    R: RequestRepository,
+    S: ObjectStore,
+    W: WebhookQueue,
+{
+    let mut response = SqsBatchResponse::default();
+    for message in &event.payload.records {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        match send_one(app, message).await {
+            Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => {}
+            Ok(Sent::RetryAfter(wait)) => {
+                tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
+                response.add_failure(message_id);
+            }
+            Ok(Sent::Failed) => {
+                metrics::counter!("webhooks_dead_lettered").increment(1);
+                tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
+                response.add_failure(message_id);
+            }
+            Err(e) => {
+                tracing::warn!(%message_id, error = %e, "webhook message comes back");
+                response.add_failure(message_id);
+            }
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,234 @@
+//! The webhook sender on the embedded adapters, against a loopback receiver: the notifier
+//! queues, the sender delivers once per message, failures follow Svix's schedule through the
+//! message's visibility, the eighth failure dead-letters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::config::Config;
+use pixpress::domain::model::{
+    Counters, DeliveryState, OutputSpec, RequestMeta, RequestStatus, Source, Webhook,
+};
+use pixpress::ports::RequestRepository;
+use pixpress::webhook::WebhookSecret;
+use pixpress_completion_notifier::{App, notify};
+use pixpress_webhook_sender::{Sent, handle, send_one};
+
+type Received = Arc<Mutex<Vec<HeaderMap>>>;
+type TestApp = App<InMemoryRequestRepository, DirObjectStore, InMemoryRowQueue>;
+
+/// A receiver answering `status` (with `Retry-After: retry_after` when given).
+async fn receiver(status: StatusCode, retry_after: Option<&'static str>) -> (SocketAddr, Received) {
+    let received: Received = Arc::default();
+    let seen = received.clone();
+    let router = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(headers);
+                let mut out = HeaderMap::new();
+                if let Some(value) = retry_after {
+                    out.insert("retry-after", value.parse().unwrap());
+                }
+                (status, out)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, received)
+}
+
+const SECRET: &[u8] = b"sender-test-secret";
+
+/// A completed request with a pending webhook to `url`, and the notifier/sender app with a
+/// webhooks queue.
+async fn app(url: String) -> TestApp {
+    let config = Config {
+        fetch: pixpress::fetch::FetchConfig {
+            policy: pixpress::fetch::NetworkPolicy::local(),
+            ..pixpress::fetch::FetchConfig::default()
+        },
+        webhook_secret: Some(WebhookSecret::from_bytes(SECRET)),
+        ..Config::default()
+    };
+    let dir = std::env::temp_dir().join(format!("pixpress-sender-{}", uuid::Uuid::new_v4()));
+    let mut app = App::new(
+        None,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(dir, None).unwrap(),
+        &config,
+    )
+    .unwrap();
+    app.webhooks = Some(InMemoryRowQueue::new(8));
+    let now = Utc::now();
+    let meta = RequestMeta {
+        request_id: "r-1".into(),
+        tenant: "default".into(),
+        status: RequestStatus::Completed,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters::default(),
+        webhook: Some(Webhook {
+            url,
+            state: DeliveryState::Pending,
+            attempts: vec![],
+        }),
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: Some(now),
+    };
+    app.repo.create_request(&meta, &[]).await.unwrap();
+    app
+}
+
+/// The queued message as Lambda hands it over, with `ApproximateReceiveCount`.
+fn message(app: &TestApp, visibility: Duration) -> Option<SqsMessage> {
+    let queue = app.webhooks.as_ref().unwrap();
+    let received = queue.receive(1, visibility).unwrap().pop()?;
+    let mut message = SqsMessage::default();
+    message.message_id = Some(received.message_id);
+    message.receipt_handle = Some(received.receipt_handle);
+    message.body = Some(received.body);
+    message.attributes = HashMap::from([(
+        "ApproximateReceiveCount".to_owned(),
+        received.receive_count.to_string(),
+    )]);
+    Some(message)
+}
+
+async fn webhook_state(app: &TestApp) -> Webhook {
+    app.repo
+        .get_request("r-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_notifier_queues_and_the_sender_delivers_once_signed() {
+    let (addr, received) = receiver(StatusCode::NO_CONTENT, None).await;
+    let app = app(format!("http://{addr}/hook")).await;
+    let notified = notify(&app, "r-1").await.unwrap();
+    assert_eq!(notified.webhook, Some(DeliveryState::Pending));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the notifier does not deliver"
+    );
+    let first = message(&app, Duration::from_secs(30)).unwrap();
+    let mut event = SqsEvent::default();
+    event.records = vec![first.clone()];
+    let response = handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(webhook_state(&app).await.state, DeliveryState::Delivered);
+    let headers = received.lock().unwrap()[0].clone();
+    let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+    assert!(h("webhook-signature").starts_with("v1,"));
+    // A replayed message finds the webhook delivered and sends nothing.
+    assert_eq!(send_one(&app, &first).await.unwrap(), Sent::Skipped);
+    assert_eq!(received.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_letters() {
+    let (addr, received) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
+    let app = app(format!("http://{addr}/hook")).await;
+    notify(&app, "r-1").await.unwrap();
+    let mut first = message(&app, Duration::from_secs(30)).unwrap();
+    // Attempt 1 fails: the message is hidden for 5 s, the attempt recorded as pending.
+    assert_eq!(
+        send_one(&app, &first).await.unwrap(),
+        Sent::RetryAfter(Duration::from_secs(5))
+    );
+    assert!(
+        message(&app, Duration::from_secs(30)).is_none(),
+        "hidden until due"
+    );
+    assert_eq!(webhook_state(&app).await.state, DeliveryState::Pending);
+    // Svix's schedule by attempt number (the receive count).
+    let expected = [
+        (2, 5 * 60),
+        (3, 30 * 60),
+        (4, 2 * 3600),
+        (5, 5 * 3600),
+        (6, 10 * 3600),
+        (7, 10 * 3600),
+    ];
+    for (attempt, seconds) in expected {
+        first
+            .attributes
+            .insert("ApproximateReceiveCount".into(), attempt.to_string());
+        assert_eq!(
+            send_one(&app, &first).await.unwrap(),
+            Sent::RetryAfter(Duration::from_secs(seconds)),
+            "attempt {attempt}"
+        );
+    }
+    first
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "8".into());
+    assert_eq!(send_one(&app, &first).await.unwrap(), Sent::Failed);
+    let webhook = webhook_state(&app).await;
+    assert_eq!(webhook.state, DeliveryState::Failed);
+    assert_eq!(webhook.attempts.len(), 8);
+    assert_eq!(received.lock().unwrap().len(), 8);
+    // Reported as a batch item failure, so the redrive policy moves it to the DLQ.
+    let (addr, _) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
+    let again = app_with_pending(format!("http://{addr}/hook")).await;
+    let mut event = SqsEvent::default();
+    let mut last = message(&again, Duration::from_secs(30)).unwrap();
+    last.attributes
+        .insert("ApproximateReceiveCount".into(), "8".into());
+    event.records = vec![last];
+    let response = handle(&again, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+}
+
+/// A queued request with a pending webhook.
+async fn app_with_pending(url: String) -> TestApp {
+    let app = app(url).await;
+    notify(&app, "r-1").await.unwrap();
+    app
+}
+
+#[tokio::test]
+async fn a_longer_retry_after_wins_over_the_schedule_and_gone_stops_at_once() {
+    let (addr, _) = receiver(StatusCode::TOO_MANY_REQUESTS, Some("3600")).await;
+    let app = app_with_pending(format!("http://{addr}/hook")).await;
+    let first = message(&app, Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        send_one(&app, &first).await.unwrap(),
+        Sent::RetryAfter(Duration::from_secs(3600))
+    );
+    let (addr, received) = receiver(StatusCode::GONE, None).await;
+    let app = app_with_pending(format!("http://{addr}/hook")).await;
+    let first = message(&app, Duration::from_secs(30)).unwrap();
+    assert_eq!(send_one(&app, &first).await.unwrap(), Sent::Refused);
+    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(webhook_state(&app).await.state, DeliveryState::Failed);
+}

@@ -56,7 +56,7 @@ pub async fn invoke<R, Q, S>(
 ) -> anyhow::Result<Value>
 where
     R: RequestRepository,
-    Q: RowQueue,
+    Q: RowQueue + pixpress::ports::WebhookQueue,
     S: ObjectStore,
 {
     let handler_error =
@@ -68,6 +68,7 @@ where
             // Sample events carry no API key: the handler runs as the default tenant.
             let app = pixpress_api::App {
                 keys: None,
+                webhooks: None,
                 repo,
                 queue,
                 store,

@@ -50,7 +50,7 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
     /// Requests and rows.
     type Repo: RequestRepository;
     /// Row jobs.
-    type Queue: RowQueue;
+    type Queue: RowQueue + pixpress::ports::WebhookQueue;
     /// The bucket.
     type Store: ObjectStore;
 
@@ -467,6 +467,7 @@ impl<B: PumpBackend> Pipeline<B> {
         Ok(Self {
             api: pixpress_api::App {
                 keys: None,
+                webhooks: None,
                 repo: repo.clone(),
                 queue: queue.clone(),
                 store: store.clone(),

@@ -238,6 +238,19 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
         (webhook.attempts.len(), webhook.state),
         (2, DeliveryState::Delivered)
     );
+    // A redelivery sets the finished request's webhook pending again, keeping its attempts.
+    assert!(repo.redeliver_webhook("contract-1").await.unwrap());
+    let webhook = repo
+        .get_request("contract-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap();
+    assert_eq!(
+        (webhook.attempts.len(), webhook.state),
+        (2, DeliveryState::Pending)
+    );
 
     // Pagination walks every row exactly once.
     repo.create_request(&meta("contract-2", 7, false), &rows(7))

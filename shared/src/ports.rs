@@ -260,6 +260,20 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
+    /// Sets a terminal request's webhook back to pending for a redelivery, keeping every
+    /// attempt made so far. `false` (nothing changed) when the request has no webhook or has
+    /// not finished.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Setting pending twice leaves it pending.
+    fn redeliver_webhook(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
     /// Appends a webhook attempt and sets the delivery state.
     ///
     /// # Errors

@@ -35,7 +35,7 @@ use pixpress::domain::input_csv::CsvLimits;
 use pixpress::domain::keys::is_valid_request_id;
 use pixpress::domain::model::DEFAULT_TENANT;
 use pixpress::domain::model::OutputSpec;
-use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress::ports::{ObjectStore, RequestRepository, RowQueue, WebhookQueue};
 
 use problem::Problem;
 
@@ -78,6 +78,9 @@ pub struct App<R, Q, S> {
     pub store: S,
     /// Settings.
     pub config: ApiConfig,
+    /// The webhooks queue of a deployment, for `POST /requests/{id}/webhook/redeliver`;
+    /// `None` where the notifier delivers itself (local runs): redelivery answers 501 there.
+    pub webhooks: Option<Q>,
 }
 
 /// Handles one HTTP request. Never returns `Err` for a client or backend problem: those are
@@ -91,7 +94,7 @@ pub async fn handle<R, Q, S>(
 ) -> Result<Response<Body>, lambda_http::Error>
 where
     R: RequestRepository,
-    Q: RowQueue,
+    Q: RowQueue + WebhookQueue,
     S: ObjectStore,
 {
     let raw = request.raw_http_path();
@@ -134,15 +137,22 @@ where
         (["requests", id, "output.csv"], &Method::GET) if is_valid_request_id(id) => {
             status::get_output_csv(app, id, &tenant).await
         }
+        (["requests", id, "webhook", "redeliver"], &Method::POST) if is_valid_request_id(id) => {
+            status::post_redeliver(app, id, &tenant).await
+        }
+        (["requests", _, "webhook", "redeliver"], &Method::POST) => {
+            Problem::request_not_found().into_response()
+        }
         (["requests", _] | ["requests", _, "output.csv"], &Method::GET) => {
             Problem::request_not_found().into_response()
         }
         (["uploads"] | ["upload-urls"] | ["requests", ..], _) => {
-            let allow = if segments.first() == Some(&"requests") {
-                "GET"
-            } else {
-                "POST"
-            };
+            let allow =
+                if segments.first() == Some(&"requests") && segments.get(2) != Some(&"webhook") {
+                    "GET"
+                } else {
+                    "POST"
+                };
             let mut response = Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

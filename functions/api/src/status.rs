@@ -354,3 +354,68 @@ where
         Err(e) => Problem::internal(&e).into_response(),
     }
 }
+
+/// Handles `POST /requests/{id}/webhook/redeliver`: sends a finished request's completion event
+/// again (a new series of attempts on the sender's schedule, every earlier attempt kept).
+/// `202` when queued; `404` as for status; `409` when the request has not finished or has no
+/// webhook; `501` where there is no webhooks queue (local runs).
+pub async fn post_redeliver<R, Q, S>(
+    app: &App<R, Q, S>,
+    request_id: &str,
+    tenant: &str,
+) -> Response<Body>
+where
+    R: RequestRepository,
+    Q: pixpress::ports::WebhookQueue,
+{
+    let meta = match visible_request(&app.repo, request_id, tenant).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Problem::request_not_found().into_response(),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    let conflict = |detail: String| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "cannot-redeliver",
+            "Cannot redeliver",
+            detail,
+        )
+        .into_response()
+    };
+    if meta.webhook.is_none() {
+        return conflict("the request was submitted without a webhook_url".to_owned());
+    }
+    if !meta.status.is_terminal() {
+        return conflict(format!(
+            "the request is {}; its webhook fires when it completes",
+            meta.status.as_str()
+        ));
+    }
+    let Some(queue) = &app.webhooks else {
+        return Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "redelivery-unavailable",
+            "Redelivery unavailable",
+            "this deployment has no webhooks queue; completion events are delivered once by the notifier",
+        )
+        .into_response();
+    };
+    let job = pixpress::domain::model::WebhookJob {
+        request_id: meta.request_id.clone(),
+        tenant: meta.tenant.clone(),
+    };
+    match app.repo.redeliver_webhook(request_id).await {
+        Ok(_) => {}
+        Err(e) => {
+            return Problem::unavailable(&e, "the redelivery could not be recorded")
+                .into_response();
+        }
+    }
+    match queue.send_webhook(&job).await {
+        Ok(()) => json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "request_id": meta.request_id, "webhook": "PENDING" }),
+        ),
+        Err(e) => Problem::unavailable(&e, "the redelivery could not be queued").into_response(),
+    }
+}

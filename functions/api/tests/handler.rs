@@ -17,6 +17,7 @@ fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
     App {
         keys: None,
+        webhooks: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
@@ -296,6 +297,7 @@ async fn s3_app() -> (
     let sdk = pixpress::adapters::aws::lambda_sdk_config_from(vars).unwrap();
     let app = App {
         keys: None,
+        webhooks: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
@@ -733,4 +735,89 @@ async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
     let replay = handle(&app, keyed()).await.unwrap();
     assert_eq!(json(&replay)["request_id"], new_id.as_str());
     assert_eq!(replay.headers().get("idempotent-replayed").unwrap(), "true");
+}
+
+/// `POST /requests/{id}/webhook/redeliver`: a finished request's webhook goes back on the
+/// webhooks queue with its attempts kept; not before it finishes; 501 without a queue.
+#[tokio::test]
+async fn a_finished_requests_webhook_can_be_redelivered() {
+    use pixpress::domain::model::{
+        Counters, DeliveryState, OutputSpec, RequestMeta, Source, Webhook, WebhookAttempt,
+    };
+    let mut app = app(&Config::default());
+    let now = chrono::Utc::now();
+    let meta = |id: &str, status: RequestStatus| RequestMeta {
+        request_id: id.into(),
+        tenant: "default".into(),
+        status,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters::default(),
+        webhook: Some(Webhook {
+            url: "https://hooks.example/done".into(),
+            state: DeliveryState::Failed,
+            attempts: vec![WebhookAttempt {
+                at: now,
+                status_code: Some(503),
+                error: Some("http_503".into()),
+            }],
+        }),
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: Some(now),
+    };
+    app.repo
+        .create_request(&meta("done-1", RequestStatus::Completed), &[])
+        .await
+        .unwrap();
+    app.repo
+        .create_request(&meta("busy-1", RequestStatus::Processing), &[])
+        .await
+        .unwrap();
+    let redeliver = |id: &str| {
+        request(
+            Method::POST,
+            &format!("/requests/{id}/webhook/redeliver"),
+            None,
+            vec![],
+        )
+    };
+    let unavailable = handle(&app, redeliver("done-1")).await.unwrap();
+    assert_eq!(unavailable.status(), 501);
+    app.webhooks = Some(InMemoryRowQueue::new(8));
+    let accepted = handle(&app, redeliver("done-1")).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let webhook = app
+        .repo
+        .get_request("done-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook
+        .unwrap();
+    assert_eq!(webhook.state, DeliveryState::Pending);
+    assert_eq!(webhook.attempts.len(), 1, "earlier attempts are kept");
+    let queued = app
+        .webhooks
+        .as_ref()
+        .unwrap()
+        .receive(10, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].body.contains("done-1"));
+    assert_eq!(
+        handle(&app, redeliver("busy-1")).await.unwrap().status(),
+        409
+    );
+    assert_eq!(
+        handle(&app, redeliver("no-such-id"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }

@@ -749,6 +749,23 @@ impl RequestRepository for DynamoRequestRepository {
         .map(|_| ())
     }
 
+    async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
+        self.conditional_update(
+            request_id,
+            "SET webhook.#state = :pending",
+            "attribute_exists(webhook) AND #status IN (:completed, :with_errors, :failed)",
+            &[("#state", "state"), ("#status", "status")],
+            vec![
+                (":pending", encode(&DeliveryState::Pending)?),
+                (":completed", status(RequestStatus::Completed)),
+                (":with_errors", status(RequestStatus::CompletedWithErrors)),
+                (":failed", status(RequestStatus::Failed)),
+            ],
+            "redelivering the webhook",
+        )
+        .await
+    }
+
     async fn record_webhook_attempt(
         &self,
         request_id: &str,

@@ -729,6 +729,20 @@ impl RequestRepository for InMemoryRequestRepository {
         .map(|_| ())
     }
 
+    async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
+        self.write_meta(request_id, "redelivering the webhook", |stored| {
+            if !stored.meta.status.is_terminal() {
+                return false;
+            }
+            let Some(webhook) = stored.meta.webhook.as_mut() else {
+                return false;
+            };
+            webhook.state = DeliveryState::Pending;
+            true
+        })
+        .await
+    }
+
     async fn record_webhook_attempt(
         &self,
         request_id: &str,

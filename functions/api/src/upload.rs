@@ -260,10 +260,12 @@ where
                 Ok(form) => form,
                 Err(e) if e.contains("size limit") => return too_large(limit + 1, limit),
                 Err(e) => {
+                    // The parser's own words go to the logs; the client gets what to do.
+                    tracing::info!(error = %e, "unreadable multipart form");
                     return bad_request(
                         "invalid-form",
                         "Invalid form",
-                        format!("the multipart form cannot be read: {e}"),
+                        "the multipart form cannot be read; send the CSV in a `file` field of a well-formed multipart/form-data body, or as text/csv",
                     );
                 }
             }

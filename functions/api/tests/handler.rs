@@ -821,3 +821,29 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
         404
     );
 }
+
+/// A broken form gets a short message saying what to send, not the parser's words.
+#[tokio::test]
+async fn a_broken_multipart_form_gets_a_short_actionable_problem() {
+    let app = app(&Config::default());
+    let response = handle(
+        &app,
+        request(
+            Method::POST,
+            "/uploads",
+            Some("multipart/form-data; boundary=XYZ"),
+            b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nS. No.".to_vec(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let doc = json(&response);
+    assert_eq!(doc["type"], "urn:pixpress:problem:invalid-form");
+    let detail = doc["detail"].as_str().unwrap();
+    assert!(detail.contains("`file` field"), "{detail}");
+    assert!(
+        !detail.to_ascii_lowercase().contains("incomplete"),
+        "{detail}"
+    );
+}

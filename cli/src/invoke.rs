@@ -14,21 +14,23 @@ use serde_json::{Value, json};
 use crate::events::context;
 
 /// The function names `invoke` accepts (crate, binary and `events/` folder names).
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 6] = [
     "api",
     "s3-ingest",
     "row-worker",
     "row-dead-letter",
     "completion-notifier",
+    "webhook-sender",
 ];
 
 /// The template's logical function names and the names they stand for.
-pub const LOGICAL_NAMES: [(&str, &str); 5] = [
+pub const LOGICAL_NAMES: [(&str, &str); 6] = [
     ("ApiFunction", "api"),
     ("S3IngestFunction", "s3-ingest"),
     ("RowWorkerFunction", "row-worker"),
     ("RowDeadLetterFunction", "row-dead-letter"),
     ("CompletionNotifierFunction", "completion-notifier"),
+    ("WebhookSenderFunction", "webhook-sender"),
 ];
 
 /// `function` as one of [`FUNCTIONS`]: a template logical name (`RowWorkerFunction`, as `sam
@@ -117,6 +119,22 @@ where
             let app = pixpress_row_dead_letter::App::new(repo, config);
             let response =
                 pixpress_row_dead_letter::handle(&app, LambdaEvent::new(event, context()))
+                    .await
+                    .map_err(handler_error)?;
+            Ok(serde_json::to_value(response)?)
+        }
+        "webhook-sender" => {
+            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
+            let app = pixpress_completion_notifier::App {
+                keys: None,
+                repo,
+                store,
+                fetcher: pixpress::fetch::Fetcher::new(config.webhook_fetch())?,
+                config: pixpress_completion_notifier::NotifierConfig::from(config),
+                webhooks: Some(queue),
+            };
+            let response =
+                pixpress_webhook_sender::handle(&app, LambdaEvent::new(event, context()))
                     .await
                     .map_err(handler_error)?;
             Ok(serde_json::to_value(response)?)

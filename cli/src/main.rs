@@ -79,7 +79,8 @@ enum Command {
     },
     /// Run one Lambda handler on a sample event (e.g. events/api/post-upload-csv.json).
     Invoke {
-        /// api, s3-ingest, row-worker, row-dead-letter or completion-notifier, or the
+        /// api, s3-ingest, row-worker, row-dead-letter, completion-notifier or webhook-sender,
+        /// or the
         /// template's logical name (ApiFunction, RowWorkerFunction, …).
         function: String,
         /// The event JSON, as Lambda delivers it.

@@ -222,3 +222,29 @@ fn serve_refuses_no_auth_off_loopback() {
         "{stderr}"
     );
 }
+
+/// Every function has a sample event: the webhook sender on a job for a request this empty
+/// state does not hold skips it and reports no failure.
+#[test]
+fn invoke_runs_the_webhook_sender_on_its_sample_event() {
+    let event = format!(
+        "{}/../events/webhook-sender/webhook-job.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
+    let output = pixpress()
+        .args(["invoke", "WebhookSenderFunction"])
+        .arg(&event)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -125,14 +125,8 @@ where
         }
         "webhook-sender" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let app = pixpress_completion_notifier::App {
-                keys: None,
-                repo,
-                store,
-                fetcher: pixpress::fetch::Fetcher::new(config.webhook_fetch())?,
-                config: pixpress_completion_notifier::NotifierConfig::from(config),
-                webhooks: Some(queue),
-            };
+            let app = pixpress_completion_notifier::App::new(None, repo, store, config)?
+                .with_webhooks(Some(queue));
             let response =
                 pixpress_webhook_sender::handle(&app, LambdaEvent::new(event, context()))
                     .await

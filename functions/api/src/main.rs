@@ -21,10 +21,7 @@ async fn main() -> Result<(), Error> {
         store: aws.store,
         config: ApiConfig::from(&config),
         // Redelivery queues on the webhooks queue the webhook-sender reads.
-        webhooks: std::env::var(pixpress::config::vars::WEBHOOKS_QUEUE_URL)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .map(|url| pixpress::adapters::aws::SqsRowQueue::new(&sdk, url)),
+        webhooks: pixpress::adapters::aws::webhooks_queue_from_env(&sdk),
     };
     // One EMF document of this invocation's metrics after each response.
     run(service_fn(|request| async {

@@ -104,6 +104,21 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S, InMemoryRowQueue> {
     }
 }
 
+impl<R, S, W> App<R, S, W> {
+    /// The same app with `webhooks` as its webhooks queue (`None`: it delivers itself).
+    #[must_use]
+    pub fn with_webhooks<V>(self, webhooks: Option<V>) -> App<R, S, V> {
+        App {
+            keys: self.keys,
+            repo: self.repo,
+            store: self.store,
+            fetcher: self.fetcher,
+            config: self.config,
+            webhooks,
+        }
+    }
+}
+
 /// What a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notified {

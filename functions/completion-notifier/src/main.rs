@@ -6,7 +6,8 @@
 use lambda_runtime::{Error, run, service_fn};
 use pixpress::adapters::AnyKeyStore;
 use pixpress::adapters::aws::{
-    SqsRowQueue, key_store_from_env, lambda_sdk_config, repository_from_env, store_from_env,
+    key_store_from_env, lambda_sdk_config, repository_from_env, store_from_env,
+    webhooks_queue_from_env,
 };
 use pixpress::config::Config;
 use pixpress_completion_notifier::{App, handle};
@@ -17,25 +18,14 @@ async fn main() -> Result<(), Error> {
     let metrics = pixpress::telemetry::Metrics::init("completion-notifier");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
-    let mut app = App::new(
+    // Deployed, the webhook-sender delivers from the webhooks queue (off this stream shard).
+    let app = App::new(
         Some(AnyKeyStore::Dynamo(key_store_from_env(&sdk)?)),
         repository_from_env(&sdk)?,
         store_from_env(&sdk)?,
         &config,
-    )?;
-    // Deployed, the webhook-sender delivers from the webhooks queue (off this stream shard).
-    let webhooks = std::env::var(pixpress::config::vars::WEBHOOKS_QUEUE_URL)
-        .ok()
-        .filter(|url| !url.is_empty())
-        .map(|url| SqsRowQueue::new(&sdk, url));
-    let app = App {
-        keys: app.keys.take(),
-        repo: app.repo,
-        store: app.store,
-        fetcher: app.fetcher,
-        config: app.config,
-        webhooks,
-    };
+    )?
+    .with_webhooks(webhooks_queue_from_env(&sdk));
     // One EMF document of this invocation's metrics after each event.
     run(service_fn(|event| async {
         let result = handle(&app, event).await;

@@ -72,6 +72,16 @@ pub fn key_store_from_env(sdk: &aws_config::SdkConfig) -> Result<DynamoKeyStore,
     ))
 }
 
+/// The webhooks queue named by `WEBHOOKS_QUEUE_URL`, or `None` when it is unset or empty
+/// (then the notifier delivers itself).
+#[must_use]
+pub fn webhooks_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueue> {
+    std::env::var(vars::WEBHOOKS_QUEUE_URL)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .map(|url| SqsRowQueue::new(sdk, url))
+}
+
 /// The rows queue named by `ROWS_QUEUE_URL`.
 ///
 /// # Errors

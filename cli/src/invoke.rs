@@ -4,7 +4,7 @@
 //! `BUCKET_NAME`, endpoints from `AWS_ENDPOINT_URL*`).
 
 use anyhow::{Context as _, bail};
-use aws_lambda_events::event::{dynamodb, s3::S3Event, sqs::SqsEvent};
+use aws_lambda_events::event::{dynamodb, sqs::SqsEvent};
 use lambda_http::Body;
 use lambda_runtime::LambdaEvent;
 use pixpress::config::Config;
@@ -94,17 +94,18 @@ where
             )
         }
         "s3-ingest" => {
-            let event: S3Event = serde_json::from_str(event).context("parsing the S3 event")?;
-            let app = pixpress_s3_ingest::App {
+            // An S3 event or a batch of chunk jobs, as the function's two triggers send.
+            let event: Value = serde_json::from_str(event).context("parsing the event")?;
+            let app: pixpress_s3_ingest::App<_, _, _> = pixpress_s3_ingest::App {
                 repo,
                 queue,
                 store,
+                chunks: None,
                 config: pixpress_s3_ingest::IngestConfig::from(config),
             };
-            pixpress_s3_ingest::handle(&app, LambdaEvent::new(event, context()))
+            pixpress_s3_ingest::handle_any(&app, LambdaEvent::new(event, context()))
                 .await
-                .map_err(handler_error)?;
-            Ok(Value::Null)
+                .map_err(handler_error)
         }
         "row-worker" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;

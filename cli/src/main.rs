@@ -16,7 +16,7 @@ use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::invoke::invoke;
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
-use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_csv, summary};
+use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_file, summary};
 
 /// pixpress: bulk image compression from a product CSV.
 #[derive(Debug, Parser)]
@@ -262,14 +262,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            let bytes = tokio::fs::read(&csv)
-                .await
-                .with_context(|| format!("reading {}", csv.display()))?;
             let options = RunOptions {
                 webhook_url: webhook,
                 quality,
                 max_dimension,
                 progress: !json,
+                summary_only: !json,
             };
             let outcome = match (backend, endpoint) {
                 (RunBackend::Emulator, Some(_)) if faults.is_some() => {
@@ -286,7 +284,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         &names,
                     )
                     .await?;
-                    run_csv(&pipeline, bytes, &options).await?
+                    run_file(&pipeline, &csv, &options).await?
                 }
                 (RunBackend::Emulator, None) => {
                     anyhow::bail!("--backend emulator needs --endpoint")
@@ -295,7 +293,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     let mut pipeline_options = PipelineOptions::new(&out);
                     pipeline_options.faults = faults;
                     let pipeline = LocalPipeline::new(&config, pipeline_options)?;
-                    let outcome = run_csv(&pipeline, bytes, &options).await?;
+                    let outcome = run_file(&pipeline, &csv, &options).await?;
                     if let Some(injected) = pipeline.faults() {
                         eprintln!("faults injected: {}", injected.counts());
                     }

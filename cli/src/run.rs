@@ -1,15 +1,23 @@
 //! `pixpress run`: one CSV through the local pipeline, with progress and a summary.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use aws_lambda_events::event::s3::S3EventRecord;
+use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use pixpress::domain::keys::{IMAGES_PREFIX, derived_request_id};
-use pixpress::domain::model::{ImageStatus, RequestMeta};
-use pixpress::ingest::load_all_rows;
-use pixpress::ports::{ObjectStore, RequestRepository};
+use pixpress::domain::keys::{
+    IMAGES_PREFIX, derived_request_id, pending_upload_key, presigned_upload_key,
+};
+use pixpress::domain::model::{
+    DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions,
+};
+use pixpress::ingest::check_webhook_url;
+use pixpress::ports::{MultipartWriter, ObjectStore, RequestRepository};
+use pixpress_s3_ingest::RecordOutcome;
+use tokio::io::AsyncReadExt as _;
 
 use crate::pipeline::{Pipeline, PumpBackend, Upload};
 
@@ -24,6 +32,9 @@ pub struct RunOptions {
     pub max_dimension: Option<u32>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Skip the final status document with every product (`--json` needs it; a summary of a
+    /// million-row run does not).
+    pub summary_only: bool,
 }
 
 /// What a finished run produced.
@@ -39,7 +50,7 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Failed images per error code.
     pub failures_by_code: BTreeMap<String, u64>,
-    /// The final `GET /requests/{id}` document.
+    /// The final `GET /requests/{id}` document (`null` with [`RunOptions::summary_only`]).
     pub status_document: serde_json::Value,
 }
 
@@ -67,9 +78,14 @@ fn idempotency_key(csv: &[u8], options: &RunOptions) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(csv);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    run_request_id(&hex, options)
+}
+
+/// The id a run of a CSV with SHA-256 `hex` and `options` gets.
+fn run_request_id(hex: &str, options: &RunOptions) -> String {
     derived_request_id(&[
         "pixpress-run",
-        &hex,
+        hex,
         options.webhook_url.as_deref().unwrap_or_default(),
         &options.quality.map(|q| q.to_string()).unwrap_or_default(),
         &options
@@ -117,6 +133,183 @@ pub async fn run_csv<B: PumpBackend>(
             return Ok(RunOutcome::Rejected { status, problem });
         }
     };
+    finish_run(pipeline, &request_id, started, options).await
+}
+
+/// Bytes per part when a catalogue is copied into the bucket (S3 parts: 5 MiB to 5 GiB).
+const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Runs the CSV file at `path`. A file within the API's limit goes through `POST /uploads`
+/// ([`run_csv`]); a larger one — a catalogue of up to `MAX_UPLOAD_BYTES` (1 GiB) and
+/// `MAX_UPLOAD_ROWS` (1,000,000) — takes the S3 path as a presigned upload would: copied
+/// into the bucket in parts, validated in one streaming pass and expanded in chunks by
+/// `s3-ingest`. Memory stays bounded either way: the file is never read whole.
+///
+/// # Errors
+/// When the file cannot be read or a handler fails.
+pub async fn run_file<B: PumpBackend>(
+    pipeline: &Pipeline<B>,
+    path: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size <= pipeline.api.config.csv.max_bytes as u64 {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        return run_csv(pipeline, bytes, options).await;
+    }
+    run_catalogue(pipeline, path, options).await
+}
+
+/// A `400 invalid-csv`-style problem, as `POST /uploads` answers, for a rejected catalogue.
+fn rejection_problem(
+    slug: &str,
+    title: &str,
+    detail: String,
+    errors: serde_json::Value,
+) -> RunOutcome {
+    RunOutcome::Rejected {
+        status: 400,
+        problem: serde_json::json!({
+            "type": format!("urn:pixpress:problem:{slug}"),
+            "title": title,
+            "status": 400,
+            "detail": detail,
+            "errors": errors,
+        }),
+    }
+}
+
+/// The S3 path of [`run_file`].
+async fn run_catalogue<B: PumpBackend>(
+    pipeline: &Pipeline<B>,
+    path: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    use sha2::{Digest, Sha256};
+    let started = Instant::now();
+    let open = || async {
+        tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))
+    };
+    // The request id: from the file's digest and the options, as for a small file.
+    let mut digest = Sha256::new();
+    let mut file = open().await?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buf[..n]);
+    }
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The id `POST /uploads` gives this run's idempotency key, so a file names the same
+    // request (and the same output URLs) on either path.
+    let request_id = derived_request_id(&[
+        "idempotency-key",
+        DEFAULT_TENANT,
+        &run_request_id(&hex, options),
+    ]);
+    let ingest = &pipeline.s3_ingest;
+    let default = ingest.config.output;
+    let output_spec = if options.quality.is_none() && options.max_dimension.is_none() {
+        default
+    } else {
+        match OutputSpec::new(
+            options.quality.unwrap_or(default.quality),
+            options.max_dimension.or(default.max_dimension),
+        ) {
+            Ok(spec) => spec,
+            Err(e) => {
+                return Ok(rejection_problem(
+                    "invalid-options",
+                    "Invalid options",
+                    e,
+                    serde_json::json!([]),
+                ));
+            }
+        }
+    };
+    let webhook_url = match &options.webhook_url {
+        Some(url) => match check_webhook_url(url, ingest.config.egress) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                return Ok(rejection_problem(
+                    "invalid-webhook-url",
+                    "Invalid webhook URL",
+                    e,
+                    serde_json::json!([]),
+                ));
+            }
+        },
+        None => None,
+    };
+    let store = pipeline.store();
+    let upload_options = UploadOptions {
+        webhook_url,
+        output_spec,
+    };
+    store
+        .put(
+            &pending_upload_key(DEFAULT_TENANT, &request_id),
+            serde_json::to_vec(&upload_options)?.into(),
+            "application/json",
+        )
+        .await?;
+    // The file into the bucket, a part at a time.
+    let key = presigned_upload_key(DEFAULT_TENANT, &request_id);
+    let mut writer = MultipartWriter::start(store, &key, "text/csv", UPLOAD_PART_BYTES).await?;
+    let mut file = open().await?;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n]).await?;
+    }
+    writer.finish().await?;
+    let mut record = S3EventRecord::default();
+    record.event_name = Some("ObjectCreated:CompleteMultipartUpload".to_owned());
+    record.s3.bucket.name = Some("local".to_owned());
+    record.s3.object.key = Some(key.clone());
+    let outcome = pixpress_s3_ingest::ingest_record(ingest, &record)
+        .await
+        .map_err(|e| anyhow::anyhow!("ingesting {key}: {e}"))?;
+    match outcome {
+        RecordOutcome::Ingested(ingested) => {
+            finish_run(pipeline, &ingested.meta.request_id, started, options).await
+        }
+        RecordOutcome::Rejected { issues, .. } => Ok(rejection_problem(
+            "invalid-csv",
+            "Invalid CSV",
+            format!(
+                "the CSV has {} error(s); nothing was processed — fix them and upload again",
+                issues.len()
+            ),
+            serde_json::to_value(&issues)?,
+        )),
+        RecordOutcome::Ignored => anyhow::bail!("{key} was not ingested"),
+    }
+}
+
+/// Pumps the pipeline until request `request_id` is done and gathers the report.
+async fn finish_run<B: PumpBackend>(
+    pipeline: &Pipeline<B>,
+    request_id: &str,
+    started: Instant,
+    options: &RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    let request_id = request_id.to_owned();
     let bar = if options.progress {
         ProgressBar::new(0)
     } else {
@@ -148,32 +341,50 @@ pub async fn run_csv<B: PumpBackend>(
             tokio::fs::create_dir_all(&data_dir)
                 .await
                 .with_context(|| format!("creating {}", data_dir.display()))?;
-            let object = pipeline
+            let mut object = pipeline
                 .store()
-                .get(key, u64::MAX)
+                .open(key, None)
                 .await?
                 .context("the output CSV is recorded but missing")?;
             let path = data_dir.join("output.csv");
-            tokio::fs::write(&path, &object.bytes)
+            let mut file = tokio::fs::File::create(&path)
                 .await
                 .with_context(|| format!("writing {}", path.display()))?;
+            while let Some(piece) = object.body.next().await {
+                tokio::io::AsyncWriteExt::write_all(&mut file, &piece?)
+                    .await
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            tokio::io::AsyncWriteExt::flush(&mut file).await?;
             Some(path)
         }
         None => None,
     };
     let mut failures_by_code = BTreeMap::new();
-    for row in load_all_rows(pipeline.repo(), &request_id).await? {
-        for image in row
-            .images
+    // Page by page: a catalogue's rows never sit in memory at once.
+    let mut after = None;
+    loop {
+        let page = pipeline.repo().list_rows(&request_id, after, 1000).await?;
+        for image in page
+            .rows
             .iter()
+            .flat_map(|row| &row.images)
             .filter(|i| i.status == ImageStatus::Failed)
         {
             *failures_by_code
                 .entry(image.error_code.clone().unwrap_or_default())
                 .or_insert(0) += 1;
         }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
     }
-    let status_document = pipeline.status_document(&request_id).await?;
+    let status_document = if options.summary_only {
+        serde_json::Value::Null
+    } else {
+        pipeline.status_document(&request_id).await?
+    };
     let meta = pipeline
         .repo()
         .get_request(&request_id)

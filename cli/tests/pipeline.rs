@@ -177,3 +177,104 @@ async fn the_run_report_lists_every_product_past_one_status_page() {
     assert!(report.status_document.get("next_cursor").is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A file over the API's limit takes the S3 path (stored in parts, validated in one streaming
+/// pass, expanded in chunks) and its output CSV is byte-identical, row for row, to what the
+/// same rows give through `POST /uploads`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_output_csv() {
+    let server = serve_on_loopback(photo_router()).await.unwrap();
+    let mut config = Config::default();
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    // Two chunks of ingest (1,000 rows each).
+    let rows = 1_234;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for i in 1..=rows {
+        // Two photos per row, under distinct URLs (a query string), and one missing image.
+        let photo = PHOTOS[i % 3].name;
+        let extra = if i % 500 == 0 {
+            format!("http://{server}/photos/missing-{i}.jpg")
+        } else {
+            format!("http://{server}/photos/{photo}?v={i}b")
+        };
+        csv.push_str(&format!(
+            "{i},\"Item, {i}\",\"http://{server}/photos/{photo}?v={i}a, {extra}\"\r\n"
+        ));
+    }
+    let base = std::env::temp_dir().join(format!("pixpress-catalogue-{}", uuid::Uuid::new_v4()));
+    let file = base.join("catalogue.csv");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(&file, &csv).unwrap();
+    let run = |config: Config, dir: &str| {
+        let dir = base.join(dir);
+        let file = file.clone();
+        async move {
+            let mut options = PipelineOptions::new(&dir);
+            options.public_base_url = Some("https://cdn.example".to_owned());
+            let pipeline = LocalPipeline::new(&config, options).unwrap();
+            let options = RunOptions {
+                summary_only: true,
+                ..RunOptions::default()
+            };
+            let RunOutcome::Finished(report) =
+                pixpress_cli::run::run_file(&pipeline, &file, &options)
+                    .await
+                    .unwrap()
+            else {
+                panic!("the CSV was rejected");
+            };
+            report
+        }
+    };
+    // The S3 path: the API takes at most 64 KiB here.
+    let mut small_api = config.clone();
+    small_api.csv.max_bytes = 64 * 1024;
+    let catalogue = run(small_api, "s3-path").await;
+    assert!(csv.len() > 64 * 1024);
+    assert_eq!(catalogue.meta.source, pixpress::domain::model::Source::S3);
+    assert_eq!(catalogue.meta.status, RequestStatus::CompletedWithErrors);
+    assert_eq!(catalogue.meta.counters.rows_done, rows as u64);
+    assert_eq!(catalogue.meta.counters.images_failed, 2);
+    assert_eq!(catalogue.failures_by_code.get("http_404"), Some(&2));
+    assert!(catalogue.status_document.is_null());
+    // The API path on the same file.
+    let direct = run(config, "api-path").await;
+    assert_eq!(direct.meta.source, pixpress::domain::model::Source::Api);
+    assert_eq!(direct.meta.request_id, catalogue.meta.request_id);
+    let a = std::fs::read(catalogue.output_csv.unwrap()).unwrap();
+    let b = std::fs::read(direct.output_csv.unwrap()).unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "the output CSVs differ");
+    std::fs::remove_dir_all(&base).ok();
+}
+
+/// A catalogue with one bad row is rejected whole, with the row and column, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_with_one_bad_row_is_rejected_with_its_row_and_column() {
+    let mut config = Config::default();
+    config.csv.max_bytes = 1024;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for i in 1..=300 {
+        let scheme = if i == 271 { "ftp" } else { "https" };
+        csv.push_str(&format!("{i},Item {i},{scheme}://img.example/{i}.jpg\n"));
+    }
+    let base = std::env::temp_dir().join(format!("pixpress-rejected-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&base).unwrap();
+    let file = base.join("catalogue.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(base.join("data"))).unwrap();
+    let RunOutcome::Rejected { status, problem } =
+        pixpress_cli::run::run_file(&pipeline, &file, &RunOptions::default())
+            .await
+            .unwrap()
+    else {
+        panic!("the CSV was accepted");
+    };
+    assert_eq!(status, 400);
+    assert_eq!(problem["errors"][0]["row"], 272);
+    assert_eq!(problem["errors"][0]["column"], "Input Image Urls");
+    assert_eq!(problem["errors"][0]["code"], "unsupported_scheme");
+    let text = pixpress_cli::run::rejection_text(status, &problem);
+    assert!(text.contains("row 272, column Input Image Urls"), "{text}");
+    std::fs::remove_dir_all(&base).ok();
+}

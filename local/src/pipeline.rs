@@ -477,6 +477,7 @@ impl<B: PumpBackend> Pipeline<B> {
                 repo: repo.clone(),
                 queue: queue.clone(),
                 store: store.clone(),
+                chunks: None,
                 config: pixpress_s3_ingest::IngestConfig::from(config),
             },
             worker: pixpress_row_worker::App::with_fetcher(

@@ -69,6 +69,14 @@ pub mod vars {
     pub const BUCKET_NAME: &str = "BUCKET_NAME";
     /// SQS queue URL of row jobs (deployments).
     pub const ROWS_QUEUE_URL: &str = "ROWS_QUEUE_URL";
+    /// Largest CSV the S3 path (presigned uploads, `pixpress run`) accepts, in bytes
+    /// (default 1 GiB).
+    pub const MAX_UPLOAD_BYTES: &str = "MAX_UPLOAD_BYTES";
+    /// Most data rows the S3 path accepts (default 1,000,000).
+    pub const MAX_UPLOAD_ROWS: &str = "MAX_UPLOAD_ROWS";
+    /// SQS queue URL of ingest chunk jobs (deployments; unset: `s3-ingest` expands every
+    /// chunk itself).
+    pub const INGEST_QUEUE_URL: &str = "INGEST_QUEUE_URL";
 
     /// Every variable above, for consistency checks against `template.yaml`.
     pub const ALL: &[&str] = &[
@@ -99,6 +107,9 @@ pub mod vars {
         TABLE_NAME,
         BUCKET_NAME,
         ROWS_QUEUE_URL,
+        MAX_UPLOAD_BYTES,
+        MAX_UPLOAD_ROWS,
+        INGEST_QUEUE_URL,
     ];
 }
 
@@ -112,11 +123,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Default largest CSV of the S3 path: 1 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 1 << 30;
+/// Default most rows of the S3 path.
+pub const DEFAULT_MAX_UPLOAD_ROWS: usize = 1_000_000;
+
 /// Every setting of every function; each function reads what it needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Upload limits.
+    /// Limits of `POST /uploads` (a CSV in the request body: API Gateway's 10 MB payload).
     pub csv: CsvLimits,
+    /// Limits of the S3 path (presigned uploads and `pixpress run`): the same per-row limits,
+    /// up to [`DEFAULT_MAX_UPLOAD_BYTES`] and [`DEFAULT_MAX_UPLOAD_ROWS`].
+    pub upload: CsvLimits,
     /// Decode limits.
     pub decode: DecodeLimits,
     /// Download limits and network policy.
@@ -145,6 +164,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             csv: CsvLimits::default(),
+            upload: CsvLimits {
+                max_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+                max_rows: DEFAULT_MAX_UPLOAD_ROWS,
+                ..CsvLimits::default()
+            },
             decode: DecodeLimits::default(),
             fetch: FetchConfig::default(),
             output: OutputSpec::default(),
@@ -242,13 +266,19 @@ impl Config {
             d.worker_download_budget,
         )?
         .max(fetch.max_bytes);
+        let csv = CsvLimits {
+            max_bytes: parse(&lookup, MAX_CSV_BYTES, d.csv.max_bytes)?,
+            max_rows: parse(&lookup, MAX_ROWS, d.csv.max_rows)?,
+            max_urls_per_row: parse(&lookup, MAX_URLS_PER_ROW, d.csv.max_urls_per_row)?,
+            max_url_length: parse(&lookup, MAX_URL_LENGTH, d.csv.max_url_length)?,
+            max_issues: d.csv.max_issues,
+        };
         Ok(Self {
-            csv: CsvLimits {
-                max_bytes: parse(&lookup, MAX_CSV_BYTES, d.csv.max_bytes)?,
-                max_rows: parse(&lookup, MAX_ROWS, d.csv.max_rows)?,
-                max_urls_per_row: parse(&lookup, MAX_URLS_PER_ROW, d.csv.max_urls_per_row)?,
-                max_url_length: parse(&lookup, MAX_URL_LENGTH, d.csv.max_url_length)?,
-                max_issues: d.csv.max_issues,
+            csv,
+            upload: CsvLimits {
+                max_bytes: parse(&lookup, MAX_UPLOAD_BYTES, d.upload.max_bytes)?,
+                max_rows: parse(&lookup, MAX_UPLOAD_ROWS, d.upload.max_rows)?,
+                ..csv
             },
             decode: DecodeLimits {
                 max_pixels: parse(&lookup, MAX_IMAGE_PIXELS, d.decode.max_pixels)?,

@@ -13,14 +13,18 @@
 //! enqueueing fails the request is marked `FAILED` rather than left half-enqueued.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
-use crate::domain::input_csv::{CsvLimits, CsvRejection, parse_input_csv};
+use crate::domain::input_csv::{
+    CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, parse_input_csv, too_large,
+};
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord,
-    RowState, Source, Webhook,
+    ChunkJob, Counters, DeliveryState, Failure, OutputSpec, RequestMeta, RequestStatus, RowJob,
+    RowRecord, RowState, Source, Webhook,
 };
 use crate::fetch::NetworkPolicy;
-use crate::ports::{Created, PortError, RequestRepository, RowQueue};
+use crate::ports::{ChunkQueue, Created, ObjectStore, PortError, RequestRepository, RowQueue};
 
 /// Everything needed to ingest one CSV.
 #[derive(Debug, Clone)]
@@ -105,19 +109,44 @@ pub fn check_webhook_url(raw: &str, egress: NetworkPolicy) -> Result<String, Str
 /// length-prefixed.
 #[must_use]
 pub fn upload_fingerprint(input: &IngestRequest<'_>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    let spec = serde_json::to_string(&input.output_spec).unwrap_or_default();
-    let webhook = input.webhook_url.as_deref().unwrap_or_default();
-    for part in [input.csv, webhook.as_bytes(), spec.as_bytes()] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
+    let mut fingerprint = Fingerprint::new(input.csv.len() as u64);
+    fingerprint.update(input.csv);
+    fingerprint.finish(input.webhook_url.as_deref(), input.output_spec)
+}
+
+/// [`upload_fingerprint`] computed as the CSV streams by.
+#[derive(Debug, Clone)]
+pub struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    /// Starts the fingerprint of a `csv_len`-byte CSV.
+    #[must_use]
+    pub fn new(csv_len: u64) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(csv_len.to_be_bytes());
+        Self(hasher)
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+
+    /// Adds the next CSV bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The fingerprint, with the upload's options.
+    #[must_use]
+    pub fn finish(mut self, webhook_url: Option<&str>, output_spec: OutputSpec) -> String {
+        let spec = serde_json::to_string(&output_spec).unwrap_or_default();
+        let webhook = webhook_url.unwrap_or_default();
+        for part in [webhook.as_bytes(), spec.as_bytes()] {
+            self.0.update((part.len() as u64).to_be_bytes());
+            self.0.update(part);
+        }
+        self.0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Builds the request record and rows for a validated CSV.
@@ -244,4 +273,323 @@ pub async fn load_all_rows<R: RequestRepository>(
             None => return Ok(rows),
         }
     }
+}
+
+/// Rows per [`ChunkJob`]: each becomes at most 10 DynamoDB transactions of 100 row items and
+/// 100 SQS batches of 10 messages — a few seconds of one invocation.
+pub const CHUNK_ROWS: u32 = 1_000;
+
+/// Chunks expanded at once when there is no ingest queue (the embedded runner).
+const INLINE_CHUNKS_AT_ONCE: usize = 4;
+
+/// Settings of [`ingest_object`].
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectIngestSettings {
+    /// Limits of the upload (the S3 path's own: up to 1 GB and 1,000,000 rows by default).
+    pub limits: CsvLimits,
+    /// What image URLs may reach.
+    pub egress: NetworkPolicy,
+    /// Rows per chunk job ([`CHUNK_ROWS`]).
+    pub chunk_rows: u32,
+}
+
+/// A stored upload to ingest.
+#[derive(Debug, Clone)]
+pub struct ObjectIngest {
+    /// The request id (derived from the object, so a replayed event finds the same request).
+    pub request_id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Where the CSV came from.
+    pub source: Source,
+    /// Object key of the CSV.
+    pub key: String,
+    /// Completion webhook target.
+    pub webhook_url: Option<String>,
+    /// Encoding of every image.
+    pub output_spec: OutputSpec,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What [`ingest_object`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectIngested {
+    /// Valid: the request exists and its rows are (being) expanded.
+    Ingested(Box<Ingested>),
+    /// Invalid: nothing was written; the caller records the rejection.
+    Rejected(CsvRejection),
+    /// The object does not exist.
+    Missing,
+}
+
+/// Cuts a scanned upload into [`ChunkJob`]s of `chunk_rows` rows, as the rows go by.
+struct ChunkPlan {
+    template: ChunkJob,
+    chunk_rows: u32,
+    chunks: Vec<ChunkJob>,
+    rows: u32,
+}
+
+impl ChunkPlan {
+    fn add(&mut self, span: RowSpan) {
+        match self.chunks.last_mut() {
+            Some(last) if last.rows < self.chunk_rows => {
+                last.rows += 1;
+                last.end = span.end;
+            }
+            _ => self.chunks.push(ChunkJob {
+                first_row: self.rows,
+                rows: 1,
+                start: span.start,
+                end: span.end,
+                start_line: span.start_line,
+                ..self.template.clone()
+            }),
+        }
+        self.rows += 1;
+    }
+}
+
+/// Ingests an upload stored under `input.key`, of any size up to `settings.limits`, in
+/// bounded memory (DESIGN §3, "Catalogue-scale ingest"):
+///
+/// 1. a request that exists and is past `PENDING` is a replay: nothing happens;
+/// 2. one streaming pass validates every row and plans [`ChunkJob`]s of
+///    `settings.chunk_rows` rows (byte ranges of the object); an invalid upload is returned as
+///    [`ObjectIngested::Rejected`] with nothing written;
+/// 3. the request item is written (`PENDING`, its totals known), conditional on being new;
+/// 4. the chunks go to the ingest queue (`chunks`), where other invocations expand them
+///    ([`expand_chunk`]); without a queue they are expanded here, a few at a time;
+/// 5. the request moves to `PROCESSING`: every row is durably on its way.
+///
+/// Memory: the current record, one piece of the object, the serial index (24 bytes per row)
+/// and the chunk plan (one job per `chunk_rows` rows).
+///
+/// # Errors
+/// [`IngestError::Storage`] (retry the event: every step is idempotent),
+/// [`IngestError::EnqueueFailed`] (the request is `FAILED`), [`IngestError::InvalidWebhookUrl`],
+/// [`IngestError::IdempotencyKeyReused`].
+pub async fn ingest_object<R, Q, S, C>(
+    repo: &R,
+    queue: &Q,
+    store: &S,
+    chunks: Option<&C>,
+    settings: &ObjectIngestSettings,
+    input: ObjectIngest,
+) -> Result<ObjectIngested, IngestError>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+    C: ChunkQueue,
+{
+    if let Some(existing) = repo.get_request(&input.request_id).await?
+        && existing.status != RequestStatus::Pending
+    {
+        return Ok(ObjectIngested::Ingested(Box::new(Ingested {
+            meta: existing,
+            replayed: true,
+        })));
+    }
+    let webhook_url = match &input.webhook_url {
+        Some(url) => {
+            Some(check_webhook_url(url, settings.egress).map_err(IngestError::InvalidWebhookUrl)?)
+        }
+        None => None,
+    };
+    let Some(mut reader) = store.open(&input.key, None).await? else {
+        return Ok(ObjectIngested::Missing);
+    };
+    if reader.size > settings.limits.max_bytes as u64 {
+        return Ok(ObjectIngested::Rejected(too_large(
+            Some(reader.size),
+            settings.limits.max_bytes,
+        )));
+    }
+    let mut plan = ChunkPlan {
+        template: ChunkJob {
+            request_id: input.request_id.clone(),
+            tenant: input.tenant.clone(),
+            key: input.key.clone(),
+            etag: reader.etag.clone(),
+            first_row: 0,
+            rows: 0,
+            start: 0,
+            end: 0,
+            start_line: 1,
+        },
+        chunk_rows: settings.chunk_rows.max(1),
+        chunks: Vec::new(),
+        rows: 0,
+    };
+    let mut fingerprint = Fingerprint::new(reader.size);
+    let mut scanner = CsvScanner::new(&settings.limits, settings.egress);
+    let mut on_row = |_: ParsedRow, span: RowSpan| plan.add(span);
+    while let Some(piece) = reader.body.next().await {
+        let piece = piece?;
+        fingerprint.update(&piece);
+        scanner.feed(&piece, &mut on_row);
+    }
+    let summary = match scanner.finish(&mut on_row) {
+        Ok(summary) => summary,
+        Err(rejection) => return Ok(ObjectIngested::Rejected(rejection)),
+    };
+    let fingerprint = fingerprint.finish(webhook_url.as_deref(), input.output_spec);
+    let meta = RequestMeta {
+        request_id: input.request_id.clone(),
+        tenant: input.tenant.clone(),
+        status: RequestStatus::Pending,
+        source: input.source,
+        source_key: Some(input.key.clone()),
+        output_spec: input.output_spec,
+        counters: Counters {
+            rows_total: summary.rows,
+            images_total: summary.images,
+            ..Counters::default()
+        },
+        webhook: webhook_url.map(|url| Webhook {
+            url,
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+        }),
+        output_csv_key: None,
+        failure: None,
+        fingerprint: Some(fingerprint),
+        created_at: input.now,
+        updated_at: input.now,
+        completed_at: None,
+    };
+    let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
+        Created::Inserted => (meta, false),
+        Created::AlreadyExists(existing)
+            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
+        {
+            return Err(IngestError::IdempotencyKeyReused(existing));
+        }
+        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
+            (*existing, true)
+        }
+        Created::AlreadyExists(existing) => {
+            return Ok(ObjectIngested::Ingested(Box::new(Ingested {
+                meta: *existing,
+                replayed: true,
+            })));
+        }
+    };
+    tracing::info!(
+        request_id = %meta.request_id,
+        rows = summary.rows,
+        bytes = summary.bytes,
+        chunks = plan.chunks.len(),
+        "upload validated"
+    );
+    if let Some(chunks) = chunks {
+        if let Err(e) = chunks.enqueue_chunks(&plan.chunks).await {
+            tracing::error!(request_id = %meta.request_id, error = %e, "chunks could not be enqueued");
+            let failure = Failure {
+                code: "enqueue_failed".to_owned(),
+                message: "the rows could not be queued for processing; submit the CSV again"
+                    .to_owned(),
+                issues: Vec::new(),
+            };
+            repo.mark_failed(&meta.request_id, &failure, input.now)
+                .await?;
+            return Err(IngestError::EnqueueFailed(e));
+        }
+    } else {
+        let mut expansions = futures::stream::iter(plan.chunks.iter())
+            .map(|job| expand_chunk(repo, queue, store, settings, job))
+            .buffer_unordered(INLINE_CHUNKS_AT_ONCE);
+        while let Some(outcome) = expansions.next().await {
+            if outcome? == ChunkExpanded::RequestFailed {
+                break;
+            }
+        }
+    }
+    repo.mark_processing(&meta.request_id, input.now).await?;
+    let meta = repo.get_request(&meta.request_id).await?.unwrap_or(meta);
+    Ok(ObjectIngested::Ingested(Box::new(Ingested {
+        meta,
+        replayed,
+    })))
+}
+
+/// What [`expand_chunk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkExpanded {
+    /// Every row of the chunk exists and is queued.
+    Expanded,
+    /// The request is finished or unknown: nothing to do.
+    Skipped,
+    /// The upload changed since it was validated: the request is now `FAILED`.
+    RequestFailed,
+}
+
+/// Expands one [`ChunkJob`]: reads its byte range of the upload, writes its rows (each
+/// conditional on being new) and sends their row jobs.
+///
+/// # Errors
+/// [`PortError`] on storage failure: the job should be retried; a replay creates nothing
+/// twice (existing rows are kept, duplicate row jobs find their row recorded).
+pub async fn expand_chunk<R, Q, S>(
+    repo: &R,
+    queue: &Q,
+    store: &S,
+    settings: &ObjectIngestSettings,
+    job: &ChunkJob,
+) -> Result<ChunkExpanded, PortError>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let Some(meta) = repo.get_request(&job.request_id).await? else {
+        return Ok(ChunkExpanded::Skipped);
+    };
+    if meta.status.is_terminal() {
+        return Ok(ChunkExpanded::Skipped);
+    }
+    let mut rows = Vec::with_capacity(job.rows as usize);
+    let readable = match store.open(&job.key, Some(job.start..job.end)).await? {
+        Some(mut reader) if job.etag.is_none() || reader.etag == job.etag => {
+            let mut scanner =
+                CsvScanner::for_span(&settings.limits, settings.egress, job.start, job.start_line);
+            let mut on_row = |row: ParsedRow, _: RowSpan| rows.push(row);
+            while let Some(piece) = reader.body.next().await {
+                scanner.feed(&piece?, &mut on_row);
+            }
+            scanner.finish(&mut on_row).is_ok() && rows.len() == job.rows as usize
+        }
+        _ => false,
+    };
+    if !readable {
+        tracing::error!(request_id = %job.request_id, key = %job.key, first_row = job.first_row, "the upload changed during ingest");
+        let failure = Failure {
+            code: "upload_changed".to_owned(),
+            message: "the CSV was replaced or removed while it was being ingested; upload it again"
+                .to_owned(),
+            issues: Vec::new(),
+        };
+        repo.mark_failed(&job.request_id, &failure, Utc::now())
+            .await?;
+        return Ok(ChunkExpanded::RequestFailed);
+    }
+    let records: Vec<RowRecord> = rows
+        .into_iter()
+        .zip(job.first_row..)
+        .map(|(row, index)| RowRecord {
+            index,
+            serial: row.serial,
+            product_name: row.product_name,
+            input_urls: row.input_urls,
+            state: RowState::Pending,
+            images: Vec::new(),
+            progress: Vec::new(),
+        })
+        .collect();
+    repo.put_rows(&job.request_id, &records).await?;
+    let jobs: Vec<RowJob> = records.iter().map(|r| RowJob::for_row(&meta, r)).collect();
+    queue.enqueue(&jobs).await?;
+    Ok(ChunkExpanded::Expanded)
 }

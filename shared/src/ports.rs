@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::model::{
-    DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus, RowJob,
-    RowRecord, WebhookAttempt, WebhookJob,
+    ChunkJob, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
+    RowJob, RowRecord, WebhookAttempt, WebhookJob,
 };
 
 /// Failure of a port call.
@@ -137,6 +137,22 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         meta: &RequestMeta,
         rows: &[RowRecord],
     ) -> impl Future<Output = Result<Created, PortError>> + Send;
+
+    /// Writes rows of a request that exists (one chunk of a large upload, after the request
+    /// item: [`crate::ingest::expand_chunk`]), in transactions of at most 100 items.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure; rows written before the failure stay (a replay
+    /// completes them).
+    ///
+    /// # Idempotency
+    /// Each row is conditional on being new: a row that exists (a replayed chunk; a row a
+    /// worker has already recorded) is left as it is.
+    fn put_rows(
+        &self,
+        request_id: &str,
+        rows: &[RowRecord],
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// The request record with its current counters (summed over the counter shards while the
     /// request runs), or `None` if unknown.
@@ -314,6 +330,33 @@ pub trait RowQueue: Send + Sync + Clone + 'static {
     fn enqueue(&self, jobs: &[RowJob]) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
+/// The ingest queue: slices of validated uploads waiting to be expanded into rows.
+pub trait ChunkQueue: Send + Sync + Clone + 'static {
+    /// Sends `jobs`, in batches within SQS's limits.
+    ///
+    /// # Errors
+    /// [`PortError`] when a job cannot be sent.
+    ///
+    /// # Idempotency
+    /// Not idempotent (a retry sends duplicates); expanding a chunk twice creates nothing
+    /// twice.
+    fn enqueue_chunks(
+        &self,
+        jobs: &[ChunkJob],
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The message bodies of `jobs` as JSON.
+///
+/// # Errors
+/// [`PortError::Unexpected`] if a job cannot be encoded.
+pub fn chunk_bodies(jobs: &[ChunkJob]) -> Result<Vec<String>, PortError> {
+    jobs.iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("chunk job encoding: {e}")))
+}
+
 /// A stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -357,6 +400,25 @@ pub struct UploadedPart {
     pub tag: String,
 }
 
+/// An object's bytes as they arrive, in pieces of the store's choosing.
+pub struct ObjectReader {
+    /// Bytes this reader yields (the range's length for a range read).
+    pub size: u64,
+    /// The object's entity tag, if the store has one.
+    pub etag: Option<String>,
+    /// The bytes.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, PortError>>,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("size", &self.size)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The bucket of uploads, images and output CSVs.
 pub trait ObjectStore: Send + Sync + Clone + 'static {
     /// Stores `bytes` under `key` with `content_type`.
@@ -386,6 +448,21 @@ pub trait ObjectStore: Send + Sync + Clone + 'static {
         key: &str,
         max_bytes: u64,
     ) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
+
+    /// The object under `key` (or its bytes `range`, offsets in bytes, end exclusive) as a
+    /// stream, so an upload of any size is read in bounded memory; `None` when it does not
+    /// exist.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure (also while reading the body).
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, PortError>> + Send;
 
     /// The URL under which `key` is published (for output image URLs).
     fn public_url(&self, key: &str) -> String;

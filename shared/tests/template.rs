@@ -369,3 +369,33 @@ fn webhooks_leave_the_stream_shard_and_dead_letter_after_the_schedule() {
         "AWS::CloudWatch::Alarm"
     );
 }
+
+#[test]
+fn catalogue_uploads_have_their_own_size_limit_and_fan_out_through_the_ingest_queue() {
+    let t = template();
+    let p = props(&t, "S3IngestFunction");
+    let env = &p["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&env[vars::MAX_UPLOAD_BYTES]),
+        Some("MaxUploadBytes")
+    );
+    assert!(number(&t["Parameters"]["MaxUploadBytes"]["Default"]) >= 1_000_000_000);
+    assert!(number(&t["Parameters"]["MaxUploadRows"]["Default"]) >= 1_000_000);
+    assert_eq!(
+        ref_target(&env[vars::INGEST_QUEUE_URL]),
+        Some("IngestQueue")
+    );
+    let chunks = &p["Events"]["Chunks"];
+    assert_eq!(chunks["Type"], "SQS");
+    assert_eq!(
+        chunks["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    let timeout = number(&p["Timeout"]);
+    let visibility = number(&props(&t, "IngestQueue")["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 × {timeout} s"
+    );
+    assert!(!props(&t, "IngestQueue")["RedrivePolicy"]["deadLetterTargetArn"].is_null());
+}

@@ -1,74 +1,105 @@
 //! # s3-ingest — ingests CSVs uploaded to the bucket
 //!
-//! Trigger: S3 `ObjectCreated` events for `uploads/*.csv` (large CSVs go straight to S3 with a
-//! presigned PUT); locally, `pixpress invoke`-style tests feed `events/s3-ingest/*.json`.
+//! Triggers: S3 `ObjectCreated` events for `uploads/*.csv` (large CSVs go straight to S3 with a
+//! presigned PUT), and the ingest queue of chunk jobs (SQS, `ReportBatchItemFailures`);
+//! locally, `pixpress run` stores the CSV and hands this function the event.
 //!
-//! Per record:
+//! Per S3 record:
 //! 1. decode the object key (S3 event keys are form-encoded: `+` is a space, `%XX` a byte);
 //! 2. ignore keys outside `uploads/` or not ending in `.csv` (outputs live under other
 //!    prefixes, so a write of ours can never re-trigger this function);
 //! 3. take the request id from the key of a presigned upload (`uploads/<request_id>.csv`, as
 //!    `POST /upload-urls` issued it), else derive it from bucket, key and object version (or
 //!    ETag); either way a duplicate event finds the same request and ingests once;
-//! 4. read the object (size-capped) and run [`pixpress::ingest::ingest`], the same use case as
-//!    `POST /uploads`.
+//! 4. run [`pixpress::ingest::ingest_object`]: one streaming pass validates the CSV (up to
+//!    `MAX_UPLOAD_BYTES`, 1 GiB, and `MAX_UPLOAD_ROWS`, 1,000,000, by default) and cuts it
+//!    into chunk jobs of 1,000 rows; the request item is written; the chunk jobs go to the
+//!    ingest queue, from which invocations of this function expand them into row items and
+//!    row messages ([`handle_chunks`]). Without an ingest queue (`INGEST_QUEUE_URL` unset) the
+//!    chunks are expanded in the same invocation.
 //!
 //! Failure semantics: an invalid or oversized CSV is recorded as a `FAILED` request whose
-//! failure lists every CSV error, so the status API can explain it; storage failures return
-//! `Err` so Lambda's asynchronous retries run the event again (idempotent by step 3).
+//! failure lists the first issues with row and column, and nothing is enqueued; storage
+//! failures return `Err` so Lambda's asynchronous retries run the event again (idempotent by
+//! step 3). A chunk job that fails comes back as a batch item failure; its last receive
+//! (`MAX_RECEIVE_COUNT`) marks the request `FAILED` rather than leaving it short of rows.
 //!
-//! Env vars: `MAX_CSV_BYTES`, `MAX_ROWS`, `MAX_URLS_PER_ROW`, `MAX_URL_LENGTH`, `JPEG_QUALITY`,
-//! `MAX_OUTPUT_DIMENSION`.
+//! Env vars: `MAX_UPLOAD_BYTES`, `MAX_UPLOAD_ROWS`, `MAX_URLS_PER_ROW`, `MAX_URL_LENGTH`,
+//! `JPEG_QUALITY`, `MAX_OUTPUT_DIMENSION`, `INGEST_QUEUE_URL`, `MAX_RECEIVE_COUNT`.
 
 use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
+use pixpress::adapters::local::InMemoryRowQueue;
 use pixpress::config::Config;
-use pixpress::domain::input_csv::{CsvIssue, CsvLimits, CsvRejection};
+use pixpress::domain::input_csv::{CsvIssue, CsvLimits};
 use pixpress::domain::keys::{
     UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
 };
 use pixpress::domain::model::{
-    Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
+    ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
     UploadOptions,
 };
 use pixpress::fetch::NetworkPolicy;
-use pixpress::ingest::{IngestError, IngestRequest, Ingested, ingest};
-use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress::ingest::{
+    CHUNK_ROWS, ChunkExpanded, IngestError, Ingested, ObjectIngest, ObjectIngestSettings,
+    ObjectIngested, expand_chunk, ingest_object,
+};
+use pixpress::ports::{ChunkQueue, ObjectStore, PortError, RequestRepository, RowQueue};
 
 /// Settings of the S3 ingest.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestConfig {
-    /// Upload limits.
+    /// Limits of the S3 path (`MAX_UPLOAD_BYTES`, `MAX_UPLOAD_ROWS` and the per-row limits).
     pub csv: CsvLimits,
     /// Output spec of S3 uploads.
     pub output: OutputSpec,
     /// What image URLs may reach; a URL it refuses outright is rejected with its row.
     pub egress: NetworkPolicy,
+    /// Rows per chunk job ([`CHUNK_ROWS`]).
+    pub chunk_rows: u32,
+    /// SQS `maxReceiveCount` of the ingest queue: the receive that gives up on a chunk.
+    pub max_receive_count: u32,
 }
 
 impl From<&Config> for IngestConfig {
     fn from(config: &Config) -> Self {
         Self {
-            csv: config.csv,
+            csv: config.upload,
             output: config.output,
             egress: config.fetch.policy,
+            chunk_rows: CHUNK_ROWS,
+            max_receive_count: config.max_receive_count,
         }
     }
 }
 
 /// The function's dependencies.
 #[derive(Debug, Clone)]
-pub struct App<R, Q, S> {
+pub struct App<R, Q, S, C = InMemoryRowQueue> {
     /// Requests and rows.
     pub repo: R,
     /// Row jobs.
     pub queue: Q,
     /// The bucket the CSVs are read from.
     pub store: S,
+    /// The ingest queue of chunk jobs; `None`: chunks are expanded by the invocation that
+    /// validated the upload.
+    pub chunks: Option<C>,
     /// Settings.
     pub config: IngestConfig,
+}
+
+impl<R, Q, S, C> App<R, Q, S, C> {
+    fn settings(&self) -> ObjectIngestSettings {
+        ObjectIngestSettings {
+            limits: self.config.csv,
+            egress: self.config.egress,
+            chunk_rows: self.config.chunk_rows,
+        }
+    }
 }
 
 /// Decodes an S3 event object key: keys arrive URL-encoded in form style, `+` for a space.
@@ -158,14 +189,15 @@ async fn pending_options<S: ObjectStore>(
 ///
 /// # Errors
 /// [`S3IngestError`] when the record should be retried.
-pub async fn ingest_record<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn ingest_record<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
     record: &S3EventRecord,
 ) -> Result<RecordOutcome, S3IngestError>
 where
     R: RequestRepository,
     Q: RowQueue,
     S: ObjectStore,
+    C: ChunkQueue,
 {
     let created = record
         .event_name
@@ -193,66 +225,51 @@ where
         |(_, id)| id.to_owned(),
     );
     let now = Utc::now();
-    let limit = app.config.csv.max_bytes as u64;
     // A presigned upload's options, stored when its URL was issued.
     let options = match presigned_upload_of(&key) {
         Some((tenant, id)) => pending_options(&app.store, tenant, id).await?,
         None => None,
     };
-    let rejection = match app.store.get(&key, limit).await {
-        Ok(Some(object)) => {
-            let input = IngestRequest {
-                request_id: request_id.clone(),
-                tenant: tenant.clone(),
-                source: Source::S3,
-                source_key: Some(key.clone()),
-                csv: &object.bytes,
-                webhook_url: options.as_ref().and_then(|o| o.webhook_url.clone()),
-                output_spec: options
-                    .as_ref()
-                    .map_or(app.config.output, |o| o.output_spec),
-                now,
-            };
-            match ingest(
-                &app.repo,
-                &app.queue,
-                &app.config.csv,
-                app.config.egress,
-                input,
-            )
-            .await
-            {
-                Ok(ingested) => return Ok(RecordOutcome::Ingested(Box::new(ingested))),
-                Err(IngestError::InvalidCsv(rejection)) => rejection,
-                // S3 uploads carry no webhook URL, and an enqueue failure is already recorded
-                // as FAILED on the request.
-                Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
-                    return Ok(RecordOutcome::Ignored);
-                }
-                // A second PUT to a presigned URL with other bytes: the request made from the
-                // first stands, and nothing is added.
-                Err(IngestError::IdempotencyKeyReused(existing)) => {
-                    return Ok(RecordOutcome::Ingested(Box::new(Ingested {
-                        meta: *existing,
-                        replayed: true,
-                    })));
-                }
-                Err(IngestError::Storage(e)) => return Err(e.into()),
-            }
+    let input = ObjectIngest {
+        request_id: request_id.clone(),
+        tenant: tenant.clone(),
+        source: Source::S3,
+        key: key.clone(),
+        webhook_url: options.as_ref().and_then(|o| o.webhook_url.clone()),
+        output_spec: options
+            .as_ref()
+            .map_or(app.config.output, |o| o.output_spec),
+        now,
+    };
+    let rejection = match ingest_object(
+        &app.repo,
+        &app.queue,
+        &app.store,
+        app.chunks.as_ref(),
+        &app.settings(),
+        input,
+    )
+    .await
+    {
+        Ok(ObjectIngested::Ingested(ingested)) => return Ok(RecordOutcome::Ingested(ingested)),
+        Ok(ObjectIngested::Missing) => return Err(S3IngestError::Missing(key)),
+        Ok(ObjectIngested::Rejected(rejection)) | Err(IngestError::InvalidCsv(rejection)) => {
+            rejection
         }
-        Ok(None) => return Err(S3IngestError::Missing(key)),
-        Err(PortError::TooLarge { size, limit, .. }) => CsvRejection {
-            issues: vec![CsvIssue {
-                row: None,
-                column: None,
-                code: "too_large".to_owned(),
-                message: format!(
-                    "the CSV is {size} bytes; the limit is {limit} bytes — split it into smaller files"
-                ),
-            }],
-            omitted: 0,
-        },
-        Err(e) => return Err(e.into()),
+        // The webhook URL was checked when the upload URL was issued, and an enqueue failure
+        // is already recorded as FAILED on the request.
+        Err(IngestError::InvalidWebhookUrl(_) | IngestError::EnqueueFailed(_)) => {
+            return Ok(RecordOutcome::Ignored);
+        }
+        // A second PUT to a presigned URL with other bytes: the request made from the first
+        // stands, and nothing is added.
+        Err(IngestError::IdempotencyKeyReused(existing)) => {
+            return Ok(RecordOutcome::Ingested(Box::new(Ingested {
+                meta: *existing,
+                replayed: true,
+            })));
+        }
+        Err(IngestError::Storage(e)) => return Err(e.into()),
     };
     let failure = Failure {
         code: "invalid_csv".to_owned(),
@@ -279,14 +296,15 @@ where
 ///
 /// # Errors
 /// The first retryable failure, so Lambda retries the event (every record is idempotent).
-pub async fn handle<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn handle<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
     event: LambdaEvent<S3Event>,
 ) -> Result<(), lambda_runtime::Error>
 where
     R: RequestRepository,
     Q: RowQueue,
     S: ObjectStore,
+    C: ChunkQueue,
 {
     for record in &event.payload.records {
         match ingest_record(app, record).await? {
@@ -303,6 +321,113 @@ where
         }
     }
     Ok(())
+}
+
+/// Expands one chunk message; on its last receive a failure marks the request `FAILED`
+/// (`ingest_failed`) instead of leaving it short of rows.
+async fn process_chunk<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    message: &SqsMessage,
+) -> Result<ChunkExpanded, PortError>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let body = message.body.as_deref().unwrap_or_default();
+    let job: ChunkJob = match serde_json::from_str(body) {
+        Ok(job) => job,
+        Err(e) => {
+            // Not ours to retry: a malformed message never parses.
+            tracing::error!(error = %e, "malformed chunk message dropped");
+            return Ok(ChunkExpanded::Skipped);
+        }
+    };
+    match expand_chunk(&app.repo, &app.queue, &app.store, &app.settings(), &job).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            let receive_count: u32 = message
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            if receive_count < app.config.max_receive_count && e.is_retryable() {
+                return Err(e);
+            }
+            tracing::error!(request_id = %job.request_id, first_row = job.first_row, error = %e, "chunk could not be expanded; the request fails");
+            let failure = Failure {
+                code: "ingest_failed".to_owned(),
+                message: "the rows could not be recorded for processing; submit the CSV again"
+                    .to_owned(),
+                issues: Vec::new(),
+            };
+            app.repo
+                .mark_failed(&job.request_id, &failure, Utc::now())
+                .await?;
+            Ok(ChunkExpanded::RequestFailed)
+        }
+    }
+}
+
+/// Handles one batch of chunk jobs from the ingest queue.
+///
+/// # Errors
+/// Never: every failure is reported per message as a batch item failure.
+pub async fn handle_chunks<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let mut response = SqsBatchResponse::default();
+    for message in &event.payload.records {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        match process_chunk(app, message).await {
+            Ok(outcome) => tracing::info!(%message_id, ?outcome, "chunk expanded"),
+            Err(e) => {
+                tracing::warn!(%message_id, error = %e, "chunk not expanded; will retry");
+                response.add_failure(message_id);
+            }
+        }
+    }
+    Ok(response)
+}
+
+/// `true` for an SQS event (`Records[0].eventSource` is `aws:sqs`): the function has two
+/// triggers and one handler.
+#[must_use]
+pub fn is_sqs_event(event: &serde_json::Value) -> bool {
+    event["Records"][0]["eventSource"].as_str() == Some("aws:sqs")
+}
+
+/// Handles either trigger: an S3 event (answers `null`) or a batch of chunk jobs (answers the
+/// batch item failures).
+///
+/// # Errors
+/// An S3 event's retryable failure; an event of neither shape.
+pub async fn handle_any<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, lambda_runtime::Error>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+    C: ChunkQueue,
+{
+    let (payload, context) = (event.payload, event.context);
+    if is_sqs_event(&payload) {
+        let sqs: SqsEvent = serde_json::from_value(payload)?;
+        let response = handle_chunks(app, LambdaEvent::new(sqs, context)).await?;
+        Ok(serde_json::to_value(response)?)
+    } else {
+        let s3: S3Event = serde_json::from_value(payload)?;
+        handle(app, LambdaEvent::new(s3, context)).await?;
+        Ok(serde_json::Value::Null)
+    }
 }
 
 #[cfg(test)]

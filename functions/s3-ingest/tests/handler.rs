@@ -3,13 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use bytes::Bytes;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress::config::Config;
 use pixpress::domain::model::{RequestStatus, Source};
+use pixpress::ingest::load_all_rows;
 use pixpress::ports::{ObjectStore, RequestRepository};
-use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, ingest_record};
+use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, handle_chunks, ingest_record};
 
 type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
 
@@ -19,8 +21,53 @@ fn app() -> TestApp {
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
+        chunks: None,
         config: IngestConfig::from(&Config::default()),
     }
+}
+
+/// An app with an ingest queue and chunks of 7 rows.
+fn fanned_out_app() -> TestApp {
+    let mut app = app();
+    app.chunks = Some(InMemoryRowQueue::new(3));
+    app.config.chunk_rows = 7;
+    app
+}
+
+/// A CSV of `rows` rows, row `bad` (1-based data row) with an ftp URL when given.
+fn catalogue(rows: u32, bad: Option<u32>) -> String {
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for i in 1..=rows {
+        let scheme = if Some(i) == bad { "ftp" } else { "https" };
+        csv.push_str(&format!(
+            "{i},\"Product, {i}\",\"{scheme}://img.example.com/{i}a.jpg, https://img.example.com/{i}b.jpg\"\r\n"
+        ));
+        if i % 10 == 0 {
+            csv.push_str("\r\n");
+        }
+    }
+    csv
+}
+
+/// Every message on `queue` as an SQS event, received (so a redelivery counts).
+fn received(queue: &InMemoryRowQueue) -> SqsEvent {
+    let messages = queue.receive(100, std::time::Duration::ZERO).unwrap();
+    let records = messages
+        .into_iter()
+        .map(|m| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(m.receipt_handle.clone());
+            message.body = Some(m.body.clone());
+            message.attributes.insert(
+                "ApproximateReceiveCount".into(),
+                m.receive_count.to_string(),
+            );
+            message
+        })
+        .collect();
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
 }
 
 fn event() -> S3Event {
@@ -132,4 +179,164 @@ async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_
     assert_eq!(app.queue.len().unwrap(), 1);
     let meta = app.repo.get_request(&request_id).await.unwrap().unwrap();
     assert_eq!(meta.source_key.as_deref(), Some(key.as_str()));
+}
+
+#[tokio::test]
+async fn a_catalogue_is_validated_whole_then_fanned_out_in_chunks_that_create_every_row_once() {
+    let app = fanned_out_app();
+    let chunks = app.chunks.clone().unwrap();
+    let csv = catalogue(50, None);
+    app.store
+        .put(KEY, Bytes::from(csv.clone()), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    let request_id = ingested.meta.request_id.clone();
+    assert_eq!(ingested.meta.status, RequestStatus::Processing);
+    assert_eq!(
+        (
+            ingested.meta.counters.rows_total,
+            ingested.meta.counters.images_total
+        ),
+        (50, 100)
+    );
+    // The validating invocation wrote no rows and sent no row jobs: 8 chunks of ≤ 7 rows.
+    assert_eq!(app.queue.len().unwrap(), 0);
+    assert_eq!(chunks.len().unwrap(), 8);
+    // Every chunk expanded, then every chunk delivered again (a replay), and the S3 event too.
+    let batch = received(&chunks);
+    let response = handle_chunks(&app, LambdaEvent::new(batch.clone(), Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    handle_chunks(&app, LambdaEvent::new(batch, Context::default()))
+        .await
+        .unwrap();
+    handle(&app, LambdaEvent::new(event(), Context::default()))
+        .await
+        .unwrap();
+    let rows = load_all_rows(&app.repo, &request_id).await.unwrap();
+    assert_eq!(rows.len(), 50, "each row exactly once");
+    for (row, i) in rows.iter().zip(1u32..) {
+        assert_eq!(row.index, i - 1);
+        assert_eq!(row.serial, i.to_string());
+        assert_eq!(row.product_name, format!("Product, {i}"));
+        assert_eq!(
+            row.input_urls,
+            vec![
+                format!("https://img.example.com/{i}a.jpg"),
+                format!("https://img.example.com/{i}b.jpg")
+            ]
+        );
+    }
+    // The rows match what the same CSV gives through POST /uploads, row for row.
+    let direct = pixpress::domain::input_csv::parse_input_csv(
+        csv.as_bytes(),
+        &app.config.csv,
+        app.config.egress,
+    )
+    .unwrap();
+    assert_eq!(direct.len(), rows.len());
+    assert!(
+        direct
+            .iter()
+            .zip(&rows)
+            .all(|(d, r)| d.serial == r.serial && d.input_urls == r.input_urls)
+    );
+    // A replayed chunk re-sends its row jobs (a worker finds a recorded row and skips it);
+    // the replayed S3 event sent no chunk job again (the 8 are the ones received above, never
+    // deleted here).
+    assert_eq!(app.queue.len().unwrap(), 100);
+    assert_eq!(chunks.len().unwrap(), 8);
+}
+
+#[tokio::test]
+async fn one_bad_row_near_the_end_of_a_catalogue_fails_it_whole_with_nothing_enqueued() {
+    let app = fanned_out_app();
+    let chunks = app.chunks.clone().unwrap();
+    app.store
+        .put(KEY, Bytes::from(catalogue(50, Some(45))), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Rejected { request_id, issues } =
+        ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected a rejection");
+    };
+    // Row 45 of the data sits on line 50: the header, then a blank line after every tenth row.
+    assert_eq!(issues.len(), 1);
+    assert_eq!(
+        (issues[0].row, issues[0].code.as_str()),
+        (Some(50), "unsupported_scheme")
+    );
+    assert_eq!(issues[0].column.as_deref(), Some("Input Image Urls"));
+    let meta = app.repo.get_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::Failed);
+    assert_eq!(meta.counters.rows_total, 0);
+    assert!(app.queue.is_empty().unwrap());
+    assert!(chunks.is_empty().unwrap());
+    assert!(
+        load_all_rows(&app.repo, &request_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_upload_replaced_while_its_chunks_wait_fails_the_request_instead_of_mixing_files() {
+    let app = fanned_out_app();
+    let chunks = app.chunks.clone().unwrap();
+    app.store
+        .put(KEY, Bytes::from(catalogue(20, None)), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    // Another file of another length lands under the same key before the chunks run.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    app.store
+        .put(KEY, Bytes::from(catalogue(30, None)), "text/csv")
+        .await
+        .unwrap();
+    handle_chunks(
+        &app,
+        LambdaEvent::new(received(&chunks), Context::default()),
+    )
+    .await
+    .unwrap();
+    let meta = app
+        .repo
+        .get_request(&ingested.meta.request_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.status, RequestStatus::Failed);
+    assert_eq!(meta.failure.unwrap().code, "upload_changed");
+    assert!(app.queue.is_empty().unwrap());
+}
+
+#[tokio::test]
+async fn the_embedded_runner_expands_every_chunk_in_the_validating_invocation() {
+    let mut app = app();
+    app.config.chunk_rows = 7;
+    app.store
+        .put(KEY, Bytes::from(catalogue(50, None)), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    assert_eq!(ingested.meta.status, RequestStatus::Processing);
+    assert_eq!(app.queue.len().unwrap(), 50);
+    let rows = load_all_rows(&app.repo, &ingested.meta.request_id)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 50);
 }

@@ -82,6 +82,16 @@ pub fn webhooks_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueu
         .map(|url| SqsRowQueue::new(sdk, url))
 }
 
+/// The ingest queue named by `INGEST_QUEUE_URL`, if set (deployments; chunk jobs of large
+/// uploads).
+#[must_use]
+pub fn ingest_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueue> {
+    std::env::var(vars::INGEST_QUEUE_URL)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .map(|url| SqsRowQueue::new(sdk, url))
+}
+
 /// The rows queue named by `ROWS_QUEUE_URL`.
 ///
 /// # Errors

@@ -66,7 +66,7 @@ pub struct CsvIssue {
     /// Column name, when the problem is in one cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
-    /// Stable code: `too_large`, `not_utf8`, `malformed_csv`, `bad_header`, `no_rows`,
+    /// Stable code: `too_large`, `utf16`, `not_utf8`, `unterminated_quote`, `row_too_long`, `bad_header`, `no_rows`,
     /// `too_many_rows`, `missing_cells`, `unquoted_url_list`, `too_many_cells`,
     /// `missing_serial`, `duplicate_serial`, `serial_too_long`, `missing_product_name`,
     /// `product_name_too_long`, `invalid_character`, `missing_urls`, `too_many_urls`,
@@ -99,6 +99,7 @@ impl std::fmt::Display for CsvRejection {
     }
 }
 
+#[derive(Debug)]
 struct Issues {
     list: Vec<CsvIssue>,
     omitted: usize,
@@ -128,7 +129,8 @@ impl Issues {
     }
 }
 
-/// Parses and validates an input CSV.
+/// Parses and validates an input CSV held in memory (`POST /uploads`): [`CsvScanner`] over
+/// `bytes`, collecting the rows.
 ///
 /// Accepts an optional UTF-8 BOM, CRLF or LF line ends, RFC 4180 quoting, header names in any
 /// case with surrounding spaces, and skips lines whose cells are all empty.
@@ -145,188 +147,545 @@ pub fn parse_input_csv(
     limits: &CsvLimits,
     egress: NetworkPolicy,
 ) -> Result<Vec<ParsedRow>, CsvRejection> {
-    let mut issues = Issues {
-        list: Vec::new(),
-        omitted: 0,
-        max: limits.max_issues.max(1),
-    };
     if bytes.len() > limits.max_bytes {
-        issues.push(
-            None,
-            None,
-            "too_large",
-            format!(
-                "the CSV is {} bytes; the limit is {} bytes — split it into smaller files",
-                bytes.len(),
-                limits.max_bytes
-            ),
-        );
-        return Err(issues.into_rejection());
+        return Err(too_large(Some(bytes.len() as u64), limits.max_bytes));
     }
-    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
-        issues.push(
-            Some(1),
-            None,
-            "utf16",
-            "the file is UTF-16 text (it starts with a UTF-16 byte order mark); export the CSV as UTF-8"
-                .to_owned(),
-        );
-        return Err(issues.into_rejection());
-    }
-    let text = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
-    if let Err(e) = std::str::from_utf8(text) {
-        let valid = &text[..e.valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        issues.push(
-            Some(line),
-            None,
-            "not_utf8",
-            format!(
-                "the file is not UTF-8 text (invalid byte at offset {}); export the CSV as UTF-8",
-                e.valid_up_to() + bytes.len() - text.len()
+    let mut scanner = CsvScanner::new(limits, egress);
+    let mut rows = Vec::new();
+    scanner.feed(bytes, &mut |row, _| rows.push(row));
+    scanner.finish(&mut |row, _| rows.push(row))?;
+    Ok(rows)
+}
+
+/// The rejection of an upload larger than `limit` bytes (`size` when known).
+#[must_use]
+pub fn too_large(size: Option<u64>, limit: usize) -> CsvRejection {
+    let size = size.map_or_else(
+        || format!("larger than {limit} bytes"),
+        |size| format!("{size} bytes"),
+    );
+    CsvRejection {
+        issues: vec![CsvIssue {
+            row: None,
+            column: None,
+            code: "too_large".to_owned(),
+            message: format!(
+                "the CSV is {size}; the limit is {limit} bytes — split it into smaller files"
             ),
-        );
-        return Err(issues.into_rejection());
+        }],
+        omitted: 0,
+    }
+}
+
+/// Where a valid row sits in the file: the bytes of its record (with the blank lines and the
+/// line break before it) and the line `start` is on. Reading `start..end` again with
+/// [`CsvScanner::for_span`] gives the same rows with the same lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSpan {
+    /// Offset of the record's first byte in the file, in bytes.
+    pub start: u64,
+    /// Offset just past the record, in bytes.
+    pub end: u64,
+    /// 1-based line `start` is on.
+    pub start_line: u64,
+}
+
+/// What a successful scan counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanSummary {
+    /// Data rows (all valid).
+    pub rows: u64,
+    /// Image URLs over every row.
+    pub images: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Duplicate-serial detection in bounded memory: 128 bits of each serial (two SipHash-1-3
+/// digests with distinct prefixes; a collision among a million serials has a probability
+/// below 10⁻²⁶) and the line it was first seen on — 24 bytes per row, so a 1,000,000-row
+/// upload holds about 50 MB here whatever the serials' length.
+#[derive(Debug, Default)]
+struct SerialIndex(HashMap<[u64; 2], u32>);
+
+impl SerialIndex {
+    fn key(serial: &str) -> [u64; 2] {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let digest = |prefix: u8| {
+            let mut hasher = DefaultHasher::new();
+            prefix.hash(&mut hasher);
+            serial.hash(&mut hasher);
+            hasher.finish()
+        };
+        [digest(0), digest(1)]
     }
 
-    let builder = {
-        let mut b = csv::ReaderBuilder::new();
-        b.has_headers(false).flexible(true);
-        b
-    };
-    // Where reading (re)starts: after an unterminated quote, the line after the one that
-    // opened it, so one stray quote cannot swallow the rest of the file.
-    let mut base = 0usize;
-    let mut reader = builder.from_reader(text);
-    let mut header_seen = false;
-    let mut rows = Vec::new();
-    let mut serials: HashMap<String, u64> = HashMap::new();
-    let mut record = csv::StringRecord::new();
-    let mut data_rows = 0usize;
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map(|p| line_of(text, base as u64 + p.byte()));
-                issues.push(
-                    line,
-                    None,
-                    "malformed_csv",
-                    format!("the CSV cannot be read past this point: {e}"),
-                );
-                break;
+    /// The line `serial` was first seen on, or `None` after recording it on `line`.
+    fn first_seen(&mut self, serial: &str, line: u64) -> Option<u64> {
+        match self.0.entry(Self::key(serial)) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(u64::from(*e.get())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(u32::try_from(line).unwrap_or(u32::MAX));
+                None
             }
         }
-        let start = base + record.position().map_or(0, |p| p.byte() as usize);
-        let end = base + reader.position().byte() as usize;
-        if let Some(next) = unterminated_quote(text, start, end, &record) {
+    }
+}
+
+/// The longest record (one row, its quoted line breaks included) read before it is reported
+/// as too long: generous for the configured limits, at least 1 MiB.
+fn record_limit(limits: &CsvLimits) -> usize {
+    let row = 4096 + limits.max_urls_per_row * (limits.max_url_length + 16);
+    (2 * row).max(1 << 20)
+}
+
+/// A validating CSV reader fed in pieces, so an upload of any size is checked in one pass in
+/// bounded memory (the current record, at most [`record_limit`] bytes, plus 24 bytes per row
+/// for duplicate serials).
+///
+/// Records are split by `csv-core` (RFC 4180 with the `csv` crate's leniencies), lines are
+/// counted from the bytes so every issue names the line an editor shows. Valid rows are handed
+/// to the caller with their [`RowSpan`]; [`CsvScanner::finish`] says whether the whole file
+/// was valid. A caller that writes nothing until `finish` succeeds never accepts a file half
+/// way.
+#[derive(Debug)]
+pub struct CsvScanner {
+    limits: CsvLimits,
+    egress: NetworkPolicy,
+    reader: csv_core::Reader,
+    /// `true` until the first bytes are looked at (byte order marks).
+    at_start: bool,
+    /// The first bytes, held until a byte order mark can be told apart.
+    head: Vec<u8>,
+    raw: Vec<u8>,
+    raw_start: u64,
+    raw_line: u64,
+    fields: Vec<u8>,
+    fields_len: usize,
+    ends: Vec<usize>,
+    ends_len: usize,
+    /// Skipping the rest of an over-long line.
+    skipping_line: bool,
+    header_seen: bool,
+    data_rows: u64,
+    images: u64,
+    /// `None` when reading a span of a checked file: serials were checked with the whole.
+    serials: Option<SerialIndex>,
+    issues: Issues,
+    fed: u64,
+    stopped: bool,
+    record_limit: usize,
+}
+
+impl CsvScanner {
+    /// A scanner for a whole file (header first).
+    #[must_use]
+    pub fn new(limits: &CsvLimits, egress: NetworkPolicy) -> Self {
+        Self {
+            limits: *limits,
+            egress,
+            reader: csv_core::Reader::new(),
+            at_start: true,
+            head: Vec::new(),
+            raw: Vec::new(),
+            raw_start: 0,
+            raw_line: 1,
+            fields: vec![0; 4096],
+            fields_len: 0,
+            ends: vec![0; 8],
+            ends_len: 0,
+            skipping_line: false,
+            header_seen: false,
+            data_rows: 0,
+            images: 0,
+            serials: Some(SerialIndex::default()),
+            issues: Issues {
+                list: Vec::new(),
+                omitted: 0,
+                max: limits.max_issues.max(1),
+            },
+            fed: 0,
+            stopped: false,
+            record_limit: record_limit(limits),
+        }
+    }
+
+    /// A scanner for the bytes `start..` of a file this scanner's settings already found
+    /// valid: no header, no byte order mark, lines counted from `start_line`.
+    #[must_use]
+    pub fn for_span(
+        limits: &CsvLimits,
+        egress: NetworkPolicy,
+        start: u64,
+        start_line: u64,
+    ) -> Self {
+        let mut scanner = Self::new(limits, egress);
+        scanner.at_start = false;
+        scanner.header_seen = true;
+        scanner.serials = None;
+        scanner.raw_start = start;
+        scanner.raw_line = start_line;
+        scanner
+    }
+
+    /// Reads the next piece of the file; `on_row` gets each valid row as it completes.
+    pub fn feed(&mut self, bytes: &[u8], on_row: &mut dyn FnMut(ParsedRow, RowSpan)) {
+        if self.stopped {
+            return;
+        }
+        self.fed += bytes.len() as u64;
+        if self.fed > self.limits.max_bytes as u64 {
+            self.stop_with(too_large(None, self.limits.max_bytes));
+            return;
+        }
+        if self.at_start {
+            self.head.extend_from_slice(bytes);
+            if self.head.len() < UTF8_BOM.len() {
+                return;
+            }
+            let head = std::mem::take(&mut self.head);
+            self.begin(&head, on_row);
+            return;
+        }
+        self.process(bytes, on_row);
+    }
+
+    /// The first bytes: byte order marks.
+    fn begin(&mut self, head: &[u8], on_row: &mut dyn FnMut(ParsedRow, RowSpan)) {
+        self.at_start = false;
+        if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+            let mut issues = Issues {
+                list: Vec::new(),
+                omitted: 0,
+                max: 1,
+            };
             issues.push(
-                Some(line_of(text, start as u64)),
+                Some(1),
                 None,
-                "unterminated_quote",
-                "a quoted cell opens on this row and is never closed; close it with `\"` (a quote inside a quoted cell is written `\"\"`)"
+                "utf16",
+                "the file is UTF-16 text (it starts with a UTF-16 byte order mark); export the CSV as UTF-8"
                     .to_owned(),
             );
-            base = next;
-            reader = builder.from_reader(&text[base..]);
-            continue;
+            self.stop_with(issues.into_rejection());
+            return;
         }
-        // Lines are counted from the byte offset: the csv reader does not count the blank
-        // lines it skips, and people look rows up by the line their editor shows.
-        let line = line_of(text, start as u64);
-        let cells: Vec<&str> = record.iter().map(str::trim).collect();
-        if cells.iter().all(|c| c.is_empty()) {
-            continue;
-        }
-        if !header_seen {
-            header_seen = true;
-            if !check_header(&cells, line, &mut issues) {
-                return Err(issues.into_rejection());
+        let text = match head.strip_prefix(UTF8_BOM) {
+            Some(rest) => {
+                self.raw_start = UTF8_BOM.len() as u64;
+                rest
             }
-            continue;
+            None => head,
+        };
+        self.process(text, on_row);
+    }
+
+    /// Replaces every issue with `rejection`'s and reads no further.
+    fn stop_with(&mut self, rejection: CsvRejection) {
+        self.issues.list = rejection.issues;
+        self.issues.omitted = rejection.omitted;
+        self.stopped = true;
+    }
+
+    fn process(&mut self, input: &[u8], on_row: &mut dyn FnMut(ParsedRow, RowSpan)) {
+        let mut owned: Option<Vec<u8>> = None;
+        let mut pos = 0;
+        loop {
+            let data: &[u8] = owned.as_deref().unwrap_or(input);
+            if pos >= data.len() || self.stopped {
+                return;
+            }
+            if self.skipping_line {
+                match data[pos..].iter().position(|&b| b == b'\n') {
+                    Some(newline) => {
+                        self.raw_start += newline as u64 + 1;
+                        self.raw_line += 1;
+                        pos += newline + 1;
+                        self.skipping_line = false;
+                        continue;
+                    }
+                    None => {
+                        self.raw_start += (data.len() - pos) as u64;
+                        return;
+                    }
+                }
+            }
+            let (result, nin, nout, nend) = self.reader.read_record(
+                &data[pos..],
+                &mut self.fields[self.fields_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.raw.extend_from_slice(&data[pos..pos + nin]);
+            pos += nin;
+            self.fields_len += nout;
+            self.ends_len += nend;
+            match result {
+                csv_core::ReadRecordResult::OutputFull => {
+                    let len = self.fields.len();
+                    self.fields.resize(len * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let len = self.ends.len();
+                    self.ends.resize(len * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.record(false, on_row);
+                }
+                csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => {}
+            }
+            if self.raw.len() > self.record_limit {
+                let rest = self.overflow();
+                if let Some(mut rest) = rest {
+                    rest.extend_from_slice(&data[pos..]);
+                    owned = Some(rest);
+                    pos = 0;
+                }
+            }
         }
-        data_rows += 1;
-        if data_rows > limits.max_rows {
+    }
+
+    /// The line the current record starts on: line breaks (blank lines) before its first
+    /// byte are passed over.
+    fn record_line(&self) -> u64 {
+        let lead = self
+            .raw
+            .iter()
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.raw_line + lead as u64
+    }
+
+    /// Starts the next record after the current one's bytes.
+    fn advance(&mut self) {
+        self.raw_start += self.raw.len() as u64;
+        self.raw_line += self.raw.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.raw.clear();
+        self.fields_len = 0;
+        self.ends_len = 0;
+    }
+
+    /// The bytes after the first line of the current record (where reading resumes after a
+    /// record that cannot be read), making them the next input; `None` when the record has
+    /// no complete first line (the rest of that line is skipped).
+    fn resume_after_first_line(&mut self) -> Option<Vec<u8>> {
+        let lead = self
+            .raw
+            .iter()
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.reader.reset();
+        self.fields_len = 0;
+        self.ends_len = 0;
+        let line = self.record_line();
+        let raw = std::mem::take(&mut self.raw);
+        match raw[lead..].iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                let cut = lead + newline + 1;
+                self.raw_start += cut as u64;
+                self.raw_line = line + 1;
+                Some(raw[cut..].to_vec())
+            }
+            None => {
+                self.raw_start += raw.len() as u64;
+                self.raw_line = line;
+                self.skipping_line = true;
+                None
+            }
+        }
+    }
+
+    /// The current record passed [`record_limit`] without ending: an unterminated quote (odd
+    /// quote count) or an absurdly long line. Reported where it opens; reading resumes on the
+    /// next line.
+    fn overflow(&mut self) -> Option<Vec<u8>> {
+        let line = self.record_line();
+        let quotes = self.raw.iter().filter(|&&b| b == b'"').count();
+        if quotes % 2 == 1 {
+            self.unterminated(line);
+        } else {
+            self.issues.push(
+                Some(line),
+                None,
+                "row_too_long",
+                format!(
+                    "the row is longer than {} bytes; a row holds a serial, a name and at most {} URLs",
+                    self.record_limit, self.limits.max_urls_per_row
+                ),
+            );
+        }
+        self.resume_after_first_line()
+    }
+
+    fn unterminated(&mut self, line: u64) {
+        self.issues.push(
+            Some(line),
+            None,
+            "unterminated_quote",
+            "a quoted cell opens on this row and is never closed; close it with `\"` (a quote inside a quoted cell is written `\"\"`)"
+                .to_owned(),
+        );
+    }
+
+    /// A complete record in `raw`/`fields`/`ends`. `at_eof`: it ended with the input.
+    /// Returns `true` for an unterminated quote (the record is left in `raw`).
+    fn record(&mut self, at_eof: bool, on_row: &mut dyn FnMut(ParsedRow, RowSpan)) -> bool {
+        let line = self.record_line();
+        if let Err(e) = std::str::from_utf8(&self.raw) {
+            let before = &self.raw[..e.valid_up_to()];
+            let line = self.raw_line + before.iter().filter(|&&b| b == b'\n').count() as u64;
+            let offset = self.raw_start + e.valid_up_to() as u64;
+            let mut issues = Issues {
+                list: Vec::new(),
+                omitted: 0,
+                max: 1,
+            };
             issues.push(
                 Some(line),
                 None,
-                "too_many_rows",
+                "not_utf8",
                 format!(
-                    "the CSV has more than {} data rows; split it into smaller files",
-                    limits.max_rows
+                    "the file is not UTF-8 text (invalid byte at offset {offset}); export the CSV as UTF-8"
                 ),
             );
-            break;
+            self.stop_with(issues.into_rejection());
+            return false;
         }
-        if let Some(row) = check_row(&cells, line, limits, egress, &mut serials, &mut issues) {
-            rows.push(row);
+        let mut cells: Vec<&str> = Vec::with_capacity(self.ends_len);
+        let mut from = 0;
+        for &end in &self.ends[..self.ends_len] {
+            // The fields of valid UTF-8 input are UTF-8: only ASCII quotes are removed.
+            cells.push(std::str::from_utf8(&self.fields[from..end]).map_or("", str::trim));
+            from = end;
+        }
+        // RFC 4180 §2.7 doubles every quote inside a quoted cell, so a record that reached the
+        // end of the input with a line break in a cell and an odd number of quotes opened a
+        // quote it never closed.
+        if at_eof
+            && self.fields[..self.fields_len].contains(&b'\n')
+            && self.raw.iter().filter(|&&b| b == b'"').count() % 2 == 1
+        {
+            self.unterminated(line);
+            return true;
+        }
+        let span = RowSpan {
+            start: self.raw_start,
+            end: self.raw_start + self.raw.len() as u64,
+            start_line: self.raw_line,
+        };
+        let outcome = if cells.iter().all(|c| c.is_empty()) {
+            None
+        } else if !self.header_seen {
+            self.header_seen = true;
+            if !check_header(&cells, line, &mut self.issues) {
+                self.stopped = true;
+            }
+            None
+        } else {
+            self.data_rows += 1;
+            if self.data_rows > self.limits.max_rows as u64 {
+                self.issues.push(
+                    Some(line),
+                    None,
+                    "too_many_rows",
+                    format!(
+                        "the CSV has more than {} data rows; split it into smaller files",
+                        self.limits.max_rows
+                    ),
+                );
+                self.stopped = true;
+                None
+            } else {
+                check_row(
+                    &cells,
+                    line,
+                    &self.limits,
+                    self.egress,
+                    self.serials.as_mut(),
+                    &mut self.issues,
+                )
+            }
+        };
+        drop(cells);
+        self.advance();
+        if let Some(row) = outcome {
+            self.images += row.input_urls.len() as u64;
+            on_row(row, span);
+        }
+        false
+    }
+
+    /// Ends the input: reads the last record, then says whether the whole file was valid.
+    ///
+    /// # Errors
+    /// A [`CsvRejection`] listing every problem (up to [`CsvLimits::max_issues`]).
+    pub fn finish(
+        mut self,
+        on_row: &mut dyn FnMut(ParsedRow, RowSpan),
+    ) -> Result<ScanSummary, CsvRejection> {
+        if self.at_start && !self.stopped {
+            let head = std::mem::take(&mut self.head);
+            self.begin(&head, on_row);
+        }
+        while !self.stopped {
+            let (result, _, nout, nend) = self.reader.read_record(
+                &[],
+                &mut self.fields[self.fields_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.fields_len += nout;
+            self.ends_len += nend;
+            match result {
+                csv_core::ReadRecordResult::OutputFull => {
+                    let len = self.fields.len();
+                    self.fields.resize(len * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let len = self.ends.len();
+                    self.ends.resize(len * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    // An unterminated quote: read on from the line after the one it opened on.
+                    let unterminated = self.record(true, on_row);
+                    if unterminated && let Some(rest) = self.resume_after_first_line() {
+                        self.process(&rest, on_row);
+                    } else if unterminated {
+                        self.raw.clear();
+                    }
+                }
+                csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => break,
+            }
+        }
+        if self.stopped {
+            return Err(self.issues.into_rejection());
+        }
+        if !self.header_seen {
+            self.issues.push(
+                None,
+                None,
+                "bad_header",
+                format!(
+                    "the file is empty; the first line must be the header `{}`",
+                    INPUT_COLUMNS.join(",")
+                ),
+            );
+        } else if self.data_rows == 0 && self.issues.list.is_empty() && self.serials.is_some() {
+            self.issues.push(
+                None,
+                None,
+                "no_rows",
+                "the CSV has a header but no data rows".to_owned(),
+            );
+        }
+        if self.issues.list.is_empty() && self.issues.omitted == 0 {
+            Ok(ScanSummary {
+                rows: self.data_rows,
+                images: self.images,
+                bytes: self.fed,
+            })
+        } else {
+            Err(self.issues.into_rejection())
         }
     }
-    if !header_seen {
-        issues.push(
-            None,
-            None,
-            "bad_header",
-            format!(
-                "the file is empty; the first line must be the header `{}`",
-                INPUT_COLUMNS.join(",")
-            ),
-        );
-    } else if data_rows == 0 && issues.list.is_empty() {
-        issues.push(
-            None,
-            None,
-            "no_rows",
-            "the CSV has a header but no data rows".to_owned(),
-        );
-    }
-    if issues.list.is_empty() && issues.omitted == 0 {
-        Ok(rows)
-    } else {
-        Err(issues.into_rejection())
-    }
-}
-
-/// For a record read from `text[start..end]` that reached the end of the file with a line
-/// break inside a cell and an odd number of `"`: a quote that opened and never closed (RFC 4180
-/// §2.7 doubles every quote inside a quoted cell, so a well-formed record has an even count).
-/// Returns where reading resumes: the start of the line after the one the record opens on.
-fn unterminated_quote(
-    text: &[u8],
-    start: usize,
-    end: usize,
-    record: &csv::StringRecord,
-) -> Option<usize> {
-    let start = start.min(text.len());
-    let at_eof = end >= text.len();
-    let spans_lines = record.iter().any(|cell| cell.contains('\n'));
-    let quotes = text[start..end.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'"')
-        .count();
-    if !(at_eof && spans_lines && quotes % 2 == 1) {
-        return None;
-    }
-    let mut first = start;
-    while first < text.len() && matches!(text[first], b'\r' | b'\n') {
-        first += 1;
-    }
-    let newline = text[first..].iter().position(|&b| b == b'\n')?;
-    Some(first + newline + 1)
-}
-
-/// 1-based line number of the record starting at byte `offset` in `text`. The reader reports
-/// the offset just after the previous record's first terminator byte, so line ends (and the
-/// blank lines it skipped) are passed over first.
-fn line_of(text: &[u8], offset: u64) -> u64 {
-    let mut end = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(text.len());
-    while end < text.len() && matches!(text[end], b'\r' | b'\n') {
-        end += 1;
-    }
-    text[..end].iter().filter(|&&b| b == b'\n').count() as u64 + 1
 }
 
 fn check_header(cells: &[&str], line: u64, issues: &mut Issues) -> bool {
@@ -366,7 +725,7 @@ fn check_row(
     line: u64,
     limits: &CsvLimits,
     egress: NetworkPolicy,
-    serials: &mut HashMap<String, u64>,
+    serials: Option<&mut SerialIndex>,
     issues: &mut Issues,
 ) -> Option<ParsedRow> {
     let before = issues.list.len() + issues.omitted;
@@ -407,15 +766,13 @@ fn check_row(
                 serial.len()
             ),
         );
-    } else if let Some(first) = serials.get(serial) {
+    } else if let Some(first) = serials.and_then(|s| s.first_seen(serial, line)) {
         issues.push(
             Some(line),
             Some(0),
             "duplicate_serial",
             format!("S. No. `{serial}` is used on rows {first} and {line}; serials must be unique"),
         );
-    } else {
-        serials.insert(serial.to_owned(), line);
     }
     if cells.len() < INPUT_COLUMNS.len() {
         issues.push(
@@ -835,6 +1192,124 @@ mod tests {
             err.issues
                 .iter()
                 .all(|i| i.message.len() <= text::MAX_MESSAGE_BYTES)
+        );
+    }
+
+    fn scan_in_pieces(
+        bytes: &[u8],
+        piece: usize,
+        limits: &CsvLimits,
+    ) -> (Result<ScanSummary, CsvRejection>, Vec<(ParsedRow, RowSpan)>) {
+        let mut scanner = CsvScanner::new(limits, NetworkPolicy::default());
+        let mut rows = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            scanner.feed(chunk, &mut |row, span| rows.push((row, span)));
+        }
+        let summary = scanner.finish(&mut |row, span| rows.push((row, span)));
+        (summary, rows)
+    }
+
+    #[test]
+    fn a_file_fed_in_pieces_of_any_size_reads_as_the_whole() {
+        let texts = [
+            SAMPLE.to_owned(),
+            "\u{feff} s. no. ,PRODUCT NAME,input image urls\r\n\r\n1,Mug,https://x.test/a.jpg\r\n,,\r\n2,Cup,\"https://x.test/b.jpg,https://x.test/c.jpg\"\r\n".to_owned(),
+            "S. No.,Product Name,Input Image Urls\n1,Good,https://shop.example/a.jpg\n2,\"Open quote,https://shop.example/b.jpg\n3,Good,https://shop.example/c.jpg\n4,Bad,ftp://shop.example/d.jpg\n".to_owned(),
+            "S. No.,Product Name,Input Image Urls\n1,\"Multi\nline\",https://x.test/a.jpg\n1,Dup,https://x.test/b.jpg\n".to_owned(),
+            "S. No.,Product Name,Input Image Urls\n1,Shoe 12\" wide,https://x.test/a.jpg\n2,B,https://x.test/b.jpg".to_owned(),
+        ];
+        for text in &texts {
+            let whole = parse(text);
+            for piece in [1, 2, 3, 5, 64, 4096] {
+                let (summary, rows) = scan_in_pieces(text.as_bytes(), piece, &CsvLimits::default());
+                match &whole {
+                    Ok(expected) => {
+                        let got: Vec<ParsedRow> = rows.into_iter().map(|(r, _)| r).collect();
+                        assert_eq!(&got, expected, "piece {piece}: {text:?}");
+                        assert_eq!(summary.unwrap().rows, expected.len() as u64);
+                    }
+                    Err(expected) => assert_eq!(&summary.unwrap_err(), expected, "piece {piece}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_span_read_again_gives_the_same_rows_on_the_same_lines() {
+        let mut text = String::from("\u{feff}S. No.,Product Name,Input Image Urls\r\n");
+        for i in 0..50 {
+            if i % 7 == 0 {
+                text.push_str("\r\n,,\r\n");
+            }
+            text.push_str(&format!(
+                "{i},\"Name, {i}\",\"https://x.test/{i}a.jpg, https://x.test/{i}b.jpg\"\r\n"
+            ));
+        }
+        let (summary, rows) = scan_in_pieces(text.as_bytes(), 13, &CsvLimits::default());
+        assert_eq!(summary.unwrap().images, 100);
+        for window in rows.chunks(9) {
+            let (start, end) = (window[0].1.start, window.last().unwrap().1.end);
+            let mut again = Vec::new();
+            let mut scanner = CsvScanner::for_span(
+                &CsvLimits::default(),
+                NetworkPolicy::default(),
+                start,
+                window[0].1.start_line,
+            );
+            scanner.feed(
+                &text.as_bytes()[start as usize..end as usize],
+                &mut |row, _| again.push(row),
+            );
+            scanner.finish(&mut |row, _| again.push(row)).unwrap();
+            let expected: Vec<ParsedRow> = window.iter().map(|(r, _)| r.clone()).collect();
+            assert_eq!(again, expected);
+        }
+    }
+
+    #[test]
+    fn a_quote_left_open_in_a_big_file_costs_one_issue_and_bounded_memory() {
+        // A stray quote early in a long file: the record grows until the record limit, is
+        // reported where it opened, and every later row is still checked.
+        let mut text =
+            String::from("S. No.,Product Name,Input Image Urls\n1,\"Open,https://x.test/a.jpg\n");
+        let mut i: u64 = 2;
+        while text.len() < 3 << 20 {
+            text.push_str(&format!("{i},Name {i},https://x.test/{i}.jpg\n"));
+            i += 1;
+        }
+        text.push_str(&format!("{i},Bad,ftp://x.test/{i}.jpg\n"));
+        let (summary, _) = scan_in_pieces(
+            text.as_bytes(),
+            65536,
+            &CsvLimits {
+                max_bytes: 10 << 20,
+                max_rows: 1_000_000,
+                ..CsvLimits::default()
+            },
+        );
+        assert_eq!(
+            codes(&summary.unwrap_err()),
+            vec![
+                (Some(2), "unterminated_quote"),
+                (Some(i + 1), "unsupported_scheme")
+            ]
+        );
+        // A line of 2 MB with no quote at all.
+        let text = format!(
+            "S. No.,Product Name,Input Image Urls\n1,{},x\n2,B,ftp://x.test/b.jpg\n",
+            "n".repeat(2 << 20)
+        );
+        let (summary, _) = scan_in_pieces(
+            text.as_bytes(),
+            65536,
+            &CsvLimits {
+                max_bytes: 10 << 20,
+                ..CsvLimits::default()
+            },
+        );
+        assert_eq!(
+            codes(&summary.unwrap_err()),
+            vec![(Some(2), "row_too_long"), (Some(3), "unsupported_scheme")]
         );
     }
 }

@@ -416,6 +416,33 @@ pub struct RowRecord {
     pub progress: Vec<ImageProgress>,
 }
 
+/// The ingest-queue message for one slice of a validated upload: the rows an `s3-ingest`
+/// invocation turns into row items and row messages (DESIGN §3, "Catalogue-scale ingest").
+/// The byte range was found valid by the scan of the whole object; `etag` pins the object, so
+/// a replaced upload is never read half old, half new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkJob {
+    /// Owning request.
+    pub request_id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Object key of the upload.
+    pub key: String,
+    /// The upload's entity tag when it was scanned, if the store has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Zero-based index of the chunk's first row.
+    pub first_row: u32,
+    /// Rows in the chunk.
+    pub rows: u32,
+    /// Offset of the chunk's first byte in the object, in bytes.
+    pub start: u64,
+    /// Offset just past the chunk, in bytes.
+    pub end: u64,
+    /// 1-based line `start` is on.
+    pub start_line: u64,
+}
+
 /// The SQS message for one row: everything a worker needs, so it never re-reads the CSV.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowJob {

@@ -471,6 +471,19 @@ impl RequestRepository for DynamoRequestRepository {
         Ok(Created::AlreadyExists(Box::new(existing)))
     }
 
+    async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
+        let items = rows
+            .iter()
+            .map(|row| {
+                sized_item(
+                    &RowItem::new(request_id, row.clone(), None),
+                    &format!("row {}", row.index),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.put_new(items, "writing rows").await
+    }
+
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
         Ok(self.read(request_id).await?.map(|(stored, counters)| {
             let mut meta = stored.meta;

@@ -9,7 +9,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 
 use super::sdk_error;
-use crate::ports::{ObjectStore, PortError, StoredObject, UploadedPart};
+use crate::ports::{ObjectReader, ObjectStore, PortError, StoredObject, UploadedPart};
 
 /// The S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -149,6 +149,59 @@ impl ObjectStore for S3ObjectStore {
         Ok(Some(StoredObject {
             bytes: body,
             content_type,
+        }))
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ObjectReader>, PortError> {
+        // An empty range cannot be asked for (`bytes=a-b` is inclusive); it reads nothing.
+        if range.as_ref().is_some_and(|r| r.start >= r.end) {
+            return Ok(Some(ObjectReader {
+                size: 0,
+                etag: None,
+                body: Box::pin(futures::stream::empty()),
+            }));
+        }
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(sdk_error("opening an object", &e)),
+        };
+        let size = out
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0);
+        let etag = out.e_tag().map(str::to_owned);
+        let key = key.to_owned();
+        let body = futures::stream::unfold(Some(out.body), move |body| {
+            let key = key.clone();
+            async move {
+                let mut body = body?;
+                match body.next().await {
+                    None => None,
+                    Some(Ok(bytes)) => Some((Ok(bytes), Some(body))),
+                    Some(Err(e)) => Some((
+                        Err(PortError::Unexpected(anyhow!("reading object {key}: {e}"))),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(Some(ObjectReader {
+            size,
+            etag,
+            body: Box::pin(body),
         }))
     }
 

@@ -9,8 +9,10 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{classify_code, sdk_error};
 use crate::adapters::limits::{check_sqs_body, sqs_batches};
-use crate::domain::model::{RowJob, WebhookJob};
-use crate::ports::{PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, message_bodies};
+use crate::domain::model::{ChunkJob, RowJob, WebhookJob};
+use crate::ports::{
+    ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
+};
 use crate::retry::RetryPolicy;
 
 /// The SQS queue of row jobs. Cheap to clone.
@@ -167,6 +169,19 @@ impl RowQueue for SqsRowQueue {
                     job.row_index, job.request_id
                 ))
             })?;
+        }
+        for batch in sqs_batches(&bodies) {
+            self.send_batch(&bodies[batch]).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ChunkQueue for SqsRowQueue {
+    async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
+        let bodies = chunk_bodies(jobs)?;
+        for body in &bodies {
+            check_sqs_body(body).map_err(PortError::LimitExceeded)?;
         }
         for batch in sqs_batches(&bodies) {
             self.send_batch(&bodies[batch]).await?;

@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 
 use crate::adapters::limits::{S3_MAX_KEY_BYTES, S3_MAX_PARTS, S3_MIN_PART_BYTES};
-use crate::ports::{ObjectStore, PortError, StoredObject, UploadedPart};
+use crate::ports::{ObjectReader, ObjectStore, PortError, StoredObject, UploadedPart};
 
 /// Where unfinished multipart uploads keep their parts: `<root>/.multipart/<upload id>/`.
 const MULTIPART_DIR: &str = ".multipart";
@@ -137,6 +137,75 @@ impl ObjectStore for DirObjectStore {
         Ok(Some(StoredObject {
             bytes: Bytes::from(bytes),
             content_type: content_type_of(key).to_owned(),
+        }))
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ObjectReader>, PortError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        /// Bytes per piece read.
+        const PIECE: u64 = 256 * 1024;
+        let path = self.path_of(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(anyhow!(e)
+                    .context(format!("opening {}", path.display()))
+                    .into());
+            }
+        };
+        let metadata = file
+            .metadata()
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let len = metadata.len();
+        // Size and modification time stand in for S3's entity tag: a replaced file differs.
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let etag = Some(format!("\"{len:x}-{modified:x}\""));
+        let (start, end) = range.map_or((0, len), |r| (r.start.min(len), r.end.min(len)));
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let body = futures::stream::unfold(
+            (file, end.saturating_sub(start), path),
+            |(mut file, left, path)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let mut buf = vec![0; usize::try_from(left.min(PIECE)).unwrap_or(0)];
+                match file.read(&mut buf).await {
+                    Ok(0) => Some((
+                        Err(PortError::Unexpected(anyhow!(
+                            "{} ended early",
+                            path.display()
+                        ))),
+                        (file, 0, path),
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(Bytes::from(buf)), (file, left - n as u64, path)))
+                    }
+                    Err(e) => Some((
+                        Err(anyhow!(e)
+                            .context(format!("reading {}", path.display()))
+                            .into()),
+                        (file, 0, path),
+                    )),
+                }
+            },
+        );
+        Ok(Some(ObjectReader {
+            size: end.saturating_sub(start),
+            etag,
+            body: Box::pin(body),
         }))
     }
 

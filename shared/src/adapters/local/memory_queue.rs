@@ -16,8 +16,10 @@ use tokio::sync::Notify;
 
 use super::faults::{Call, FaultInjector};
 use crate::adapters::limits::{check_sqs_body, sqs_batches};
-use crate::domain::model::{RowJob, WebhookJob};
-use crate::ports::{PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, message_bodies};
+use crate::domain::model::{ChunkJob, RowJob, WebhookJob};
+use crate::ports::{
+    ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
+};
 use crate::retry::{RetryPolicy, retry};
 
 /// A message handed to a consumer.
@@ -284,6 +286,23 @@ impl WebhookQueue for InMemoryRowQueue {
         delay: Duration,
     ) -> Result<(), PortError> {
         self.change_visibility(receipt_handle, delay.min(SQS_MAX_VISIBILITY))
+    }
+}
+
+impl ChunkQueue for InMemoryRowQueue {
+    async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
+        let bodies = chunk_bodies(jobs)?;
+        for body in &bodies {
+            check_sqs_body(body).map_err(PortError::LimitExceeded)?;
+        }
+        for batch in sqs_batches(&bodies) {
+            let batch = &bodies[batch];
+            retry(&RetryPolicy::STORAGE, "sending chunk messages", || async {
+                self.send_batch(batch)
+            })
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -131,6 +131,12 @@ impl State {
         old: Option<serde_dynamo::Item>,
         new: serde_dynamo::Item,
     ) {
+        // The notifier's event source mapping lets only request items through
+        // (`template.yaml`, `FilterCriteria`); row and counter changes would only pile up
+        // here, a million of them for a catalogue-sized request.
+        if sk != META_SK {
+            return;
+        }
         self.sequence += 1;
         self.log.push(ChangeRecord {
             sequence: format!("{:021}", self.sequence),
@@ -334,13 +340,12 @@ impl InMemoryRequestRepository {
             if exists {
                 continue;
             }
-            let item = to_item(&RowItem::new(request_id, row.clone(), None))?;
+            // New rows and shards pass no stream filter: not logged ([`State::log`]).
             state
                 .rows
                 .entry(request_id.to_owned())
                 .or_default()
                 .insert(row.index, row.clone());
-            state.log(pk.clone(), row_sk(row.index), None, item);
         }
         for &(shard, rows_total) in shards {
             let exists = state
@@ -351,13 +356,11 @@ impl InMemoryRequestRepository {
                 continue;
             }
             let item = CounterItem::new(request_id, shard, rows_total, None);
-            let image = to_item(&item)?;
             state
                 .shards
                 .entry(request_id.to_owned())
                 .or_default()
                 .insert(shard, item.counters);
-            state.log(pk.clone(), counter_sk(shard), None, image);
         }
         drop(state);
         drop(hold);
@@ -537,6 +540,25 @@ impl RequestRepository for InMemoryRequestRepository {
             Ok(Created::Inserted)
         })
         .await
+    }
+
+    async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
+        let sizes = rows
+            .iter()
+            .map(|r| {
+                let item = to_item(&RowItem::new(request_id, r.clone(), None))?;
+                check_item_size(&item, &format!("row {}", r.index))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = self.policy();
+        for chunk in transaction_chunks(&sizes, 0) {
+            let chunk_rows = &rows[chunk];
+            retry(&policy, "writing rows", || {
+                self.put_new_items(request_id, chunk_rows, &[])
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {

@@ -430,9 +430,16 @@ async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) {
     let _ = tokio::time::timeout(duration, stop.changed()).await;
 }
 
-/// `true` for the stream records the notifier's event source mapping lets through: a request
-/// item entering a terminal status (`template.yaml`, `FilterCriteria`).
+/// `true` for the stream records the notifier's event source mapping lets through
+/// (`template.yaml`, `FilterCriteria`): a request item entering a terminal status, or one
+/// carrying the saved progress of a paused output CSV.
 fn passes_stream_filter(change: &ChangeRecord) -> bool {
+    is_terminal_transition(change)
+        || (change.sk == META_SK && change.new_image.contains_key("output_progress"))
+}
+
+/// `true` for a request item entering a terminal status.
+fn is_terminal_transition(change: &ChangeRecord) -> bool {
     if change.sk != META_SK {
         return false;
     }
@@ -761,7 +768,7 @@ impl<B: PumpBackend> Pipeline<B> {
             .cloned()
             .collect();
         if let Ok(mut seen) = self.terminal_records.lock() {
-            for change in &relevant {
+            for change in relevant.iter().filter(|c| is_terminal_transition(c)) {
                 let id = change.pk.strip_prefix("REQ#").unwrap_or(&change.pk);
                 *seen.entry(id.to_owned()).or_insert(0) += 1;
             }

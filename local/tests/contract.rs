@@ -19,6 +19,7 @@ use pixpress::domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
     RequestStatus, RowJob, RowRecord, RowState, Source, Webhook, WebhookAttempt,
 };
+use pixpress::ingest::load_all_rows;
 use pixpress::ports::{
     Created, ObjectStore, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
 };
@@ -285,6 +286,59 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
     );
 }
 
+/// A catalogue's request item first, then its rows chunk by chunk: a replayed chunk keeps the
+/// rows it finds (even one a worker recorded meanwhile) and adds none twice; the output CSV's
+/// saved progress round-trips and is dropped when the CSV is recorded.
+async fn chunked_rows_contract<R: RequestRepository>(repo: &R) {
+    use pixpress::domain::model::{OutputPart, OutputProgress};
+    let id = "contract-chunks";
+    assert_eq!(
+        repo.create_request(&meta(id, 250, false), &[])
+            .await
+            .unwrap(),
+        Created::Inserted
+    );
+    let all = rows(250);
+    repo.put_rows(id, &all[..120]).await.unwrap();
+    let now = Utc::now();
+    repo.record_row_outcome(id, 3, &[ok_image(10, 5)], now)
+        .await
+        .unwrap();
+    // The first chunk again (a replay), then the rest.
+    repo.put_rows(id, &all[..120]).await.unwrap();
+    repo.put_rows(id, &all[120..]).await.unwrap();
+    let listed = load_all_rows(repo, id).await.unwrap();
+    assert_eq!(listed.len(), 250, "every row once");
+    assert!(listed.iter().zip(0u32..).all(|(r, i)| r.index == i));
+    assert_eq!(listed[3].state, RowState::Done, "a recorded row is kept");
+    assert_eq!(
+        repo.get_request(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .counters
+            .rows_done,
+        1
+    );
+
+    assert!(repo.output_progress(id).await.unwrap().is_none());
+    let progress = OutputProgress {
+        key: "results/default/contract-chunks/output.csv".into(),
+        upload_id: "upload-1".into(),
+        parts: vec![OutputPart {
+            number: 1,
+            tag: "\"etag-1\"".into(),
+        }],
+        after_row: 119,
+    };
+    repo.record_output_progress(id, &progress).await.unwrap();
+    assert_eq!(repo.output_progress(id).await.unwrap(), Some(progress));
+    repo.record_output_csv(id, "results/default/contract-chunks/output.csv", now)
+        .await
+        .unwrap();
+    assert!(repo.output_progress(id).await.unwrap().is_none());
+}
+
 /// Rows of one request recorded all at once (as a batch of concurrent workers does) are each
 /// counted once, every row's redelivery is recognised, and exactly one caller flips the request.
 async fn concurrent_rows_contract<R: RequestRepository>(repo: &R) {
@@ -395,6 +449,45 @@ async fn store_contract<S: ObjectStore>(store: &S) {
         Err(PortError::TooLarge { size: 5, .. })
     ));
     multipart_contract(store).await;
+    open_contract(store).await;
+}
+
+/// An object read as a stream, whole or by byte range, and a missing one.
+async fn open_contract<S: ObjectStore>(store: &S) {
+    use futures::StreamExt as _;
+    let key = "uploads/c/streamed.csv";
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    store
+        .put(key, Bytes::from(bytes.clone()), "text/csv")
+        .await
+        .unwrap();
+    let read = |range: Option<std::ops::Range<u64>>| async move {
+        let mut reader = store.open(key, range).await.unwrap().unwrap();
+        let size = reader.size;
+        let etag = reader.etag.clone();
+        let mut got = Vec::new();
+        while let Some(piece) = reader.body.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        (size, etag, got)
+    };
+    let (size, etag, whole) = read(None).await;
+    assert_eq!(size, bytes.len() as u64);
+    assert!(whole == bytes);
+    let (size, range_etag, part) = read(Some(1_000..250_001)).await;
+    assert_eq!(size, 249_001);
+    assert!(part[..] == bytes[1_000..250_001]);
+    assert_eq!(
+        etag, range_etag,
+        "a range read names the same object version"
+    );
+    assert!(
+        store
+            .open("uploads/c/none.csv", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A multipart object: invisible until completed, parts joined in order, S3's 5 MiB minimum
@@ -447,6 +540,7 @@ async fn multipart_contract<S: ObjectStore>(store: &S) {
 #[tokio::test]
 async fn embedded_adapters_meet_the_contract() {
     repository_contract(&InMemoryRequestRepository::new(), false).await;
+    chunked_rows_contract(&InMemoryRequestRepository::new()).await;
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
     item_size_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
@@ -479,6 +573,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     .await
     .unwrap();
     repository_contract(&backends.repo, true).await;
+    chunked_rows_contract(&backends.repo).await;
     // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run
     // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
     item_size_contract(&backends.repo).await;

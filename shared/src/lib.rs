@@ -38,6 +38,7 @@
 pub mod adapters;
 pub mod auth;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod fetch;
 #[cfg(feature = "engine")]

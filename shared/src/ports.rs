@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::model::{
-    ChunkJob, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
-    RowJob, RowRecord, WebhookAttempt, WebhookJob,
+    ChunkJob, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputPart, OutputProgress,
+    RequestMeta, RequestStatus, RowJob, RowRecord, WebhookAttempt, WebhookJob,
 };
 
 /// Failure of a port call.
@@ -262,7 +262,7 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
 
-    /// Records the object key of the output CSV.
+    /// Records the object key of the output CSV (and drops any saved progress).
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
@@ -274,6 +274,32 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         request_id: &str,
         key: &str,
         now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// The output CSV's progress saved by an invocation that ran out of time, if any.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn output_progress(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<OutputProgress>, PortError>> + Send;
+
+    /// Saves the output CSV's progress on the request item (the change is what brings the
+    /// next invocation); [`RequestRepository::record_output_csv`] removes it.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Overwrites: the last writer's progress stands.
+    fn record_output_progress(
+        &self,
+        request_id: &str,
+        progress: &OutputProgress,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// Sets a terminal request's webhook back to pending for a redelivery, keeping every
@@ -398,6 +424,24 @@ pub struct UploadedPart {
     pub number: u32,
     /// The store's tag of the part.
     pub tag: String,
+}
+
+impl From<&UploadedPart> for OutputPart {
+    fn from(part: &UploadedPart) -> Self {
+        Self {
+            number: part.number,
+            tag: part.tag.clone(),
+        }
+    }
+}
+
+impl From<&OutputPart> for UploadedPart {
+    fn from(part: &OutputPart) -> Self {
+        Self {
+            number: part.number,
+            tag: part.tag.clone(),
+        }
+    }
 }
 
 /// An object's bytes as they arrive, in pieces of the store's choosing.
@@ -632,6 +676,58 @@ impl<'a, S: ObjectStore> MultipartWriter<'a, S> {
             return Err(e);
         }
         Ok(self.parts.len() as u64)
+    }
+
+    /// Continues the upload `upload_id` of `key` after `parts` (saved by an earlier writer that
+    /// stopped on a part boundary).
+    #[must_use]
+    pub fn resume(
+        store: &'a S,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+        part_bytes: usize,
+    ) -> Self {
+        Self {
+            store,
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            part_bytes: part_bytes.max(crate::adapters::limits::S3_MIN_PART_BYTES),
+            buffer: Vec::new(),
+            parts,
+        }
+    }
+
+    /// Bytes buffered and not yet sent.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Sends everything buffered as one part if it is at least S3's 5 MiB minimum, so the
+    /// upload stops on a part boundary and can be resumed; returns whether it did.
+    ///
+    /// # Errors
+    /// [`PortError`] when the part cannot be stored.
+    pub async fn flush_part(&mut self) -> Result<bool, PortError> {
+        if self.buffer.len() < crate::adapters::limits::S3_MIN_PART_BYTES {
+            return Ok(false);
+        }
+        let part = std::mem::take(&mut self.buffer);
+        self.send(part).await?;
+        Ok(true)
+    }
+
+    /// The upload's id.
+    #[must_use]
+    pub fn upload_id(&self) -> &str {
+        &self.upload_id
+    }
+
+    /// The parts sent so far.
+    #[must_use]
+    pub fn parts(&self) -> &[UploadedPart] {
+        &self.parts
     }
 
     /// Drops the upload (after a failure elsewhere).

@@ -6,8 +6,12 @@
 //!
 //! Per record that is a request item moving from a non-terminal to a terminal status
 //! (re-checked here, so an unfiltered stream is safe too):
-//! 1. read every row of the request in input order;
-//! 2. write the output CSV to `results/<request>/output.csv` and record its key;
+//! 1. read the rows of the request in input order, 1,000 per page;
+//! 2. stream the output CSV to `results/<request>/output.csv` as a multipart upload and record
+//!    its key. When the invocation's deadline nears before the last row (a catalogue of
+//!    millions of rows), the writer stops on a part boundary and saves its progress on the
+//!    request item (the upload, its parts, the last row written); that change is itself a
+//!    stream record the filter passes, and the next invocation continues from there;
 //! 3. if the request has a webhook that is not yet delivered, POST the signed completion event
 //!    (Standard Webhooks v1) with up to `WEBHOOK_MAX_ATTEMPTS` attempts and exponential
 //!    backoff, recording every attempt on the request.
@@ -29,10 +33,12 @@ use pixpress::adapters::AnyKeyStore;
 use pixpress::adapters::local::InMemoryRowQueue;
 use pixpress::auth::KeyStore as _;
 use pixpress::config::Config;
+use pixpress::deadline::Deadline;
 use pixpress::domain::item::ItemHead;
 use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
 use pixpress::domain::model::{
-    DeliveryState, RequestMeta, RequestStatus, WebhookAttempt, WebhookJob,
+    DeliveryState, OutputPart, OutputProgress, RequestMeta, RequestStatus, WebhookAttempt,
+    WebhookJob,
 };
 use pixpress::domain::output_csv::{output_csv_header, output_csv_rows};
 use pixpress::fetch::Fetcher;
@@ -126,6 +132,8 @@ pub struct Notified {
     pub output_csv_key: Option<String>,
     /// Final webhook state, if the request has a webhook.
     pub webhook: Option<DeliveryState>,
+    /// The last row written when the output CSV was paused for the next invocation.
+    pub paused_after_row: Option<u32>,
 }
 
 /// Why a notification must be retried.
@@ -137,6 +145,18 @@ pub enum NotifyError {
     /// Repository or store failure.
     #[error(transparent)]
     Storage(#[from] PortError),
+}
+
+/// `Some(request_id)` when the record is a request item whose output CSV was paused with
+/// saved progress (a new or changed `output_progress`).
+fn output_continuation(record: &aws_lambda_events::event::dynamodb::EventRecord) -> Option<String> {
+    let new = &record.change.new_image;
+    let progress = new.get("output_progress")?;
+    let sk: ItemHead = serde_dynamo::from_item(new.clone()).ok()?;
+    if sk.sk != META_SK || record.change.old_image.get("output_progress") == Some(progress) {
+        return None;
+    }
+    request_id_from_pk(&sk.pk).map(str::to_owned)
 }
 
 /// `Some(request_id)` when the record is a request item entering a terminal status.
@@ -177,46 +197,90 @@ pub const OUTPUT_ROWS_PER_PAGE: u32 = 1000;
 /// Size of the output CSV's multipart parts, in bytes (S3's minimum is 5 MiB).
 pub const OUTPUT_PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// Time kept back from the invocation's deadline when the output CSV pauses: enough to read
+/// up to one more part's worth of rows (5 MiB, a few seconds), store it and save progress.
+pub const OUTPUT_DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
+/// How writing the output CSV ended.
+enum Written {
+    /// The object is complete.
+    Done,
+    /// Stopped on a part boundary before the deadline; continue from this progress.
+    Paused(OutputProgress),
+}
+
 /// Streams the output CSV of `request_id` to `key`: rows are read a page at a time and sent as
 /// multipart parts, so memory holds one page and one part (about 8 MiB) however many rows the
 /// request has. Nothing is visible under `key` until the last part is in; a replay writes the
-/// same bytes again.
+/// same bytes again. With `progress` it continues that upload after its last row; when
+/// `deadline` no longer allows [`OUTPUT_DEADLINE_MARGIN`], it stops at the next part boundary
+/// (at least 5 MiB buffered) and returns the progress.
 async fn write_output_csv_in_parts<R: RequestRepository, S: ObjectStore, W>(
     app: &App<R, S, W>,
     request_id: &str,
     key: &str,
-) -> Result<(), NotifyError> {
-    let mut writer = MultipartWriter::start(
-        &app.store,
-        key,
-        "text/csv; charset=utf-8",
-        OUTPUT_PART_BYTES,
-    )
-    .await?;
+    progress: Option<OutputProgress>,
+    deadline: Deadline,
+) -> Result<Written, NotifyError> {
+    let resumed = progress.as_ref().is_some_and(|p| p.key == key);
+    let (mut writer, mut cursor) = match progress.filter(|p| p.key == key) {
+        Some(p) => (
+            MultipartWriter::resume(
+                &app.store,
+                key,
+                &p.upload_id,
+                p.parts.iter().map(Into::into).collect(),
+                OUTPUT_PART_BYTES,
+            ),
+            Some(p.after_row),
+        ),
+        None => (
+            MultipartWriter::start(
+                &app.store,
+                key,
+                "text/csv; charset=utf-8",
+                OUTPUT_PART_BYTES,
+            )
+            .await?,
+            None,
+        ),
+    };
     let written = async {
-        writer.write(&output_csv_header()?).await?;
-        let mut cursor = None;
+        if cursor.is_none() {
+            writer.write(&output_csv_header()?).await?;
+        }
         loop {
             let page = app
                 .repo
                 .list_rows(request_id, cursor, OUTPUT_ROWS_PER_PAGE)
                 .await?;
             writer.write(&output_csv_rows(&page.rows)?).await?;
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
+            let Some(next) = page.next else {
+                return Ok::<_, NotifyError>(None);
+            };
+            cursor = Some(next);
+            if !deadline.allows(OUTPUT_DEADLINE_MARGIN) && writer.flush_part().await? {
+                return Ok(Some(OutputProgress {
+                    key: key.to_owned(),
+                    upload_id: writer.upload_id().to_owned(),
+                    parts: writer.parts().iter().map(OutputPart::from).collect(),
+                    after_row: next,
+                }));
             }
         }
-        Ok::<(), NotifyError>(())
     }
     .await;
     match written {
-        Ok(()) => {
+        Ok(None) => {
             writer.finish().await?;
-            Ok(())
+            Ok(Written::Done)
         }
+        Ok(Some(progress)) => Ok(Written::Paused(progress)),
         Err(e) => {
-            let _ = writer.abort().await;
+            // A resumed upload is named by saved progress; the retry continues it.
+            if !resumed {
+                let _ = writer.abort().await;
+            }
             Err(e)
         }
     }
@@ -231,20 +295,50 @@ pub async fn notify<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
     app: &App<R, S, W>,
     request_id: &str,
 ) -> Result<Notified, NotifyError> {
+    notify_until(app, request_id, Deadline::NONE).await
+}
+
+/// [`notify`] within `deadline`: a catalogue's output CSV that cannot be finished in time is
+/// paused with its progress saved on the request item (the next invocation continues it), and
+/// the webhook waits for the CSV.
+///
+/// # Errors
+/// As [`notify`].
+pub async fn notify_until<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
+    app: &App<R, S, W>,
+    request_id: &str,
+    deadline: Deadline,
+) -> Result<Notified, NotifyError> {
     let Some(mut meta) = app.repo.get_request(request_id).await? else {
         tracing::warn!(%request_id, "terminal record for an unknown request");
         return Ok(Notified {
             output_csv_key: None,
             webhook: None,
+            paused_after_row: None,
         });
     };
     if meta.status != RequestStatus::Failed && meta.output_csv_key.is_none() {
         let key = output_csv_key(&meta.tenant, request_id);
-        write_output_csv_in_parts(app, request_id, &key).await?;
-        app.repo
-            .record_output_csv(request_id, &key, Utc::now())
-            .await?;
-        meta.output_csv_key = Some(key);
+        let progress = app.repo.output_progress(request_id).await?;
+        match write_output_csv_in_parts(app, request_id, &key, progress, deadline).await? {
+            Written::Done => {
+                app.repo
+                    .record_output_csv(request_id, &key, Utc::now())
+                    .await?;
+                meta.output_csv_key = Some(key);
+            }
+            Written::Paused(progress) => {
+                app.repo
+                    .record_output_progress(request_id, &progress)
+                    .await?;
+                tracing::info!(%request_id, after_row = progress.after_row, parts = progress.parts.len(), "output CSV paused for the next invocation");
+                return Ok(Notified {
+                    output_csv_key: None,
+                    webhook: None,
+                    paused_after_row: Some(progress.after_row),
+                });
+            }
+        }
     }
     let webhook_state = match &meta.webhook {
         Some(hook) if hook.state == DeliveryState::Pending => match &app.webhooks {
@@ -266,6 +360,7 @@ pub async fn notify<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
     Ok(Notified {
         output_csv_key: meta.output_csv_key,
         webhook: webhook_state,
+        paused_after_row: None,
     })
 }
 
@@ -451,11 +546,13 @@ pub async fn handle<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
     app: &App<R, S, W>,
     event: LambdaEvent<Event>,
 ) -> Result<(), lambda_runtime::Error> {
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     for record in &event.payload.records {
-        let Some(request_id) = terminal_transition(record) else {
+        let Some(request_id) = terminal_transition(record).or_else(|| output_continuation(record))
+        else {
             continue;
         };
-        let notified = notify(app, &request_id).await?;
+        let notified = notify_until(app, &request_id, deadline).await?;
         tracing::info!(%request_id, ?notified, "request completion handled");
     }
     Ok(())

@@ -338,6 +338,131 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An output CSV that one invocation cannot finish in time is paused on a part boundary with
+/// its progress on the request item, continued by the next invocations, and ends byte-identical
+/// to the CSV written at once; the webhook waits for it.
+#[tokio::test]
+async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
+    use pixpress::deadline::Deadline;
+    use pixpress::domain::output_csv::write_output_csv;
+    use pixpress_completion_notifier::notify_until;
+
+    let (addr, received) = receiver(StatusCode::OK).await;
+    let config = Config {
+        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
+        fetch: pixpress::fetch::FetchConfig {
+            policy: pixpress::fetch::NetworkPolicy::local(),
+            ..pixpress::fetch::FetchConfig::default()
+        },
+        ..Config::default()
+    };
+    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
+    let app = App::new(
+        None,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(&dir, None).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let now = Utc::now();
+    // About 14 MB of CSV: two parts of at least 5 MiB, then the rest.
+    let rows: Vec<RowRecord> = (0..40_000u32)
+        .map(|i| RowRecord {
+            index: i,
+            serial: (i + 1).to_string(),
+            product_name: format!("Product {i} {}", "x".repeat(200)),
+            input_urls: vec![
+                format!("https://img.example.com/{i}/a.jpg"),
+                format!("https://img.example.com/{i}/b.jpg"),
+            ],
+            state: RowState::Pending,
+            images: Vec::new(),
+            progress: Vec::new(),
+        })
+        .collect();
+    let meta = RequestMeta {
+        request_id: "catalogue-1".into(),
+        tenant: "default".into(),
+        status: RequestStatus::Completed,
+        source: Source::S3,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows.len() as u64,
+            images_total: 2 * rows.len() as u64,
+            ..Counters::default()
+        },
+        webhook: Some(Webhook {
+            url: format!("http://{addr}/hook"),
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+        }),
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: Some(now),
+    };
+    app.repo.create_request(&meta, &rows).await.unwrap();
+    app.repo.drain_changes().unwrap();
+    // Every invocation is already past its deadline: each writes one part and pauses.
+    let out_of_time = || Deadline::after(Duration::ZERO);
+    let first = notify_until(&app, "catalogue-1", out_of_time())
+        .await
+        .unwrap();
+    let paused = first.paused_after_row.expect("paused after the first part");
+    assert!(first.output_csv_key.is_none() && first.webhook.is_none());
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "no webhook before the CSV"
+    );
+    // The saved progress is a change of the request item the stream filter passes.
+    let changes = app.repo.drain_changes().unwrap();
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].new_image.contains_key("output_progress"));
+    let progress = app
+        .repo
+        .output_progress("catalogue-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((progress.parts.len(), progress.after_row), (1, paused));
+    let second = notify_until(&app, "catalogue-1", out_of_time())
+        .await
+        .unwrap();
+    assert!(second.paused_after_row.unwrap() > paused);
+    let mut invocations = 2;
+    let done = loop {
+        let notified = notify_until(&app, "catalogue-1", out_of_time())
+            .await
+            .unwrap();
+        invocations += 1;
+        if notified.paused_after_row.is_none() {
+            break notified;
+        }
+        assert!(invocations < 10, "never finished");
+    };
+    assert!(invocations >= 3);
+    let stored = app
+        .store
+        .get(&done.output_csv_key.unwrap(), u64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.bytes[..] == write_output_csv(&rows).unwrap()[..]);
+    assert_eq!(done.webhook, Some(DeliveryState::Delivered));
+    assert_eq!(received.lock().unwrap().len(), 1);
+    assert!(
+        app.repo
+            .output_progress("catalogue-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A receiver that answers `status` with `Retry-After: retry_after` and records when each
 /// attempt arrived.
 async fn answering(

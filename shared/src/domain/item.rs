@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counting::empty_shards;
 use super::keys::{META_SK, counter_sk, request_pk, row_sk};
-use super::model::{Counters, RequestMeta, RequestStatus, RowRecord};
+use super::model::{Counters, OutputProgress, RequestMeta, RequestStatus, RowRecord};
 
 /// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
@@ -29,6 +29,10 @@ pub struct MetaItem {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub done_shards: Vec<u32>,
+    /// The output CSV's progress while it is written across invocations
+    /// ([`OutputProgress`]); removed when the CSV is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_progress: Option<OutputProgress>,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -44,6 +48,7 @@ impl MetaItem {
             sk: META_SK.to_owned(),
             done_shards: empty_shards(meta.counters.rows_total),
             meta,
+            output_progress: None,
             expires_at,
         }
     }

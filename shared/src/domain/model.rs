@@ -416,6 +416,31 @@ pub struct RowRecord {
     pub progress: Vec<ImageProgress>,
 }
 
+/// One stored part of a multipart upload: its number (1–10,000) and the store's tag (S3's
+/// `ETag`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputPart {
+    /// Part number.
+    pub number: u32,
+    /// The store's tag of the part.
+    pub tag: String,
+}
+
+/// How far the output CSV of a large request got when an invocation ran out of time: the open
+/// multipart upload, its parts, and the last row written. Stored on the request item, which
+/// sends the notifier a stream record to continue from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputProgress {
+    /// Object key of the output CSV.
+    pub key: String,
+    /// The multipart upload.
+    pub upload_id: String,
+    /// Parts stored so far, in order.
+    pub parts: Vec<OutputPart>,
+    /// Index of the last row written; the next invocation starts after it.
+    pub after_row: u32,
+}
+
 /// The ingest-queue message for one slice of a validated upload: the rows an `s3-ingest`
 /// invocation turns into row items and row messages (DESIGN §3, "Catalogue-scale ingest").
 /// The byte range was found valid by the scan of the whole object; `etag` pins the object, so

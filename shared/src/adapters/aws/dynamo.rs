@@ -31,8 +31,8 @@ use crate::domain::keys::{
     COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
 };
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
-    RowRecord, WebhookAttempt,
+    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
+    RequestStatus, RowRecord, WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
 use crate::retry::{RetryPolicy, retry};
@@ -752,11 +752,49 @@ impl RequestRepository for DynamoRequestRepository {
     ) -> Result<(), PortError> {
         self.conditional_update(
             request_id,
-            "SET output_csv_key = :key, updated_at = :now",
+            "SET output_csv_key = :key, updated_at = :now REMOVE output_progress",
             "attribute_exists(pk)",
             &[],
             vec![(":key", s(key)), (":now", s(now.to_rfc3339()))],
             "recording the output CSV",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
+        let out = retry(&self.retry, "reading the request", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .projection_expression("output_progress")
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the request", &e))
+        })
+        .await?;
+        let Some(value) = out.item.and_then(|mut item| item.remove("output_progress")) else {
+            return Ok(None);
+        };
+        serde_dynamo::from_attribute_value(value)
+            .map(Some)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed output progress: {e}")))
+    }
+
+    async fn record_output_progress(
+        &self,
+        request_id: &str,
+        progress: &OutputProgress,
+    ) -> Result<(), PortError> {
+        self.conditional_update(
+            request_id,
+            "SET output_progress = :progress",
+            "attribute_exists(pk)",
+            &[],
+            vec![(":progress", encode(progress)?)],
+            "recording the output CSV's progress",
         )
         .await
         .map(|_| ())

@@ -28,8 +28,8 @@ use crate::domain::counting::{
 use crate::domain::item::{CounterItem, MetaItem, RowItem};
 use crate::domain::keys::{META_SK, counter_sk, request_pk, row_sk};
 use crate::domain::model::{
-    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, RequestMeta, RequestStatus,
-    RowRecord, RowState, WebhookAttempt,
+    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
+    RequestStatus, RowRecord, RowState, WebhookAttempt,
 };
 use crate::ports::{Created, PortError, RequestRepository, RowPage, RowRecorded, Transition};
 use crate::retry::{RetryPolicy, retry};
@@ -76,12 +76,14 @@ pub struct ChangeRecord {
 struct StoredMeta {
     meta: RequestMeta,
     done_shards: BTreeSet<u32>,
+    output_progress: Option<OutputProgress>,
 }
 
 impl StoredMeta {
     fn item(&self) -> Result<serde_dynamo::Item, PortError> {
         let mut item = MetaItem::new(self.meta.clone(), None);
         item.done_shards = self.done_shards.iter().copied().collect();
+        item.output_progress.clone_from(&self.output_progress);
         to_item(&item)
     }
 }
@@ -526,6 +528,7 @@ impl RequestRepository for InMemoryRequestRepository {
         let stored = StoredMeta {
             meta: meta.clone(),
             done_shards: empty_shards(meta.counters.rows_total).into_iter().collect(),
+            output_progress: None,
         };
         let item = stored.item()?;
         check_item_size(&item, "the request item")?;
@@ -745,8 +748,38 @@ impl RequestRepository for InMemoryRequestRepository {
         self.write_meta(request_id, "recording the output CSV", |stored| {
             stored.meta.output_csv_key = Some(key.to_owned());
             stored.meta.updated_at = now;
+            stored.output_progress = None;
             true
         })
+        .await
+        .map(|_| ())
+    }
+
+    async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
+        retry(&self.policy(), "reading the request", || async {
+            self.fault(Call::Read)?;
+            Ok(self
+                .lock()?
+                .requests
+                .get(request_id)
+                .and_then(|stored| stored.output_progress.clone()))
+        })
+        .await
+    }
+
+    async fn record_output_progress(
+        &self,
+        request_id: &str,
+        progress: &OutputProgress,
+    ) -> Result<(), PortError> {
+        self.write_meta(
+            request_id,
+            "recording the output CSV's progress",
+            |stored| {
+                stored.output_progress = Some(progress.clone());
+                true
+            },
+        )
         .await
         .map(|_| ())
     }

@@ -318,6 +318,61 @@ async fn a_throttled_chunk_is_retried_and_a_failed_chunk_never_writes_the_reques
     );
 }
 
+/// A chunk of a catalogue: one conditional `PutItem` per row, no transaction. A row that
+/// exists (`ConditionalCheckFailedException`, a replayed chunk) is kept and not an error;
+/// throttling is retried; an access error fails the chunk so its message is retried.
+#[tokio::test]
+async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry_throttling() {
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )),
+        )
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded",
+            )),
+        )
+        .times(2)
+        .output(|| PutItemOutput::builder().build())
+        .repeatedly()
+        .build();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&put, &transact],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    repo.put_rows("r", &rows(5)).await.unwrap();
+    // One answer says the row exists (kept, not an error), two are throttling (retried),
+    // four are writes: five rows, seven calls.
+    assert_eq!(put.num_calls(), 1 + 2 + 4);
+    assert_eq!(transact.num_calls(), 0, "no transaction for chunk rows");
+
+    let denied = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error("AccessDeniedException", "not authorized")),
+        )
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let err = repo.put_rows("r", &rows(3)).await.unwrap_err();
+    assert!(matches!(err, PortError::Denied(_)), "{err}");
+}
+
 fn s3_store(rule: &aws_smithy_mocks::Rule) -> S3ObjectStore {
     let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [rule], |c| c
         .retry_config(

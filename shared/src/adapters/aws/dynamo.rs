@@ -407,6 +407,9 @@ impl DynamoRequestRepository {
     }
 }
 
+/// Row writes in flight at once while a chunk of a catalogue is expanded.
+const PUT_ROWS_AT_ONCE: usize = 16;
+
 impl RequestRepository for DynamoRequestRepository {
     async fn create_request(
         &self,
@@ -472,6 +475,12 @@ impl RequestRepository for DynamoRequestRepository {
     }
 
     async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
+        use futures::StreamExt as _;
+        use futures::TryStreamExt as _;
+        // One conditional PutItem per row, a few at a time: the rows of a chunk need no
+        // atomicity (a replay completes a partial chunk), and a plain write costs one write
+        // unit per KB where a transactional one costs two (DynamoDB pricing, "Write request
+        // units").
         let items = rows
             .iter()
             .map(|row| {
@@ -479,9 +488,37 @@ impl RequestRepository for DynamoRequestRepository {
                     &RowItem::new(request_id, row.clone(), None),
                     &format!("row {}", row.index),
                 )
+                .map(|(item, _)| item)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.put_new(items, "writing rows").await
+        futures::stream::iter(items)
+            .map(|item| async move {
+                retry(&self.retry, "writing a row", || async {
+                    match self
+                        .client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(item.clone()))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        // Written before (a replayed chunk), perhaps recorded since: kept.
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(sdk_error("writing a row", &e)),
+                    }
+                })
+                .await
+            })
+            .buffer_unordered(PUT_ROWS_AT_ONCE)
+            .try_collect::<()>()
+            .await
     }
 
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {

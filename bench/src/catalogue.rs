@@ -13,6 +13,9 @@
 //!    every chunk expanded into row items and row messages): time and peak RSS, which now
 //!    include the embedded table and queue holding every row.
 //!
+//! With `--endpoint` (a moto or ministack server), step 2 runs through the AWS adapters
+//! instead: S3 multipart, DynamoDB `PutItem`s, SQS `SendMessageBatch`.
+//!
 //! Peak RSS is the kernel's high-water mark (`VmHWM` in `/proc/self/status`).
 
 use std::io::{BufWriter, Read, Write};
@@ -28,7 +31,8 @@ use pixpress::domain::keys::presigned_upload_key;
 use pixpress::domain::model::DEFAULT_TENANT;
 use pixpress::fetch::NetworkPolicy;
 use pixpress::ports::{MultipartWriter, RequestRepository};
-use pixpress_local::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_local::emulator::EmulatorNames;
+use pixpress_local::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions, PumpBackend};
 use pixpress_s3_ingest::RecordOutcome;
 
 /// Time catalogue-scale validation and ingest.
@@ -40,6 +44,9 @@ struct Args {
     /// Working directory (CSV and embedded data); a temporary one by default.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Ingest through the AWS adapters against the emulator at this URL.
+    #[arg(long)]
+    endpoint: Option<String>,
 }
 
 /// Peak resident set size of this process so far, in bytes.
@@ -116,14 +123,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let rss_validate = peak_rss();
     anyhow::ensure!(summary.rows == args.rows && rows == args.rows);
 
+    println!("| step | time (s) | rows/s | MB/s | peak RSS (MB) |\n|---|---|---|---|---|");
+    println!(
+        "| validate (one streaming pass) | {:.2} | {:.0} | {:.1} | {:.0} (at start {:.0}) |",
+        validate.as_secs_f64(),
+        args.rows as f64 / validate.as_secs_f64(),
+        mb(bytes) / validate.as_secs_f64(),
+        mb(rss_validate),
+        mb(rss_start)
+    );
     // 2. Ingest through s3-ingest, as `pixpress run` does for a file over the API's limit.
-    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(dir.join("data")))?;
+    let options = PipelineOptions::new(dir.join("data"));
+    match &args.endpoint {
+        Some(endpoint) => {
+            let names = EmulatorNames::with_prefix("pixpress-catalogue");
+            let pipeline =
+                Pipeline::<Emulated>::emulated(&config, options, endpoint, &names).await?;
+            ingest(&pipeline, &csv_path, args.rows, bytes).await?;
+        }
+        None => {
+            let pipeline = LocalPipeline::new(&config, options)?;
+            ingest(&pipeline, &csv_path, args.rows, bytes).await?;
+        }
+    }
+    if args.dir.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    Ok(())
+}
+
+/// Step 2 over `pipeline`'s backends.
+async fn ingest<B: PumpBackend>(
+    pipeline: &Pipeline<B>,
+    csv_path: &std::path::Path,
+    rows: u64,
+    bytes: u64,
+) -> anyhow::Result<()> {
     let request_id = "00000000-0000-4000-8000-000000000001";
     let key = presigned_upload_key(DEFAULT_TENANT, request_id);
     let started = Instant::now();
     let mut writer =
         MultipartWriter::start(pipeline.store(), &key, "text/csv", 8 * 1024 * 1024).await?;
-    let mut file = std::fs::File::open(&csv_path)?;
+    let mut file = std::fs::File::open(csv_path)?;
     let mut part = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut part)?;
@@ -150,16 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .get_request(&ingested.meta.request_id)
         .await?
         .context("request missing")?;
-    let queued = pipeline.backend.queue.len()?;
-    println!("| step | time (s) | rows/s | MB/s | peak RSS (MB) |\n|---|---|---|---|---|");
-    println!(
-        "| validate (one streaming pass) | {:.2} | {:.0} | {:.1} | {:.0} (at start {:.0}) |",
-        validate.as_secs_f64(),
-        args.rows as f64 / validate.as_secs_f64(),
-        mb(bytes) / validate.as_secs_f64(),
-        mb(rss_validate),
-        mb(rss_start)
-    );
+    let queued = pipeline.backend.queue_depth().await?;
     println!(
         "| store in 8 MiB parts | {:.2} | – | {:.1} | – |",
         stored.as_secs_f64(),
@@ -170,13 +202,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         meta.counters.rows_total,
         queued,
         ingest.as_secs_f64(),
-        args.rows as f64 / ingest.as_secs_f64(),
+        rows as f64 / ingest.as_secs_f64(),
         mb(bytes) / ingest.as_secs_f64(),
         mb(peak_rss())
     );
     println!("request {}: {}", meta.request_id, meta.status.as_str());
-    if args.dir.is_none() {
-        std::fs::remove_dir_all(&dir).ok();
-    }
     Ok(())
 }

@@ -42,8 +42,10 @@ use problem::Problem;
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Upload limits.
+    /// Limits of `POST /uploads`.
     pub csv: CsvLimits,
+    /// Largest CSV of a presigned upload (the S3 path's `MAX_UPLOAD_BYTES`), in bytes.
+    pub upload_max_bytes: usize,
     /// Output spec when an upload does not choose one.
     pub default_output: OutputSpec,
     /// Public base URL for links; derived from the request's `Host` when unset.
@@ -56,6 +58,7 @@ impl From<&Config> for ApiConfig {
     fn from(config: &Config) -> Self {
         Self {
             csv: config.csv,
+            upload_max_bytes: config.upload.max_bytes,
             default_output: config.output,
             public_api_url: config.public_api_url.clone(),
             egress: config.fetch.policy,

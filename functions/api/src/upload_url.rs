@@ -136,7 +136,7 @@ where
                     content_type: UPLOAD_CONTENT_TYPE,
                 },
                 expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                max_bytes: app.config.csv.max_bytes,
+                max_bytes: app.config.upload_max_bytes,
                 status_url,
             };
             json_response(StatusCode::CREATED, &body)

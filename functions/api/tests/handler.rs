@@ -325,6 +325,11 @@ async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
     assert!(!query["X-Amz-Signature"].is_empty());
     assert_eq!(body["method"], "PUT");
     assert_eq!(body["headers"]["content-type"], "text/csv");
+    // A presigned upload takes a catalogue: the S3 path's limit, not the direct upload's.
+    assert_eq!(
+        body["max_bytes"].as_u64(),
+        Some(pixpress::config::DEFAULT_MAX_UPLOAD_BYTES as u64)
+    );
     assert_eq!(
         body["status_url"],
         format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")

@@ -149,24 +149,26 @@ impl Fingerprint {
     }
 }
 
+/// Row `index` of a request, not yet processed, from its validated CSV row.
+fn pending_row(row: ParsedRow, index: u32) -> RowRecord {
+    RowRecord {
+        index,
+        serial: row.serial,
+        product_name: row.product_name,
+        input_urls: row.input_urls,
+        state: RowState::Pending,
+        images: Vec::new(),
+        progress: Vec::new(),
+    }
+}
+
 /// Builds the request record and rows for a validated CSV.
-fn build(
-    input: &IngestRequest<'_>,
-    rows: Vec<crate::domain::input_csv::ParsedRow>,
-) -> (RequestMeta, Vec<RowRecord>) {
+fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<RowRecord>) {
     let images_total = rows.iter().map(|r| r.input_urls.len() as u64).sum();
     let records: Vec<RowRecord> = rows
         .into_iter()
         .zip(0u32..)
-        .map(|(row, index)| RowRecord {
-            index,
-            serial: row.serial,
-            product_name: row.product_name,
-            input_urls: row.input_urls,
-            state: RowState::Pending,
-            images: Vec::new(),
-            progress: Vec::new(),
-        })
+        .map(|(row, index)| pending_row(row, index))
         .collect();
     let meta = RequestMeta {
         request_id: input.request_id.clone(),
@@ -578,15 +580,7 @@ where
     let records: Vec<RowRecord> = rows
         .into_iter()
         .zip(job.first_row..)
-        .map(|(row, index)| RowRecord {
-            index,
-            serial: row.serial,
-            product_name: row.product_name,
-            input_urls: row.input_urls,
-            state: RowState::Pending,
-            images: Vec::new(),
-            progress: Vec::new(),
-        })
+        .map(|(row, index)| pending_row(row, index))
         .collect();
     repo.put_rows(&job.request_id, &records).await?;
     let jobs: Vec<RowJob> = records.iter().map(|r| RowJob::for_row(&meta, r)).collect();

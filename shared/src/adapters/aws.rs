@@ -76,7 +76,12 @@ pub fn key_store_from_env(sdk: &aws_config::SdkConfig) -> Result<DynamoKeyStore,
 /// (then the notifier delivers itself).
 #[must_use]
 pub fn webhooks_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueue> {
-    std::env::var(vars::WEBHOOKS_QUEUE_URL)
+    optional_queue_from_env(sdk, vars::WEBHOOKS_QUEUE_URL)
+}
+
+/// The queue whose URL the variable `name` holds, or `None` when it is unset or empty.
+fn optional_queue_from_env(sdk: &aws_config::SdkConfig, name: &str) -> Option<SqsRowQueue> {
+    std::env::var(name)
         .ok()
         .filter(|url| !url.trim().is_empty())
         .map(|url| SqsRowQueue::new(sdk, url))
@@ -86,10 +91,7 @@ pub fn webhooks_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueu
 /// uploads).
 #[must_use]
 pub fn ingest_queue_from_env(sdk: &aws_config::SdkConfig) -> Option<SqsRowQueue> {
-    std::env::var(vars::INGEST_QUEUE_URL)
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .map(|url| SqsRowQueue::new(sdk, url))
+    optional_queue_from_env(sdk, vars::INGEST_QUEUE_URL)
 }
 
 /// The rows queue named by `ROWS_QUEUE_URL`.

@@ -419,14 +419,8 @@ impl CsvScanner {
             self.fields_len += nout;
             self.ends_len += nend;
             match result {
-                csv_core::ReadRecordResult::OutputFull => {
-                    let len = self.fields.len();
-                    self.fields.resize(len * 2, 0);
-                }
-                csv_core::ReadRecordResult::OutputEndsFull => {
-                    let len = self.ends.len();
-                    self.ends.resize(len * 2, 0);
-                }
+                csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => self.grow(result),
                 csv_core::ReadRecordResult::Record => {
                     self.record(false, on_row);
                 }
@@ -440,6 +434,17 @@ impl CsvScanner {
                     pos = 0;
                 }
             }
+        }
+    }
+
+    /// Doubles the field buffer (`OutputFull`) or the field-end buffer (`OutputEndsFull`).
+    fn grow(&mut self, full: csv_core::ReadRecordResult) {
+        if full == csv_core::ReadRecordResult::OutputFull {
+            let len = self.fields.len();
+            self.fields.resize(len * 2, 0);
+        } else {
+            let len = self.ends.len();
+            self.ends.resize(len * 2, 0);
         }
     }
 
@@ -635,14 +640,8 @@ impl CsvScanner {
             self.fields_len += nout;
             self.ends_len += nend;
             match result {
-                csv_core::ReadRecordResult::OutputFull => {
-                    let len = self.fields.len();
-                    self.fields.resize(len * 2, 0);
-                }
-                csv_core::ReadRecordResult::OutputEndsFull => {
-                    let len = self.ends.len();
-                    self.ends.resize(len * 2, 0);
-                }
+                csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => self.grow(result),
                 csv_core::ReadRecordResult::Record => {
                     // An unterminated quote: read on from the line after the one it opened on.
                     let unterminated = self.record(true, on_row);

@@ -320,6 +320,27 @@ impl InMemoryRequestRepository {
     /// One `TransactWriteItems` that puts `items` (row and counter items), each conditional on
     /// not existing; items that exist already are skipped, as the retry after a
     /// `ConditionalCheckFailed` does in the DynamoDB adapter.
+    /// Writes `rows` (each conditional on being new) in chunks a transaction could hold,
+    /// after checking each against DynamoDB's item size.
+    async fn put_row_items(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
+        let sizes = rows
+            .iter()
+            .map(|r| {
+                let item = to_item(&RowItem::new(request_id, r.clone(), None))?;
+                check_item_size(&item, &format!("row {}", r.index))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policy = self.policy();
+        for chunk in transaction_chunks(&sizes, 0) {
+            let chunk_rows = &rows[chunk];
+            retry(&policy, "writing rows", || {
+                self.put_new_items(request_id, chunk_rows, &[])
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn put_new_items(
         &self,
         request_id: &str,
@@ -501,21 +522,8 @@ impl RequestRepository for InMemoryRequestRepository {
         let id = meta.request_id.as_str();
         // Rows and counter shards first, in transactions of ≤ 100 actions and ≤ 4 MB; the
         // request item last, so a request is visible only once all its items exist.
-        let sizes = rows
-            .iter()
-            .map(|r| {
-                let item = to_item(&RowItem::new(id, r.clone(), None))?;
-                check_item_size(&item, &format!("row {}", r.index))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        self.put_row_items(id, rows).await?;
         let policy = self.policy();
-        for chunk in transaction_chunks(&sizes, 0) {
-            let chunk_rows = &rows[chunk];
-            retry(&policy, "writing rows", || {
-                self.put_new_items(id, chunk_rows, &[])
-            })
-            .await?;
-        }
         let shard_totals: Vec<(u32, u64)> = shards_with_rows(meta.counters.rows_total)
             .map(|s| (s, shard_rows_total(meta.counters.rows_total, s)))
             .collect();
@@ -546,22 +554,7 @@ impl RequestRepository for InMemoryRequestRepository {
     }
 
     async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
-        let sizes = rows
-            .iter()
-            .map(|r| {
-                let item = to_item(&RowItem::new(request_id, r.clone(), None))?;
-                check_item_size(&item, &format!("row {}", r.index))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let policy = self.policy();
-        for chunk in transaction_chunks(&sizes, 0) {
-            let chunk_rows = &rows[chunk];
-            retry(&policy, "writing rows", || {
-                self.put_new_items(request_id, chunk_rows, &[])
-            })
-            .await?;
-        }
-        Ok(())
+        self.put_row_items(request_id, rows).await
     }
 
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {

@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: scripts/catalogue-bench.sh [--ingest-rows N] [--run-rows N] [--emulator-rows N] [--emulator moto|ministack]" >&2; exit 2 ;;
   esac
 done
+[ -x /usr/bin/time ] || { echo "scripts/catalogue-bench.sh needs GNU time for peak RSS: apt-get install time" >&2; exit 1; }
 BASE="${PIXPRESS_CORPUS:-$HOME/.cache/pixpress-corpus}"
 [ -s "$BASE/product100.txt" ] || BASE="$BASE" bash bench/corpus/build_corpus.sh
 VENV="$HOME/.cache/pixpress/bench-venv"

@@ -61,6 +61,39 @@ pub fn init_lambda() {
     }
 }
 
+/// The span of work on one request: every log line inside it carries `request_id` (JSON logs
+/// include the current span). At error level, so it exists whatever the log level.
+#[must_use]
+pub fn request_span(request_id: &str) -> tracing::Span {
+    tracing::error_span!("request", request_id = %request_id)
+}
+
+/// The span of one queue message: `request_id` (and `row_index` for a row job) read from its
+/// JSON body — row, chunk and webhook jobs all name their request — so every log line about
+/// the message carries them; no fields for a body that is not JSON.
+#[must_use]
+pub fn message_span(body: &str) -> tracing::Span {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        request_id: Option<String>,
+        row_index: Option<u32>,
+    }
+    let span = tracing::error_span!(
+        "message",
+        request_id = tracing::field::Empty,
+        row_index = tracing::field::Empty
+    );
+    if let Ok(ids) = serde_json::from_str::<Ids>(body) {
+        if let Some(id) = &ids.request_id {
+            span.record("request_id", id.as_str());
+        }
+        if let Some(index) = ids.row_index {
+            span.record("row_index", index);
+        }
+    }
+    span
+}
+
 /// CloudWatch namespace of pixpress's metrics.
 pub const METRICS_NAMESPACE: &str = "pixpress";
 

@@ -552,8 +552,16 @@ pub async fn handle<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
         else {
             continue;
         };
-        let notified = notify_until(app, &request_id, deadline).await?;
-        tracing::info!(%request_id, ?notified, "request completion handled");
+        let span = pixpress::telemetry::request_span(&request_id);
+        tracing::Instrument::instrument(
+            async {
+                let notified = notify_until(app, &request_id, deadline).await?;
+                tracing::info!(?notified, "request completion handled");
+                Ok::<_, NotifyError>(())
+            },
+            span,
+        )
+        .await?;
     }
     Ok(())
 }

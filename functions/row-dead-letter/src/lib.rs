@@ -130,21 +130,30 @@ pub async fn handle<R: RequestRepository>(
     app: &App<R>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    let results =
-        futures::future::join_all(event.payload.records.into_iter().map(|message| async move {
-            let result = process_message(app, &message).await;
-            (message.message_id, result)
-        }))
-        .await;
+    use tracing::Instrument as _;
+    let results = futures::future::join_all(event.payload.records.into_iter().map(|message| {
+        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
+        async move {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let failed = match process_message(app, &message).await {
+                Ok(recorded) => {
+                    tracing::warn!(%message_id, ?recorded, "dead-lettered row recorded");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(%message_id, error = %e, "dead-lettered row not recorded; will retry");
+                    true
+                }
+            };
+            (message_id, failed)
+        }
+        .instrument(span)
+    }))
+    .await;
     let mut response = SqsBatchResponse::default();
-    for (message_id, result) in results {
-        let message_id = message_id.unwrap_or_default();
-        match result {
-            Ok(recorded) => tracing::warn!(%message_id, ?recorded, "dead-lettered row recorded"),
-            Err(e) => {
-                tracing::error!(%message_id, error = %e, "dead-lettered row not recorded; will retry");
-                response.add_failure(message_id);
-            }
+    for (message_id, failed) in results {
+        if failed {
+            response.add_failure(message_id);
         }
     }
     Ok(response)

@@ -582,29 +582,41 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
     app: &App<R, S>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    use tracing::Instrument as _;
     let deadline = Deadline::from_epoch_millis(event.context.deadline);
     // Every record of the batch runs at once; downloads and compression are bounded inside.
-    let results: Vec<(Option<String>, Result<RowProcessed, ProcessError>)> =
-        futures::future::join_all(event.payload.records.into_iter().map(|message| async move {
-            let result = process_message(app, &message, deadline).await;
-            (message.message_id, result)
+    // Each runs and reports in its message's span, so every line names request and row.
+    let results: Vec<(String, bool)> =
+        futures::future::join_all(event.payload.records.into_iter().map(|message| {
+            let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
+            async move {
+                let message_id = message.message_id.clone().unwrap_or_default();
+                let failed = match process_message(app, &message, deadline).await {
+                    Ok(processed) => {
+                        tracing::debug!(%message_id, ?processed, "row processed");
+                        false
+                    }
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(%message_id, error = %e, "row will be retried");
+                        true
+                    }
+                    // Never dropped: deleting the message would strand its request. Redelivered
+                    // until it dead-letters, where the row is recorded as failed
+                    // (`dead_lettered`).
+                    Err(e) => {
+                        tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
+                        true
+                    }
+                };
+                (message_id, failed)
+            }
+            .instrument(span)
         }))
         .await;
     let mut response = SqsBatchResponse::default();
-    for (message_id, result) in results {
-        let message_id = message_id.unwrap_or_default();
-        match result {
-            Ok(processed) => tracing::debug!(%message_id, ?processed, "row processed"),
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(%message_id, error = %e, "row will be retried");
-                response.add_failure(message_id);
-            }
-            // Never dropped: deleting the message would strand its request. Redelivered until
-            // it dead-letters, where the row is recorded as failed (`dead_lettered`).
-            Err(e) => {
-                tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
-                response.add_failure(message_id);
-            }
+    for (message_id, failed) in results {
+        if failed {
+            response.add_failure(message_id);
         }
     }
     Ok(response)

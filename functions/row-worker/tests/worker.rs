@@ -600,3 +600,79 @@ async fn an_invocation_emits_image_outcomes_bytes_and_latencies_as_metrics() {
     );
     assert!(documents.iter().all(|d| d["function"] == "row-worker"));
 }
+
+/// A log sink for one test: JSON lines, as deployed functions write them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Every log line a worker writes about a row names its request and row, whatever the line
+/// (the worker's own reports, the fetcher's, the HTTP client's), so one request's story can be
+/// read out of CloudWatch with one filter.
+#[tokio::test]
+async fn every_log_line_about_a_row_names_its_request_and_row() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(captured.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let server = image_server().await;
+    let mut config = config();
+    config.max_receive_count = 3;
+    let app = app(&config);
+    let jobs = seed(
+        &app.repo,
+        "logged",
+        &[
+            vec![format!("http://{server}/missing.jpg")],
+            vec![format!("http://{server}/busy.jpg")],
+        ],
+    )
+    .await;
+    let records: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| job_message(&format!("m{i}"), job))
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "row will be retried"),
+        "{text}"
+    );
+    for line in &lines {
+        assert_eq!(line["span"]["request_id"], "logged", "{line}");
+        assert!(line["span"]["row_index"].is_u64(), "{line}");
+    }
+}

@@ -241,13 +241,17 @@ where
             .map_or(app.config.output, |o| o.output_spec),
         now,
     };
-    let rejection = match ingest_object(
-        &app.repo,
-        &app.queue,
-        &app.store,
-        app.chunks.as_ref(),
-        &app.settings(),
-        input,
+    let span = pixpress::telemetry::request_span(&request_id);
+    let rejection = match tracing::Instrument::instrument(
+        ingest_object(
+            &app.repo,
+            &app.queue,
+            &app.store,
+            app.chunks.as_ref(),
+            &app.settings(),
+            input,
+        ),
+        span,
     )
     .await
     {
@@ -382,15 +386,27 @@ where
     Q: RowQueue,
     S: ObjectStore,
 {
+    use tracing::Instrument as _;
     let mut response = SqsBatchResponse::default();
     for message in &event.payload.records {
         let message_id = message.message_id.clone().unwrap_or_default();
-        match process_chunk(app, message).await {
-            Ok(outcome) => tracing::info!(%message_id, ?outcome, "chunk expanded"),
-            Err(e) => {
-                tracing::warn!(%message_id, error = %e, "chunk not expanded; will retry");
-                response.add_failure(message_id);
+        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
+        let failed = async {
+            match process_chunk(app, message).await {
+                Ok(outcome) => {
+                    tracing::info!(%message_id, ?outcome, "chunk expanded");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(%message_id, error = %e, "chunk not expanded; will retry");
+                    true
+                }
             }
+        }
+        .instrument(span)
+        .await;
+        if failed {
+            response.add_failure(message_id);
         }
     }
     Ok(response)

@@ -119,24 +119,34 @@ where
     S: ObjectStore,
     W: WebhookQueue,
 {
+    use tracing::Instrument as _;
     let mut response = SqsBatchResponse::default();
     for message in &event.payload.records {
         let message_id = message.message_id.clone().unwrap_or_default();
-        match send_one(app, message).await {
-            Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => {}
-            Ok(Sent::RetryAfter(wait)) => {
-                tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
-                response.add_failure(message_id);
+        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
+        // The attempt and its report in the message's span: every line names the request.
+        let comes_back = async {
+            match send_one(app, message).await {
+                Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => false,
+                Ok(Sent::RetryAfter(wait)) => {
+                    tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
+                    true
+                }
+                Ok(Sent::Failed) => {
+                    metrics::counter!("webhooks_dead_lettered").increment(1);
+                    tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(%message_id, error = %e, "webhook message comes back");
+                    true
+                }
             }
-            Ok(Sent::Failed) => {
-                metrics::counter!("webhooks_dead_lettered").increment(1);
-                tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
-                response.add_failure(message_id);
-            }
-            Err(e) => {
-                tracing::warn!(%message_id, error = %e, "webhook message comes back");
-                response.add_failure(message_id);
-            }
+        }
+        .instrument(span)
+        .await;
+        if comes_back {
+            response.add_failure(message_id);
         }
     }
     Ok(response)

@@ -384,22 +384,52 @@ impl DynamoRequestRepository {
         if counter.counters.rows_done < counter.counters.rows_total {
             return Ok(false);
         }
-        let out = retry(&self.retry, "adding a done shard", || async {
-            self.client
+        // Added only if missing: a redelivered row of a done shard writes nothing (and so
+        // never races another writer of the request item), it reads the set instead.
+        let added = retry(&self.retry, "adding a done shard", || async {
+            match self
+                .client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .update_expression("ADD done_shards :shard")
-                .condition_expression("attribute_exists(pk)")
+                .condition_expression("attribute_exists(pk) AND NOT contains(done_shards, :number)")
                 .expression_attribute_values(":shard", AttributeValue::Ns(vec![shard.to_string()]))
+                .expression_attribute_values(":number", AttributeValue::N(shard.to_string()))
                 .return_values(ReturnValue::UpdatedNew)
                 .send()
                 .await
-                .map_err(|e| sdk_error("adding a done shard", &e))
+            {
+                Ok(out) => Ok(out.attributes),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(sdk_error("adding a done shard", &e)),
+            }
         })
         .await?;
-        let done = out
-            .attributes
+        let attributes = match added {
+            Some(attributes) => Some(attributes),
+            None => {
+                retry(&self.retry, "reading the done shards", || async {
+                    self.client
+                        .get_item()
+                        .table_name(&self.table)
+                        .set_key(Some(Self::meta_key(request_id)))
+                        .projection_expression("done_shards")
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("reading the done shards", &e))
+                })
+                .await?
+                .item
+            }
+        };
+        let done = attributes
             .and_then(|a| a.get("done_shards").cloned())
             .and_then(|v| v.as_ns().ok().map(Vec::len))
             .unwrap_or(0);

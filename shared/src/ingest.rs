@@ -1,5 +1,7 @@
-//! The ingest use case, shared by the `api` function (`POST /uploads`) and the `s3-ingest`
-//! function (objects under `uploads/`):
+//! The ingest use cases. [`ingest`] takes a CSV held in memory (`POST /uploads`, at most
+//! 5 MiB); [`ingest_object`] streams an upload of any size from the bucket (`s3-ingest`, up to
+//! 1 GiB and 1,000,000 rows) and fans it out in [`ChunkJob`]s that [`expand_chunk`] turns into
+//! rows. [`ingest`]:
 //!
 //! 1. validate the CSV completely ([`parse_input_csv`]); reject with every issue;
 //! 2. record the request (`PENDING`) and one row item per CSV row, conditionally on the id

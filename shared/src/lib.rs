@@ -6,10 +6,10 @@
 //!
 //! This crate holds the domain and everything two or more functions share. The flow:
 //!
-//! 1. `api` (`POST /uploads`) or `s3-ingest` (object under `uploads/`) → [`ingest::ingest`]:
-//!    validate the CSV ([`domain::input_csv`]), record the request and its rows
-//!    ([`ports::RequestRepository`]), enqueue one [`domain::model::RowJob`] per row
-//!    ([`ports::RowQueue`]).
+//! 1. `api` (`POST /uploads`) → [`ingest::ingest`], or `s3-ingest` (object under `uploads/`)
+//!    → [`ingest::ingest_object`], streaming and fanned out in chunks: validate the CSV
+//!    ([`domain::input_csv`]), record the request and its rows ([`ports::RequestRepository`]),
+//!    enqueue one [`domain::model::RowJob`] per row ([`ports::RowQueue`]).
 //! 2. `row-worker` per job: download each URL with the guarded `fetch::Fetcher`, compress it
 //!    with the `image` engine, store it ([`ports::ObjectStore`]), record the row outcome; the
 //!    last row flips the request to a terminal status with one conditional write.

@@ -240,8 +240,8 @@ fn record_limit(limits: &CsvLimits) -> usize {
 }
 
 /// A validating CSV reader fed in pieces, so an upload of any size is checked in one pass in
-/// bounded memory (the current record, at most [`record_limit`] bytes, plus 24 bytes per row
-/// for duplicate serials).
+/// bounded memory (the current record, at most twice the longest valid row and at least 1 MiB,
+/// plus 24 bytes per row for duplicate serials).
 ///
 /// Records are split by `csv-core` (RFC 4180 with the `csv` crate's leniencies), lines are
 /// counted from the bytes so every issue names the line an editor shows. Valid rows are handed

@@ -277,6 +277,54 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
 
 /// A request of more rows than one page is written page by page, in parts, and reads exactly
 /// as the whole CSV written at once.
+/// `n` pending rows of two image URLs each, product names from `name`.
+fn pending_rows(n: u32, name: impl Fn(u32) -> String) -> Vec<RowRecord> {
+    (0..n)
+        .map(|i| RowRecord {
+            index: i,
+            serial: (i + 1).to_string(),
+            product_name: name(i),
+            input_urls: vec![
+                format!("https://img.example.com/{i}/a.jpg"),
+                format!("https://img.example.com/{i}/b.jpg"),
+            ],
+            state: RowState::Pending,
+            images: Vec::new(),
+            progress: Vec::new(),
+        })
+        .collect()
+}
+
+/// The request `request_id` of `rows` in `status`.
+fn large_request(
+    request_id: &str,
+    rows: &[RowRecord],
+    status: RequestStatus,
+    webhook: Option<Webhook>,
+) -> RequestMeta {
+    let now = Utc::now();
+    RequestMeta {
+        request_id: request_id.into(),
+        tenant: "default".into(),
+        status,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows.len() as u64,
+            images_total: 2 * rows.len() as u64,
+            ..Counters::default()
+        },
+        webhook,
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: status.is_terminal().then_some(now),
+    }
+}
+
 #[tokio::test]
 async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_once() {
     use pixpress::domain::output_csv::write_output_csv;
@@ -293,41 +341,8 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
         &config,
     )
     .unwrap();
-    let now = Utc::now();
-    let rows: Vec<RowRecord> = (0..2_345u32)
-        .map(|i| RowRecord {
-            index: i,
-            serial: (i + 1).to_string(),
-            product_name: format!("=Product \"{i}\", with a comma"),
-            input_urls: vec![
-                format!("https://img.example.com/{i}/a.jpg"),
-                format!("https://img.example.com/{i}/b.jpg"),
-            ],
-            state: RowState::Pending,
-            images: Vec::new(),
-            progress: Vec::new(),
-        })
-        .collect();
-    let meta = RequestMeta {
-        request_id: "large-1".into(),
-        tenant: "default".into(),
-        status: RequestStatus::Processing,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
-        counters: Counters {
-            rows_total: rows.len() as u64,
-            images_total: 2 * rows.len() as u64,
-            ..Counters::default()
-        },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-    };
+    let rows = pending_rows(2_345, |i| format!("=Product \"{i}\", with a comma"));
+    let meta = large_request("large-1", &rows, RequestStatus::Processing, None);
     app.repo.create_request(&meta, &rows).await.unwrap();
     let notified = pixpress_completion_notifier::notify(&app, "large-1")
         .await
@@ -364,46 +379,19 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
         &config,
     )
     .unwrap();
-    let now = Utc::now();
     // About 14 MB of CSV: two parts of at least 5 MiB, then the rest.
-    let rows: Vec<RowRecord> = (0..40_000u32)
-        .map(|i| RowRecord {
-            index: i,
-            serial: (i + 1).to_string(),
-            product_name: format!("Product {i} {}", "x".repeat(200)),
-            input_urls: vec![
-                format!("https://img.example.com/{i}/a.jpg"),
-                format!("https://img.example.com/{i}/b.jpg"),
-            ],
-            state: RowState::Pending,
-            images: Vec::new(),
-            progress: Vec::new(),
-        })
-        .collect();
-    let meta = RequestMeta {
-        request_id: "catalogue-1".into(),
-        tenant: "default".into(),
-        status: RequestStatus::Completed,
-        source: Source::S3,
-        source_key: None,
-        output_spec: OutputSpec::default(),
-        counters: Counters {
-            rows_total: rows.len() as u64,
-            images_total: 2 * rows.len() as u64,
-            ..Counters::default()
-        },
-        webhook: Some(Webhook {
-            url: format!("http://{addr}/hook"),
-            state: DeliveryState::Pending,
-            attempts: Vec::new(),
-        }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: Some(now),
+    let rows = pending_rows(40_000, |i| format!("Product {i} {}", "x".repeat(200)));
+    let webhook = Webhook {
+        url: format!("http://{addr}/hook"),
+        state: DeliveryState::Pending,
+        attempts: Vec::new(),
     };
+    let meta = large_request(
+        "catalogue-1",
+        &rows,
+        RequestStatus::Completed,
+        Some(webhook),
+    );
     app.repo.create_request(&meta, &rows).await.unwrap();
     app.repo.drain_changes().unwrap();
     // Every invocation is already past its deadline: each writes one part and pauses.

@@ -361,6 +361,16 @@ fn job_message(id: &str, job: &RowJob) -> serde_json::Value {
     })
 }
 
+/// An SQS event delivering `jobs` once each, message ids `m0`, `m1`, …
+fn jobs_event(jobs: &[RowJob]) -> SqsEvent {
+    let records: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| job_message(&format!("m{i}"), job))
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_invocation_cannot_finish_before_its_deadline_is_returned_unprocessed() {
     let server = image_server().await;
@@ -377,13 +387,7 @@ async fn a_row_the_invocation_cannot_finish_before_its_deadline_is_returned_unpr
         ],
     )
     .await;
-    let records: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, job)| job_message(&format!("m{i}"), job))
-        .collect();
-    let event: SqsEvent =
-        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let event = jobs_event(&jobs);
     // Room for the first two images (one slow, 3 s) but not for a third started after them.
     let budget = app.config.image_budget;
     let mut context = Context::default();
@@ -650,13 +654,7 @@ async fn every_log_line_about_a_row_names_its_request_and_row() {
         ],
     )
     .await;
-    let records: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, job)| job_message(&format!("m{i}"), job))
-        .collect();
-    let event: SqsEvent =
-        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let event = jobs_event(&jobs);
     handle(&app, LambdaEvent::new(event, Context::default()))
         .await
         .unwrap();

@@ -12,6 +12,9 @@ use pixpress::auth::KeyStore as _;
 use pixpress::config::Config;
 use pixpress::fetch::NetworkPolicy;
 use pixpress::webhook::WebhookSecret;
+use pixpress_cli::client::{
+    ApiClient, SubmitOptions, SubmitOutcome, UploadPath, exit_code, progress_line, status_text,
+};
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::invoke::invoke;
@@ -115,11 +118,76 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Send a CSV to a deployed API (or `pixpress serve`). Exit codes: 0 accepted or
+    /// completed, 3 completed with errors, 4 failed, 2 rejected, 1 usage or network error.
+    Submit {
+        /// The input CSV (`S. No.,Product Name,Input Image Urls`). Over 5 MiB it goes through a
+        /// presigned upload.
+        csv: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// POST a signed completion event to this URL.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// JPEG quality, 1–100 (default: the API's, 50).
+        #[arg(long)]
+        quality: Option<u8>,
+        /// Scale images down so the longest side is at most this many pixels.
+        #[arg(long)]
+        max_dimension: Option<u32>,
+        /// Wait until the request is done, showing progress, then download output.csv.
+        #[arg(long)]
+        wait: bool,
+        /// Where `--wait` writes output.csv.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Print JSON (the acceptance, or with --wait the whole final status document).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a request's status. Exit codes: 0 completed or still running, 3 completed with
+    /// errors, 4 failed, 1 unknown request or network error.
+    Status {
+        /// The request id.
+        request_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the whole status document as JSON (every page of products).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a request's output CSV. Exit 1 when it is not written yet.
+    Download {
+        /// The request id.
+        request_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Directory to write output.csv into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Webhook tools for receivers.
     Webhook {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+}
+
+/// Which API the client commands talk to.
+#[derive(Debug, clap::Args)]
+struct ApiArgs {
+    /// Base URL of the API (the stack's `ApiUrl` output, or `pixpress serve`'s address).
+    #[arg(long = "api", env = "PIXPRESS_API_URL")]
+    url: String,
+    /// API key (`pk_…`, from `pixpress keys create`).
+    #[arg(long, env = "PIXPRESS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(&self.url, self.api_key.clone())
+    }
 }
 
 /// Where `keys` keeps keys.
@@ -389,6 +457,55 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Keys { command } => keys_command(command).await,
+        Command::Submit {
+            csv,
+            api,
+            webhook,
+            quality,
+            max_dimension,
+            wait,
+            out,
+            json,
+        } => {
+            let options = SubmitOptions {
+                webhook_url: webhook,
+                quality,
+                max_dimension,
+            };
+            submit_command(
+                &api.client()?,
+                &csv,
+                &options,
+                wait.then_some(out.as_path()),
+                json,
+            )
+            .await
+        }
+        Command::Status {
+            request_id,
+            api,
+            json,
+        } => {
+            let document = api.client()?.status_document(&request_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            } else {
+                print!("{}", status_text(&document));
+            }
+            Ok(ExitCode::from(exit_code(
+                document["status"].as_str().unwrap_or_default(),
+            )))
+        }
+        Command::Download {
+            request_id,
+            api,
+            out,
+        } => {
+            let path = out.join("output.csv");
+            let bytes = api.client()?.download(&request_id, &path).await?;
+            eprintln!("wrote {} ({bytes} bytes)", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             addr,
             data_dir,
@@ -433,6 +550,107 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline.api.keys = keys;
             pixpress_cli::serve::serve(pipeline, listener).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `pixpress submit`: send, then with `wait_into` poll with progress and download the CSV.
+async fn submit_command(
+    client: &ApiClient,
+    csv: &std::path::Path,
+    options: &SubmitOptions,
+    wait_into: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let submitted = match client.submit(csv, options).await? {
+        SubmitOutcome::Rejected { status, problem } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&problem)?);
+            }
+            eprint!("{}", rejection_text(status, &problem));
+            return Ok(ExitCode::from(2));
+        }
+        SubmitOutcome::Accepted(submitted) => submitted,
+    };
+    let id = &submitted.request_id;
+    let Some(out) = wait_into else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&submitted.body)?);
+        } else {
+            println!("{id}");
+            eprintln!(
+                "accepted as request {id}{}; follow it with `pixpress status {id}`",
+                match submitted.path {
+                    UploadPath::Direct => String::new(),
+                    UploadPath::Presigned => " (uploaded to a presigned URL)".to_owned(),
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!("accepted as request {id}; waiting for it to finish");
+    let mut progress = ProgressView::new();
+    let summary = client.wait(id, |document| progress.show(document)).await?;
+    progress.finish();
+    let status = summary["status"].as_str().unwrap_or_default().to_owned();
+    if summary.get("output_csv_url").is_some() {
+        let path = out.join("output.csv");
+        client.download(id, &path).await?;
+        eprintln!("output CSV: {}", path.display());
+    }
+    let document = client.status_document(id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!("{}", status_text(&document));
+    }
+    Ok(ExitCode::from(exit_code(&status)))
+}
+
+/// Progress of `submit --wait`: a bar (rows, images, bytes saved, rate, ETA) on a terminal,
+/// plain lines on stderr when not on one.
+struct ProgressView {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressView {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images · {per_sec} · ETA {eta} · {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn show(&mut self, document: &serde_json::Value) {
+        let p = pixpress_cli::client::Progress::of(document);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(p.images_total);
+                bar.set_position(p.images_done());
+                bar.set_message(format!(
+                    "rows {}/{} · {} failed · {} saved",
+                    p.rows_done,
+                    p.rows_total,
+                    p.images_failed,
+                    pixpress_cli::client::human_bytes(p.bytes_saved())
+                ));
+            }
+            None => eprintln!("{}", progress_line(document)),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

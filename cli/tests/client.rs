@@ -1,0 +1,372 @@
+//! The client commands (`pixpress submit`, `status`, `download`) against `pixpress serve`'s
+//! router on loopback with an API key, and the presigned path against a stand-in API whose
+//! "bucket" records what it is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{post, put};
+use pixpress::adapters::AnyKeyStore;
+use pixpress::adapters::local::FileKeyStore;
+use pixpress::config::Config;
+use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
+use pixpress_cli::demo::{PHOTOS, photo_router, serve_on_loopback};
+use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pixpress-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `pixpress serve`'s router over a fresh data directory with one API key; returns the API's
+/// base URL, the key, and the pump (kept running while it lives).
+async fn serve_with_a_key() -> (String, String, pixpress_cli::pipeline::Pump) {
+    let data = temp_dir("client-serve");
+    let keys = FileKeyStore::in_dir(&data);
+    let (issued, _) = pixpress::auth::create_key(&keys, "shop", chrono::Utc::now())
+        .await
+        .unwrap();
+    let mut config = Config::default();
+    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut options = PipelineOptions::new(&data);
+    options.public_base_url = Some(format!("http://{addr}/files"));
+    config.public_api_url = Some(format!("http://{addr}"));
+    let mut pipeline = LocalPipeline::new(&config, options).unwrap();
+    pipeline.api.keys = Some(AnyKeyStore::File(keys));
+    let pump = pipeline.start_pump();
+    tokio::spawn(async move {
+        axum::serve(listener, pixpress_cli::serve::router(pipeline))
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}"), issued.api_key, pump)
+}
+
+/// Runs `pixpress` with `args` and `PIXPRESS_API_KEY=key`, off the async runtime.
+async fn pixpress(args: Vec<String>, key: Option<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pixpress"));
+        command.args(&args).env_remove("PIXPRESS_API_URL");
+        match key {
+            Some(key) => command.env("PIXPRESS_API_KEY", key),
+            None => command.env_remove("PIXPRESS_API_KEY"),
+        };
+        command.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn write_csv(dir: &Path, text: &str) -> String {
+    let path = dir.join("input.csv");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_shows_progress_downloads_the_output_csv_and_exits_3_when_an_image_failed() {
+    let (api, key, _pump) = serve_with_a_key().await;
+    let origin = serve_on_loopback(photo_router()).await.unwrap();
+    let work = temp_dir("client-submit");
+    // 101 rows: one more than a status page, so `status --json` must follow a cursor.
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for i in 1..=101 {
+        let url = if i == 57 {
+            format!("http://{origin}/photos/discontinued.jpg")
+        } else {
+            format!("http://{origin}/photos/{}?v={i}", PHOTOS[i % 3].name)
+        };
+        csv.push_str(&format!("{i},Print {i},{url}\r\n"));
+    }
+    let input = write_csv(&work, &csv);
+    let out = work.join("out");
+
+    let output = pixpress(
+        vec![
+            "submit".into(),
+            input,
+            "--api".into(),
+            api.clone(),
+            "--quality".into(),
+            "40".into(),
+            "--wait".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stderr}\n{stdout}");
+    // Not on a terminal: plain progress lines, the last one the final counters.
+    assert!(
+        stderr.contains("COMPLETED_WITH_ERRORS: rows 101/101, images 101/101 (1 failed)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("images: 100 ok, 1 failed of 101"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("row 57: ") && stdout.contains("discontinued.jpg — [http_404]"),
+        "{stdout}"
+    );
+    let request_id = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("request "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_owned();
+
+    // The downloaded output CSV: every row, in input order, with its output URL.
+    let written = std::fs::read_to_string(out.join("output.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(written.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 101);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], format!("{}", i + 1));
+        assert_eq!(row[3].is_empty(), i + 1 == 57, "row {}: {:?}", i + 1, row);
+    }
+    assert!(!out.join("output.csv.partial").exists());
+
+    // `status --json` follows every cursor: all 101 products in one document.
+    let output = pixpress(
+        vec![
+            "status".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+            "--json".into(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(3));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let products = document["products"].as_array().unwrap();
+    assert_eq!(products.len(), 101);
+    assert_eq!(products[100]["row"], 101);
+    assert!(document.get("next_cursor").is_none());
+
+    // `download` writes the same CSV again.
+    let again = work.join("again");
+    let output = pixpress(
+        vec![
+            "download".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+            "--out".into(),
+            again.display().to_string(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(
+        std::fs::read_to_string(again.join("output.csv")).unwrap(),
+        written
+    );
+
+    // Without the key: exit 1 and what to do.
+    let output = pixpress(vec!["status".into(), request_id, "--api".into(), api], None).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("PIXPRESS_API_KEY"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_of_an_invalid_csv_exits_2_with_every_issue_and_an_unknown_request_exits_1() {
+    let (api, key, _pump) = serve_with_a_key().await;
+    let work = temp_dir("client-reject");
+    let input = write_csv(
+        &work,
+        "S. No.,Product Name,Input Image Urls\r\n1,Mug,ftp://example.com/a.jpg\r\n2,,http://127.0.0.1/b.jpg\r\n",
+    );
+    let output = pixpress(
+        vec!["submit".into(), input, "--api".into(), api.clone()],
+        Some(key.clone()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("row 2, column Input Image Urls"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("row 3, column Product Name"), "{stderr}");
+
+    let output = pixpress(
+        vec![
+            "status".into(),
+            "0b9c2f5e-0000-4000-8000-000000000000".into(),
+            "--api".into(),
+            api,
+        ],
+        Some(key),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 404"));
+}
+
+/// What the stand-in API and bucket saw.
+#[derive(Debug, Default)]
+struct Seen {
+    direct_posts: usize,
+    upload_url_queries: Vec<String>,
+    puts: Vec<(String, Option<String>, usize)>,
+}
+
+/// An API that takes nothing directly (413) and signs uploads into its own "bucket" route.
+async fn stand_in_api(max_bytes: u64) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let upload_base = base.clone();
+    let router = Router::new()
+        .route(
+            "/uploads",
+            post(|State(seen): State<Arc<Mutex<Seen>>>| async move {
+                seen.lock().unwrap().direct_posts += 1;
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    [("content-type", "application/problem+json")],
+                    r#"{"title":"CSV too large","status":413}"#,
+                )
+            }),
+        )
+        .route(
+            "/upload-urls",
+            post(
+                move |State(seen): State<Arc<Mutex<Seen>>>, uri: axum::http::Uri| async move {
+                    seen.lock()
+                        .unwrap()
+                        .upload_url_queries
+                        .push(uri.query().unwrap_or_default().to_owned());
+                    (
+                        StatusCode::CREATED,
+                        [("content-type", "application/json")],
+                        serde_json::json!({
+                            "request_id": "req-1",
+                            "upload_url": format!("{upload_base}/bucket/uploads/shop/req-1.csv?X-Amz-Signature=abc"),
+                            "method": "PUT",
+                            "headers": {"content-type": "text/csv"},
+                            "max_bytes": max_bytes,
+                        })
+                        .to_string(),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/bucket/{*key}",
+            put(
+                |State(seen): State<Arc<Mutex<Seen>>>,
+                 UrlPath(key): UrlPath<String>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let content_type = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    seen.lock().unwrap().puts.push((key, content_type, body.len()));
+                    StatusCode::OK.into_response()
+                },
+            ),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_csv_goes_to_the_presigned_url_with_its_signed_headers_and_options() {
+    let (api, seen) = stand_in_api(64 * 1024 * 1024).await;
+    let work = temp_dir("client-presigned");
+    // 6 MiB: over what `POST /uploads` takes, so it is never sent there.
+    let row = "1,Mug,https://img.example.com/a.jpg\r\n";
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    while csv.len() < 6 * 1024 * 1024 {
+        csv.push_str(row);
+    }
+    let path = work.join("big.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let client = ApiClient::new(&api, Some("pk_test".into())).unwrap();
+    let options = SubmitOptions {
+        webhook_url: Some("https://hooks.example.com/done".into()),
+        quality: Some(70),
+        max_dimension: None,
+    };
+    let SubmitOutcome::Accepted(submitted) = client.submit(&path, &options).await.unwrap() else {
+        panic!("rejected");
+    };
+    assert_eq!(submitted.request_id, "req-1");
+    assert_eq!(submitted.path, UploadPath::Presigned);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.direct_posts, 0);
+    assert_eq!(
+        seen.upload_url_queries,
+        ["webhook_url=https%3A%2F%2Fhooks.example.com%2Fdone&quality=70"]
+    );
+    assert_eq!(
+        seen.puts,
+        [(
+            "uploads/shop/req-1.csv".to_owned(),
+            Some("text/csv".to_owned()),
+            csv.len()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_csv_refused_as_too_large_falls_back_and_one_over_max_bytes_is_rejected_unsent() {
+    let (api, seen) = stand_in_api(50).await;
+    let work = temp_dir("client-fallback");
+    let small = work.join("small.csv");
+    std::fs::write(
+        &small,
+        "S. No.,Product Name,Input Image Urls\r\n1,Mug,https://img.example.com/a.jpg\r\n",
+    )
+    .unwrap();
+    let client = ApiClient::new(&api, None).unwrap();
+    let outcome = client
+        .submit(&small, &SubmitOptions::default())
+        .await
+        .unwrap();
+    let SubmitOutcome::Rejected { status, problem } = outcome else {
+        panic!("accepted a CSV over max_bytes");
+    };
+    assert_eq!(status, 413);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 50 bytes")
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.direct_posts, 1, "the direct POST is tried first");
+    assert_eq!(seen.upload_url_queries.len(), 1, "then the presigned path");
+    assert!(seen.puts.is_empty(), "nothing is uploaded over max_bytes");
+}

@@ -69,6 +69,9 @@ def explicit_http_api_routes(cfn):
         body = resource["Properties"].get("Body") or {}
         for n, (path, methods) in enumerate(sorted(body.get("paths", {}).items())):
             for method, operation in methods.items():
+                # OpenAPI's extension for an `ANY` route (a greedy `/{proxy+}` in SAM).
+                if method == "x-amazon-apigateway-any-method":
+                    method = "any"
                 integration = operation["x-amazon-apigateway-integration"]
                 uri = integration["uri"]["Fn::Sub"]
                 function = uri.split("functions/${", 1)[1].split(".Arn}", 1)[0]

@@ -5,41 +5,13 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::body::Body as AxumBody;
-use axum::extract::{Path as UrlPath, Request as AxumRequest, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::get;
-use lambda_http::Body as LambdaBody;
 use pixpress::ports::ObjectStore;
 
 use crate::pipeline::LocalPipeline;
-
-/// Largest request body accepted by the local server, in bytes (API Gateway's payload limit).
-const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-
-async fn api(State(pipeline): State<LocalPipeline>, request: AxumRequest) -> AxumResponse {
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
-    };
-    let request = lambda_http::http::Request::from_parts(parts, LambdaBody::Binary(bytes.to_vec()));
-    match pipeline.call_api(request).await {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            let bytes = match body {
-                LambdaBody::Text(text) => text.into_bytes(),
-                LambdaBody::Binary(bytes) => bytes,
-                _ => Vec::new(),
-            };
-            AxumResponse::from_parts(parts, AxumBody::from(bytes))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "api handler failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
 
 async fn file(
     State(pipeline): State<LocalPipeline>,
@@ -51,12 +23,14 @@ async fn file(
     }
 }
 
-/// The router: `/files/{*key}` from the data directory, everything else to the `api` handler.
+/// The router: `/files/{*key}` from the data directory, merged with the API's own router
+/// (the one the `api` Lambda function runs).
 pub fn router(pipeline: LocalPipeline) -> Router {
+    let api = pixpress_api::router(pipeline.api.clone());
     Router::new()
         .route("/files/{*key}", get(file))
-        .fallback(api)
         .with_state(pipeline)
+        .merge(api)
 }
 
 /// Serves the API on `listener` with the pump in the background until Ctrl-C.

@@ -189,7 +189,13 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         .send()
         .await
         .unwrap();
-    assert_eq!(anonymous.status(), 401);
+    let status = anonymous.status();
+    assert_eq!(
+        status,
+        401,
+        "{}",
+        anonymous.text().await.unwrap_or_default()
+    );
     let photos = serve_on_loopback(photo_router()).await.unwrap();
     // Deliveries are signed with the tenant's own secret, not the deployment's.
     let tenant_secret = WebhookSecret::parse(&tenant.webhook_secret).unwrap();

@@ -1,6 +1,7 @@
 //! # api — the HTTP API function
 //!
-//! Trigger: API Gateway HTTP API (payload 2.0) via `lambda_http`; locally, `pixpress serve`.
+//! One axum [`Router`] ([`router`]) serves every route: Lambda runs it through `lambda_http`
+//! (API Gateway HTTP API, payload 2.0), `pixpress serve` runs it directly on a port.
 //!
 //! Routes:
 //! - `POST /uploads` — a CSV as multipart/form-data (`file`, optional `webhook_url`,
@@ -14,6 +15,11 @@
 //!   (`?cursor=&limit=` pagination), output CSV link, webhook delivery state.
 //! - `GET /requests/{id}/output.csv` — once written, `303` to a presigned link of the output
 //!   CSV (the CSV itself from a store that cannot presign); `409` before.
+//! - `POST /requests/{id}/webhook/redeliver` — queue a finished request's webhook again.
+//!
+//! Every route needs `Authorization: Bearer <key>` when the app has a key store ([`Tenant`]);
+//! an unknown path answers 404 and a known path with another method 405 with `Allow`, both as
+//! problem+json.
 //!
 //! Flow of an upload: 1. read and size-check the body ([`upload`]); 2. [`pixpress::ingest`]
 //! validates, records and enqueues; 3. answer 202. Errors are problem+json ([`problem`]).
@@ -26,8 +32,14 @@ pub mod status;
 pub mod upload;
 pub mod upload_url;
 
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, post};
+use bytes::Bytes;
 use pixpress::adapters::AnyKeyStore;
 use pixpress::auth::authenticate;
 use pixpress::config::Config;
@@ -36,8 +48,19 @@ use pixpress::domain::keys::is_valid_request_id;
 use pixpress::domain::model::DEFAULT_TENANT;
 use pixpress::domain::model::OutputSpec;
 use pixpress::ports::{ObjectStore, RequestRepository, RowQueue, WebhookQueue};
+use tower::ServiceExt as _;
 
 use problem::Problem;
+
+/// A request as the route handlers read it: head and the whole body.
+pub type ApiRequest = axum::http::Request<Bytes>;
+
+/// A response of the API.
+pub type ApiResponse = axum::response::Response;
+
+/// Largest request body read, in bytes: API Gateway's 10 MB payload quota for HTTP APIs
+/// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html>).
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -86,102 +109,218 @@ pub struct App<R, Q, S> {
     pub webhooks: Option<Q>,
 }
 
-/// Handles one HTTP request. Never returns `Err` for a client or backend problem: those are
-/// problem+json responses.
-///
-/// # Errors
-/// Only if a response cannot be built at all.
-pub async fn handle<R, Q, S>(
-    app: &App<R, Q, S>,
-    request: Request,
-) -> Result<Response<Body>, lambda_http::Error>
+/// The caller's tenant: from the API key when the app has a key store (401 problem+json with
+/// `WWW-Authenticate: Bearer` when the key is missing or not valid, 503 when the store cannot
+/// be read), else [`DEFAULT_TENANT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+impl<R, Q, S> FromRequestParts<Arc<App<R, Q, S>>> for Tenant
 where
-    R: RequestRepository,
-    Q: RowQueue + WebhookQueue,
-    S: ObjectStore,
+    R: Send + Sync,
+    Q: Send + Sync,
+    S: Send + Sync,
 {
-    let raw = request.raw_http_path();
-    let path = if raw.is_empty() {
-        request.uri().path().to_owned()
-    } else {
-        raw.to_owned()
-    };
-    let segments: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let method = request.method().clone();
-    let tenant = match &app.keys {
-        None => DEFAULT_TENANT.to_owned(),
-        Some(keys) => {
-            let header = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            match authenticate(keys, header).await {
-                Ok(Ok(tenant)) => tenant,
-                Ok(Err(_)) => return Ok(Problem::unauthorized().into_response()),
-                Err(e) => {
-                    return Ok(Problem::unavailable(&e, "the API key could not be checked")
-                        .into_response());
-                }
+    type Rejection = ApiResponse;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App<R, Q, S>>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(keys) = &app.keys else {
+            return Ok(Self(DEFAULT_TENANT.to_owned()));
+        };
+        let header = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match authenticate(keys, header).await {
+            Ok(Ok(tenant)) => Ok(Self(tenant)),
+            Ok(Err(_)) => Err(Problem::unauthorized().into_response()),
+            Err(e) => {
+                Err(Problem::unavailable(&e, "the API key could not be checked").into_response())
             }
         }
-    };
-    let response = match (segments.as_slice(), &method) {
-        (["uploads"], &Method::POST) => upload::post_upload(app, &request, &tenant).await,
-        (["upload-urls"], &Method::POST) => {
-            upload_url::post_upload_url(app, &request, &tenant).await
-        }
-        (["requests", id], &Method::GET) if is_valid_request_id(id) => {
-            status::get_request(app, &request, id, &tenant).await
-        }
-        (["requests", id, "output.csv"], &Method::GET) if is_valid_request_id(id) => {
-            status::get_output_csv(app, id, &tenant).await
-        }
-        (["requests", id, "webhook", "redeliver"], &Method::POST) if is_valid_request_id(id) => {
-            status::post_redeliver(app, id, &tenant).await
-        }
-        (["requests", _, "webhook", "redeliver"], &Method::POST) => {
-            Problem::request_not_found().into_response()
-        }
-        (["requests", _] | ["requests", _, "output.csv"], &Method::GET) => {
-            Problem::request_not_found().into_response()
-        }
-        (["uploads"] | ["upload-urls"] | ["requests", ..], _) => {
-            let allow =
-                if segments.first() == Some(&"requests") && segments.get(2) != Some(&"webhook") {
-                    "GET"
-                } else {
-                    "POST"
-                };
-            let mut response = Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-                format!("{method} is not allowed on {path}; use {allow}"),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert("allow", lambda_http::http::HeaderValue::from_static(allow));
-            response
-        }
-        _ => Problem::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            format!("no route for {method} {path}"),
+    }
+}
+
+/// The API as one router: every route, 404 and 405 (with `Allow`) as problem+json.
+pub fn router<R, Q, S>(app: App<R, Q, S>) -> Router
+where
+    R: RequestRepository + Send + Sync + 'static,
+    Q: RowQueue + WebhookQueue + Send + Sync + 'static,
+    S: ObjectStore + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/uploads", post(uploads::<R, Q, S>))
+        .route("/upload-urls", post(upload_urls::<R, Q, S>))
+        .route("/requests/{id}", get(request_status::<R, Q, S>))
+        .route("/requests/{id}/output.csv", get(output_csv::<R, Q, S>))
+        .route(
+            "/requests/{id}/webhook/redeliver",
+            post(redeliver::<R, Q, S>),
         )
-        .into_response(),
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Arc::new(app))
+}
+
+/// Sends one request through [`router`] and returns its response with the body read: what
+/// `pixpress invoke`, the local pipeline and the tests use.
+///
+/// # Errors
+/// When the response body cannot be read.
+pub async fn handle<R, Q, S, B>(
+    app: &App<R, Q, S>,
+    request: axum::http::Request<B>,
+) -> Result<axum::http::Response<lambda_http::Body>, lambda_http::Error>
+where
+    R: RequestRepository + Clone + Send + Sync + 'static,
+    Q: RowQueue + WebhookQueue + Clone + Send + Sync + 'static,
+    S: ObjectStore + Clone + Send + Sync + 'static,
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = router(app.clone())
+        .oneshot(request.map(axum::body::Body::new))
+        .await?;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        lambda_http::Body::Binary(bytes.to_vec())
     };
-    Ok(response)
+    Ok(axum::http::Response::from_parts(parts, body))
+}
+
+/// Reads the whole body (at most [`MAX_BODY_BYTES`]; a larger one is answered 413).
+async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResponse> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => Ok(ApiRequest::from_parts(parts, bytes)),
+        Err(e) => {
+            tracing::info!(error = %e, "request body not read");
+            Err(upload::too_large(MAX_BODY_BYTES + 1, MAX_BODY_BYTES))
+        }
+    }
+}
+
+async fn uploads<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    request: axum::extract::Request,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    match buffered(request).await {
+        Ok(request) => upload::post_upload(&app, &request, &tenant.0).await,
+        Err(response) => response,
+    }
+}
+
+async fn upload_urls<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    request: axum::extract::Request,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let (parts, _) = request.into_parts();
+    upload_url::post_upload_url(
+        &app,
+        &ApiRequest::from_parts(parts, Bytes::new()),
+        &tenant.0,
+    )
+    .await
+}
+
+async fn request_status<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    S: ObjectStore,
+{
+    if !is_valid_request_id(&id) {
+        return Problem::request_not_found().into_response();
+    }
+    let (parts, _) = request.into_parts();
+    status::get_request(
+        &app,
+        &ApiRequest::from_parts(parts, Bytes::new()),
+        &id,
+        &tenant.0,
+    )
+    .await
+}
+
+async fn output_csv<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    S: ObjectStore,
+{
+    if !is_valid_request_id(&id) {
+        return Problem::request_not_found().into_response();
+    }
+    status::get_output_csv(&app, &id, &tenant.0).await
+}
+
+async fn redeliver<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: WebhookQueue,
+{
+    if !is_valid_request_id(&id) {
+        return Problem::request_not_found().into_response();
+    }
+    status::post_redeliver(&app, &id, &tenant.0).await
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no route for {method} {}", uri.path()),
+    )
+    .into_response()
+}
+
+/// 405; the router adds `Allow` with the path's methods.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiResponse {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{method} is not allowed on {}; see the Allow header",
+            uri.path()
+        ),
+    )
+    .into_response()
 }
 
 /// The public base URL of the API for links in responses: `PUBLIC_API_URL`, else the scheme and
 /// host the request came to (`X-Forwarded-Proto`, `Host`), else empty (links are relative).
-pub(crate) fn base_url(config: &ApiConfig, request: &Request) -> String {
+pub(crate) fn base_url(config: &ApiConfig, request: &ApiRequest) -> String {
     if let Some(url) = &config.public_api_url {
         return url.clone();
     }
@@ -202,14 +341,14 @@ pub(crate) fn base_url(config: &ApiConfig, request: &Request) -> String {
 }
 
 /// JSON response with `status`.
-pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> ApiResponse {
     match serde_json::to_string(value) {
         Ok(body) => {
-            let mut response = Response::new(Body::from(body));
+            let mut response = ApiResponse::new(axum::body::Body::from(body));
             *response.status_mut() = status;
             response.headers_mut().insert(
                 "content-type",
-                lambda_http::http::HeaderValue::from_static("application/json"),
+                axum::http::HeaderValue::from_static("application/json"),
             );
             response
         }

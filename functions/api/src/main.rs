@@ -1,10 +1,10 @@
 //! Lambda entry point of the `api` function: composition only.
 
-use lambda_http::{Error, run, service_fn};
+use lambda_http::{Error, run};
 use pixpress::adapters::AnyKeyStore;
 use pixpress::adapters::aws::{AwsBackends, key_store_from_env, lambda_sdk_config};
 use pixpress::config::Config;
-use pixpress_api::{ApiConfig, App, handle};
+use pixpress_api::{ApiConfig, App, router};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -24,10 +24,11 @@ async fn main() -> Result<(), Error> {
         webhooks: pixpress::adapters::aws::webhooks_queue_from_env(&sdk),
     };
     // One EMF document of this invocation's metrics after each response.
-    run(service_fn(|request| async {
-        let response = handle(&app, request).await;
-        metrics.flush();
-        response
-    }))
-    .await
+    let router = router(app).layer(axum::middleware::map_response(
+        move |response: pixpress_api::ApiResponse| async move {
+            metrics.flush();
+            response
+        },
+    ));
+    run(router).await
 }

@@ -1,8 +1,10 @@
 //! Every HTTP error of the API as `application/problem+json` (RFC 9457). Internal errors log
 //! their cause chain and answer with a generic body.
 
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Response};
+use axum::body::Body;
+use axum::http::StatusCode;
+
+use crate::ApiResponse;
 use pixpress::domain::input_csv::CsvIssue;
 use serde::Serialize;
 
@@ -104,10 +106,10 @@ impl Problem {
 
     /// The HTTP response.
     #[must_use]
-    pub fn into_response(self) -> Response<Body> {
+    pub fn into_response(self) -> ApiResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_string(&self).unwrap_or_default();
-        let mut response = Response::new(Body::from(body));
+        let mut response = ApiResponse::new(Body::from(body));
         *response.status_mut() = status;
         if let Ok(value) = PROBLEM_JSON.parse() {
             response.headers_mut().insert("content-type", value);

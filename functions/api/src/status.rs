@@ -1,8 +1,10 @@
 //! `GET /requests/{id}` and `GET /requests/{id}/output.csv`.
 
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
-use lambda_http::http::{HeaderValue, StatusCode};
-use lambda_http::{Body, Request, Response};
+
+use crate::{ApiRequest as Request, ApiResponse};
 use pixpress::domain::keys::output_csv_key;
 use pixpress::domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
@@ -214,7 +216,7 @@ pub async fn get_request<R, Q, S>(
     request: &Request,
     request_id: &str,
     tenant: &str,
-) -> Response<Body>
+) -> ApiResponse
 where
     R: RequestRepository,
     S: ObjectStore,
@@ -267,7 +269,7 @@ where
     }
 }
 
-fn invalid_parameter(detail: String) -> Response<Body> {
+fn invalid_parameter(detail: String) -> ApiResponse {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "invalid-parameter",
@@ -289,7 +291,7 @@ pub async fn get_output_csv<R, Q, S>(
     app: &App<R, Q, S>,
     request_id: &str,
     tenant: &str,
-) -> Response<Body>
+) -> ApiResponse
 where
     R: RequestRepository,
     S: ObjectStore,
@@ -318,7 +320,7 @@ where
     let ttl = std::time::Duration::from_secs(OUTPUT_CSV_LINK_TTL_SECONDS);
     match app.store.presigned_get(&key, ttl).await {
         Ok(Some(url)) => {
-            let mut response = Response::new(Body::Empty);
+            let mut response = ApiResponse::new(Body::empty());
             *response.status_mut() = StatusCode::SEE_OTHER;
             if let Ok(value) = url.parse() {
                 response.headers_mut().insert("location", value);
@@ -333,7 +335,7 @@ where
     }
     match app.store.get(&key, MAX_OUTPUT_CSV_BYTES).await {
         Ok(Some(object)) => {
-            let mut response = Response::new(Body::from(object.bytes.to_vec()));
+            let mut response = ApiResponse::new(Body::from(object.bytes.to_vec()));
             let headers = response.headers_mut();
             headers.insert(
                 "content-type",
@@ -363,7 +365,7 @@ pub async fn post_redeliver<R, Q, S>(
     app: &App<R, Q, S>,
     request_id: &str,
     tenant: &str,
-) -> Response<Body>
+) -> ApiResponse
 where
     R: RequestRepository,
     Q: pixpress::ports::WebhookQueue,

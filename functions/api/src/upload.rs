@@ -1,9 +1,10 @@
 //! `POST /uploads`: read the CSV (raw body or multipart form), then run the ingest use case.
 
+use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
+
+use crate::{ApiRequest as Request, ApiResponse};
 use pixpress::domain::input_csv::parse_input_csv;
 use pixpress::domain::keys::derived_request_id;
 use pixpress::domain::model::{OutputSpec, Source};
@@ -61,16 +62,7 @@ impl UploadForm {
     }
 }
 
-fn body_bytes(request: &Request) -> Bytes {
-    match request.body() {
-        Body::Empty => Bytes::new(),
-        Body::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-        Body::Binary(bytes) => Bytes::copy_from_slice(bytes),
-        _ => Bytes::new(),
-    }
-}
-
-fn too_large(size: usize, limit: usize) -> Response<Body> {
+pub(crate) fn too_large(size: usize, limit: usize) -> ApiResponse {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "csv-too-large",
@@ -82,7 +74,7 @@ fn too_large(size: usize, limit: usize) -> Response<Body> {
     .into_response()
 }
 
-fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> Response<Body> {
+fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> ApiResponse {
     Problem::new(StatusCode::BAD_REQUEST, slug, title, detail).into_response()
 }
 
@@ -197,7 +189,7 @@ fn dry_run<R, Q, S>(
     csv: &[u8],
     webhook_url: Option<&str>,
     output_spec: OutputSpec,
-) -> Response<Body> {
+) -> ApiResponse {
     if let Some(url) = webhook_url.filter(|u| !u.is_empty())
         && let Err(e) = check_webhook_url(url, app.config.egress)
     {
@@ -231,14 +223,14 @@ pub async fn post_upload<R, Q, S>(
     app: &App<R, Q, S>,
     request: &Request,
     tenant: &str,
-) -> Response<Body>
+) -> ApiResponse
 where
     R: RequestRepository,
     Q: RowQueue,
     S: ObjectStore,
 {
     let limit = app.config.csv.max_bytes;
-    let body = body_bytes(request);
+    let body = request.body().clone();
     let content_type = request
         .headers()
         .get("content-type")
@@ -385,7 +377,7 @@ where
             if ingested.replayed {
                 response.headers_mut().insert(
                     "idempotent-replayed",
-                    lambda_http::http::HeaderValue::from_static("true"),
+                    axum::http::HeaderValue::from_static("true"),
                 );
             }
             response

@@ -12,9 +12,10 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use chrono::Utc;
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
+
+use crate::{ApiRequest as Request, ApiResponse};
 use pixpress::domain::keys::{pending_upload_key, presigned_upload_key};
 use pixpress::domain::model::UploadOptions;
 use pixpress::ingest::check_webhook_url;
@@ -64,7 +65,7 @@ pub async fn post_upload_url<R, Q, S>(
     app: &App<R, Q, S>,
     request: &Request,
     tenant: &str,
-) -> Response<Body>
+) -> ApiResponse
 where
     R: RequestRepository,
     Q: RowQueue,

@@ -563,13 +563,25 @@ async fn a_wrong_method_is_405_with_allow() {
         .unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers().get("allow").unwrap(), "POST");
+    assert_eq!(content_type(&response), "application/problem+json");
+    assert_eq!(
+        json(&response)["type"],
+        "urn:pixpress:problem:method-not-allowed"
+    );
     let response = handle(
         &app,
         request(Method::DELETE, "/requests/abc", None, Vec::new()),
     )
     .await
     .unwrap();
-    assert_eq!(response.headers().get("allow").unwrap(), "GET");
+    assert_eq!(response.status(), 405);
+    // A GET route answers HEAD too.
+    assert_eq!(response.headers().get("allow").unwrap(), "GET,HEAD");
+    let response = handle(&app, request(Method::GET, "/nowhere", None, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(json(&response)["type"], "urn:pixpress:problem:not-found");
 }
 
 /// IETF Idempotency-Key draft: the same key with a different body is 422 and creates nothing;

@@ -17,7 +17,10 @@
 //!   CSV (the CSV itself from a store that cannot presign); `409` before.
 //! - `POST /requests/{id}/webhook/redeliver` — queue a finished request's webhook again.
 //!
-//! Every route needs `Authorization: Bearer <key>` when the app has a key store ([`Tenant`]);
+//! - `GET /openapi.json` — the OpenAPI 3.1 description ([`openapi`]); `GET /docs` — interactive
+//!   docs rendering it ([`docs`]). Both without a key.
+//!
+//! Every other route needs `Authorization: Bearer <key>` when the app has a key store ([`Tenant`]);
 //! an unknown path answers 404 and a known path with another method 405 with `Allow`, both as
 //! problem+json.
 //!
@@ -27,6 +30,8 @@
 //! Env vars: see [`pixpress::config::vars`] (`MAX_CSV_BYTES`, `MAX_ROWS`, `MAX_URLS_PER_ROW`,
 //! `MAX_URL_LENGTH`, `JPEG_QUALITY`, `MAX_OUTPUT_DIMENSION`, `PUBLIC_API_URL`).
 
+pub mod docs;
+pub mod openapi;
 pub mod problem;
 pub mod status;
 pub mod upload;
@@ -160,9 +165,12 @@ where
             "/requests/{id}/webhook/redeliver",
             post(redeliver::<R, Q, S>),
         )
+        .with_state(Arc::new(app))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs::page))
+        .route("/docs/rapidoc-min.js", get(docs::script))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::new(app))
 }
 
 /// Sends one request through [`router`] and returns its response with the body read: what
@@ -206,6 +214,41 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
     }
 }
 
+/// Submit a CSV.
+///
+/// Validates the whole CSV (every problem listed with its row and column), records the
+/// request and queues its rows; answers at once. The CSV goes as a raw `text/csv` body (options
+/// as query parameters) or as the `file` field of a multipart form.
+#[utoipa::path(
+    post,
+    path = "/uploads",
+    tag = "requests",
+    params(
+        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed (http or https)"),
+        ("quality" = Option<u8>, Query, description = "JPEG quality, 1–100 (default 50)", minimum = 1, maximum = 100),
+        ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels", minimum = 1),
+        ("dry_run" = Option<bool>, Query, description = "Validate only: 200 with the counts or the issues, nothing created"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body within 24 h answers the same request"),
+    ),
+    request_body(
+        description = "The CSV (`S. No.,Product Name,Input Image Urls`, RFC 4180), at most MAX_CSV_BYTES (5 MiB by default)",
+        content(
+            (String = "text/csv"),
+            (openapi::UploadForm = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the request is recorded and its rows queued", body = upload::Accepted,
+            headers(("location" = String, description = "The status URL"), ("idempotent-replayed" = String, description = "`true` when an earlier upload with this Idempotency-Key answered"))),
+        (status = 200, description = "Dry run: what the upload would become", body = upload::DryRun),
+        (status = 400, description = "Invalid CSV (every issue, with row and column) or an invalid option", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over the direct upload limit; use `POST /upload-urls`", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither text/csv nor multipart/form-data", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was used for a different upload", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn uploads<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
@@ -222,6 +265,27 @@ where
     }
 }
 
+/// Get a presigned upload URL for a large CSV.
+///
+/// The CSV `PUT` to `upload_url` (with `headers`) becomes request `request_id`, with the
+/// options given here.
+#[utoipa::path(
+    post,
+    path = "/upload-urls",
+    tag = "requests",
+    params(
+        ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`"),
+        ("quality" = Option<u8>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 100),
+        ("max_dimension" = Option<u32>, Query, description = "As for `POST /uploads`", minimum = 1),
+    ),
+    responses(
+        (status = 201, description = "Where and how to upload", body = upload_url::UploadUrl),
+        (status = 400, description = "An invalid option", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 501, description = "This deployment cannot presign uploads (local disk)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn upload_urls<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
@@ -241,6 +305,28 @@ where
     .await
 }
 
+/// A request's status, progress and products.
+///
+/// Products come in pages, in input order; follow `next_cursor`. While the request runs the
+/// answer carries `Retry-After`.
+#[utoipa::path(
+    get,
+    path = "/requests/{id}",
+    tag = "requests",
+    params(
+        ("id" = String, Path, description = "The request id"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Products per page, 0–1000 (default 100; 0: the summary alone)", minimum = 0, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "The status document", body = status::StatusDocument,
+            headers(("retry-after" = String, description = "Seconds until polling again is worth it, while the request runs"))),
+        (status = 400, description = "An invalid cursor or limit", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn request_status<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
@@ -264,6 +350,25 @@ where
     .await
 }
 
+/// The output CSV of a finished request.
+///
+/// The input columns plus `Output Image Urls`, in the input's order.
+#[utoipa::path(
+    get,
+    path = "/requests/{id}/output.csv",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 200, description = "The CSV itself (stores that cannot presign)", body = String, content_type = "text/csv"),
+        (status = 303, description = "A presigned link to the CSV, valid 15 minutes",
+            headers(("location" = String, description = "The presigned link"))),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The CSV is written when the request completes", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn output_csv<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
@@ -279,6 +384,24 @@ where
     status::get_output_csv(&app, &id, &tenant.0).await
 }
 
+/// Send a finished request's webhook again.
+///
+/// A new series of attempts on the sender's schedule; earlier attempts stay in the status.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/webhook/redeliver",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 202, description = "Queued", body = status::Redelivery),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not finished yet, or submitted without a webhook", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 501, description = "This deployment delivers webhooks without a queue (local runs)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn redeliver<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,

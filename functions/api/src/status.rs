@@ -25,11 +25,12 @@ const POLL_RETRY_AFTER_SECONDS: &str = "2";
 const MAX_OUTPUT_CSV_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The status document of a request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusDocument {
     /// Request id.
     pub request_id: String,
     /// `PENDING`, `PROCESSING`, `COMPLETED`, `COMPLETED_WITH_ERRORS` or `FAILED`.
+    #[schema(value_type = pixpress::domain::model::RequestStatus)]
     pub status: &'static str,
     /// `api` or `s3`.
     pub source: Source,
@@ -61,7 +62,7 @@ pub struct StatusDocument {
 }
 
 /// Counters plus a percentage of finished rows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     /// The counters.
     #[serde(flatten)]
@@ -71,7 +72,7 @@ pub struct Progress {
 }
 
 /// One product (CSV row).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Product {
     /// 1-based data row number.
     pub row: u32,
@@ -86,11 +87,12 @@ pub struct Product {
 }
 
 /// One image of a product.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProductImage {
     /// The input URL.
     pub input_url: String,
     /// `OK`, `FAILED`, or `PENDING` while the row is in progress.
+    #[schema(pattern = "^(OK|FAILED|PENDING)$")]
     pub status: &'static str,
     /// Public URL of the compressed image.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -357,6 +359,15 @@ where
     }
 }
 
+/// The 202 body of a queued redelivery.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Redelivery {
+    /// The request id.
+    pub request_id: String,
+    /// The webhook's delivery state: `PENDING` until the sender's next attempt.
+    pub webhook: pixpress::domain::model::DeliveryState,
+}
+
 /// Handles `POST /requests/{id}/webhook/redeliver`: sends a finished request's completion event
 /// again (a new series of attempts on the sender's schedule, every earlier attempt kept).
 /// `202` when queued; `404` as for status; `409` when the request has not finished or has no
@@ -416,7 +427,10 @@ where
     match queue.send_webhook(&job).await {
         Ok(()) => json_response(
             StatusCode::ACCEPTED,
-            &serde_json::json!({ "request_id": meta.request_id, "webhook": "PENDING" }),
+            &Redelivery {
+                request_id: meta.request_id,
+                webhook: pixpress::domain::model::DeliveryState::Pending,
+            },
         ),
         Err(e) => Problem::unavailable(&e, "the redelivery could not be queued").into_response(),
     }

@@ -19,11 +19,12 @@ use crate::{App, base_url, json_response};
 const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// The 202 body of an accepted upload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The request id.
     pub request_id: String,
     /// Status right after ingest (`PROCESSING`, or later for a replay).
+    #[schema(value_type = pixpress::domain::model::RequestStatus)]
     pub status: &'static str,
     /// Where to poll the status.
     pub status_url: String,
@@ -158,7 +159,7 @@ fn is_dry_run(request: &Request) -> bool {
 }
 
 /// The 200 body of a dry run: what the upload would become, or every issue; nothing is created.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DryRun {
     /// Always `true`.
     pub dry_run: bool,

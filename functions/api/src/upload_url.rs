@@ -33,7 +33,7 @@ pub const UPLOAD_URL_TTL_SECONDS: u64 = 15 * 60;
 pub const UPLOAD_CONTENT_TYPE: &str = "text/csv";
 
 /// The 201 body: where and how to upload, and the request the upload will become.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UploadUrl {
     /// The request id the uploaded CSV is ingested under.
     pub request_id: String,
@@ -52,7 +52,7 @@ pub struct UploadUrl {
 }
 
 /// Headers of the presigned upload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UploadHeaders {
     /// `text/csv`.
     #[serde(rename = "content-type")]

@@ -864,3 +864,52 @@ async fn a_broken_multipart_form_gets_a_short_actionable_problem() {
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn the_docs_and_the_openapi_document_need_no_key_and_load_nothing_from_elsewhere() {
+    let mut app = app(&Config::default());
+    let keys = std::env::temp_dir().join(format!("pixpress-api-keys-{}", uuid::Uuid::new_v4()));
+    app.keys = Some(pixpress::adapters::AnyKeyStore::File(
+        pixpress::adapters::local::FileKeyStore::in_dir(&keys),
+    ));
+    let get = |uri: &str| request(Method::GET, uri, None, Vec::new());
+
+    let response = handle(&app, get("/requests/abc")).await.unwrap();
+    assert_eq!(response.status(), 401, "the API itself still needs a key");
+
+    let response = handle(&app, get("/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(&response), pixpress_api::openapi::document());
+
+    let response = handle(&app, get("/docs")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(content_type(&response), "text/html; charset=utf-8");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("http"), "{csp}");
+    let page = body_text(&response);
+    assert!(
+        !page.contains("http"),
+        "the page names another origin: {page}"
+    );
+    assert!(page.contains(r#"spec-url="openapi.json""#) && page.contains(r#"load-fonts="false""#));
+
+    let mut script = get("/docs/rapidoc-min.js");
+    script
+        .headers_mut()
+        .insert("accept-encoding", "gzip, br".parse().unwrap());
+    let response = handle(&app, script).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    match response.body() {
+        Body::Binary(bytes) => assert_eq!(&bytes[..2], [0x1f, 0x8b]),
+        other => panic!("{other:?}"),
+    }
+    let mut identity = get("/docs/rapidoc-min.js");
+    identity
+        .headers_mut()
+        .insert("accept-encoding", "identity".parse().unwrap());
+    assert_eq!(handle(&app, identity).await.unwrap().status(), 406);
+}

@@ -59,6 +59,7 @@ pub struct ParsedRow {
 
 /// One problem found in an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CsvIssue {
     /// 1-based line of the problem; absent for problems with the file as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]

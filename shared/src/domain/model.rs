@@ -26,6 +26,7 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 50;
 
 /// Lifecycle of a request: `PENDING` → `PROCESSING` → one of the terminal statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RequestStatus {
     /// Recorded; rows are being enqueued.
@@ -65,6 +66,7 @@ impl RequestStatus {
 
 /// Where the CSV of a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `POST /uploads`.
@@ -75,6 +77,7 @@ pub enum Source {
 
 /// Output image format. Only JPEG today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Baseline JPEG, `image/jpeg`, extension `.jpg`.
@@ -98,6 +101,7 @@ impl OutputFormat {
 
 /// How every image of a request is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputSpec {
     /// Output format.
     #[serde(default)]
@@ -142,6 +146,7 @@ impl OutputSpec {
 
 /// Progress counters of a request. Images and bytes only count finished rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counters {
     /// Data rows in the CSV.
     pub rows_total: u64,
@@ -201,6 +206,7 @@ impl Counters {
 
 /// Delivery state of the completion webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryState {
     /// Not attempted yet.
@@ -213,6 +219,7 @@ pub enum DeliveryState {
 
 /// One webhook delivery attempt, as recorded on the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookAttempt {
     /// When the attempt started.
     pub at: DateTime<Utc>,
@@ -226,6 +233,7 @@ pub struct WebhookAttempt {
 
 /// The webhook target of a request and its delivery history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Webhook {
     /// Absolute http(s) URL the completion event is POSTed to.
     pub url: String,
@@ -238,6 +246,7 @@ pub struct Webhook {
 
 /// Why a request ended `FAILED`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     /// Stable code (`invalid_csv`, `enqueue_failed`).
     pub code: String,
@@ -368,6 +377,7 @@ impl ImageOutcome {
 
 /// State of a row record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RowState {
     /// Waiting for (or in) a worker.

@@ -1,0 +1,81 @@
+//! The API's OpenAPI 3.1 description, generated from the route handlers and the document
+//! types ([utoipa](https://docs.rs/utoipa)), served at `GET /openapi.json` without a key.
+
+use axum::http::{HeaderValue, StatusCode};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{ApiResponse, json_response};
+
+/// The fields of a multipart upload (`POST /uploads` as `multipart/form-data`).
+#[derive(Debug, utoipa::ToSchema)]
+pub struct UploadForm {
+    /// The CSV file.
+    #[schema(format = Binary, content_media_type = "text/csv")]
+    pub file: String,
+    /// Where the signed completion event is POSTed.
+    pub webhook_url: Option<String>,
+    /// JPEG quality, 1–100.
+    #[schema(minimum = 1, maximum = 100)]
+    pub quality: Option<u8>,
+    /// Longest side of the output images, in pixels.
+    pub max_dimension: Option<u32>,
+}
+
+/// The description: every route with its parameters, bodies and every status it answers.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "pixpress",
+        description = "Bulk image compression from a product CSV: submit a CSV of product image URLs, poll the request, download the output CSV with the compressed images' URLs in the same order. Errors are RFC 9457 problem details. Every route but this description needs `Authorization: Bearer <API key>`.",
+    ),
+    paths(
+        crate::uploads,
+        crate::upload_urls,
+        crate::request_status,
+        crate::output_csv,
+        crate::redeliver,
+    ),
+    modifiers(&BearerKey),
+    security(("api_key" = [])),
+    tags(
+        (name = "requests", description = "Submit CSVs and follow their requests"),
+        (name = "webhooks", description = "Completion events (Standard Webhooks)"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Adds the `api_key` bearer scheme every route uses.
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pk_<key id>_<secret>")
+                    .description(Some("An API key from `pixpress keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The description as JSON.
+#[must_use]
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn openapi_json() -> ApiResponse {
+    let mut response = json_response(StatusCode::OK, &document());
+    response.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}

@@ -19,14 +19,29 @@ pixpress_require_tools() {
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v nasm >/dev/null 2>&1 || missing+=(nasm)
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      echo "installing build packages: ${missing[*]}" >&2
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-    else
-      echo "error: missing build packages: ${missing[*]}; install them first: sudo apt-get install -y ${missing[*]}" >&2
-      exit 1
-    fi
+  pixpress_apt_install "build packages" "${missing[@]}"
+}
+
+# Installs Debian packages when missing ones are named: with apt-get as root, else stops saying
+# what to install. `pixpress_apt_install WHAT PACKAGE…` (nothing to do without packages).
+pixpress_apt_install() {
+  local what="$1"
+  shift
+  [ $# -gt 0 ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing $what: $*" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+  else
+    echo "error: missing $what: $*; install them first: sudo apt-get install -y $*" >&2
+    exit 1
   fi
+}
+
+# The browser test drives the web page in headless Chromium through chromedriver.
+pixpress_require_browser() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  pixpress_apt_install "browser packages" "${missing[@]}"
 }

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 pixpress_require_tools
+pixpress_require_browser
 # Emulators, pinned, each in a venv under ~/.cache/pixpress; the tests start them on free
 # loopback ports and stop them by process id.
 # - moto server (S3, SQS, DynamoDB + Streams): the AWS adapter contract suite and the pipeline

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
@@ -14,46 +14,12 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{post, put};
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::local::FileKeyStore;
-use pixpress::config::Config;
 use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
 use pixpress_cli::demo::{PHOTOS, photo_router, serve_on_loopback};
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pixpress-{name}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `pixpress serve`'s router over a fresh data directory with one API key; returns the API's
-/// base URL, the key, and the pump (kept running while it lives).
-async fn serve_with_a_key() -> (String, String, pixpress_cli::pipeline::Pump) {
-    let data = temp_dir("client-serve");
-    let keys = FileKeyStore::in_dir(&data);
-    let (issued, _) = pixpress::auth::create_key(&keys, "shop", chrono::Utc::now())
-        .await
-        .unwrap();
-    let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut options = PipelineOptions::new(&data);
-    options.public_base_url = Some(format!("http://{addr}/files"));
-    config.public_api_url = Some(format!("http://{addr}"));
-    let mut pipeline = LocalPipeline::new(&config, options).unwrap();
-    pipeline.api.keys = Some(AnyKeyStore::File(keys));
-    let pump = pipeline.start_pump();
-    tokio::spawn(async move {
-        axum::serve(listener, pixpress_cli::serve::router(pipeline))
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}"), issued.api_key, pump)
-}
+#[allow(dead_code)]
+mod support;
+use support::{serve_with_a_key, temp_dir};
 
 /// Runs `pixpress` with `args` and `PIXPRESS_API_KEY=key`, off the async runtime.
 async fn pixpress(args: Vec<String>, key: Option<String>) -> Output {

@@ -196,6 +196,31 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         "{}",
         anonymous.text().await.unwrap_or_default()
     );
+    // The page, the docs and the description answer without a key, through the real function:
+    // text as text, the gzip-coded script byte for byte (lambda_http sends it base64-encoded).
+    let page = reqwest::get(format!("{}/", stack.api_url)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("ui/app.js"));
+    let description = reqwest::get(format!("{}/openapi.json", stack.api_url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let description: Value = serde_json::from_slice(&description).unwrap();
+    assert_eq!(description, pixpress_api::openapi::document());
+    let script = reqwest::Client::new()
+        .get(format!("{}/docs/rapidoc-min.js", stack.api_url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.headers()["content-encoding"], "gzip");
+    let bytes = script.bytes().await.unwrap();
+    assert_eq!(
+        bytes.as_ref(),
+        include_bytes!("../../functions/api/assets/rapidoc-min.js.gz")
+    );
     let photos = serve_on_loopback(photo_router()).await.unwrap();
     // Deliveries are signed with the tenant's own secret, not the deployment's.
     let tenant_secret = WebhookSecret::parse(&tenant.webhook_secret).unwrap();

@@ -399,3 +399,39 @@ fn catalogue_uploads_have_their_own_size_limit_and_fan_out_through_the_ingest_qu
     );
     assert!(!props(&t, "IngestQueue")["RedrivePolicy"]["deadLetterTargetArn"].is_null());
 }
+
+#[test]
+fn every_path_reaches_the_api_router_and_browsers_may_use_the_presigned_links() {
+    let t = template();
+    let events = props(&t, "ApiFunction")["Events"].as_mapping().unwrap();
+    let routes: Vec<(String, String)> = events
+        .values()
+        .map(|e| {
+            (
+                e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                e["Properties"]["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // The router answers every path (404/405 included); the greedy path misses the root page.
+    assert!(
+        routes.contains(&("ANY".into(), "/{proxy+}".into())),
+        "{routes:?}"
+    );
+    assert!(routes.contains(&("GET".into(), "/".into())), "{routes:?}");
+    let rules = &props(&t, "DataBucket")["CorsConfiguration"]["CorsRules"];
+    let rule = &rules[0];
+    let methods: Vec<&str> = rule["AllowedMethods"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(methods, ["GET", "PUT"]);
+    let origins = serde_yaml_ng::to_string(&rule["AllowedOrigins"]).unwrap();
+    assert!(
+        origins.contains("${HttpApi}.execute-api") && origins.contains("AllowedOrigin"),
+        "{origins}"
+    );
+    assert!(!origins.contains("'*'"), "{origins}");
+}

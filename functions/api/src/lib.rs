@@ -18,7 +18,7 @@
 //! - `POST /requests/{id}/webhook/redeliver` — queue a finished request's webhook again.
 //!
 //! - `GET /openapi.json` — the OpenAPI 3.1 description ([`openapi`]); `GET /docs` — interactive
-//!   docs rendering it ([`docs`]). Both without a key.
+//!   docs rendering it ([`docs`]); `GET /` — the web page ([`ui`]). All without a key.
 //!
 //! Every other route needs `Authorization: Bearer <key>` when the app has a key store ([`Tenant`]);
 //! an unknown path answers 404 and a known path with another method 405 with `Allow`, both as
@@ -34,6 +34,7 @@ pub mod docs;
 pub mod openapi;
 pub mod problem;
 pub mod status;
+pub mod ui;
 pub mod upload;
 pub mod upload_url;
 
@@ -167,6 +168,9 @@ where
         )
         .with_state(Arc::new(app))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::stylesheet))
         .route("/docs", get(docs::page))
         .route("/docs/rapidoc-min.js", get(docs::script))
         .fallback(not_found)

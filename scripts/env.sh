@@ -8,6 +8,9 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 # Builds reuse one target directory outside the clone, so a fresh clone does not rebuild the world.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pixpress/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# CI builds a fresh clone each time: incremental caches would only pile up, one set per clone
+# path, in the shared target directory.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
 
 # The vendored libjpeg-turbo builds with cmake and nasm (its SIMD code is required).
 pixpress_require_tools() {

@@ -77,6 +77,9 @@ pub mod vars {
     /// SQS queue URL of ingest chunk jobs (deployments; unset: `s3-ingest` expands every
     /// chunk itself).
     pub const INGEST_QUEUE_URL: &str = "INGEST_QUEUE_URL";
+    /// Days a request's items (request, rows, counters) are kept before DynamoDB's TTL deletes
+    /// them (deployments; unset or 0: kept).
+    pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
 
     /// Every variable above, for consistency checks against `template.yaml`.
     pub const ALL: &[&str] = &[
@@ -110,6 +113,7 @@ pub mod vars {
         MAX_UPLOAD_BYTES,
         MAX_UPLOAD_ROWS,
         INGEST_QUEUE_URL,
+        RETENTION_DAYS,
     ];
 }
 

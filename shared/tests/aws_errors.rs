@@ -509,3 +509,69 @@ async fn send_message_batch_entries_that_failed_on_the_service_side_are_sent_aga
     assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
     assert_eq!(batch.num_calls(), 1);
 }
+
+/// Every item of a new request — rows, counter shards, the request item — carries the table's
+/// TTL attribute at its creation time plus the retention; without one, none does.
+#[tokio::test]
+async fn with_a_retention_every_item_of_a_new_request_expires_together() {
+    for retention in [Some(chrono::Duration::days(30)), None] {
+        let items: Arc<Mutex<Vec<std::collections::HashMap<String, AttributeValue>>>> =
+            Arc::default();
+        let from_transactions = items.clone();
+        let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .match_requests(move |req| {
+                for action in req.transact_items() {
+                    if let Some(put) = action.put() {
+                        from_transactions.lock().unwrap().push(put.item().clone());
+                    }
+                }
+                true
+            })
+            .then_output(|| TransactWriteItemsOutput::builder().build());
+        let from_puts = items.clone();
+        let put = mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(move |req| {
+                from_puts
+                    .lock()
+                    .unwrap()
+                    .push(req.item().cloned().unwrap_or_default());
+                true
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let missing = mock!(aws_sdk_dynamodb::Client::get_item)
+            .then_output(|| GetItemOutput::builder().build());
+        let no_shards =
+            mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+        let client = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&transact, &put, &missing, &no_shards],
+            |c| c.retry_config(RetryConfig::disabled())
+        );
+        let repo = DynamoRequestRepository::from_client(client, "requests")
+            .with_retry(FAST)
+            .with_retention(retention);
+        let meta = meta(3);
+        repo.create_request(&meta, &rows(3)).await.unwrap();
+        // A catalogue's chunk rows, written later.
+        repo.put_rows("r", &rows(2)).await.unwrap();
+        let items = items.lock().unwrap();
+        // 3 rows + 3 counter shards + the request item + 2 chunk rows.
+        assert_eq!(items.len(), 9);
+        for item in items.iter() {
+            let sk = item["sk"].as_s().unwrap();
+            match retention {
+                None => assert!(!item.contains_key("expires_at"), "{sk}"),
+                Some(days) => {
+                    let at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+                    let expected = (meta.created_at + days).timestamp();
+                    // Chunk rows count from their writing: a moment later.
+                    assert!(
+                        (expected..expected + 60).contains(&at),
+                        "{sk}: {at} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+}

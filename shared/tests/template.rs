@@ -435,3 +435,29 @@ fn every_path_reaches_the_api_router_and_browsers_may_use_the_presigned_links() 
     );
     assert!(!origins.contains("'*'"), "{origins}");
 }
+
+#[test]
+fn items_and_outputs_expire_after_their_retention_parameters() {
+    let t = template();
+    let variables = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&variables["RETENTION_DAYS"]),
+        Some("RetentionDays")
+    );
+    let table = props(&t, "RequestsTable");
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        pixpress::domain::item::TTL_ATTRIBUTE
+    );
+    let rules =
+        serde_yaml_ng::to_string(&props(&t, "DataBucket")["LifecycleConfiguration"]).unwrap();
+    for prefix in ["images/", "results/"] {
+        assert!(rules.contains(&format!("Prefix: {prefix}")), "{rules}");
+    }
+    assert!(
+        rules.contains("ExpireOutputs") && rules.contains("OutputRetentionDays"),
+        "{rules}"
+    );
+    let conditions = serde_yaml_ng::to_string(&t["Conditions"]["ExpireOutputs"]).unwrap();
+    assert!(conditions.contains("OutputRetentionDays"), "{conditions}");
+}

@@ -134,6 +134,7 @@ where
         app: &Arc<App<R, Q, S>>,
     ) -> Result<Self, Self::Rejection> {
         let Some(keys) = &app.keys else {
+            tracing::Span::current().record("tenant", DEFAULT_TENANT);
             return Ok(Self(DEFAULT_TENANT.to_owned()));
         };
         let header = parts
@@ -141,7 +142,10 @@ where
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         match authenticate(keys, header).await {
-            Ok(Ok(tenant)) => Ok(Self(tenant)),
+            Ok(Ok(tenant)) => {
+                tracing::Span::current().record("tenant", tenant.as_str());
+                Ok(Self(tenant))
+            }
             Ok(Err(_)) => Err(Problem::unauthorized().into_response()),
             Err(e) => {
                 Err(Problem::unavailable(&e, "the API key could not be checked").into_response())
@@ -175,6 +179,27 @@ where
         .route("/docs/rapidoc-min.js", get(docs::script))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(http_span))
+}
+
+/// Runs each request in an error-level span `http{method, path, tenant, request_id}`, so every
+/// log line of its work names them: `tenant` is recorded once the key is checked
+/// ([`Tenant`]), `request_id` once known (from the path, or when an upload is given one).
+async fn http_span(request: axum::extract::Request, next: axum::middleware::Next) -> ApiResponse {
+    use tracing::Instrument as _;
+    let span = tracing::error_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        tenant = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    next.run(request).instrument(span).await
+}
+
+/// Records the request id on the current request's span.
+pub(crate) fn record_request_id(request_id: &str) {
+    tracing::Span::current().record("request_id", request_id);
 }
 
 /// Sends one request through [`router`] and returns its response with the body read: what
@@ -344,6 +369,7 @@ where
     if !is_valid_request_id(&id) {
         return Problem::request_not_found().into_response();
     }
+    record_request_id(&id);
     let (parts, _) = request.into_parts();
     status::get_request(
         &app,
@@ -385,6 +411,7 @@ where
     if !is_valid_request_id(&id) {
         return Problem::request_not_found().into_response();
     }
+    record_request_id(&id);
     status::get_output_csv(&app, &id, &tenant.0).await
 }
 
@@ -418,6 +445,7 @@ where
     if !is_valid_request_id(&id) {
         return Problem::request_not_found().into_response();
     }
+    record_request_id(&id);
     status::post_redeliver(&app, &id, &tenant.0).await
 }
 

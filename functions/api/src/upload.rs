@@ -336,6 +336,7 @@ where
             }
         },
     };
+    crate::record_request_id(&request_id);
     let input = IngestRequest {
         request_id,
         tenant,
@@ -356,6 +357,12 @@ where
     .await
     {
         Ok(ingested) => {
+            tracing::info!(
+                rows = ingested.meta.counters.rows_total,
+                images = ingested.meta.counters.images_total,
+                replayed = ingested.replayed,
+                "upload accepted"
+            );
             metrics::counter!("uploads_accepted").increment(1);
             metrics::counter!("rows_accepted").increment(ingested.meta.counters.rows_total);
             let meta = ingested.meta;
@@ -384,6 +391,10 @@ where
             response
         }
         Err(IngestError::InvalidCsv(rejection)) => {
+            tracing::info!(
+                issues = rejection.issues.len() + rejection.omitted,
+                "upload rejected: invalid CSV"
+            );
             metrics::counter!("uploads_rejected").increment(1);
             let mut problem = Problem::new(
                 StatusCode::BAD_REQUEST,

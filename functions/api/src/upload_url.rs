@@ -101,6 +101,7 @@ where
         },
     };
     let request_id = uuid::Uuid::new_v4().to_string();
+    crate::record_request_id(&request_id);
     let key = presigned_upload_key(tenant, &request_id);
     let ttl = Duration::from_secs(UPLOAD_URL_TTL_SECONDS);
     let issued_at = Utc::now();

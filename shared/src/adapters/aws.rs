@@ -46,19 +46,34 @@ fn required(
         })
 }
 
-/// The request table named by `TABLE_NAME`. Each function composes only the clients it uses,
-/// so its binary links no other service's SDK.
+/// The request table named by `TABLE_NAME`, with the retention of `RETENTION_DAYS` (unset or
+/// 0: items are kept). Each function composes only the clients it uses, so its binary links no
+/// other service's SDK.
 ///
 /// # Errors
-/// When `TABLE_NAME` is unset or empty.
+/// When `TABLE_NAME` is unset or empty, or `RETENTION_DAYS` is not a whole number of days up to
+/// 36,500.
 pub fn repository_from_lookup(
     sdk: &aws_config::SdkConfig,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<DynamoRequestRepository, ConfigError> {
-    Ok(DynamoRequestRepository::new(
-        sdk,
-        required(&lookup, vars::TABLE_NAME)?,
-    ))
+    let retention = match lookup(vars::RETENTION_DAYS).filter(|v| !v.trim().is_empty()) {
+        None => None,
+        Some(days) => match days.trim().parse::<u32>() {
+            Ok(0) => None,
+            Ok(days) if days <= 36_500 => Some(chrono::Duration::days(i64::from(days))),
+            _ => {
+                return Err(ConfigError {
+                    name: vars::RETENTION_DAYS,
+                    message: format!("`{days}` is not a number of days from 0 to 36500"),
+                });
+            }
+        },
+    };
+    Ok(
+        DynamoRequestRepository::new(sdk, required(&lookup, vars::TABLE_NAME)?)
+            .with_retention(retention),
+    )
 }
 
 /// API keys and tenants in the request table named by `TABLE_NAME`.

@@ -43,6 +43,7 @@ pub struct DynamoRequestRepository {
     client: Client,
     table: String,
     retry: RetryPolicy,
+    retention: Option<chrono::Duration>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -166,7 +167,23 @@ impl DynamoRequestRepository {
             client,
             table: table.into(),
             retry: RetryPolicy::STORAGE,
+            retention: None,
         }
+    }
+
+    /// The same repository writing each new item of a request with `expires_at` = its creation
+    /// time + `retention` (Unix seconds), the table's TTL attribute: DynamoDB deletes expired
+    /// items, typically within a few days of the time ("Using time to live (TTL) in DynamoDB",
+    /// Amazon DynamoDB Developer Guide). `None` keeps them.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Option<chrono::Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// `expires_at` of an item of a request made at `created_at`.
+    fn expires_at(&self, created_at: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+        self.retention.map(|r| (created_at + r).timestamp())
     }
 
     /// The same repository with another in-process retry policy.
@@ -450,6 +467,7 @@ impl RequestRepository for DynamoRequestRepository {
             return Ok(Created::AlreadyExists(Box::new(existing)));
         }
         let id = meta.request_id.as_str();
+        let expires_at = self.expires_at(meta.created_at);
         // Rows and counter shards first, each conditional on being new; the request item
         // last. A request is only visible once all its items exist; a replay drops the items
         // it finds and writes the rest.
@@ -457,7 +475,7 @@ impl RequestRepository for DynamoRequestRepository {
             .iter()
             .map(|row| {
                 sized_item(
-                    &RowItem::new(id, row.clone(), None),
+                    &RowItem::new(id, row.clone(), expires_at),
                     &format!("row {}", row.index),
                 )
             })
@@ -467,12 +485,13 @@ impl RequestRepository for DynamoRequestRepository {
                 id,
                 shard,
                 shard_rows_total(meta.counters.rows_total, shard),
-                None,
+                expires_at,
             );
             items.push(sized_item(&counter, "a counter shard")?);
         }
         self.put_new(items, "writing rows").await?;
-        let (meta_item, _) = sized_item(&MetaItem::new(meta.clone(), None), "the request item")?;
+        let (meta_item, _) =
+            sized_item(&MetaItem::new(meta.clone(), expires_at), "the request item")?;
         let put = retry(&self.retry, "writing the request", || async {
             match self
                 .client
@@ -510,12 +529,14 @@ impl RequestRepository for DynamoRequestRepository {
         // One conditional PutItem per row, a few at a time: the rows of a chunk need no
         // atomicity (a replay completes a partial chunk), and a plain write costs one write
         // unit per KB where a transactional one costs two (DynamoDB pricing, "Write request
-        // units").
+        // units"). Rows of a catalogue expire counted from their writing, at most an ingest
+        // later than the request item.
+        let expires_at = self.expires_at(chrono::Utc::now());
         let items = rows
             .iter()
             .map(|row| {
                 sized_item(
-                    &RowItem::new(request_id, row.clone(), None),
+                    &RowItem::new(request_id, row.clone(), expires_at),
                     &format!("row {}", row.index),
                 )
                 .map(|(item, _)| item)

@@ -17,7 +17,7 @@ use pixpress_cli::client::{
 };
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
-use pixpress_cli::invoke::invoke;
+use pixpress_cli::invoke::{invoke, request_text, seed};
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_file, summary};
 
@@ -288,6 +288,11 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, and never with NO_COLOR (no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     match execute(Cli::parse()).await {
         Ok(code) => code,
@@ -413,16 +418,49 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", event.display()))?;
             let output = match backend {
                 Backend::Local => {
+                    let mut config = config;
                     let local = LocalPipeline::new(&config, PipelineOptions::new(&data_dir))?;
-                    invoke(
+                    // The embedded backends start empty: put in place what the event names.
+                    let seeded = seed(
                         &function,
                         &json,
-                        local.backend.repo,
+                        &event,
+                        &local.backend.repo,
+                        &local.backend.store,
+                        &mut config,
+                    )
+                    .await?;
+                    for note in &seeded.notes {
+                        eprintln!("seeded {note}");
+                    }
+                    let output = invoke(
+                        &function,
+                        &json,
+                        local.backend.repo.clone(),
                         local.backend.queue,
                         local.backend.store,
                         &config,
                     )
-                    .await?
+                    .await?;
+                    for id in &seeded.requests {
+                        if let Some(text) = request_text(&local.backend.repo, id).await? {
+                            eprint!("afterwards, {text}");
+                        }
+                    }
+                    if let Some(receiver) = &seeded.receiver {
+                        for delivery in receiver.received() {
+                            eprintln!(
+                                "the seeded receiver got delivery {} ({}): {}",
+                                delivery.id,
+                                match &delivery.verified {
+                                    Ok(()) => "signature verified".to_owned(),
+                                    Err(e) => format!("signature NOT verified: {e}"),
+                                },
+                                String::from_utf8_lossy(&delivery.body)
+                            );
+                        }
+                    }
+                    output
                 }
                 Backend::Aws => {
                     let aws = AwsBackends::from_env(&load_sdk_config().await)?;

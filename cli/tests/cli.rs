@@ -225,26 +225,78 @@ fn serve_refuses_no_auth_off_loopback() {
 
 /// Every function has a sample event: the webhook sender on a job for a request this empty
 /// state does not hold skips it and reports no failure.
+/// The embedded backends start empty; `invoke` seeds what each sample event names, so every
+/// file in `events/` does what it would in a deployment: the worker refuses the SSRF URLs of its
+/// sample row, the dead-letter handler records its row, the notifier writes the output CSV,
+/// s3-ingest reads the CSV beside its event, the sender delivers a verified webhook.
 #[test]
-fn invoke_runs_the_webhook_sender_on_its_sample_event() {
-    let event = format!(
-        "{}/../events/webhook-sender/webhook-job.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
-    let output = pixpress()
-        .args(["invoke", "WebhookSenderFunction"])
-        .arg(&event)
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
+fn every_sample_event_does_something_real_with_the_local_backends() {
+    let events = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
+    let run = |function: &str, event: &str| {
+        let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
+        let output = pixpress()
+            .args(["invoke", function])
+            .arg(format!("{events}/{event}"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{function} {event}: {stderr}");
+        let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (dir, response, stderr)
+    };
+    let request = "3b241101-e2bb-4255-8caf-4136c566a962";
+
+    let (_, response, stderr) = run("row-worker", "row-worker/row-batch.json");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.contains(&format!("seeded request {request}")),
+        "{stderr}"
     );
-    let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    assert_eq!(stderr.matches("[blocked_address]").count(), 2, "{stderr}");
+    assert!(stderr.contains("images: 0 ok, 2 failed of 2"), "{stderr}");
+    // Only the malformed message is handed back.
+    assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
+
+    let (_, _, stderr) = run(
+        "RowDeadLetterFunction",
+        "row-dead-letter/dead-lettered-rows.json",
+    );
+    assert!(
+        stderr.contains(&format!(
+            "afterwards, request {request}: COMPLETED_WITH_ERRORS"
+        )),
+        "{stderr}"
+    );
+
+    let (dir, _, stderr) = run(
+        "completion-notifier",
+        "completion-notifier/terminal-transition.json",
+    );
+    assert!(stderr.contains("seeded request"), "{stderr}");
+    let csv =
+        std::fs::read_to_string(dir.join(format!("results/default/{request}/output.csv"))).unwrap();
+    assert!(
+        csv.starts_with("S. No.,Product Name,Input Image Urls,Output Image Urls"),
+        "{csv}"
+    );
     let _ = std::fs::remove_dir_all(dir);
+
+    let (dir, _, stderr) = run("s3-ingest", "s3-ingest/object-created.json");
+    assert!(
+        stderr.contains("seeded uploads/spring sale(2026).csv"),
+        "{stderr}"
+    );
+    assert!(dir.join("uploads/spring sale(2026).csv").exists());
+    let _ = std::fs::remove_dir_all(dir);
+
+    let (_, response, stderr) = run("WebhookSenderFunction", "webhook-sender/webhook-job.json");
+    assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+    assert!(
+        stderr.contains(&format!(
+            "delivery msg_{request}_completed (signature verified)"
+        )),
+        "{stderr}"
+    );
 }

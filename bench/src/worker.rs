@@ -120,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     repo.create_request(&meta, &rows).await?;
     let records: Vec<serde_json::Value> = rows

@@ -11,8 +11,8 @@
 //!   `next_cursor`; [`ApiClient::download`] writes the output CSV to a file.
 //!
 //! Exit codes of the commands ([`exit_code`]): 0 completed (or accepted, without `--wait`),
-//! 3 completed with errors, 4 failed, 2 rejected (the CSV or an option), 1 usage or network
-//! error.
+//! 3 completed with errors, 4 failed or cancelled, 2 rejected (the CSV or an option), 1 usage
+//! or network error.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,13 +38,13 @@ const MAX_POLL_SECONDS: u64 = 10;
 /// trigger ingests it, in seconds: the s3-ingest function's 900 s timeout plus a minute.
 const INGEST_GRACE_SECONDS: u64 = 960;
 
-/// Exit code of a request in `status` (`COMPLETED`, `COMPLETED_WITH_ERRORS`, `FAILED`, …):
-/// 0, 3, 4; a request still running is 0.
+/// Exit code of a request in `status` (`COMPLETED`, `COMPLETED_WITH_ERRORS`, `FAILED`,
+/// `CANCELLED`, …): 0, 3, 4, 4; a request still running is 0.
 #[must_use]
 pub fn exit_code(status: &str) -> u8 {
     match status {
         "COMPLETED_WITH_ERRORS" => 3,
-        "FAILED" => 4,
+        "FAILED" | "CANCELLED" => 4,
         _ => 0,
     }
 }
@@ -52,7 +52,10 @@ pub fn exit_code(status: &str) -> u8 {
 /// Whether a request status is final.
 #[must_use]
 pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "COMPLETED" | "COMPLETED_WITH_ERRORS" | "FAILED")
+    matches!(
+        status,
+        "COMPLETED" | "COMPLETED_WITH_ERRORS" | "FAILED" | "CANCELLED"
+    )
 }
 
 /// Options of `POST /uploads` (and `POST /upload-urls`).
@@ -530,6 +533,27 @@ impl ApiClient {
         }
     }
 
+    /// Asks to cancel a running request; returns the 202 body (`status`,
+    /// `cancel_requested_at`).
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] with 409 once the request has finished, 404 for an unknown one.
+    pub async fn cancel(&self, request_id: &str) -> Result<Value, ClientError> {
+        check_request_id(request_id)?;
+        let url = self.url(&format!("requests/{request_id}/cancel"))?;
+        let response = self.send(|| Ok(self.http.post(url.clone()))).await?;
+        let status = response.status();
+        let document = json_body(response).await?;
+        if status.is_success() {
+            Ok(document)
+        } else {
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                problem: document,
+            })
+        }
+    }
+
     /// Writes the output CSV of a request to `path` (through a temporary file beside it, so a
     /// failed download leaves no partial CSV). Follows the API's 303 to the presigned link.
     ///
@@ -732,6 +756,8 @@ mod tests {
         assert_eq!(exit_code("COMPLETED"), 0);
         assert_eq!(exit_code("COMPLETED_WITH_ERRORS"), 3);
         assert_eq!(exit_code("FAILED"), 4);
+        assert_eq!(exit_code("CANCELLED"), 4);
+        assert!(is_terminal("CANCELLED") && !is_terminal("PROCESSING"));
         assert_eq!(exit_code("PROCESSING"), 0);
     }
 

@@ -207,6 +207,7 @@ fn seeded_meta(
         created_at: now,
         updated_at: now,
         completed_at: status.is_terminal().then_some(now),
+        cancel_requested_at: None,
     }
 }
 

@@ -119,7 +119,8 @@ enum Command {
         command: KeysCommand,
     },
     /// Send a CSV to a deployed API (or `pixpress serve`). Exit codes: 0 accepted or
-    /// completed, 3 completed with errors, 4 failed, 2 rejected, 1 usage or network error.
+    /// completed, 3 completed with errors, 4 failed or cancelled, 2 rejected, 1 usage or
+    /// network error.
     Submit {
         /// The input CSV (`S. No.,Product Name,Input Image Urls`). Over 5 MiB it goes through a
         /// presigned upload.
@@ -146,7 +147,7 @@ enum Command {
         json: bool,
     },
     /// Show a request's status. Exit codes: 0 completed or still running, 3 completed with
-    /// errors, 4 failed, 1 unknown request or network error.
+    /// errors, 4 failed or cancelled, 1 unknown request or network error.
     Status {
         /// The request id.
         request_id: String,
@@ -155,6 +156,14 @@ enum Command {
         /// Print the whole status document as JSON (every page of products).
         #[arg(long)]
         json: bool,
+    },
+    /// Cancel a running request: rows not processed yet end as `cancelled`, the request ends
+    /// `CANCELLED` with its output CSV and webhook. Exit 1 when it has finished or is unknown.
+    Cancel {
+        /// The request id.
+        request_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Download a request's output CSV. Exit 1 when it is not written yet.
     Download {
@@ -533,6 +542,14 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit_code(
                 document["status"].as_str().unwrap_or_default(),
             )))
+        }
+        Command::Cancel { request_id, api } => {
+            let answer = api.client()?.cancel(&request_id).await?;
+            eprintln!(
+                "cancellation of request {request_id} recorded at {}; it ends CANCELLED once the rows in flight are recorded",
+                answer["cancel_requested_at"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Download {
             request_id,

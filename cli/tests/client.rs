@@ -336,3 +336,87 @@ async fn a_small_csv_refused_as_too_large_falls_back_and_one_over_max_bytes_is_r
     assert_eq!(seen.upload_url_queries.len(), 1, "then the presigned path");
     assert!(seen.puts.is_empty(), "nothing is uploaded over max_bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_request_which_ends_cancelled_with_exit_code_4() {
+    let (api, key, _pump) = serve_with_a_key().await;
+    // An origin that takes a second per image, so the request is still running when cancelled.
+    let slow = Router::new().route(
+        "/slow/{name}",
+        axum::routing::get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            ([("content-type", "image/jpeg")], PHOTOS[0].bytes).into_response()
+        }),
+    );
+    let origin = serve_on_loopback(slow).await.unwrap();
+    let work = temp_dir("client-cancel");
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for i in 1..=60 {
+        csv.push_str(&format!("{i},Print {i},http://{origin}/slow/{i}.jpg\r\n"));
+    }
+    let input = write_csv(&work, &csv);
+    let output = pixpress(
+        vec!["submit".into(), input, "--api".into(), api.clone()],
+        Some(key.clone()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    let request_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    let output = pixpress(
+        vec![
+            "cancel".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("cancellation of request"), "{stderr}");
+
+    let client = ApiClient::new(&api, Some(key.clone())).unwrap();
+    let summary = client.wait(&request_id, |_| {}).await.unwrap();
+    assert_eq!(summary["status"], "CANCELLED");
+    let document = client.status_document(&request_id).await.unwrap();
+    let images: Vec<&serde_json::Value> = document["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["images"].as_array().unwrap())
+        .collect();
+    assert_eq!(images.len(), 60);
+    let cancelled = images
+        .iter()
+        .filter(|i| i["error_code"] == "cancelled")
+        .count();
+    eprintln!("{cancelled} of 60 images cancelled, the rest finished before");
+    // Each image either finished before the cancellation or was never fetched.
+    assert!(
+        images
+            .iter()
+            .all(|i| i["status"] == "OK" || i["error_code"] == "cancelled"),
+        "{document:#}"
+    );
+
+    let output = pixpress(
+        vec![
+            "status".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(4), "cancelled exits 4");
+    let output = pixpress(
+        vec!["cancel".into(), request_id, "--api".into(), api],
+        Some(key),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 409"));
+}

@@ -361,6 +361,43 @@ async fn every_route_answers_as_the_openapi_document_says() {
     .await;
     assert_eq!(status, 409);
 
+    // A second request, cancelled before any of its rows ran: twice, the same answer.
+    let other_csv = csv.replace("Prints", "Posters");
+    let (status, other) = call(
+        &mut c,
+        Method::POST,
+        "/uploads",
+        Some("text/csv"),
+        other_csv.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let cancelled = other["request_id"].as_str().unwrap().to_owned();
+    let (status, first) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{cancelled}/cancel"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (202, Some("PROCESSING"))
+    );
+    let (status, again) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{cancelled}/cancel"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["cancel_requested_at"]),
+        (202, &first["cancel_requested_at"])
+    );
+
     // Unknown requests.
     let unknown = "0b9c2f5e-0000-4000-8000-000000000000";
     for (method, uri) in [
@@ -370,6 +407,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             Method::POST,
             format!("/requests/{unknown}/webhook/redeliver"),
         ),
+        (Method::POST, format!("/requests/{unknown}/cancel")),
     ] {
         let (status, _) = call(&mut c, method, &uri, None, Vec::new()).await;
         assert_eq!(status, 404);
@@ -415,6 +453,36 @@ async fn every_route_answers_as_the_openapi_document_says() {
     )
     .await;
     assert_eq!(status, 501, "local runs have no webhooks queue");
+
+    // The cancelled request ends CANCELLED, every image `cancelled`, with its output CSV.
+    pipeline.run_until_done(&cancelled, |_| {}).await.unwrap();
+    let (status, ended) = call(
+        &mut c,
+        Method::GET,
+        &format!("/requests/{cancelled}"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!((status, ended["status"].as_str()), (200, Some("CANCELLED")));
+    let codes: Vec<&str> = ended["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["images"].as_array().unwrap())
+        .map(|i| i["error_code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["cancelled"; 3]);
+    assert!(ended["output_csv_url"].is_string());
+    let (status, _) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{cancelled}/cancel"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 409, "a finished request cannot be cancelled");
 
     // Every documented operation was exercised.
     let missing: Vec<_> = c

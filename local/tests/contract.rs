@@ -50,6 +50,7 @@ fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     }
 }
 
@@ -339,6 +340,55 @@ async fn chunked_rows_contract<R: RequestRepository>(repo: &R) {
     assert!(repo.output_progress(id).await.unwrap().is_none());
 }
 
+/// Cancelling: only while running, the first time kept; the completion after the last row makes
+/// the request `CANCELLED`; a finished request cannot be cancelled.
+async fn cancel_contract<R: RequestRepository>(repo: &R) {
+    let id = "contract-cancel";
+    repo.create_request(&meta(id, 2, false), &rows(2))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    repo.mark_processing(id, now).await.unwrap();
+    assert!(!repo.cancel_requested(id).await.unwrap());
+    assert!(!repo.cancel_requested("missing").await.unwrap());
+    assert!(repo.request_cancel(id, now).await.unwrap());
+    let later = now + chrono::Duration::seconds(5);
+    assert!(
+        repo.request_cancel(id, later).await.unwrap(),
+        "asking again is fine"
+    );
+    assert!(repo.cancel_requested(id).await.unwrap());
+    let stored = repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.cancel_requested_at.map(|t| t.timestamp()),
+        Some(now.timestamp()),
+        "the first time is kept"
+    );
+    assert_eq!(stored.status, RequestStatus::Processing);
+    for row in 0..2 {
+        repo.record_row_outcome(id, row, &[ImageOutcome::failed("cancelled", "c")], now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        repo.complete(id, now).await.unwrap(),
+        Transition::Applied(RequestStatus::Cancelled)
+    );
+    assert!(!repo.request_cancel(id, now).await.unwrap(), "finished");
+    assert!(!repo.request_cancel("missing", now).await.unwrap());
+    // Redelivering a cancelled request's webhook is allowed like any finished one's.
+    let hooked = "contract-cancel-hook";
+    repo.create_request(&meta(hooked, 1, true), &rows(1))
+        .await
+        .unwrap();
+    repo.request_cancel(hooked, now).await.unwrap();
+    repo.record_row_outcome(hooked, 0, &[ImageOutcome::failed("cancelled", "c")], now)
+        .await
+        .unwrap();
+    repo.complete(hooked, now).await.unwrap();
+    assert!(repo.redeliver_webhook(hooked).await.unwrap());
+}
+
 /// Rows of one request recorded all at once (as a batch of concurrent workers does) are each
 /// counted once, every row's redelivery is recognised, and exactly one caller flips the request.
 async fn concurrent_rows_contract<R: RequestRepository>(repo: &R) {
@@ -541,6 +591,7 @@ async fn multipart_contract<S: ObjectStore>(store: &S) {
 async fn embedded_adapters_meet_the_contract() {
     repository_contract(&InMemoryRequestRepository::new(), false).await;
     chunked_rows_contract(&InMemoryRequestRepository::new()).await;
+    cancel_contract(&InMemoryRequestRepository::new()).await;
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
     item_size_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
@@ -574,6 +625,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     .unwrap();
     repository_contract(&backends.repo, true).await;
     chunked_rows_contract(&backends.repo).await;
+    cancel_contract(&backends.repo).await;
     // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run
     // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
     item_size_contract(&backends.repo).await;

@@ -195,6 +195,7 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
         created_at: input.now,
         updated_at: input.now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     (meta, records)
 }
@@ -463,6 +464,7 @@ where
         created_at: input.now,
         updated_at: input.now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
         Created::Inserted => (meta, false),

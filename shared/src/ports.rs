@@ -316,6 +316,32 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         request_id: &str,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
 
+    /// Asks to cancel a request that has not finished: records `cancel_requested_at` = `now`
+    /// (the first time only). `false` (nothing changed) when the request does not exist or has
+    /// finished. Rows processed afterwards are recorded as `cancelled`, and the completion that
+    /// follows the last row makes the request `CANCELLED` ([`RequestRepository::complete`]).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Asking twice keeps the first time and answers `true` again.
+    fn request_cancel(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// `true` when cancelling the request was asked; `false` too for an unknown request. One
+    /// small read of the request item (a worker asks once per request per invocation).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    fn cancel_requested(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+
     /// Appends a webhook attempt and sets the delivery state.
     ///
     /// # Errors

@@ -230,6 +230,7 @@ fn meta(rows: u64) -> RequestMeta {
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     }
 }
 

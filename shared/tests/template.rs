@@ -108,7 +108,8 @@ fn notifier_sees_only_the_request_item_entering_a_terminal_status() {
     };
     let new = statuses(&d["NewImage"]["status"]["S"]);
     let old = statuses(&d["OldImage"]["status"]["S"]);
-    assert!(new.iter().all(|s| s.is_terminal()) && new.len() == 3);
+    assert!(new.iter().all(|s| s.is_terminal()) && new.len() == 4);
+    assert!(new.contains(&RequestStatus::Cancelled));
     assert!(old.iter().all(|s| !s.is_terminal()) && old.len() == 2);
     assert_eq!(event["BisectBatchOnFunctionError"], true);
     assert!(number(&event["MaximumRetryAttempts"]) <= 10);

@@ -16,6 +16,7 @@
 //! - `GET /requests/{id}/output.csv` — once written, `303` to a presigned link of the output
 //!   CSV (the CSV itself from a store that cannot presign); `409` before.
 //! - `POST /requests/{id}/webhook/redeliver` — queue a finished request's webhook again.
+//! - `POST /requests/{id}/cancel` — stop a running request (it ends `CANCELLED`).
 //!
 //! - `GET /openapi.json` — the OpenAPI 3.1 description ([`openapi`]); `GET /docs` — interactive
 //!   docs rendering it ([`docs`]); `GET /` — the web page ([`ui`]). All without a key.
@@ -170,6 +171,7 @@ where
             "/requests/{id}/webhook/redeliver",
             post(redeliver::<R, Q, S>),
         )
+        .route("/requests/{id}/cancel", post(cancel::<R, Q, S>))
         .with_state(Arc::new(app))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(ui::index))
@@ -447,6 +449,40 @@ where
     }
     record_request_id(&id);
     status::post_redeliver(&app, &id, &tenant.0).await
+}
+
+/// Cancel a running request.
+///
+/// Rows not processed yet are recorded as `cancelled` (nothing more is downloaded for them),
+/// rows being processed finish, and the request ends `CANCELLED` with its output CSV and
+/// webhook. Asking again answers the first time.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/cancel",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 202, description = "Cancellation recorded", body = status::Cancellation),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The request has finished", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn cancel<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> ApiResponse
+where
+    R: RequestRepository,
+{
+    if !is_valid_request_id(&id) {
+        return Problem::request_not_found().into_response();
+    }
+    record_request_id(&id);
+    status::post_cancel(&app, &id, &tenant.0).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiResponse {

@@ -35,6 +35,7 @@ pub struct UploadForm {
         crate::request_status,
         crate::output_csv,
         crate::redeliver,
+        crate::cancel,
     ),
     modifiers(&BearerKey),
     security(("api_key" = [])),

@@ -54,6 +54,9 @@ pub struct StatusDocument {
     /// Why the request failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// When cancelling it was asked (`POST /requests/{id}/cancel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     /// Products of this page, in input order.
     pub products: Vec<Product>,
     /// Cursor for the next page of products (`?cursor=`), absent on the last page.
@@ -207,6 +210,7 @@ pub async fn status_document<R: RequestRepository>(
         completed_at: meta.completed_at,
         webhook: meta.webhook,
         failure: meta.failure,
+        cancel_requested_at: meta.cancel_requested_at,
         products: page.rows.into_iter().map(product).collect(),
         next_cursor: page.next.map(|n| n.to_string()),
     })
@@ -433,5 +437,76 @@ where
             },
         ),
         Err(e) => Problem::unavailable(&e, "the redelivery could not be queued").into_response(),
+    }
+}
+
+/// The 202 body of a cancellation.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Cancellation {
+    /// The request id.
+    pub request_id: String,
+    /// Its status now (`PENDING` or `PROCESSING`): it becomes `CANCELLED` once the rows in
+    /// flight are recorded.
+    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    pub status: &'static str,
+    /// When cancelling was first asked.
+    pub cancel_requested_at: DateTime<Utc>,
+}
+
+/// Handles `POST /requests/{id}/cancel`: rows not processed yet are recorded as `cancelled`
+/// (nothing more is downloaded for them), rows being processed finish, and the request ends
+/// `CANCELLED` with its output CSV and webhook. `202`; `404` as for status; `409` once it has
+/// finished. Asking again answers `202` with the first time.
+pub async fn post_cancel<R, Q, S>(app: &App<R, Q, S>, request_id: &str, tenant: &str) -> ApiResponse
+where
+    R: RequestRepository,
+{
+    let finished = |status: &str| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "cannot-cancel",
+            "Cannot cancel",
+            format!("the request is {status}; only a running request can be cancelled"),
+        )
+        .into_response()
+    };
+    let meta = match visible_request(&app.repo, request_id, tenant).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Problem::request_not_found().into_response(),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    if meta.status.is_terminal() {
+        return finished(meta.status.as_str());
+    }
+    match app.repo.request_cancel(request_id, Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // It finished meanwhile.
+            let status = match app.repo.get_request(request_id).await {
+                Ok(Some(now)) => now.status.as_str(),
+                _ => meta.status.as_str(),
+            };
+            return finished(status);
+        }
+        Err(e) => {
+            return Problem::unavailable(&e, "the cancellation could not be recorded")
+                .into_response();
+        }
+    }
+    match app.repo.get_request(request_id).await {
+        Ok(Some(meta)) => {
+            metrics::counter!("requests_cancelled").increment(1);
+            tracing::info!("cancellation requested");
+            json_response(
+                StatusCode::ACCEPTED,
+                &Cancellation {
+                    request_id: meta.request_id.clone(),
+                    status: meta.status.as_str(),
+                    cancel_requested_at: meta.cancel_requested_at.unwrap_or_else(Utc::now),
+                },
+            )
+        }
+        Ok(None) => Problem::request_not_found().into_response(),
+        Err(e) => Problem::internal(&e).into_response(),
     }
 }

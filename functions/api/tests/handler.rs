@@ -727,6 +727,7 @@ async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
         created_at: then,
         updated_at: then,
         completed_at: Some(then),
+        cancel_requested_at: None,
     };
     app.repo.create_request(&old, &[]).await.unwrap();
     let keyed = || {
@@ -786,6 +787,7 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
         created_at: now,
         updated_at: now,
         completed_at: Some(now),
+        cancel_requested_at: None,
     };
     app.repo
         .create_request(&meta("done-1", RequestStatus::Completed), &[])

@@ -100,6 +100,7 @@ async fn app_with_completed_request(
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     let row = RowRecord {
         index: 0,
@@ -322,6 +323,7 @@ fn large_request(
         created_at: now,
         updated_at: now,
         completed_at: status.is_terminal().then_some(now),
+        cancel_requested_at: None,
     }
 }
 

@@ -45,6 +45,7 @@ async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     let rows: Vec<RowRecord> = jobs
         .iter()

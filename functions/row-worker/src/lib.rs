@@ -397,7 +397,12 @@ async fn complete_if_done<R: RequestRepository>(
     }
 }
 
-/// Processes one row job at receive number `receive_count` (see the crate docs).
+/// Error code of the images of a row processed after its request was cancelled.
+pub const CANCELLED: &str = "cancelled";
+
+/// Processes one row job at receive number `receive_count` (see the crate docs). A row of a
+/// request whose cancellation was asked is recorded without fetching: images an earlier
+/// delivery finished keep their outcome, the others fail as [`CANCELLED`].
 ///
 /// # Errors
 /// [`ProcessError`]: the message should be delivered again.
@@ -450,6 +455,29 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                 failures: 0,
             })
     };
+    if app.repo.cancel_requested(&job.request_id).await? {
+        // Cancelled: what an earlier delivery finished stays, the rest is not fetched.
+        let images: Vec<ImageOutcome> = (0..job.input_urls.len())
+            .map(|position| {
+                progress_of(position).outcome.unwrap_or_else(|| {
+                    ImageOutcome::failed(
+                        CANCELLED,
+                        "the request was cancelled before this image was processed",
+                    )
+                })
+            })
+            .collect();
+        metrics::counter!("rows_cancelled").increment(1);
+        let recorded = app
+            .repo
+            .record_row_outcome(&job.request_id, job.row_index, &images, Utc::now())
+            .await?;
+        let completed = complete_if_done(&app.repo, &job.request_id, recorded).await?;
+        return Ok(match recorded {
+            RowRecorded::Recorded { .. } => RowProcessed::Recorded(completed),
+            RowRecorded::AlreadyRecorded { .. } => RowProcessed::AlreadyDone,
+        });
+    }
     let last_attempt = receive_count >= app.config.max_receive_count;
     // Images finished by an earlier delivery are not fetched again.
     let results: Vec<(Result<ImageOutcome, ImageFailure>, Duration)> =

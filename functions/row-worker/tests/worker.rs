@@ -127,6 +127,7 @@ async fn seed(
         created_at: now,
         updated_at: now,
         completed_at: None,
+        cancel_requested_at: None,
     };
     let records: Vec<RowRecord> = rows
         .iter()
@@ -673,4 +674,73 @@ async fn every_log_line_about_a_row_names_its_request_and_row() {
         assert_eq!(line["span"]["request_id"], "logged", "{line}");
         assert!(line["span"]["row_index"].is_u64(), "{line}");
     }
+}
+
+/// A row taken after its request was cancelled is recorded without fetching anything: the image
+/// an earlier delivery finished keeps its outcome, the other fails as `cancelled`, and the
+/// last row makes the request `CANCELLED`.
+#[tokio::test]
+async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(
+        &app.repo,
+        "cancelled",
+        &[vec![
+            format!("http://{server}/counted.jpg?first"),
+            // Fetching this would take 30 s and end in a timeout, not `cancelled`.
+            format!("http://{server}/hang.jpg"),
+        ]],
+    )
+    .await;
+    let finished = pixpress::domain::model::ImageOutcome {
+        status: pixpress::domain::model::ImageStatus::Ok,
+        output_key: Some("images/default/cancelled/0-0.jpg".into()),
+        output_url: Some("https://cdn.example.com/images/default/cancelled/0-0.jpg".into()),
+        error_code: None,
+        error: None,
+        bytes_in: Some(1000),
+        bytes_out: Some(400),
+        width: Some(10),
+        height: Some(10),
+        kept_original: false,
+    };
+    app.repo
+        .record_row_progress(
+            "cancelled",
+            0,
+            &[pixpress::domain::model::ImageProgress {
+                position: 0,
+                outcome: Some(finished.clone()),
+                spent_ms: 120,
+                failures: 0,
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        app.repo
+            .request_cancel("cancelled", Utc::now())
+            .await
+            .unwrap()
+    );
+
+    let started = std::time::Instant::now();
+    let processed = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "nothing was fetched"
+    );
+    assert_eq!(
+        processed,
+        RowProcessed::Recorded(Some(RequestStatus::Cancelled))
+    );
+    let page = app.repo.list_rows("cancelled", None, 10).await.unwrap();
+    let images = &page.rows[0].images;
+    assert_eq!(images[0], finished);
+    assert_eq!(images[1].error_code.as_deref(), Some("cancelled"));
+    let meta = app.repo.get_request("cancelled").await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::Cancelled);
 }

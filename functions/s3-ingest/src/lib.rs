@@ -167,6 +167,7 @@ async fn record_rejection<R: RequestRepository>(
         created_at: now,
         updated_at: now,
         completed_at: Some(now),
+        cancel_requested_at: None,
     };
     repo.create_request(&meta, &[]).await.map(|_| ())
 }

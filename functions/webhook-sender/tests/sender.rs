@@ -96,6 +96,7 @@ async fn app(url: String) -> TestApp {
         created_at: now,
         updated_at: now,
         completed_at: Some(now),
+        cancel_requested_at: None,
     };
     app.repo.create_request(&meta, &[]).await.unwrap();
     app

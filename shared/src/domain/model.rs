@@ -39,6 +39,9 @@ pub enum RequestStatus {
     CompletedWithErrors,
     /// The request could not be processed at all (invalid upload, enqueue failure).
     Failed,
+    /// Cancelled: every row finished, those not processed before the cancellation recorded
+    /// as `cancelled`.
+    Cancelled,
 }
 
 impl RequestStatus {
@@ -47,7 +50,7 @@ impl RequestStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Completed | Self::CompletedWithErrors | Self::Failed
+            Self::Completed | Self::CompletedWithErrors | Self::Failed | Self::Cancelled
         )
     }
 
@@ -60,6 +63,7 @@ impl RequestStatus {
             Self::Completed => "COMPLETED",
             Self::CompletedWithErrors => "COMPLETED_WITH_ERRORS",
             Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 }
@@ -307,6 +311,10 @@ pub struct RequestMeta {
     /// When it entered a terminal status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// When `POST /requests/{id}/cancel` asked to stop it: rows not yet processed are recorded
+    /// as `cancelled` and the request ends `CANCELLED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 /// Per-image result status.

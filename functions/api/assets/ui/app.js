@@ -224,7 +224,7 @@ function showRecent() {
 }
 
 // ---------------------------------------------------------------- following a request
-const TERMINAL = new Set(["COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"]);
+const TERMINAL = new Set(["COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"]);
 
 function openRequest(id) {
   clearTimeout(state.timer);
@@ -236,6 +236,7 @@ function openRequest(id) {
   $("summary").textContent = "";
   $("failure").hidden = true;
   $("download").disabled = true;
+  $("cancel").hidden = true;
   $("products").tBodies[0].replaceChildren();
   $("products-note").textContent = "";
   poll(id);
@@ -284,6 +285,7 @@ function showSummary(summary) {
     $("failure").hidden = false;
   }
   $("download").disabled = !summary.output_csv_url;
+  $("cancel").hidden = TERMINAL.has(summary.status) || Boolean(summary.cancel_requested_at);
 }
 
 async function showProducts(id) {
@@ -342,6 +344,18 @@ function imageFigure(image) {
     ),
   );
 }
+
+// ---------------------------------------------------------------- cancelling
+$("cancel").addEventListener("click", async () => {
+  const id = state.requestId;
+  const response = await call(`requests/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+  if (!response.ok) {
+    $("summary").textContent = await problemText(response);
+    return;
+  }
+  $("cancel").hidden = true;
+  $("summary").textContent = "cancelling: rows in flight finish, the rest end as cancelled";
+});
 
 // ---------------------------------------------------------------- output CSV
 $("download").addEventListener("click", async () => {

@@ -804,9 +804,13 @@ impl RequestRepository for DynamoRequestRepository {
             return Ok(Transition::NotApplied);
         }
         // Every shard is full, so the sums read above are final.
-        let Some(terminal) = counters.terminal_status() else {
+        let Some(mut terminal) = counters.terminal_status() else {
             return Ok(Transition::NotApplied);
         };
+        // A cancellation is recorded before any row it affects, so the read above sees it.
+        if stored.meta.cancel_requested_at.is_some() {
+            terminal = RequestStatus::Cancelled;
+        }
         // Applies only while non-terminal and with every shard done: exactly one caller wins.
         let applied = self
             .conditional_update(
@@ -892,17 +896,56 @@ impl RequestRepository for DynamoRequestRepository {
         self.conditional_update(
             request_id,
             "SET webhook.#state = :pending",
-            "attribute_exists(webhook) AND #status IN (:completed, :with_errors, :failed)",
+            "attribute_exists(webhook) AND #status IN (:completed, :with_errors, :failed, :cancelled)",
             &[("#state", "state"), ("#status", "status")],
             vec![
                 (":pending", encode(&DeliveryState::Pending)?),
                 (":completed", status(RequestStatus::Completed)),
                 (":with_errors", status(RequestStatus::CompletedWithErrors)),
                 (":failed", status(RequestStatus::Failed)),
+                (":cancelled", status(RequestStatus::Cancelled)),
             ],
             "redelivering the webhook",
         )
         .await
+    }
+
+    async fn request_cancel(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        // Only while running; the first time is kept (`if_not_exists`).
+        self.conditional_update(
+            request_id,
+            "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now), updated_at = :now",
+            "#status IN (:pending, :processing)",
+            &[("#status", "status")],
+            vec![
+                (":now", s(now.to_rfc3339())),
+                (":pending", status(RequestStatus::Pending)),
+                (":processing", status(RequestStatus::Processing)),
+            ],
+            "cancelling the request",
+        )
+        .await
+    }
+
+    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+        let item = retry(&self.retry, "reading the cancellation", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .projection_expression("cancel_requested_at")
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the cancellation", &e))
+        })
+        .await?;
+        Ok(item
+            .item
+            .is_some_and(|item| item.contains_key("cancel_requested_at")))
     }
 
     async fn record_webhook_attempt(

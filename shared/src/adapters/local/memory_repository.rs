@@ -714,9 +714,12 @@ impl RequestRepository for InMemoryRequestRepository {
                 {
                     return false;
                 }
-                let Some(terminal) = current.counters.terminal_status() else {
+                let Some(mut terminal) = current.counters.terminal_status() else {
                     return false;
                 };
+                if stored.meta.cancel_requested_at.is_some() {
+                    terminal = RequestStatus::Cancelled;
+                }
                 stored.meta.status = terminal;
                 stored.meta.counters = current.counters;
                 stored.meta.updated_at = now;
@@ -791,6 +794,32 @@ impl RequestRepository for InMemoryRequestRepository {
         .await
     }
 
+    async fn request_cancel(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.write_meta(request_id, "cancelling the request", |stored| {
+            if stored.meta.status.is_terminal() {
+                return false;
+            }
+            if stored.meta.cancel_requested_at.is_none() {
+                stored.meta.cancel_requested_at = Some(now);
+                stored.meta.updated_at = now;
+            }
+            true
+        })
+        .await
+    }
+
+    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+        self.fault(Call::Read)?;
+        Ok(self
+            .lock()?
+            .current(request_id)
+            .is_some_and(|current| current.cancel_requested_at.is_some()))
+    }
+
     async fn record_webhook_attempt(
         &self,
         request_id: &str,
@@ -836,6 +865,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             completed_at: None,
+            cancel_requested_at: None,
         }
     }
 

@@ -121,6 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     repo.create_request(&meta, &rows).await?;
     let records: Vec<serde_json::Value> = rows

@@ -554,6 +554,28 @@ impl ApiClient {
         }
     }
 
+    /// Starts a retry of a finished request's failed images; returns the 202 body
+    /// (`request_id` of the retry, `retry_of`, `images_to_retry`, …).
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] with 409 while the request runs or when nothing failed, 404 for an
+    /// unknown one, 413 above the API's row limit.
+    pub async fn retry(&self, request_id: &str) -> Result<Value, ClientError> {
+        check_request_id(request_id)?;
+        let url = self.url(&format!("requests/{request_id}/retry"))?;
+        let response = self.send(|| Ok(self.http.post(url.clone()))).await?;
+        let status = response.status();
+        let document = json_body(response).await?;
+        if status.is_success() {
+            Ok(document)
+        } else {
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                problem: document,
+            })
+        }
+    }
+
     /// Writes the output CSV of a request to `path` (through a temporary file beside it, so a
     /// failed download leaves no partial CSV). Follows the API's 303 to the presigned link.
     ///

@@ -208,6 +208,7 @@ fn seeded_meta(
         updated_at: now,
         completed_at: status.is_terminal().then_some(now),
         cancel_requested_at: None,
+        retry_of: None,
     }
 }
 

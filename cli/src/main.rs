@@ -165,6 +165,25 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Retry the failed (and cancelled) images of a finished request: a new request keeps the
+    /// images already stored and runs the others, with its own output CSV and webhook. Prints
+    /// the new request's id; exit codes as for `submit` (1 when the request is running, has
+    /// nothing to retry or is unknown).
+    Retry {
+        /// The request id.
+        request_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Wait until the retry is done, showing progress, then download its output.csv.
+        #[arg(long)]
+        wait: bool,
+        /// Where `--wait` writes output.csv.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Print JSON (the acceptance, or with --wait the whole final status document).
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a request's output CSV. Exit 1 when it is not written yet.
     Download {
         /// The request id.
@@ -551,6 +570,39 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Retry {
+            request_id,
+            api,
+            wait,
+            out,
+            json,
+        } => {
+            let client = api.client()?;
+            let answer = client.retry(&request_id).await?;
+            let retry_id = answer["request_id"].as_str().unwrap_or_default().to_owned();
+            if !wait {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                } else {
+                    println!("{retry_id}");
+                }
+            }
+            eprintln!(
+                "request {request_id} is retried as request {retry_id}{}",
+                match answer["images_to_retry"].as_u64() {
+                    Some(n) => format!(
+                        ": {n} of {} images run again",
+                        answer["images"].as_u64().unwrap_or_default()
+                    ),
+                    None => " (asked before)".to_owned(),
+                }
+            );
+            if wait {
+                wait_and_download(&client, &retry_id, &out, json).await
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
         Command::Download {
             request_id,
             api,
@@ -644,6 +696,17 @@ async fn submit_command(
         return Ok(ExitCode::SUCCESS);
     };
     eprintln!("accepted as request {id}; waiting for it to finish");
+    wait_and_download(client, id, out, json).await
+}
+
+/// Waits for request `id` with a progress view, downloads its output CSV into `out`, prints its
+/// status (JSON with `json`) and returns the exit code of its final status.
+async fn wait_and_download(
+    client: &ApiClient,
+    id: &str,
+    out: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut progress = ProgressView::new();
     let summary = client.wait(id, |document| progress.show(document)).await?;
     progress.finish();

@@ -289,5 +289,34 @@ async fn the_web_page_takes_a_csv_through_a_whole_request_and_shows_every_image(
         "the reopened request",
     )
     .await;
+
+    // Retry the failed image: a new request, linked both ways, fetches it again (still gone).
+    assert_eq!(text(&client, "#retry").await, "Retry 1 failed image");
+    client
+        .find(Locator::Id("retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &client,
+        &format!(
+            "return document.getElementById('request-id').textContent !== '{request_id}' && document.getElementById('status').textContent === 'COMPLETED_WITH_ERRORS' && document.querySelectorAll('#products tbody tr').length === 6"
+        ),
+        Duration::from_secs(60),
+        "the retry to finish",
+    )
+    .await;
+    assert!(
+        text(&client, "#lineage")
+            .await
+            .contains(&format!("A retry of request {request_id}"))
+    );
+    assert!(
+        text(&client, "#counts")
+            .await
+            .contains("rows 6/6 · images 12/12 (1 failed)")
+    );
     client.close().await.unwrap();
 }

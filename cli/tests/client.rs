@@ -338,16 +338,24 @@ async fn a_small_csv_refused_as_too_large_falls_back_and_one_over_max_bytes_is_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_a_running_request_which_ends_cancelled_with_exit_code_4() {
+async fn cancel_stops_a_running_request_and_retry_runs_only_the_images_it_left() {
     let (api, key, _pump) = serve_with_a_key().await;
-    // An origin that takes a second per image, so the request is still running when cancelled.
-    let slow = Router::new().route(
-        "/slow/{name}",
-        axum::routing::get(|| async {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            ([("content-type", "image/jpeg")], PHOTOS[0].bytes).into_response()
-        }),
-    );
+    // An origin that takes a second per image, so the request is still running when cancelled;
+    // it counts the downloads of each image.
+    let hits: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+    let slow = Router::new()
+        .route(
+            "/slow/{name}",
+            axum::routing::get(
+                |State(hits): State<Arc<Mutex<std::collections::HashMap<String, usize>>>>,
+                 UrlPath(name): UrlPath<String>| async move {
+                    *hits.lock().unwrap().entry(name).or_default() += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    ([("content-type", "image/jpeg")], PHOTOS[0].bytes).into_response()
+                },
+            ),
+        )
+        .with_state(hits.clone());
     let origin = serve_on_loopback(slow).await.unwrap();
     let work = temp_dir("client-cancel");
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
@@ -413,10 +421,68 @@ async fn cancel_stops_a_running_request_which_ends_cancelled_with_exit_code_4() 
     .await;
     assert_eq!(output.status.code(), Some(4), "cancelled exits 4");
     let output = pixpress(
-        vec!["cancel".into(), request_id, "--api".into(), api],
-        Some(key),
+        vec![
+            "cancel".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+        ],
+        Some(key.clone()),
     )
     .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 409"));
+
+    // Retry: a new request downloads only the cancelled images and keeps the others.
+    let before: std::collections::HashMap<String, usize> = hits.lock().unwrap().clone();
+    let out = work.join("retry-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let output = pixpress(
+        vec![
+            "retry".into(),
+            request_id.clone(),
+            "--api".into(),
+            api.clone(),
+            "--wait".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ],
+        Some(key.clone()),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{cancelled} of 60 images run again")),
+        "{stderr}"
+    );
+    let fetched_again: usize = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, n)| n - before.get(name).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        fetched_again, cancelled,
+        "only the cancelled images are fetched"
+    );
+    let output_csv = std::fs::read_to_string(out.join("output.csv")).unwrap();
+    assert_eq!(output_csv.lines().count(), 61, "{output_csv}");
+    let retry = client.status_document(&request_id).await.unwrap();
+    let retry_id = retry["retried_by"]
+        .as_str()
+        .expect("the original names its retry");
+    let document = client.status_document(retry_id).await.unwrap();
+    assert_eq!(document["status"], "COMPLETED");
+    assert_eq!(document["retry_of"], request_id.as_str());
+    // The original is kept as it was.
+    assert_eq!(retry["status"], "CANCELLED");
+
+    // Asking again names the same retry; a request without failures has nothing to retry.
+    let again = client.retry(&request_id).await.unwrap();
+    assert_eq!(again["request_id"], retry_id);
+    match client.retry(retry_id).await {
+        Err(pixpress_cli::client::ClientError::Api { status, .. }) => assert_eq!(status, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
 }

@@ -484,6 +484,78 @@ async fn every_route_answers_as_the_openapi_document_says() {
     .await;
     assert_eq!(status, 409, "a finished request cannot be cancelled");
 
+    // Retrying it runs the three cancelled images again under a new request.
+    let (status, retry) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{cancelled}/retry"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!((status, retry["images_to_retry"].as_u64()), (202, Some(3)));
+    let retry_id = retry["request_id"].as_str().unwrap().to_owned();
+    pipeline.run_until_done(&retry_id, |_| {}).await.unwrap();
+    let (status, done) = call(
+        &mut c,
+        Method::GET,
+        &format!("/requests/{retry_id}"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, done["retry_of"].as_str()),
+        (200, Some(cancelled.as_str()))
+    );
+    // The same retry again; the retry's own failure (a missing image) is retried by a retry of
+    // the retry, which cannot be retried while it runs.
+    let (status, again) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{cancelled}/retry"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, again["request_id"].as_str()),
+        (202, Some(retry_id.as_str()))
+    );
+    assert_eq!(done["progress"]["images_failed"], 1, "{done:#}");
+    let (status, chained) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{retry_id}/retry"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (status, chained["images_to_retry"].as_u64()),
+        (202, Some(1))
+    );
+    let chained = chained["request_id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{chained}/retry"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 409, "a running request cannot be retried");
+    pipeline.run_until_done(&chained, |_| {}).await.unwrap();
+    let (status, _) = call(
+        &mut c,
+        Method::POST,
+        &format!("/requests/{unknown}/retry"),
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 404);
+
     // Every documented operation was exercised.
     let missing: Vec<_> = c
         .documented_operations()

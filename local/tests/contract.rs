@@ -51,6 +51,7 @@ fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     }
 }
 
@@ -389,6 +390,82 @@ async fn cancel_contract<R: RequestRepository>(repo: &R) {
     assert!(repo.redeliver_webhook(hooked).await.unwrap());
 }
 
+/// Retrying a finished request: a new request whose rows keep the stored images as progress,
+/// every row enqueued, the original untouched; asking again finds the same retry.
+async fn retry_contract<R: RequestRepository>(repo: &R) {
+    use pixpress::ingest::{RetryError, retry_failed_images, retry_request_id};
+    let id = "contract-retry";
+    let mut m = meta(id, 3, true);
+    m.counters.images_total = 6;
+    let two = |mut r: RowRecord| {
+        r.input_urls.push(format!("{}?second", r.input_urls[0]));
+        r
+    };
+    repo.create_request(&m, &rows(3).into_iter().map(two).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let now = Utc::now();
+    repo.mark_processing(id, now).await.unwrap();
+    let queue = InMemoryRowQueue::new(5);
+    let original = repo.get_request(id).await.unwrap().unwrap();
+    assert!(matches!(
+        retry_failed_images(repo, &queue, &original, 100, now).await,
+        Err(RetryError::NotFinished(RequestStatus::Processing))
+    ));
+    let failed = || ImageOutcome::failed("http_404", "the origin answered HTTP 404");
+    for (row, images) in [
+        (0, vec![ok_image(100, 40), ok_image(200, 80)]),
+        (1, vec![ok_image(300, 90), failed()]),
+        (2, vec![failed(), failed()]),
+    ] {
+        repo.record_row_outcome(id, row, &images, now)
+            .await
+            .unwrap();
+    }
+    repo.complete(id, now).await.unwrap();
+    let original = repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(original.status, RequestStatus::CompletedWithErrors);
+    assert!(matches!(
+        retry_failed_images(repo, &queue, &original, 2, now).await,
+        Err(RetryError::TooLarge { rows: 3, max: 2 })
+    ));
+    let retried = retry_failed_images(repo, &queue, &original, 100, now)
+        .await
+        .unwrap();
+    assert_eq!(retried.images_to_retry, Some(3));
+    assert!(!retried.replayed);
+    let retry = retried.meta;
+    assert_eq!(retry.request_id, retry_request_id(id));
+    assert_eq!(retry.retry_of.as_deref(), Some(id));
+    assert_eq!(retry.status, RequestStatus::Processing);
+    assert_eq!(retry.counters.rows_total, 3);
+    assert_eq!(retry.counters.images_total, 6);
+    let webhook = retry.webhook.as_ref().unwrap();
+    assert!(webhook.attempts.is_empty() && webhook.state == DeliveryState::Pending);
+    let kept: Vec<Vec<u32>> = load_all_rows(repo, &retry.request_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.progress.iter().map(|p| p.position).collect())
+        .collect();
+    assert_eq!(kept, [vec![0, 1], vec![0], vec![]]);
+    let jobs = queue.receive(10, Duration::from_secs(30)).unwrap();
+    assert_eq!(jobs.len(), 3, "every row is enqueued");
+    // The original is as it was; asking again enqueues nothing and names the same retry.
+    assert_eq!(repo.get_request(id).await.unwrap().unwrap(), original);
+    let again = retry_failed_images(repo, &queue, &original, 100, now)
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.meta.request_id, retry.request_id);
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(30))
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Rows of one request recorded all at once (as a batch of concurrent workers does) are each
 /// counted once, every row's redelivery is recognised, and exactly one caller flips the request.
 async fn concurrent_rows_contract<R: RequestRepository>(repo: &R) {
@@ -592,6 +669,7 @@ async fn embedded_adapters_meet_the_contract() {
     repository_contract(&InMemoryRequestRepository::new(), false).await;
     chunked_rows_contract(&InMemoryRequestRepository::new()).await;
     cancel_contract(&InMemoryRequestRepository::new()).await;
+    retry_contract(&InMemoryRequestRepository::new()).await;
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
     item_size_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
@@ -626,6 +704,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     repository_contract(&backends.repo, true).await;
     chunked_rows_contract(&backends.repo).await;
     cancel_contract(&backends.repo).await;
+    retry_contract(&backends.repo).await;
     // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run
     // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
     item_size_contract(&backends.repo).await;

@@ -22,8 +22,8 @@ use crate::domain::input_csv::{
     CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, parse_input_csv, too_large,
 };
 use crate::domain::model::{
-    ChunkJob, Counters, DeliveryState, Failure, OutputSpec, RequestMeta, RequestStatus, RowJob,
-    RowRecord, RowState, Source, Webhook,
+    ChunkJob, Counters, DeliveryState, Failure, ImageProgress, ImageStatus, OutputSpec,
+    RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source, Webhook,
 };
 use crate::fetch::NetworkPolicy;
 use crate::ports::{ChunkQueue, Created, ObjectStore, PortError, RequestRepository, RowQueue};
@@ -196,6 +196,7 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
         updated_at: input.now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     (meta, records)
 }
@@ -238,6 +239,19 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
             });
         }
     };
+    let meta = start(repo, queue, meta, &records, input.now).await?;
+    Ok(Ingested { meta, replayed })
+}
+
+/// Enqueues the pending rows of a recorded request and flips it to `PROCESSING`; marks it
+/// `FAILED` when the rows cannot be enqueued. Returns the request as stored afterwards.
+async fn start<R: RequestRepository, Q: RowQueue>(
+    repo: &R,
+    queue: &Q,
+    meta: RequestMeta,
+    records: &[RowRecord],
+    now: DateTime<Utc>,
+) -> Result<RequestMeta, IngestError> {
     let jobs: Vec<RowJob> = records
         .iter()
         .filter(|r| r.state == RowState::Pending)
@@ -251,13 +265,212 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
             message: "the rows could not be queued for processing; submit the CSV again".to_owned(),
             issues: Vec::new(),
         };
-        repo.mark_failed(&meta.request_id, &failure, input.now)
-            .await?;
+        repo.mark_failed(&meta.request_id, &failure, now).await?;
         return Err(IngestError::EnqueueFailed(e));
     }
-    repo.mark_processing(&meta.request_id, input.now).await?;
-    let meta = repo.get_request(&meta.request_id).await?.unwrap_or(meta);
-    Ok(Ingested { meta, replayed })
+    repo.mark_processing(&meta.request_id, now).await?;
+    Ok(repo.get_request(&meta.request_id).await?.unwrap_or(meta))
+}
+
+/// The id of the request that retries `request_id` (`POST /requests/{id}/retry`): derived, so
+/// asking twice finds the first retry instead of starting a second one. A retry is retried in
+/// turn through its own id.
+#[must_use]
+pub fn retry_request_id(request_id: &str) -> String {
+    crate::domain::keys::derived_request_id(&["retry", request_id])
+}
+
+/// Why a request cannot be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The request has not finished; nothing was written.
+    #[error("the request is {}; only a finished request can be retried", .0.as_str())]
+    NotFinished(RequestStatus),
+    /// Every image of the request is stored; nothing was written.
+    #[error("every image of the request is stored; there is nothing to retry")]
+    NothingToRetry,
+    /// More rows than one call re-queues; nothing was written.
+    #[error("the request has {rows} rows; at most {max} are retried at once")]
+    TooLarge {
+        /// Rows of the request.
+        rows: u64,
+        /// The most rows a retry takes.
+        max: u64,
+    },
+    /// Rows could not be enqueued; the retry is marked `FAILED`.
+    #[error("rows could not be enqueued: {0}")]
+    EnqueueFailed(PortError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] PortError),
+}
+
+impl From<IngestError> for RetryError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::EnqueueFailed(e) => Self::EnqueueFailed(e),
+            IngestError::Storage(e) => Self::Storage(e),
+            other => Self::Storage(PortError::Unexpected(anyhow::anyhow!("{other}"))),
+        }
+    }
+}
+
+/// What [`retry_failed_images`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retried {
+    /// The retry, a request of its own ([`RequestMeta::retry_of`] names the original).
+    pub meta: RequestMeta,
+    /// Images the retry downloads again (those that failed, were cancelled or never ran);
+    /// `None` for a replay.
+    pub images_to_retry: Option<u64>,
+    /// `true` when the retry existed already (asked before).
+    pub replayed: bool,
+}
+
+/// Starts a new attempt at a finished request (`COMPLETED_WITH_ERRORS`, `CANCELLED` or
+/// `FAILED` with rows): a new request [`retry_request_id`] with the same rows, output spec and
+/// webhook URL, in which every image the original stored is kept (seeded as the row's progress,
+/// so the worker does not fetch it again) and only the others are downloaded. It gets its own
+/// output CSV — every row, old and new images — and its own webhook; the original stays as it
+/// is, so the history is kept. At most `max_rows` rows (the API's upload limit: the rows are
+/// read and re-queued within one call).
+///
+/// # Errors
+/// See [`RetryError`]; nothing is written for any but `EnqueueFailed` and `Storage`.
+///
+/// # Idempotency
+/// The retry's id is derived from the original's: asking again returns the retry made the
+/// first time (re-enqueueing its rows if that call died before they were all enqueued).
+pub async fn retry_failed_images<R: RequestRepository, Q: RowQueue>(
+    repo: &R,
+    queue: &Q,
+    original: &RequestMeta,
+    max_rows: u64,
+    now: DateTime<Utc>,
+) -> Result<Retried, RetryError> {
+    if !original.status.is_terminal() {
+        return Err(RetryError::NotFinished(original.status));
+    }
+    let retry_id = retry_request_id(&original.request_id);
+    if let Some(existing) = repo.get_request(&retry_id).await? {
+        return resume_retry(repo, queue, existing, now).await;
+    }
+    if original.counters.rows_total > max_rows {
+        return Err(RetryError::TooLarge {
+            rows: original.counters.rows_total,
+            max: max_rows,
+        });
+    }
+    let rows: Vec<RowRecord> = load_all_rows(repo, &original.request_id)
+        .await?
+        .into_iter()
+        .map(kept_images)
+        .collect();
+    let images_to_retry: u64 = rows
+        .iter()
+        .map(|r| (r.input_urls.len() - r.progress.len()) as u64)
+        .sum();
+    if images_to_retry == 0 {
+        return Err(RetryError::NothingToRetry);
+    }
+    let meta = RequestMeta {
+        request_id: retry_id,
+        tenant: original.tenant.clone(),
+        status: RequestStatus::Pending,
+        source: original.source,
+        source_key: original.source_key.clone(),
+        output_spec: original.output_spec,
+        counters: Counters {
+            rows_total: rows.len() as u64,
+            images_total: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
+            ..Counters::default()
+        },
+        webhook: original.webhook.as_ref().map(|w| Webhook {
+            url: w.url.clone(),
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+        }),
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        cancel_requested_at: None,
+        retry_of: Some(original.request_id.clone()),
+    };
+    match repo.create_request(&meta, &rows).await? {
+        Created::Inserted => {
+            let meta = start(repo, queue, meta, &rows, now).await?;
+            Ok(Retried {
+                meta,
+                images_to_retry: Some(images_to_retry),
+                replayed: false,
+            })
+        }
+        // Made concurrently by another call.
+        Created::AlreadyExists(existing) => resume_retry(repo, queue, *existing, now).await,
+    }
+}
+
+/// A retry asked for again: re-enqueue if the call that made it died before every row was
+/// enqueued; otherwise return it as it is.
+async fn resume_retry<R: RequestRepository, Q: RowQueue>(
+    repo: &R,
+    queue: &Q,
+    existing: RequestMeta,
+    now: DateTime<Utc>,
+) -> Result<Retried, RetryError> {
+    let meta = if existing.status == RequestStatus::Pending {
+        let rows = load_all_rows(repo, &existing.request_id).await?;
+        start(repo, queue, existing, &rows, now).await?
+    } else {
+        existing
+    };
+    Ok(Retried {
+        meta,
+        images_to_retry: None,
+        replayed: true,
+    })
+}
+
+/// Row `row` of an original request as a pending row of its retry: the images it stored are
+/// kept as progress (not fetched again); the others — failed, cancelled, never processed — run.
+fn kept_images(row: RowRecord) -> RowRecord {
+    let progress = match row.state {
+        RowState::Done => row
+            .images
+            .iter()
+            .zip(0u32..)
+            .filter(|(image, _)| image.status == ImageStatus::Ok)
+            .map(|(image, position)| ImageProgress {
+                position,
+                outcome: Some(image.clone()),
+                spent_ms: 0,
+                failures: 0,
+            })
+            .collect(),
+        RowState::Pending => row
+            .progress
+            .into_iter()
+            .filter(|p| {
+                p.outcome
+                    .as_ref()
+                    .is_some_and(|o| o.status == ImageStatus::Ok)
+            })
+            .map(|p| ImageProgress {
+                spent_ms: 0,
+                failures: 0,
+                ..p
+            })
+            .collect(),
+    };
+    RowRecord {
+        state: RowState::Pending,
+        images: Vec::new(),
+        progress,
+        ..row
+    }
 }
 
 /// Every row of a request in input order, following pagination.
@@ -465,6 +678,7 @@ where
         updated_at: input.now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
         Created::Inserted => (meta, false),

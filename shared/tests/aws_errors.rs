@@ -231,6 +231,7 @@ fn meta(rows: u64) -> RequestMeta {
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     }
 }
 

@@ -17,6 +17,7 @@
 //!   CSV (the CSV itself from a store that cannot presign); `409` before.
 //! - `POST /requests/{id}/webhook/redeliver` — queue a finished request's webhook again.
 //! - `POST /requests/{id}/cancel` — stop a running request (it ends `CANCELLED`).
+//! - `POST /requests/{id}/retry` — re-run the failed images of a finished request.
 //!
 //! - `GET /openapi.json` — the OpenAPI 3.1 description ([`openapi`]); `GET /docs` — interactive
 //!   docs rendering it ([`docs`]); `GET /` — the web page ([`ui`]). All without a key.
@@ -172,6 +173,7 @@ where
             post(redeliver::<R, Q, S>),
         )
         .route("/requests/{id}/cancel", post(cancel::<R, Q, S>))
+        .route("/requests/{id}/retry", post(retry::<R, Q, S>))
         .with_state(Arc::new(app))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(ui::index))
@@ -483,6 +485,47 @@ where
     }
     record_request_id(&id);
     status::post_cancel(&app, &id, &tenant.0).await
+}
+
+/// Retry the failed images of a finished request.
+///
+/// Makes a new request (`retry_of` names the original; the original's status shows
+/// `retried_by`) with every row of the original: images the original stored are kept as they
+/// are, the others — failed, cancelled, never processed — are downloaded and compressed again.
+/// The retry has its own output CSV (every row, old and new images) and webhook. Asking again
+/// answers the same retry; retry the retry for another attempt.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/retry",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+        (status = 202, description = "Retry started (`Location`: its status; `Idempotent-Replayed: true` when asked before)", body = status::RetryAccepted),
+        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The request is running, or every image is stored", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "More rows than an upload may have", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn retry<R, Q, S>(
+    State(app): State<Arc<App<R, Q, S>>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: RowQueue,
+{
+    if !is_valid_request_id(&id) {
+        return Problem::request_not_found().into_response();
+    }
+    record_request_id(&id);
+    let (parts, _) = request.into_parts();
+    let request = ApiRequest::from_parts(parts, Bytes::new());
+    status::post_retry(&app, &request, &id, &tenant.0).await
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiResponse {

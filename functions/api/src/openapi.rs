@@ -36,6 +36,7 @@ pub struct UploadForm {
         crate::output_csv,
         crate::redeliver,
         crate::cancel,
+        crate::retry,
     ),
     modifiers(&BearerKey),
     security(("api_key" = [])),

@@ -6,6 +6,9 @@ use axum::http::StatusCode;
 
 use crate::ApiResponse;
 use pixpress::domain::input_csv::CsvIssue;
+use pixpress::ingest::{IngestError, RetryError};
+
+use crate::upload::UploadError;
 use serde::Serialize;
 
 /// Media type of problem details (RFC 9457 §3).
@@ -120,5 +123,124 @@ impl Problem {
             response.headers_mut().insert("www-authenticate", value);
         }
         response
+    }
+}
+
+/// Every way an ingest fails, as the client sees it: the CSV's issues (400 `invalid-csv`, each
+/// with row and column), a refused webhook URL (400), a reused idempotency key (422), or a
+/// backend that could not be reached (503, cause logged).
+impl From<IngestError> for Problem {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::InvalidCsv(rejection) => {
+                let mut problem = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-csv",
+                    "Invalid CSV",
+                    format!(
+                        "the CSV has {} error(s); nothing was processed — fix them and upload again",
+                        rejection.issues.len() + rejection.omitted
+                    ),
+                );
+                problem.errors = rejection.issues;
+                problem.errors_omitted = rejection.omitted;
+                problem
+            }
+            IngestError::InvalidWebhookUrl(detail) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-webhook-url",
+                "Invalid webhook URL",
+                detail,
+            ),
+            IngestError::IdempotencyKeyReused(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used for a different upload; send the same upload to get its request, or use a new key",
+            ),
+            e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_)) => {
+                Self::unavailable(&e, "the upload could not be recorded")
+            }
+        }
+    }
+}
+
+/// Every way `POST /requests/{id}/retry` fails: a running request or one with nothing to retry
+/// (409 `cannot-retry`), too many rows (413 `retry-too-large`), a backend (503).
+impl From<RetryError> for Problem {
+    fn from(e: RetryError) -> Self {
+        match e {
+            RetryError::NotFinished(_) | RetryError::NothingToRetry => Self::new(
+                StatusCode::CONFLICT,
+                "cannot-retry",
+                "Cannot retry",
+                e.to_string(),
+            ),
+            RetryError::TooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "retry-too-large",
+                "Too large to retry",
+                format!(
+                    "{e}; upload a CSV of the failed rows instead (the status lists them: GET /requests/{{id}})"
+                ),
+            ),
+            RetryError::EnqueueFailed(_) | RetryError::Storage(_) => {
+                Self::unavailable(&e, "the retry could not be started")
+            }
+        }
+    }
+}
+
+/// Every way `POST /uploads` (and the options of `POST /upload-urls`) refuses an upload.
+impl From<UploadError> for Problem {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::TooLarge { size, limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "csv-too-large",
+                "CSV too large",
+                format!(
+                    "the upload is {size} bytes; direct uploads are limited to {limit} bytes — for a larger CSV, POST /upload-urls for a presigned upload and send the file there"
+                ),
+            ),
+            UploadError::UnreadableForm => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-form",
+                "Invalid form",
+                "the multipart form cannot be read; send the CSV in a `file` field of a well-formed multipart/form-data body, or as text/csv",
+            ),
+            UploadError::UnsupportedMediaType(media_type) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "send the CSV as text/csv or as multipart/form-data with a `file` field, not `{}`",
+                    if media_type.is_empty() {
+                        "no Content-Type"
+                    } else {
+                        &media_type
+                    }
+                ),
+            ),
+            UploadError::MissingFile => Self::new(
+                StatusCode::BAD_REQUEST,
+                "missing-file",
+                "Missing file",
+                "the form has no `file` field holding the CSV",
+            ),
+            UploadError::InvalidParameter(detail) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+                detail,
+            ),
+            UploadError::InvalidWebhookUrl(detail) => {
+                Self::from(IngestError::InvalidWebhookUrl(detail))
+            }
+            UploadError::KeyCheck(e) => {
+                Self::unavailable(&e, "the idempotency key could not be checked")
+            }
+            UploadError::Ingest(e) => Self::from(e),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `GET /requests/{id}` and `GET /requests/{id}/output.csv`.
+//! `GET /requests/{id}`, `GET /requests/{id}/output.csv` and the request controls (webhook
+//! redelivery, cancel, retry).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
@@ -9,7 +10,8 @@ use pixpress::domain::keys::output_csv_key;
 use pixpress::domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
 };
-use pixpress::ports::{ObjectStore, PortError, RequestRepository};
+use pixpress::ingest::{retry_failed_images, retry_request_id};
+use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -57,6 +59,12 @@ pub struct StatusDocument {
     /// When cancelling it was asked (`POST /requests/{id}/cancel`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The request this one retries (`POST /requests/{id}/retry` on that one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+    /// The request that retries this one, once `POST /requests/{id}/retry` made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried_by: Option<String>,
     /// Products of this page, in input order.
     pub products: Vec<Product>,
     /// Cursor for the next page of products (`?cursor=`), absent on the last page.
@@ -191,6 +199,12 @@ pub async fn status_document<R: RequestRepository>(
     } else {
         repo.list_rows(&meta.request_id, cursor, limit).await?
     };
+    let retried_by = if meta.status.is_terminal() {
+        let id = retry_request_id(&meta.request_id);
+        repo.get_request(&id).await?.map(|retry| retry.request_id)
+    } else {
+        None
+    };
     let counters = meta.counters;
     let percent = (counters.rows_done * 100)
         .checked_div(counters.rows_total)
@@ -211,6 +225,8 @@ pub async fn status_document<R: RequestRepository>(
         webhook: meta.webhook,
         failure: meta.failure,
         cancel_requested_at: meta.cancel_requested_at,
+        retry_of: meta.retry_of,
+        retried_by,
         products: page.rows.into_iter().map(product).collect(),
         next_cursor: page.next.map(|n| n.to_string()),
     })
@@ -508,5 +524,89 @@ where
         }
         Ok(None) => Problem::request_not_found().into_response(),
         Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+/// The 202 body of a retry.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RetryAccepted {
+    /// The retry's request id (a request of its own).
+    pub request_id: String,
+    /// The request it retries.
+    pub retry_of: String,
+    /// Its status now.
+    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    pub status: &'static str,
+    /// Where to poll its status.
+    pub status_url: String,
+    /// Rows of the retry (all rows of the original).
+    pub rows: u64,
+    /// Image URLs of the retry (all of the original's).
+    pub images: u64,
+    /// Images downloaded again: those that failed, were cancelled or never ran (the others are
+    /// kept as stored). Absent when the retry existed already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_to_retry: Option<u64>,
+}
+
+/// Handles `POST /requests/{id}/retry`: a new request re-runs the failed (and cancelled)
+/// images of a finished request, keeping the ones it stored, with its own output CSV and
+/// webhook; the original stays as it was. `202` with `Location`; asking again answers the same
+/// retry (`Idempotent-Replayed: true`); `404` as for status; `409` while running or when
+/// nothing failed; `413` above the upload row limit.
+pub async fn post_retry<R, Q, S>(
+    app: &App<R, Q, S>,
+    request: &Request,
+    request_id: &str,
+    tenant: &str,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: RowQueue,
+{
+    let meta = match visible_request(&app.repo, request_id, tenant).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Problem::request_not_found().into_response(),
+        Err(e) => return Problem::internal(&e).into_response(),
+    };
+    let max_rows = app.config.csv.max_rows as u64;
+    match retry_failed_images(&app.repo, &app.queue, &meta, max_rows, Utc::now()).await {
+        Ok(retried) => {
+            let retry = retried.meta;
+            metrics::counter!("requests_retried").increment(u64::from(!retried.replayed));
+            tracing::info!(
+                retry_id = %retry.request_id,
+                images_to_retry = retried.images_to_retry,
+                replayed = retried.replayed,
+                "retry accepted"
+            );
+            let status_url = format!(
+                "{}/requests/{}",
+                base_url(&app.config, request),
+                retry.request_id
+            );
+            let mut response = json_response(
+                StatusCode::ACCEPTED,
+                &RetryAccepted {
+                    request_id: retry.request_id.clone(),
+                    retry_of: meta.request_id,
+                    status: retry.status.as_str(),
+                    status_url: status_url.clone(),
+                    rows: retry.counters.rows_total,
+                    images: retry.counters.images_total,
+                    images_to_retry: retried.images_to_retry,
+                },
+            );
+            if let Ok(value) = status_url.parse() {
+                response.headers_mut().insert("location", value);
+            }
+            if retried.replayed {
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Err(e) => Problem::from(e).into_response(),
     }
 }

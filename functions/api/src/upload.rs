@@ -8,8 +8,8 @@ use crate::{ApiRequest as Request, ApiResponse};
 use pixpress::domain::input_csv::parse_input_csv;
 use pixpress::domain::keys::derived_request_id;
 use pixpress::domain::model::{OutputSpec, Source};
-use pixpress::ingest::{IngestError, IngestRequest, check_webhook_url, ingest};
-use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
+use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -63,20 +63,44 @@ impl UploadForm {
     }
 }
 
-pub(crate) fn too_large(size: usize, limit: usize) -> ApiResponse {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "csv-too-large",
-        "CSV too large",
-        format!(
-            "the upload is {size} bytes; direct uploads are limited to {limit} bytes — for a larger CSV, POST /upload-urls for a presigned upload and PUT the file there"
-        ),
-    )
-    .into_response()
+/// Why an upload is refused. Every case becomes problem details in one place
+/// ([`crate::problem`]'s `From<UploadError> for Problem`), which says where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The body or the CSV is larger than direct uploads take (413, pointing to
+    /// `POST /upload-urls`).
+    #[error("the upload is {size} bytes; direct uploads are limited to {limit} bytes")]
+    TooLarge {
+        /// Bytes received (at least).
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A multipart body the parser cannot read (400); the parser's words are logged.
+    #[error("the multipart form cannot be read")]
+    UnreadableForm,
+    /// A `Content-Type` that is neither CSV nor a form (415); holds the media type sent.
+    #[error("unsupported media type `{0}`")]
+    UnsupportedMediaType(String),
+    /// A form without a `file` field (400).
+    #[error("the form has no `file` field")]
+    MissingFile,
+    /// An option out of range or malformed (400).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A webhook URL that is refused (400).
+    #[error("invalid webhook_url: {0}")]
+    InvalidWebhookUrl(String),
+    /// The idempotency key's request could not be looked up (503).
+    #[error("the idempotency key could not be checked")]
+    KeyCheck(#[source] PortError),
+    /// The ingest use case refused or failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
-fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> ApiResponse {
-    Problem::new(StatusCode::BAD_REQUEST, slug, title, detail).into_response()
+pub(crate) fn too_large(size: usize, limit: usize) -> ApiResponse {
+    Problem::from(UploadError::TooLarge { size, limit }).into_response()
 }
 
 async fn read_multipart(
@@ -194,7 +218,7 @@ fn dry_run<R, Q, S>(
     if let Some(url) = webhook_url.filter(|u| !u.is_empty())
         && let Err(e) = check_webhook_url(url, app.config.egress)
     {
-        return bad_request("invalid-webhook-url", "Invalid webhook URL", e);
+        return Problem::from(UploadError::InvalidWebhookUrl(e)).into_response();
     }
     let body = match parse_input_csv(csv, &app.config.csv, app.config.egress) {
         Ok(rows) => DryRun {
@@ -219,18 +243,25 @@ fn dry_run<R, Q, S>(
     json_response(StatusCode::OK, &body)
 }
 
-/// Handles `POST /uploads`.
-pub async fn post_upload<R, Q, S>(
-    app: &App<R, Q, S>,
+/// A validated upload: the CSV and its options.
+struct Upload {
+    csv: Bytes,
+    webhook_url: Option<String>,
+    output_spec: OutputSpec,
+}
+
+/// Reads the upload from `request`: the CSV as the raw body (`text/csv`) or in the `file`
+/// field of a multipart form, the options from the form or the query string (the form wins),
+/// within `limit` bytes of CSV.
+///
+/// # Errors
+/// [`UploadError::TooLarge`], `UnreadableForm`, `UnsupportedMediaType`, `MissingFile`,
+/// `InvalidParameter`.
+async fn read_upload(
     request: &Request,
-    tenant: &str,
-) -> ApiResponse
-where
-    R: RequestRepository,
-    Q: RowQueue,
-    S: ObjectStore,
-{
-    let limit = app.config.csv.max_bytes;
+    limit: usize,
+    default_output: OutputSpec,
+) -> Result<Upload, UploadError> {
     let body = request.body().clone();
     let content_type = request
         .headers()
@@ -247,19 +278,23 @@ where
     let mut form = match media_type.as_str() {
         "multipart/form-data" => {
             if body.len() > limit + FORM_OVERHEAD_BYTES {
-                return too_large(body.len(), limit);
+                return Err(UploadError::TooLarge {
+                    size: body.len(),
+                    limit,
+                });
             }
             match read_multipart(body, &content_type, limit).await {
                 Ok(form) => form,
-                Err(e) if e.contains("size limit") => return too_large(limit + 1, limit),
+                Err(e) if e.contains("size limit") => {
+                    return Err(UploadError::TooLarge {
+                        size: limit + 1,
+                        limit,
+                    });
+                }
                 Err(e) => {
                     // The parser's own words go to the logs; the client gets what to do.
                     tracing::info!(error = %e, "unreadable multipart form");
-                    return bad_request(
-                        "invalid-form",
-                        "Invalid form",
-                        "the multipart form cannot be read; send the CSV in a `file` field of a well-formed multipart/form-data body, or as text/csv",
-                    );
+                    return Err(UploadError::UnreadableForm);
                 }
             }
         }
@@ -267,28 +302,15 @@ where
             csv: Some(body),
             ..UploadForm::default()
         },
-        _ => {
-            return Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                format!(
-                    "send the CSV as text/csv or as multipart/form-data with a `file` field, not `{}`",
-                    if media_type.is_empty() { "no Content-Type" } else { &media_type }
-                ),
-            )
-            .into_response();
-        }
+        _ => return Err(UploadError::UnsupportedMediaType(media_type)),
     };
     if let Some(query) = request.uri().query() {
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if !matches!(name.as_ref(), "webhook_url" | "quality" | "max_dimension") {
-                continue;
-            }
             let unset = match name.as_ref() {
                 "webhook_url" => form.webhook_url.is_none(),
                 "quality" => form.quality.is_none(),
-                _ => form.max_dimension.is_none(),
+                "max_dimension" => form.max_dimension.is_none(),
+                _ => false,
             };
             if unset {
                 form.set(&name, value.into_owned());
@@ -296,58 +318,74 @@ where
         }
     }
     let Some(csv) = form.csv.clone() else {
-        return bad_request(
-            "missing-file",
-            "Missing file",
-            "the form has no `file` field holding the CSV",
-        );
+        return Err(UploadError::MissingFile);
     };
     if csv.len() > limit {
-        return too_large(csv.len(), limit);
+        return Err(UploadError::TooLarge {
+            size: csv.len(),
+            limit,
+        });
     }
-    let spec = match output_spec(&form, app.config.default_output) {
-        Ok(spec) => spec,
-        Err(e) => return bad_request("invalid-parameter", "Invalid parameter", e),
-    };
-    if is_dry_run(request) {
-        return dry_run(app, &csv, form.webhook_url.as_deref(), spec);
-    }
-    let tenant = tenant.to_owned();
-    let idempotency_key = request
+    let output_spec = output_spec(&form, default_output).map_err(UploadError::InvalidParameter)?;
+    Ok(Upload {
+        csv,
+        webhook_url: form.webhook_url.filter(|u| !u.is_empty()),
+        output_spec,
+    })
+}
+
+/// The `Idempotency-Key` header, trimmed; `None` when absent or blank.
+///
+/// # Errors
+/// [`UploadError::InvalidParameter`] above 255 characters.
+fn idempotency_key(request: &Request) -> Result<Option<&str>, UploadError> {
+    let key = request
         .headers()
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    if idempotency_key.is_some_and(|k| k.len() > 255) {
-        return bad_request(
-            "invalid-parameter",
-            "Invalid parameter",
-            "Idempotency-Key is longer than 255 characters",
-        );
+    if key.is_some_and(|k| k.len() > 255) {
+        return Err(UploadError::InvalidParameter(
+            "Idempotency-Key is longer than 255 characters".to_owned(),
+        ));
     }
-    let request_id = match idempotency_key {
+    Ok(key)
+}
+
+/// Records and enqueues `upload` as a request of `tenant` (the ingest use case), under the id
+/// its idempotency key stands for, or a new one.
+///
+/// # Errors
+/// [`UploadError::KeyCheck`], [`UploadError::Ingest`].
+async fn ingest_upload<R, Q, S>(
+    app: &App<R, Q, S>,
+    tenant: &str,
+    key: Option<&str>,
+    upload: Upload,
+) -> Result<Ingested, UploadError>
+where
+    R: RequestRepository,
+    Q: RowQueue,
+{
+    let request_id = match key {
         None => uuid::Uuid::new_v4().to_string(),
-        Some(key) => match current_request_for_key(app, &tenant, key).await {
-            Ok(id) => id,
-            Err(e) => {
-                return Problem::unavailable(&e, "the idempotency key could not be checked")
-                    .into_response();
-            }
-        },
+        Some(key) => current_request_for_key(app, tenant, key)
+            .await
+            .map_err(UploadError::KeyCheck)?,
     };
     crate::record_request_id(&request_id);
     let input = IngestRequest {
         request_id,
-        tenant,
+        tenant: tenant.to_owned(),
         source: Source::Api,
         source_key: None,
-        csv: &csv,
-        webhook_url: form.webhook_url.filter(|u| !u.is_empty()),
-        output_spec: spec,
+        csv: &upload.csv,
+        webhook_url: upload.webhook_url,
+        output_spec: upload.output_spec,
         now: Utc::now(),
     };
-    match ingest(
+    let ingested = ingest(
         &app.repo,
         &app.queue,
         &app.config.csv,
@@ -355,72 +393,81 @@ where
         input,
     )
     .await
-    {
-        Ok(ingested) => {
-            tracing::info!(
-                rows = ingested.meta.counters.rows_total,
-                images = ingested.meta.counters.images_total,
-                replayed = ingested.replayed,
-                "upload accepted"
-            );
-            metrics::counter!("uploads_accepted").increment(1);
-            metrics::counter!("rows_accepted").increment(ingested.meta.counters.rows_total);
-            let meta = ingested.meta;
-            let status_url = format!(
-                "{}/requests/{}",
-                base_url(&app.config, request),
-                meta.request_id
-            );
-            let accepted = Accepted {
-                request_id: meta.request_id.clone(),
-                status: meta.status.as_str(),
-                status_url: status_url.clone(),
-                rows: meta.counters.rows_total,
-                images: meta.counters.images_total,
-            };
-            let mut response = json_response(StatusCode::ACCEPTED, &accepted);
-            if let Ok(value) = status_url.parse() {
-                response.headers_mut().insert("location", value);
-            }
-            if ingested.replayed {
-                response.headers_mut().insert(
-                    "idempotent-replayed",
-                    axum::http::HeaderValue::from_static("true"),
-                );
-            }
-            response
-        }
-        Err(IngestError::InvalidCsv(rejection)) => {
+    .inspect_err(|e| {
+        if let IngestError::InvalidCsv(rejection) = e {
             tracing::info!(
                 issues = rejection.issues.len() + rejection.omitted,
                 "upload rejected: invalid CSV"
             );
             metrics::counter!("uploads_rejected").increment(1);
-            let mut problem = Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-csv",
-                "Invalid CSV",
-                format!(
-                    "the CSV has {} error(s); nothing was processed — fix them and upload again",
-                    rejection.issues.len() + rejection.omitted
-                ),
-            );
-            problem.errors = rejection.issues;
-            problem.errors_omitted = rejection.omitted;
-            problem.into_response()
         }
-        Err(IngestError::InvalidWebhookUrl(e)) => {
-            bad_request("invalid-webhook-url", "Invalid webhook URL", e)
-        }
-        Err(IngestError::IdempotencyKeyReused(_)) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency key reused",
-            "this Idempotency-Key was already used for a different upload; send the same upload to get its request, or use a new key",
-        )
-        .into_response(),
-        Err(e @ (IngestError::EnqueueFailed(_) | IngestError::Storage(_))) => {
-            Problem::unavailable(&e, "the upload could not be recorded").into_response()
-        }
+    })?;
+    tracing::info!(
+        rows = ingested.meta.counters.rows_total,
+        images = ingested.meta.counters.images_total,
+        replayed = ingested.replayed,
+        "upload accepted"
+    );
+    metrics::counter!("uploads_accepted").increment(1);
+    metrics::counter!("rows_accepted").increment(ingested.meta.counters.rows_total);
+    Ok(ingested)
+}
+
+/// Handles `POST /uploads`: [`read_upload`], then a dry run or [`ingest_upload`]; every error
+/// through `From<UploadError> for Problem`.
+pub async fn post_upload<R, Q, S>(
+    app: &App<R, Q, S>,
+    request: &Request,
+    tenant: &str,
+) -> ApiResponse
+where
+    R: RequestRepository,
+    Q: RowQueue,
+    S: ObjectStore,
+{
+    let upload =
+        match read_upload(request, app.config.csv.max_bytes, app.config.default_output).await {
+            Ok(upload) => upload,
+            Err(e) => return Problem::from(e).into_response(),
+        };
+    if is_dry_run(request) {
+        return dry_run(
+            app,
+            &upload.csv,
+            upload.webhook_url.as_deref(),
+            upload.output_spec,
+        );
     }
+    let ingested = match idempotency_key(request) {
+        Ok(key) => ingest_upload(app, tenant, key, upload).await,
+        Err(e) => Err(e),
+    };
+    let ingested = match ingested {
+        Ok(ingested) => ingested,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let meta = ingested.meta;
+    let status_url = format!(
+        "{}/requests/{}",
+        base_url(&app.config, request),
+        meta.request_id
+    );
+    let accepted = Accepted {
+        request_id: meta.request_id.clone(),
+        status: meta.status.as_str(),
+        status_url: status_url.clone(),
+        rows: meta.counters.rows_total,
+        images: meta.counters.images_total,
+    };
+    let mut response = json_response(StatusCode::ACCEPTED, &accepted);
+    if let Ok(value) = status_url.parse() {
+        response.headers_mut().insert("location", value);
+    }
+    if ingested.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }

@@ -23,7 +23,7 @@ use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
 use serde::Serialize;
 
 use crate::problem::Problem;
-use crate::upload::{UploadForm, output_spec};
+use crate::upload::{UploadError, UploadForm, output_spec};
 use crate::{App, base_url, json_response};
 
 /// How long a presigned upload URL stays valid: 15 minutes, in seconds.
@@ -75,29 +75,13 @@ where
     let form = UploadForm::from_query(request.uri().query());
     let output_spec = match output_spec(&form, app.config.default_output) {
         Ok(spec) => spec,
-        Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid parameter",
-                e,
-            )
-            .into_response();
-        }
+        Err(e) => return Problem::from(UploadError::InvalidParameter(e)).into_response(),
     };
     let webhook_url = match form.webhook_url.as_deref().filter(|u| !u.is_empty()) {
         None => None,
         Some(url) => match check_webhook_url(url, app.config.egress) {
             Ok(url) => Some(url),
-            Err(e) => {
-                return Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-webhook-url",
-                    "Invalid webhook URL",
-                    e,
-                )
-                .into_response();
-            }
+            Err(e) => return Problem::from(UploadError::InvalidWebhookUrl(e)).into_response(),
         },
     };
     let request_id = uuid::Uuid::new_v4().to_string();

@@ -728,6 +728,7 @@ async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
         updated_at: then,
         completed_at: Some(then),
         cancel_requested_at: None,
+        retry_of: None,
     };
     app.repo.create_request(&old, &[]).await.unwrap();
     let keyed = || {
@@ -788,6 +789,7 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
         updated_at: now,
         completed_at: Some(now),
         cancel_requested_at: None,
+        retry_of: None,
     };
     app.repo
         .create_request(&meta("done-1", RequestStatus::Completed), &[])

@@ -101,6 +101,7 @@ async fn app_with_completed_request(
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     let row = RowRecord {
         index: 0,
@@ -324,6 +325,7 @@ fn large_request(
         updated_at: now,
         completed_at: status.is_terminal().then_some(now),
         cancel_requested_at: None,
+        retry_of: None,
     }
 }
 

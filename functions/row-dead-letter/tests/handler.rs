@@ -46,6 +46,7 @@ async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     let rows: Vec<RowRecord> = jobs
         .iter()

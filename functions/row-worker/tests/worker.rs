@@ -128,6 +128,7 @@ async fn seed(
         updated_at: now,
         completed_at: None,
         cancel_requested_at: None,
+        retry_of: None,
     };
     let records: Vec<RowRecord> = rows
         .iter()

@@ -168,6 +168,7 @@ async fn record_rejection<R: RequestRepository>(
         updated_at: now,
         completed_at: Some(now),
         cancel_requested_at: None,
+        retry_of: None,
     };
     repo.create_request(&meta, &[]).await.map(|_| ())
 }

@@ -97,6 +97,7 @@ async fn app(url: String) -> TestApp {
         updated_at: now,
         completed_at: Some(now),
         cancel_requested_at: None,
+        retry_of: None,
     };
     app.repo.create_request(&meta, &[]).await.unwrap();
     app

@@ -315,6 +315,10 @@ pub struct RequestMeta {
     /// as `cancelled` and the request ends `CANCELLED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The request this one retries (`POST /requests/{id}/retry`): it re-runs that request's
+    /// failed images and keeps the images it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 /// Per-image result status.

@@ -237,6 +237,8 @@ function openRequest(id) {
   $("failure").hidden = true;
   $("download").disabled = true;
   $("cancel").hidden = true;
+  $("retry").hidden = true;
+  $("lineage").hidden = true;
   $("products").tBodies[0].replaceChildren();
   $("products-note").textContent = "";
   poll(id);
@@ -286,6 +288,23 @@ function showSummary(summary) {
   }
   $("download").disabled = !summary.output_csv_url;
   $("cancel").hidden = TERMINAL.has(summary.status) || Boolean(summary.cancel_requested_at);
+  const unfinished = p.images_total - p.images_ok;
+  $("retry").hidden = !TERMINAL.has(summary.status) || unfinished === 0 || p.rows_total === 0 || Boolean(summary.retried_by);
+  $("retry").textContent = `Retry ${unfinished} failed image${unfinished === 1 ? "" : "s"}`;
+  const lineage = [];
+  if (summary.retry_of) lineage.push(requestLink("A retry of request", summary.retry_of));
+  if (summary.retried_by) lineage.push(requestLink("Retried as request", summary.retried_by));
+  $("lineage").replaceChildren(...lineage);
+  $("lineage").hidden = lineage.length === 0;
+}
+
+function requestLink(label, id) {
+  const link = el("a", { href: "#" }, el("code", {}, id));
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    openRequest(id);
+  });
+  return el("span", { class: "link" }, `${label} `, link, " ");
 }
 
 async function showProducts(id) {
@@ -355,6 +374,19 @@ $("cancel").addEventListener("click", async () => {
   }
   $("cancel").hidden = true;
   $("summary").textContent = "cancelling: rows in flight finish, the rest end as cancelled";
+});
+
+// ---------------------------------------------------------------- retrying
+$("retry").addEventListener("click", async () => {
+  const id = state.requestId;
+  const response = await call(`requests/${encodeURIComponent(id)}/retry`, { method: "POST" });
+  if (!response.ok) {
+    $("summary").textContent = await problemText(response);
+    return;
+  }
+  const retry = await response.json();
+  remember(retry.request_id, `retry of ${id.slice(0, 8)}`);
+  openRequest(retry.request_id);
 });
 
 // ---------------------------------------------------------------- output CSV

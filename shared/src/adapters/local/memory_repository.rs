@@ -866,6 +866,7 @@ mod tests {
             updated_at: now,
             completed_at: None,
             cancel_requested_at: None,
+            retry_of: None,
         }
     }
 

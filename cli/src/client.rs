@@ -4,7 +4,7 @@
 //! - [`ApiClient::submit`] sends a CSV of up to [`DIRECT_UPLOAD_MAX_BYTES`] to `POST /uploads`
 //!   (raw `text/csv`, options as query parameters, one `Idempotency-Key` across its retries);
 //!   a larger file, or one the API answers 413 for, goes through `POST /upload-urls` and a
-//!   streamed `PUT` to the presigned URL.
+//!   streamed `multipart/form-data` POST of the signed form (S3 POST Object).
 //! - [`ApiClient::wait`] polls `GET /requests/{id}?limit=0` (honouring `Retry-After`) until the
 //!   request is terminal, reporting each change of the counters.
 //! - [`ApiClient::status_document`] reads the whole status document, following every
@@ -90,7 +90,7 @@ impl SubmitOptions {
 pub enum UploadPath {
     /// `POST /uploads`.
     Direct,
-    /// `POST /upload-urls`, then `PUT` to the presigned URL.
+    /// `POST /upload-urls`, then the signed form `POST`ed to the bucket.
     Presigned,
 }
 
@@ -396,14 +396,17 @@ impl ApiClient {
             .as_str()
             .context("the upload-urls answer has no upload_url")?
             .to_owned();
-        let method = document["method"].as_str().unwrap_or("PUT");
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .with_context(|| format!("the upload-urls answer names method `{method}`"))?;
-        let mut put = self.http.request(method, &upload_url);
-        // Every header the URL is signed for, exactly as given.
-        for (name, value) in document["headers"].as_object().into_iter().flatten() {
+        if document["method"] != "POST" {
+            return Err(ClientError::Transport(anyhow::anyhow!(
+                "the upload-urls answer names method {}, not POST",
+                document["method"]
+            )));
+        }
+        // Every signed field exactly as given, then the CSV in the last field, `file`.
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in document["fields"].as_object().into_iter().flatten() {
             if let Some(value) = value.as_str() {
-                put = put.header(name.as_str(), value);
+                form = form.text(name.clone(), value.to_owned());
             }
         }
         let file = tokio::fs::File::open(csv)
@@ -411,9 +414,19 @@ impl ApiClient {
             .with_context(|| format!("reading {}", csv.display()))?;
         // Streamed: memory stays at one read buffer whatever the file's size.
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        let response = put
-            .header("content-length", size)
-            .body(reqwest::Body::wrap_stream(stream))
+        let file_name = csv.file_name().map_or_else(
+            || "upload.csv".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                .file_name(file_name)
+                .mime_str("text/csv")
+                .context("the CSV's media type")?;
+        let response = self
+            .http
+            .post(&upload_url)
+            .multipart(form.part("file", part))
             .send()
             .await
             .context("uploading the CSV to the presigned URL")?;

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{post, put};
+use axum::routing::post;
 use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
 use pixpress_cli::demo::{PHOTOS, photo_router, serve_on_loopback};
 
@@ -194,12 +194,16 @@ async fn submit_of_an_invalid_csv_exits_2_with_every_issue_and_an_unknown_reques
     assert!(String::from_utf8_lossy(&output.stderr).contains("HTTP 404"));
 }
 
+/// A form upload to the stand-in bucket: the fields in order, the file's content type and size.
+type FormPost = (Vec<(String, String)>, Option<String>, usize);
+
 /// What the stand-in API and bucket saw.
 #[derive(Debug, Default)]
 struct Seen {
     direct_posts: usize,
     upload_url_queries: Vec<String>,
-    puts: Vec<(String, Option<String>, usize)>,
+    /// Form uploads to the bucket.
+    posts: Vec<FormPost>,
 }
 
 /// An API that takes nothing directly (413) and signs uploads into its own "bucket" route.
@@ -235,9 +239,14 @@ async fn stand_in_api(max_bytes: u64) -> (String, Arc<Mutex<Seen>>) {
                         [("content-type", "application/json")],
                         serde_json::json!({
                             "request_id": "req-1",
-                            "upload_url": format!("{upload_base}/bucket/uploads/shop/req-1.csv?X-Amz-Signature=abc"),
-                            "method": "PUT",
-                            "headers": {"content-type": "text/csv"},
+                            "upload_url": format!("{upload_base}/bucket/"),
+                            "method": "POST",
+                            "fields": {
+                                "key": "uploads/shop/req-1.csv",
+                                "Content-Type": "text/csv",
+                                "policy": "eyJjb25kaXRpb25zIjpbXX0=",
+                                "x-amz-signature": "abc",
+                            },
                             "max_bytes": max_bytes,
                         })
                         .to_string(),
@@ -246,18 +255,27 @@ async fn stand_in_api(max_bytes: u64) -> (String, Arc<Mutex<Seen>>) {
             ),
         )
         .route(
-            "/bucket/{*key}",
-            put(
-                |State(seen): State<Arc<Mutex<Seen>>>,
-                 UrlPath(key): UrlPath<String>,
-                 headers: HeaderMap,
-                 body: Bytes| async move {
-                    let content_type = headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    seen.lock().unwrap().puts.push((key, content_type, body.len()));
-                    StatusCode::OK.into_response()
+            "/bucket/",
+            post(
+                |State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, body: Bytes| async move {
+                    let content_type = headers["content-type"].to_str().unwrap().to_owned();
+                    let boundary = multer::parse_boundary(&content_type).unwrap();
+                    let stream = futures::stream::once(async move {
+                        Ok::<Bytes, std::convert::Infallible>(body)
+                    });
+                    let mut form = multer::Multipart::new(stream, boundary);
+                    let mut fields = Vec::new();
+                    while let Some(field) = form.next_field().await.unwrap() {
+                        let name = field.name().unwrap_or_default().to_owned();
+                        if name == "file" {
+                            let file_type = field.content_type().map(ToString::to_string);
+                            let size = field.bytes().await.unwrap().len();
+                            seen.lock().unwrap().posts.push((fields, file_type, size));
+                            return StatusCode::NO_CONTENT.into_response();
+                        }
+                        fields.push((name, field.text().await.unwrap()));
+                    }
+                    (StatusCode::BAD_REQUEST, "POST requires a file field.").into_response()
                 },
             ),
         )
@@ -268,7 +286,7 @@ async fn stand_in_api(max_bytes: u64) -> (String, Arc<Mutex<Seen>>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_csv_goes_to_the_presigned_url_with_its_signed_headers_and_options() {
+async fn a_large_csv_goes_to_the_presigned_form_with_its_signed_fields_and_options() {
     let (api, seen) = stand_in_api(64 * 1024 * 1024).await;
     let work = temp_dir("client-presigned");
     // 6 MiB: over what `POST /uploads` takes, so it is never sent there.
@@ -296,14 +314,17 @@ async fn a_large_csv_goes_to_the_presigned_url_with_its_signed_headers_and_optio
         seen.upload_url_queries,
         ["webhook_url=https%3A%2F%2Fhooks.example.com%2Fdone&quality=70"]
     );
+    // Every signed field as given, then the CSV last, streamed whole.
+    assert_eq!(seen.posts.len(), 1);
+    let (fields, file_type, size) = &seen.posts[0];
+    let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        seen.puts,
-        [(
-            "uploads/shop/req-1.csv".to_owned(),
-            Some("text/csv".to_owned()),
-            csv.len()
-        )]
+        names,
+        ["Content-Type", "key", "policy", "x-amz-signature"],
+        "every field, before the file"
     );
+    assert!(fields.contains(&("key".to_owned(), "uploads/shop/req-1.csv".to_owned())));
+    assert_eq!((file_type.as_deref(), *size), (Some("text/csv"), csv.len()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +355,7 @@ async fn a_small_csv_refused_as_too_large_falls_back_and_one_over_max_bytes_is_r
     let seen = seen.lock().unwrap();
     assert_eq!(seen.direct_posts, 1, "the direct POST is tried first");
     assert_eq!(seen.upload_url_queries.len(), 1, "then the presigned path");
-    assert!(seen.puts.is_empty(), "nothing is uploaded over max_bytes");
+    assert!(seen.posts.is_empty(), "nothing is uploaded over max_bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,8 @@ fn deploy(endpoint: &str, secret: &WebhookSecret) -> Stack {
         .arg(binaries_dir())
         .args(["--parameter", "EnableCdn=false"])
         .args(["--parameter", "DeploymentName=e2e"])
+        // The smallest the template allows, so a form upload over it can be tried.
+        .args(["--parameter", "MaxUploadBytes=1048576"])
         .arg("--parameter")
         .arg(format!("WebhookSecret={}", secret.to_whsec()))
         .output()
@@ -308,7 +310,8 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     assert_eq!(payload["data"]["request_id"], request_id.as_str());
     assert_eq!(payload["data"]["status"], "COMPLETED_WITH_ERRORS");
 
-    // 2. A presigned upload: POST /upload-urls, PUT to S3, the S3 trigger ingests it.
+    // 2. A presigned upload: POST /upload-urls, the signed form POSTed to S3, the S3 trigger
+    // ingests it.
     let response = api
         .post(format!("{}/upload-urls", stack.api_url))
         .send()
@@ -318,23 +321,56 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     let upload: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     let upload_url = upload["upload_url"].as_str().unwrap();
     let presigned_id = upload["request_id"].as_str().unwrap();
-    // The content type is part of the signature: the emulator checks it.
-    let wrong = http
-        .put(upload_url)
-        .header("content-type", "text/plain")
-        .body(csv.clone())
+    assert_eq!(upload["max_bytes"], 1_048_576);
+    let form = |fields: &Value, file: Vec<u8>| {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields.as_object().unwrap() {
+            form = form.text(name.clone(), value.as_str().unwrap().to_owned());
+        }
+        form.part(
+            "file",
+            reqwest::multipart::Part::bytes(file)
+                .file_name("products.csv")
+                .mime_str("text/csv")
+                .unwrap(),
+        )
+    };
+    // The emulator checks the policy and its signature: another content type, another key or
+    // a CSV over max_bytes is refused by S3 itself, and nothing is stored.
+    let mut wrong_type = upload["fields"].clone();
+    wrong_type["Content-Type"] = "text/plain".into();
+    let mut wrong_key = upload["fields"].clone();
+    wrong_key["key"] = "uploads/default/another.csv".into();
+    let mut too_large = csv.clone().into_bytes();
+    let filler = format!("9,Filler,{}\r\n", "x".repeat(100));
+    while too_large.len() <= 1_048_576 {
+        too_large.extend_from_slice(filler.as_bytes());
+    }
+    for (fields, file, expected) in [
+        (&wrong_type, csv.clone().into_bytes(), 403),
+        (&wrong_key, csv.clone().into_bytes(), 403),
+        (&upload["fields"], too_large, 400),
+    ] {
+        let refused = http
+            .post(upload_url)
+            .multipart(form(fields, file))
+            .send()
+            .await
+            .unwrap();
+        let status = refused.status().as_u16();
+        let body = refused.text().await.unwrap();
+        assert_eq!(status, expected, "{body}");
+        if expected == 400 {
+            assert!(body.contains("EntityTooLarge"), "{body}");
+        }
+    }
+    let posted = http
+        .post(upload_url)
+        .multipart(form(&upload["fields"], csv.into_bytes()))
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong.status(), 403);
-    let put = http
-        .put(upload_url)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(posted.status(), 204);
     let status = wait_for_output(&api, &stack.api_url, presigned_id).await;
     assert_eq!(status["source"], "s3");
     assert_eq!(status["status"], "COMPLETED_WITH_ERRORS");

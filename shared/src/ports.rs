@@ -489,6 +489,16 @@ impl std::fmt::Debug for ObjectReader {
     }
 }
 
+/// A signed upload form (S3 POST Object): `POST` a `multipart/form-data` body to `url` with
+/// every one of `fields`, then the object in a last field named `file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPost {
+    /// Where the form goes (the bucket's URL).
+    pub url: String,
+    /// Form fields, in order: `key`, `Content-Type`, the SigV4 fields and `policy`.
+    pub fields: Vec<(String, String)>,
+}
+
 /// The bucket of uploads, images and output CSVs.
 pub trait ObjectStore: Send + Sync + Clone + 'static {
     /// Stores `bytes` under `key` with `content_type`.
@@ -552,21 +562,25 @@ pub trait ObjectStore: Send + Sync + Clone + 'static {
         expires_in: std::time::Duration,
     ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
 
-    /// A presigned URL a client can `PUT` an object to under `key`, sending
-    /// `Content-Type: content_type`, valid for `expires_in` (SigV4 allows at most 7 days);
+    /// A signed form a client (a browser too) can `POST` one object with under `key`, sending
+    /// `Content-Type: content_type`, of 1 to `max_bytes` bytes — the store itself refuses a
+    /// larger one — within `expires_in` (S3 POST Object with a SigV4 POST policy and its
+    /// `content-length-range` condition:
+    /// <https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html>);
     /// `None` when the store cannot issue one (the embedded directory store).
     ///
     /// # Errors
-    /// [`PortError`] when the expiry is out of range or signing fails.
+    /// [`PortError`] when no credentials can be had or signing fails.
     ///
     /// # Idempotency
-    /// Writes nothing; every call signs a new URL.
-    fn presigned_put(
+    /// Writes nothing; every call signs a new form.
+    fn presigned_post(
         &self,
         key: &str,
         content_type: &str,
+        max_bytes: u64,
         expires_in: std::time::Duration,
-    ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    ) -> impl Future<Output = Result<Option<PresignedPost>, PortError>> + Send;
 
     /// Starts an object written in parts (S3 `CreateMultipartUpload`); returns the upload id.
     /// Nothing is visible under `key` until [`ObjectStore::complete_multipart`].

@@ -428,7 +428,7 @@ fn every_path_reaches_the_api_router_and_browsers_may_use_the_presigned_links() 
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(methods, ["GET", "PUT"]);
+    assert_eq!(methods, ["GET", "POST"]);
     let origins = serde_yaml_ng::to_string(&rule["AllowedOrigins"]).unwrap();
     assert!(
         origins.contains("${HttpApi}.execute-api") && origins.contains("AllowedOrigin"),

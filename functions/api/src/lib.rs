@@ -8,9 +8,9 @@
 //!   `quality`, `max_dimension`) or a raw `text/csv` body (options as query parameters);
 //!   optional `Idempotency-Key` header. → `202 {request_id, status, status_url, rows, images}`;
 //!   `400` listing every CSV error; `413` over the size limit; `415` for other media types.
-//! - `POST /upload-urls` — a presigned S3 `PUT` for a large CSV (`201 {request_id, upload_url,
-//!   method, headers, expires_at, max_bytes, status_url}`); the S3 trigger ingests the upload
-//!   under that request id ([`upload_url`]).
+//! - `POST /upload-urls` — a presigned S3 POST form for a large CSV (`201 {request_id,
+//!   upload_url, method, fields, expires_at, max_bytes, status_url}`; S3 enforces `max_bytes`);
+//!   the S3 trigger ingests the upload under that request id ([`upload_url`]).
 //! - `GET /requests/{id}` — status, progress, timestamps, per-product inputs and outputs
 //!   (`?cursor=&limit=` pagination), output CSV link, webhook delivery state.
 //! - `GET /requests/{id}/output.csv` — once written, `303` to a presigned link of the output
@@ -298,10 +298,11 @@ where
     }
 }
 
-/// Get a presigned upload URL for a large CSV.
+/// Get a presigned upload form for a large CSV.
 ///
-/// The CSV `PUT` to `upload_url` (with `headers`) becomes request `request_id`, with the
-/// options given here.
+/// `POST` a `multipart/form-data` body to `upload_url` with every one of `fields`, then the CSV
+/// in a last field named `file`; it becomes request `request_id`, with the options given here.
+/// S3 enforces the size (`max_bytes`) through the form's signed policy.
 #[utoipa::path(
     post,
     path = "/upload-urls",

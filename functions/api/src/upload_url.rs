@@ -1,13 +1,14 @@
-//! `POST /upload-urls`: a presigned S3 `PUT` for a CSV too large for `POST /uploads`.
+//! `POST /upload-urls`: a presigned S3 POST form for a CSV too large for `POST /uploads`, with a
+//! `content-length-range` condition so S3 itself refuses a CSV over the S3 path's size limit.
 //!
 //! Options (`webhook_url`, `quality`, `max_dimension`, as query parameters) are those of
 //! `POST /uploads`; they are checked here and stored at `pending/<tenant>/<request_id>.json`
 //! until the CSV arrives.
 //!
-//! The URL writes `uploads/<tenant>/<request_id>.csv`; the bucket's `ObjectCreated` trigger runs the
+//! The form writes `uploads/<tenant>/<request_id>.csv`; the bucket's `ObjectCreated` trigger runs the
 //! s3-ingest function, which takes the request id from that key, so the id answered here is the
 //! one to poll. Until the CSV is uploaded and ingested, `GET /requests/{id}` answers 404. One URL
-//! makes one request: a second `PUT` to the same URL finds the request already ingested and
+//! makes one request: a second upload with the same form finds the request already ingested and
 //! changes nothing.
 
 use std::time::Duration;
@@ -29,7 +30,7 @@ use crate::{App, base_url, json_response};
 /// How long a presigned upload URL stays valid: 15 minutes, in seconds.
 pub const UPLOAD_URL_TTL_SECONDS: u64 = 15 * 60;
 
-/// The `Content-Type` the presigned `PUT` is signed for; the upload must send exactly this.
+/// The `Content-Type` the presigned form is signed for; the upload must send exactly this.
 pub const UPLOAD_CONTENT_TYPE: &str = "text/csv";
 
 /// The 201 body: where and how to upload, and the request the upload will become.
@@ -37,26 +38,20 @@ pub const UPLOAD_CONTENT_TYPE: &str = "text/csv";
 pub struct UploadUrl {
     /// The request id the uploaded CSV is ingested under.
     pub request_id: String,
-    /// The presigned URL to send the CSV to.
+    /// Where to `POST` the form (the bucket's URL).
     pub upload_url: String,
-    /// Always `PUT`.
+    /// Always `POST`: a `multipart/form-data` body with every one of `fields`, then the CSV in
+    /// a last field named `file` (S3 POST Object).
     pub method: &'static str,
-    /// Headers the upload must send (they are part of the signature).
-    pub headers: UploadHeaders,
-    /// When the URL stops working (RFC 3339, UTC).
+    /// Form fields to send as they are (`key`, `Content-Type`, the signature and its policy).
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// When the form stops working (RFC 3339, UTC).
     pub expires_at: String,
-    /// Largest CSV that is ingested, in bytes; a larger one is recorded as a `FAILED` request.
+    /// Largest CSV S3 accepts through the form, in bytes (the policy's `content-length-range`;
+    /// a larger one is refused with `400 EntityTooLarge` and nothing is stored).
     pub max_bytes: usize,
     /// Where to poll the status once the CSV is uploaded.
     pub status_url: String,
-}
-
-/// Headers of the presigned upload.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct UploadHeaders {
-    /// `text/csv`.
-    #[serde(rename = "content-type")]
-    pub content_type: &'static str,
 }
 
 /// Signs an upload URL for a new request. `501` when the store cannot presign (the embedded
@@ -91,10 +86,15 @@ where
     let issued_at = Utc::now();
     match app
         .store
-        .presigned_put(&key, UPLOAD_CONTENT_TYPE, ttl)
+        .presigned_post(
+            &key,
+            UPLOAD_CONTENT_TYPE,
+            app.config.upload_max_bytes as u64,
+            ttl,
+        )
         .await
     {
-        Ok(Some(upload_url)) => {
+        Ok(Some(form)) => {
             let options = UploadOptions {
                 webhook_url,
                 output_spec,
@@ -116,11 +116,9 @@ where
             let expires_at = issued_at + chrono::Duration::seconds(UPLOAD_URL_TTL_SECONDS as i64);
             let body = UploadUrl {
                 request_id,
-                upload_url,
-                method: "PUT",
-                headers: UploadHeaders {
-                    content_type: UPLOAD_CONTENT_TYPE,
-                },
+                upload_url: form.url,
+                method: "POST",
+                fields: form.fields.into_iter().collect(),
                 expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 max_bytes: app.config.upload_max_bytes,
                 status_url,

@@ -307,29 +307,63 @@ async fn s3_app() -> (
 }
 
 #[tokio::test]
-async fn upload_url_is_a_presigned_put_for_the_request_it_names() {
+async fn upload_url_is_a_presigned_post_form_whose_policy_caps_the_size() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
     let (app, puts) = s3_app().await;
     let response = handle(&app, event("post-upload-url.json")).await.unwrap();
     assert_eq!(response.status(), 201);
     let body = json(&response);
     let id = body["request_id"].as_str().unwrap();
     let url = url::Url::parse(body["upload_url"].as_str().unwrap()).unwrap();
-    assert!(
-        url.path()
-            .ends_with(&format!("/pixpress-data/uploads/default/{id}.csv")),
-        "{url}"
-    );
-    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
-    assert_eq!(query["X-Amz-Expires"], "900");
-    assert_eq!(query["X-Amz-SignedHeaders"], "content-type;host");
-    assert!(!query["X-Amz-Signature"].is_empty());
-    assert_eq!(body["method"], "PUT");
-    assert_eq!(body["headers"]["content-type"], "text/csv");
-    // A presigned upload takes a catalogue: the S3 path's limit, not the direct upload's.
     assert_eq!(
-        body["max_bytes"].as_u64(),
-        Some(pixpress::config::DEFAULT_MAX_UPLOAD_BYTES as u64)
+        url.path(),
+        "/pixpress-data/",
+        "the bucket's (path-style) URL"
     );
+    assert_eq!(body["method"], "POST");
+    let fields = &body["fields"];
+    assert_eq!(fields["key"], format!("uploads/default/{id}.csv"));
+    assert_eq!(fields["Content-Type"], "text/csv");
+    assert_eq!(fields["x-amz-algorithm"], "AWS4-HMAC-SHA256");
+    let credential = fields["x-amz-credential"].as_str().unwrap();
+    let date = &fields["x-amz-date"].as_str().unwrap()[..8];
+    assert_eq!(credential, format!("test/{date}/us-east-1/s3/aws4_request"));
+    // The policy: S3 refuses anything but this key and type, and a CSV over max_bytes.
+    let encoded = fields["policy"].as_str().unwrap();
+    let policy: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap();
+    let conditions = policy["conditions"].as_array().unwrap();
+    let max = pixpress::config::DEFAULT_MAX_UPLOAD_BYTES as u64;
+    assert!(conditions.contains(&serde_json::json!(["content-length-range", 1, max])));
+    assert!(conditions.contains(&serde_json::json!({"bucket": "pixpress-data"})));
+    assert!(conditions.contains(&serde_json::json!({"key": fields["key"]})));
+    assert!(conditions.contains(&serde_json::json!({"Content-Type": "text/csv"})));
+    let expiration = chrono::DateTime::parse_from_rfc3339(policy["expiration"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let left = expiration - chrono::Utc::now();
+    assert!(left <= chrono::Duration::minutes(15) && left > chrono::Duration::minutes(14));
+    // SigV4 of the base64 policy with the s3 signing key of that day and region.
+    let hmac = |key: &[u8], data: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(data.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    };
+    let key = ["us-east-1", "s3", "aws4_request"]
+        .iter()
+        .fold(hmac(b"AWS4test", date), |key, part| hmac(&key, part));
+    let signature: String = hmac(&key, encoded)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(fields["x-amz-signature"], signature);
+    // A presigned upload takes a catalogue: the S3 path's limit, not the direct upload's.
+    assert_eq!(body["max_bytes"].as_u64(), Some(max));
     assert_eq!(
         body["status_url"],
         format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")
@@ -916,96 +950,4 @@ async fn the_docs_and_the_openapi_document_need_no_key_and_load_nothing_from_els
         .headers_mut()
         .insert("accept-encoding", "identity".parse().unwrap());
     assert_eq!(handle(&app, identity).await.unwrap().status(), 406);
-}
-
-/// A log sink for one test: JSON lines, as deployed functions write them.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Every line the API logs about an upload names the request and the key's tenant, so one
-/// request's story is one CloudWatch filter away.
-#[tokio::test]
-async fn log_lines_of_an_upload_name_its_request_and_tenant() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(captured.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    let mut app = app(&Config::default());
-    let dir = std::env::temp_dir().join(format!("pixpress-api-logs-{}", uuid::Uuid::new_v4()));
-    let keys = pixpress::adapters::local::FileKeyStore::in_dir(&dir);
-    let (issued, _) = pixpress::auth::create_key(&keys, "shop", chrono::Utc::now())
-        .await
-        .unwrap();
-    app.keys = Some(pixpress::adapters::AnyKeyStore::File(keys));
-
-    let accepted = handle(
-        &app,
-        with_key(
-            request(Method::POST, "/uploads", Some("text/csv"), CSV.into()),
-            &issued.api_key,
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(accepted.status(), 202);
-    let id = json(&accepted)["request_id"].as_str().unwrap().to_owned();
-    let rejected = handle(
-        &app,
-        with_key(
-            request(
-                Method::POST,
-                "/uploads",
-                Some("text/csv"),
-                b"S. No.,Product Name,Input Image Urls\n1,,x\n".to_vec(),
-            ),
-            &issued.api_key,
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(rejected.status(), 400);
-
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let line = |message: &str| {
-        lines
-            .iter()
-            .find(|l| l["fields"]["message"] == message)
-            .unwrap_or_else(|| panic!("no `{message}` line in {text}"))
-    };
-    let accepted = line("upload accepted");
-    assert_eq!(accepted["span"]["request_id"], id.as_str(), "{accepted}");
-    assert_eq!(accepted["span"]["tenant"], "shop", "{accepted}");
-    assert_eq!(accepted["span"]["path"], "/uploads", "{accepted}");
-    let rejected = line("upload rejected: invalid CSV");
-    assert!(rejected["span"]["request_id"].is_string(), "{rejected}");
-    for line in &lines {
-        assert_eq!(line["span"]["tenant"], "shop", "{line}");
-    }
 }

@@ -185,7 +185,11 @@ async function presignedUpload(file) {
     showUploadError(`${file.name} is ${bytes(file.size)}; the API takes at most ${bytes(target.max_bytes)}.`);
     return null;
   }
-  const upload = await fetch(target.upload_url, { method: target.method, headers: target.headers, body: file });
+  // S3 POST Object: every signed field as given, then the file last.
+  const form = new FormData();
+  for (const [name, value] of Object.entries(target.fields)) form.append(name, value);
+  form.append("file", file);
+  const upload = await fetch(target.upload_url, { method: "POST", body: form });
   if (!upload.ok) {
     showUploadError(`The upload was refused (HTTP ${upload.status}).`);
     return null;

@@ -1,5 +1,5 @@
-//! [`ObjectStore`] on S3: put with content type, size-capped get, presigned GET and PUT,
-//! multipart uploads.
+//! [`ObjectStore`] on S3: put with content type, size-capped get, presigned GET, presigned POST
+//! forms (with a size range S3 enforces), multipart uploads.
 
 use std::time::Duration;
 
@@ -9,7 +9,9 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 
 use super::sdk_error;
-use crate::ports::{ObjectReader, ObjectStore, PortError, StoredObject, UploadedPart};
+use crate::ports::{
+    ObjectReader, ObjectStore, PortError, PresignedPost, StoredObject, UploadedPart,
+};
 
 /// The S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -17,6 +19,9 @@ pub struct S3ObjectStore {
     client: Client,
     bucket: String,
     public_base_url: Option<String>,
+    /// The credentials presigned POST forms are signed with (the SDK's own signer does not
+    /// sign forms).
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl S3ObjectStore {
@@ -32,10 +37,14 @@ impl S3ObjectStore {
         let config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(force_path_style)
             .build();
-        Self::from_client(Client::from_conf(config), bucket, public_base_url)
+        Self {
+            credentials: sdk.credentials_provider(),
+            ..Self::from_client(Client::from_conf(config), bucket, public_base_url)
+        }
     }
 
-    /// A store on `bucket` through `client` (tests pass a mocked client).
+    /// A store on `bucket` through `client` (tests pass a mocked client); it cannot sign POST
+    /// forms.
     #[must_use]
     pub fn from_client(
         client: Client,
@@ -46,6 +55,7 @@ impl S3ObjectStore {
             client,
             bucket: bucket.into(),
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_owned()),
+            credentials: None,
         }
     }
 
@@ -73,28 +83,90 @@ impl S3ObjectStore {
         Ok(request.uri().to_owned())
     }
 
-    /// A presigned PUT URL for `key` with `content_type`, valid for `expires_in`.
+    /// A signed POST form for `key` (see [`ObjectStore::presigned_post`]): the policy names the
+    /// bucket, the key, the content type and `["content-length-range", 1, max_bytes]`, and is
+    /// signed with SigV4 (string to sign: the base64 policy; key: the `s3` signing key of the
+    /// credentials' date and region). The form goes to the bucket's URL as the SDK addresses it
+    /// (virtual-hosted, or path-style on an emulator).
     ///
     /// # Errors
-    /// When the expiry is out of range or signing fails.
-    pub async fn presign_put(
+    /// When the expiry is out of range (SigV4: at most 7 days), there is no region or no
+    /// credentials, or the bucket URL cannot be worked out.
+    pub async fn presign_post(
         &self,
         key: &str,
         content_type: &str,
+        max_bytes: u64,
         expires_in: Duration,
-    ) -> Result<String, PortError> {
-        let config = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| PortError::Unexpected(anyhow!("presigning: {e}")))?;
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .presigned(config)
+    ) -> Result<PresignedPost, PortError> {
+        use aws_sdk_s3::config::ProvideCredentials as _;
+        use base64::Engine as _;
+        let unexpected = |what: String| PortError::Unexpected(anyhow!("presigning a POST: {what}"));
+        if expires_in > Duration::from_secs(7 * 24 * 3600) {
+            return Err(unexpected("expiry over 7 days".into()));
+        }
+        let config = self.client.config();
+        let region = config
+            .region()
+            .ok_or_else(|| unexpected("no region".into()))?
+            .to_string();
+        let credentials = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| unexpected("no credentials provider".into()))?
+            .provide_credentials()
             .await
-            .map_err(|e| sdk_error("presigning a PUT", &e))?;
-        Ok(request.uri().to_owned())
+            .map_err(|e| unexpected(format!("no credentials: {e}")))?;
+        // The bucket's URL as the SDK addresses it: a presigned GET of the key, less the key.
+        let get = url::Url::parse(&self.presign_get(key, expires_in).await?)
+            .map_err(|e| unexpected(e.to_string()))?;
+        let base = get
+            .path()
+            .strip_suffix(key)
+            .ok_or_else(|| unexpected(format!("unexpected URL shape {}", get.path())))?;
+        let url = format!("{}{base}", &get[..url::Position::BeforePath]);
+        let now = std::time::SystemTime::now();
+        let signed_at = chrono::DateTime::<chrono::Utc>::from(now);
+        let date = signed_at.format("%Y%m%d").to_string();
+        let amz_date = signed_at.format("%Y%m%dT%H%M%SZ").to_string();
+        let expiration = (signed_at
+            + chrono::Duration::from_std(expires_in).map_err(|e| unexpected(e.to_string()))?)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let credential = format!(
+            "{}/{date}/{region}/s3/aws4_request",
+            credentials.access_key_id()
+        );
+        let mut fields = vec![
+            ("key".to_owned(), key.to_owned()),
+            ("Content-Type".to_owned(), content_type.to_owned()),
+            ("x-amz-algorithm".to_owned(), "AWS4-HMAC-SHA256".to_owned()),
+            ("x-amz-credential".to_owned(), credential),
+            ("x-amz-date".to_owned(), amz_date),
+        ];
+        if let Some(token) = credentials.session_token() {
+            fields.push(("x-amz-security-token".to_owned(), token.to_owned()));
+        }
+        let mut conditions = vec![
+            serde_json::json!({ "bucket": self.bucket }),
+            serde_json::json!(["content-length-range", 1, max_bytes]),
+        ];
+        conditions.extend(
+            fields
+                .iter()
+                .map(|(name, value)| serde_json::json!({ name.as_str(): value })),
+        );
+        let policy = serde_json::json!({ "expiration": expiration, "conditions": conditions });
+        let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
+        let signing_key = aws_sigv4::sign::v4::generate_signing_key(
+            credentials.secret_access_key(),
+            now,
+            &region,
+            "s3",
+        );
+        let signature = aws_sigv4::sign::v4::calculate_signature(signing_key, policy.as_bytes());
+        fields.push(("policy".to_owned(), policy));
+        fields.push(("x-amz-signature".to_owned(), signature));
+        Ok(PresignedPost { url, fields })
     }
 }
 
@@ -220,13 +292,14 @@ impl ObjectStore for S3ObjectStore {
         self.presign_get(key, expires_in).await.map(Some)
     }
 
-    async fn presigned_put(
+    async fn presigned_post(
         &self,
         key: &str,
         content_type: &str,
+        max_bytes: u64,
         expires_in: Duration,
-    ) -> Result<Option<String>, PortError> {
-        self.presign_put(key, content_type, expires_in)
+    ) -> Result<Option<PresignedPost>, PortError> {
+        self.presign_post(key, content_type, max_bytes, expires_in)
             .await
             .map(Some)
     }

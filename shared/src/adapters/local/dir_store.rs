@@ -224,12 +224,13 @@ impl ObjectStore for DirObjectStore {
         Ok(None)
     }
 
-    async fn presigned_put(
+    async fn presigned_post(
         &self,
         _key: &str,
         _content_type: &str,
+        _max_bytes: u64,
         _expires_in: std::time::Duration,
-    ) -> Result<Option<String>, PortError> {
+    ) -> Result<Option<crate::ports::PresignedPost>, PortError> {
         Ok(None)
     }
 

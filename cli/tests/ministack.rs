@@ -181,6 +181,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         "authorization",
         format!("Bearer {}", issued.api_key).parse().unwrap(),
     );
+    pixpress::tls::install_crypto_provider();
     let api = reqwest::Client::builder()
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())

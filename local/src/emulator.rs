@@ -20,6 +20,7 @@ use crate::stream::DynamoStreamReader;
 /// metadata service.
 pub async fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(pixpress::adapters::aws::https_client())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "emulator",

@@ -402,6 +402,7 @@ impl Fetcher {
                 Err(e) => attempt.error(e),
             }
         });
+        crate::tls::install_crypto_provider();
         let base = || {
             reqwest::Client::builder()
                 .no_proxy()

@@ -47,4 +47,5 @@ pub mod ingest;
 pub mod ports;
 pub mod retry;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

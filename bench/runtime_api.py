@@ -55,6 +55,7 @@ def environment(port):
         "AWS_EC2_METADATA_DISABLED": "true",
         "TABLE_NAME": "pixpress-requests",
         "ROWS_QUEUE_URL": "http://127.0.0.1:9/000000000000/pixpress-rows",
+        "WEBHOOKS_QUEUE_URL": "http://127.0.0.1:9/000000000000/pixpress-webhooks",
         "BUCKET_NAME": "pixpress-data",
         "MAX_RECEIVE_COUNT": "5",
         "JPEG_QUALITY": "50",

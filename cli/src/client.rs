@@ -553,8 +553,13 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError::Api`] with 409 once the request has finished, 404 for an unknown one.
     pub async fn cancel(&self, request_id: &str) -> Result<Value, ClientError> {
+        self.control(request_id, "cancel").await
+    }
+
+    /// `POST /requests/{id}/<action>` (a request control); the 2xx body, or the problem.
+    async fn control(&self, request_id: &str, action: &str) -> Result<Value, ClientError> {
         check_request_id(request_id)?;
-        let url = self.url(&format!("requests/{request_id}/cancel"))?;
+        let url = self.url(&format!("requests/{request_id}/{action}"))?;
         let response = self.send(|| Ok(self.http.post(url.clone()))).await?;
         let status = response.status();
         let document = json_body(response).await?;
@@ -575,19 +580,7 @@ impl ApiClient {
     /// [`ClientError::Api`] with 409 while the request runs or when nothing failed, 404 for an
     /// unknown one, 413 above the API's row limit.
     pub async fn retry(&self, request_id: &str) -> Result<Value, ClientError> {
-        check_request_id(request_id)?;
-        let url = self.url(&format!("requests/{request_id}/retry"))?;
-        let response = self.send(|| Ok(self.http.post(url.clone()))).await?;
-        let status = response.status();
-        let document = json_body(response).await?;
-        if status.is_success() {
-            Ok(document)
-        } else {
-            Err(ClientError::Api {
-                status: status.as_u16(),
-                problem: document,
-            })
-        }
+        self.control(request_id, "retry").await
     }
 
     /// Writes the output CSV of a request to `path` (through a temporary file beside it, so a

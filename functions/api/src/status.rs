@@ -166,17 +166,18 @@ fn product(row: RowRecord) -> Product {
     }
 }
 
-/// The request if it exists and belongs to the caller's tenant; otherwise `None`, so another
-/// tenant's request is indistinguishable from a missing one.
+/// The request if it exists and belongs to the caller's tenant; otherwise the 404 problem, the
+/// same for another tenant's request as for a missing one (500 when it cannot be read).
 async fn visible_request<R: RequestRepository>(
     repo: &R,
     request_id: &str,
     tenant: &str,
-) -> Result<Option<RequestMeta>, PortError> {
-    Ok(repo
-        .get_request(request_id)
-        .await?
-        .filter(|meta| meta.tenant == tenant))
+) -> Result<RequestMeta, Problem> {
+    match repo.get_request(request_id).await {
+        Ok(Some(meta)) if meta.tenant == tenant => Ok(meta),
+        Ok(_) => Err(Problem::request_not_found()),
+        Err(e) => Err(Problem::internal(&e)),
+    }
 }
 
 /// Builds the status document of `meta` with one page of products; `limit` 0 reads no rows
@@ -269,9 +270,8 @@ where
         }
     }
     let meta = match visible_request(&app.repo, request_id, tenant).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => return Problem::request_not_found().into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Ok(meta) => meta,
+        Err(problem) => return problem.into_response(),
     };
     let base = base_url(&app.config, request);
     let running = !meta.status.is_terminal();
@@ -319,9 +319,8 @@ where
     S: ObjectStore,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => return Problem::request_not_found().into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Ok(meta) => meta,
+        Err(problem) => return problem.into_response(),
     };
     let key = meta
         .output_csv_key
@@ -402,9 +401,8 @@ where
     Q: pixpress::ports::WebhookQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => return Problem::request_not_found().into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Ok(meta) => meta,
+        Err(problem) => return problem.into_response(),
     };
     let conflict = |detail: String| {
         Problem::new(
@@ -487,9 +485,8 @@ where
         .into_response()
     };
     let meta = match visible_request(&app.repo, request_id, tenant).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => return Problem::request_not_found().into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Ok(meta) => meta,
+        Err(problem) => return problem.into_response(),
     };
     if meta.status.is_terminal() {
         return finished(meta.status.as_str());
@@ -565,9 +562,8 @@ where
     Q: RowQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => return Problem::request_not_found().into_response(),
-        Err(e) => return Problem::internal(&e).into_response(),
+        Ok(meta) => meta,
+        Err(problem) => return problem.into_response(),
     };
     let max_rows = app.config.csv.max_rows as u64;
     match retry_failed_images(&app.repo, &app.queue, &meta, max_rows, Utc::now()).await {

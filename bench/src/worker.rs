@@ -84,6 +84,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = pixpress_row_worker::App::with_engine(
         repo.clone(),
         store,
+        pixpress::adapters::local::InMemoryOriginSlots::new(),
+        pixpress::adapters::local::InMemoryRowQueue::new(5),
         Fetcher::new(config.fetch.clone())?,
         Engine::new(config.decode, 1),
         &config,

@@ -109,7 +109,8 @@ where
         }
         "row-worker" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let app = pixpress_row_worker::App::new(repo, store, config)?;
+            let slots = pixpress::adapters::local::InMemoryOriginSlots::new();
+            let app = pixpress_row_worker::App::new(repo, store, slots, queue, config)?;
             let response = pixpress_row_worker::handle(&app, LambdaEvent::new(event, context()))
                 .await
                 .map_err(handler_error)?;

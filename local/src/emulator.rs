@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue, sdk_error};
+use pixpress::adapters::aws::{
+    DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue, sdk_error,
+};
 use pixpress::ports::PortError;
 
 use crate::sqs::SqsConsumer;
@@ -72,6 +74,8 @@ pub struct EmulatorBackends {
     pub dead_letter_queue: SqsConsumer,
     /// The bucket (path-style addressing).
     pub store: S3ObjectStore,
+    /// The origins' download slots, in the request table.
+    pub slots: DynamoOriginSlots,
 }
 
 /// Creates (or finds) the table with a `NEW_AND_OLD_IMAGES` stream, the rows queue whose
@@ -180,5 +184,6 @@ pub async fn provision(
         rows: SqsConsumer::new(sdk, queue_url),
         dead_letter_queue: SqsConsumer::new(sdk, dlq_url),
         store,
+        slots: DynamoOriginSlots::new(sdk, &names.table),
     })
 }

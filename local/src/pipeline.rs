@@ -17,16 +17,19 @@ use anyhow::{Context as _, bail};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
-use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress::adapters::aws::{
+    DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
+};
 use pixpress::adapters::local::{
-    ChangeRecord, DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue, ReceivedMessage,
+    ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+    ReceivedMessage,
 };
 use pixpress::config::Config;
 use pixpress::domain::item::ItemHead;
 use pixpress::domain::keys::META_SK;
 use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus};
 use pixpress::fetch::{Fetcher, HostResolver, SystemResolver};
-use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress::ports::{ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -53,6 +56,8 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
     type Queue: RowQueue + pixpress::ports::WebhookQueue;
     /// The bucket.
     type Store: ObjectStore;
+    /// The origins' download slots.
+    type Slots: OriginSlots;
 
     /// The repository.
     fn repo(&self) -> &Self::Repo;
@@ -60,6 +65,8 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
     fn queue(&self) -> &Self::Queue;
     /// The bucket.
     fn store(&self) -> &Self::Store;
+    /// The origins' download slots.
+    fn slots(&self) -> &Self::Slots;
     /// Up to `max` visible messages of `queue`, hidden for `visibility` (SQS `ReceiveMessage`).
     fn receive_from(
         &self,
@@ -74,7 +81,8 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
         receipt_handle: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Keeps a received message of `queue` hidden for `timeout` from now (SQS
-    /// `ChangeMessageVisibility`).
+    /// `ChangeMessageVisibility`; the embedded queue never shortens a longer delay the worker
+    /// set).
     fn extend_visibility(
         &self,
         queue: QueueName,
@@ -116,6 +124,8 @@ pub struct Embedded {
     pub dead_letter_queue: InMemoryRowQueue,
     /// The bucket.
     pub store: DirObjectStore,
+    /// The origins' download slots.
+    pub slots: InMemoryOriginSlots,
 }
 
 impl Embedded {
@@ -131,9 +141,13 @@ impl PumpBackend for Embedded {
     type Repo = InMemoryRequestRepository;
     type Queue = InMemoryRowQueue;
     type Store = DirObjectStore;
+    type Slots = InMemoryOriginSlots;
 
     fn repo(&self) -> &Self::Repo {
         &self.repo
+    }
+    fn slots(&self) -> &Self::Slots {
+        &self.slots
     }
     fn queue(&self) -> &Self::Queue {
         &self.queue
@@ -159,7 +173,7 @@ impl PumpBackend for Embedded {
         timeout: Duration,
     ) -> Result<(), PortError> {
         self.queue_of(queue)
-            .change_visibility(receipt_handle, timeout)
+            .extend_visibility(receipt_handle, timeout)
     }
     async fn wait_for_messages(&self, queue: QueueName, max_wait: Duration) {
         self.queue_of(queue).wait_for_messages(max_wait).await;
@@ -193,9 +207,13 @@ impl PumpBackend for Emulated {
     type Repo = DynamoRequestRepository;
     type Queue = SqsRowQueue;
     type Store = S3ObjectStore;
+    type Slots = DynamoOriginSlots;
 
     fn repo(&self) -> &Self::Repo {
         &self.0.repo
+    }
+    fn slots(&self) -> &Self::Slots {
+        &self.0.slots
     }
     fn queue(&self) -> &Self::Queue {
         &self.0.queue
@@ -263,7 +281,7 @@ pub struct PipelineOptions {
 }
 
 impl PipelineOptions {
-    /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 4 invocations at once,
+    /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 16 invocations at once,
     /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults.
     #[must_use]
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -272,7 +290,7 @@ impl PipelineOptions {
             public_base_url: None,
             visibility_timeout: Duration::from_secs(2),
             batch_size: 10,
-            worker_invocations: 4,
+            worker_invocations: 16,
             worker_timeout: Duration::from_secs(120),
             resolver: Arc::new(SystemResolver),
             faults: None,
@@ -309,7 +327,7 @@ pub struct Pipeline<B: PumpBackend> {
     /// `s3-ingest`.
     pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store>,
     /// `row-worker`.
-    pub worker: pixpress_row_worker::App<B::Repo, B::Store>,
+    pub worker: pixpress_row_worker::App<B::Repo, B::Store, B::Slots, B::Queue>,
     /// `row-dead-letter`.
     pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
     /// `completion-notifier`.
@@ -364,6 +382,7 @@ impl LocalPipeline {
             repo,
             queue,
             dead_letter_queue,
+            slots: InMemoryOriginSlots::new(),
             store: DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?,
         };
         let mut pipeline = Self::with_backend(config, options, backend)?;
@@ -490,6 +509,8 @@ impl<B: PumpBackend> Pipeline<B> {
             worker: pixpress_row_worker::App::with_fetcher(
                 repo.clone(),
                 store.clone(),
+                backend.slots().clone(),
+                queue.clone(),
                 fetcher,
                 config,
             ),

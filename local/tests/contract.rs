@@ -14,14 +14,18 @@ use emulator::start_moto;
 
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress::adapters::local::{
+    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+};
 use pixpress::domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
     RequestStatus, RowJob, RowRecord, RowState, Source, Webhook, WebhookAttempt,
 };
+use pixpress::domain::origin_slots::LeaseRequest;
 use pixpress::ingest::load_all_rows;
 use pixpress::ports::{
-    Created, ObjectStore, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
+    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
+    Transition,
 };
 use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 
@@ -664,8 +668,70 @@ async fn multipart_contract<S: ObjectStore>(store: &S) {
     assert!(store.get(small, u64::MAX).await.unwrap().is_none());
 }
 
+/// Download slots of origin hosts: holders share the cap, a lapsed lease frees its slots, a
+/// back-off is seen by every holder, and concurrent holders never take more than the cap
+/// (`concurrent`: moto serialises nothing, so its conditional writes can race — see the
+/// README's emulator gaps).
+async fn origin_slots_contract<O: OriginSlots>(slots: &O, concurrent: bool) {
+    let ask = |holder, want| LeaseRequest {
+        holder,
+        want,
+        cap: 10,
+        ttl: Duration::from_secs(30),
+    };
+    let now = Utc::now();
+    let host = format!("img-{}.example.com", uuid::Uuid::new_v4().simple());
+    assert_eq!(
+        slots.lease(&host, ask("a", 6), now).await.unwrap().granted,
+        6
+    );
+    assert_eq!(
+        slots.lease(&host, ask("b", 6), now).await.unwrap().granted,
+        4
+    );
+    // a gives everything back; b can have the six it wanted.
+    assert_eq!(
+        slots.lease(&host, ask("a", 0), now).await.unwrap().granted,
+        0
+    );
+    assert_eq!(
+        slots.lease(&host, ask("b", 6), now).await.unwrap().granted,
+        6
+    );
+    // b's lease lapses: its slots are free again half a minute later.
+    let later = now + chrono::Duration::seconds(31);
+    assert_eq!(
+        slots
+            .lease(&host, ask("c", 10), later)
+            .await
+            .unwrap()
+            .granted,
+        10
+    );
+    // A back-off reaches every holder until it ends.
+    let until = later + chrono::Duration::seconds(5);
+    slots.back_off(&host, until).await.unwrap();
+    let lease = slots.lease(&host, ask("d", 1), later).await.unwrap();
+    assert_eq!(lease.backoff_until, Some(until.timestamp_millis()));
+    assert_eq!(lease.granted, 0, "c holds the whole cap");
+    if !concurrent {
+        return;
+    }
+    // Eight holders asking for three slots each at once: never more than the cap.
+    let other = format!("img-{}.example.com", uuid::Uuid::new_v4().simple());
+    let holders: Vec<String> = (0..8).map(|i| format!("h{i}")).collect();
+    let granted: u32 =
+        futures::future::join_all(holders.iter().map(|h| slots.lease(&other, ask(h, 3), now)))
+            .await
+            .into_iter()
+            .map(|lease| lease.unwrap().granted)
+            .sum();
+    assert_eq!(granted, 10);
+}
+
 #[tokio::test]
 async fn embedded_adapters_meet_the_contract() {
+    origin_slots_contract(&InMemoryOriginSlots::new(), true).await;
     repository_contract(&InMemoryRequestRepository::new(), false).await;
     chunked_rows_contract(&InMemoryRequestRepository::new()).await;
     cancel_contract(&InMemoryRequestRepository::new()).await;
@@ -702,6 +768,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     .await
     .unwrap();
     repository_contract(&backends.repo, true).await;
+    origin_slots_contract(&backends.slots, false).await;
     chunked_rows_contract(&backends.repo).await;
     cancel_contract(&backends.repo).await;
     retry_contract(&backends.repo).await;

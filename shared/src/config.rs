@@ -35,19 +35,19 @@ pub mod vars {
     pub const FETCH_TIMEOUT_SECS: &str = "FETCH_TIMEOUT_SECS";
     /// Most redirects per download (default 3).
     pub const FETCH_MAX_REDIRECTS: &str = "FETCH_MAX_REDIRECTS";
-    /// `true` lets fetches and webhooks reach 127.0.0.0/8 and ::1 (local runs only).
     /// URL of the webhooks queue: the notifier queues completion events there and the
     /// webhook-sender delivers them (deployments; unset, the notifier delivers itself).
     pub const WEBHOOKS_QUEUE_URL: &str = "WEBHOOKS_QUEUE_URL";
+    /// `true` lets fetches and webhooks reach 127.0.0.0/8 and ::1 (local runs only).
     pub const ALLOW_LOOPBACK: &str = "ALLOW_LOOPBACK";
     /// `true` lets fetches and webhooks use any port; by default only 80 and 443 (local runs
     /// only: local servers listen elsewhere).
     pub const ALLOW_ANY_PORT: &str = "ALLOW_ANY_PORT";
     /// SQS `maxReceiveCount` of the rows queue; the last attempt records failures (default 5).
     pub const MAX_RECEIVE_COUNT: &str = "MAX_RECEIVE_COUNT";
-    /// Most downloads in flight per origin host per worker process (default 64); below it the
-    /// limit adapts to how the host answers.
-    pub const WORKER_CONCURRENCY: &str = "WORKER_CONCURRENCY";
+    /// Most downloads in flight per origin host across every worker invocation (default 32);
+    /// below it each worker's limit adapts to how the host answers.
+    pub const ORIGIN_MAX_CONCURRENCY: &str = "ORIGIN_MAX_CONCURRENCY";
     /// Bytes a worker process may hold downloaded but not yet compressed (default 48 MiB; at
     /// least `MAX_IMAGE_BYTES`).
     pub const WORKER_DOWNLOAD_BUDGET_BYTES: &str = "WORKER_DOWNLOAD_BUDGET_BYTES";
@@ -99,7 +99,7 @@ pub mod vars {
         ALLOW_ANY_PORT,
         WEBHOOKS_QUEUE_URL,
         MAX_RECEIVE_COUNT,
-        WORKER_CONCURRENCY,
+        ORIGIN_MAX_CONCURRENCY,
         WORKER_DOWNLOAD_BUDGET_BYTES,
         WEBHOOK_SECRET,
         WEBHOOK_MAX_ATTEMPTS,
@@ -148,8 +148,8 @@ pub struct Config {
     pub output: OutputSpec,
     /// SQS `maxReceiveCount`; the attempt with this receive count records transient failures.
     pub max_receive_count: u32,
-    /// Most downloads in flight per origin host per worker process.
-    pub worker_concurrency: usize,
+    /// Most downloads in flight per origin host across every worker invocation.
+    pub origin_max_concurrency: u32,
     /// Bytes a worker invocation may hold downloaded but not yet compressed.
     pub worker_download_budget: u64,
     /// Webhook signing secret.
@@ -177,7 +177,7 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             output: OutputSpec::default(),
             max_receive_count: 5,
-            worker_concurrency: 64,
+            origin_max_concurrency: 32,
             worker_download_budget: 48 * 1024 * 1024,
             webhook_secret: None,
             webhook_max_attempts: 3,
@@ -257,7 +257,10 @@ impl Config {
                 d.fetch.timeout.as_secs(),
             )?),
             max_redirects: parse(&lookup, FETCH_MAX_REDIRECTS, d.fetch.max_redirects)?,
+            stall_window: d.fetch.stall_window,
+            stall_bytes: d.fetch.stall_bytes,
             max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
+            max_idle_per_host: d.fetch.max_idle_per_host,
             policy: NetworkPolicy {
                 allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
                 allow_any_port: parse(&lookup, ALLOW_ANY_PORT, false)?,
@@ -277,6 +280,12 @@ impl Config {
             max_url_length: parse(&lookup, MAX_URL_LENGTH, d.csv.max_url_length)?,
             max_issues: d.csv.max_issues,
         };
+        let origin_max_concurrency: u32 =
+            parse(&lookup, ORIGIN_MAX_CONCURRENCY, d.origin_max_concurrency)?.max(1);
+        let fetch = FetchConfig {
+            max_idle_per_host: origin_max_concurrency as usize,
+            ..fetch
+        };
         Ok(Self {
             csv,
             upload: CsvLimits {
@@ -292,7 +301,7 @@ impl Config {
             fetch,
             output,
             max_receive_count,
-            worker_concurrency: parse(&lookup, WORKER_CONCURRENCY, d.worker_concurrency)?.max(1),
+            origin_max_concurrency,
             worker_download_budget,
             webhook_secret,
             webhook_max_attempts: parse(&lookup, WEBHOOK_MAX_ATTEMPTS, d.webhook_max_attempts)?

@@ -7,5 +7,6 @@ pub mod input_csv;
 pub mod item;
 pub mod keys;
 pub mod model;
+pub mod origin_slots;
 pub mod output_csv;
 pub mod text;

@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
-pub use concurrency::{ConcurrencyConfig, HostConcurrency, HostPermit, Outcome};
+pub use concurrency::{Controller, ControllerConfig, HostConcurrency, HostPermit, Outcome};
 pub use policy::{AddressClass, NetworkPolicy};
 
 /// Limits and policy of the fetcher.
@@ -36,12 +36,23 @@ pub use policy::{AddressClass, NetworkPolicy};
 pub struct FetchConfig {
     /// TCP + TLS connect timeout (default 5 s).
     pub connect_timeout: Duration,
-    /// Whole-request timeout, body included (default 20 s).
+    /// Time a download may take, response head and body (default 20 s). Time the caller
+    /// spends between the head and reading the body (waiting for memory to hold it) does not
+    /// count.
     pub timeout: Duration,
     /// Most redirects followed for a download (default 3). Webhooks follow none.
     pub max_redirects: usize,
+    /// A body that brings fewer than [`FetchConfig::stall_bytes`] in this long is given up as
+    /// `too_slow` (default 5 s), like curl's `--speed-time`.
+    pub stall_window: Duration,
+    /// Fewest bytes a body must bring in every [`FetchConfig::stall_window`] (default 1 KiB),
+    /// like curl's `--speed-limit`.
+    pub stall_bytes: u64,
     /// Largest accepted body in bytes (default 20 MiB).
     pub max_bytes: u64,
+    /// Most idle keep-alive connections kept per host (default 32, the per-host download cap):
+    /// a connection opened while another was being given back is closed rather than kept.
+    pub max_idle_per_host: usize,
     /// Which addresses may be reached.
     pub policy: NetworkPolicy,
     /// `User-Agent` header.
@@ -54,7 +65,10 @@ impl Default for FetchConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(20),
             max_redirects: 3,
+            stall_window: Duration::from_secs(5),
+            stall_bytes: 1024,
             max_bytes: 20 * 1024 * 1024,
+            max_idle_per_host: 32,
             policy: NetworkPolicy::default(),
             user_agent: concat!("pixpress/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -86,6 +100,8 @@ pub enum FetchErrorKind {
     TooManyRedirects,
     /// The body exceeds the byte cap.
     TooLarge,
+    /// The body came slower than the stall limit (a stuck origin).
+    TooSlow,
     /// A non-success HTTP status.
     Http(u16),
     /// The body could not be read.
@@ -119,7 +135,8 @@ impl FetchError {
 
     /// Stable code: `invalid_url`, `unsupported_scheme`, `blocked_address`, `blocked_port`,
     /// `blocked_credentials`, `blocked_downgrade`, `dns_error`, `connect_error`, `timeout`,
-    /// `too_many_redirects`, `too_large`, `http_<status>`, `body_error`. Every refusal by the
+    /// `too_many_redirects`, `too_large`, `too_slow`, `http_<status>`, `body_error`. Every
+    /// refusal by the
     /// egress policy starts with `blocked_`.
     #[must_use]
     pub fn code(&self) -> String {
@@ -135,19 +152,27 @@ impl FetchError {
             FetchErrorKind::Timeout => "timeout".into(),
             FetchErrorKind::TooManyRedirects => "too_many_redirects".into(),
             FetchErrorKind::TooLarge => "too_large".into(),
+            FetchErrorKind::TooSlow => "too_slow".into(),
             FetchErrorKind::Http(status) => format!("http_{status}"),
             FetchErrorKind::Body => "body_error".into(),
         }
     }
 
-    /// `true` when the failure suggests the origin is overloaded or unreachable (timeouts,
-    /// connection failures, broken bodies, HTTP 429 and 5xx): its download limit shrinks.
+    /// What the failure tells the host's download controller: a 429 or 503 is the origin
+    /// saying it is overloaded; a timeout, a failed or broken connection or another 5xx is a
+    /// failed attempt (overload only when many fail, see [`concurrency`]); any other status is
+    /// an answer; a refusal by the policy or a name that does not resolve teaches nothing.
     #[must_use]
-    pub fn is_overload(&self) -> bool {
+    pub fn outcome(&self) -> Outcome {
         match self.kind {
-            FetchErrorKind::Connect | FetchErrorKind::Timeout | FetchErrorKind::Body => true,
-            FetchErrorKind::Http(status) => matches!(status, 429 | 500..=599),
-            _ => false,
+            FetchErrorKind::Http(429 | 503) => Outcome::Overloaded,
+            FetchErrorKind::Connect
+            | FetchErrorKind::Timeout
+            | FetchErrorKind::Body
+            | FetchErrorKind::TooSlow => Outcome::Failed,
+            FetchErrorKind::Http(500..=599) => Outcome::Failed,
+            FetchErrorKind::Http(_) | FetchErrorKind::TooLarge => Outcome::Answered,
+            _ => Outcome::Neutral,
         }
     }
 
@@ -407,13 +432,18 @@ impl Fetcher {
             reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(config.connect_timeout)
-                .timeout(config.timeout)
+                .pool_max_idle_per_host(config.max_idle_per_host)
                 .user_agent(config.user_agent.clone())
                 .dns_resolver(guarded.clone())
         };
         Ok(Self {
+            // Downloads time their head and their body separately (see `open` and
+            // `Download::body`), so a body waiting for memory is not timed out.
             download: base().redirect(redirects).build()?,
-            post: base().redirect(reqwest::redirect::Policy::none()).build()?,
+            post: base()
+                .timeout(config.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             config,
         })
     }
@@ -457,25 +487,32 @@ impl Fetcher {
 
     /// Starts downloading `url`: follows redirects, checks the peer and the status, and stops
     /// once the response head is in, so the caller can reserve memory for the body
-    /// ([`Download::content_length`]) before reading it ([`Download::body`]).
+    /// ([`Download::content_length`]) before reading it ([`Download::body`]). The head must
+    /// come within the timeout; the body gets what the head left of it.
     ///
     /// # Errors
-    /// As [`Fetcher::get`], for everything decided by the response head.
+    /// As [`Fetcher::get`], for everything decided by the response head. A 429 or 5xx carries
+    /// the origin's `Retry-After` ([`FetchError::retry_after`]).
     pub async fn open(&self, url: &str) -> Result<Download, FetchError> {
         let url = self.parse(url)?;
-        let response = self
-            .download
-            .get(url.clone())
-            .send()
+        let started = std::time::Instant::now();
+        let response = tokio::time::timeout(self.config.timeout, self.download.get(url).send())
             .await
+            .map_err(|_| timed_out())?
             .map_err(|e| classify(&e))?;
         self.check_peer(response.remote_addr())?;
         let status = response.status();
         if !status.is_success() {
-            return Err(FetchError::new(
+            let mut error = FetchError::new(
                 FetchErrorKind::Http(status.as_u16()),
                 format!("the origin answered HTTP {status}"),
-            ));
+            );
+            error.retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, chrono::Utc::now()));
+            return Err(error);
         }
         let max = self.config.max_bytes;
         if let Some(length) = response.content_length()
@@ -483,7 +520,13 @@ impl Fetcher {
         {
             return Err(too_large(length, max));
         }
-        Ok(Download { response, max })
+        let left = self.config.timeout.saturating_sub(started.elapsed());
+        Ok(Download {
+            response,
+            max,
+            left,
+            stall: (self.config.stall_window, self.config.stall_bytes),
+        })
     }
 
     /// POSTs `body` to `url` with `headers`, following no redirects; the answer's body is read
@@ -547,6 +590,10 @@ pub fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Du
 pub struct Download {
     response: reqwest::Response,
     max: u64,
+    /// What the head left of the timeout, for the body.
+    left: Duration,
+    /// The stall limit: at least `.1` bytes in every `.0`.
+    stall: (Duration, u64),
 }
 
 #[cfg(feature = "fetch")]
@@ -557,11 +604,20 @@ impl Download {
         self.response.content_length()
     }
 
-    /// Reads the body, enforcing the byte cap while streaming.
+    /// Reads the body, enforcing the byte cap while streaming, within what the head left of
+    /// the timeout and above the stall limit.
     ///
     /// # Errors
-    /// `too_large` past the cap; `timeout` or `body_error` when the body breaks off.
-    pub async fn body(mut self) -> Result<Fetched, FetchError> {
+    /// `too_large` past the cap; `too_slow` below the stall limit; `timeout` or `body_error`
+    /// when the body breaks off.
+    pub async fn body(self) -> Result<Fetched, FetchError> {
+        let left = self.left;
+        tokio::time::timeout(left, self.read())
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    async fn read(mut self) -> Result<Fetched, FetchError> {
         let final_url = self.response.url().clone();
         let content_type = self
             .response
@@ -574,11 +630,31 @@ impl Download {
             .content_length()
             .map_or(0, |l| usize::try_from(l.min(self.max)).unwrap_or(0));
         let mut body = BytesMut::with_capacity(capacity);
-        while let Some(chunk) = self.response.chunk().await.map_err(|e| classify(&e))? {
+        let (window, least) = self.stall;
+        let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), 0u64);
+        loop {
+            // `chunk` is cancel-safe: a chunk is taken only when it is ready.
+            let chunk =
+                match tokio::time::timeout_at(window_start + window, self.response.chunk()).await {
+                    Ok(chunk) => chunk.map_err(|e| classify(&e))?,
+                    Err(_) if window_bytes < least => return Err(too_slow(window, least)),
+                    Err(_) => {
+                        (window_start, window_bytes) = (tokio::time::Instant::now(), 0);
+                        continue;
+                    }
+                };
+            let Some(chunk) = chunk else { break };
             if (body.len() + chunk.len()) as u64 > self.max {
                 return Err(too_large((body.len() + chunk.len()) as u64, self.max));
             }
             body.extend_from_slice(&chunk);
+            window_bytes += chunk.len() as u64;
+            if window_start.elapsed() >= window {
+                if window_bytes < least {
+                    return Err(too_slow(window, least));
+                }
+                (window_start, window_bytes) = (tokio::time::Instant::now(), 0);
+            }
         }
         Ok(Fetched {
             bytes: body.freeze(),
@@ -586,6 +662,22 @@ impl Download {
             content_type,
         })
     }
+}
+
+#[cfg(feature = "fetch")]
+fn too_slow(window: Duration, least: u64) -> FetchError {
+    FetchError::new(
+        FetchErrorKind::TooSlow,
+        format!(
+            "the origin sent fewer than {least} bytes in {} s: it is stuck; retry the request to try again",
+            window.as_secs()
+        ),
+    )
+}
+
+#[cfg(feature = "fetch")]
+fn timed_out() -> FetchError {
+    FetchError::new(FetchErrorKind::Timeout, "the download timed out")
 }
 
 #[cfg(feature = "fetch")]
@@ -618,7 +710,7 @@ fn classify(error: &reqwest::Error) -> FetchError {
     let detail = crate::telemetry::error_chain(error);
     tracing::debug!(%detail, "fetch failed");
     if error.is_timeout() {
-        FetchError::new(FetchErrorKind::Timeout, "the download timed out")
+        timed_out()
     } else if error.is_connect() {
         FetchError::new(
             FetchErrorKind::Connect,

@@ -10,6 +10,7 @@ use crate::domain::model::{
     ChunkJob, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputPart, OutputProgress,
     RequestMeta, RequestStatus, RowJob, RowRecord, WebhookAttempt, WebhookJob,
 };
+use crate::domain::origin_slots::{LeaseRequest, OriginLease};
 
 /// Failure of a port call.
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +381,58 @@ pub trait RowQueue: Send + Sync + Clone + 'static {
     /// # Idempotency
     /// At-least-once: re-enqueueing a job is safe because row completion is idempotent.
     fn enqueue(&self, jobs: &[RowJob]) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Hides the received row message `receipt_handle` for `delay` (SQS
+    /// `ChangeMessageVisibility`, at most 12 hours): a row handed back as a batch item failure
+    /// comes back when its origin is ready, not after the queue's visibility timeout.
+    ///
+    /// # Errors
+    /// [`PortError`] when the visibility cannot be changed (the row then comes back after the
+    /// visibility timeout).
+    ///
+    /// # Idempotency
+    /// Idempotent: the last call sets the delay.
+    fn retry_row_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Download slots of origin hosts shared by every worker invocation
+/// ([`crate::domain::origin_slots`]): the bound `ORIGIN_MAX_CONCURRENCY` holds across
+/// invocations, and a host that answered 429 or 503 with `Retry-After` is left alone by all of
+/// them.
+pub trait OriginSlots: Send + Sync + Clone + 'static {
+    /// Sets `request.holder`'s lease of `host` to what it wants, within what the cap leaves
+    /// after every other unexpired lease (see
+    /// [`crate::domain::origin_slots::OriginSlotsRecord::lease`]).
+    ///
+    /// # Errors
+    /// [`PortError`] when the record cannot be read or written after the adapter's retries.
+    ///
+    /// # Idempotency
+    /// Idempotent: asking again for the same number of slots changes nothing. Writes MUST be
+    /// conditional on the version read, so concurrent holders never hold more than the cap.
+    fn lease(
+        &self,
+        host: &str,
+        request: LeaseRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<OriginLease, PortError>> + Send;
+
+    /// No download of `host` may start before `until`, for any holder (a later end wins).
+    ///
+    /// # Errors
+    /// [`PortError`] when the record cannot be written after the adapter's retries.
+    ///
+    /// # Idempotency
+    /// Idempotent.
+    fn back_off(
+        &self,
+        host: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// The ingest queue: slices of validated uploads waiting to be expanded into rows.

@@ -21,12 +21,17 @@ use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress::adapters::aws::{DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress::adapters::aws::{
+    DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
+};
 use pixpress::domain::model::{
     Counters, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
     Source,
 };
-use pixpress::ports::{Created, ObjectStore, PortError, RequestRepository, RowQueue, RowRecorded};
+use pixpress::domain::origin_slots::LeaseRequest;
+use pixpress::ports::{
+    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
+};
 use pixpress::retry::RetryPolicy;
 
 /// Quick in-process retries, so the tests do not wait.
@@ -576,4 +581,59 @@ async fn with_a_retention_every_item_of_a_new_request_expires_together() {
             }
         }
     }
+}
+
+/// The slots item of a host where holder `x` holds `n` slots, at `version`.
+fn slots_item(n: u32, version: u64) -> GetItemOutput {
+    let exp = Utc::now().timestamp_millis() + 60_000;
+    GetItemOutput::builder()
+        .set_item(Some(
+            serde_dynamo::to_item(serde_json::json!({
+                "pk": "ORIGIN#img.example.com", "sk": "SLOTS",
+                "leases": { "x": { "n": n, "exp": exp } },
+                "version": version, "expires_at": exp / 1000 + 86_400,
+            }))
+            .unwrap(),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn a_lease_that_loses_a_race_is_recomputed_from_a_fresh_read_not_written_over() {
+    // Another holder takes a slot between our read and our write: the conditional put fails,
+    // the record is read again, and only what is left is granted.
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .sequence()
+        .output(|| slots_item(30, 3))
+        .output(|| slots_item(31, 4))
+        .build();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )),
+        )
+        .output(|| PutItemOutput::builder().build())
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &put], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let slots = DynamoOriginSlots::from_client(client, "requests").with_retry(FAST);
+    let lease = slots
+        .lease(
+            "img.example.com",
+            LeaseRequest {
+                holder: "me",
+                want: 4,
+                cap: 32,
+                ttl: Duration::from_secs(30),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lease.granted, 1);
+    assert_eq!((get.num_calls(), put.num_calls()), (2, 2));
 }

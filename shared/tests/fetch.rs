@@ -58,6 +58,27 @@ async fn server() -> SocketAddr {
         )
         .route("/gone", get(|| async { StatusCode::GONE.into_response() }))
         .route(
+            "/busy",
+            get(|| async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, "7")],
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/drip",
+            get(|| async {
+                // A byte every 100 ms: 10 bytes per second.
+                let bytes = futures::stream::unfold(0u32, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    (n < 100).then(|| (Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+                });
+                Body::from_stream(bytes)
+            }),
+        )
+        .route(
             "/to",
             get(|Query(q): Query<HashMap<String, String>>| async move {
                 Redirect::temporary(&q["url"])
@@ -405,4 +426,56 @@ async fn slow_servers_time_out_and_http_errors_keep_their_status() {
     assert_eq!(err.code(), "unsupported_scheme");
     let err = f.get("http://unknown.test/a.jpg").await.unwrap_err();
     assert_eq!(err.code(), "dns_error");
+}
+
+#[tokio::test]
+async fn a_body_that_drips_is_given_up_as_too_slow_and_not_retried() {
+    let addr = server().await;
+    let f = fetcher(FetchConfig {
+        stall_window: Duration::from_millis(500),
+        stall_bytes: 64,
+        ..local_config()
+    });
+    let started = std::time::Instant::now();
+    let err = f.get(&format!("http://{addr}/drip")).await.unwrap_err();
+    assert_eq!(err.code(), "too_slow");
+    assert!(!err.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A body at the same pace is fine when the limit is below it.
+    let f = fetcher(FetchConfig {
+        stall_window: Duration::from_millis(500),
+        stall_bytes: 2,
+        ..local_config()
+    });
+    let fetched = f.get(&format!("http://{addr}/drip")).await.unwrap();
+    assert_eq!(fetched.bytes.len(), 100);
+}
+
+#[tokio::test]
+async fn waiting_between_the_head_and_the_body_does_not_count_against_the_timeout() {
+    let addr = server().await;
+    let f = fetcher(FetchConfig {
+        timeout: Duration::from_millis(500),
+        ..local_config()
+    });
+    let download = f.open(&format!("http://{addr}/chunked")).await.unwrap();
+    // As a body waits for memory to hold it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(download.body().await.unwrap().bytes.len(), 64 * 1024);
+}
+
+#[tokio::test]
+async fn a_429_carries_the_origins_retry_after() {
+    let addr = server().await;
+    let err = fetcher(local_config())
+        .get(&format!("http://{addr}/busy"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "http_429");
+    assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
+    assert_eq!(err.outcome(), pixpress::fetch::Outcome::Overloaded);
 }

@@ -7,11 +7,16 @@
 //! 1. parse the [`RowJob`]; if the row is already recorded (a redelivery), repeat only the
 //!    completion check;
 //! 2. per image URL not finished by an earlier delivery, once its origin host has a download
-//!    slot (a limit that adapts to the host, at most `WORKER_CONCURRENCY`) and the invocation has
-//!    time left to finish it: guarded download (memory for the body reserved from the byte
-//!    budget, `WORKER_DOWNLOAD_BUDGET_BYTES`, before it is read; the reservation held until
+//!    slot ([`origin`]: a limit that adapts to the host, within the process's lease of the
+//!    host's `ORIGIN_MAX_CONCURRENCY` slots shared by every invocation, and never while the
+//!    host is backed off after a 429 or 503) and the invocation has time left to finish it:
+//!    guarded download (memory for the body reserved from the byte budget,
+//!    `WORKER_DOWNLOAD_BUDGET_BYTES`, before it is read; the reservation held until
 //!    compression ends, so downloaded-but-not-compressed bytes stay bounded) → compression
-//!    engine → object store (`images/<request>/<row>-<position>.jpg`);
+//!    engine → object store (`images/<request>/<row>-<position>.jpg`). A 429 or 503 backs the
+//!    host off for every invocation (`Retry-After`) and the download is tried again once the
+//!    back-off ends; a reset or refused connection or another 5xx is tried again at once, up
+//!    to [`QUICK_RETRIES`] times;
 //! 3. record the row outcome (idempotent per row: a conditional row update and its counter
 //!    shard's increment in one transaction, conflicts and throttling retried in process);
 //! 4. when every row of the request is recorded, flip the request to `COMPLETED` or
@@ -25,13 +30,14 @@
 //! the last permitted receive (`MAX_RECEIVE_COUNT`) or the image has used its retry budget
 //! ([`IMAGE_RETRY_BUDGET`]), which records the failure so the request still completes. A row with
 //! an image the invocation could not finish before its deadline (fetch timeout + compression
-//! budget, [`WorkerConfig::image_budget`]) is returned unrecorded as a batch item failure, so
-//! one slow row never times out the batch and its neighbours. No message is ever dropped: a row
+//! budget, [`WorkerConfig::image_budget`]), or whose host is backed off for longer than the
+//! invocation has left, is returned unrecorded as a batch item failure, so one slow row never
+//! times out the batch and its neighbours; neither counts against the image's retry budget. No message is ever dropped: a row
 //! that cannot be processed at all is returned until it dead-letters, where `row-dead-letter`
 //! records it as failed. The handler returns `Err` only if the whole batch must be retried
 //! (never, today).
 //!
-//! Env vars: `MAX_RECEIVE_COUNT`, `WORKER_CONCURRENCY`, `WORKER_DOWNLOAD_BUDGET_BYTES`,
+//! Env vars: `MAX_RECEIVE_COUNT`, `ORIGIN_MAX_CONCURRENCY`, `WORKER_DOWNLOAD_BUDGET_BYTES`,
 //! `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`, `MAX_IMAGE_SIDE`, `FETCH_*`, `ALLOW_LOOPBACK` (see
 //! [`pixpress::config::vars`]).
 
@@ -47,10 +53,17 @@ use pixpress::domain::model::{
     ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
 };
 use pixpress::domain::text;
-use pixpress::fetch::{ConcurrencyConfig, Fetcher, HostConcurrency, Outcome};
+use pixpress::fetch::{Fetched, Fetcher, Outcome};
 use pixpress::image::Engine;
-use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowRecorded, Transition};
-use tokio::sync::Semaphore;
+use pixpress::ports::{
+    ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub mod origin;
+
+use origin::NoSlot;
+pub use origin::OriginGate;
 
 /// Time allowed to compress one image once downloaded (a 50 MP input takes about 2 s on one
 /// vCPU; the rest is headroom for a queue of images ahead of it).
@@ -68,14 +81,27 @@ pub const IMAGE_RETRY_BUDGET: Duration = Duration::from_secs(45);
 /// The byte budget counts in KiB, so it fits a semaphore's `u32` permits.
 const BUDGET_UNIT: u64 = 1024;
 
+/// Times an image's download is tried again at once, within one delivery, after a reset or
+/// refused connection, a broken body or a 5xx other than 503 (an idempotent GET; RFC 9110
+/// §9.2.2).
+pub const QUICK_RETRIES: u32 = 2;
+
+/// Times an image's download is tried again within one delivery after its host answered 429 or
+/// 503 and its back-off passed.
+pub const BACKOFF_RETRIES: u32 = 5;
+
+/// Most time a worker goes on trusting that a request was not cancelled: an image that waited
+/// for a download slot is not fetched once its request's cancellation is known.
+pub const CANCEL_RECHECK: Duration = Duration::from_secs(1);
+
 /// Settings of the worker.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
     /// SQS `maxReceiveCount`: the receive with this count is the last one.
     pub max_receive_count: u32,
-    /// Most downloads in flight per origin host (`WORKER_CONCURRENCY`); below it the limit
-    /// adapts to the host ([`pixpress::fetch::HostConcurrency`]).
-    pub concurrency: usize,
+    /// Most downloads in flight per origin host across every invocation
+    /// (`ORIGIN_MAX_CONCURRENCY`); below it the limit adapts to the host ([`origin`]).
+    pub origin_max_concurrency: u32,
     /// Bytes held downloaded but not yet compressed at once per invocation.
     pub download_budget: u64,
     /// Largest accepted download in bytes (`MAX_IMAGE_BYTES`).
@@ -93,7 +119,7 @@ impl From<&Config> for WorkerConfig {
     fn from(config: &Config) -> Self {
         Self {
             max_receive_count: config.max_receive_count,
-            concurrency: config.worker_concurrency.max(1),
+            origin_max_concurrency: config.origin_max_concurrency.max(1),
             download_budget: config.worker_download_budget.max(config.fetch.max_bytes),
             max_image_bytes: config.fetch.max_bytes,
             image_budget: config.fetch.timeout + COMPRESSION_BUDGET + RECORD_MARGIN,
@@ -104,30 +130,38 @@ impl From<&Config> for WorkerConfig {
 
 /// The worker's dependencies.
 #[derive(Debug, Clone)]
-pub struct App<R, S> {
+pub struct App<R, S, O, Q> {
     /// Requests and rows.
     pub repo: R,
     /// Where compressed images go.
     pub store: S,
+    /// The rows queue, to delay a row whose origin asked to wait.
+    pub queue: Q,
     /// Guarded downloader.
     pub fetcher: Fetcher,
     /// Compression engine.
     pub engine: Engine,
     /// Settings.
     pub config: WorkerConfig,
-    hosts: HostConcurrency,
+    /// Download slots per origin host.
+    pub origins: OriginGate<O>,
     budget: Arc<Semaphore>,
+    /// Requests seen cancelled, or not cancelled as of when (cancellation is checked before
+    /// every download at most once per [`CANCEL_RECHECK`] per request).
+    cancellations: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>,
 }
 
-impl<R: RequestRepository, S: ObjectStore> App<R, S> {
+impl<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
     /// A worker from the process configuration.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(repo: R, store: S, config: &Config) -> anyhow::Result<Self> {
+    pub fn new(repo: R, store: S, slots: O, queue: Q, config: &Config) -> anyhow::Result<Self> {
         Ok(Self::with_fetcher(
             repo,
             store,
+            slots,
+            queue,
             Fetcher::new(config.fetch.clone())?,
             config,
         ))
@@ -135,10 +169,19 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
 
     /// A worker with a given fetcher (tests pass one with a fixed resolver).
     #[must_use]
-    pub fn with_fetcher(repo: R, store: S, fetcher: Fetcher, config: &Config) -> Self {
+    pub fn with_fetcher(
+        repo: R,
+        store: S,
+        slots: O,
+        queue: Q,
+        fetcher: Fetcher,
+        config: &Config,
+    ) -> Self {
         Self::with_engine(
             repo,
             store,
+            slots,
+            queue,
             fetcher,
             Engine::per_core(config.decode),
             config,
@@ -150,6 +193,8 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
     pub fn with_engine(
         repo: R,
         store: S,
+        slots: O,
+        queue: Q,
         fetcher: Fetcher,
         engine: Engine,
         config: &Config,
@@ -161,18 +206,37 @@ impl<R: RequestRepository, S: ObjectStore> App<R, S> {
         Self {
             repo,
             store,
+            queue,
             fetcher,
             engine,
+            origins: OriginGate::new(slots, config.origin_max_concurrency),
             config,
-            hosts: HostConcurrency::new(ConcurrencyConfig {
-                max: config.concurrency as f64,
-                initial: ConcurrencyConfig::default()
-                    .initial
-                    .min(config.concurrency as f64),
-                ..ConcurrencyConfig::default()
-            }),
             budget: Arc::new(Semaphore::new(budget_units as usize)),
+            cancellations: Arc::default(),
         }
+    }
+
+    /// `true` once `request_id`'s cancellation was asked; read from the repository at most
+    /// once per [`CANCEL_RECHECK`].
+    async fn cancelled(&self, request_id: &str) -> Result<bool, PortError> {
+        let known = self
+            .cancellations
+            .lock()
+            .ok()
+            .and_then(|c| c.get(request_id).copied());
+        match known {
+            Some(None) => return Ok(true),
+            Some(Some(checked)) if checked.elapsed() < CANCEL_RECHECK => return Ok(false),
+            _ => {}
+        }
+        let cancelled = self.repo.cancel_requested(request_id).await?;
+        if let Ok(mut known) = self.cancellations.lock() {
+            if known.len() > 10_000 {
+                known.clear();
+            }
+            known.insert(request_id.to_owned(), (!cancelled).then(Instant::now));
+        }
+        Ok(cancelled)
     }
 
     /// Memory reservation units for a body of `bytes` (never more than the whole budget, so a
@@ -224,6 +288,17 @@ pub enum ProcessError {
         /// The input URL.
         url: String,
     },
+    /// An image was not started: its host asked to be left alone (429 or 503 with
+    /// `Retry-After`) for longer than the invocation has left.
+    #[error("image {position} ({url}) delayed: its host asked to wait {wait:?}")]
+    BackedOff {
+        /// Zero-based position in the row.
+        position: usize,
+        /// The input URL.
+        url: String,
+        /// How long the host asked to wait.
+        wait: Duration,
+    },
     /// The repository failed.
     #[error(transparent)]
     Storage(#[from] PortError),
@@ -235,7 +310,10 @@ impl ProcessError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Malformed(_) | Self::Transient { .. } | Self::Deadline { .. } => true,
+            Self::Malformed(_)
+            | Self::Transient { .. }
+            | Self::Deadline { .. }
+            | Self::BackedOff { .. } => true,
             Self::Storage(e) => e.is_retryable(),
         }
     }
@@ -249,6 +327,8 @@ enum ImageFailure {
         retryable: bool,
     },
     NotStarted,
+    BackedOff(Duration),
+    Cancelled,
 }
 
 impl ImageFailure {
@@ -270,58 +350,98 @@ fn host_of(url: &str) -> String {
         .unwrap_or_else(|| url.to_owned())
 }
 
-async fn process_image<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+/// Downloads `url` through its host's slots, trying again after a back-off or a broken
+/// connection as the module docs say. Returns the body and its memory reservation, held until
+/// compression ends.
+async fn download<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+    app: &App<R, S, O, Q>,
+    job: &RowJob,
+    url: &str,
+    deadline: Deadline,
+) -> Result<(Fetched, OwnedSemaphorePermit), ImageFailure> {
+    let host = host_of(url);
+    let (mut quick, mut backed_off) = (0, 0);
+    loop {
+        let permit = match app
+            .origins
+            .acquire(&host, deadline, app.config.image_budget)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(NoSlot::BackedOff(wait)) => return Err(ImageFailure::BackedOff(wait)),
+            Err(NoSlot::Deadline) => return Err(ImageFailure::NotStarted),
+        };
+        // The request may have been cancelled while this download waited for its slot.
+        match app.cancelled(&job.request_id).await {
+            Ok(true) => return Err(ImageFailure::Cancelled),
+            Ok(false) => {}
+            Err(e) => {
+                let retryable = e.is_retryable();
+                return Err(ImageFailure::failed("storage_error", e, retryable));
+            }
+        }
+        let downloading = Instant::now();
+        let attempt = async {
+            let download = app.fetcher.open(url).await?;
+            // Memory for the body is reserved before it is read and held until compression
+            // ends, so downloaded-but-uncompressed bytes never exceed the budget.
+            let expected = download
+                .content_length()
+                .unwrap_or(app.config.max_image_bytes)
+                .min(app.config.max_image_bytes);
+            let reserved = app
+                .budget
+                .clone()
+                .acquire_many_owned(app.units(expected))
+                .await;
+            let fetched = download.body().await?;
+            Ok::<_, pixpress::fetch::FetchError>((fetched, reserved))
+        };
+        match attempt.await {
+            Ok((fetched, Ok(reserved))) => {
+                permit.finish(Outcome::Answered);
+                metrics::histogram!("download_ms").record(elapsed_ms(downloading));
+                return Ok((fetched, reserved));
+            }
+            Ok((_, Err(e))) => {
+                permit.finish(Outcome::Neutral);
+                return Err(ImageFailure::failed("internal", e, true));
+            }
+            Err(e) => {
+                let outcome = e.outcome();
+                permit.finish(outcome);
+                if outcome == Outcome::Overloaded && backed_off < BACKOFF_RETRIES {
+                    backed_off += 1;
+                    metrics::counter!("origin_backoffs").increment(1);
+                    app.origins.back_off(&host, e.retry_after).await;
+                    continue;
+                }
+                if outcome == Outcome::Failed
+                    && e.kind != pixpress::fetch::FetchErrorKind::Timeout
+                    && quick < QUICK_RETRIES
+                {
+                    quick += 1;
+                    // Jittered, so the retries of one burst of resets do not arrive together.
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(20..=200))).await;
+                    continue;
+                }
+                return Err(ImageFailure::failed(e.code(), &e.message, e.is_retryable()));
+            }
+        }
+    }
+}
+
+async fn process_image<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+    app: &App<R, S, O, Q>,
     job: &RowJob,
     position: usize,
     url: &str,
     deadline: Deadline,
 ) -> Result<ImageOutcome, ImageFailure> {
     let (compressed, bytes_in) = {
-        let permit = app.hosts.acquire(&host_of(url)).await;
-        if !deadline.allows(app.config.image_budget) {
-            return Err(ImageFailure::NotStarted);
-        }
-        let downloading = Instant::now();
-        let fetch_failed = |e: pixpress::fetch::FetchError| {
-            ImageFailure::failed(e.code(), &e.message, e.is_retryable())
-        };
-        let download = match app.fetcher.open(url).await {
-            Ok(download) => download,
-            Err(e) => {
-                permit.finish(if e.is_overload() {
-                    Outcome::Overloaded
-                } else {
-                    Outcome::Neutral
-                });
-                return Err(fetch_failed(e));
-            }
-        };
-        let answered = permit.started().elapsed();
-        // Memory for the body is reserved before it is read and held until compression ends,
-        // so downloaded-but-uncompressed bytes never exceed the budget.
-        let expected = download
-            .content_length()
-            .unwrap_or(app.config.max_image_bytes)
-            .min(app.config.max_image_bytes);
-        let _reserved = app
-            .budget
-            .acquire_many(app.units(expected))
-            .await
-            .map_err(|e| ImageFailure::failed("internal", e, true))?;
-        let fetched = match download.body().await {
-            Ok(fetched) => fetched,
-            Err(e) => {
-                permit.finish(if e.is_overload() {
-                    Outcome::Overloaded
-                } else {
-                    Outcome::Neutral
-                });
-                return Err(fetch_failed(e));
-            }
-        };
-        permit.finish(Outcome::Answered(answered));
-        metrics::histogram!("download_ms").record(elapsed_ms(downloading));
+        // Boxed: the download's retry loop would otherwise nest the handler's future type
+        // past the compiler's layout depth.
+        let (fetched, _reserved) = Box::pin(download(app, job, url, deadline)).await?;
         let bytes_in = fetched.bytes.len() as u64;
         let compressing = Instant::now();
         let compressed = app
@@ -406,8 +526,8 @@ pub const CANCELLED: &str = "cancelled";
 ///
 /// # Errors
 /// [`ProcessError`]: the message should be delivered again.
-pub async fn process_row<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+pub async fn process_row<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+    app: &App<R, S, O, Q>,
     job: &RowJob,
     receive_count: u32,
     deadline: Deadline,
@@ -516,6 +636,25 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
                     url: text::message(&job.input_urls[position]),
                 });
             }
+            Err(ImageFailure::Cancelled) => {
+                let cancelled = ImageOutcome::failed(
+                    CANCELLED,
+                    "the request was cancelled before this image was processed",
+                );
+                progress.push(ImageProgress {
+                    outcome: Some(cancelled.clone()),
+                    ..before
+                });
+                images.push(cancelled);
+            }
+            Err(ImageFailure::BackedOff(wait)) => {
+                progress.push(before);
+                retry.get_or_insert(ProcessError::BackedOff {
+                    position,
+                    url: text::message(&job.input_urls[position]),
+                    wait,
+                });
+            }
             Err(ImageFailure::Failed {
                 code,
                 message,
@@ -586,8 +725,8 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore>(
     })
 }
 
-async fn process_message<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+async fn process_message<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+    app: &App<R, S, O, Q>,
     message: &SqsMessage,
     deadline: Deadline,
 ) -> Result<RowProcessed, ProcessError> {
@@ -606,12 +745,13 @@ async fn process_message<R: RequestRepository, S: ObjectStore>(
 ///
 /// # Errors
 /// Never: every failure is reported per message.
-pub async fn handle<R: RequestRepository, S: ObjectStore>(
-    app: &App<R, S>,
+pub async fn handle<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+    app: &App<R, S, O, Q>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     use tracing::Instrument as _;
     let deadline = Deadline::from_epoch_millis(event.context.deadline);
+    app.origins.invocation_started();
     // Every record of the batch runs at once; downloads and compression are bounded inside.
     // Each runs and reports in its message's span, so every line names request and row.
     let results: Vec<(String, bool)> =
@@ -623,6 +763,15 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
                     Ok(processed) => {
                         tracing::debug!(%message_id, ?processed, "row processed");
                         false
+                    }
+                    Err(ProcessError::BackedOff { wait, .. }) => {
+                        // Back when the origin is ready, not after the visibility timeout.
+                        let receipt = message.receipt_handle.as_deref().unwrap_or_default();
+                        if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
+                            tracing::warn!(%message_id, error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
+                        }
+                        tracing::info!(%message_id, ?wait, "row delayed: its origin asked to wait");
+                        true
                     }
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(%message_id, error = %e, "row will be retried");
@@ -641,6 +790,7 @@ pub async fn handle<R: RequestRepository, S: ObjectStore>(
             .instrument(span)
         }))
         .await;
+    app.origins.invocation_finished().await;
     let mut response = SqsBatchResponse::default();
     for (message_id, failed) in results {
         if failed {

@@ -1,7 +1,9 @@
 //! Lambda entry point of the `row-worker` function: composition only.
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::aws::{lambda_sdk_config, repository_from_env, store_from_env};
+use pixpress::adapters::aws::{
+    lambda_sdk_config, origin_slots_from_env, queue_from_env, repository_from_env, store_from_env,
+};
 use pixpress::config::Config;
 use pixpress_row_worker::{App, handle};
 
@@ -11,7 +13,13 @@ async fn main() -> Result<(), Error> {
     let metrics = pixpress::telemetry::Metrics::init("row-worker");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
-    let app = App::new(repository_from_env(&sdk)?, store_from_env(&sdk)?, &config)?;
+    let app = App::new(
+        repository_from_env(&sdk)?,
+        store_from_env(&sdk)?,
+        origin_slots_from_env(&sdk)?,
+        queue_from_env(&sdk)?,
+        &config,
+    )?;
     // One EMF document of this invocation's metrics after each event.
     run(service_fn(|event| async {
         let result = handle(&app, event).await;

@@ -13,13 +13,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
+use pixpress::adapters::local::{
+    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+};
 use pixpress::config::Config;
 use pixpress::domain::model::{
     Counters, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestMeta, RequestStatus, RowJob,
     RowRecord, RowState, Source,
 };
-use pixpress::ports::{RequestRepository, RowPage};
+use pixpress::ports::{RequestRepository, RowPage, RowQueue};
 use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, process_row};
 
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
@@ -95,10 +97,20 @@ fn config() -> Config {
     config
 }
 
-fn app(config: &Config) -> App<InMemoryRequestRepository, DirObjectStore> {
+type TestApp =
+    App<InMemoryRequestRepository, DirObjectStore, InMemoryOriginSlots, InMemoryRowQueue>;
+
+fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
     let store = DirObjectStore::new(dir, None).unwrap();
-    App::new(InMemoryRequestRepository::new(), store, config).unwrap()
+    App::new(
+        InMemoryRequestRepository::new(),
+        store,
+        InMemoryOriginSlots::new(),
+        InMemoryRowQueue::new(3),
+        config,
+    )
+    .unwrap()
 }
 
 /// Records a `PROCESSING` request whose rows hold `rows` (URLs per row) and returns its jobs.
@@ -377,7 +389,7 @@ fn jobs_event(jobs: &[RowJob]) -> SqsEvent {
 async fn a_row_the_invocation_cannot_finish_before_its_deadline_is_returned_unprocessed() {
     let server = image_server().await;
     let mut config = config();
-    config.worker_concurrency = 1;
+    config.origin_max_concurrency = 1;
     let app = app(&config);
     let jobs = seed(
         &app.repo,
@@ -454,6 +466,8 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
     let app = App::with_engine(
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
+        InMemoryOriginSlots::new(),
+        InMemoryRowQueue::new(3),
         fetcher,
         engine,
         &config,
@@ -744,4 +758,257 @@ async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
     assert_eq!(images[1].error_code.as_deref(), Some("cancelled"));
     let meta = app.repo.get_request("cancelled").await.unwrap().unwrap();
     assert_eq!(meta.status, RequestStatus::Cancelled);
+}
+
+/// An origin that counts the requests in flight at once, answering after `delay`; beyond
+/// `limit` in flight (when set) it answers 429 with `Retry-After: retry_after` seconds.
+#[derive(Clone, Default)]
+struct CountingOrigin {
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u16)>>>,
+}
+
+impl CountingOrigin {
+    async fn start(delay: Duration, limit: Option<usize>, retry_after: u64) -> (Self, SocketAddr) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let origin = Self::default();
+        let state = origin.clone();
+        let router = Router::new().route(
+            "/img/{n}",
+            get(move || {
+                let state = state.clone();
+                async move {
+                    let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+                    state.peak.fetch_max(now, SeqCst);
+                    let refused = limit.is_some_and(|l| now > l);
+                    state
+                        .requests
+                        .lock()
+                        .unwrap()
+                        .push((std::time::Instant::now(), if refused { 429 } else { 200 }));
+                    let response = if refused {
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [(header::RETRY_AFTER, retry_after.to_string())],
+                        )
+                            .into_response()
+                    } else {
+                        tokio::time::sleep(delay).await;
+                        ([(header::CONTENT_TYPE, "image/jpeg")], PHOTO).into_response()
+                    };
+                    state.in_flight.fetch_sub(1, SeqCst);
+                    response
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (origin, addr)
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `invocations` worker processes (each its own app, as separate Lambda instances) sharing one
+/// repository, bucket and origin-slots store.
+fn processes(config: &Config, invocations: usize) -> (Vec<TestApp>, InMemoryOriginSlots) {
+    let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
+    let store = DirObjectStore::new(dir, None).unwrap();
+    let repo = InMemoryRequestRepository::new();
+    let slots = InMemoryOriginSlots::new();
+    let apps = (0..invocations)
+        .map(|_| {
+            App::new(
+                repo.clone(),
+                store.clone(),
+                slots.clone(),
+                InMemoryRowQueue::new(3),
+                config,
+            )
+            .unwrap()
+        })
+        .collect();
+    (apps, slots)
+}
+
+/// `rows` rows of `per_row` distinct URLs of `origin`.
+fn origin_rows(origin: SocketAddr, rows: usize, per_row: usize) -> Vec<Vec<String>> {
+    (0..rows)
+        .map(|r| {
+            (0..per_row)
+                .map(|i| format!("http://{origin}/img/{}", r * per_row + i))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_origin_sees_more_downloads_at_once_than_its_cap_across_invocations() {
+    let (origin, addr) = CountingOrigin::start(Duration::from_millis(50), None, 0).await;
+    let mut config = config();
+    config.origin_max_concurrency = 6;
+    let (apps, slots) = processes(&config, 3);
+    let jobs = seed(&apps[0].repo, "capped", &origin_rows(addr, 30, 3)).await;
+    // Three invocations at once, ten rows each; alone, each would take six slots.
+    let results =
+        futures::future::join_all(apps.iter().zip(jobs.chunks(10)).map(|(app, batch)| {
+            handle(app, LambdaEvent::new(jobs_event(batch), Context::default()))
+        }))
+        .await;
+    for result in results {
+        assert!(result.unwrap().batch_item_failures.is_empty());
+    }
+    assert!(origin.peak() <= 6, "peak {} > cap 6", origin.peak());
+    assert!(origin.peak() >= 4, "peak {}", origin.peak());
+    for index in 0..30 {
+        let row = row(&apps[0].repo, "capped", index).await;
+        assert_eq!(row.state, RowState::Done);
+        assert!(row.images.iter().all(|i| i.status == ImageStatus::Ok));
+    }
+    // Every invocation gave its slots back when it ended.
+    let record = slots.record(&addr.ip().to_string()).unwrap();
+    assert_eq!(record.held(Utc::now().timestamp_millis()), 0);
+    let calls = slots.calls();
+    println!(
+        "origin slots: {} reads, {} writes for 90 images ({:.2} writes per image)",
+        calls.reads,
+        calls.writes,
+        calls.writes as f64 / 90.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_backs_the_host_off_for_every_invocation_and_no_image_fails() {
+    let (origin, addr) = CountingOrigin::start(Duration::from_millis(20), Some(3), 1).await;
+    let (apps, _) = processes(&config(), 2);
+    let jobs = seed(&apps[0].repo, "polite", &origin_rows(addr, 10, 2)).await;
+    let results =
+        futures::future::join_all(apps.iter().zip(jobs.chunks(5)).map(|(app, batch)| {
+            handle(app, LambdaEvent::new(jobs_event(batch), Context::default()))
+        }))
+        .await;
+    for result in results {
+        assert!(result.unwrap().batch_item_failures.is_empty());
+    }
+    for index in 0..10 {
+        let row = row(&apps[0].repo, "polite", index).await;
+        assert!(
+            row.images.iter().all(|i| i.status == ImageStatus::Ok),
+            "{:?}",
+            row.images
+        );
+    }
+    // After the first 429, neither invocation sent anything for most of the second it asked
+    // for (requests already on their way may land in the first milliseconds).
+    let requests = origin.requests.lock().unwrap().clone();
+    let (refused_at, _) = *requests.iter().find(|(_, status)| *status == 429).unwrap();
+    let during = requests
+        .iter()
+        .filter(|(at, _)| {
+            *at > refused_at + Duration::from_millis(100)
+                && *at < refused_at + Duration::from_millis(900)
+        })
+        .count();
+    assert_eq!(during, 0, "{requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_host_is_backed_off_past_the_deadline_is_delayed_not_failed() {
+    let (origin, addr) = CountingOrigin::start(Duration::ZERO, Some(0), 3600).await;
+    let app = app(&config());
+    let jobs = seed(&app.repo, "delayed", &origin_rows(addr, 2, 1)).await;
+    // The rows come from the worker's own queue, so their receipts are real.
+    app.queue.enqueue(&jobs).await.unwrap();
+    let received = app.queue.receive(10, Duration::ZERO).unwrap();
+    let records: Vec<_> = received
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let mut context = Context::default();
+    let deadline = std::time::SystemTime::now() + app.config.image_budget + Duration::from_secs(10);
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let started = std::time::Instant::now();
+    let response = handle(&app, LambdaEvent::new(event, context))
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The host asked for an hour: no image was asked for twice, neither row counts a failure
+    // against its images, and both stay hidden in the queue (not back after its visibility
+    // timeout).
+    assert!(origin.requests.lock().unwrap().len() <= 2);
+    for index in 0..2 {
+        let row = row(&app.repo, "delayed", index).await;
+        assert_eq!(row.state, RowState::Pending);
+        assert!(
+            row.progress.iter().all(|p| p.failures == 0),
+            "{:?}",
+            row.progress
+        );
+    }
+    assert!(
+        app.queue
+            .receive(10, Duration::from_secs(30))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(app.queue.len().unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_waiting_for_a_slot_is_not_fetched_once_its_request_is_cancelled() {
+    let server = image_server().await;
+    let mut config = config();
+    // One download at a time: the second and third images wait for the first (3 s).
+    config.origin_max_concurrency = 1;
+    let app = app(&config);
+    let slow = format!("http://{server}/slow.jpg");
+    let jobs = seed(
+        &app.repo,
+        "cancel-waiting",
+        &[vec![slow.clone(), slow.clone(), slow]],
+    )
+    .await;
+    let repo = app.repo.clone();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        repo.request_cancel("cancel-waiting", Utc::now())
+            .await
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let processed = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    assert!(cancel.await.unwrap());
+    assert_eq!(
+        processed,
+        RowProcessed::Recorded(Some(RequestStatus::Cancelled))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "only the first image was fetched: {:?}",
+        started.elapsed()
+    );
+    let images = row(&app.repo, "cancel-waiting", 0).await.images;
+    assert_eq!(images[0].status, ImageStatus::Ok);
+    assert_eq!(images[1].error_code.as_deref(), Some("cancelled"));
+    assert_eq!(images[2].error_code.as_deref(), Some("cancelled"));
 }

@@ -8,6 +8,7 @@
 
 mod dynamo;
 mod keys;
+mod origin_slots;
 mod s3;
 mod sqs;
 
@@ -15,6 +16,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use dynamo::DynamoRequestRepository;
 pub use keys::DynamoKeyStore;
+pub use origin_slots::DynamoOriginSlots;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
 
@@ -137,6 +139,20 @@ pub fn store_from_lookup(
         required(&lookup, vars::BUCKET_NAME)?,
         lookup(vars::PUBLIC_BASE_URL).filter(|v| !v.trim().is_empty()),
         lookup(S3_FORCE_PATH_STYLE).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+    ))
+}
+
+/// The download slots of origin hosts, in the table named by `TABLE_NAME`.
+///
+/// # Errors
+/// When `TABLE_NAME` is unset or empty.
+pub fn origin_slots_from_env(
+    sdk: &aws_config::SdkConfig,
+) -> Result<DynamoOriginSlots, ConfigError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    Ok(DynamoOriginSlots::new(
+        sdk,
+        required(&lookup, vars::TABLE_NAME)?,
     ))
 }
 

@@ -5,11 +5,13 @@
 mod dir_store;
 pub mod faults;
 mod file_keys;
+mod memory_origin_slots;
 mod memory_queue;
 mod memory_repository;
 
 pub use dir_store::DirObjectStore;
 pub use faults::{Call, FaultInjector, InjectedFault};
 pub use file_keys::FileKeyStore;
+pub use memory_origin_slots::{InMemoryOriginSlots, SlotCalls};
 pub use memory_queue::{InMemoryRowQueue, ReceivedMessage};
 pub use memory_repository::{ChangeKind, ChangeRecord, InMemoryRequestRepository};

@@ -146,6 +146,18 @@ impl WebhookQueue for SqsRowQueue {
         receipt_handle: &str,
         delay: std::time::Duration,
     ) -> Result<(), PortError> {
+        self.hide(receipt_handle, delay, "delaying a webhook").await
+    }
+}
+
+impl SqsRowQueue {
+    /// `ChangeMessageVisibility` of a received message, at most 12 hours.
+    async fn hide(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+        what: &str,
+    ) -> Result<(), PortError> {
         let seconds = delay.min(SQS_MAX_VISIBILITY).as_secs();
         self.client
             .change_message_visibility()
@@ -154,12 +166,20 @@ impl WebhookQueue for SqsRowQueue {
             .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| sdk_error("delaying a webhook", &e))?;
+            .map_err(|e| sdk_error(what, &e))?;
         Ok(())
     }
 }
 
 impl RowQueue for SqsRowQueue {
+    async fn retry_row_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), PortError> {
+        self.hide(receipt_handle, delay, "delaying a row").await
+    }
+
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
         for (body, job) in bodies.iter().zip(jobs) {

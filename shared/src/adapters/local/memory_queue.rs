@@ -226,6 +226,27 @@ impl InMemoryRowQueue {
         Ok(())
     }
 
+    /// Keeps the received message `receipt_handle` hidden for at least `timeout` from now,
+    /// never shortening a longer delay (the local pump's heartbeat for a running invocation,
+    /// which must not undo a row the worker delayed).
+    ///
+    /// # Errors
+    /// As [`InMemoryRowQueue::change_visibility`].
+    pub fn extend_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        self.fault(Call::Receive)?;
+        let until = Instant::now() + timeout;
+        for message in &mut self.lock()?.messages {
+            if message.receipt.as_deref() == Some(receipt_handle) {
+                message.visible_at = message.visible_at.max(until);
+            }
+        }
+        Ok(())
+    }
+
     /// Messages not yet deleted (visible or in flight).
     ///
     /// # Errors
@@ -307,6 +328,14 @@ impl ChunkQueue for InMemoryRowQueue {
 }
 
 impl RowQueue for InMemoryRowQueue {
+    async fn retry_row_later(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), PortError> {
+        self.change_visibility(receipt_handle, delay.min(SQS_MAX_VISIBILITY))
+    }
+
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
         for (body, job) in bodies.iter().zip(jobs) {

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of `pixpress run` against the seed-style Python peer, as a user times
-# it: the whole pipeline, images served on loopback by four kinds of origin (instant; 100 ms and
-# 300 ms before every response; Python's threaded http.server), interleaved round by round.
-# Then the scaling curve (100, 1,000, 5,000 images), one row-worker invocation on one core, and
-# a run with a URL that sends one byte per second. Prints tables; nothing here is a test.
-#   scripts/e2e-bench.sh [--rounds N] [--count N]
+# it: the whole pipeline, images served on loopback by the origin matrix of bench/e2e.py
+# (instant; 100 ms and 300 ms before every answer; hit/miss; log-normal latency; Python's
+# threaded http.server over HTTP/1.0 and HTTP/1.1; a rate-limiting origin; a dripping URL among
+# good ones; resets), interleaved round by round. Then 10,000 rows of one small JPEG, the
+# scaling curve (100, 1,000, 5,000 images) and one row-worker invocation on one core. Prints
+# tables; nothing here is a test.
+#   scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 pixpress_require_tools
 ROUNDS=3
 COUNT=500
+ORIGINS=instant,100ms,300ms,hitmiss100,lognormal,threaded10,threaded11,ratelimit8,drip,reset10
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --count) COUNT=$2; shift 2 ;;
-    *) echo "usage: scripts/e2e-bench.sh [--rounds N] [--count N]" >&2; exit 2 ;;
+    --origins) ORIGINS=$2; shift 2 ;;
+    *) echo "usage: scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…]" >&2; exit 2 ;;
   esac
 done
 BASE="${PIXPRESS_CORPUS:-$HOME/.cache/pixpress-corpus}"
@@ -30,8 +34,11 @@ PY="$VENV/bin/python"
 IMAGES="$BASE/product100"
 COMMON=(--images "$IMAGES" --pixpress "$BIN/pixpress" --bench "$BIN/pixpress-bench" --peer-python "$PY")
 
-echo "== origins ($COUNT images, $ROUNDS interleaved rounds)"
-"$PY" bench/e2e.py "${COMMON[@]}" --origins instant,100ms,300ms,threaded --counts "$COUNT" --rounds "$ROUNDS"
+echo "== origin matrix ($COUNT product photos, $ROUNDS interleaved rounds)"
+"$PY" bench/e2e.py "${COMMON[@]}" --origins "$ORIGINS" --counts "$COUNT" --rounds "$ROUNDS"
+
+echo; echo "== 10,000 rows of one small JPEG"
+"$PY" bench/e2e.py "${COMMON[@]}" --small --origins instant,hitmiss40,threaded11 --counts 10000 --rounds 1
 
 echo; echo "== scaling (instant origin)"
 "$PY" bench/e2e.py "${COMMON[@]}" --origins instant --counts 100,1000,5000 --rounds 1
@@ -46,6 +53,3 @@ for _ in 1 2 3 4 5; do
   taskset -c 0 "$BIN/pixpress-worker-bench" --base "http://127.0.0.1:$PORT" --dir "$IMAGES"
 done
 kill $ORIGIN; rm -f /tmp/pixpress-origin.$$
-
-echo; echo "== a URL that sends one byte per second among 40 good images"
-"$PY" bench/e2e.py "${COMMON[@]}" --drip 40

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release arm64 Lambda bootstraps with cargo-lambda (from PyPI, which brings zig for
-# the cross-link), one function at a time as `sam build` does, so each links only its own
-# features (only the row-worker links the compression engine), and prints each bootstrap's
+# the cross-link), one function at a time as `sam build` does, so each links only the crates
+# it depends on (only the row-worker links the compression engine), and prints each bootstrap's
 # size and zipped size. Slow on 2 cores (~20 minutes cold), so it is not part of per-commit CI.
 # Output: $CARGO_TARGET_DIR/lambda/<function>/bootstrap.
 set -euo pipefail

@@ -6,7 +6,7 @@
 #
 # Needs the nightly toolchain (libFuzzer and the sanitizers); installs cargo-fuzz if missing.
 # Seeds: the demo photos and the sample CSVs. A crashing input lands in
-# fuzz/artifacts/<target>/; check it in as a regression test (see shared/src/*/tests).
+# fuzz/artifacts/<target>/; check it in as a regression test (see crates/*/src/*tests*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -21,7 +21,7 @@ mkdir -p "$CARGO_TARGET_DIR"
 CORPUS="$HOME/.cache/pixpress/fuzz-corpus"
 mkdir -p "$CORPUS/csv_parser" "$CORPUS/url_guard" "$CORPUS/decode_encode"
 cp -n cli/assets/demo/*.jpg cli/assets/demo/*.webp "$CORPUS/decode_encode/" 2>/dev/null || true
-for f in events/*.csv shared/tests/data/*.csv; do
+for f in events/*.csv; do
   [ -f "$f" ] && cp -n "$f" "$CORPUS/csv_parser/"
 done
 printf 'S. No.,Product Name,Input Image Urls\n1,Shirt,"https://shop.example/a.jpg, https://shop.example/b.png"\n' \

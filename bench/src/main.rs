@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use pixpress::domain::model::OutputSpec;
-use pixpress::image::{DecodeLimits, compress};
+use pixpress_domain::model::OutputSpec;
+use pixpress_engine::{DecodeLimits, compress};
 
 /// Benchmark the pixpress compression engine.
 #[derive(Debug, Parser)]

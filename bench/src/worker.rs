@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
-use pixpress::config::Config;
-use pixpress::domain::model::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::RequestRepository;
+use pixpress_domain::model::{
     Counters, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source,
 };
-use pixpress::fetch::Fetcher;
-use pixpress::image::{DecodeLimits, Engine, compress};
-use pixpress::ports::RequestRepository;
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
+use pixpress_engine::{DecodeLimits, Engine, compress};
+use pixpress_fetch::Fetcher;
 
 /// Time one row-worker invocation.
 #[derive(Debug, Parser)]
@@ -77,15 +77,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     names.truncate(images);
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let repo = InMemoryRequestRepository::new();
     let out = std::env::temp_dir().join(format!("pixpress-worker-bench-{}", std::process::id()));
     let store = DirObjectStore::new(&out, None)?;
     let app = pixpress_row_worker::App::with_engine(
         repo.clone(),
         store,
-        pixpress::adapters::local::InMemoryOriginSlots::new(),
-        pixpress::adapters::local::InMemoryRowQueue::new(5),
+        pixpress_embedded::InMemoryOriginSlots::new(),
+        pixpress_embedded::InMemoryRowQueue::new(5),
         Fetcher::new(config.fetch.clone())?,
         Engine::new(config.decode, 1),
         &config,

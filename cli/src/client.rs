@@ -223,7 +223,7 @@ impl ApiClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        pixpress::tls::install_crypto_provider();
+        pixpress_fetch::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("pixpress/", env!("CARGO_PKG_VERSION")))
@@ -633,7 +633,7 @@ impl ApiClient {
 }
 
 fn check_request_id(request_id: &str) -> Result<(), ClientError> {
-    if pixpress::domain::keys::is_valid_request_id(request_id) {
+    if pixpress_domain::keys::is_valid_request_id(request_id) {
         Ok(())
     } else {
         Err(ClientError::Transport(anyhow::anyhow!(

@@ -14,8 +14,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use pixpress::config::Config;
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::config::Config;
+use pixpress_domain::webhook::WebhookSecret;
 
 use crate::faults::FaultSpec;
 use crate::pipeline::{LocalPipeline, PipelineOptions};
@@ -210,7 +210,7 @@ pub async fn run_demo(out: &Path, faults: Option<FaultSpec>) -> anyhow::Result<S
     let secret = WebhookSecret::from_bytes(uuid::Uuid::new_v4().as_bytes());
     let receiver = WebhookReceiver::start(secret.clone()).await?;
     let mut config = Config::from_env()?;
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     let base = format!("http://{photos}");
     let csv = demo_csv(&base);

@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use aws_lambda_events::event::{dynamodb, sqs::SqsEvent};
 use lambda_http::Body;
 use lambda_runtime::LambdaEvent;
-use pixpress::config::Config;
-use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress_app::config::Config;
+use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue};
 use serde_json::{Value, json};
 
 use crate::events::context;
@@ -58,7 +58,7 @@ pub async fn invoke<R, Q, S>(
 ) -> anyhow::Result<Value>
 where
     R: RequestRepository,
-    Q: RowQueue + pixpress::ports::WebhookQueue,
+    Q: RowQueue + pixpress_app::ports::WebhookQueue,
     S: ObjectStore,
 {
     let handler_error =
@@ -109,7 +109,7 @@ where
         }
         "row-worker" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let slots = pixpress::adapters::local::InMemoryOriginSlots::new();
+            let slots = pixpress_embedded::InMemoryOriginSlots::new();
             let app = pixpress_row_worker::App::new(repo, store, slots, queue, config)?;
             let response = pixpress_row_worker::handle(&app, LambdaEvent::new(event, context()))
                 .await
@@ -184,19 +184,19 @@ pub async fn request_text<R: RequestRepository>(
 fn seeded_meta(
     request_id: &str,
     tenant: &str,
-    status: pixpress::domain::model::RequestStatus,
-    output_spec: pixpress::domain::model::OutputSpec,
-    rows: &[pixpress::domain::model::RowRecord],
-) -> pixpress::domain::model::RequestMeta {
+    status: pixpress_domain::model::RequestStatus,
+    output_spec: pixpress_domain::model::OutputSpec,
+    rows: &[pixpress_domain::model::RowRecord],
+) -> pixpress_domain::model::RequestMeta {
     let now = chrono::Utc::now();
-    pixpress::domain::model::RequestMeta {
+    pixpress_domain::model::RequestMeta {
         request_id: request_id.to_owned(),
         tenant: tenant.to_owned(),
         status,
-        source: pixpress::domain::model::Source::Api,
+        source: pixpress_domain::model::Source::Api,
         source_key: None,
         output_spec,
-        counters: pixpress::domain::model::Counters {
+        counters: pixpress_domain::model::Counters {
             rows_total: rows.len() as u64,
             images_total: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
             ..Default::default()
@@ -236,7 +236,7 @@ where
     R: RequestRepository,
     S: ObjectStore,
 {
-    use pixpress::domain::model::{RequestStatus, RowJob, RowRecord, RowState, WebhookJob};
+    use pixpress_domain::model::{RequestStatus, RowJob, RowRecord, RowState, WebhookJob};
     let mut seeded = Seeded::default();
     match function_name(function) {
         "row-worker" | "row-dead-letter" => {
@@ -302,12 +302,12 @@ where
             for record in &event.records {
                 let image = record.change.new_image.clone();
                 if let Ok(item) =
-                    serde_dynamo::from_item::<_, pixpress::domain::item::MetaItem>(image.clone())
+                    serde_dynamo::from_item::<_, pixpress_domain::item::MetaItem>(image.clone())
                 {
                     metas.push(item.meta);
                 } else if let Ok(item) =
-                    serde_dynamo::from_item::<_, pixpress::domain::item::RowItem>(image)
-                    && let Some(id) = pixpress::domain::keys::request_id_from_pk(&item.pk)
+                    serde_dynamo::from_item::<_, pixpress_domain::item::RowItem>(image)
+                    && let Some(id) = pixpress_domain::keys::request_id_from_pk(&item.pk)
                 {
                     rows.entry(id.to_owned()).or_default().push(item.row);
                 }
@@ -366,10 +366,10 @@ where
                 let receiver = match &seeded.receiver {
                     Some(receiver) => receiver.clone(),
                     None => {
-                        let secret = pixpress::webhook::WebhookSecret::random()
+                        let secret = pixpress_domain::webhook::WebhookSecret::random()
                             .map_err(anyhow::Error::msg)?;
                         config.webhook_secret = Some(secret.clone());
-                        config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+                        config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
                         let receiver = crate::demo::WebhookReceiver::start(secret).await?;
                         seeded.receiver = Some(receiver.clone());
                         receiver
@@ -388,12 +388,12 @@ where
                     &job.request_id,
                     &job.tenant,
                     RequestStatus::Completed,
-                    pixpress::domain::model::OutputSpec::default(),
+                    pixpress_domain::model::OutputSpec::default(),
                     std::slice::from_ref(&row),
                 );
-                meta.webhook = Some(pixpress::domain::model::Webhook {
+                meta.webhook = Some(pixpress_domain::model::Webhook {
                     url: receiver.url(),
-                    state: pixpress::domain::model::DeliveryState::Pending,
+                    state: pixpress_domain::model::DeliveryState::Pending,
                     attempts: Vec::new(),
                 });
                 repo.create_request(&meta, &[row]).await?;

@@ -5,13 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::aws::{AwsBackends, load_sdk_config};
-use pixpress::adapters::local::FileKeyStore;
-use pixpress::auth::KeyStore as _;
-use pixpress::config::Config;
-use pixpress::fetch::NetworkPolicy;
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::auth::KeyStore as _;
+use pixpress_app::config::Config;
+use pixpress_aws::AnyKeyStore;
+use pixpress_aws::{AwsBackends, load_sdk_config};
 use pixpress_cli::client::{
     ApiClient, SubmitOptions, SubmitOutcome, UploadPath, exit_code, progress_line, status_text,
 };
@@ -20,6 +17,9 @@ use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::invoke::{invoke, request_text, seed};
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_file, summary};
+use pixpress_domain::webhook::WebhookSecret;
+use pixpress_embedded::FileKeyStore;
+use pixpress_fetch::NetworkPolicy;
 
 /// pixpress: bulk image compression from a product CSV.
 #[derive(Debug, Parser)]
@@ -63,7 +63,7 @@ enum Command {
         /// The emulator's URL (moto server, ministack), e.g. http://127.0.0.1:5000.
         #[arg(long, required_if_eq("backend", "emulator"))]
         endpoint: Option<String>,
-        /// Prefix of the emulator resources: <prefix>-requests, -rows, -rows-dlq, -data.
+        /// Prefix of the emulator resources: PREFIX-requests, PREFIX-rows, PREFIX-rows-dlq, PREFIX-data.
         #[arg(long, default_value = "pixpress")]
         emulator_prefix: String,
         /// Inject AWS failure modes into the local backends, e.g.
@@ -649,12 +649,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(AnyKeyStore::File(store))
             };
             let mut options = PipelineOptions::new(&data_dir);
+            options.keys = keys;
             options.public_base_url = Some(format!("http://{local}/files"));
             if config.public_api_url.is_none() {
                 config.public_api_url = Some(format!("http://{local}"));
             }
-            let mut pipeline = LocalPipeline::new(&config, options)?;
-            pipeline.api.keys = keys;
+            let pipeline = LocalPipeline::new(&config, options)?;
             pixpress_cli::serve::serve(pipeline, listener).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -778,7 +778,7 @@ async fn key_store(args: &KeyStoreArgs) -> anyhow::Result<AnyKeyStore> {
         Backend::Local => AnyKeyStore::File(FileKeyStore::in_dir(&args.data_dir)),
         Backend::Aws => {
             let sdk = load_sdk_config().await;
-            AnyKeyStore::Dynamo(pixpress::adapters::aws::key_store_from_env(&sdk)?)
+            AnyKeyStore::Dynamo(pixpress_aws::key_store_from_env(&sdk)?)
         }
     })
 }
@@ -791,13 +791,13 @@ async fn keys_command(command: KeysCommand) -> anyhow::Result<ExitCode> {
             tenant,
             store: args,
         } => {
-            if !pixpress::auth::is_valid_tenant(&tenant) {
+            if !pixpress_app::auth::is_valid_tenant(&tenant) {
                 anyhow::bail!(
                     "tenant `{tenant}` must be 1–64 lower-case letters, digits, `-` or `_`, starting with a letter or digit"
                 );
             }
             let store = key_store(&args).await?;
-            let (issued, tenant) = pixpress::auth::create_key(&store, &tenant, now).await?;
+            let (issued, tenant) = pixpress_app::auth::create_key(&store, &tenant, now).await?;
             if args.json {
                 let doc = serde_json::json!({
                     "tenant": tenant.tenant,
@@ -860,7 +860,7 @@ async fn keys_command(command: KeysCommand) -> anyhow::Result<ExitCode> {
             store: args,
         } => {
             let store = key_store(&args).await?;
-            let rotated = pixpress::auth::rotate_webhook_secret(&store, &tenant, now).await?;
+            let rotated = pixpress_app::auth::rotate_webhook_secret(&store, &tenant, now).await?;
             let until = rotated.previous_valid_until.unwrap_or(now);
             if args.json {
                 let doc = serde_json::json!({

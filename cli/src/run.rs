@@ -8,14 +8,12 @@ use anyhow::Context as _;
 use aws_lambda_events::event::s3::S3EventRecord;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use pixpress::domain::keys::{
+use pixpress_app::ingest::check_webhook_url;
+use pixpress_app::ports::{MultipartWriter, ObjectStore, RequestRepository};
+use pixpress_domain::keys::{
     IMAGES_PREFIX, derived_request_id, pending_upload_key, presigned_upload_key,
 };
-use pixpress::domain::model::{
-    DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions,
-};
-use pixpress::ingest::check_webhook_url;
-use pixpress::ports::{MultipartWriter, ObjectStore, RequestRepository};
+use pixpress_domain::model::{DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions};
 use pixpress_s3_ingest::RecordOutcome;
 use tokio::io::AsyncReadExt as _;
 

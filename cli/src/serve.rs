@@ -9,7 +9,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::get;
-use pixpress::ports::ObjectStore;
+use pixpress_app::ports::ObjectStore;
 
 use crate::pipeline::LocalPipeline;
 

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::routing::get;
-use pixpress::config::Config;
-use pixpress::domain::model::{DeliveryState, ImageStatus, RequestStatus};
-use pixpress::ingest::load_all_rows;
-use pixpress::ports::{ObjectStore, RequestRepository};
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::config::Config;
+use pixpress_app::ingest::load_all_rows;
+use pixpress_app::ports::{ObjectStore, RequestRepository};
 use pixpress_cli::demo::{WebhookReceiver, serve_on_loopback};
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions, Upload};
+use pixpress_domain::model::{DeliveryState, ImageStatus, RequestStatus};
+use pixpress_domain::webhook::WebhookSecret;
 
 const REQUESTS: usize = 20;
 const ROWS: usize = 25;
@@ -145,7 +145,7 @@ async fn every_failure_mode_at_once_changes_nothing_a_user_sees() {
     let base = format!("http://{server}");
     let secret = WebhookSecret::from_bytes(b"chaos-secret");
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
 
     let calm_receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
@@ -194,7 +194,7 @@ async fn every_failure_mode_at_once_changes_nothing_a_user_sees() {
         }
         let stored = std::fs::read_dir(
             dir.join("images")
-                .join(pixpress::domain::model::DEFAULT_TENANT)
+                .join(pixpress_domain::model::DEFAULT_TENANT)
                 .join(id),
         )
         .unwrap()

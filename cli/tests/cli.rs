@@ -132,7 +132,7 @@ fn webhook_verify_exits_0_for_a_valid_delivery_and_1_with_the_reason_otherwise()
     };
     let body = br#"{"type":"request.completed"}"#;
     let now = chrono::Utc::now().timestamp();
-    let signature = pixpress::webhook::WebhookSecret::parse(secret)
+    let signature = pixpress_domain::webhook::WebhookSecret::parse(secret)
         .unwrap()
         .sign("msg_1", now, body);
     assert_eq!(

@@ -19,7 +19,7 @@ use pixpress_cli::demo::{PHOTOS, photo_router, serve_on_loopback};
 
 #[allow(dead_code)]
 mod support;
-use support::{serve_with_a_key, temp_dir};
+use support::{serve_with_a_key, serve_with_a_tenant, temp_dir};
 
 /// Runs `pixpress` with `args` and `PIXPRESS_API_KEY=key`, off the async runtime.
 async fn pixpress(args: Vec<String>, key: Option<String>) -> Output {
@@ -507,4 +507,77 @@ async fn cancel_stops_a_running_request_and_retry_runs_only_the_images_it_left()
         Err(pixpress_cli::client::ClientError::Api { status, .. }) => assert_eq!(status, 409),
         other => panic!("expected 409, got {other:?}"),
     }
+}
+
+/// `pixpress serve` composes the notifier with the same key store as the API: a tenant made
+/// with `pixpress keys create` gets its webhook, signed with its own secret (not
+/// `WEBHOOK_SECRET`), as in a deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_tenants_webhook_arrives_signed_with_that_tenants_secret() {
+    let (api, key, tenant, _pump) = serve_with_a_tenant().await;
+    let origin = serve_on_loopback(photo_router()).await.unwrap();
+    type Deliveries = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+    let deliveries: Deliveries = Arc::default();
+    async fn receive(
+        State(deliveries): State<Deliveries>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        deliveries.lock().unwrap().push((headers, body));
+        StatusCode::NO_CONTENT
+    }
+    let hooks = serve_on_loopback(
+        Router::new()
+            .route("/hook", post(receive))
+            .with_state(deliveries.clone()),
+    )
+    .await
+    .unwrap();
+    let work = temp_dir("client-webhook");
+    let input = write_csv(
+        &work,
+        &format!(
+            "S. No.,Product Name,Input Image Urls\r\n1,Print,http://{origin}/photos/{}\r\n",
+            PHOTOS[0].name
+        ),
+    );
+    let client = ApiClient::new(&api, Some(key)).unwrap();
+    let options = SubmitOptions {
+        webhook_url: Some(format!("http://{hooks}/hook")),
+        ..SubmitOptions::default()
+    };
+    let SubmitOutcome::Accepted(accepted) =
+        client.submit(Path::new(&input), &options).await.unwrap()
+    else {
+        panic!("the upload was not accepted");
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (headers, body) = loop {
+        if let Some(delivery) = deliveries.lock().unwrap().first().cloned() {
+            break delivery;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let secret = pixpress_domain::webhook::WebhookSecret::parse(&tenant.webhook_secret).unwrap();
+    secret
+        .verify(
+            &header("webhook-id"),
+            &header("webhook-timestamp"),
+            &header("webhook-signature"),
+            &body,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        event["data"]["request_id"],
+        accepted.request_id.as_str(),
+        "{event}"
+    );
+    assert_eq!(event["data"]["status"], "COMPLETED", "{event}");
 }

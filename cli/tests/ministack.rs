@@ -21,11 +21,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use emulator::{Emulator, bounded, free_port, venv_program};
-use pixpress::adapters::aws::S3ObjectStore;
-use pixpress::ports::ObjectStore;
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::ports::ObjectStore;
+use pixpress_aws::S3ObjectStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::emulator::emulator_sdk_config;
+use pixpress_domain::webhook::WebhookSecret;
 use serde_json::Value;
 
 /// Where cargo put this workspace's binaries: the test executable lives in `<dir>/deps/`.
@@ -172,8 +172,8 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     // The deployed API requires a key: make one in the stack's table, as `pixpress keys create
     // --backend aws` does.
     let sdk = emulator_sdk_config(&endpoint).await;
-    let keys = pixpress::adapters::aws::DynamoKeyStore::new(&sdk, stack.table.clone());
-    let (issued, tenant) = pixpress::auth::create_key(&keys, TENANT, chrono::Utc::now())
+    let keys = pixpress_aws::DynamoKeyStore::new(&sdk, stack.table.clone());
+    let (issued, tenant) = pixpress_app::auth::create_key(&keys, TENANT, chrono::Utc::now())
         .await
         .unwrap();
     let mut headers = reqwest::header::HeaderMap::new();
@@ -181,7 +181,7 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
         "authorization",
         format!("Bearer {}", issued.api_key).parse().unwrap(),
     );
-    pixpress::tls::install_crypto_provider();
+    pixpress_fetch::tls::install_crypto_provider();
     let api = reqwest::Client::builder()
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())

@@ -16,14 +16,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use emulator::start_moto;
-use pixpress::config::Config;
-use pixpress::domain::model::RequestStatus;
-use pixpress::ports::{ObjectStore, RequestRepository};
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::config::Config;
+use pixpress_app::ports::{ObjectStore, RequestRepository};
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::pipeline::{Emulated, Pipeline, PipelineOptions, PumpBackend, Upload};
 use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
+use pixpress_domain::model::RequestStatus;
+use pixpress_domain::webhook::WebhookSecret;
 
 struct Fixture {
     pipeline: Pipeline<Emulated>,
@@ -48,7 +48,7 @@ async fn fixture(max_receive_count: u32, serial: bool) -> Fixture {
     let secret = WebhookSecret::from_bytes(b"moto-secret");
     let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     config.max_receive_count = max_receive_count;
     let dir = std::env::temp_dir().join(format!("pixpress-moto-{}", uuid::Uuid::new_v4()));
@@ -238,7 +238,7 @@ async fn rows_that_reach_the_dead_letter_queue_are_recorded_failed_and_the_reque
         (meta.counters.rows_done, meta.counters.images_failed),
         (2, 2)
     );
-    let rows = pixpress::ingest::load_all_rows(f.pipeline.repo(), &request_id)
+    let rows = pixpress_app::ingest::load_all_rows(f.pipeline.repo(), &request_id)
         .await
         .unwrap();
     for row in &rows {

@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 
 use axum::http::Method;
 use lambda_http::{Body, Request, Response};
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::local::FileKeyStore;
-use pixpress::config::Config;
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::config::Config;
+use pixpress_aws::AnyKeyStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_domain::webhook::WebhookSecret;
+use pixpress_embedded::FileKeyStore;
 use serde_json::{Value, json};
 
 /// The document with every component schema closed: an object schema admits only its
@@ -179,7 +179,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let secret = WebhookSecret::from_bytes(b"openapi-secret");
     let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     let dir = std::env::temp_dir().join(format!("pixpress-openapi-{}", uuid::Uuid::new_v4()));
     let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&dir)).unwrap();

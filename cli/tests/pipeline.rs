@@ -9,12 +9,12 @@ use std::time::Duration;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
-use pixpress::config::Config;
-use pixpress::domain::model::RequestStatus;
-use pixpress::webhook::WebhookSecret;
+use pixpress_app::config::Config;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
+use pixpress_domain::model::RequestStatus;
+use pixpress_domain::webhook::WebhookSecret;
 
 /// The first quantisation table of a JPEG (zig-zag order), from its first DQT segment.
 fn first_quant_table(jpeg: &[u8]) -> Vec<u8> {
@@ -54,7 +54,7 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
     let secret = WebhookSecret::from_bytes(b"e2e-secret");
     let receiver = WebhookReceiver::start(secret.clone()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret);
     config.max_receive_count = 2;
     let dir = std::env::temp_dir().join(format!("pixpress-e2e-{}", uuid::Uuid::new_v4()));
@@ -157,7 +157,7 @@ async fn the_run_report_lists_every_product_past_one_status_page() {
     );
     let server = serve_on_loopback(router).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let dir = std::env::temp_dir().join(format!("pixpress-pages-{}", uuid::Uuid::new_v4()));
     let pipeline = LocalPipeline::new(&config, PipelineOptions::new(&dir)).unwrap();
     let rows = 1_203;
@@ -185,7 +185,7 @@ async fn the_run_report_lists_every_product_past_one_status_page() {
 async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_output_csv() {
     let server = serve_on_loopback(photo_router()).await.unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     // Two chunks of ingest (1,000 rows each).
     let rows = 1_234;
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
@@ -231,7 +231,7 @@ async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_out
     small_api.csv.max_bytes = 64 * 1024;
     let catalogue = run(small_api, "s3-path").await;
     assert!(csv.len() > 64 * 1024);
-    assert_eq!(catalogue.meta.source, pixpress::domain::model::Source::S3);
+    assert_eq!(catalogue.meta.source, pixpress_domain::model::Source::S3);
     assert_eq!(catalogue.meta.status, RequestStatus::CompletedWithErrors);
     assert_eq!(catalogue.meta.counters.rows_done, rows as u64);
     assert_eq!(catalogue.meta.counters.images_failed, 2);
@@ -239,7 +239,7 @@ async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_out
     assert!(catalogue.status_document.is_null());
     // The API path on the same file.
     let direct = run(config, "api-path").await;
-    assert_eq!(direct.meta.source, pixpress::domain::model::Source::Api);
+    assert_eq!(direct.meta.source, pixpress_domain::model::Source::Api);
     assert_eq!(direct.meta.request_id, catalogue.meta.request_id);
     let a = std::fs::read(catalogue.output_csv.unwrap()).unwrap();
     let b = std::fs::read(direct.output_csv.unwrap()).unwrap();

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pixpress::domain::input_csv::{CsvLimits, parse_input_csv};
-use pixpress::fetch::NetworkPolicy;
+use pixpress_domain::input_csv::{CsvLimits, parse_input_csv};
+use pixpress_domain::egress::NetworkPolicy;
 
 fuzz_target!(|data: &[u8]| {
     let limits = CsvLimits::default();
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(parsed.host_str().is_some_and(|h| !h.is_empty()));
                 }
                 for text in [&row.serial, &row.product_name] {
-                    assert!(!text.chars().any(pixpress::domain::text::is_refused_char));
+                    assert!(!text.chars().any(pixpress_domain::text::is_refused_char));
                 }
             }
         }

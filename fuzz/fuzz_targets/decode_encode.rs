@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pixpress::domain::image_limits::DecodeLimits;
-use pixpress::domain::model::OutputSpec;
-use pixpress::image::compress;
+use pixpress_domain::image_limits::DecodeLimits;
+use pixpress_domain::model::OutputSpec;
+use pixpress_engine::compress;
 
 fuzz_target!(|data: &[u8]| {
     let limits = DecodeLimits::default();

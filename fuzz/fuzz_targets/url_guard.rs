@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use pixpress::fetch::policy::{AddressClass, classify};
-use pixpress::fetch::{NetworkPolicy, check_redirect, check_url};
+use pixpress_domain::egress::{AddressClass, classify};
+use pixpress_domain::egress::{NetworkPolicy, check_redirect, check_url};
 use url::{Host, Url};
 
 fn assert_allowed(url: &Url) {

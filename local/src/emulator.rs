@@ -9,10 +9,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use pixpress::adapters::aws::{
+use pixpress_app::ports::PortError;
+use pixpress_aws::{
     DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue, sdk_error,
 };
-use pixpress::ports::PortError;
 
 use crate::sqs::SqsConsumer;
 use crate::stream::DynamoStreamReader;
@@ -22,7 +22,7 @@ use crate::stream::DynamoStreamReader;
 /// metadata service.
 pub async fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(pixpress::adapters::aws::https_client())
+        .http_client(pixpress_aws::https_client())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "emulator",

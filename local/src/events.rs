@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::SqsEvent;
-use pixpress::adapters::local::{ChangeRecord, ReceivedMessage};
+use pixpress_embedded::{ChangeRecord, ReceivedMessage};
 use serde_json::{Value, json};
 
 /// Region reported in synthesised events.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pixpress::adapters::local::{Call, FaultInjector, InjectedFault};
+use pixpress_embedded::{Call, FaultInjector, InjectedFault};
 
 /// Probabilities of each fault and the seed (`name=probability,…,seed=N`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

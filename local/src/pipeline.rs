@@ -17,19 +17,19 @@ use anyhow::{Context as _, bail};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
-use pixpress::adapters::aws::{
-    DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
+use pixpress_app::config::Config;
+use pixpress_app::ports::{ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue};
+use pixpress_aws::{
+    AnyKeyStore, DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
 };
-use pixpress::adapters::local::{
+use pixpress_domain::item::ItemHead;
+use pixpress_domain::keys::META_SK;
+use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
+use pixpress_embedded::{
     ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
     ReceivedMessage,
 };
-use pixpress::config::Config;
-use pixpress::domain::item::ItemHead;
-use pixpress::domain::keys::META_SK;
-use pixpress::domain::model::{DeliveryState, RequestMeta, RequestStatus};
-use pixpress::fetch::{Fetcher, HostResolver, SystemResolver};
-use pixpress::ports::{ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue};
+use pixpress_fetch::{Fetcher, HostResolver, SystemResolver};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -53,7 +53,7 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
     /// Requests and rows.
     type Repo: RequestRepository;
     /// Row jobs.
-    type Queue: RowQueue + pixpress::ports::WebhookQueue;
+    type Queue: RowQueue + pixpress_app::ports::WebhookQueue;
     /// The bucket.
     type Store: ObjectStore;
     /// The origins' download slots.
@@ -278,11 +278,15 @@ pub struct PipelineOptions {
     pub resolver: Arc<dyn HostResolver>,
     /// AWS failure modes to inject into the embedded backends (`--faults`).
     pub faults: Option<FaultSpec>,
+    /// API keys and tenants (`pixpress serve`): the api authenticates with them and the
+    /// notifier signs each tenant's webhooks with that tenant's secret. `None`: no
+    /// authentication, webhooks signed with `WEBHOOK_SECRET`.
+    pub keys: Option<AnyKeyStore>,
 }
 
 impl PipelineOptions {
     /// Defaults for `data_dir`: visibility timeout 2 s, batches of 10, 16 invocations at once,
-    /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults.
+    /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults, no key store.
     #[must_use]
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -294,6 +298,7 @@ impl PipelineOptions {
             worker_timeout: Duration::from_secs(120),
             resolver: Arc::new(SystemResolver),
             faults: None,
+            keys: None,
         }
     }
 }
@@ -492,7 +497,7 @@ impl<B: PumpBackend> Pipeline<B> {
         let (repo, queue, store) = (backend.repo(), backend.queue(), backend.store());
         Ok(Self {
             api: pixpress_api::App {
-                keys: None,
+                keys: options.keys.clone(),
                 webhooks: None,
                 repo: repo.clone(),
                 queue: queue.clone(),
@@ -516,7 +521,7 @@ impl<B: PumpBackend> Pipeline<B> {
             ),
             dead_letter: pixpress_row_dead_letter::App::new(repo.clone(), config),
             notifier: pixpress_completion_notifier::App {
-                keys: None,
+                keys: options.keys.clone(),
                 repo: repo.clone(),
                 store: store.clone(),
                 fetcher: webhook_fetcher,

@@ -1,15 +1,15 @@
 //! The consuming side of an SQS queue — `ReceiveMessage`, `DeleteMessage`, queue depth — for
 //! the local pump against an emulator: what the Lambda event source mapping does in a
-//! deployment. The functions only send ([`pixpress::adapters::aws::SqsRowQueue`]).
+//! deployment. The functions only send ([`pixpress_aws::SqsRowQueue`]).
 
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use pixpress::adapters::aws::sdk_error;
-use pixpress::adapters::limits::SQS_MAX_BATCH_ENTRIES as MAX_BATCH;
-use pixpress::adapters::local::ReceivedMessage;
-use pixpress::ports::PortError;
+use pixpress_app::limits::SQS_MAX_BATCH_ENTRIES as MAX_BATCH;
+use pixpress_app::ports::PortError;
+use pixpress_aws::sdk_error;
+use pixpress_embedded::ReceivedMessage;
 
 /// Receives from and deletes on one queue. Cheap to clone.
 #[derive(Debug, Clone)]

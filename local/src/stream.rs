@@ -9,9 +9,9 @@ use anyhow::anyhow;
 use aws_sdk_dynamodbstreams::types::{OperationType, ShardIteratorType};
 use tokio::sync::Mutex;
 
-use pixpress::adapters::aws::sdk_error;
-use pixpress::adapters::local::{ChangeKind, ChangeRecord};
-use pixpress::ports::PortError;
+use pixpress_app::ports::PortError;
+use pixpress_aws::sdk_error;
+use pixpress_embedded::{ChangeKind, ChangeRecord};
 
 /// Records per `GetRecords` call (the API's maximum is 1,000).
 const RECORDS_PER_CALL: i32 = 1000;

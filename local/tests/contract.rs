@@ -14,18 +14,18 @@ use emulator::start_moto;
 
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress::adapters::local::{
-    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+use pixpress_app::ingest::load_all_rows;
+use pixpress_app::ports::{
+    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
+    Transition,
 };
-use pixpress::domain::model::{
+use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
     RequestStatus, RowJob, RowRecord, RowState, Source, Webhook, WebhookAttempt,
 };
-use pixpress::domain::origin_slots::LeaseRequest;
-use pixpress::ingest::load_all_rows;
-use pixpress::ports::{
-    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
-    Transition,
+use pixpress_domain::origin_slots::LeaseRequest;
+use pixpress_embedded::{
+    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
 };
 use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 
@@ -296,7 +296,7 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
 /// rows it finds (even one a worker recorded meanwhile) and adds none twice; the output CSV's
 /// saved progress round-trips and is dropped when the CSV is recorded.
 async fn chunked_rows_contract<R: RequestRepository>(repo: &R) {
-    use pixpress::domain::model::{OutputPart, OutputProgress};
+    use pixpress_domain::model::{OutputPart, OutputProgress};
     let id = "contract-chunks";
     assert_eq!(
         repo.create_request(&meta(id, 250, false), &[])
@@ -397,7 +397,7 @@ async fn cancel_contract<R: RequestRepository>(repo: &R) {
 /// Retrying a finished request: a new request whose rows keep the stored images as progress,
 /// every row enqueued, the original untouched; asking again finds the same retry.
 async fn retry_contract<R: RequestRepository>(repo: &R) {
-    use pixpress::ingest::{RetryError, retry_failed_images, retry_request_id};
+    use pixpress_app::ingest::{RetryError, retry_failed_images, retry_request_id};
     let id = "contract-retry";
     let mut m = meta(id, 3, true);
     m.counters.images_total = 6;
@@ -624,7 +624,7 @@ async fn open_contract<S: ObjectStore>(store: &S) {
 /// A multipart object: invisible until completed, parts joined in order, S3's 5 MiB minimum
 /// for every part but the last, and an aborted upload leaves nothing.
 async fn multipart_contract<S: ObjectStore>(store: &S) {
-    use pixpress::ports::MultipartWriter;
+    use pixpress_app::ports::MultipartWriter;
     const MIB: usize = 1024 * 1024;
     let key = "results/c/big.csv";
     let mut writer = MultipartWriter::start(store, key, "text/csv", 5 * MIB)
@@ -824,12 +824,12 @@ async fn aws_adapters_meet_the_contract_against_moto() {
 #[tokio::test]
 async fn deployed_backends_name_the_missing_variable() {
     let sdk = emulator_sdk_config("http://127.0.0.1:9").await;
-    let err = pixpress::adapters::aws::AwsBackends::from_lookup(&sdk, |name| {
+    let err = pixpress_aws::AwsBackends::from_lookup(&sdk, |name| {
         (name == "TABLE_NAME").then(|| "t".to_owned())
     })
     .unwrap_err();
     assert_eq!(err.name, "ROWS_QUEUE_URL");
-    let ok = pixpress::adapters::aws::AwsBackends::from_lookup(&sdk, |name| match name {
+    let ok = pixpress_aws::AwsBackends::from_lookup(&sdk, |name| match name {
         "TABLE_NAME" | "ROWS_QUEUE_URL" | "BUCKET_NAME" => Some("x".to_owned()),
         "PUBLIC_BASE_URL" => Some("https://d111.cloudfront.net".to_owned()),
         _ => None,

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::local::FileKeyStore;
-use pixpress::config::Config;
+use pixpress_app::config::Config;
+use pixpress_aws::AnyKeyStore;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_embedded::FileKeyStore;
 
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pixpress-{name}-{}", uuid::Uuid::new_v4()));
@@ -18,27 +18,38 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// `pixpress serve`'s router over a fresh data directory with one API key; returns the API's
 /// base URL, the key, and the pump (kept running while it lives).
 pub async fn serve_with_a_key() -> (String, String, pixpress_cli::pipeline::Pump) {
+    let (api, key, _, pump) = serve_with_a_tenant().await;
+    (api, key, pump)
+}
+
+/// As [`serve_with_a_key`], and the tenant `shop` the key acts for (its webhook secret).
+pub async fn serve_with_a_tenant() -> (
+    String,
+    String,
+    pixpress_app::auth::TenantRecord,
+    pixpress_cli::pipeline::Pump,
+) {
     let data = temp_dir("client-serve");
     let keys = FileKeyStore::in_dir(&data);
-    let (issued, _) = pixpress::auth::create_key(&keys, "shop", chrono::Utc::now())
+    let (issued, tenant) = pixpress_app::auth::create_key(&keys, "shop", chrono::Utc::now())
         .await
         .unwrap();
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let mut options = PipelineOptions::new(&data);
+    options.keys = Some(AnyKeyStore::File(keys));
     options.public_base_url = Some(format!("http://{addr}/files"));
     config.public_api_url = Some(format!("http://{addr}"));
-    let mut pipeline = LocalPipeline::new(&config, options).unwrap();
-    pipeline.api.keys = Some(AnyKeyStore::File(keys));
+    let pipeline = LocalPipeline::new(&config, options).unwrap();
     let pump = pipeline.start_pump();
     tokio::spawn(async move {
         axum::serve(listener, pixpress_cli::serve::router(pipeline))
             .await
             .unwrap();
     });
-    (format!("http://{addr}"), issued.api_key, pump)
+    (format!("http://{addr}"), issued.api_key, tenant, pump)
 }

@@ -26,10 +26,10 @@
 //! an unknown path answers 404 and a known path with another method 405 with `Allow`, both as
 //! problem+json.
 //!
-//! Flow of an upload: 1. read and size-check the body ([`upload`]); 2. [`pixpress::ingest`]
+//! Flow of an upload: 1. read and size-check the body ([`upload`]); 2. [`pixpress_app::ingest`]
 //! validates, records and enqueues; 3. answer 202. Errors are problem+json ([`problem`]).
 //!
-//! Env vars: see [`pixpress::config::vars`] (`MAX_CSV_BYTES`, `MAX_ROWS`, `MAX_URLS_PER_ROW`,
+//! Env vars: see [`pixpress_app::config::vars`] (`MAX_CSV_BYTES`, `MAX_ROWS`, `MAX_URLS_PER_ROW`,
 //! `MAX_URL_LENGTH`, `JPEG_QUALITY`, `MAX_OUTPUT_DIMENSION`, `PUBLIC_API_URL`).
 
 pub mod docs;
@@ -48,14 +48,14 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use pixpress::adapters::AnyKeyStore;
-use pixpress::auth::authenticate;
-use pixpress::config::Config;
-use pixpress::domain::input_csv::CsvLimits;
-use pixpress::domain::keys::is_valid_request_id;
-use pixpress::domain::model::DEFAULT_TENANT;
-use pixpress::domain::model::OutputSpec;
-use pixpress::ports::{ObjectStore, RequestRepository, RowQueue, WebhookQueue};
+use pixpress_app::auth::authenticate;
+use pixpress_app::config::Config;
+use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue, WebhookQueue};
+use pixpress_aws::AnyKeyStore;
+use pixpress_domain::input_csv::CsvLimits;
+use pixpress_domain::keys::is_valid_request_id;
+use pixpress_domain::model::DEFAULT_TENANT;
+use pixpress_domain::model::OutputSpec;
 use tower::ServiceExt as _;
 
 use problem::Problem;
@@ -82,7 +82,7 @@ pub struct ApiConfig {
     /// Public base URL for links; derived from the request's `Host` when unset.
     pub public_api_url: Option<String>,
     /// What image and webhook URLs may reach; a URL it refuses outright is rejected at once.
-    pub egress: pixpress::fetch::NetworkPolicy,
+    pub egress: pixpress_domain::egress::NetworkPolicy,
 }
 
 impl From<&Config> for ApiConfig {
@@ -199,6 +199,27 @@ async fn http_span(request: axum::extract::Request, next: axum::middleware::Next
         request_id = tracing::field::Empty,
     );
     next.run(request).instrument(span).await
+}
+
+/// The `{id}` of a request route, checked once for every route: a malformed id answers 404
+/// like an unknown one (it cannot name a request), a valid one is recorded on the span.
+/// Extracted after [`Tenant`], so a missing key answers 401 first.
+#[derive(Debug)]
+struct RequestId(String);
+
+impl<St: Send + Sync> FromRequestParts<St> for RequestId {
+    type Rejection = ApiResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(axum::response::IntoResponse::into_response)?;
+        if !is_valid_request_id(&id) {
+            return Err(Problem::request_not_found().into_response());
+        }
+        record_request_id(&id);
+        Ok(Self(id))
+    }
 }
 
 /// Records the request id on the current request's span.
@@ -364,17 +385,13 @@ where
 async fn request_status<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    RequestId(id): RequestId,
     request: axum::extract::Request,
 ) -> ApiResponse
 where
     R: RequestRepository,
     S: ObjectStore,
 {
-    if !is_valid_request_id(&id) {
-        return Problem::request_not_found().into_response();
-    }
-    record_request_id(&id);
     let (parts, _) = request.into_parts();
     status::get_request(
         &app,
@@ -407,16 +424,12 @@ where
 async fn output_csv<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    RequestId(id): RequestId,
 ) -> ApiResponse
 where
     R: RequestRepository,
     S: ObjectStore,
 {
-    if !is_valid_request_id(&id) {
-        return Problem::request_not_found().into_response();
-    }
-    record_request_id(&id);
     status::get_output_csv(&app, &id, &tenant.0).await
 }
 
@@ -441,16 +454,12 @@ where
 async fn redeliver<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    RequestId(id): RequestId,
 ) -> ApiResponse
 where
     R: RequestRepository,
     Q: WebhookQueue,
 {
-    if !is_valid_request_id(&id) {
-        return Problem::request_not_found().into_response();
-    }
-    record_request_id(&id);
     status::post_redeliver(&app, &id, &tenant.0).await
 }
 
@@ -476,15 +485,11 @@ where
 async fn cancel<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    RequestId(id): RequestId,
 ) -> ApiResponse
 where
     R: RequestRepository,
 {
-    if !is_valid_request_id(&id) {
-        return Problem::request_not_found().into_response();
-    }
-    record_request_id(&id);
     status::post_cancel(&app, &id, &tenant.0).await
 }
 
@@ -513,17 +518,13 @@ where
 async fn retry<R, Q, S>(
     State(app): State<Arc<App<R, Q, S>>>,
     tenant: Tenant,
-    Path(id): Path<String>,
+    RequestId(id): RequestId,
     request: axum::extract::Request,
 ) -> ApiResponse
 where
     R: RequestRepository,
     Q: RowQueue,
 {
-    if !is_valid_request_id(&id) {
-        return Problem::request_not_found().into_response();
-    }
-    record_request_id(&id);
     let (parts, _) = request.into_parts();
     let request = ApiRequest::from_parts(parts, Bytes::new());
     status::post_retry(&app, &request, &id, &tenant.0).await

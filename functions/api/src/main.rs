@@ -1,15 +1,15 @@
 //! Lambda entry point of the `api` function: composition only.
 
 use lambda_http::{Error, run};
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::aws::{AwsBackends, key_store_from_env, lambda_sdk_config};
-use pixpress::config::Config;
 use pixpress_api::{ApiConfig, App, router};
+use pixpress_app::config::Config;
+use pixpress_aws::AnyKeyStore;
+use pixpress_aws::{AwsBackends, key_store_from_env, lambda_sdk_config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    pixpress::telemetry::init_lambda();
-    let metrics = pixpress::telemetry::Metrics::init("api");
+    pixpress_app::telemetry::init_lambda();
+    let metrics = pixpress_app::telemetry::Metrics::init("api");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     let aws = AwsBackends::from_env(&sdk)?;
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         store: aws.store,
         config: ApiConfig::from(&config),
         // Redelivery queues on the webhooks queue the webhook-sender reads.
-        webhooks: pixpress::adapters::aws::webhooks_queue_from_env(&sdk),
+        webhooks: pixpress_aws::webhooks_queue_from_env(&sdk),
     };
     // One EMF document of this invocation's metrics after each response.
     let router = router(app).layer(axum::middleware::map_response(

@@ -5,10 +5,9 @@ use axum::body::Body;
 use axum::http::StatusCode;
 
 use crate::ApiResponse;
-use pixpress::domain::input_csv::CsvIssue;
-use pixpress::ingest::{IngestError, RetryError};
+use pixpress_app::ingest::{IngestError, RetryError};
+use pixpress_domain::input_csv::CsvIssue;
 
-use crate::upload::UploadError;
 use serde::Serialize;
 
 /// Media type of problem details (RFC 9457 §3).
@@ -84,7 +83,7 @@ impl Problem {
     /// 500 with a generic body; the cause is logged, never sent.
     #[must_use]
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
-        let chain = pixpress::telemetry::error_chain(cause);
+        let chain = pixpress_app::telemetry::error_chain(cause);
         tracing::error!(error = %chain, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,7 +96,7 @@ impl Problem {
     /// 503 saying what could not be done (`detail`); the backend `cause` is logged, never sent.
     #[must_use]
     pub fn unavailable(cause: &(dyn std::error::Error + 'static), detail: &str) -> Self {
-        let chain = pixpress::telemetry::error_chain(cause);
+        let chain = pixpress_app::telemetry::error_chain(cause);
         tracing::error!(error = %chain, "backend unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -187,60 +186,6 @@ impl From<RetryError> for Problem {
             RetryError::EnqueueFailed(_) | RetryError::Storage(_) => {
                 Self::unavailable(&e, "the retry could not be started")
             }
-        }
-    }
-}
-
-/// Every way `POST /uploads` (and the options of `POST /upload-urls`) refuses an upload.
-impl From<UploadError> for Problem {
-    fn from(e: UploadError) -> Self {
-        match e {
-            UploadError::TooLarge { size, limit } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "csv-too-large",
-                "CSV too large",
-                format!(
-                    "the upload is {size} bytes; direct uploads are limited to {limit} bytes — for a larger CSV, POST /upload-urls for a presigned upload and send the file there"
-                ),
-            ),
-            UploadError::UnreadableForm => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-form",
-                "Invalid form",
-                "the multipart form cannot be read; send the CSV in a `file` field of a well-formed multipart/form-data body, or as text/csv",
-            ),
-            UploadError::UnsupportedMediaType(media_type) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-                format!(
-                    "send the CSV as text/csv or as multipart/form-data with a `file` field, not `{}`",
-                    if media_type.is_empty() {
-                        "no Content-Type"
-                    } else {
-                        &media_type
-                    }
-                ),
-            ),
-            UploadError::MissingFile => Self::new(
-                StatusCode::BAD_REQUEST,
-                "missing-file",
-                "Missing file",
-                "the form has no `file` field holding the CSV",
-            ),
-            UploadError::InvalidParameter(detail) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid parameter",
-                detail,
-            ),
-            UploadError::InvalidWebhookUrl(detail) => {
-                Self::from(IngestError::InvalidWebhookUrl(detail))
-            }
-            UploadError::KeyCheck(e) => {
-                Self::unavailable(&e, "the idempotency key could not be checked")
-            }
-            UploadError::Ingest(e) => Self::from(e),
         }
     }
 }

@@ -6,12 +6,12 @@ use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 
 use crate::{ApiRequest as Request, ApiResponse};
-use pixpress::domain::keys::output_csv_key;
-use pixpress::domain::model::{
+use pixpress_app::ingest::{retry_failed_images, retry_request_id};
+use pixpress_app::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_domain::keys::output_csv_key;
+use pixpress_domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
 };
-use pixpress::ingest::{retry_failed_images, retry_request_id};
-use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -32,7 +32,7 @@ pub struct StatusDocument {
     /// Request id.
     pub request_id: String,
     /// `PENDING`, `PROCESSING`, `COMPLETED`, `COMPLETED_WITH_ERRORS` or `FAILED`.
-    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    #[schema(value_type = pixpress_domain::model::RequestStatus)]
     pub status: &'static str,
     /// `api` or `s3`.
     pub source: Source,
@@ -193,7 +193,7 @@ pub async fn status_document<R: RequestRepository>(
     limit: u32,
 ) -> Result<StatusDocument, PortError> {
     let page = if limit == 0 {
-        pixpress::ports::RowPage {
+        pixpress_app::ports::RowPage {
             rows: Vec::new(),
             next: None,
         }
@@ -384,7 +384,7 @@ pub struct Redelivery {
     /// The request id.
     pub request_id: String,
     /// The webhook's delivery state: `PENDING` until the sender's next attempt.
-    pub webhook: pixpress::domain::model::DeliveryState,
+    pub webhook: pixpress_domain::model::DeliveryState,
 }
 
 /// Handles `POST /requests/{id}/webhook/redeliver`: sends a finished request's completion event
@@ -398,7 +398,7 @@ pub async fn post_redeliver<R, Q, S>(
 ) -> ApiResponse
 where
     R: RequestRepository,
-    Q: pixpress::ports::WebhookQueue,
+    Q: pixpress_app::ports::WebhookQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
         Ok(meta) => meta,
@@ -431,7 +431,7 @@ where
         )
         .into_response();
     };
-    let job = pixpress::domain::model::WebhookJob {
+    let job = pixpress_domain::model::WebhookJob {
         request_id: meta.request_id.clone(),
         tenant: meta.tenant.clone(),
     };
@@ -447,7 +447,7 @@ where
             StatusCode::ACCEPTED,
             &Redelivery {
                 request_id: meta.request_id,
-                webhook: pixpress::domain::model::DeliveryState::Pending,
+                webhook: pixpress_domain::model::DeliveryState::Pending,
             },
         ),
         Err(e) => Problem::unavailable(&e, "the redelivery could not be queued").into_response(),
@@ -461,7 +461,7 @@ pub struct Cancellation {
     pub request_id: String,
     /// Its status now (`PENDING` or `PROCESSING`): it becomes `CANCELLED` once the rows in
     /// flight are recorded.
-    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    #[schema(value_type = pixpress_domain::model::RequestStatus)]
     pub status: &'static str,
     /// When cancelling was first asked.
     pub cancel_requested_at: DateTime<Utc>,
@@ -532,7 +532,7 @@ pub struct RetryAccepted {
     /// The request it retries.
     pub retry_of: String,
     /// Its status now.
-    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    #[schema(value_type = pixpress_domain::model::RequestStatus)]
     pub status: &'static str,
     /// Where to poll its status.
     pub status_url: String,

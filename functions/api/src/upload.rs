@@ -5,11 +5,11 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use crate::{ApiRequest as Request, ApiResponse};
-use pixpress::domain::input_csv::parse_input_csv;
-use pixpress::domain::keys::derived_request_id;
-use pixpress::domain::model::{OutputSpec, Source};
-use pixpress::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
-use pixpress::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
+use pixpress_app::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_domain::input_csv::parse_input_csv;
+use pixpress_domain::keys::derived_request_id;
+use pixpress_domain::model::{OutputSpec, Source};
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -24,7 +24,7 @@ pub struct Accepted {
     /// The request id.
     pub request_id: String,
     /// Status right after ingest (`PROCESSING`, or later for a replay).
-    #[schema(value_type = pixpress::domain::model::RequestStatus)]
+    #[schema(value_type = pixpress_domain::model::RequestStatus)]
     pub status: &'static str,
     /// Where to poll the status.
     pub status_url: String,
@@ -158,7 +158,7 @@ async fn current_request_for_key<R, Q, S>(
     app: &App<R, Q, S>,
     tenant: &str,
     key: &str,
-) -> Result<String, pixpress::ports::PortError>
+) -> Result<String, pixpress_app::ports::PortError>
 where
     R: RequestRepository,
 {
@@ -197,7 +197,7 @@ pub struct DryRun {
     pub output_spec: OutputSpec,
     /// Every problem, as a rejected upload lists them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<pixpress::domain::input_csv::CsvIssue>,
+    pub errors: Vec<pixpress_domain::input_csv::CsvIssue>,
     /// Problems found beyond those listed.
     #[serde(skip_serializing_if = "is_zero")]
     pub errors_omitted: usize,
@@ -413,7 +413,7 @@ where
     Ok(ingested)
 }
 
-/// Handles `POST /uploads`: [`read_upload`], then a dry run or [`ingest_upload`]; every error
+/// Handles `POST /uploads`: `read_upload`, then a dry run or `ingest_upload`; every error
 /// through `From<UploadError> for Problem`.
 pub async fn post_upload<R, Q, S>(
     app: &App<R, Q, S>,
@@ -470,4 +470,58 @@ where
         );
     }
     response
+}
+
+/// Every way `POST /uploads` (and the options of `POST /upload-urls`) refuses an upload.
+impl From<UploadError> for Problem {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::TooLarge { size, limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "csv-too-large",
+                "CSV too large",
+                format!(
+                    "the upload is {size} bytes; direct uploads are limited to {limit} bytes — for a larger CSV, POST /upload-urls for a presigned upload and send the file there"
+                ),
+            ),
+            UploadError::UnreadableForm => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-form",
+                "Invalid form",
+                "the multipart form cannot be read; send the CSV in a `file` field of a well-formed multipart/form-data body, or as text/csv",
+            ),
+            UploadError::UnsupportedMediaType(media_type) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "send the CSV as text/csv or as multipart/form-data with a `file` field, not `{}`",
+                    if media_type.is_empty() {
+                        "no Content-Type"
+                    } else {
+                        &media_type
+                    }
+                ),
+            ),
+            UploadError::MissingFile => Self::new(
+                StatusCode::BAD_REQUEST,
+                "missing-file",
+                "Missing file",
+                "the form has no `file` field holding the CSV",
+            ),
+            UploadError::InvalidParameter(detail) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+                detail,
+            ),
+            UploadError::InvalidWebhookUrl(detail) => {
+                Self::from(IngestError::InvalidWebhookUrl(detail))
+            }
+            UploadError::KeyCheck(e) => {
+                Self::unavailable(&e, "the idempotency key could not be checked")
+            }
+            UploadError::Ingest(e) => Self::from(e),
+        }
+    }
 }

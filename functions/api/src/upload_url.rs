@@ -17,10 +17,10 @@ use axum::http::StatusCode;
 use chrono::Utc;
 
 use crate::{ApiRequest as Request, ApiResponse};
-use pixpress::domain::keys::{pending_upload_key, presigned_upload_key};
-use pixpress::domain::model::UploadOptions;
-use pixpress::ingest::check_webhook_url;
-use pixpress::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress_app::ingest::check_webhook_url;
+use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress_domain::keys::{pending_upload_key, presigned_upload_key};
+use pixpress_domain::model::UploadOptions;
 use serde::Serialize;
 
 use crate::problem::Problem;

@@ -4,11 +4,11 @@
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
-use pixpress::config::Config;
-use pixpress::domain::model::RequestStatus;
-use pixpress::ports::RequestRepository;
 use pixpress_api::{ApiConfig, App, handle};
+use pixpress_app::config::Config;
+use pixpress_app::ports::RequestRepository;
+use pixpress_domain::model::RequestStatus;
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use serde_json::Value;
 
 type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
@@ -265,7 +265,7 @@ type Puts = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 /// The API over an S3 store whose endpoint is a loopback stand-in that accepts every `PUT`
 /// (presigning is local; nothing leaves the machine).
 async fn s3_app() -> (
-    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress::adapters::aws::S3ObjectStore>,
+    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress_aws::S3ObjectStore>,
     Puts,
 ) {
     let puts: Puts = Puts::default();
@@ -294,13 +294,13 @@ async fn s3_app() -> (
         "AWS_ENDPOINT_URL" => Some(endpoint.clone()),
         _ => None,
     };
-    let sdk = pixpress::adapters::aws::lambda_sdk_config_from(vars).unwrap();
+    let sdk = pixpress_aws::lambda_sdk_config_from(vars).unwrap();
     let app = App {
         keys: None,
         webhooks: None,
         repo: InMemoryRequestRepository::new(),
         queue: InMemoryRowQueue::new(5),
-        store: pixpress::adapters::aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
+        store: pixpress_aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
         config: ApiConfig::from(&Config::default()),
     };
     (app, puts)
@@ -338,7 +338,7 @@ async fn upload_url_is_a_presigned_post_form_whose_policy_caps_the_size() {
     )
     .unwrap();
     let conditions = policy["conditions"].as_array().unwrap();
-    let max = pixpress::config::DEFAULT_MAX_UPLOAD_BYTES as u64;
+    let max = pixpress_app::config::DEFAULT_MAX_UPLOAD_BYTES as u64;
     assert!(conditions.contains(&serde_json::json!(["content-length-range", 1, max])));
     assert!(conditions.contains(&serde_json::json!({"bucket": "pixpress-data"})));
     assert!(conditions.contains(&serde_json::json!({"key": fields["key"]})));
@@ -453,7 +453,7 @@ async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() 
         .await
         .unwrap();
     assert_eq!(early.status(), 409, "no link before the CSV is written");
-    let key = pixpress::domain::keys::output_csv_key(pixpress::domain::model::DEFAULT_TENANT, &id);
+    let key = pixpress_domain::keys::output_csv_key(pixpress_domain::model::DEFAULT_TENANT, &id);
     app.repo
         .record_output_csv(&id, &key, chrono::Utc::now())
         .await
@@ -490,9 +490,9 @@ fn with_key(mut request: Request, key: &str) -> Request {
 /// exactly what a missing one does; a revoked key stops at once.
 #[tokio::test]
 async fn api_keys_scope_every_route_to_their_tenant() {
-    use pixpress::adapters::AnyKeyStore;
-    use pixpress::adapters::local::FileKeyStore;
-    use pixpress::auth::{KeyStore as _, create_key};
+    use pixpress_app::auth::{KeyStore as _, create_key};
+    use pixpress_aws::AnyKeyStore;
+    use pixpress_embedded::FileKeyStore;
 
     let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
     let keys = FileKeyStore::in_dir(&dir);
@@ -742,9 +742,9 @@ async fn a_dry_run_answers_the_counts_or_every_issue_and_creates_nothing() {
 /// An idempotency key names its request for 24 hours; after that the same key makes a new one.
 #[tokio::test]
 async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
-    use pixpress::domain::model::{Counters, OutputSpec, RequestMeta, Source};
+    use pixpress_domain::model::{Counters, OutputSpec, RequestMeta, Source};
     let app = app(&Config::default());
-    let old_id = pixpress::domain::keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
+    let old_id = pixpress_domain::keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
     let then = chrono::Utc::now() - chrono::Duration::hours(25);
     let old = RequestMeta {
         request_id: old_id.clone(),
@@ -794,7 +794,7 @@ async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
 /// webhooks queue with its attempts kept; not before it finishes; 501 without a queue.
 #[tokio::test]
 async fn a_finished_requests_webhook_can_be_redelivered() {
-    use pixpress::domain::model::{
+    use pixpress_domain::model::{
         Counters, DeliveryState, OutputSpec, RequestMeta, Source, Webhook, WebhookAttempt,
     };
     let mut app = app(&Config::default());
@@ -907,8 +907,8 @@ async fn a_broken_multipart_form_gets_a_short_actionable_problem() {
 async fn the_docs_and_the_openapi_document_need_no_key_and_load_nothing_from_elsewhere() {
     let mut app = app(&Config::default());
     let keys = std::env::temp_dir().join(format!("pixpress-api-keys-{}", uuid::Uuid::new_v4()));
-    app.keys = Some(pixpress::adapters::AnyKeyStore::File(
-        pixpress::adapters::local::FileKeyStore::in_dir(&keys),
+    app.keys = Some(pixpress_aws::AnyKeyStore::File(
+        pixpress_embedded::FileKeyStore::in_dir(&keys),
     ));
     let get = |uri: &str| request(Method::GET, uri, None, Vec::new());
 

@@ -6,9 +6,9 @@
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
-use pixpress::config::Config;
 use pixpress_api::{ApiConfig, App, handle};
+use pixpress_app::config::Config;
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use serde_json::Value;
 
 fn app(config: &Config) -> App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore> {
@@ -87,11 +87,11 @@ async fn log_lines_of_an_upload_name_its_request_and_tenant() {
     let _default = tracing::subscriber::set_default(subscriber);
     let mut app = app(&Config::default());
     let dir = std::env::temp_dir().join(format!("pixpress-api-logs-{}", uuid::Uuid::new_v4()));
-    let keys = pixpress::adapters::local::FileKeyStore::in_dir(&dir);
-    let (issued, _) = pixpress::auth::create_key(&keys, "shop", chrono::Utc::now())
+    let keys = pixpress_embedded::FileKeyStore::in_dir(&dir);
+    let (issued, _) = pixpress_app::auth::create_key(&keys, "shop", chrono::Utc::now())
         .await
         .unwrap();
-    app.keys = Some(pixpress::adapters::AnyKeyStore::File(keys));
+    app.keys = Some(pixpress_aws::AnyKeyStore::File(keys));
 
     let accepted = handle(
         &app,

@@ -29,21 +29,23 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::local::InMemoryRowQueue;
-use pixpress::auth::KeyStore as _;
-use pixpress::config::Config;
-use pixpress::deadline::Deadline;
-use pixpress::domain::item::ItemHead;
-use pixpress::domain::keys::{META_SK, output_csv_key, request_id_from_pk};
-use pixpress::domain::model::{
+use pixpress_app::auth::KeyStore as _;
+use pixpress_app::config::Config;
+use pixpress_app::deadline::Deadline;
+use pixpress_app::ports::{
+    MultipartWriter, ObjectStore, PortError, RequestRepository, WebhookQueue,
+};
+use pixpress_aws::AnyKeyStore;
+use pixpress_domain::item::ItemHead;
+use pixpress_domain::keys::{META_SK, output_csv_key, request_id_from_pk};
+use pixpress_domain::model::{
     DeliveryState, OutputPart, OutputProgress, RequestMeta, RequestStatus, WebhookAttempt,
     WebhookJob,
 };
-use pixpress::domain::output_csv::{output_csv_header, output_csv_rows};
-use pixpress::fetch::Fetcher;
-use pixpress::ports::{MultipartWriter, ObjectStore, PortError, RequestRepository, WebhookQueue};
-use pixpress::webhook::{self, WebhookPayload, WebhookSecret};
+use pixpress_domain::output_csv::{output_csv_header, output_csv_rows};
+use pixpress_domain::webhook::{self, WebhookPayload, WebhookSecret};
+use pixpress_embedded::InMemoryRowQueue;
+use pixpress_fetch::Fetcher;
 
 /// Settings of the notifier.
 #[derive(Debug, Clone)]
@@ -467,10 +469,10 @@ pub async fn attempt_delivery<R: RequestRepository, S: ObjectStore, W>(
         ),
         Err(e) => {
             let status_code = match e.kind {
-                pixpress::fetch::FetchErrorKind::Http(s) => Some(s),
+                pixpress_fetch::FetchErrorKind::Http(s) => Some(s),
                 _ => None,
             };
-            let gone = e.kind == pixpress::fetch::FetchErrorKind::Http(410);
+            let gone = e.kind == pixpress_fetch::FetchErrorKind::Http(410);
             let retryable = e.is_retryable();
             let state = if gone || last || !retryable {
                 DeliveryState::Failed
@@ -552,7 +554,7 @@ pub async fn handle<R: RequestRepository, S: ObjectStore, W: WebhookQueue>(
         else {
             continue;
         };
-        let span = pixpress::telemetry::request_span(&request_id);
+        let span = pixpress_app::telemetry::request_span(&request_id);
         tracing::Instrument::instrument(
             async {
                 let notified = notify_until(app, &request_id, deadline).await?;

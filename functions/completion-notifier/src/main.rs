@@ -4,18 +4,18 @@
 #![recursion_limit = "256"]
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::AnyKeyStore;
-use pixpress::adapters::aws::{
+use pixpress_app::config::Config;
+use pixpress_aws::AnyKeyStore;
+use pixpress_aws::{
     key_store_from_env, lambda_sdk_config, repository_from_env, store_from_env,
     webhooks_queue_from_env,
 };
-use pixpress::config::Config;
 use pixpress_completion_notifier::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    pixpress::telemetry::init_lambda();
-    let metrics = pixpress::telemetry::Metrics::init("completion-notifier");
+    pixpress_app::telemetry::init_lambda();
+    let metrics = pixpress_app::telemetry::Metrics::init("completion-notifier");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     // Deployed, the webhook-sender delivers from the webhooks queue (off this stream shard).

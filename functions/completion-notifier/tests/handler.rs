@@ -14,15 +14,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository};
-use pixpress::config::Config;
-use pixpress::domain::model::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_completion_notifier::{App, handle};
+use pixpress_domain::model::{
     Counters, DeliveryState, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowRecord,
     RowState, Source, Webhook,
 };
-use pixpress::ports::{ObjectStore, RequestRepository};
-use pixpress::webhook::WebhookSecret;
-use pixpress_completion_notifier::{App, handle};
+use pixpress_domain::webhook::WebhookSecret;
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
 
 const REQUEST_ID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
 
@@ -65,7 +65,7 @@ async fn app_with_completed_request(
     secret: &WebhookSecret,
 ) -> App<InMemoryRequestRepository, DirObjectStore> {
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
     config.webhook_backoff = Duration::from_millis(10);
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
@@ -212,8 +212,8 @@ async fn non_terminal_transitions_are_ignored() {
 /// nothing is sent unsigned.
 #[tokio::test]
 async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
-    use pixpress::adapters::AnyKeyStore;
-    use pixpress::adapters::local::FileKeyStore;
+    use pixpress_aws::AnyKeyStore;
+    use pixpress_embedded::FileKeyStore;
 
     let (addr, received) = receiver(StatusCode::NO_CONTENT).await;
     let deployment = WebhookSecret::from_bytes(b"deployment-secret");
@@ -221,7 +221,7 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
         app_with_completed_request(Some(format!("http://{addr}/hook")), &deployment).await;
     let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
     let keys = FileKeyStore::in_dir(&dir);
-    let (_, tenant) = pixpress::auth::create_key(&keys, "default", Utc::now())
+    let (_, tenant) = pixpress_app::auth::create_key(&keys, "default", Utc::now())
         .await
         .unwrap();
     app.keys = Some(AnyKeyStore::File(keys));
@@ -331,7 +331,7 @@ fn large_request(
 
 #[tokio::test]
 async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_once() {
-    use pixpress::domain::output_csv::write_output_csv;
+    use pixpress_domain::output_csv::write_output_csv;
 
     let config = Config {
         webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
@@ -362,16 +362,16 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
 /// to the CSV written at once; the webhook waits for it.
 #[tokio::test]
 async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
-    use pixpress::deadline::Deadline;
-    use pixpress::domain::output_csv::write_output_csv;
+    use pixpress_app::deadline::Deadline;
     use pixpress_completion_notifier::notify_until;
+    use pixpress_domain::output_csv::write_output_csv;
 
     let (addr, received) = receiver(StatusCode::OK).await;
     let config = Config {
         webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
-        fetch: pixpress::fetch::FetchConfig {
-            policy: pixpress::fetch::NetworkPolicy::local(),
-            ..pixpress::fetch::FetchConfig::default()
+        fetch: pixpress_fetch::FetchConfig {
+            policy: pixpress_fetch::NetworkPolicy::local(),
+            ..pixpress_fetch::FetchConfig::default()
         },
         ..Config::default()
     };
@@ -485,9 +485,9 @@ async fn answering(
 /// Retry-After: the next attempt waits as asked.
 #[tokio::test]
 async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
-    use pixpress::adapters::AnyKeyStore;
-    use pixpress::adapters::local::FileKeyStore;
-    use pixpress::auth::KeyStore as _;
+    use pixpress_app::auth::KeyStore as _;
+    use pixpress_aws::AnyKeyStore;
+    use pixpress_embedded::FileKeyStore;
 
     let (gone, arrivals) = answering(StatusCode::GONE, "0").await;
     let secret = WebhookSecret::from_bytes(b"k");
@@ -495,7 +495,7 @@ async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
     let mut app = app_with_completed_request(Some(url.clone()), &secret).await;
     let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
     let keys = FileKeyStore::in_dir(&dir);
-    pixpress::auth::create_key(&keys, "default", Utc::now())
+    pixpress_app::auth::create_key(&keys, "default", Utc::now())
         .await
         .unwrap();
     app.keys = Some(AnyKeyStore::File(keys.clone()));

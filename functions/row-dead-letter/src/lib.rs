@@ -18,15 +18,16 @@
 //! in the dead-letter queue (14 days) and is retried. An alarm watches the age of the queue's
 //! oldest message (this function failing) and this function's errors.
 //!
-//! Env vars: `TABLE_NAME` (through [`pixpress::adapters::aws::AwsBackends`]), `MAX_RECEIVE_COUNT`.
+//! Env vars: `TABLE_NAME` (through [`pixpress_aws::AwsBackends`]), `MAX_RECEIVE_COUNT`.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
-use pixpress::config::Config;
-use pixpress::domain::model::{ImageOutcome, RequestStatus, RowJob};
-use pixpress::domain::text;
-use pixpress::ports::{PortError, RequestRepository, RowRecorded, Transition};
+use pixpress_app::config::Config;
+use pixpress_app::ports::{PortError, RequestRepository, RowRecorded, Transition};
+use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
+use pixpress_domain::model::{ImageOutcome, RequestStatus, RowJob};
+use pixpress_domain::text;
 
 /// The error code of every image of a dead-lettered row.
 pub const DEAD_LETTERED: &str = "dead_lettered";
@@ -130,31 +131,19 @@ pub async fn handle<R: RequestRepository>(
     app: &App<R>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    use tracing::Instrument as _;
-    let results = futures::future::join_all(event.payload.records.into_iter().map(|message| {
-        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
-        async move {
-            let message_id = message.message_id.clone().unwrap_or_default();
-            let failed = match process_message(app, &message).await {
-                Ok(recorded) => {
-                    tracing::warn!(%message_id, ?recorded, "dead-lettered row recorded");
-                    false
-                }
-                Err(e) => {
-                    tracing::error!(%message_id, error = %e, "dead-lettered row not recorded; will retry");
-                    true
-                }
-            };
-            (message_id, failed)
+    let response = batch_item_failures(&event.payload.records, BatchMode::Concurrent, |message| async move {
+        let message_id = message.message_id.as_deref().unwrap_or_default();
+        match process_message(app, message).await {
+            Ok(recorded) => {
+                tracing::warn!(%message_id, ?recorded, "dead-lettered row recorded");
+                false
+            }
+            Err(e) => {
+                tracing::error!(%message_id, error = %e, "dead-lettered row not recorded; will retry");
+                true
+            }
         }
-        .instrument(span)
-    }))
+    })
     .await;
-    let mut response = SqsBatchResponse::default();
-    for (message_id, failed) in results {
-        if failed {
-            response.add_failure(message_id);
-        }
-    }
     Ok(response)
 }

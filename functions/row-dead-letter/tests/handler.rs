@@ -6,13 +6,13 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::InMemoryRequestRepository;
-use pixpress::config::Config;
-use pixpress::domain::model::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::{RequestRepository, RowRecorded};
+use pixpress_domain::model::{
     Counters, ImageOutcome, ImageStatus, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord,
     RowState, Source,
 };
-use pixpress::ports::{RequestRepository, RowRecorded};
+use pixpress_embedded::InMemoryRequestRepository;
 use pixpress_row_dead_letter::{App, DEAD_LETTERED, Recorded, handle, record_dead_letter};
 
 fn sample() -> SqsEvent {

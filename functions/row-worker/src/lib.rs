@@ -39,7 +39,7 @@
 //!
 //! Env vars: `MAX_RECEIVE_COUNT`, `ORIGIN_MAX_CONCURRENCY`, `WORKER_DOWNLOAD_BUDGET_BYTES`,
 //! `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`, `MAX_IMAGE_SIDE`, `FETCH_*`, `ALLOW_LOOPBACK` (see
-//! [`pixpress::config::vars`]).
+//! [`pixpress_app::config::vars`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,17 +47,18 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
-use pixpress::config::Config;
-use pixpress::domain::keys::image_key;
-use pixpress::domain::model::{
-    ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
-};
-use pixpress::domain::text;
-use pixpress::fetch::{Fetched, Fetcher, Outcome};
-use pixpress::image::Engine;
-use pixpress::ports::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::{
     ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
 };
+use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
+use pixpress_domain::keys::image_key;
+use pixpress_domain::model::{
+    ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
+};
+use pixpress_domain::text;
+use pixpress_engine::Engine;
+use pixpress_fetch::{Fetched, Fetcher, Outcome};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub mod origin;
@@ -250,7 +251,7 @@ impl<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S
     }
 }
 
-pub use pixpress::deadline::Deadline;
+pub use pixpress_app::deadline::Deadline;
 
 /// What processing one row came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,7 +396,7 @@ async fn download<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQu
                 .acquire_many_owned(app.units(expected))
                 .await;
             let fetched = download.body().await?;
-            Ok::<_, pixpress::fetch::FetchError>((fetched, reserved))
+            Ok::<_, pixpress_fetch::FetchError>((fetched, reserved))
         };
         match attempt.await {
             Ok((fetched, Ok(reserved))) => {
@@ -417,7 +418,7 @@ async fn download<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQu
                     continue;
                 }
                 if outcome == Outcome::Failed
-                    && e.kind != pixpress::fetch::FetchErrorKind::Timeout
+                    && e.kind != pixpress_fetch::FetchErrorKind::Timeout
                     && quick < QUICK_RETRIES
                 {
                     quick += 1;
@@ -749,53 +750,38 @@ pub async fn handle<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: Row
     app: &App<R, S, O, Q>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    use tracing::Instrument as _;
     let deadline = Deadline::from_epoch_millis(event.context.deadline);
     app.origins.invocation_started();
     // Every record of the batch runs at once; downloads and compression are bounded inside.
-    // Each runs and reports in its message's span, so every line names request and row.
-    let results: Vec<(String, bool)> =
-        futures::future::join_all(event.payload.records.into_iter().map(|message| {
-            let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
-            async move {
-                let message_id = message.message_id.clone().unwrap_or_default();
-                let failed = match process_message(app, &message, deadline).await {
-                    Ok(processed) => {
-                        tracing::debug!(%message_id, ?processed, "row processed");
-                        false
-                    }
-                    Err(ProcessError::BackedOff { wait, .. }) => {
-                        // Back when the origin is ready, not after the visibility timeout.
-                        let receipt = message.receipt_handle.as_deref().unwrap_or_default();
-                        if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
-                            tracing::warn!(%message_id, error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
-                        }
-                        tracing::info!(%message_id, ?wait, "row delayed: its origin asked to wait");
-                        true
-                    }
-                    Err(e) if e.is_retryable() => {
-                        tracing::warn!(%message_id, error = %e, "row will be retried");
-                        true
-                    }
-                    // Never dropped: deleting the message would strand its request. Redelivered
-                    // until it dead-letters, where the row is recorded as failed
-                    // (`dead_lettered`).
-                    Err(e) => {
-                        tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
-                        true
-                    }
-                };
-                (message_id, failed)
+    let response = batch_item_failures(&event.payload.records, BatchMode::Concurrent, |message| async move {
+        let message_id = message.message_id.as_deref().unwrap_or_default();
+        match process_message(app, message, deadline).await {
+            Ok(processed) => {
+                tracing::debug!(%message_id, ?processed, "row processed");
+                false
             }
-            .instrument(span)
-        }))
-        .await;
-    app.origins.invocation_finished().await;
-    let mut response = SqsBatchResponse::default();
-    for (message_id, failed) in results {
-        if failed {
-            response.add_failure(message_id);
+            Err(ProcessError::BackedOff { wait, .. }) => {
+                // Back when the origin is ready, not after the visibility timeout.
+                let receipt = message.receipt_handle.as_deref().unwrap_or_default();
+                if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
+                    tracing::warn!(%message_id, error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
+                }
+                tracing::info!(%message_id, ?wait, "row delayed: its origin asked to wait");
+                true
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(%message_id, error = %e, "row will be retried");
+                true
+            }
+            // Never dropped: deleting the message would strand its request. Redelivered until
+            // it dead-letters, where the row is recorded as failed (`dead_lettered`).
+            Err(e) => {
+                tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
+                true
+            }
         }
-    }
+    })
+    .await;
+    app.origins.invocation_finished().await;
     Ok(response)
 }

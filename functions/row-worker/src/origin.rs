@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use pixpress::deadline::Deadline;
-use pixpress::domain::origin_slots::LeaseRequest;
-use pixpress::fetch::{ControllerConfig, HostConcurrency, HostPermit};
-use pixpress::ports::OriginSlots;
+use pixpress_app::deadline::Deadline;
+use pixpress_app::ports::OriginSlots;
+use pixpress_domain::origin_slots::LeaseRequest;
+use pixpress_fetch::{ControllerConfig, HostConcurrency, HostPermit};
 
 /// How long a lease lasts unless renewed: a crashed invocation's slots come back after this.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);

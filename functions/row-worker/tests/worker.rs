@@ -13,15 +13,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::{
-    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
-};
-use pixpress::config::Config;
-use pixpress::domain::model::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::{RequestRepository, RowPage, RowQueue};
+use pixpress_domain::model::{
     Counters, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestMeta, RequestStatus, RowJob,
     RowRecord, RowState, Source,
 };
-use pixpress::ports::{RequestRepository, RowPage, RowQueue};
+use pixpress_embedded::{
+    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+};
 use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, process_row};
 
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
@@ -91,7 +91,7 @@ async fn image_server() -> SocketAddr {
 
 fn config() -> Config {
     let mut config = Config::default();
-    config.fetch.policy = pixpress::fetch::NetworkPolicy::local();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.fetch.timeout = Duration::from_secs(5);
     config.max_receive_count = 3;
     config
@@ -279,9 +279,9 @@ async fn exactly_one_terminal_flip_under_concurrent_completion() {
         .into_iter()
         .filter(|c| c.sk == "META")
         .filter(|c| {
-            let new: pixpress::domain::item::ItemHead =
+            let new: pixpress_domain::item::ItemHead =
                 serde_dynamo::from_item(c.new_image.clone()).unwrap();
-            let old: pixpress::domain::item::ItemHead =
+            let old: pixpress_domain::item::ItemHead =
                 serde_dynamo::from_item(c.old_image.clone().unwrap()).unwrap();
             new.status.unwrap().is_terminal() && !old.status.unwrap().is_terminal()
         })
@@ -439,14 +439,14 @@ static MOST_IN_ENGINE: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// The real codec, slowed down, counting how many downloaded images it holds at once.
 fn slow_counting_codec(
     input: &[u8],
-    spec: &pixpress::domain::model::OutputSpec,
-    limits: &pixpress::image::DecodeLimits,
-) -> Result<pixpress::image::Compressed, pixpress::image::CompressError> {
+    spec: &pixpress_domain::model::OutputSpec,
+    limits: &pixpress_engine::DecodeLimits,
+) -> Result<pixpress_engine::Compressed, pixpress_engine::CompressError> {
     use std::sync::atomic::Ordering;
     let now = IN_ENGINE.fetch_add(1, Ordering::SeqCst) + 1;
     MOST_IN_ENGINE.fetch_max(now, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(150));
-    let result = pixpress::image::compress(input, spec, limits);
+    let result = pixpress_engine::compress(input, spec, limits);
     IN_ENGINE.fetch_sub(1, Ordering::SeqCst);
     result
 }
@@ -461,8 +461,8 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
     config.fetch.max_bytes = 4 * 1024 * 1024;
     config.worker_download_budget = 4 * 1024 * 1024;
     let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
-    let fetcher = pixpress::fetch::Fetcher::new(config.fetch.clone()).unwrap();
-    let engine = pixpress::image::Engine::with_codec(config.decode, 4, slow_counting_codec);
+    let fetcher = pixpress_fetch::Fetcher::new(config.fetch.clone()).unwrap();
+    let engine = pixpress_engine::Engine::with_codec(config.decode, 4, slow_counting_codec);
     let app = App::with_engine(
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
@@ -579,7 +579,7 @@ async fn an_image_that_keeps_timing_out_is_given_up_within_its_retry_budget() {
 /// stage latencies as CloudWatch Embedded Metric Format documents.
 #[tokio::test]
 async fn an_invocation_emits_image_outcomes_bytes_and_latencies_as_metrics() {
-    let metrics = pixpress::telemetry::Metrics::init("row-worker");
+    let metrics = pixpress_app::telemetry::Metrics::init("row-worker");
     let server = image_server().await;
     let app = app(&config());
     let jobs = seed(
@@ -708,8 +708,8 @@ async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
         ]],
     )
     .await;
-    let finished = pixpress::domain::model::ImageOutcome {
-        status: pixpress::domain::model::ImageStatus::Ok,
+    let finished = pixpress_domain::model::ImageOutcome {
+        status: pixpress_domain::model::ImageStatus::Ok,
         output_key: Some("images/default/cancelled/0-0.jpg".into()),
         output_url: Some("https://cdn.example.com/images/default/cancelled/0-0.jpg".into()),
         error_code: None,
@@ -724,7 +724,7 @@ async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
         .record_row_progress(
             "cancelled",
             0,
-            &[pixpress::domain::model::ImageProgress {
+            &[pixpress_domain::model::ImageProgress {
                 position: 0,
                 outcome: Some(finished.clone()),
                 spent_ms: 120,

@@ -11,7 +11,7 @@
 //! 3. take the request id from the key of a presigned upload (`uploads/<request_id>.csv`, as
 //!    `POST /upload-urls` issued it), else derive it from bucket, key and object version (or
 //!    ETag); either way a duplicate event finds the same request and ingests once;
-//! 4. run [`pixpress::ingest::ingest_object`]: one streaming pass validates the CSV (up to
+//! 4. run [`pixpress_app::ingest::ingest_object`]: one streaming pass validates the CSV (up to
 //!    `MAX_UPLOAD_BYTES`, 1 GiB, and `MAX_UPLOAD_ROWS`, 1,000,000, by default) and cuts it
 //!    into chunk jobs of 1,000 rows; the request item is written; the chunk jobs go to the
 //!    ingest queue, from which invocations of this function expand them into row items and
@@ -32,22 +32,23 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
-use pixpress::adapters::local::InMemoryRowQueue;
-use pixpress::config::Config;
-use pixpress::domain::input_csv::{CsvIssue, CsvLimits};
-use pixpress::domain::keys::{
-    UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
-};
-use pixpress::domain::model::{
-    ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
-    UploadOptions,
-};
-use pixpress::fetch::NetworkPolicy;
-use pixpress::ingest::{
+use pixpress_app::config::Config;
+use pixpress_app::ingest::{
     CHUNK_ROWS, ChunkExpanded, IngestError, Ingested, ObjectIngest, ObjectIngestSettings,
     ObjectIngested, expand_chunk, ingest_object,
 };
-use pixpress::ports::{ChunkQueue, ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::ports::{ChunkQueue, ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
+use pixpress_domain::egress::NetworkPolicy;
+use pixpress_domain::input_csv::{CsvIssue, CsvLimits};
+use pixpress_domain::keys::{
+    UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
+};
+use pixpress_domain::model::{
+    ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
+    UploadOptions,
+};
+use pixpress_embedded::InMemoryRowQueue;
 
 /// Settings of the S3 ingest.
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +244,7 @@ where
             .map_or(app.config.output, |o| o.output_spec),
         now,
     };
-    let span = pixpress::telemetry::request_span(&request_id);
+    let span = pixpress_app::telemetry::request_span(&request_id);
     let rejection = match tracing::Instrument::instrument(
         ingest_object(
             &app.repo,
@@ -388,12 +389,11 @@ where
     Q: RowQueue,
     S: ObjectStore,
 {
-    use tracing::Instrument as _;
-    let mut response = SqsBatchResponse::default();
-    for message in &event.payload.records {
-        let message_id = message.message_id.clone().unwrap_or_default();
-        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
-        let failed = async {
+    let response = batch_item_failures(
+        &event.payload.records,
+        BatchMode::Sequential,
+        |message| async move {
+            let message_id = message.message_id.as_deref().unwrap_or_default();
             match process_chunk(app, message).await {
                 Ok(outcome) => {
                     tracing::info!(%message_id, ?outcome, "chunk expanded");
@@ -404,13 +404,9 @@ where
                     true
                 }
             }
-        }
-        .instrument(span)
-        .await;
-        if failed {
-            response.add_failure(message_id);
-        }
-    }
+        },
+    )
+    .await;
     Ok(response)
 }
 

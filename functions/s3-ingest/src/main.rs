@@ -2,14 +2,14 @@
 #![recursion_limit = "256"]
 
 use lambda_runtime::{Error, run, service_fn};
-use pixpress::adapters::aws::{AwsBackends, ingest_queue_from_env, lambda_sdk_config};
-use pixpress::config::Config;
+use pixpress_app::config::Config;
+use pixpress_aws::{AwsBackends, ingest_queue_from_env, lambda_sdk_config};
 use pixpress_s3_ingest::{App, IngestConfig, handle_any};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    pixpress::telemetry::init_lambda();
-    let metrics = pixpress::telemetry::Metrics::init("s3-ingest");
+    pixpress_app::telemetry::init_lambda();
+    let metrics = pixpress_app::telemetry::Metrics::init("s3-ingest");
     let config = Config::from_env()?;
     let sdk = lambda_sdk_config()?;
     let aws = AwsBackends::from_env(&sdk)?;

@@ -6,11 +6,11 @@ use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use bytes::Bytes;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
-use pixpress::config::Config;
-use pixpress::domain::model::{RequestStatus, Source};
-use pixpress::ingest::load_all_rows;
-use pixpress::ports::{ObjectStore, RequestRepository};
+use pixpress_app::config::Config;
+use pixpress_app::ingest::load_all_rows;
+use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_domain::model::{RequestStatus, Source};
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, handle_chunks, ingest_record};
 
 type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
@@ -140,13 +140,13 @@ async fn objects_outside_uploads_are_ignored() {
 async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_was_issued_for() {
     let app = app();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let key = pixpress::domain::keys::presigned_upload_key("acme", &request_id);
+    let key = pixpress_domain::keys::presigned_upload_key("acme", &request_id);
     let csv = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example.com/a.jpg\n";
     // The options given with POST /upload-urls, stored when the URL was issued.
     let options = r#"{"webhook_url":"https://hooks.example/done","output_spec":{"format":"jpeg","quality":70}}"#;
     app.store
         .put(
-            &pixpress::domain::keys::pending_upload_key("acme", &request_id),
+            &pixpress_domain::keys::pending_upload_key("acme", &request_id),
             Bytes::from(options),
             "application/json",
         )
@@ -233,7 +233,7 @@ async fn a_catalogue_is_validated_whole_then_fanned_out_in_chunks_that_create_ev
         );
     }
     // The rows match what the same CSV gives through POST /uploads, row for row.
-    let direct = pixpress::domain::input_csv::parse_input_csv(
+    let direct = pixpress_domain::input_csv::parse_input_csv(
         csv.as_bytes(),
         &app.config.csv,
         app.config.egress,

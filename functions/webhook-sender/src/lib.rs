@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use pixpress::domain::model::{DeliveryState, WebhookJob};
-use pixpress::ports::{ObjectStore, RequestRepository, WebhookQueue};
-use pixpress::webhook::{MAX_DELIVERY_ATTEMPTS, retry_delay};
+use pixpress_app::ports::{ObjectStore, RequestRepository, WebhookQueue};
+use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_completion_notifier::{App, Attempted, NotifyError, attempt_delivery};
+use pixpress_domain::model::{DeliveryState, WebhookJob};
+use pixpress_domain::webhook::{MAX_DELIVERY_ATTEMPTS, retry_delay};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub enum SendError {
     Notify(#[from] NotifyError),
     /// The queue refused the visibility change.
     #[error(transparent)]
-    Queue(#[from] pixpress::ports::PortError),
+    Queue(#[from] pixpress_app::ports::PortError),
 }
 
 /// Handles one message: one attempt at most.
@@ -119,35 +120,25 @@ where
     S: ObjectStore,
     W: WebhookQueue,
 {
-    use tracing::Instrument as _;
-    let mut response = SqsBatchResponse::default();
-    for message in &event.payload.records {
-        let message_id = message.message_id.clone().unwrap_or_default();
-        let span = pixpress::telemetry::message_span(message.body.as_deref().unwrap_or_default());
-        // The attempt and its report in the message's span: every line names the request.
-        let comes_back = async {
-            match send_one(app, message).await {
-                Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => false,
-                Ok(Sent::RetryAfter(wait)) => {
-                    tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
-                    true
-                }
-                Ok(Sent::Failed) => {
-                    metrics::counter!("webhooks_dead_lettered").increment(1);
-                    tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(%message_id, error = %e, "webhook message comes back");
-                    true
-                }
+    let response = batch_item_failures(&event.payload.records, BatchMode::Sequential, |message| async move {
+        let message_id = message.message_id.as_deref().unwrap_or_default();
+        match send_one(app, message).await {
+            Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => false,
+            Ok(Sent::RetryAfter(wait)) => {
+                tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
+                true
+            }
+            Ok(Sent::Failed) => {
+                metrics::counter!("webhooks_dead_lettered").increment(1);
+                tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%message_id, error = %e, "webhook message comes back");
+                true
             }
         }
-        .instrument(span)
-        .await;
-        if comes_back {
-            response.add_failure(message_id);
-        }
-    }
+    })
+    .await;
     Ok(response)
 }

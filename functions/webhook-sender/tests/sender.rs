@@ -15,14 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use pixpress::adapters::local::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
-use pixpress::config::Config;
-use pixpress::domain::model::{
+use pixpress_app::config::Config;
+use pixpress_app::ports::RequestRepository;
+use pixpress_completion_notifier::{App, notify};
+use pixpress_domain::model::{
     Counters, DeliveryState, OutputSpec, RequestMeta, RequestStatus, Source, Webhook,
 };
-use pixpress::ports::RequestRepository;
-use pixpress::webhook::WebhookSecret;
-use pixpress_completion_notifier::{App, notify};
+use pixpress_domain::webhook::WebhookSecret;
+use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress_webhook_sender::{Sent, handle, send_one};
 
 type Received = Arc<Mutex<Vec<HeaderMap>>>;
@@ -60,9 +60,9 @@ const SECRET: &[u8] = b"sender-test-secret";
 /// webhooks queue.
 async fn app(url: String) -> TestApp {
     let config = Config {
-        fetch: pixpress::fetch::FetchConfig {
-            policy: pixpress::fetch::NetworkPolicy::local(),
-            ..pixpress::fetch::FetchConfig::default()
+        fetch: pixpress_fetch::FetchConfig {
+            policy: pixpress_fetch::NetworkPolicy::local(),
+            ..pixpress_fetch::FetchConfig::default()
         },
         webhook_secret: Some(WebhookSecret::from_bytes(SECRET)),
         ..Config::default()

@@ -1,0 +1,464 @@
+//! Reliability and security settings of `template.yaml`, read from the template itself so a
+//! change that breaks them fails here (the offline SAM transform + cfn-lint in CI check syntax
+//! and references; this checks intent).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pixpress_app::config::vars;
+use pixpress_domain::model::RequestStatus;
+use serde_yaml_ng::Value;
+
+fn template() -> Value {
+    let path = format!("{}/../../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &t["Resources"][name]
+}
+
+fn props<'a>(t: &'a Value, name: &str) -> &'a Value {
+    &resource(t, name)["Properties"]
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+/// `!Ref X` as parsed: a tagged scalar.
+fn ref_target(v: &Value) -> Option<&str> {
+    match v {
+        Value::Tagged(t) if t.tag == "Ref" || t.tag == "!Ref" => t.value.as_str(),
+        _ => None,
+    }
+}
+
+fn functions(t: &Value) -> Vec<(&str, &Value)> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(k, r)| (k.as_str().unwrap(), r))
+        .collect()
+}
+
+#[test]
+fn rows_queue_visibility_is_at_least_six_times_the_worker_timeout() {
+    let t = template();
+    let timeout = number(&props(&t, "RowWorkerFunction")["Timeout"]);
+    let visibility = number(&props(&t, "RowsQueue")["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 × {timeout} s"
+    );
+}
+
+#[test]
+fn rows_queue_has_a_dead_letter_queue_fed_by_the_same_max_receive_count_as_the_worker() {
+    let t = template();
+    let redrive = &props(&t, "RowsQueue")["RedrivePolicy"];
+    assert_eq!(
+        ref_target(&redrive["maxReceiveCount"]),
+        Some("MaxReceiveCount")
+    );
+    assert!(number(&t["Parameters"]["MaxReceiveCount"]["MinValue"]) >= 5);
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&env[vars::MAX_RECEIVE_COUNT]),
+        Some("MaxReceiveCount")
+    );
+    let dlq = number(&props(&t, "RowsDeadLetterQueue")["MessageRetentionPeriod"]);
+    let source = number(&props(&t, "RowsQueue")["MessageRetentionPeriod"]);
+    assert!(
+        dlq > source,
+        "DLQ retention {dlq} s must exceed the source's {source} s"
+    );
+}
+
+#[test]
+fn worker_reports_batch_item_failures_with_bounded_concurrency() {
+    let t = template();
+    let event = &props(&t, "RowWorkerFunction")["Events"]["Rows"];
+    assert_eq!(event["Type"], "SQS");
+    let p = &event["Properties"];
+    assert_eq!(p["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    assert_eq!(
+        ref_target(&p["ScalingConfig"]["MaximumConcurrency"]),
+        Some("WorkerMaxConcurrency")
+    );
+    assert!(number(&p["BatchSize"]) <= 10);
+}
+
+#[test]
+fn notifier_sees_only_the_request_item_entering_a_terminal_status() {
+    let t = template();
+    let event =
+        &props(&t, "CompletionNotifierFunction")["Events"]["RequestCompleted"]["Properties"];
+    let pattern: serde_json::Value = serde_json::from_str(
+        event["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let d = &pattern["dynamodb"];
+    assert_eq!(d["Keys"]["sk"]["S"], serde_json::json!(["META"]));
+    let statuses = |v: &serde_json::Value| -> Vec<RequestStatus> {
+        serde_json::from_value(v.clone()).unwrap()
+    };
+    let new = statuses(&d["NewImage"]["status"]["S"]);
+    let old = statuses(&d["OldImage"]["status"]["S"]);
+    assert!(new.iter().all(|s| s.is_terminal()) && new.len() == 4);
+    assert!(new.contains(&RequestStatus::Cancelled));
+    assert!(old.iter().all(|s| !s.is_terminal()) && old.len() == 2);
+    assert_eq!(event["BisectBatchOnFunctionError"], true);
+    assert!(number(&event["MaximumRetryAttempts"]) <= 10);
+    assert!(number(&event["MaximumRecordAgeInSeconds"]) <= 86_400);
+    assert!(!event["DestinationConfig"]["OnFailure"]["Destination"].is_null());
+    let table = props(&t, "RequestsTable");
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        pixpress_domain::item::TTL_ATTRIBUTE
+    );
+}
+
+#[test]
+fn bucket_is_private_encrypted_and_tls_only() {
+    let t = template();
+    let bucket = props(&t, "DataBucket");
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting], true, "{setting}");
+    }
+    assert!(!bucket["BucketEncryption"].is_null());
+    let statements = &props(&t, "DataBucketPolicy")["PolicyDocument"]["Statement"];
+    assert_eq!(statements[0]["Effect"], "Deny");
+    assert_eq!(
+        statements[0]["Condition"]["Bool"]["aws:SecureTransport"],
+        "false"
+    );
+}
+
+#[test]
+fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"][0], "arm64");
+    assert_eq!(globals["CodeUri"], ".");
+    let mut binaries = Vec::new();
+    for (name, function) in functions(&t) {
+        assert_eq!(
+            function["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{name}"
+        );
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let manifest = format!(
+            "{}/../../functions/{binary}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|_| panic!("{name}: no crate for binary {binary}"));
+        assert!(
+            text.contains(&format!("name = \"{binary}\"")),
+            "{name}: {manifest} has no bin {binary}"
+        );
+        binaries.push(binary.to_owned());
+        for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
+            for statement in policy["Statement"].as_sequence().unwrap() {
+                let actions: Vec<&str> = statement["Action"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                // BatchWriteItem writes unconditionally; every write here is conditional.
+                for forbidden in [
+                    "dynamodb:Scan",
+                    "dynamodb:BatchWriteItem",
+                    "s3:DeleteObject",
+                    "s3:PutObjectAcl",
+                    "*",
+                ] {
+                    assert!(!actions.contains(&forbidden), "{name} may not {forbidden}");
+                }
+                let writes = actions.iter().any(|a| {
+                    a.contains("Put")
+                        || a.contains("Update")
+                        || a.contains("Send")
+                        || a.contains("Write")
+                });
+                assert!(
+                    !(writes && statement["Resource"] == "*"),
+                    "{name}: writes need a resource"
+                );
+            }
+        }
+    }
+    binaries.sort();
+    assert_eq!(
+        binaries,
+        [
+            "api",
+            "completion-notifier",
+            "row-dead-letter",
+            "row-worker",
+            "s3-ingest",
+            "webhook-sender"
+        ]
+    );
+}
+
+#[test]
+fn every_environment_variable_is_one_the_code_reads() {
+    let t = template();
+    let mut maps = vec![&t["Globals"]["Function"]["Environment"]["Variables"]];
+    for (_, function) in functions(&t) {
+        maps.push(&function["Properties"]["Environment"]["Variables"]);
+    }
+    for map in maps.into_iter().filter_map(Value::as_mapping) {
+        for key in map.keys().map(|k| k.as_str().unwrap()) {
+            assert!(
+                vars::ALL.contains(&key) || key == "AWS_LAMBDA_LOG_FORMAT",
+                "{key} is not read by pixpress"
+            );
+        }
+    }
+}
+
+#[test]
+fn uploads_trigger_is_limited_to_csvs_under_uploads() {
+    let t = template();
+    let rules = &props(&t, "S3IngestFunction")["Events"]["CsvUploaded"]["Properties"]["Filter"]["S3Key"]
+        ["Rules"];
+    assert_eq!(rules[0]["Value"], pixpress_domain::keys::UPLOADS_PREFIX);
+    assert_eq!(rules[1]["Value"], ".csv");
+}
+
+#[test]
+fn dead_lettered_rows_are_consumed_and_recorded_not_stranded() {
+    let t = template();
+    let event = &props(&t, "RowDeadLetterFunction")["Events"]["DeadLetters"];
+    assert_eq!(event["Type"], "SQS");
+    let queue = &event["Properties"]["Queue"];
+    let target = match queue {
+        Value::Tagged(t) => t.value.as_str().unwrap_or_default().to_owned(),
+        other => format!("{other:?}"),
+    };
+    assert!(target.starts_with("RowsDeadLetterQueue"), "{target}");
+    assert_eq!(
+        event["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    // The alarm watches what is left behind: the age of the oldest dead letter.
+    let alarm = props(&t, "RowsDeadLetterAlarm");
+    assert_eq!(alarm["MetricName"], "ApproximateAgeOfOldestMessage");
+}
+
+#[test]
+fn every_api_route_is_on_the_throttled_stage_with_cors_for_the_allowed_origin_only() {
+    let t = template();
+    let api = props(&t, "HttpApi");
+    let throttling = &api["DefaultRouteSettings"];
+    assert_eq!(
+        ref_target(&throttling["ThrottlingRateLimit"]),
+        Some("ApiThrottlingRateLimit")
+    );
+    assert_eq!(
+        ref_target(&throttling["ThrottlingBurstLimit"]),
+        Some("ApiThrottlingBurstLimit")
+    );
+    let cors = &api["CorsConfiguration"];
+    let origins = cors["AllowOrigins"].as_sequence().unwrap();
+    assert_eq!(origins.len(), 1);
+    assert_eq!(ref_target(&origins[0]), Some("AllowedOrigin"));
+    let headers: Vec<&str> = cors["AllowHeaders"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(headers.contains(&"authorization"), "{headers:?}");
+    let events = props(&t, "ApiFunction")["Events"].as_mapping().unwrap();
+    assert!(!events.is_empty());
+    for (name, event) in events {
+        assert_eq!(event["Type"], "HttpApi", "{name:?}");
+        assert_eq!(
+            ref_target(&event["Properties"]["ApiId"]),
+            Some("HttpApi"),
+            "{name:?} is not on the throttled API"
+        );
+    }
+}
+
+#[test]
+fn every_alarm_notifies_the_topic_and_every_function_is_watched_logged_and_traceable() {
+    let t = template();
+    let resources = t["Resources"].as_mapping().unwrap();
+    let alarms: Vec<(&str, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(k, r)| (k.as_str().unwrap(), r))
+        .collect();
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let wired = serde_yaml_ng::to_string(&alarm["Properties"][actions]).unwrap();
+            assert!(
+                wired.contains("HasAlarmTopic") && wired.contains("AlarmTopicArn"),
+                "{name} {actions}: {wired}"
+            );
+        }
+    }
+    for (function, _) in functions(&t) {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                alarms.iter().any(|(_, a)| {
+                    a["Properties"]["MetricName"] == metric
+                        && ref_target(&a["Properties"]["Dimensions"][0]["Value"]) == Some(function)
+                }),
+                "no {metric} alarm on {function}"
+            );
+        }
+        let group = ref_target(&props(&t, function)["LoggingConfig"]["LogGroup"])
+            .unwrap_or_else(|| panic!("{function} has no log group"));
+        assert_eq!(
+            ref_target(&props(&t, group)["RetentionInDays"]),
+            Some("LogRetentionDays")
+        );
+    }
+    assert!(alarms.iter().any(|(_, a)| {
+        a["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+            && serde_yaml_ng::to_string(&a["Properties"]["Dimensions"])
+                .unwrap()
+                .contains("RowsQueue.QueueName")
+    }));
+    let tracing = serde_yaml_ng::to_string(&t["Globals"]["Function"]["Tracing"]).unwrap();
+    assert!(tracing.contains("TracingEnabled"), "{tracing}");
+    assert_eq!(
+        resource(&t, "Dashboard")["Type"],
+        "AWS::CloudWatch::Dashboard"
+    );
+}
+
+#[test]
+fn webhooks_leave_the_stream_shard_and_dead_letter_after_the_schedule() {
+    let t = template();
+    let queue = props(&t, "WebhooksQueue");
+    assert_eq!(number(&queue["RedrivePolicy"]["maxReceiveCount"]), 8);
+    let sender = props(&t, "WebhookSenderFunction");
+    assert!(number(&queue["VisibilityTimeout"]) >= 6 * number(&sender["Timeout"]));
+    let event = &sender["Events"]["Webhooks"]["Properties"];
+    assert_eq!(event["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    let notifier_env = &props(&t, "CompletionNotifierFunction")["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&notifier_env["WEBHOOKS_QUEUE_URL"]),
+        Some("WebhooksQueue")
+    );
+    assert_eq!(
+        resource(&t, "WebhooksDeadLetterAlarm")["Type"],
+        "AWS::CloudWatch::Alarm"
+    );
+}
+
+#[test]
+fn catalogue_uploads_have_their_own_size_limit_and_fan_out_through_the_ingest_queue() {
+    let t = template();
+    let p = props(&t, "S3IngestFunction");
+    let env = &p["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&env[vars::MAX_UPLOAD_BYTES]),
+        Some("MaxUploadBytes")
+    );
+    assert!(number(&t["Parameters"]["MaxUploadBytes"]["Default"]) >= 1_000_000_000);
+    assert!(number(&t["Parameters"]["MaxUploadRows"]["Default"]) >= 1_000_000);
+    assert_eq!(
+        ref_target(&env[vars::INGEST_QUEUE_URL]),
+        Some("IngestQueue")
+    );
+    let chunks = &p["Events"]["Chunks"];
+    assert_eq!(chunks["Type"], "SQS");
+    assert_eq!(
+        chunks["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    let timeout = number(&p["Timeout"]);
+    let visibility = number(&props(&t, "IngestQueue")["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 × {timeout} s"
+    );
+    assert!(!props(&t, "IngestQueue")["RedrivePolicy"]["deadLetterTargetArn"].is_null());
+}
+
+#[test]
+fn every_path_reaches_the_api_router_and_browsers_may_use_the_presigned_links() {
+    let t = template();
+    let events = props(&t, "ApiFunction")["Events"].as_mapping().unwrap();
+    let routes: Vec<(String, String)> = events
+        .values()
+        .map(|e| {
+            (
+                e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                e["Properties"]["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // The router answers every path (404/405 included); the greedy path misses the root page.
+    assert!(
+        routes.contains(&("ANY".into(), "/{proxy+}".into())),
+        "{routes:?}"
+    );
+    assert!(routes.contains(&("GET".into(), "/".into())), "{routes:?}");
+    let rules = &props(&t, "DataBucket")["CorsConfiguration"]["CorsRules"];
+    let rule = &rules[0];
+    let methods: Vec<&str> = rule["AllowedMethods"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(methods, ["GET", "POST"]);
+    let origins = serde_yaml_ng::to_string(&rule["AllowedOrigins"]).unwrap();
+    assert!(
+        origins.contains("${HttpApi}.execute-api") && origins.contains("AllowedOrigin"),
+        "{origins}"
+    );
+    assert!(!origins.contains("'*'"), "{origins}");
+}
+
+#[test]
+fn items_and_outputs_expire_after_their_retention_parameters() {
+    let t = template();
+    let variables = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_target(&variables["RETENTION_DAYS"]),
+        Some("RetentionDays")
+    );
+    let table = props(&t, "RequestsTable");
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        pixpress_domain::item::TTL_ATTRIBUTE
+    );
+    let rules =
+        serde_yaml_ng::to_string(&props(&t, "DataBucket")["LifecycleConfiguration"]).unwrap();
+    for prefix in ["images/", "results/"] {
+        assert!(rules.contains(&format!("Prefix: {prefix}")), "{rules}");
+    }
+    assert!(
+        rules.contains("ExpireOutputs") && rules.contains("OutputRetentionDays"),
+        "{rules}"
+    );
+    let conditions = serde_yaml_ng::to_string(&t["Conditions"]["ExpireOutputs"]).unwrap();
+    assert!(conditions.contains("OutputRetentionDays"), "{conditions}");
+}

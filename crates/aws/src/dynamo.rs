@@ -1,0 +1,970 @@
+//! [`RequestRepository`] on one DynamoDB table (`pk`/`sk`, DESIGN §3), items mapped with
+//! `serde_dynamo` through the shared item schema ([`MetaItem`], [`RowItem`], [`CounterItem`]).
+//!
+//! Every write is conditional: a request is created only if its id is new, and only after all
+//! its row and counter items exist; a row outcome and its counter-shard increment are one
+//! `TransactWriteItems` conditional on the row being `PENDING`
+//! ([`pixpress_domain::counting`]); the terminal flip is one conditional `UpdateItem`. Attribute
+//! names go through `#name` placeholders (`status`, `state` and others are reserved words).
+//!
+//! A cancelled transaction is classified by its per-action `CancellationReasons`: only the
+//! row's own `ConditionalCheckFailed` means "already recorded"; `TransactionConflict`,
+//! `ThrottlingError`, `ProvisionedThroughputExceeded` and `RequestLimitExceeded` are retried in
+//! process with jittered exponential backoff ([`pixpress_app::retry`]) and then returned as
+//! [`PortError::Conflict`] / [`PortError::Throttled`]; anything else (`ValidationError`,
+//! `ItemCollectionSizeLimitExceeded`) is an error naming the reasons (Amazon DynamoDB API
+//! Reference, `TransactWriteItems` → `TransactionCanceledException`).
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+
+use super::{classify_code, sdk_error};
+use pixpress_app::limits::{DYNAMODB_MAX_ITEM_BYTES, dynamodb_item_size, transaction_chunks};
+use pixpress_app::ports::{
+    Created, PortError, RequestRepository, RowPage, RowRecorded, Transition,
+};
+use pixpress_app::retry::{RetryPolicy, retry};
+use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
+use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
+use pixpress_domain::keys::{
+    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
+};
+use pixpress_domain::model::{
+    Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
+    RequestStatus, RowRecord, WebhookAttempt,
+};
+
+/// The DynamoDB repository. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynamoRequestRepository {
+    client: Client,
+    table: String,
+    retry: RetryPolicy,
+    retention: Option<chrono::Duration>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn status(v: RequestStatus) -> AttributeValue {
+    s(v.as_str())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<AttributeValue, PortError> {
+    serde_dynamo::to_attribute_value(value)
+        .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
+}
+
+fn item<T: serde::Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, PortError> {
+    serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
+}
+
+/// The item of `value` once its size passes DynamoDB's 400 KB, with that size.
+fn sized_item<T: serde::Serialize>(
+    value: &T,
+    what: &str,
+) -> Result<(HashMap<String, AttributeValue>, usize), PortError> {
+    let plain: serde_dynamo::Item = serde_dynamo::to_item(value)
+        .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))?;
+    let size = dynamodb_item_size(&plain);
+    if size > DYNAMODB_MAX_ITEM_BYTES {
+        return Err(PortError::LimitExceeded(format!(
+            "{what} would be {size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
+        )));
+    }
+    Ok((item(value)?, size))
+}
+
+fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// The per-action reasons of a cancelled transaction (`CancellationReasons`, in action order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cancelled {
+    /// `(code, message)` per action; code `None` for actions that were fine.
+    pub reasons: Vec<(String, String)>,
+}
+
+impl Cancelled {
+    /// `true` when action `index`'s own condition failed.
+    pub fn condition_failed(&self, index: usize) -> bool {
+        self.reasons
+            .get(index)
+            .is_some_and(|(code, _)| code == "ConditionalCheckFailed")
+    }
+
+    /// The error for the whole cancellation: transient (conflict, throttling) when any reason
+    /// is, otherwise an error naming every reason.
+    pub fn error(&self, context: &str) -> PortError {
+        let mut unexpected = Vec::new();
+        let mut transient = None;
+        for (code, message) in &self.reasons {
+            if code == "None" || code == "ConditionalCheckFailed" {
+                continue;
+            }
+            match classify_code(context, code, message) {
+                Some(e) if e.is_transient() => transient = transient.or(Some(e)),
+                Some(PortError::LimitExceeded(detail)) => {
+                    return PortError::LimitExceeded(detail);
+                }
+                _ => unexpected.push(format!("{code}: {message}")),
+            }
+        }
+        if let Some(e) = transient {
+            return e;
+        }
+        PortError::Unexpected(anyhow!(
+            "{context}: transaction cancelled ({})",
+            if unexpected.is_empty() {
+                "ConditionalCheckFailed".to_owned()
+            } else {
+                unexpected.join("; ")
+            }
+        ))
+    }
+}
+
+/// The cancellation reasons of a failed `TransactWriteItems`, or `None` when it failed another
+/// way.
+fn cancellation(error: &TransactWriteItemsError) -> Option<Cancelled> {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(e) => Some(Cancelled {
+            reasons: e
+                .cancellation_reasons()
+                .iter()
+                .map(|r| {
+                    (
+                        r.code().unwrap_or("None").to_owned(),
+                        r.message().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
+impl DynamoRequestRepository {
+    /// A repository on `table`.
+    #[must_use]
+    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::from_client(Client::new(sdk), table)
+    }
+
+    /// A repository on `table` through `client` (tests pass a mocked client).
+    #[must_use]
+    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retry: RetryPolicy::STORAGE,
+            retention: None,
+        }
+    }
+
+    /// The same repository writing each new item of a request with `expires_at` = its creation
+    /// time + `retention` (Unix seconds), the table's TTL attribute: DynamoDB deletes expired
+    /// items, typically within a few days of the time ("Using time to live (TTL) in DynamoDB",
+    /// Amazon DynamoDB Developer Guide). `None` keeps them.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Option<chrono::Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// `expires_at` of an item of a request made at `created_at`.
+    fn expires_at(&self, created_at: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+        self.retention.map(|r| (created_at + r).timestamp())
+    }
+
+    /// The same repository with another in-process retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The underlying client (tests create tables with it).
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn meta_key(request_id: &str) -> HashMap<String, AttributeValue> {
+        key(request_pk(request_id), META_SK.to_owned())
+    }
+
+    /// One `TransactWriteItems`: `Ok(Ok(()))` when committed, `Ok(Err(reasons))` when
+    /// cancelled, `Err` when the call failed another way.
+    async fn transact_once(
+        &self,
+        items: Vec<TransactWriteItem>,
+        context: &str,
+    ) -> Result<Result<(), Cancelled>, PortError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => match e.as_service_error().and_then(cancellation) {
+                Some(cancelled) => Ok(Err(cancelled)),
+                None => Err(sdk_error(context, &e)),
+            },
+        }
+    }
+
+    /// A conditional update of the request item, retried on throttling and conflicts;
+    /// `Ok(false)` when the condition fails.
+    #[allow(clippy::too_many_arguments)]
+    async fn conditional_update(
+        &self,
+        request_id: &str,
+        update: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+        context: &str,
+    ) -> Result<bool, PortError> {
+        retry(&self.retry, context, || async {
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .update_expression(update)
+                .condition_expression(condition);
+            for (placeholder, name) in names {
+                request = request.expression_attribute_names(*placeholder, *name);
+            }
+            for (placeholder, value) in &values {
+                request = request.expression_attribute_values(*placeholder, value.clone());
+            }
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(sdk_error(context, &e)),
+            }
+        })
+        .await
+    }
+
+    /// Puts `items` (each conditional on not existing) in transactions of ≤ 100 actions and
+    /// ≤ 4 MB. Items that exist already (a replay) are dropped from the transaction and the
+    /// rest sent again; conflicts and throttling are retried with backoff.
+    async fn put_new(
+        &self,
+        items: Vec<(HashMap<String, AttributeValue>, usize)>,
+        context: &str,
+    ) -> Result<(), PortError> {
+        let sizes: Vec<usize> = items.iter().map(|(_, size)| *size).collect();
+        for chunk in transaction_chunks(&sizes, 0) {
+            let mut pending: Vec<usize> = chunk.collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let actions = pending
+                    .iter()
+                    .map(|&i| {
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(items[i].0.clone()))
+                            .condition_expression("attribute_not_exists(sk)")
+                            .build()
+                            .map(|put| TransactWriteItem::builder().put(put).build())
+                            .map_err(|e| PortError::Unexpected(anyhow!("{context}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cancelled = match self.transact_once(actions, context).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(cancelled)) => cancelled,
+                    Err(e) if e.is_transient() => Cancelled {
+                        reasons: vec![("ThrottlingError".to_owned(), e.to_string())],
+                    },
+                    Err(e) => return Err(e),
+                };
+                let before = pending.len();
+                pending = pending
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(position, _)| !cancelled.condition_failed(*position))
+                    .map(|(_, i)| i)
+                    .collect();
+                let error = cancelled.error(context);
+                if pending.len() < before && !error.is_transient() {
+                    // Only existing items failed their condition: send the others at once.
+                    continue;
+                }
+                if !error.is_transient() {
+                    return Err(error);
+                }
+                attempt += 1;
+                if attempt >= self.retry.attempts {
+                    return Err(error);
+                }
+                tracing::debug!(context, attempt, %error, "transaction cancelled; retrying");
+                tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The request item as stored, and the request's counters (summed over the counter shards
+    /// while it runs).
+    async fn read(&self, request_id: &str) -> Result<Option<(MetaItem, Counters)>, PortError> {
+        let out = retry(&self.retry, "reading the request", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the request", &e))
+        })
+        .await?;
+        let Some(found) = out.item else {
+            return Ok(None);
+        };
+        let stored: MetaItem = serde_dynamo::from_item(found)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed request item: {e}")))?;
+        let mut counters = stored.meta.counters;
+        if !stored.meta.status.is_terminal() {
+            for shard in self.read_shards(request_id).await? {
+                counters.add_done(&shard.counters);
+            }
+        }
+        Ok(Some((stored, counters)))
+    }
+
+    /// Every counter shard item of a request (one consistent `Query`; 32 small items).
+    async fn read_shards(&self, request_id: &str) -> Result<Vec<CounterItem>, PortError> {
+        let out = retry(&self.retry, "reading counter shards", || async {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(request_pk(request_id)))
+                .expression_attribute_values(":prefix", s(COUNTER_SK_PREFIX))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading counter shards", &e))
+        })
+        .await?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|found| {
+                serde_dynamo::from_item(found)
+                    .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))
+            })
+            .collect()
+    }
+
+    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
+    /// done shards (`ADD`, idempotent); `true` when all shards are done.
+    async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        let out = retry(&self.retry, "reading a counter shard", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading a counter shard", &e))
+        })
+        .await?;
+        let Some(found) = out.item else {
+            return Err(PortError::Unexpected(anyhow!(
+                "counter shard {shard} of request {request_id} does not exist"
+            )));
+        };
+        let counter: CounterItem = serde_dynamo::from_item(found)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))?;
+        if counter.counters.rows_done < counter.counters.rows_total {
+            return Ok(false);
+        }
+        // Added only if missing: a redelivered row of a done shard writes nothing (and so
+        // never races another writer of the request item), it reads the set instead.
+        let added = retry(&self.retry, "adding a done shard", || async {
+            match self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .update_expression("ADD done_shards :shard")
+                .condition_expression("attribute_exists(pk) AND NOT contains(done_shards, :number)")
+                .expression_attribute_values(":shard", AttributeValue::Ns(vec![shard.to_string()]))
+                .expression_attribute_values(":number", AttributeValue::N(shard.to_string()))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(out.attributes),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(sdk_error("adding a done shard", &e)),
+            }
+        })
+        .await?;
+        let attributes = match added {
+            Some(attributes) => Some(attributes),
+            None => {
+                retry(&self.retry, "reading the done shards", || async {
+                    self.client
+                        .get_item()
+                        .table_name(&self.table)
+                        .set_key(Some(Self::meta_key(request_id)))
+                        .projection_expression("done_shards")
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("reading the done shards", &e))
+                })
+                .await?
+                .item
+            }
+        };
+        let done = attributes
+            .and_then(|a| a.get("done_shards").cloned())
+            .and_then(|v| v.as_ns().ok().map(Vec::len))
+            .unwrap_or(0);
+        Ok(done >= COUNTER_SHARDS as usize)
+    }
+}
+
+/// Row writes in flight at once while a chunk of a catalogue is expanded.
+const PUT_ROWS_AT_ONCE: usize = 16;
+
+impl RequestRepository for DynamoRequestRepository {
+    async fn create_request(
+        &self,
+        meta: &RequestMeta,
+        rows: &[RowRecord],
+    ) -> Result<Created, PortError> {
+        if let Some(existing) = self.get_request(&meta.request_id).await? {
+            return Ok(Created::AlreadyExists(Box::new(existing)));
+        }
+        let id = meta.request_id.as_str();
+        let expires_at = self.expires_at(meta.created_at);
+        // Rows and counter shards first, each conditional on being new; the request item
+        // last. A request is only visible once all its items exist; a replay drops the items
+        // it finds and writes the rest.
+        let mut items = rows
+            .iter()
+            .map(|row| {
+                sized_item(
+                    &RowItem::new(id, row.clone(), expires_at),
+                    &format!("row {}", row.index),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for shard in shards_with_rows(meta.counters.rows_total) {
+            let counter = CounterItem::new(
+                id,
+                shard,
+                shard_rows_total(meta.counters.rows_total, shard),
+                expires_at,
+            );
+            items.push(sized_item(&counter, "a counter shard")?);
+        }
+        self.put_new(items, "writing rows").await?;
+        let (meta_item, _) =
+            sized_item(&MetaItem::new(meta.clone(), expires_at), "the request item")?;
+        let put = retry(&self.retry, "writing the request", || async {
+            match self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(meta_item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(sdk_error("writing the request", &e)),
+            }
+        })
+        .await?;
+        if put {
+            return Ok(Created::Inserted);
+        }
+        let existing = self
+            .get_request(id)
+            .await?
+            .ok_or_else(|| PortError::Unexpected(anyhow!("request {id} vanished")))?;
+        Ok(Created::AlreadyExists(Box::new(existing)))
+    }
+
+    async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
+        use futures::StreamExt as _;
+        use futures::TryStreamExt as _;
+        // One conditional PutItem per row, a few at a time: the rows of a chunk need no
+        // atomicity (a replay completes a partial chunk), and a plain write costs one write
+        // unit per KB where a transactional one costs two (DynamoDB pricing, "Write request
+        // units"). Rows of a catalogue expire counted from their writing, at most an ingest
+        // later than the request item.
+        let expires_at = self.expires_at(chrono::Utc::now());
+        let items = rows
+            .iter()
+            .map(|row| {
+                sized_item(
+                    &RowItem::new(request_id, row.clone(), expires_at),
+                    &format!("row {}", row.index),
+                )
+                .map(|(item, _)| item)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        futures::stream::iter(items)
+            .map(|item| async move {
+                retry(&self.retry, "writing a row", || async {
+                    match self
+                        .client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(item.clone()))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        // Written before (a replayed chunk), perhaps recorded since: kept.
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(sdk_error("writing a row", &e)),
+                    }
+                })
+                .await
+            })
+            .buffer_unordered(PUT_ROWS_AT_ONCE)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
+        Ok(self.read(request_id).await?.map(|(stored, counters)| {
+            let mut meta = stored.meta;
+            meta.counters = counters;
+            meta
+        }))
+    }
+
+    async fn list_rows(
+        &self,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<RowPage, PortError> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let limit = limit.max(1);
+        let mut rows = Vec::new();
+        let mut exclusive_start = None;
+        // A Query page holds at most 1 MB; keep reading until `limit` rows or the end.
+        loop {
+            let page_limit = i32::try_from(limit + 1 - rows.len() as u32).unwrap_or(i32::MAX);
+            let from = exclusive_start.take();
+            let out = retry(&self.retry, "reading rows", || async {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(request_pk(request_id)))
+                    .expression_attribute_values(":from", s(row_sk(start)))
+                    .expression_attribute_values(":to", s(format!("{ROW_SK_PREFIX}999999")))
+                    .consistent_read(true)
+                    .limit(page_limit)
+                    .set_exclusive_start_key(from.clone())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("reading rows", &e))
+            })
+            .await?;
+            for found in out.items.unwrap_or_default() {
+                let row: RowItem = serde_dynamo::from_item(found)
+                    .map_err(|e| PortError::Unexpected(anyhow!("malformed row item: {e}")))?;
+                rows.push(row.row);
+            }
+            match out.last_evaluated_key {
+                Some(last) if rows.len() <= limit as usize => exclusive_start = Some(last),
+                _ => break,
+            }
+        }
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.index)
+        } else {
+            None
+        };
+        Ok(RowPage { rows, next })
+    }
+
+    async fn mark_processing(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, PortError> {
+        let applied = self
+            .conditional_update(
+                request_id,
+                "SET #status = :to, updated_at = :now",
+                "#status = :from",
+                &[("#status", "status")],
+                vec![
+                    (":to", status(RequestStatus::Processing)),
+                    (":from", status(RequestStatus::Pending)),
+                    (":now", s(now.to_rfc3339())),
+                ],
+                "marking the request processing",
+            )
+            .await?;
+        Ok(if applied {
+            Transition::Applied(RequestStatus::Processing)
+        } else {
+            Transition::NotApplied
+        })
+    }
+
+    async fn mark_failed(
+        &self,
+        request_id: &str,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, PortError> {
+        let applied = self
+            .conditional_update(
+                request_id,
+                "SET #status = :to, failure = :failure, updated_at = :now, completed_at = :now",
+                "#status IN (:pending, :processing)",
+                &[("#status", "status")],
+                vec![
+                    (":to", status(RequestStatus::Failed)),
+                    (":pending", status(RequestStatus::Pending)),
+                    (":processing", status(RequestStatus::Processing)),
+                    (":failure", encode(failure)?),
+                    (":now", s(now.to_rfc3339())),
+                ],
+                "marking the request failed",
+            )
+            .await?;
+        Ok(if applied {
+            Transition::Applied(RequestStatus::Failed)
+        } else {
+            Transition::NotApplied
+        })
+    }
+
+    async fn record_row_outcome(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        images: &[ImageOutcome],
+        _now: DateTime<Utc>,
+    ) -> Result<RowRecorded, PortError> {
+        let shard = shard_of(row_index);
+        let mut delta = Counters::default();
+        delta.add_row(images);
+        let encoded_images = encode(&images)?;
+        // The outcomes alone past 400 KB can never be stored; DynamoDB would refuse the whole
+        // item on every retry (the full item is checked by DynamoDB itself).
+        let value: serde_dynamo::AttributeValue = serde_dynamo::to_attribute_value(images)
+            .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))?;
+        let outcomes = serde_dynamo::Item::from(HashMap::from([("images".to_owned(), value)]));
+        let outcomes_size = dynamodb_item_size(&outcomes);
+        if outcomes_size > DYNAMODB_MAX_ITEM_BYTES {
+            return Err(PortError::LimitExceeded(format!(
+                "row {row_index}: the image outcomes are {outcomes_size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
+            )));
+        }
+        let recorded = retry(&self.retry, "recording the row outcome", || async {
+            let row_update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .update_expression("SET #state = :done, images = :images REMOVE progress")
+                .condition_expression("#state = :pending")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":done", s("DONE"))
+                .expression_attribute_values(":pending", s("PENDING"))
+                .expression_attribute_values(":images", encoded_images.clone())
+                .build()
+                .map_err(|e| PortError::Unexpected(anyhow!("row update: {e}")))?;
+            // The same tally the embedded repository applies, added atomically with `ADD` to
+            // the row's counter shard (not the request item: no hot item).
+            let shard_update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
+                .update_expression(
+                    "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
+                )
+                .condition_expression("attribute_exists(sk)")
+                .expression_attribute_values(":one", n(delta.rows_done))
+                .expression_attribute_values(":ok", n(delta.images_ok))
+                .expression_attribute_values(":failed", n(delta.images_failed))
+                .expression_attribute_values(":bin", n(delta.bytes_in))
+                .expression_attribute_values(":bout", n(delta.bytes_out))
+                .build()
+                .map_err(|e| PortError::Unexpected(anyhow!("counter update: {e}")))?;
+            let actions = vec![
+                TransactWriteItem::builder().update(row_update).build(),
+                TransactWriteItem::builder().update(shard_update).build(),
+            ];
+            match self
+                .transact_once(actions, "recording the row outcome")
+                .await?
+            {
+                Ok(()) => Ok(true),
+                // Only the row's own condition means it was recorded before (a redelivery).
+                Err(cancelled) if cancelled.condition_failed(0) => Ok(false),
+                Err(cancelled) => Err(cancelled.error("recording the row outcome")),
+            }
+        })
+        .await?;
+        let all_rows_done = self.check_shard(request_id, shard).await?;
+        Ok(if recorded {
+            RowRecorded::Recorded { all_rows_done }
+        } else {
+            RowRecorded::AlreadyRecorded { all_rows_done }
+        })
+    }
+
+    async fn record_row_progress(
+        &self,
+        request_id: &str,
+        row_index: u32,
+        progress: &[ImageProgress],
+    ) -> Result<(), PortError> {
+        let encoded = encode(&progress)?;
+        retry(&self.retry, "saving row progress", || async {
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .update_expression("SET progress = :progress")
+                .condition_expression("#state = :pending")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":progress", encoded.clone())
+                .expression_attribute_values(":pending", s("PENDING"))
+                .send()
+                .await;
+            match out {
+                Ok(_) => Ok(()),
+                // Recorded meanwhile: its progress no longer matters.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(sdk_error("saving row progress", &e)),
+            }
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, PortError> {
+        let Some((stored, counters)) = self.read(request_id).await? else {
+            return Ok(Transition::NotApplied);
+        };
+        if stored.meta.status.is_terminal() || stored.done_shards.len() < COUNTER_SHARDS as usize {
+            return Ok(Transition::NotApplied);
+        }
+        // Every shard is full, so the sums read above are final.
+        let Some(mut terminal) = counters.terminal_status() else {
+            return Ok(Transition::NotApplied);
+        };
+        // A cancellation is recorded before any row it affects, so the read above sees it.
+        if stored.meta.cancel_requested_at.is_some() {
+            terminal = RequestStatus::Cancelled;
+        }
+        // Applies only while non-terminal and with every shard done: exactly one caller wins.
+        let applied = self
+            .conditional_update(
+                request_id,
+                "SET #status = :terminal, #c = :counters, updated_at = :now, completed_at = :now",
+                "#status IN (:pending, :processing) AND size(done_shards) = :shards",
+                &[("#status", "status"), ("#c", "counters")],
+                vec![
+                    (":terminal", status(terminal)),
+                    (":counters", encode(&counters)?),
+                    (":pending", status(RequestStatus::Pending)),
+                    (":processing", status(RequestStatus::Processing)),
+                    (":shards", n(u64::from(COUNTER_SHARDS))),
+                    (":now", s(now.to_rfc3339())),
+                ],
+                "completing the request",
+            )
+            .await?;
+        Ok(if applied {
+            Transition::Applied(terminal)
+        } else {
+            Transition::NotApplied
+        })
+    }
+
+    async fn record_output_csv(
+        &self,
+        request_id: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.conditional_update(
+            request_id,
+            "SET output_csv_key = :key, updated_at = :now REMOVE output_progress",
+            "attribute_exists(pk)",
+            &[],
+            vec![(":key", s(key)), (":now", s(now.to_rfc3339()))],
+            "recording the output CSV",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
+        let out = retry(&self.retry, "reading the request", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .projection_expression("output_progress")
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the request", &e))
+        })
+        .await?;
+        let Some(value) = out.item.and_then(|mut item| item.remove("output_progress")) else {
+            return Ok(None);
+        };
+        serde_dynamo::from_attribute_value(value)
+            .map(Some)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed output progress: {e}")))
+    }
+
+    async fn record_output_progress(
+        &self,
+        request_id: &str,
+        progress: &OutputProgress,
+    ) -> Result<(), PortError> {
+        self.conditional_update(
+            request_id,
+            "SET output_progress = :progress",
+            "attribute_exists(pk)",
+            &[],
+            vec![(":progress", encode(progress)?)],
+            "recording the output CSV's progress",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
+        self.conditional_update(
+            request_id,
+            "SET webhook.#state = :pending",
+            "attribute_exists(webhook) AND #status IN (:completed, :with_errors, :failed, :cancelled)",
+            &[("#state", "state"), ("#status", "status")],
+            vec![
+                (":pending", encode(&DeliveryState::Pending)?),
+                (":completed", status(RequestStatus::Completed)),
+                (":with_errors", status(RequestStatus::CompletedWithErrors)),
+                (":failed", status(RequestStatus::Failed)),
+                (":cancelled", status(RequestStatus::Cancelled)),
+            ],
+            "redelivering the webhook",
+        )
+        .await
+    }
+
+    async fn request_cancel(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        // Only while running; the first time is kept (`if_not_exists`).
+        self.conditional_update(
+            request_id,
+            "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now), updated_at = :now",
+            "#status IN (:pending, :processing)",
+            &[("#status", "status")],
+            vec![
+                (":now", s(now.to_rfc3339())),
+                (":pending", status(RequestStatus::Pending)),
+                (":processing", status(RequestStatus::Processing)),
+            ],
+            "cancelling the request",
+        )
+        .await
+    }
+
+    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+        let item = retry(&self.retry, "reading the cancellation", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .projection_expression("cancel_requested_at")
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the cancellation", &e))
+        })
+        .await?;
+        Ok(item
+            .item
+            .is_some_and(|item| item.contains_key("cancel_requested_at")))
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        request_id: &str,
+        attempt: &WebhookAttempt,
+        state: DeliveryState,
+    ) -> Result<(), PortError> {
+        self.conditional_update(
+            request_id,
+            "SET webhook.attempts = list_append(webhook.attempts, :attempt), webhook.#state = :state",
+            "attribute_exists(webhook)",
+            &[("#state", "state")],
+            vec![(":attempt", encode(&[attempt])?), (":state", encode(&state)?)],
+            "recording the webhook attempt",
+        )
+        .await
+        .map(|_| ())
+    }
+}

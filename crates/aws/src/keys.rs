@@ -1,0 +1,243 @@
+//! API keys and tenants in the requests table: `pk = KEY#<key id>, sk = KEY` and
+//! `pk = TENANT#<name>, sk = TENANT`. The stream filter of the completion notifier passes only
+//! `META` items, so these never reach it.
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::sdk_error;
+use pixpress_app::auth::{ApiKeyRecord, KeyStore, TenantRecord};
+use pixpress_app::ports::PortError;
+use pixpress_app::retry::{RetryPolicy, retry};
+
+const KEY_PK_PREFIX: &str = "KEY#";
+const KEY_SK: &str = "KEY";
+const TENANT_PK_PREFIX: &str = "TENANT#";
+const TENANT_SK: &str = "TENANT";
+
+/// Keys and tenants in DynamoDB. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynamoKeyStore {
+    client: Client,
+    table: String,
+    retry: RetryPolicy,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    record: ApiKeyRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    record: TenantRecord,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, PortError> {
+    serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    item: HashMap<String, AttributeValue>,
+    what: &str,
+) -> Result<T, PortError> {
+    serde_dynamo::from_item(item)
+        .map_err(|e| PortError::Unexpected(anyhow!("malformed {what}: {e}")))
+}
+
+impl DynamoKeyStore {
+    /// A key store on `table` (the requests table).
+    #[must_use]
+    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::from_client(Client::new(sdk), table)
+    }
+
+    /// A key store on `table` through `client`.
+    #[must_use]
+    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retry: RetryPolicy::STORAGE,
+        }
+    }
+}
+
+impl KeyStore for DynamoKeyStore {
+    async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), PortError> {
+        let item = encode(&KeyItem {
+            pk: format!("{KEY_PK_PREFIX}{}", record.key_id),
+            sk: KEY_SK.to_owned(),
+            record: record.clone(),
+        })?;
+        retry(&self.retry, "storing an API key", || async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+                .map_err(|e| sdk_error("storing an API key", &e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, PortError> {
+        let out = retry(&self.retry, "reading an API key", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading an API key", &e))
+        })
+        .await?;
+        out.item
+            .map(|item| decode::<KeyItem>(item, "API key item").map(|i| i.record))
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, PortError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let from = start.take();
+            let out = retry(&self.retry, "listing API keys", || async {
+                self.client
+                    .scan()
+                    .table_name(&self.table)
+                    .filter_expression("begins_with(pk, :p) AND sk = :sk")
+                    .expression_attribute_values(":p", s(KEY_PK_PREFIX))
+                    .expression_attribute_values(":sk", s(KEY_SK))
+                    .set_exclusive_start_key(from.clone())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("listing API keys", &e))
+            })
+            .await?;
+            for item in out.items.unwrap_or_default() {
+                keys.push(decode::<KeyItem>(item, "API key item")?.record);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        keys.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.key_id.cmp(&b.key_id))
+        });
+        Ok(keys)
+    }
+
+    async fn revoke_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<bool, PortError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK)))
+            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", s(at.to_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("revoking an API key", &e)),
+        }
+    }
+
+    async fn get_tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, PortError> {
+        let out = retry(&self.retry, "reading a tenant", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("{TENANT_PK_PREFIX}{tenant}"), TENANT_SK)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading a tenant", &e))
+        })
+        .await?;
+        out.item
+            .map(|item| decode::<TenantItem>(item, "tenant item").map(|i| i.record))
+            .transpose()
+    }
+
+    async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
+        let item = encode(&TenantItem {
+            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
+            sk: TENANT_SK.to_owned(),
+            record: record.clone(),
+        })?;
+        retry(&self.retry, "storing a tenant", || async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("storing a tenant", &e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
+        let item = encode(&TenantItem {
+            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
+            sk: TENANT_SK.to_owned(),
+            record: record.clone(),
+        })?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(record.clone()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                self.get_tenant(&record.tenant).await?.ok_or_else(|| {
+                    PortError::Unexpected(anyhow!("tenant {} vanished", record.tenant))
+                })
+            }
+            Err(e) => Err(sdk_error("storing a tenant", &e)),
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The AWS adapters under the failures AWS produces and emulators never do, with the SDK
+//! clients mocked by `aws-smithy-mocks`: transactions cancelled for each documented reason,
+//! throttling that passes, S3 `SlowDown` and `AccessDenied`, and `SendMessageBatch` partial
+//! failures. DynamoDB errors are the JSON bodies DynamoDB sends, so the SDK's own parser reads
+//! them (Amazon DynamoDB API Reference, "Error handling", `TransactWriteItems`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use bytes::Bytes;
+use chrono::Utc;
+use pixpress_app::ports::{
+    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
+};
+use pixpress_app::retry::RetryPolicy;
+use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress_domain::model::{
+    Counters, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
+    Source,
+};
+use pixpress_domain::origin_slots::LeaseRequest;
+
+/// Quick in-process retries, so the tests do not wait.
+const FAST: RetryPolicy = RetryPolicy {
+    attempts: 8,
+    base: Duration::from_millis(1),
+    cap: Duration::from_millis(5),
+};
+
+/// A `TransactionCanceledException` body with one reason per action.
+fn cancelled(reasons: &[&str]) -> String {
+    let reasons: Vec<serde_json::Value> = reasons
+        .iter()
+        .map(|code| match *code {
+            "None" => serde_json::json!({ "Code": "None" }),
+            code => serde_json::json!({ "Code": code, "Message": format!("{code} (test)") }),
+        })
+        .collect();
+    serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+        "CancellationReasons": reasons,
+    })
+    .to_string()
+}
+
+fn dynamo_error(kind: &str, message: &str) -> String {
+    serde_json::json!({
+        "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
+        "message": message,
+    })
+    .to_string()
+}
+
+/// `TransactWriteItems` answered with `body` (HTTP 400) `times` times, then committed.
+fn transact_failing(body: &str, times: usize) -> Rule {
+    let body = body.to_owned();
+    mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .sequence()
+        .http_status(400, Some(body))
+        .times(times)
+        .output(|| TransactWriteItemsOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+/// `TransactWriteItems` answered with `body` (HTTP 400) every time.
+fn transact_always(body: &str) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .sequence()
+        .http_status(400, Some(body.to_owned()))
+        .repeatedly()
+        .build()
+}
+
+/// A repository whose client answers `TransactWriteItems` by `transact` and every other call
+/// like a table holding a full counter shard; the SDK itself does not retry, so the adapter's
+/// own retries are what is counted.
+fn repository(transact: &Rule) -> DynamoRequestRepository {
+    let shard = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(
+                serde_dynamo::to_item(serde_json::json!({
+                    "pk": "REQ#r", "sk": "COUNT#00",
+                    "rows_total": 1, "rows_done": 1, "images_total": 0, "images_ok": 1,
+                    "images_failed": 0, "bytes_in": 10, "bytes_out": 5,
+                }))
+                .unwrap(),
+            ))
+            .build()
+    });
+    let add_shard = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+        UpdateItemOutput::builder()
+            // The last shard: every one of the 32 is now done.
+            .attributes(
+                "done_shards",
+                AttributeValue::Ns((0..32).map(|s: u32| s.to_string()).collect()),
+            )
+            .build()
+    });
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [transact, &shard, &add_shard],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    DynamoRequestRepository::from_client(client, "requests").with_retry(FAST)
+}
+
+async fn record(repo: &DynamoRequestRepository) -> Result<RowRecorded, PortError> {
+    repo.record_row_outcome(
+        "r",
+        0,
+        &[ImageOutcome::failed("http_404", "not found")],
+        Utc::now(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn conflicts_and_throttling_cancelling_a_row_transaction_are_retried_until_it_commits() {
+    for reason in [
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+    ] {
+        // Twice cancelled for `reason` on the counter shard, then committed.
+        let transact = transact_failing(&cancelled(&["None", reason]), 2);
+        let repo = repository(&transact);
+        assert_eq!(
+            record(&repo).await.unwrap(),
+            RowRecorded::Recorded {
+                all_rows_done: true
+            },
+            "{reason}"
+        );
+        assert_eq!(transact.num_calls(), 3, "{reason}");
+    }
+    // RequestLimitExceeded comes as an error of its own, not a cancellation reason.
+    let transact = transact_failing(
+        &dynamo_error(
+            "RequestLimitExceeded",
+            "Throughput exceeds the account limit",
+        ),
+        2,
+    );
+    let repo = repository(&transact);
+    assert!(matches!(
+        record(&repo).await.unwrap(),
+        RowRecorded::Recorded { .. }
+    ));
+    assert_eq!(transact.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn only_the_rows_own_failed_condition_means_already_recorded() {
+    let transact = transact_always(&cancelled(&["ConditionalCheckFailed", "None"]));
+    let repo = repository(&transact);
+    assert!(matches!(
+        record(&repo).await.unwrap(),
+        RowRecorded::AlreadyRecorded { .. }
+    ));
+    assert_eq!(transact.num_calls(), 1, "a recorded row is not retried");
+    // The counter shard's condition failing is not the row's: an error, not "recorded".
+    let repo = repository(&transact_always(&cancelled(&[
+        "None",
+        "ConditionalCheckFailed",
+    ])));
+    assert!(matches!(
+        record(&repo).await.unwrap_err(),
+        PortError::Unexpected(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_conflict_that_never_passes_becomes_a_retryable_error_after_every_attempt() {
+    let transact = transact_always(&cancelled(&["TransactionConflict", "None"]));
+    let repo = repository(&transact);
+    let err = record(&repo).await.unwrap_err();
+    assert!(matches!(err, PortError::Conflict(_)), "{err}");
+    assert!(err.is_retryable(), "the row goes back to the queue");
+    assert_eq!(transact.num_calls(), FAST.attempts as usize);
+}
+
+#[tokio::test]
+async fn other_cancellation_reasons_are_errors_naming_the_reason_and_are_not_retried() {
+    let transact = transact_always(&cancelled(&["ValidationError", "None"]));
+    let repo = repository(&transact);
+    let err = record(&repo).await.unwrap_err();
+    assert!(matches!(err, PortError::Unexpected(_)), "{err}");
+    assert!(err.to_string().contains("ValidationError"), "{err}");
+    assert_eq!(transact.num_calls(), 1);
+    let repo = repository(&transact_always(&cancelled(&[
+        "ItemCollectionSizeLimitExceeded",
+        "None",
+    ])));
+    assert!(matches!(
+        record(&repo).await.unwrap_err(),
+        PortError::LimitExceeded(_)
+    ));
+}
+
+fn meta(rows: u64) -> RequestMeta {
+    let now = Utc::now();
+    RequestMeta {
+        request_id: "r".into(),
+        tenant: "default".into(),
+        status: RequestStatus::Pending,
+        source: Source::Api,
+        source_key: None,
+        output_spec: OutputSpec::default(),
+        counters: Counters {
+            rows_total: rows,
+            images_total: rows,
+            ..Counters::default()
+        },
+        webhook: None,
+        output_csv_key: None,
+        failure: None,
+        fingerprint: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        cancel_requested_at: None,
+        retry_of: None,
+    }
+}
+
+fn rows(n: u32) -> Vec<RowRecord> {
+    (0..n)
+        .map(|i| RowRecord {
+            index: i,
+            serial: i.to_string(),
+            product_name: "p".into(),
+            input_urls: vec!["https://img.example.com/a.jpg".into()],
+            state: RowState::Pending,
+            images: vec![],
+            progress: Vec::new(),
+        })
+        .collect()
+}
+
+/// A repository for `create_request`: no request exists yet; `transact` answers
+/// `TransactWriteItems`, and the number of actions of each call is recorded.
+fn creating(transact: Rule) -> (DynamoRequestRepository, Arc<Mutex<Vec<usize>>>, Rule, Rule) {
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    let counting = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(move |req| {
+            seen.lock().unwrap().push(req.transact_items().len());
+            false
+        })
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let missing =
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let no_shards =
+        mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+    let put_meta =
+        mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&counting, &transact, &missing, &no_shards, &put_meta],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    (
+        DynamoRequestRepository::from_client(client, "requests").with_retry(FAST),
+        sizes,
+        transact,
+        put_meta,
+    )
+}
+
+#[tokio::test]
+async fn creating_a_request_resends_only_the_items_that_do_not_exist_and_writes_the_request_last() {
+    // Two rows and their two counter shards; the second row exists already (a replay).
+    let (repo, sizes, _, put_meta) = creating(transact_failing(
+        &cancelled(&["None", "ConditionalCheckFailed", "None", "None"]),
+        1,
+    ));
+    assert_eq!(
+        repo.create_request(&meta(2), &rows(2)).await.unwrap(),
+        Created::Inserted
+    );
+    assert_eq!(*sizes.lock().unwrap(), vec![4, 3]);
+    assert_eq!(put_meta.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_throttled_chunk_is_retried_and_a_failed_chunk_never_writes_the_request() {
+    let (repo, sizes, _, put_meta) = creating(transact_failing(
+        &cancelled(&["ThrottlingError", "None", "None", "None"]),
+        2,
+    ));
+    repo.create_request(&meta(2), &rows(2)).await.unwrap();
+    assert_eq!(*sizes.lock().unwrap(), vec![4, 4, 4]);
+    assert_eq!(put_meta.num_calls(), 1);
+
+    let (repo, _, transact, put_meta) = creating(transact_always(&cancelled(&[
+        "ValidationError",
+        "None",
+        "None",
+        "None",
+    ])));
+    assert!(repo.create_request(&meta(2), &rows(2)).await.is_err());
+    assert_eq!(transact.num_calls(), 1, "a validation error is not retried");
+    assert_eq!(
+        put_meta.num_calls(),
+        0,
+        "a request whose rows are not all written must stay invisible"
+    );
+}
+
+/// A chunk of a catalogue: one conditional `PutItem` per row, no transaction. A row that
+/// exists (`ConditionalCheckFailedException`, a replayed chunk) is kept and not an error;
+/// throttling is retried; an access error fails the chunk so its message is retried.
+#[tokio::test]
+async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry_throttling() {
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )),
+        )
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded",
+            )),
+        )
+        .times(2)
+        .output(|| PutItemOutput::builder().build())
+        .repeatedly()
+        .build();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&put, &transact],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    repo.put_rows("r", &rows(5)).await.unwrap();
+    // One answer says the row exists (kept, not an error), two are throttling (retried),
+    // four are writes: five rows, seven calls.
+    assert_eq!(put.num_calls(), 1 + 2 + 4);
+    assert_eq!(transact.num_calls(), 0, "no transaction for chunk rows");
+
+    let denied = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error("AccessDeniedException", "not authorized")),
+        )
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let err = repo.put_rows("r", &rows(3)).await.unwrap_err();
+    assert!(matches!(err, PortError::Denied(_)), "{err}");
+}
+
+fn s3_store(rule: &aws_smithy_mocks::Rule) -> S3ObjectStore {
+    let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [rule], |c| c
+        .retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+        ));
+    S3ObjectStore::from_client(client, "data", None)
+}
+
+#[tokio::test]
+async fn s3_slow_down_is_retried_and_access_denied_is_not() {
+    let slow_down = mock!(aws_sdk_s3::Client::put_object)
+        .sequence()
+        .http_status(
+            503,
+            Some("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into()),
+        )
+        .times(2)
+        .output(|| aws_sdk_s3::operation::put_object::PutObjectOutput::builder().build())
+        .build();
+    let store = s3_store(&slow_down);
+    store
+        .put(
+            "images/r/000000-00.jpg",
+            Bytes::from_static(b"jpeg"),
+            "image/jpeg",
+        )
+        .await
+        .unwrap();
+    assert_eq!(slow_down.num_calls(), 3);
+
+    let denied = mock!(aws_sdk_s3::Client::put_object)
+        .sequence()
+        .http_status(
+            403,
+            Some("<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>".into()),
+        )
+        .repeatedly()
+        .build();
+    let store = s3_store(&denied);
+    let err = store
+        .put(
+            "images/r/000000-00.jpg",
+            Bytes::from_static(b"jpeg"),
+            "image/jpeg",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PortError::Denied(_)), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(denied.num_calls(), 1);
+}
+
+fn job(i: u32) -> RowJob {
+    RowJob {
+        version: 1,
+        request_id: "r".into(),
+        tenant: "default".into(),
+        row_index: i,
+        serial: i.to_string(),
+        product_name: "p".into(),
+        input_urls: vec!["https://img.example.com/a.jpg".into()],
+        output_spec: OutputSpec::default(),
+    }
+}
+
+fn accepted(id: &str) -> SendMessageBatchResultEntry {
+    SendMessageBatchResultEntry::builder()
+        .id(id)
+        .message_id(format!("m-{id}"))
+        .md5_of_message_body("x")
+        .build()
+        .unwrap()
+}
+
+fn refused(id: &str, code: &str, sender_fault: bool) -> BatchResultErrorEntry {
+    BatchResultErrorEntry::builder()
+        .id(id)
+        .code(code)
+        .sender_fault(sender_fault)
+        .message(format!("{code} (test)"))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn send_message_batch_entries_that_failed_on_the_service_side_are_sent_again() {
+    let entries = Arc::new(Mutex::new(Vec::new()));
+    let seen = entries.clone();
+    let batch = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(move |req| {
+        let ids: Vec<String> = req.entries().iter().map(|e| e.id().to_owned()).collect();
+        let mut seen = seen.lock().unwrap();
+        seen.push(ids.clone());
+        let first = seen.len() == 1;
+        let (failed, successful): (Vec<_>, Vec<_>) =
+            ids.iter().partition(|id| first && id.as_str() == "1");
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(successful.iter().map(|id| accepted(id)).collect()))
+            .set_failed(Some(
+                failed
+                    .iter()
+                    .map(|id| refused(id, "InternalError", false))
+                    .collect(),
+            ))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch]);
+    let queue = SqsRowQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST);
+    queue.enqueue(&[job(0), job(1), job(2)]).await.unwrap();
+    assert_eq!(
+        *entries.lock().unwrap(),
+        vec![vec!["0", "1", "2"], vec!["1"]],
+        "only the failed entry is sent again"
+    );
+
+    // An entry refused for what it holds fails at once.
+    let batch = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(|req| {
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![]))
+            .set_failed(Some(
+                req.entries()
+                    .iter()
+                    .map(|e| refused(e.id(), "InvalidMessageContents", true))
+                    .collect(),
+            ))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch]);
+    let queue = SqsRowQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST);
+    let err = queue.enqueue(&[job(0)]).await.unwrap_err();
+    assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
+    assert_eq!(batch.num_calls(), 1);
+}
+
+/// Every item of a new request — rows, counter shards, the request item — carries the table's
+/// TTL attribute at its creation time plus the retention; without one, none does.
+#[tokio::test]
+async fn with_a_retention_every_item_of_a_new_request_expires_together() {
+    for retention in [Some(chrono::Duration::days(30)), None] {
+        let items: Arc<Mutex<Vec<std::collections::HashMap<String, AttributeValue>>>> =
+            Arc::default();
+        let from_transactions = items.clone();
+        let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+            .match_requests(move |req| {
+                for action in req.transact_items() {
+                    if let Some(put) = action.put() {
+                        from_transactions.lock().unwrap().push(put.item().clone());
+                    }
+                }
+                true
+            })
+            .then_output(|| TransactWriteItemsOutput::builder().build());
+        let from_puts = items.clone();
+        let put = mock!(aws_sdk_dynamodb::Client::put_item)
+            .match_requests(move |req| {
+                from_puts
+                    .lock()
+                    .unwrap()
+                    .push(req.item().cloned().unwrap_or_default());
+                true
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let missing = mock!(aws_sdk_dynamodb::Client::get_item)
+            .then_output(|| GetItemOutput::builder().build());
+        let no_shards =
+            mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+        let client = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&transact, &put, &missing, &no_shards],
+            |c| c.retry_config(RetryConfig::disabled())
+        );
+        let repo = DynamoRequestRepository::from_client(client, "requests")
+            .with_retry(FAST)
+            .with_retention(retention);
+        let meta = meta(3);
+        repo.create_request(&meta, &rows(3)).await.unwrap();
+        // A catalogue's chunk rows, written later.
+        repo.put_rows("r", &rows(2)).await.unwrap();
+        let items = items.lock().unwrap();
+        // 3 rows + 3 counter shards + the request item + 2 chunk rows.
+        assert_eq!(items.len(), 9);
+        for item in items.iter() {
+            let sk = item["sk"].as_s().unwrap();
+            match retention {
+                None => assert!(!item.contains_key("expires_at"), "{sk}"),
+                Some(days) => {
+                    let at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+                    let expected = (meta.created_at + days).timestamp();
+                    // Chunk rows count from their writing: a moment later.
+                    assert!(
+                        (expected..expected + 60).contains(&at),
+                        "{sk}: {at} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The slots item of a host where holder `x` holds `n` slots, at `version`.
+fn slots_item(n: u32, version: u64) -> GetItemOutput {
+    let exp = Utc::now().timestamp_millis() + 60_000;
+    GetItemOutput::builder()
+        .set_item(Some(
+            serde_dynamo::to_item(serde_json::json!({
+                "pk": "ORIGIN#img.example.com", "sk": "SLOTS",
+                "leases": { "x": { "n": n, "exp": exp } },
+                "version": version, "expires_at": exp / 1000 + 86_400,
+            }))
+            .unwrap(),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn a_lease_that_loses_a_race_is_recomputed_from_a_fresh_read_not_written_over() {
+    // Another holder takes a slot between our read and our write: the conditional put fails,
+    // the record is read again, and only what is left is granted.
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .sequence()
+        .output(|| slots_item(30, 3))
+        .output(|| slots_item(31, 4))
+        .build();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )),
+        )
+        .output(|| PutItemOutput::builder().build())
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &put], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let slots = DynamoOriginSlots::from_client(client, "requests").with_retry(FAST);
+    let lease = slots
+        .lease(
+            "img.example.com",
+            LeaseRequest {
+                holder: "me",
+                want: 4,
+                cap: 32,
+                ttl: Duration::from_secs(30),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lease.granted, 1);
+    assert_eq!((get.num_calls(), put.num_calls()), (2, 2));
+}

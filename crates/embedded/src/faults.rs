@@ -1,0 +1,64 @@
+//! The hook through which the embedded adapters meet AWS's failure modes when asked (DESIGN
+//! §6). The adapters call [`FaultInjector::before`] ahead of each service call, as if the
+//! service had answered; they react exactly as the AWS adapters react to the real answer
+//! (in-process retries with backoff for throttling and conflicts). The seeded injector of
+//! `pixpress run --faults` lives in the local runner crate.
+
+use std::fmt::Debug;
+
+use pixpress_app::ports::PortError;
+
+/// The kind of service call a fault may hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// A DynamoDB `TransactWriteItems` (request creation, row outcome).
+    Transaction,
+    /// A single-item DynamoDB write (`PutItem`, `UpdateItem`).
+    Write,
+    /// A DynamoDB read (`GetItem`, `Query`).
+    Read,
+    /// SQS `SendMessageBatch`.
+    Enqueue,
+    /// SQS `ReceiveMessage`.
+    Receive,
+    /// SQS `DeleteMessage`.
+    Delete,
+}
+
+/// How an injected fault makes the call fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InjectedFault {
+    /// Throttled (`ThrottlingException`, a transaction cancelled for `ThrottlingError`).
+    Throttle,
+    /// A transaction cancelled for `TransactionConflict` (transactions only).
+    Conflict,
+    /// The invocation making the call has died: the call never reaches the service.
+    Crash,
+}
+
+impl InjectedFault {
+    /// The port error the caller sees.
+    #[must_use]
+    pub fn into_error(self, call: Call) -> PortError {
+        match self {
+            Self::Throttle => PortError::Throttled(format!("{call:?}: injected throttling")),
+            Self::Conflict => {
+                PortError::Conflict(format!("{call:?}: injected TransactionConflict"))
+            }
+            Self::Crash => PortError::Unexpected(anyhow::anyhow!(
+                "{call:?}: the invocation crashed (injected)"
+            )),
+        }
+    }
+}
+
+/// Decides which service calls fail and how. Implementations must be cheap: they run before
+/// every call of the embedded adapters.
+pub trait FaultInjector: Send + Sync + Debug + 'static {
+    /// `Some(fault)` makes the coming `call` fail that way.
+    fn before(&self, call: Call) -> Option<InjectedFault>;
+
+    /// `true` makes a received message be delivered once more (SQS standard queues deliver at
+    /// least once; the copy may reach another consumer at the same time).
+    fn duplicate_delivery(&self) -> bool;
+}

@@ -1,0 +1,531 @@
+//! The compression engine: sniff → header check → decode → colour → orient → resize → JPEG.
+//!
+//! - JPEG decoding and all encoding go through libjpeg-turbo (the `jpeg` module); "quality 50" means
+//!   the IJG tables at 50 with 4:2:0 chroma, exactly as Pillow and libjpeg, with optimised
+//!   Huffman tables (same pixels, fewer bytes).
+//! - PNG, WebP and GIF (first frame) decode with the `image` crate; alpha is flattened onto
+//!   white and 16-bit samples are scaled to 8 bits.
+//! - Dimensions are checked from the header against [`DecodeLimits`] before any pixel buffer
+//!   exists, for every format; `image::Limits` cap the decoder's allocations as well.
+//! - EXIF orientation is applied; non-sRGB ICC profiles are converted to sRGB; CMYK is
+//!   converted to RGB; outputs carry no metadata.
+//! - Never larger: when the re-encoded JPEG is not smaller than a JPEG input (and keeping the
+//!   input changes nothing a viewer sees), the output is the input with its metadata removed.
+//!
+//! Pure and CPU-bound: [`Engine`] runs it on a pool of one thread per core.
+
+mod color;
+mod jpeg;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use ::image::metadata::Orientation;
+use ::image::{
+    DynamicImage, ImageDecoder, ImageError as CodecError, ImageFormat, ImageReader, Limits,
+    RgbImage,
+};
+
+pub use color::cmyk_to_rgb;
+
+pub use pixpress_domain::image_limits::DecodeLimits;
+use pixpress_domain::model::OutputSpec;
+
+/// A compressed image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressed {
+    /// The stored output (JPEG).
+    pub bytes: Vec<u8>,
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+    /// Input format name (`jpeg`, `png`, `webp`, `gif`).
+    pub input_format: &'static str,
+    /// `true` when re-encoding did not make the JPEG smaller and the output is the input with
+    /// its metadata removed.
+    pub kept_original: bool,
+}
+
+/// Why an image could not be compressed. Every variant is permanent: the same bytes fail again.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompressError {
+    /// The bytes are not an image format we recognise (HTML error pages land here).
+    #[error("not an image (the first bytes match no supported format)")]
+    NotAnImage,
+    /// A recognised image format we do not decode.
+    #[error("unsupported image format {0}")]
+    UnsupportedFormat(String),
+    /// The header declares more pixels or a longer side than the limits allow.
+    #[error(
+        "image is {width}×{height} pixels; the limit is {max_pixels} pixels and {max_side} per side"
+    )]
+    TooManyPixels {
+        /// Declared width in pixels.
+        width: u32,
+        /// Declared height in pixels.
+        height: u32,
+        /// Configured pixel limit.
+        max_pixels: u64,
+        /// Configured side limit.
+        max_side: u32,
+    },
+    /// The file ends before the image does (a partial download).
+    #[error("image data is truncated: {0}")]
+    Truncated(String),
+    /// The data is damaged.
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    /// The encoder failed.
+    #[error("cannot encode JPEG: {0}")]
+    Encode(String),
+    /// A progressive JPEG with more scans than [`DecodeLimits::max_scans`] (a CPU-exhaustion
+    /// pattern).
+    #[error("the progressive JPEG has more than {0} scans")]
+    TooManyScans(u32),
+    /// The codec panicked on this image; the engine thread survived and goes on.
+    #[error("the image codec failed unexpectedly: {0}")]
+    Panicked(String),
+    /// The compression pool is gone (the process is shutting down).
+    #[error("the compression pool has stopped")]
+    Stopped,
+}
+
+impl CompressError {
+    /// A short message safe to show a client (status API, output CSV, webhook): the
+    /// decoder's or encoder's own words stay in the logs ([`std::fmt::Display`] has them).
+    #[must_use]
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Truncated(_) => "the image data is truncated".to_owned(),
+            Self::Decode(_) => "the image data is damaged and cannot be decoded".to_owned(),
+            Self::Encode(_) => "the JPEG encoder failed on this image".to_owned(),
+            Self::Panicked(_) => "the image codec failed unexpectedly".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The stable per-image error code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnImage => "not_an_image",
+            Self::UnsupportedFormat(_) => "unsupported_format",
+            Self::TooManyPixels { .. } => "too_many_pixels",
+            Self::Truncated(_) => "truncated",
+            Self::Decode(_) => "decode_error",
+            Self::Encode(_) => "encode_error",
+            Self::TooManyScans(_) => "too_many_scans",
+            Self::Panicked(_) => "codec_panic",
+            Self::Stopped => "engine_stopped",
+        }
+    }
+
+    /// `true` only when the engine itself could not run the job ([`CompressError::Stopped`]):
+    /// every other failure is a property of the bytes and fails the same way again.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Stopped)
+    }
+}
+
+/// Decoded pixels on their way to the encoder.
+#[derive(Debug)]
+struct Pixels {
+    rgb: Vec<u8>,
+    width: u32,
+    height: u32,
+    orientation: Orientation,
+    icc: Option<Vec<u8>>,
+    cmyk: bool,
+    scaled: bool,
+}
+
+/// Recognises the input format from its magic bytes (never from a `Content-Type`).
+///
+/// # Errors
+/// [`CompressError::NotAnImage`] for unknown bytes, [`CompressError::UnsupportedFormat`] for a
+/// known image format outside JPEG, PNG, WebP and GIF.
+pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, CompressError> {
+    let format = ::image::guess_format(bytes).map_err(|_| CompressError::NotAnImage)?;
+    match format {
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif => Ok(format),
+        other => Err(CompressError::UnsupportedFormat(
+            format!("{other:?}").to_lowercase(),
+        )),
+    }
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Png => "png",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Gif => "gif",
+        _ => "other",
+    }
+}
+
+fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), CompressError> {
+    if width > limits.max_side
+        || height > limits.max_side
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(CompressError::TooManyPixels {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        });
+    }
+    Ok(())
+}
+
+fn codec_error(e: CodecError) -> CompressError {
+    match e {
+        CodecError::Unsupported(u) => CompressError::UnsupportedFormat(u.to_string()),
+        other => {
+            let text = other.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("eof")
+                || lower.contains("end of file")
+                || lower.contains("truncat")
+                || lower.contains("unexpected end")
+            {
+                CompressError::Truncated(text)
+            } else {
+                CompressError::Decode(text)
+            }
+        }
+    }
+}
+
+/// Checks every frame header of a GIF up to the first image against `limits` before any pixel
+/// buffer exists: the logical screen may be small while the first frame declares a huge size,
+/// and the decoder allocates frames at their own size.
+fn check_gif_frames(input: &[u8], limits: &DecodeLimits) -> Result<(), CompressError> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    let mut decoder = options
+        .read_info(Cursor::new(input))
+        .map_err(|e| CompressError::Decode(e.to_string()))?;
+    check_dimensions(
+        u32::from(decoder.width()),
+        u32::from(decoder.height()),
+        limits,
+    )?;
+    match decoder.next_frame_info() {
+        Ok(Some(frame)) => check_dimensions(
+            u32::from(frame.left) + u32::from(frame.width),
+            u32::from(frame.top) + u32::from(frame.height),
+            limits,
+        ),
+        Ok(None) => Err(CompressError::Decode("the GIF has no image".to_owned())),
+        Err(e) => Err(codec_error(CodecError::Decoding(
+            ::image::error::DecodingError::new(ImageFormat::Gif.into(), e),
+        ))),
+    }
+}
+
+/// PNG, WebP, GIF (and JPEGs libjpeg-turbo refuses) through the `image` crate.
+fn decode_generic(
+    input: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<Pixels, CompressError> {
+    if format == ImageFormat::Gif {
+        check_gif_frames(input, limits)?;
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(input), format);
+    let mut codec_limits = Limits::default();
+    codec_limits.max_image_width = Some(limits.max_side);
+    codec_limits.max_image_height = Some(limits.max_side);
+    // RGBA16 is the widest buffer a decoder allocates: 8 bytes per pixel, plus headroom.
+    codec_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(codec_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        CodecError::Limits(_) => CompressError::TooManyPixels {
+            width: 0,
+            height: 0,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        },
+        other => codec_error(other),
+    })?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height, limits)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+    let image = DynamicImage::from_decoder(decoder).map_err(codec_error)?;
+    let rgb = flatten_onto_white(image);
+    Ok(Pixels {
+        width: rgb.width(),
+        height: rgb.height(),
+        rgb: rgb.into_raw(),
+        orientation,
+        icc,
+        cmyk: false,
+        scaled: false,
+    })
+}
+
+/// 8-bit RGB with any alpha composited over white; 16-bit samples are scaled, not clipped.
+/// An 8-bit RGBA buffer is flattened in place, so no second full-size buffer is allocated.
+fn flatten_onto_white(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let (width, height) = rgba.dimensions();
+    let mut buffer = rgba.into_raw();
+    let pixels = buffer.len() / 4;
+    for i in 0..pixels {
+        // Writes go to 3·i ≤ 4·i, behind the reads, so the compaction is safe in place.
+        let alpha = u32::from(buffer[4 * i + 3]);
+        for c in 0..3 {
+            let value = u32::from(buffer[4 * i + c]);
+            let blended = (value * alpha + 255 * (255 - alpha) + 127) / 255;
+            buffer[3 * i + c] = u8::try_from(blended).unwrap_or(u8::MAX);
+        }
+    }
+    buffer.truncate(pixels * 3);
+    RgbImage::from_raw(width, height, buffer).unwrap_or_else(|| RgbImage::new(width, height))
+}
+
+fn orient(pixels: Pixels) -> Result<Pixels, CompressError> {
+    if pixels.orientation == Orientation::NoTransforms {
+        return Ok(pixels);
+    }
+    let buffer = RgbImage::from_raw(pixels.width, pixels.height, pixels.rgb)
+        .ok_or_else(|| CompressError::Decode("pixel buffer size mismatch".to_owned()))?;
+    let mut image = DynamicImage::ImageRgb8(buffer);
+    image.apply_orientation(pixels.orientation);
+    let rgb = image.into_rgb8();
+    Ok(Pixels {
+        width: rgb.width(),
+        height: rgb.height(),
+        rgb: rgb.into_raw(),
+        ..pixels
+    })
+}
+
+/// Scales so the long side is `max` pixels (Lanczos3, `fast_image_resize`); never enlarges.
+fn resize(pixels: Pixels, max: u32) -> Result<Pixels, CompressError> {
+    use fast_image_resize::images::Image;
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let long = pixels.width.max(pixels.height);
+    if long <= max {
+        return Ok(pixels);
+    }
+    let scale = f64::from(max) / f64::from(long);
+    let w = ((f64::from(pixels.width) * scale).round() as u32).max(1);
+    let h = ((f64::from(pixels.height) * scale).round() as u32).max(1);
+    let err = |e: &dyn std::fmt::Display| CompressError::Encode(format!("resize: {e}"));
+    let src = Image::from_vec_u8(pixels.width, pixels.height, pixels.rgb, PixelType::U8x3)
+        .map_err(|e| err(&e))?;
+    let mut dst = Image::new(w, h, PixelType::U8x3);
+    Resizer::new()
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)),
+        )
+        .map_err(|e| err(&e))?;
+    Ok(Pixels {
+        rgb: dst.into_vec(),
+        width: w,
+        height: h,
+        scaled: true,
+        ..pixels
+    })
+}
+
+/// Compresses one image (see the module docs).
+///
+/// # Errors
+/// See [`CompressError`].
+pub fn compress(
+    input: &[u8],
+    spec: &OutputSpec,
+    limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    let format = sniff(input)?;
+    if format == ImageFormat::Jpeg
+        && spec.max_dimension.is_none()
+        && let Some(out) = jpeg::transcode(input, limits, spec.quality)?
+    {
+        return Ok(never_larger(input, out.bytes, out.width, out.height));
+    }
+    let mut pixels = match format {
+        ImageFormat::Jpeg => match jpeg::decode(input, limits, spec.max_dimension) {
+            Err(CompressError::Decode(_)) => decode_generic(input, format, limits)?,
+            other => other?,
+        },
+        _ => decode_generic(input, format, limits)?,
+    };
+    let converted = match pixels.icc.take() {
+        Some(icc) => color::to_srgb(&mut pixels.rgb, &icc)?,
+        None => false,
+    };
+    let rotated = pixels.orientation != Orientation::NoTransforms;
+    let cmyk = pixels.cmyk;
+    let mut pixels = orient(pixels)?;
+    if let Some(max) = spec.max_dimension {
+        pixels = resize(pixels, max)?;
+    }
+    let bytes = jpeg::encode(&pixels.rgb, pixels.width, pixels.height, spec.quality)?;
+    // Keeping the input is only lossless for what a viewer sees if nothing was rotated,
+    // colour-converted or scaled.
+    if format == ImageFormat::Jpeg && !converted && !rotated && !cmyk && !pixels.scaled {
+        return Ok(never_larger(input, bytes, pixels.width, pixels.height));
+    }
+    Ok(Compressed {
+        bytes,
+        width: pixels.width,
+        height: pixels.height,
+        input_format: format_name(format),
+        kept_original: false,
+    })
+}
+
+/// The re-encoded JPEG, or — when it is not smaller than the JPEG `input` — the input with its
+/// metadata removed (lossless: the same pixels a viewer would show).
+fn never_larger(input: &[u8], bytes: Vec<u8>, width: u32, height: u32) -> Compressed {
+    let (bytes, kept_original) = if bytes.len() >= input.len() {
+        let stripped = jpeg::strip_metadata(input);
+        if stripped.len() <= bytes.len() {
+            (stripped, true)
+        } else {
+            (bytes, false)
+        }
+    } else {
+        (bytes, false)
+    };
+    Compressed {
+        bytes,
+        width,
+        height,
+        input_format: "jpeg",
+        kept_original,
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The function an [`Engine`] runs per image: [`compress`] in production; tests substitute one
+/// that misbehaves.
+pub type Codec = fn(&[u8], &OutputSpec, &DecodeLimits) -> Result<Compressed, CompressError>;
+
+/// `codec` on `input`, with a panic turned into [`CompressError::Panicked`] and the thread's
+/// libjpeg-turbo handles dropped, so the next image starts clean and the thread lives on.
+fn run_isolated(
+    codec: Codec,
+    input: &[u8],
+    spec: &OutputSpec,
+    limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec(input, spec, limits))) {
+        Ok(result) => result,
+        Err(panic) => {
+            jpeg::reset_codec();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            tracing::error!(%message, "the image codec panicked; the image fails, the thread goes on");
+            Err(CompressError::Panicked(pixpress_domain::text::message(
+                &message,
+            )))
+        }
+    }
+}
+
+/// Runs [`compress`] on a pool of dedicated threads, one per core by default, so downloads on
+/// the async runtime overlap compression while CPU work never oversubscribes the cores. Each
+/// pool thread keeps its own libjpeg-turbo handles and buffers, so their number — and the
+/// memory they hold — is fixed by the pool size. A panic inside the codec fails that image
+/// only ([`CompressError::Panicked`]); the thread survives.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    jobs: std::sync::mpsc::Sender<Job>,
+    limits: DecodeLimits,
+    codec: Codec,
+}
+
+impl Engine {
+    /// An engine with `threads` compression threads (at least 1). A thread the operating
+    /// system refuses to start is logged; the others carry the work.
+    #[must_use]
+    pub fn new(limits: DecodeLimits, threads: usize) -> Self {
+        Self::with_codec(limits, threads, compress)
+    }
+
+    /// An engine running `codec` instead of [`compress`] (tests).
+    #[must_use]
+    pub fn with_codec(limits: DecodeLimits, threads: usize, codec: Codec) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("pixpress-engine-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking a job; all senders gone ends the thread.
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a compression thread");
+            }
+        }
+        Self {
+            jobs,
+            limits,
+            codec,
+        }
+    }
+
+    /// An engine with one thread per available core.
+    #[must_use]
+    pub fn per_core(limits: DecodeLimits) -> Self {
+        Self::new(limits, cores())
+    }
+
+    /// Compresses `input` on the pool.
+    ///
+    /// # Errors
+    /// As [`compress`]; [`CompressError::Panicked`] when the codec panicked;
+    /// [`CompressError::Stopped`] when the pool is gone.
+    pub async fn compress(
+        &self,
+        input: bytes::Bytes,
+        spec: OutputSpec,
+    ) -> Result<Compressed, CompressError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let limits = self.limits;
+        let codec = self.codec;
+        let job: Job = Box::new(move || {
+            let _ = done.send(run_isolated(codec, &input, &spec, &limits));
+        });
+        self.jobs.send(job).map_err(|_| CompressError::Stopped)?;
+        result.await.map_err(|_| CompressError::Stopped)?
+    }
+}
+
+/// Cores available to this process (at least 1).
+#[must_use]
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+#[cfg(test)]
+mod tests;

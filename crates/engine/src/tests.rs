@@ -1,0 +1,479 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ::image::codecs::gif::GifEncoder;
+use ::image::codecs::jpeg::JpegEncoder;
+use ::image::{Delay, Frame, ImageBuffer, Rgb, Rgba, RgbaImage};
+use turbojpeg::{Compressor, Image, PixelFormat, Subsamp};
+
+use super::*;
+
+fn spec() -> OutputSpec {
+    OutputSpec::default()
+}
+
+fn limits() -> DecodeLimits {
+    DecodeLimits::default()
+}
+
+fn png(image: &DynamicImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn decode(bytes: &[u8]) -> RgbImage {
+    ::image::load_from_memory_with_format(bytes, ImageFormat::Jpeg)
+        .unwrap()
+        .to_rgb8()
+}
+
+fn corpus(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../cli/assets/demo/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(path).unwrap()
+}
+
+fn jpeg_of(rgb: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(rgb)
+        .unwrap();
+    out
+}
+
+/// Inserts a segment (`marker`, `payload`) right after SOI.
+fn with_segment(jpeg: &[u8], marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&u16::try_from(payload.len() + 2).unwrap().to_be_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// An APP1 Exif payload with one Orientation entry.
+fn exif_orientation(orientation: u16) -> Vec<u8> {
+    let mut p = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08".to_vec();
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.extend_from_slice(&0x0112u16.to_be_bytes());
+    p.extend_from_slice(&3u16.to_be_bytes());
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&orientation.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    p
+}
+
+fn has_marker(jpeg: &[u8], marker: u8) -> bool {
+    let mut at = 2;
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xFF && jpeg[at + 1] != 0xDA {
+        if jpeg[at + 1] == marker {
+            return true;
+        }
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+    }
+    false
+}
+
+fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+    let total: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    total as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn real_photo_becomes_a_smaller_jpeg_with_ijg_quality_50_tables_and_420_chroma() {
+    let input = corpus("p01_dragonfly_1000sq.jpg");
+    let out = compress(&input, &spec(), &limits()).unwrap();
+    assert_eq!(
+        (out.width, out.height, out.kept_original),
+        (1000, 1000, false)
+    );
+    assert!(
+        out.bytes.len() < input.len(),
+        "{} >= {}",
+        out.bytes.len(),
+        input.len()
+    );
+    // DQT: the Annex K luminance table unscaled at quality 50 (zig-zag order: 16, 11, 12, 14, …).
+    let dqt = out
+        .bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDB])
+        .unwrap();
+    assert_eq!(&out.bytes[dqt + 5..dqt + 9], &[16, 11, 12, 14]);
+    // SOF0: the luminance component is sampled 2×2 (4:2:0).
+    let sof = out
+        .bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .unwrap();
+    assert_eq!(out.bytes[sof + 11], 0x22);
+    let q90 = compress(&input, &OutputSpec::new(90, None).unwrap(), &limits()).unwrap();
+    assert!(q90.bytes.len() > out.bytes.len());
+}
+
+#[test]
+fn optimised_huffman_tables_give_the_same_pixels_in_fewer_bytes() {
+    let input = corpus("p03_cups_1000sq.jpg");
+    let ours = compress(&input, &spec(), &limits()).unwrap();
+    let rgb = turbojpeg::decompress(&input, PixelFormat::RGB).unwrap();
+    let mut plain = Compressor::new().unwrap();
+    plain.set_quality(50).unwrap();
+    plain.set_subsamp(Subsamp::Sub2x2).unwrap();
+    let reference = plain
+        .compress_to_vec(Image {
+            pixels: rgb.pixels.as_slice(),
+            width: 1000,
+            pitch: 3000,
+            height: 1000,
+            format: PixelFormat::RGB,
+        })
+        .unwrap();
+    let a = turbojpeg::decompress(&ours.bytes, PixelFormat::RGB).unwrap();
+    let b = turbojpeg::decompress(&reference, PixelFormat::RGB).unwrap();
+    let differing = a
+        .pixels
+        .iter()
+        .zip(&b.pixels)
+        .filter(|(x, y)| x != y)
+        .count();
+    assert_eq!(differing, 0, "same quantised coefficients, same pixels");
+    assert!(
+        ours.bytes.len() * 100 < reference.len() * 97,
+        "{} vs {}",
+        ours.bytes.len(),
+        reference.len()
+    );
+}
+
+#[test]
+fn rgba_cutout_is_flattened_onto_white() {
+    let mut img: RgbaImage = ImageBuffer::from_pixel(16, 16, Rgba([0, 0, 0, 0]));
+    img.put_pixel(0, 0, Rgba([255, 0, 0, 255]));
+    let out = compress(&png(&DynamicImage::ImageRgba8(img)), &spec(), &limits()).unwrap();
+    let corner = *decode(&out.bytes).get_pixel(15, 15);
+    assert!(
+        corner.0.iter().all(|&c| c > 245),
+        "transparent area is not white: {corner:?}"
+    );
+}
+
+#[test]
+fn palette_png_with_trns_is_flattened_onto_white() {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, 16, 16);
+        encoder.set_color(png::ColorType::Indexed);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_palette(vec![255, 0, 255, 0, 0, 255]);
+        encoder.set_trns(vec![0]);
+        let mut writer = encoder.write_header().unwrap();
+        let mut data = vec![0u8; 256];
+        data[..64].fill(1);
+        writer.write_image_data(&data).unwrap();
+    }
+    let out = decode(&compress(&bytes, &spec(), &limits()).unwrap().bytes);
+    let keyed = out.get_pixel(12, 12).0;
+    assert!(
+        keyed.iter().all(|&c| c > 245),
+        "magenta key colour leaked: {keyed:?}"
+    );
+    let blue = out.get_pixel(8, 1).0;
+    assert!(blue[2] > 180 && blue[0] < 80, "{blue:?}");
+}
+
+#[test]
+fn real_webp_and_progressive_jpeg_compress() {
+    for name in ["p08_path_1000sq.webp", "p02_ladybird_1000sq.jpg"] {
+        let out = compress(&corpus(name), &spec(), &limits()).unwrap();
+        assert_eq!(sniff(&out.bytes), Ok(ImageFormat::Jpeg), "{name}");
+    }
+}
+
+#[test]
+fn sixteen_bit_gray_is_scaled_not_clipped() {
+    let img = ImageBuffer::<::image::Luma<u16>, _>::from_pixel(8, 8, ::image::Luma([32768u16]));
+    let out = compress(&png(&DynamicImage::ImageLuma16(img)), &spec(), &limits()).unwrap();
+    let px = decode(&out.bytes).get_pixel(4, 4).0;
+    assert!((120..=136).contains(&px[0]), "mid grey became {px:?}");
+}
+
+/// A 40×20 image, red in the top-left 10×10 block, grey elsewhere.
+fn marked() -> RgbImage {
+    let mut img = RgbImage::from_pixel(40, 20, Rgb([128, 128, 128]));
+    for y in 0..10 {
+        for x in 0..10 {
+            img.put_pixel(x, y, Rgb([230, 20, 20]));
+        }
+    }
+    img
+}
+
+fn is_red(px: Rgb<u8>) -> bool {
+    px[0] > 180 && px[1] < 90
+}
+
+#[test]
+fn exif_orientation_6_and_8_turn_the_image_upright() {
+    let tagged = |o| with_segment(&jpeg_of(&marked(), 95), 0xE1, &exif_orientation(o));
+    // 6: rotate 90° clockwise — the top-left corner moves to the top-right.
+    let out = compress(&tagged(6), &spec(), &limits()).unwrap();
+    assert_eq!((out.width, out.height), (20, 40));
+    let img = decode(&out.bytes);
+    assert!(is_red(*img.get_pixel(15, 4)) && !is_red(*img.get_pixel(4, 35)));
+    // 8: rotate 90° counter-clockwise — the top-left corner moves to the bottom-left.
+    let img = decode(&compress(&tagged(8), &spec(), &limits()).unwrap().bytes);
+    assert!(is_red(*img.get_pixel(4, 35)) && !is_red(*img.get_pixel(15, 4)));
+}
+
+#[test]
+fn cmyk_jpeg_decodes_to_the_right_colours() {
+    // Photoshop-style inverted CMYK (255 = no ink) of a real photo, K = no black.
+    let rgb = decode(&corpus("p02_ladybird_1000sq.jpg"));
+    let cmyk: Vec<u8> = rgb.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    let mut c = Compressor::new().unwrap();
+    c.set_quality(95).unwrap();
+    c.set_subsamp(Subsamp::None).unwrap();
+    let jpeg = c
+        .compress_to_vec(Image {
+            pixels: cmyk.as_slice(),
+            width: 1000,
+            pitch: 4000,
+            height: 1000,
+            format: PixelFormat::CMYK,
+        })
+        .unwrap();
+    assert!(
+        jpeg::read_markers(&jpeg).adobe,
+        "libjpeg-turbo writes the Adobe marker for CMYK"
+    );
+    let out = decode(&compress(&jpeg, &spec(), &limits()).unwrap().bytes);
+    let diff = mean_abs_diff(&out, &rgb);
+    assert!(diff < 6.0, "CMYK colours off by {diff:.1} on average");
+}
+
+#[test]
+fn prophoto_tagged_jpeg_keeps_its_colours() {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let srgb = decode(&corpus("p03_cups_1000sq.jpg"));
+    let pro = ColorProfile::new_pro_photo_rgb();
+    let to_pro = ColorProfile::new_srgb()
+        .create_transform_8bit(Layout::Rgb, &pro, Layout::Rgb, TransformOptions::default())
+        .unwrap();
+    let mut wide = vec![0u8; srgb.as_raw().len()];
+    to_pro.transform(srgb.as_raw(), &mut wide).unwrap();
+    let wide = RgbImage::from_raw(1000, 1000, wide).unwrap();
+    let mut icc = b"ICC_PROFILE\x00\x01\x01".to_vec();
+    icc.extend_from_slice(&pro.encode().unwrap());
+    let tagged = with_segment(&jpeg_of(&wide, 95), 0xE2, &icc);
+    let out = decode(&compress(&tagged, &spec(), &limits()).unwrap().bytes);
+    let managed = mean_abs_diff(&out, &srgb);
+    let unmanaged = mean_abs_diff(&wide, &srgb);
+    assert!(managed < 5.0, "converted colours off by {managed:.1}");
+    assert!(
+        unmanaged > 3.0 * managed,
+        "the test image must actually differ in ProPhoto ({unmanaged:.1})"
+    );
+}
+
+#[test]
+fn truncated_jpeg_is_an_error_not_a_half_grey_image() {
+    let input = corpus("p06_friends_1200x1600.jpg");
+    let err = compress(&input[..input.len() * 55 / 100], &spec(), &limits()).unwrap_err();
+    assert_eq!(err.code(), "truncated", "{err}");
+}
+
+#[test]
+fn header_bomb_jpeg_is_refused_from_its_header() {
+    // 16×16 JPEG whose SOF claims 60,000×60,000, cut right after SOS.
+    let mut jpeg = jpeg_of(&RgbImage::from_pixel(16, 16, Rgb([1, 2, 3])), 50);
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    jpeg.truncate(sos + 20);
+    assert!(jpeg.len() < 1024);
+    let err = compress(&jpeg, &spec(), &limits()).unwrap_err();
+    assert_eq!(err.code(), "too_many_pixels");
+    assert!(err.to_string().contains("60000×60000"), "{err}");
+}
+
+#[test]
+fn png_bomb_is_refused_from_its_header() {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, 1, 1);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::One);
+        encoder
+            .write_header()
+            .unwrap()
+            .write_image_data(&[0])
+            .unwrap();
+    }
+    // Patch IHDR to 30,000×30,000 (900 MP) and fix its CRC.
+    bytes[16..20].copy_from_slice(&30_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&30_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    let err = compress(&bytes, &spec(), &limits()).unwrap_err();
+    assert_eq!(err.code(), "too_many_pixels", "{err}");
+}
+
+#[test]
+fn animated_gif_uses_its_first_frame() {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut bytes);
+        for colour in [[220, 20, 20, 255], [20, 20, 220, 255]] {
+            let frame = Frame::from_parts(
+                RgbaImage::from_pixel(8, 8, Rgba(colour)),
+                0,
+                0,
+                Delay::from_numer_denom_ms(100, 1),
+            );
+            encoder.encode_frame(frame).unwrap();
+        }
+    }
+    let out = decode(&compress(&bytes, &spec(), &limits()).unwrap().bytes);
+    assert!(is_red(*out.get_pixel(4, 4)), "{:?}", out.get_pixel(4, 4));
+}
+
+#[test]
+fn metadata_is_stripped_from_outputs() {
+    let mut input = with_segment(
+        &corpus("p01_dragonfly_1000sq.jpg"),
+        0xE1,
+        &exif_orientation(1),
+    );
+    input = with_segment(&input, 0xFE, b"camera owner: someone");
+    let out = compress(&input, &spec(), &limits()).unwrap();
+    assert!(!has_marker(&out.bytes, 0xE1) && !has_marker(&out.bytes, 0xFE));
+}
+
+#[test]
+fn output_is_never_larger_than_a_jpeg_input() {
+    let small = jpeg_of(&decode(&corpus("p01_dragonfly_1000sq.jpg")), 20);
+    let input = with_segment(&small, 0xE1, &exif_orientation(1));
+    let out = compress(&input, &OutputSpec::new(95, None).unwrap(), &limits()).unwrap();
+    assert!(out.kept_original);
+    assert_eq!(
+        out.bytes, small,
+        "the input minus its metadata, byte for byte"
+    );
+    assert!(out.bytes.len() < input.len());
+}
+
+#[test]
+fn max_dimension_uses_dct_scaling_then_resizes_exactly() {
+    let input = corpus("p06_friends_1200x1600.jpg");
+    let out = compress(&input, &OutputSpec::new(50, Some(400)).unwrap(), &limits()).unwrap();
+    assert_eq!((out.width, out.height), (300, 400));
+    let out = compress(
+        &corpus("p08_path_1000sq.webp"),
+        &OutputSpec::new(50, Some(250)).unwrap(),
+        &limits(),
+    )
+    .unwrap();
+    assert_eq!((out.width, out.height), (250, 250));
+}
+
+#[test]
+fn pixel_limit_is_enforced_from_the_header() {
+    let input = corpus("p01_dragonfly_1000sq.jpg");
+    let tight = DecodeLimits {
+        max_pixels: 500_000,
+        ..DecodeLimits::default()
+    };
+    let err = compress(&input, &spec(), &tight).unwrap_err();
+    assert_eq!(err.code(), "too_many_pixels");
+    assert!(err.to_string().contains("1000×1000"));
+}
+
+#[test]
+fn html_is_not_an_image_and_garbage_jpeg_is_a_decode_error() {
+    let err = compress(b"<!doctype html><html>nope</html>", &spec(), &limits()).unwrap_err();
+    assert_eq!(err.code(), "not_an_image");
+    let mut broken = vec![0xFF, 0xD8, 0xFF, 0xDB];
+    broken.extend_from_slice(&[7u8; 64]);
+    let err = compress(&broken, &spec(), &limits()).unwrap_err();
+    assert!(matches!(err.code(), "decode_error" | "truncated"), "{err}");
+}
+
+#[test]
+fn progressive_jpegs_past_the_scan_limit_fail_on_every_decode_path() {
+    // A real progressive photo has 10 scans; a limit of 4 must stop it on the transcode path
+    // (no resize) and on the decode path (resize), without falling back to another decoder.
+    let input = corpus("p02_ladybird_1000sq.jpg");
+    let tight = DecodeLimits {
+        max_scans: 4,
+        ..DecodeLimits::default()
+    };
+    for spec in [spec(), OutputSpec::new(50, Some(300)).unwrap()] {
+        let err = compress(&input, &spec, &tight).unwrap_err();
+        assert_eq!(err.code(), "too_many_scans", "{err}");
+        assert!(err.to_string().contains("more than 4 scans"), "{err}");
+    }
+    // The default limit (libjpeg-turbo's 500) lets it through, on the same thread's handle.
+    assert!(compress(&input, &spec(), &limits()).is_ok());
+    assert_eq!(limits().max_scans, 500);
+}
+
+/// A GIF whose logical screen is `screen`×`screen` and whose first frame declares `frame`×`frame`.
+fn gif_with_frame(screen: u16, frame: u16) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&screen.to_le_bytes());
+    gif.extend_from_slice(&screen.to_le_bytes());
+    gif.extend_from_slice(&[0x80, 0, 0]); // global colour table of 2 entries
+    gif.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
+    gif.push(0x2C); // image descriptor
+    gif.extend_from_slice(&[0, 0, 0, 0]);
+    gif.extend_from_slice(&frame.to_le_bytes());
+    gif.extend_from_slice(&frame.to_le_bytes());
+    gif.push(0);
+    gif.extend_from_slice(&[2, 2, 0x4C, 0x01, 0]); // LZW code size 2, one tiny data block
+    gif.push(0x3B);
+    gif
+}
+
+#[test]
+fn a_gif_frame_larger_than_its_screen_is_refused_before_allocation() {
+    let tight = DecodeLimits {
+        max_pixels: 1_000_000,
+        ..DecodeLimits::default()
+    };
+    let err = compress(&gif_with_frame(10, 60_000), &spec(), &tight).unwrap_err();
+    assert_eq!(err.code(), "too_many_pixels", "{err}");
+    assert!(err.to_string().contains("60000×60000"), "{err}");
+}
+
+fn panics_on_boom(
+    input: &[u8],
+    spec: &OutputSpec,
+    limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    assert!(!input.starts_with(b"boom"), "decoder bug triggered");
+    compress(input, spec, limits)
+}
+
+#[tokio::test]
+async fn a_codec_panic_fails_that_image_and_the_engine_thread_lives_on() {
+    // One thread: if a panic killed it, every later image would fail.
+    let engine = Engine::with_codec(limits(), 1, panics_on_boom);
+    let photo = bytes::Bytes::from(corpus("p03_cups_1000sq.jpg"));
+    for _ in 0..3 {
+        let err = engine
+            .compress(bytes::Bytes::from_static(b"boom"), spec())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "codec_panic");
+        assert!(err.to_string().contains("decoder bug triggered"), "{err}");
+        let ok = engine.compress(photo.clone(), spec()).await.unwrap();
+        assert_eq!((ok.width, ok.height), (1000, 1000));
+    }
+}

@@ -18,6 +18,7 @@
 //!
 //! Peak RSS is the kernel's high-water mark (`VmHWM` in `/proc/self/status`).
 
+use pixpress_app::ports::RequestReader as _;
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,7 +27,7 @@ use anyhow::Context as _;
 use aws_lambda_events::event::s3::S3EventRecord;
 use clap::Parser;
 use pixpress_app::config::Config;
-use pixpress_app::ports::{MultipartWriter, RequestRepository};
+use pixpress_app::ports::MultipartWriter;
 use pixpress_domain::input_csv::CsvScanner;
 use pixpress_domain::keys::presigned_upload_key;
 use pixpress_domain::model::DEFAULT_TENANT;

@@ -12,13 +12,14 @@
 //! `wall ÷ (1.2 × compression CPU + one download)`: at most 1.0 when the invocation spends no
 //! more than 20 % over its compression work plus the one download no overlap can hide.
 
+use pixpress_app::ports::RequestIntake as _;
+use pixpress_app::ports::RequestReader as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
 use pixpress_app::config::Config;
-use pixpress_app::ports::RequestRepository;
 use pixpress_domain::model::{
     Counters, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source,
 };

@@ -63,20 +63,21 @@ where
 {
     let handler_error =
         |e: lambda_runtime::Error| anyhow::anyhow!("{function} handler failed: {e}");
+    // Sample events carry no API key: the handler runs as the default tenant.
+    let apps = pixpress_local::compose::compose(
+        config,
+        None,
+        std::sync::Arc::new(pixpress_fetch::SystemResolver),
+        repo,
+        queue,
+        store,
+        pixpress_embedded::InMemoryOriginSlots::new(),
+    )?;
     match function_name(function) {
         "api" => {
             let request =
                 lambda_http::request::from_str(event).context("parsing the API Gateway event")?;
-            // Sample events carry no API key: the handler runs as the default tenant.
-            let app = pixpress_api::App {
-                keys: None,
-                webhooks: None,
-                repo,
-                queue,
-                store,
-                config: pixpress_api::ApiConfig::from(config),
-            };
-            let response = pixpress_api::handle(&app, request)
+            let response = pixpress_api::handle(&apps.api, request)
                 .await
                 .map_err(handler_error)?;
             let body = match response.body() {
@@ -96,41 +97,32 @@ where
         "s3-ingest" => {
             // An S3 event or a batch of chunk jobs, as the function's two triggers send.
             let event: Value = serde_json::from_str(event).context("parsing the event")?;
-            let app: pixpress_s3_ingest::App<_, _, _> = pixpress_s3_ingest::App {
-                repo,
-                queue,
-                store,
-                chunks: None,
-                config: pixpress_s3_ingest::IngestConfig::from(config),
-            };
-            pixpress_s3_ingest::handle_any(&app, LambdaEvent::new(event, context()))
+            pixpress_s3_ingest::handle_any(&apps.s3_ingest, LambdaEvent::new(event, context()))
                 .await
                 .map_err(handler_error)
         }
         "row-worker" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let slots = pixpress_embedded::InMemoryOriginSlots::new();
-            let app = pixpress_row_worker::App::new(repo, store, slots, queue, config)?;
-            let response = pixpress_row_worker::handle(&app, LambdaEvent::new(event, context()))
-                .await
-                .map_err(handler_error)?;
-            Ok(serde_json::to_value(response)?)
-        }
-        "row-dead-letter" => {
-            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let app = pixpress_row_dead_letter::App::new(repo, config);
             let response =
-                pixpress_row_dead_letter::handle(&app, LambdaEvent::new(event, context()))
+                pixpress_row_worker::handle(&apps.worker, LambdaEvent::new(event, context()))
                     .await
                     .map_err(handler_error)?;
             Ok(serde_json::to_value(response)?)
         }
+        "row-dead-letter" => {
+            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
+            let response = pixpress_row_dead_letter::handle(
+                &apps.dead_letter,
+                LambdaEvent::new(event, context()),
+            )
+            .await
+            .map_err(handler_error)?;
+            Ok(serde_json::to_value(response)?)
+        }
         "webhook-sender" => {
             let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let app = pixpress_completion_notifier::App::new(None, repo, store, config)?
-                .with_webhooks(Some(queue));
             let response =
-                pixpress_webhook_sender::handle(&app, LambdaEvent::new(event, context()))
+                pixpress_webhook_sender::handle(&apps.sender, LambdaEvent::new(event, context()))
                     .await
                     .map_err(handler_error)?;
             Ok(serde_json::to_value(response)?)
@@ -138,10 +130,12 @@ where
         "completion-notifier" => {
             let event: dynamodb::Event =
                 serde_json::from_str(event).context("parsing the DynamoDB stream event")?;
-            let app = pixpress_completion_notifier::App::new(None, repo, store, config)?;
-            pixpress_completion_notifier::handle(&app, LambdaEvent::new(event, context()))
-                .await
-                .map_err(handler_error)?;
+            pixpress_completion_notifier::handle(
+                &apps.notifier,
+                LambdaEvent::new(event, context()),
+            )
+            .await
+            .map_err(handler_error)?;
             Ok(Value::Null)
         }
         other => bail!(

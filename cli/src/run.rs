@@ -1,5 +1,6 @@
 //! `pixpress run`: one CSV through the local pipeline, with progress and a summary.
 
+use pixpress_app::ports::RequestReader as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use aws_lambda_events::event::s3::S3EventRecord;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use pixpress_app::ingest::check_webhook_url;
-use pixpress_app::ports::{MultipartWriter, ObjectStore, RequestRepository};
+use pixpress_app::ports::{MultipartWriter, ObjectStore};
 use pixpress_domain::keys::{
     IMAGES_PREFIX, derived_request_id, pending_upload_key, presigned_upload_key,
 };

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use pixpress_app::ports::RequestReader as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use axum::http::header;
 use axum::routing::get;
 use pixpress_app::config::Config;
 use pixpress_app::ingest::load_all_rows;
-use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_app::ports::ObjectStore;
 use pixpress_cli::demo::{WebhookReceiver, serve_on_loopback};
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions, Upload};

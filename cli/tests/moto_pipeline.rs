@@ -10,6 +10,7 @@
 #[path = "../../local/tests/support/emulator.rs"]
 mod emulator;
 
+use pixpress_app::ports::RequestReader as _;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use emulator::start_moto;
 use pixpress_app::config::Config;
-use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_app::ports::ObjectStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::pipeline::{Emulated, Pipeline, PipelineOptions, PumpBackend, Upload};

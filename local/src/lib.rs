@@ -18,6 +18,7 @@
 //!
 //! Linked by the `pixpress` CLI and the tests, never by a Lambda function.
 
+pub mod compose;
 pub mod emulator;
 pub mod events;
 pub mod faults;

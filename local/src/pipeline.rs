@@ -18,7 +18,9 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
 use pixpress_app::config::Config;
-use pixpress_app::ports::{ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue};
+use pixpress_app::ports::{
+    NoQueue, ObjectStore, OriginSlots, PortError, RequestReader, RequestRepository, RowQueue,
+};
 use pixpress_aws::{
     AnyKeyStore, DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
 };
@@ -29,7 +31,7 @@ use pixpress_embedded::{
     ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
     ReceivedMessage,
 };
-use pixpress_fetch::{Fetcher, HostResolver, SystemResolver};
+use pixpress_fetch::{HostResolver, SystemResolver};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -330,13 +332,13 @@ pub struct Pipeline<B: PumpBackend> {
     /// `api`.
     pub api: pixpress_api::App<B::Repo, B::Queue, B::Store>,
     /// `s3-ingest`.
-    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store>,
+    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store, NoQueue>,
     /// `row-worker`.
     pub worker: pixpress_row_worker::App<B::Repo, B::Store, B::Slots, B::Queue>,
     /// `row-dead-letter`.
     pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
     /// `completion-notifier`.
-    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store>,
+    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store, NoQueue>,
     faults: Option<Arc<SeededFaults>>,
     terminal_records: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
     options: PipelineOptions,
@@ -491,43 +493,21 @@ impl<B: PumpBackend> Pipeline<B> {
         options: PipelineOptions,
         backend: B,
     ) -> anyhow::Result<Self> {
-        let fetcher = Fetcher::with_resolver(config.fetch.clone(), options.resolver.clone())?;
-        let webhook_fetcher =
-            Fetcher::with_resolver(config.webhook_fetch(), options.resolver.clone())?;
-        let (repo, queue, store) = (backend.repo(), backend.queue(), backend.store());
+        let apps = crate::compose::compose(
+            config,
+            options.keys.clone(),
+            options.resolver.clone(),
+            backend.repo().clone(),
+            backend.queue().clone(),
+            backend.store().clone(),
+            backend.slots().clone(),
+        )?;
         Ok(Self {
-            api: pixpress_api::App {
-                keys: options.keys.clone(),
-                webhooks: None,
-                repo: repo.clone(),
-                queue: queue.clone(),
-                store: store.clone(),
-                config: pixpress_api::ApiConfig::from(config),
-            },
-            s3_ingest: pixpress_s3_ingest::App {
-                repo: repo.clone(),
-                queue: queue.clone(),
-                store: store.clone(),
-                chunks: None,
-                config: pixpress_s3_ingest::IngestConfig::from(config),
-            },
-            worker: pixpress_row_worker::App::with_fetcher(
-                repo.clone(),
-                store.clone(),
-                backend.slots().clone(),
-                queue.clone(),
-                fetcher,
-                config,
-            ),
-            dead_letter: pixpress_row_dead_letter::App::new(repo.clone(), config),
-            notifier: pixpress_completion_notifier::App {
-                keys: options.keys.clone(),
-                repo: repo.clone(),
-                store: store.clone(),
-                fetcher: webhook_fetcher,
-                config: pixpress_completion_notifier::NotifierConfig::from(config),
-                webhooks: None,
-            },
+            api: apps.api,
+            s3_ingest: apps.s3_ingest,
+            worker: apps.worker,
+            dead_letter: apps.dead_letter,
+            notifier: apps.notifier,
             backend,
             faults: None,
             terminal_records: Arc::default(),

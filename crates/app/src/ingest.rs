@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::ports::{ChunkQueue, Created, ObjectStore, PortError, RequestRepository, RowQueue};
+use crate::ports::{
+    ChunkQueue, Created, ObjectStore, PortError, RequestIntake, RequestReader, RowQueue,
+};
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{
     CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, parse_input_csv, too_large,
@@ -206,7 +208,7 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
 ///
 /// # Errors
 /// See [`IngestError`].
-pub async fn ingest<R: RequestRepository, Q: RowQueue>(
+pub async fn ingest<R: RequestIntake + RequestReader, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     limits: &CsvLimits,
@@ -246,7 +248,7 @@ pub async fn ingest<R: RequestRepository, Q: RowQueue>(
 
 /// Enqueues the pending rows of a recorded request and flips it to `PROCESSING`; marks it
 /// `FAILED` when the rows cannot be enqueued. Returns the request as stored afterwards.
-async fn start<R: RequestRepository, Q: RowQueue>(
+async fn start<R: RequestIntake + RequestReader, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     meta: RequestMeta,
@@ -342,7 +344,7 @@ pub struct Retried {
 /// # Idempotency
 /// The retry's id is derived from the original's: asking again returns the retry made the
 /// first time (re-enqueueing its rows if that call died before they were all enqueued).
-pub async fn retry_failed_images<R: RequestRepository, Q: RowQueue>(
+pub async fn retry_failed_images<R: RequestIntake + RequestReader, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     original: &RequestMeta,
@@ -416,7 +418,7 @@ pub async fn retry_failed_images<R: RequestRepository, Q: RowQueue>(
 
 /// A retry asked for again: re-enqueue if the call that made it died before every row was
 /// enqueued; otherwise return it as it is.
-async fn resume_retry<R: RequestRepository, Q: RowQueue>(
+async fn resume_retry<R: RequestIntake + RequestReader, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     existing: RequestMeta,
@@ -478,7 +480,7 @@ fn kept_images(row: RowRecord) -> RowRecord {
 ///
 /// # Errors
 /// [`PortError`] on storage failure.
-pub async fn load_all_rows<R: RequestRepository>(
+pub async fn load_all_rows<R: RequestIntake + RequestReader>(
     repo: &R,
     request_id: &str,
 ) -> Result<Vec<RowRecord>, PortError> {
@@ -598,7 +600,7 @@ pub async fn ingest_object<R, Q, S, C>(
     input: ObjectIngest,
 ) -> Result<ObjectIngested, IngestError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
     C: ChunkQueue,
@@ -761,7 +763,7 @@ pub async fn expand_chunk<R, Q, S>(
     job: &ChunkJob,
 ) -> Result<ChunkExpanded, PortError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
 {

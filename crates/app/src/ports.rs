@@ -89,7 +89,7 @@ pub enum Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowRecorded {
     /// Recorded now. `all_rows_done`: every row of the request is recorded, so the caller
-    /// should [`RequestRepository::complete`] it.
+    /// should [`RowLedger::complete`] it.
     Recorded {
         /// Every row of the request is recorded.
         all_rows_done: bool,
@@ -122,8 +122,9 @@ pub struct RowPage {
     pub next: Option<u32>,
 }
 
-/// Requests and rows (DESIGN §3, one table).
-pub trait RequestRepository: Send + Sync + Clone + 'static {
+/// Writing requests: a new request and its rows, and its moves to `PROCESSING` or `FAILED`
+/// while it is ingested (the API and s3-ingest, through [`crate::ingest`]).
+pub trait RequestIntake: Send + Sync + Clone + 'static {
     /// Writes a new request and all its rows (and its counter shards).
     ///
     /// # Errors
@@ -155,33 +156,6 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         rows: &[RowRecord],
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// The request record with its current counters (summed over the counter shards while the
-    /// request runs), or `None` if unknown.
-    ///
-    /// # Errors
-    /// [`PortError`] on storage failure.
-    ///
-    /// # Idempotency
-    /// Read-only.
-    fn get_request(
-        &self,
-        request_id: &str,
-    ) -> impl Future<Output = Result<Option<RequestMeta>, PortError>> + Send;
-
-    /// Up to `limit` rows with index greater than `after`, in input order.
-    ///
-    /// # Errors
-    /// [`PortError`] on storage failure.
-    ///
-    /// # Idempotency
-    /// Read-only.
-    fn list_rows(
-        &self,
-        request_id: &str,
-        after: Option<u32>,
-        limit: u32,
-    ) -> impl Future<Output = Result<RowPage, PortError>> + Send;
-
     /// `PENDING` → `PROCESSING` once every row is enqueued.
     ///
     /// # Errors
@@ -208,7 +182,41 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         failure: &Failure,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
+}
 
+/// Reading requests and their rows (the status API, the worker, the notifier, the sender).
+pub trait RequestReader: Send + Sync + Clone + 'static {
+    /// The request record with its current counters (summed over the counter shards while the
+    /// request runs), or `None` if unknown.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn get_request(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<RequestMeta>, PortError>> + Send;
+
+    /// Up to `limit` rows with index greater than `after`, in input order.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn list_rows(
+        &self,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> impl Future<Output = Result<RowPage, PortError>> + Send;
+}
+
+/// The rows' ledger a worker records into: each row's outcome or progress, the completion
+/// that follows the last row, and whether cancelling was asked (row-worker, row-dead-letter).
+pub trait RowLedger: Send + Sync + Clone + 'static {
     /// Records the outcome of row `row_index` (images aligned with its input URLs) and adds it
     /// to the request's counters, atomically; then reports whether every row of the request is
     /// recorded ([`pixpress_domain::counting`]).
@@ -263,6 +271,20 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
 
+    /// `true` when cancelling the request was asked; `false` too for an unknown request. One
+    /// small read of the request item (a worker asks once per request per invocation).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    fn cancel_requested(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
+/// What the completion notifier and the webhook sender record: the output CSV (or its progress)
+/// and every webhook attempt.
+pub trait OutputLedger: Send + Sync + Clone + 'static {
     /// Records the object key of the output CSV (and drops any saved progress).
     ///
     /// # Errors
@@ -290,7 +312,7 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<Option<OutputProgress>, PortError>> + Send;
 
     /// Saves the output CSV's progress on the request item (the change is what brings the
-    /// next invocation); [`RequestRepository::record_output_csv`] removes it.
+    /// next invocation); [`OutputLedger::record_output_csv`] removes it.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
@@ -303,6 +325,23 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         progress: &OutputProgress,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
+    /// Appends a webhook attempt and sets the delivery state.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Not idempotent: every call appends one attempt (each attempt is a fact worth keeping).
+    fn record_webhook_attempt(
+        &self,
+        request_id: &str,
+        attempt: &WebhookAttempt,
+        state: DeliveryState,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A tenant's control of a request it made: cancel, redeliver the webhook (the API).
+pub trait RequestControl: Send + Sync + Clone + 'static {
     /// Sets a terminal request's webhook back to pending for a redelivery, keeping every
     /// attempt made so far. `false` (nothing changed) when the request has no webhook or has
     /// not finished.
@@ -320,7 +359,7 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
     /// Asks to cancel a request that has not finished: records `cancel_requested_at` = `now`
     /// (the first time only). `false` (nothing changed) when the request does not exist or has
     /// finished. Rows processed afterwards are recorded as `cancelled`, and the completion that
-    /// follows the last row makes the request `CANCELLED` ([`RequestRepository::complete`]).
+    /// follows the last row makes the request `CANCELLED` ([`RowLedger::complete`]).
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
@@ -332,30 +371,19 @@ pub trait RequestRepository: Send + Sync + Clone + 'static {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
 
-    /// `true` when cancelling the request was asked; `false` too for an unknown request. One
-    /// small read of the request item (a worker asks once per request per invocation).
-    ///
-    /// # Errors
-    /// [`PortError`] on storage failure.
-    fn cancel_requested(
-        &self,
-        request_id: &str,
-    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+/// Requests and rows (DESIGN §3, one table): every role at once, for what composes the apps.
+/// The AWS adapter (DynamoDB) and the embedded one implement every role; each function's app
+/// asks only for the roles it uses.
+pub trait RequestRepository:
+    RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl
+{
+}
 
-    /// Appends a webhook attempt and sets the delivery state.
-    ///
-    /// # Errors
-    /// [`PortError`] on storage failure.
-    ///
-    /// # Idempotency
-    /// Not idempotent: every call appends one attempt (each attempt is a fact worth keeping).
-    fn record_webhook_attempt(
-        &self,
-        request_id: &str,
-        attempt: &WebhookAttempt,
-        state: DeliveryState,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+impl<T> RequestRepository for T where
+    T: RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl
+{
 }
 
 /// The message bodies of `jobs`: each [`RowJob`] as JSON, the format every queue adapter sends
@@ -490,6 +518,32 @@ pub trait WebhookQueue: Send + Sync + Clone + 'static {
         receipt_handle: &str,
         delay: std::time::Duration,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// No queue: the type of an app's queue that is never there (`webhooks: None`, `chunks: None`):
+/// the app then does the work in its own invocation. It has no values, so none of its methods
+/// can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoQueue {}
+
+impl WebhookQueue for NoQueue {
+    async fn send_webhook(&self, _job: &WebhookJob) -> Result<(), PortError> {
+        match *self {}
+    }
+
+    async fn retry_webhook_later(
+        &self,
+        _receipt_handle: &str,
+        _delay: std::time::Duration,
+    ) -> Result<(), PortError> {
+        match *self {}
+    }
+}
+
+impl ChunkQueue for NoQueue {
+    async fn enqueue_chunks(&self, _jobs: &[ChunkJob]) -> Result<(), PortError> {
+        match *self {}
+    }
 }
 
 /// Longest SQS visibility timeout: 12 hours (Amazon SQS Developer Guide, "Visibility timeout").

@@ -26,7 +26,8 @@ use chrono::{DateTime, Utc};
 use super::{classify_code, sdk_error};
 use pixpress_app::limits::{DYNAMODB_MAX_ITEM_BYTES, dynamodb_item_size, transaction_chunks};
 use pixpress_app::ports::{
-    Created, PortError, RequestRepository, RowPage, RowRecorded, Transition,
+    Created, OutputLedger, PortError, RequestControl, RequestIntake, RequestReader, RowLedger,
+    RowPage, RowRecorded, Transition,
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
@@ -459,7 +460,7 @@ impl DynamoRequestRepository {
 /// Row writes in flight at once while a chunk of a catalogue is expanded.
 const PUT_ROWS_AT_ONCE: usize = 16;
 
-impl RequestRepository for DynamoRequestRepository {
+impl RequestIntake for DynamoRequestRepository {
     async fn create_request(
         &self,
         meta: &RequestMeta,
@@ -574,6 +575,63 @@ impl RequestRepository for DynamoRequestRepository {
             .await
     }
 
+    async fn mark_processing(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, PortError> {
+        let applied = self
+            .conditional_update(
+                request_id,
+                "SET #status = :to, updated_at = :now",
+                "#status = :from",
+                &[("#status", "status")],
+                vec![
+                    (":to", status(RequestStatus::Processing)),
+                    (":from", status(RequestStatus::Pending)),
+                    (":now", s(now.to_rfc3339())),
+                ],
+                "marking the request processing",
+            )
+            .await?;
+        Ok(if applied {
+            Transition::Applied(RequestStatus::Processing)
+        } else {
+            Transition::NotApplied
+        })
+    }
+
+    async fn mark_failed(
+        &self,
+        request_id: &str,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, PortError> {
+        let applied = self
+            .conditional_update(
+                request_id,
+                "SET #status = :to, failure = :failure, updated_at = :now, completed_at = :now",
+                "#status IN (:pending, :processing)",
+                &[("#status", "status")],
+                vec![
+                    (":to", status(RequestStatus::Failed)),
+                    (":pending", status(RequestStatus::Pending)),
+                    (":processing", status(RequestStatus::Processing)),
+                    (":failure", encode(failure)?),
+                    (":now", s(now.to_rfc3339())),
+                ],
+                "marking the request failed",
+            )
+            .await?;
+        Ok(if applied {
+            Transition::Applied(RequestStatus::Failed)
+        } else {
+            Transition::NotApplied
+        })
+    }
+}
+
+impl RequestReader for DynamoRequestRepository {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
         Ok(self.read(request_id).await?.map(|(stored, counters)| {
             let mut meta = stored.meta;
@@ -630,62 +688,9 @@ impl RequestRepository for DynamoRequestRepository {
         };
         Ok(RowPage { rows, next })
     }
+}
 
-    async fn mark_processing(
-        &self,
-        request_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, PortError> {
-        let applied = self
-            .conditional_update(
-                request_id,
-                "SET #status = :to, updated_at = :now",
-                "#status = :from",
-                &[("#status", "status")],
-                vec![
-                    (":to", status(RequestStatus::Processing)),
-                    (":from", status(RequestStatus::Pending)),
-                    (":now", s(now.to_rfc3339())),
-                ],
-                "marking the request processing",
-            )
-            .await?;
-        Ok(if applied {
-            Transition::Applied(RequestStatus::Processing)
-        } else {
-            Transition::NotApplied
-        })
-    }
-
-    async fn mark_failed(
-        &self,
-        request_id: &str,
-        failure: &Failure,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, PortError> {
-        let applied = self
-            .conditional_update(
-                request_id,
-                "SET #status = :to, failure = :failure, updated_at = :now, completed_at = :now",
-                "#status IN (:pending, :processing)",
-                &[("#status", "status")],
-                vec![
-                    (":to", status(RequestStatus::Failed)),
-                    (":pending", status(RequestStatus::Pending)),
-                    (":processing", status(RequestStatus::Processing)),
-                    (":failure", encode(failure)?),
-                    (":now", s(now.to_rfc3339())),
-                ],
-                "marking the request failed",
-            )
-            .await?;
-        Ok(if applied {
-            Transition::Applied(RequestStatus::Failed)
-        } else {
-            Transition::NotApplied
-        })
-    }
-
+impl RowLedger for DynamoRequestRepository {
     async fn record_row_outcome(
         &self,
         request_id: &str,
@@ -838,6 +843,25 @@ impl RequestRepository for DynamoRequestRepository {
         })
     }
 
+    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+        let item = retry(&self.retry, "reading the cancellation", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::meta_key(request_id)))
+                .projection_expression("cancel_requested_at")
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading the cancellation", &e))
+        })
+        .await?;
+        Ok(item
+            .item
+            .is_some_and(|item| item.contains_key("cancel_requested_at")))
+    }
+}
+
+impl OutputLedger for DynamoRequestRepository {
     async fn record_output_csv(
         &self,
         request_id: &str,
@@ -894,6 +918,26 @@ impl RequestRepository for DynamoRequestRepository {
         .map(|_| ())
     }
 
+    async fn record_webhook_attempt(
+        &self,
+        request_id: &str,
+        attempt: &WebhookAttempt,
+        state: DeliveryState,
+    ) -> Result<(), PortError> {
+        self.conditional_update(
+            request_id,
+            "SET webhook.attempts = list_append(webhook.attempts, :attempt), webhook.#state = :state",
+            "attribute_exists(webhook)",
+            &[("#state", "state")],
+            vec![(":attempt", encode(&[attempt])?), (":state", encode(&state)?)],
+            "recording the webhook attempt",
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl RequestControl for DynamoRequestRepository {
     async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
         self.conditional_update(
             request_id,
@@ -931,40 +975,5 @@ impl RequestRepository for DynamoRequestRepository {
             "cancelling the request",
         )
         .await
-    }
-
-    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
-        let item = retry(&self.retry, "reading the cancellation", || async {
-            self.client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::meta_key(request_id)))
-                .projection_expression("cancel_requested_at")
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading the cancellation", &e))
-        })
-        .await?;
-        Ok(item
-            .item
-            .is_some_and(|item| item.contains_key("cancel_requested_at")))
-    }
-
-    async fn record_webhook_attempt(
-        &self,
-        request_id: &str,
-        attempt: &WebhookAttempt,
-        state: DeliveryState,
-    ) -> Result<(), PortError> {
-        self.conditional_update(
-            request_id,
-            "SET webhook.attempts = list_append(webhook.attempts, :attempt), webhook.#state = :state",
-            "attribute_exists(webhook)",
-            &[("#state", "state")],
-            vec![(":attempt", encode(&[attempt])?), (":state", encode(&state)?)],
-            "recording the webhook attempt",
-        )
-        .await
-        .map(|_| ())
     }
 }

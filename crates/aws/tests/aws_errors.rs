@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use pixpress_app::ports::RequestIntake as _;
+use pixpress_app::ports::RowLedger as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +23,7 @@ use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use bytes::Bytes;
 use chrono::Utc;
-use pixpress_app::ports::{
-    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
-};
+use pixpress_app::ports::{Created, ObjectStore, OriginSlots, PortError, RowQueue, RowRecorded};
 use pixpress_app::retry::RetryPolicy;
 use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::model::{

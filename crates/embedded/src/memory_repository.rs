@@ -23,7 +23,8 @@ use pixpress_app::limits::{
     dynamodb_item_size, transaction_chunks,
 };
 use pixpress_app::ports::{
-    Created, PortError, RequestRepository, RowPage, RowRecorded, Transition,
+    Created, OutputLedger, PortError, RequestControl, RequestIntake, RequestReader, RowLedger,
+    RowPage, RowRecorded, Transition,
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{
@@ -512,7 +513,7 @@ impl InMemoryRequestRepository {
     }
 }
 
-impl RequestRepository for InMemoryRequestRepository {
+impl RequestIntake for InMemoryRequestRepository {
     async fn create_request(
         &self,
         meta: &RequestMeta,
@@ -557,43 +558,6 @@ impl RequestRepository for InMemoryRequestRepository {
 
     async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
         self.put_row_items(request_id, rows).await
-    }
-
-    async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
-        retry(&self.policy(), "reading the request", || async {
-            self.fault(Call::Read)?;
-            Ok(self.lock()?.current(request_id))
-        })
-        .await
-    }
-
-    async fn list_rows(
-        &self,
-        request_id: &str,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<RowPage, PortError> {
-        retry(&self.policy(), "reading rows", || async {
-            self.fault(Call::Read)?;
-            let state = self.lock()?;
-            let Some(rows) = state.rows.get(request_id) else {
-                return Ok(RowPage::default());
-            };
-            let start = after.map_or(0, |a| a.saturating_add(1));
-            let mut page: Vec<RowRecord> = rows
-                .range(start..)
-                .take(limit.max(1) as usize + 1)
-                .map(|(_, r)| r.clone())
-                .collect();
-            let next = if page.len() > limit.max(1) as usize {
-                page.pop();
-                page.last().map(|r| r.index)
-            } else {
-                None
-            };
-            Ok(RowPage { rows: page, next })
-        })
-        .await
     }
 
     async fn mark_processing(
@@ -642,7 +606,48 @@ impl RequestRepository for InMemoryRequestRepository {
             Transition::NotApplied
         })
     }
+}
 
+impl RequestReader for InMemoryRequestRepository {
+    async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
+        retry(&self.policy(), "reading the request", || async {
+            self.fault(Call::Read)?;
+            Ok(self.lock()?.current(request_id))
+        })
+        .await
+    }
+
+    async fn list_rows(
+        &self,
+        request_id: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<RowPage, PortError> {
+        retry(&self.policy(), "reading rows", || async {
+            self.fault(Call::Read)?;
+            let state = self.lock()?;
+            let Some(rows) = state.rows.get(request_id) else {
+                return Ok(RowPage::default());
+            };
+            let start = after.map_or(0, |a| a.saturating_add(1));
+            let mut page: Vec<RowRecord> = rows
+                .range(start..)
+                .take(limit.max(1) as usize + 1)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let next = if page.len() > limit.max(1) as usize {
+                page.pop();
+                page.last().map(|r| r.index)
+            } else {
+                None
+            };
+            Ok(RowPage { rows: page, next })
+        })
+        .await
+    }
+}
+
+impl RowLedger for InMemoryRequestRepository {
     async fn record_row_outcome(
         &self,
         request_id: &str,
@@ -737,6 +742,16 @@ impl RequestRepository for InMemoryRequestRepository {
         Ok(status.map_or(Transition::NotApplied, Transition::Applied))
     }
 
+    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+        self.fault(Call::Read)?;
+        Ok(self
+            .lock()?
+            .current(request_id)
+            .is_some_and(|current| current.cancel_requested_at.is_some()))
+    }
+}
+
+impl OutputLedger for InMemoryRequestRepository {
     async fn record_output_csv(
         &self,
         request_id: &str,
@@ -782,6 +797,26 @@ impl RequestRepository for InMemoryRequestRepository {
         .map(|_| ())
     }
 
+    async fn record_webhook_attempt(
+        &self,
+        request_id: &str,
+        attempt: &WebhookAttempt,
+        state: DeliveryState,
+    ) -> Result<(), PortError> {
+        self.write_meta(request_id, "recording the webhook attempt", |stored| {
+            let Some(webhook) = stored.meta.webhook.as_mut() else {
+                return false;
+            };
+            webhook.attempts.push(attempt.clone());
+            webhook.state = state;
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+impl RequestControl for InMemoryRequestRepository {
     async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
         self.write_meta(request_id, "redelivering the webhook", |stored| {
             if !stored.meta.status.is_terminal() {
@@ -812,32 +847,6 @@ impl RequestRepository for InMemoryRequestRepository {
             true
         })
         .await
-    }
-
-    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
-        self.fault(Call::Read)?;
-        Ok(self
-            .lock()?
-            .current(request_id)
-            .is_some_and(|current| current.cancel_requested_at.is_some()))
-    }
-
-    async fn record_webhook_attempt(
-        &self,
-        request_id: &str,
-        attempt: &WebhookAttempt,
-        state: DeliveryState,
-    ) -> Result<(), PortError> {
-        self.write_meta(request_id, "recording the webhook attempt", |stored| {
-            let Some(webhook) = stored.meta.webhook.as_mut() else {
-                return false;
-            };
-            webhook.attempts.push(attempt.clone());
-            webhook.state = state;
-            true
-        })
-        .await
-        .map(|_| ())
     }
 }
 

@@ -50,7 +50,9 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use pixpress_app::auth::authenticate;
 use pixpress_app::config::Config;
-use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue, WebhookQueue};
+use pixpress_app::ports::{
+    ObjectStore, RequestControl, RequestIntake, RequestReader, RowQueue, WebhookQueue,
+};
 use pixpress_aws::AnyKeyStore;
 use pixpress_domain::input_csv::CsvLimits;
 use pixpress_domain::keys::is_valid_request_id;
@@ -159,7 +161,7 @@ where
 /// The API as one router: every route, 404 and 405 (with `Allow`) as problem+json.
 pub fn router<R, Q, S>(app: App<R, Q, S>) -> Router
 where
-    R: RequestRepository + Send + Sync + 'static,
+    R: RequestIntake + RequestReader + RequestControl + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Send + Sync + 'static,
     S: ObjectStore + Send + Sync + 'static,
 {
@@ -237,7 +239,7 @@ pub async fn handle<R, Q, S, B>(
     request: axum::http::Request<B>,
 ) -> Result<axum::http::Response<lambda_http::Body>, lambda_http::Error>
 where
-    R: RequestRepository + Clone + Send + Sync + 'static,
+    R: RequestIntake + RequestReader + RequestControl + Clone + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Clone + Send + Sync + 'static,
     S: ObjectStore + Clone + Send + Sync + 'static,
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
@@ -309,7 +311,7 @@ async fn uploads<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -347,7 +349,7 @@ async fn upload_urls<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -389,7 +391,7 @@ async fn request_status<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     S: ObjectStore,
 {
     let (parts, _) = request.into_parts();
@@ -427,7 +429,7 @@ async fn output_csv<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     S: ObjectStore,
 {
     status::get_output_csv(&app, &id, &tenant.0).await
@@ -457,7 +459,7 @@ async fn redeliver<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: WebhookQueue,
 {
     status::post_redeliver(&app, &id, &tenant.0).await
@@ -488,7 +490,7 @@ async fn cancel<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
 {
     status::post_cancel(&app, &id, &tenant.0).await
 }
@@ -522,7 +524,7 @@ async fn retry<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
 {
     let (parts, _) = request.into_parts();

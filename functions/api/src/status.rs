@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::{retry_failed_images, retry_request_id};
-use pixpress_app::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::ports::{
+    ObjectStore, PortError, RequestControl, RequestIntake, RequestReader, RowQueue,
+};
 use pixpress_domain::keys::output_csv_key;
 use pixpress_domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
@@ -168,7 +170,7 @@ fn product(row: RowRecord) -> Product {
 
 /// The request if it exists and belongs to the caller's tenant; otherwise the 404 problem, the
 /// same for another tenant's request as for a missing one (500 when it cannot be read).
-async fn visible_request<R: RequestRepository>(
+async fn visible_request<R: RequestIntake + RequestReader + RequestControl>(
     repo: &R,
     request_id: &str,
     tenant: &str,
@@ -185,7 +187,7 @@ async fn visible_request<R: RequestRepository>(
 ///
 /// # Errors
 /// [`PortError`] from the repository.
-pub async fn status_document<R: RequestRepository>(
+pub async fn status_document<R: RequestIntake + RequestReader + RequestControl>(
     repo: &R,
     meta: RequestMeta,
     base_url: &str,
@@ -241,7 +243,7 @@ pub async fn get_request<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     S: ObjectStore,
 {
     let mut cursor = None;
@@ -315,7 +317,7 @@ pub async fn get_output_csv<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     S: ObjectStore,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
@@ -397,7 +399,7 @@ pub async fn post_redeliver<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: pixpress_app::ports::WebhookQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
@@ -473,7 +475,7 @@ pub struct Cancellation {
 /// finished. Asking again answers `202` with the first time.
 pub async fn post_cancel<R, Q, S>(app: &App<R, Q, S>, request_id: &str, tenant: &str) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
 {
     let finished = |status: &str| {
         Problem::new(
@@ -558,7 +560,7 @@ pub async fn post_retry<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {

@@ -6,7 +6,9 @@ use chrono::Utc;
 
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
-use pixpress_app::ports::{ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::ports::{
+    ObjectStore, PortError, RequestControl, RequestIntake, RequestReader, RowQueue,
+};
 use pixpress_domain::input_csv::parse_input_csv;
 use pixpress_domain::keys::derived_request_id;
 use pixpress_domain::model::{OutputSpec, Source};
@@ -160,7 +162,7 @@ async fn current_request_for_key<R, Q, S>(
     key: &str,
 ) -> Result<String, pixpress_app::ports::PortError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
 {
     let mut id = derived_request_id(&["idempotency-key", tenant, key]);
     let now = Utc::now();
@@ -365,7 +367,7 @@ async fn ingest_upload<R, Q, S>(
     upload: Upload,
 ) -> Result<Ingested, UploadError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
 {
     let request_id = match key {
@@ -421,7 +423,7 @@ pub async fn post_upload<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
     S: ObjectStore,
 {

@@ -18,7 +18,7 @@ use chrono::Utc;
 
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::check_webhook_url;
-use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue};
+use pixpress_app::ports::{ObjectStore, RequestControl, RequestIntake, RequestReader, RowQueue};
 use pixpress_domain::keys::{pending_upload_key, presigned_upload_key};
 use pixpress_domain::model::UploadOptions;
 use serde::Serialize;
@@ -62,7 +62,7 @@ pub async fn post_upload_url<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader + RequestControl,
     Q: RowQueue,
     S: ObjectStore,
 {

@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use pixpress_app::ports::OutputLedger as _;
+use pixpress_app::ports::RequestIntake as _;
+use pixpress_app::ports::RequestReader as _;
+use pixpress_app::ports::RowLedger as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +19,7 @@ use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
-use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_app::ports::{NoQueue, ObjectStore};
 use pixpress_completion_notifier::{App, handle};
 use pixpress_domain::model::{
     Counters, DeliveryState, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowRecord,
@@ -63,7 +67,7 @@ fn event(name: &str) -> Event {
 async fn app_with_completed_request(
     webhook_url: Option<String>,
     secret: &WebhookSecret,
-) -> App<InMemoryRequestRepository, DirObjectStore> {
+) -> App<InMemoryRequestRepository, DirObjectStore, NoQueue> {
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());

@@ -24,7 +24,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use pixpress_app::config::Config;
-use pixpress_app::ports::{PortError, RequestRepository, RowRecorded, Transition};
+use pixpress_app::ports::{PortError, RowLedger, RowRecorded, Transition};
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::model::{ImageOutcome, RequestStatus, RowJob};
 use pixpress_domain::text;
@@ -42,7 +42,7 @@ pub struct App<R> {
     pub max_receive_count: u32,
 }
 
-impl<R: RequestRepository> App<R> {
+impl<R: RowLedger> App<R> {
     /// A recorder from the process configuration.
     #[must_use]
     pub fn new(repo: R, config: &Config) -> Self {
@@ -69,7 +69,7 @@ pub enum Recorded {
 ///
 /// # Errors
 /// [`PortError`] on storage failure (the message is retried).
-pub async fn record_dead_letter<R: RequestRepository>(
+pub async fn record_dead_letter<R: RowLedger>(
     app: &App<R>,
     job: &RowJob,
 ) -> Result<Recorded, PortError> {
@@ -104,7 +104,7 @@ pub async fn record_dead_letter<R: RequestRepository>(
     })
 }
 
-async fn process_message<R: RequestRepository>(
+async fn process_message<R: RowLedger>(
     app: &App<R>,
     message: &SqsMessage,
 ) -> Result<Recorded, PortError> {
@@ -127,7 +127,7 @@ async fn process_message<R: RequestRepository>(
 ///
 /// # Errors
 /// Never: every failure is reported per message.
-pub async fn handle<R: RequestRepository>(
+pub async fn handle<R: RowLedger>(
     app: &App<R>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {

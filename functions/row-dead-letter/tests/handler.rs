@@ -7,7 +7,10 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
-use pixpress_app::ports::{RequestRepository, RowRecorded};
+use pixpress_app::ports::RequestIntake as _;
+use pixpress_app::ports::RequestReader as _;
+use pixpress_app::ports::RowLedger as _;
+use pixpress_app::ports::RowRecorded;
 use pixpress_domain::model::{
     Counters, ImageOutcome, ImageStatus, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord,
     RowState, Source,

@@ -49,7 +49,8 @@ use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use pixpress_app::config::Config;
 use pixpress_app::ports::{
-    ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded, Transition,
+    ObjectStore, OriginSlots, PortError, RequestReader, RowLedger, RowQueue, RowRecorded,
+    Transition,
 };
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::keys::image_key;
@@ -152,7 +153,7 @@ pub struct App<R, S, O, Q> {
     cancellations: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>,
 }
 
-impl<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
+impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
     /// A worker from the process configuration.
     ///
     /// # Errors
@@ -354,7 +355,7 @@ fn host_of(url: &str) -> String {
 /// Downloads `url` through its host's slots, trying again after a back-off or a broken
 /// connection as the module docs say. Returns the body and its memory reservation, held until
 /// compression ends.
-async fn download<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+async fn download<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     url: &str,
@@ -432,7 +433,12 @@ async fn download<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQu
     }
 }
 
-async fn process_image<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+async fn process_image<
+    R: RowLedger + RequestReader,
+    S: ObjectStore,
+    O: OriginSlots,
+    Q: RowQueue,
+>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     position: usize,
@@ -504,7 +510,7 @@ fn elapsed_ms(since: Instant) -> f64 {
 }
 
 /// Flips the request when `recorded` says every row is done.
-async fn complete_if_done<R: RequestRepository>(
+async fn complete_if_done<R: RowLedger + RequestReader>(
     repo: &R,
     request_id: &str,
     recorded: RowRecorded,
@@ -527,7 +533,12 @@ pub const CANCELLED: &str = "cancelled";
 ///
 /// # Errors
 /// [`ProcessError`]: the message should be delivered again.
-pub async fn process_row<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+pub async fn process_row<
+    R: RowLedger + RequestReader,
+    S: ObjectStore,
+    O: OriginSlots,
+    Q: RowQueue,
+>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     receive_count: u32,
@@ -726,7 +737,12 @@ pub async fn process_row<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q
     })
 }
 
-async fn process_message<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+async fn process_message<
+    R: RowLedger + RequestReader,
+    S: ObjectStore,
+    O: OriginSlots,
+    Q: RowQueue,
+>(
     app: &App<R, S, O, Q>,
     message: &SqsMessage,
     deadline: Deadline,
@@ -746,7 +762,7 @@ async fn process_message<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q
 ///
 /// # Errors
 /// Never: every failure is reported per message.
-pub async fn handle<R: RequestRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+pub async fn handle<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use pixpress_app::ports::RequestControl as _;
+use pixpress_app::ports::RequestIntake as _;
+use pixpress_app::ports::RequestReader as _;
+use pixpress_app::ports::RowLedger as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use axum::routing::get;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
-use pixpress_app::ports::{RequestRepository, RowPage, RowQueue};
+use pixpress_app::ports::{RowPage, RowQueue};
 use pixpress_domain::model::{
     Counters, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestMeta, RequestStatus, RowJob,
     RowRecord, RowState, Source,

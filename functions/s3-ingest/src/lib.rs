@@ -37,7 +37,9 @@ use pixpress_app::ingest::{
     CHUNK_ROWS, ChunkExpanded, IngestError, Ingested, ObjectIngest, ObjectIngestSettings,
     ObjectIngested, expand_chunk, ingest_object,
 };
-use pixpress_app::ports::{ChunkQueue, ObjectStore, PortError, RequestRepository, RowQueue};
+use pixpress_app::ports::{
+    ChunkQueue, ObjectStore, PortError, RequestIntake, RequestReader, RowQueue,
+};
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{CsvIssue, CsvLimits};
@@ -48,7 +50,6 @@ use pixpress_domain::model::{
     ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
     UploadOptions,
 };
-use pixpress_embedded::InMemoryRowQueue;
 
 /// Settings of the S3 ingest.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,7 @@ impl From<&Config> for IngestConfig {
 
 /// The function's dependencies.
 #[derive(Debug, Clone)]
-pub struct App<R, Q, S, C = InMemoryRowQueue> {
+pub struct App<R, Q, S, C> {
     /// Requests and rows.
     pub repo: R,
     /// Row jobs.
@@ -144,7 +145,7 @@ pub enum S3IngestError {
     Storage(#[from] PortError),
 }
 
-async fn record_rejection<R: RequestRepository>(
+async fn record_rejection<R: RequestIntake + RequestReader>(
     repo: &R,
     tenant: &str,
     request_id: &str,
@@ -197,7 +198,7 @@ pub async fn ingest_record<R, Q, S, C>(
     record: &S3EventRecord,
 ) -> Result<RecordOutcome, S3IngestError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
     C: ChunkQueue,
@@ -308,7 +309,7 @@ pub async fn handle<R, Q, S, C>(
     event: LambdaEvent<S3Event>,
 ) -> Result<(), lambda_runtime::Error>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
     C: ChunkQueue,
@@ -337,7 +338,7 @@ async fn process_chunk<R, Q, S, C>(
     message: &SqsMessage,
 ) -> Result<ChunkExpanded, PortError>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -385,7 +386,7 @@ pub async fn handle_chunks<R, Q, S, C>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -427,7 +428,7 @@ pub async fn handle_any<R, Q, S, C>(
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, lambda_runtime::Error>
 where
-    R: RequestRepository,
+    R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
     C: ChunkQueue,

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
 use pixpress_app::ingest::load_all_rows;
-use pixpress_app::ports::{ObjectStore, RequestRepository};
+use pixpress_app::ports::ObjectStore;
+use pixpress_app::ports::RequestReader as _;
 use pixpress_domain::model::{RequestStatus, Source};
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, handle_chunks, ingest_record};
 
-type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
+type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, InMemoryRowQueue>;
 
 fn app() -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-s3-{}", uuid::Uuid::new_v4()));

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use pixpress_app::ports::{ObjectStore, RequestRepository, WebhookQueue};
+use pixpress_app::ports::{ObjectStore, OutputLedger, RequestReader, WebhookQueue};
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
-use pixpress_completion_notifier::{App, Attempted, NotifyError, attempt_delivery};
+use pixpress_delivery::{App, Attempted, attempt_delivery};
 use pixpress_domain::model::{DeliveryState, WebhookJob};
 use pixpress_domain::webhook::{MAX_DELIVERY_ATTEMPTS, retry_delay};
 
@@ -49,12 +49,10 @@ pub enum SendError {
     /// The body is not a webhook job.
     #[error("malformed webhook job: {0}")]
     Malformed(String),
-    /// Storage or queue failure; the message comes back on its own.
+    /// Storage failure, or the queue refused the visibility change; the message comes back
+    /// on its own.
     #[error(transparent)]
-    Notify(#[from] NotifyError),
-    /// The queue refused the visibility change.
-    #[error(transparent)]
-    Queue(#[from] pixpress_app::ports::PortError),
+    Storage(#[from] pixpress_app::ports::PortError),
 }
 
 /// Handles one message: one attempt at most.
@@ -63,7 +61,7 @@ pub enum SendError {
 /// [`SendError`] when the message should come back (as a batch item failure).
 pub async fn send_one<R, S, W>(app: &App<R, S, W>, message: &SqsMessage) -> Result<Sent, SendError>
 where
-    R: RequestRepository,
+    R: RequestReader + OutputLedger,
     S: ObjectStore,
     W: WebhookQueue,
 {
@@ -75,12 +73,7 @@ where
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
-    let Some(meta) = app
-        .repo
-        .get_request(&job.request_id)
-        .await
-        .map_err(NotifyError::from)?
-    else {
+    let Some(meta) = app.repo.get_request(&job.request_id).await? else {
         return Ok(Sent::Skipped);
     };
     let Some(hook) = meta
@@ -116,7 +109,7 @@ pub async fn handle<R, S, W>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error>
 where
-    R: RequestRepository,
+    R: RequestReader + OutputLedger,
     S: ObjectStore,
     W: WebhookQueue,
 {

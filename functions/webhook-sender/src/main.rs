@@ -10,7 +10,7 @@ use pixpress_aws::{
     key_store_from_env, lambda_sdk_config, repository_from_env, store_from_env,
     webhooks_queue_from_env,
 };
-use pixpress_completion_notifier::App;
+use pixpress_delivery::App;
 use pixpress_webhook_sender::handle;
 
 #[tokio::main]

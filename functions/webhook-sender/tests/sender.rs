@@ -16,7 +16,7 @@ use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
-use pixpress_app::ports::RequestRepository;
+use pixpress_app::ports::{RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
 use pixpress_domain::model::{
     Counters, DeliveryState, OutputSpec, RequestMeta, RequestStatus, Source, Webhook,
@@ -68,14 +68,14 @@ async fn app(url: String) -> TestApp {
         ..Config::default()
     };
     let dir = std::env::temp_dir().join(format!("pixpress-sender-{}", uuid::Uuid::new_v4()));
-    let mut app = App::new(
+    let app = App::new(
         None,
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
     )
-    .unwrap();
-    app.webhooks = Some(InMemoryRowQueue::new(8));
+    .unwrap()
+    .with_webhooks(Some(InMemoryRowQueue::new(8)));
     let now = Utc::now();
     let meta = RequestMeta {
         request_id: "r-1".into(),

@@ -418,8 +418,14 @@ async fn download<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, 
                     app.origins.back_off(&host, e.retry_after).await;
                     continue;
                 }
+                // A reset, a refused connection or a 5xx may pass at once; a timeout or a
+                // stuck body would only cost the same wait again.
                 if outcome == Outcome::Failed
-                    && e.kind != pixpress_fetch::FetchErrorKind::Timeout
+                    && !matches!(
+                        e.kind,
+                        pixpress_fetch::FetchErrorKind::Timeout
+                            | pixpress_fetch::FetchErrorKind::TooSlow
+                    )
                     && quick < QUICK_RETRIES
                 {
                     quick += 1;

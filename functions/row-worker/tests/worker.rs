@@ -31,6 +31,7 @@ use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, pro
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
 
 static PHOTO_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static DRIP_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 async fn image_server() -> SocketAddr {
     let router = Router::new()
@@ -69,6 +70,24 @@ async fn image_server() -> SocketAddr {
                 (
                     [(header::CONTENT_TYPE, "image/jpeg")],
                     axum::body::Body::from_stream(futures::stream::iter(chunks)),
+                )
+            }),
+        )
+        .route(
+            "/drip.jpg",
+            get(|| async {
+                DRIP_HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // The head at once, then one byte every 100 ms: a stuck origin.
+                let bytes = futures::stream::unfold(0usize, |i| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    (i < 100).then(|| {
+                        let byte = axum::body::Bytes::copy_from_slice(&PHOTO[i..=i]);
+                        (Ok::<_, std::convert::Infallible>(byte), i + 1)
+                    })
+                });
+                (
+                    [(header::CONTENT_TYPE, "image/jpeg")],
+                    axum::body::Body::from_stream(bytes),
                 )
             }),
         )
@@ -363,6 +382,34 @@ async fn permanent_failures_are_recorded_on_the_first_attempt() {
         .map(|i| i.error_code.as_deref().unwrap())
         .collect();
     assert_eq!(codes, vec!["http_404", "not_an_image"]);
+}
+
+#[tokio::test]
+async fn a_stuck_body_fails_as_too_slow_after_one_download_not_three() {
+    let server = image_server().await;
+    let mut config = config();
+    config.fetch.stall_window = Duration::from_millis(300);
+    let app = app(&config);
+    let jobs = seed(
+        &app.repo,
+        "drip",
+        &[vec![
+            format!("http://{server}/drip.jpg"),
+            format!("http://{server}/photo.jpg"),
+        ]],
+    )
+    .await;
+    let result = process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        RowProcessed::Recorded(Some(RequestStatus::CompletedWithErrors))
+    );
+    let done = row(&app.repo, "drip", 0).await;
+    assert_eq!(done.images[0].error_code.as_deref(), Some("too_slow"));
+    assert!(done.images[1].error_code.is_none(), "{:?}", done.images[1]);
+    assert_eq!(DRIP_HITS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 fn job_message(id: &str, job: &RowJob) -> serde_json::Value {

@@ -1,0 +1,30 @@
+//! `pixpress download`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::*;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DownloadArgs {
+    /// The request id.
+    request_id: String,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Directory to write output.csv into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+/// Runs `pixpress download`.
+pub(crate) async fn execute(args: DownloadArgs) -> anyhow::Result<ExitCode> {
+    let DownloadArgs {
+        request_id,
+        api,
+        out,
+    } = args;
+    let path = out.join("output.csv");
+    let bytes = api.client()?.download(&request_id, &path).await?;
+    eprintln!("wrote {} ({bytes} bytes)", path.display());
+    Ok(ExitCode::SUCCESS)
+}

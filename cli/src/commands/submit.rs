@@ -1,0 +1,102 @@
+//! `pixpress submit`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
+use pixpress_cli::run::rejection_text;
+
+use super::wait::wait_and_download;
+use super::*;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubmitArgs {
+    /// The input CSV (`S. No.,Product Name,Input Image Urls`). Over 5 MiB it goes through a
+    /// presigned upload.
+    csv: PathBuf,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// POST a signed completion event to this URL.
+    #[arg(long)]
+    webhook: Option<String>,
+    /// JPEG quality, 1–100 (default: the API's, 50).
+    #[arg(long)]
+    quality: Option<u8>,
+    /// Scale images down so the longest side is at most this many pixels.
+    #[arg(long)]
+    max_dimension: Option<u32>,
+    /// Wait until the request is done, showing progress, then download output.csv.
+    #[arg(long)]
+    wait: bool,
+    /// Where `--wait` writes output.csv.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Print JSON (the acceptance, or with --wait the whole final status document).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `pixpress submit`.
+pub(crate) async fn execute(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let SubmitArgs {
+        csv,
+        api,
+        webhook,
+        quality,
+        max_dimension,
+        wait,
+        out,
+        json,
+    } = args;
+    let options = SubmitOptions {
+        webhook_url: webhook,
+        quality,
+        max_dimension,
+    };
+    submit_command(
+        &api.client()?,
+        &csv,
+        &options,
+        wait.then_some(out.as_path()),
+        json,
+    )
+    .await
+}
+
+/// `pixpress submit`: send, then with `wait_into` poll with progress and download the CSV.
+async fn submit_command(
+    client: &ApiClient,
+    csv: &std::path::Path,
+    options: &SubmitOptions,
+    wait_into: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let submitted = match client.submit(csv, options).await? {
+        SubmitOutcome::Rejected { status, problem } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&problem)?);
+            }
+            eprint!("{}", rejection_text(status, &problem));
+            return Ok(ExitCode::from(2));
+        }
+        SubmitOutcome::Accepted(submitted) => submitted,
+    };
+    let id = &submitted.request_id;
+    let Some(out) = wait_into else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&submitted.body)?);
+        } else {
+            println!("{id}");
+            eprintln!(
+                "accepted as request {id}{}; follow it with `pixpress status {id}`",
+                match submitted.path {
+                    UploadPath::Direct => String::new(),
+                    UploadPath::Presigned => " (uploaded to a presigned URL)".to_owned(),
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!("accepted as request {id}; waiting for it to finish");
+    wait_and_download(client, id, out, json).await
+}

@@ -633,7 +633,7 @@ impl ApiClient {
 }
 
 fn check_request_id(request_id: &str) -> Result<(), ClientError> {
-    if pixpress_domain::keys::is_valid_request_id(request_id) {
+    if pixpress_domain::storage_keys::is_valid_request_id(request_id) {
         Ok(())
     } else {
         Err(ClientError::Transport(anyhow::anyhow!(

@@ -301,7 +301,7 @@ where
                     metas.push(item.meta);
                 } else if let Ok(item) =
                     serde_dynamo::from_item::<_, pixpress_domain::item::RowItem>(image)
-                    && let Some(id) = pixpress_domain::keys::request_id_from_pk(&item.pk)
+                    && let Some(id) = pixpress_domain::storage_keys::request_id_from_pk(&item.pk)
                 {
                     rows.entry(id.to_owned()).or_default().push(item.row);
                 }

@@ -11,10 +11,10 @@ use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use pixpress_app::ingest::check_webhook_url;
 use pixpress_app::ports::{MultipartWriter, ObjectStore};
-use pixpress_domain::keys::{
+use pixpress_domain::model::{DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions};
+use pixpress_domain::storage_keys::{
     IMAGES_PREFIX, derived_request_id, pending_upload_key, presigned_upload_key,
 };
-use pixpress_domain::model::{DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions};
 use pixpress_s3_ingest::RecordOutcome;
 use tokio::io::AsyncReadExt as _;
 

@@ -25,8 +25,8 @@ use pixpress_aws::{
     AnyKeyStore, DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
 };
 use pixpress_domain::item::ItemHead;
-use pixpress_domain::keys::META_SK;
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
+use pixpress_domain::storage_keys::META_SK;
 use pixpress_embedded::{
     ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
     ReceivedMessage,
@@ -804,55 +804,58 @@ impl<B: PumpBackend> Pipeline<B> {
         Ok(())
     }
 
+    /// One long poll of `queue`, as an event source mapping makes it: up to `max` messages
+    /// hidden for `visibility`; `None` when there were none within `idle_wait` (or `stop`
+    /// turned) or the receive was throttled.
+    async fn poll(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+        idle_wait: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Vec<ReceivedMessage>>> {
+        let messages = match self.backend.receive_from(queue, max, visibility).await {
+            Ok(messages) => messages,
+            Err(e) if e.is_retryable() => {
+                pause(stop, Duration::from_millis(20)).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if messages.is_empty() {
+            tokio::select! {
+                () = self.backend.wait_for_messages(queue, idle_wait) => {}
+                _ = stop.changed() => {}
+            }
+            return Ok(None);
+        }
+        Ok(Some(messages))
+    }
+
     async fn worker_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let batch = self.options.batch_size.clamp(1, 10);
+        let (visibility, idle) = (self.options.visibility_timeout, Duration::from_millis(100));
         while !*stop.borrow() {
-            let messages = match self
-                .backend
-                .receive_from(QueueName::Rows, batch, self.options.visibility_timeout)
-                .await
+            if let Some(messages) = self
+                .poll(QueueName::Rows, batch, visibility, idle, &mut stop)
+                .await?
             {
-                Ok(messages) => messages,
-                Err(e) if e.is_retryable() => {
-                    pause(&mut stop, Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if messages.is_empty() {
-                tokio::select! {
-                    () = self.backend.wait_for_messages(QueueName::Rows, Duration::from_millis(100)) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+                self.invoke_worker(&messages).await?;
             }
-            self.invoke_worker(&messages).await?;
         }
         Ok(())
     }
 
     async fn dead_letter_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let (visibility, idle) = (Duration::from_secs(30), Duration::from_millis(200));
         while !*stop.borrow() {
-            let messages = match self
-                .backend
-                .receive_from(QueueName::DeadLetters, 10, Duration::from_secs(30))
-                .await
+            if let Some(messages) = self
+                .poll(QueueName::DeadLetters, 10, visibility, idle, &mut stop)
+                .await?
             {
-                Ok(messages) => messages,
-                Err(e) if e.is_retryable() => {
-                    pause(&mut stop, Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if messages.is_empty() {
-                tokio::select! {
-                    () = self.backend.wait_for_messages(QueueName::DeadLetters, Duration::from_millis(200)) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+                self.invoke_dead_letter(&messages).await?;
             }
-            self.invoke_dead_letter(&messages).await?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ports::PortError;
-pub use pixpress_domain::keys::{MAX_TENANT_BYTES, is_valid_tenant};
+pub use pixpress_domain::storage_keys::{MAX_TENANT_BYTES, is_valid_tenant};
 use pixpress_domain::webhook::WebhookSecret;
 
 /// What every API key starts with.

@@ -280,7 +280,7 @@ async fn start<R: RequestIntake + RequestReader, Q: RowQueue>(
 /// turn through its own id.
 #[must_use]
 pub fn retry_request_id(request_id: &str) -> String {
-    pixpress_domain::keys::derived_request_id(&["retry", request_id])
+    pixpress_domain::storage_keys::derived_request_id(&["retry", request_id])
 }
 
 /// Why a request cannot be retried.

@@ -242,7 +242,10 @@ fn uploads_trigger_is_limited_to_csvs_under_uploads() {
     let t = template();
     let rules = &props(&t, "S3IngestFunction")["Events"]["CsvUploaded"]["Properties"]["Filter"]["S3Key"]
         ["Rules"];
-    assert_eq!(rules[0]["Value"], pixpress_domain::keys::UPLOADS_PREFIX);
+    assert_eq!(
+        rules[0]["Value"],
+        pixpress_domain::storage_keys::UPLOADS_PREFIX
+    );
     assert_eq!(rules[1]["Value"], ".csv");
 }
 

@@ -32,12 +32,12 @@ use pixpress_app::ports::{
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
 use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
-use pixpress_domain::keys::{
-    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
-};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, WebhookAttempt,
+};
+use pixpress_domain::storage_keys::{
+    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
 };
 
 /// The DynamoDB repository. Cheap to clone.

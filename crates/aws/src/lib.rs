@@ -7,8 +7,9 @@
 //! and S3 path-style addressing from `S3_FORCE_PATH_STYLE=true`.
 
 mod any_key_store;
+mod api_keys;
 mod dynamo;
-mod keys;
+pub mod lambda;
 mod origin_slots;
 mod s3;
 mod sqs;
@@ -16,8 +17,8 @@ mod sqs;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use any_key_store::AnyKeyStore;
+pub use api_keys::DynamoKeyStore;
 pub use dynamo::DynamoRequestRepository;
-pub use keys::DynamoKeyStore;
 pub use origin_slots::DynamoOriginSlots;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::counting::empty_shards;
-use super::keys::{META_SK, counter_sk, request_pk, row_sk};
 use super::model::{Counters, OutputProgress, RequestMeta, RequestStatus, RowRecord};
+use super::storage_keys::{META_SK, counter_sk, request_pk, row_sk};
 
 /// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";

@@ -1,7 +1,7 @@
 //! # pixpress-domain — the pure core
 //!
 //! The CSV contract ([`input_csv`], [`output_csv`]), the request/row model and status rules
-//! ([`model`], [`counting`]), storage keys and the DynamoDB item schema ([`keys`], [`item`]),
+//! ([`model`], [`counting`]), storage keys and the DynamoDB item schema ([`storage_keys`], [`item`]),
 //! text bounds ([`text`]), decode limits ([`image_limits`]), per-host download leases
 //! ([`origin_slots`]), the egress policy and the fetcher's failure vocabulary ([`egress`]), and
 //! Standard Webhooks signing ([`webhook`]).
@@ -14,9 +14,9 @@ pub mod egress;
 pub mod image_limits;
 pub mod input_csv;
 pub mod item;
-pub mod keys;
 pub mod model;
 pub mod origin_slots;
 pub mod output_csv;
+pub mod storage_keys;
 pub mod text;
 pub mod webhook;

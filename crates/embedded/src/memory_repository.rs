@@ -31,11 +31,11 @@ use pixpress_domain::counting::{
     COUNTER_SHARDS, empty_shards, shard_of, shard_rows_total, shards_with_rows,
 };
 use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
-use pixpress_domain::keys::{META_SK, counter_sk, request_pk, row_sk};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, RowState, WebhookAttempt,
 };
+use pixpress_domain::storage_keys::{META_SK, counter_sk, request_pk, row_sk};
 
 /// Kind of change, as in a DynamoDB stream record's `eventName`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -55,9 +55,9 @@ use pixpress_app::ports::{
 };
 use pixpress_aws::AnyKeyStore;
 use pixpress_domain::input_csv::CsvLimits;
-use pixpress_domain::keys::is_valid_request_id;
 use pixpress_domain::model::DEFAULT_TENANT;
 use pixpress_domain::model::OutputSpec;
+use pixpress_domain::storage_keys::is_valid_request_id;
 use tower::ServiceExt as _;
 
 use problem::Problem;
@@ -161,7 +161,7 @@ where
 /// The API as one router: every route, 404 and 405 (with `Allow`) as problem+json.
 pub fn router<R, Q, S>(app: App<R, Q, S>) -> Router
 where
-    R: RequestIntake + RequestReader + RequestControl + Send + Sync + 'static,
+    R: ApiRepository + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Send + Sync + 'static,
     S: ObjectStore + Send + Sync + 'static,
 {
@@ -239,7 +239,7 @@ pub async fn handle<R, Q, S, B>(
     request: axum::http::Request<B>,
 ) -> Result<axum::http::Response<lambda_http::Body>, lambda_http::Error>
 where
-    R: RequestIntake + RequestReader + RequestControl + Clone + Send + Sync + 'static,
+    R: ApiRepository + Clone + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Clone + Send + Sync + 'static,
     S: ObjectStore + Clone + Send + Sync + 'static,
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
@@ -311,7 +311,7 @@ async fn uploads<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -349,7 +349,7 @@ async fn upload_urls<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
     S: ObjectStore,
 {
@@ -391,7 +391,7 @@ async fn request_status<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     S: ObjectStore,
 {
     let (parts, _) = request.into_parts();
@@ -402,6 +402,31 @@ where
         &tenant.0,
     )
     .await
+}
+
+/// The repository roles the API uses: intake (uploads, retries), reading (status pages, the
+/// output CSV) and control (cancel, webhook redelivery).
+pub trait ApiRepository: RequestIntake + RequestReader + RequestControl {}
+
+impl<T: RequestIntake + RequestReader + RequestControl> ApiRepository for T {}
+
+/// The problem-details answers of every route about one request: 401, 404, 500, 503
+/// (RFC 9457 bodies).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only its OpenAPI description is used.
+enum RequestErrors {
+    /// Missing or invalid API key (with `WWW-Authenticate: Bearer`)
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(problem::Problem),
+    /// No such request (or another tenant's)
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(problem::Problem),
+    /// The request could not be read
+    #[response(status = 500, content_type = "application/problem+json")]
+    Unreadable(problem::Problem),
+    /// A backend could not be reached; try again later
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(problem::Problem),
 }
 
 /// The output CSV of a finished request.
@@ -416,11 +441,8 @@ where
         (status = 200, description = "The CSV itself (stores that cannot presign)", body = String, content_type = "text/csv"),
         (status = 303, description = "A presigned link to the CSV, valid 15 minutes",
             headers(("location" = String, description = "The presigned link"))),
-        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The CSV is written when the request completes", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+        RequestErrors,
     ),
 )]
 async fn output_csv<R, Q, S>(
@@ -429,7 +451,7 @@ async fn output_csv<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     S: ObjectStore,
 {
     status::get_output_csv(&app, &id, &tenant.0).await
@@ -445,12 +467,9 @@ where
     params(("id" = String, Path, description = "The request id")),
     responses(
         (status = 202, description = "Queued", body = status::Redelivery),
-        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not finished yet, or submitted without a webhook", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
         (status = 501, description = "This deployment delivers webhooks without a queue (local runs)", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+        RequestErrors,
     ),
 )]
 async fn redeliver<R, Q, S>(
@@ -459,7 +478,7 @@ async fn redeliver<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: WebhookQueue,
 {
     status::post_redeliver(&app, &id, &tenant.0).await
@@ -477,11 +496,8 @@ where
     params(("id" = String, Path, description = "The request id")),
     responses(
         (status = 202, description = "Cancellation recorded", body = status::Cancellation),
-        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The request has finished", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+        RequestErrors,
     ),
 )]
 async fn cancel<R, Q, S>(
@@ -490,7 +506,7 @@ async fn cancel<R, Q, S>(
     RequestId(id): RequestId,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
 {
     status::post_cancel(&app, &id, &tenant.0).await
 }
@@ -509,12 +525,9 @@ where
     params(("id" = String, Path, description = "The request id")),
     responses(
         (status = 202, description = "Retry started (`Location`: its status; `Idempotent-Replayed: true` when asked before)", body = status::RetryAccepted),
-        (status = 401, description = "Missing or invalid API key (with `WWW-Authenticate: Bearer`)", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or another tenant's)", body = problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The request is running, or every image is stored", body = problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "More rows than an upload may have", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
+        RequestErrors,
     ),
 )]
 async fn retry<R, Q, S>(
@@ -524,7 +537,7 @@ async fn retry<R, Q, S>(
     request: axum::extract::Request,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
 {
     let (parts, _) = request.into_parts();

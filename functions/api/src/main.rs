@@ -2,16 +2,13 @@
 
 use lambda_http::{Error, run};
 use pixpress_api::{ApiConfig, App, router};
-use pixpress_app::config::Config;
 use pixpress_aws::AnyKeyStore;
-use pixpress_aws::{AwsBackends, key_store_from_env, lambda_sdk_config};
+use pixpress_aws::{AwsBackends, key_store_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    pixpress_app::telemetry::init_lambda();
-    let metrics = pixpress_app::telemetry::Metrics::init("api");
-    let config = Config::from_env()?;
-    let sdk = lambda_sdk_config()?;
+    let started = pixpress_aws::lambda::start("api")?;
+    let (metrics, config, sdk) = (started.metrics, started.config, started.sdk);
     let aws = AwsBackends::from_env(&sdk)?;
     // The deployed API always requires a key.
     let app = App {

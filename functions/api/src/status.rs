@@ -5,15 +5,14 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Utc};
 
+use crate::ApiRepository;
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::{retry_failed_images, retry_request_id};
-use pixpress_app::ports::{
-    ObjectStore, PortError, RequestControl, RequestIntake, RequestReader, RowQueue,
-};
-use pixpress_domain::keys::output_csv_key;
+use pixpress_app::ports::{ObjectStore, PortError, RowQueue};
 use pixpress_domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
 };
+use pixpress_domain::storage_keys::output_csv_key;
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -170,7 +169,7 @@ fn product(row: RowRecord) -> Product {
 
 /// The request if it exists and belongs to the caller's tenant; otherwise the 404 problem, the
 /// same for another tenant's request as for a missing one (500 when it cannot be read).
-async fn visible_request<R: RequestIntake + RequestReader + RequestControl>(
+async fn visible_request<R: ApiRepository>(
     repo: &R,
     request_id: &str,
     tenant: &str,
@@ -187,7 +186,7 @@ async fn visible_request<R: RequestIntake + RequestReader + RequestControl>(
 ///
 /// # Errors
 /// [`PortError`] from the repository.
-pub async fn status_document<R: RequestIntake + RequestReader + RequestControl>(
+pub async fn status_document<R: ApiRepository>(
     repo: &R,
     meta: RequestMeta,
     base_url: &str,
@@ -243,7 +242,7 @@ pub async fn get_request<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     S: ObjectStore,
 {
     let mut cursor = None;
@@ -317,7 +316,7 @@ pub async fn get_output_csv<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     S: ObjectStore,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
@@ -399,7 +398,7 @@ pub async fn post_redeliver<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: pixpress_app::ports::WebhookQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {
@@ -475,7 +474,7 @@ pub struct Cancellation {
 /// finished. Asking again answers `202` with the first time.
 pub async fn post_cancel<R, Q, S>(app: &App<R, Q, S>, request_id: &str, tenant: &str) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
 {
     let finished = |status: &str| {
         Problem::new(
@@ -560,7 +559,7 @@ pub async fn post_retry<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
 {
     let meta = match visible_request(&app.repo, request_id, tenant).await {

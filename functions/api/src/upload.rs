@@ -4,14 +4,13 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 
+use crate::ApiRepository;
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
-use pixpress_app::ports::{
-    ObjectStore, PortError, RequestControl, RequestIntake, RequestReader, RowQueue,
-};
+use pixpress_app::ports::{ObjectStore, PortError, RowQueue};
 use pixpress_domain::input_csv::parse_input_csv;
-use pixpress_domain::keys::derived_request_id;
 use pixpress_domain::model::{OutputSpec, Source};
+use pixpress_domain::storage_keys::derived_request_id;
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -162,7 +161,7 @@ async fn current_request_for_key<R, Q, S>(
     key: &str,
 ) -> Result<String, pixpress_app::ports::PortError>
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
 {
     let mut id = derived_request_id(&["idempotency-key", tenant, key]);
     let now = Utc::now();
@@ -367,7 +366,7 @@ async fn ingest_upload<R, Q, S>(
     upload: Upload,
 ) -> Result<Ingested, UploadError>
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
 {
     let request_id = match key {
@@ -423,7 +422,7 @@ pub async fn post_upload<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
     S: ObjectStore,
 {

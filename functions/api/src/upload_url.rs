@@ -16,11 +16,12 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::Utc;
 
+use crate::ApiRepository;
 use crate::{ApiRequest as Request, ApiResponse};
 use pixpress_app::ingest::check_webhook_url;
-use pixpress_app::ports::{ObjectStore, RequestControl, RequestIntake, RequestReader, RowQueue};
-use pixpress_domain::keys::{pending_upload_key, presigned_upload_key};
+use pixpress_app::ports::{ObjectStore, RowQueue};
 use pixpress_domain::model::UploadOptions;
+use pixpress_domain::storage_keys::{pending_upload_key, presigned_upload_key};
 use serde::Serialize;
 
 use crate::problem::Problem;
@@ -62,7 +63,7 @@ pub async fn post_upload_url<R, Q, S>(
     tenant: &str,
 ) -> ApiResponse
 where
-    R: RequestIntake + RequestReader + RequestControl,
+    R: ApiRepository,
     Q: RowQueue,
     S: ObjectStore,
 {

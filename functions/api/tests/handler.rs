@@ -455,7 +455,8 @@ async fn output_csv_is_a_redirect_to_a_presigned_link_when_the_store_can_sign() 
         .await
         .unwrap();
     assert_eq!(early.status(), 409, "no link before the CSV is written");
-    let key = pixpress_domain::keys::output_csv_key(pixpress_domain::model::DEFAULT_TENANT, &id);
+    let key =
+        pixpress_domain::storage_keys::output_csv_key(pixpress_domain::model::DEFAULT_TENANT, &id);
     app.repo
         .record_output_csv(&id, &key, chrono::Utc::now())
         .await
@@ -746,7 +747,8 @@ async fn a_dry_run_answers_the_counts_or_every_issue_and_creates_nothing() {
 async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
     use pixpress_domain::model::{Counters, OutputSpec, RequestMeta, Source};
     let app = app(&Config::default());
-    let old_id = pixpress_domain::keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
+    let old_id =
+        pixpress_domain::storage_keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
     let then = chrono::Utc::now() - chrono::Duration::hours(25);
     let old = RequestMeta {
         request_id: old_id.clone(),

@@ -36,11 +36,11 @@ use pixpress_app::ports::{
 use pixpress_delivery::deliver_inline;
 pub use pixpress_delivery::{App, NotifierConfig};
 use pixpress_domain::item::ItemHead;
-use pixpress_domain::keys::{META_SK, output_csv_key, request_id_from_pk};
 use pixpress_domain::model::{
     DeliveryState, OutputPart, OutputProgress, RequestStatus, WebhookJob,
 };
 use pixpress_domain::output_csv::{output_csv_header, output_csv_rows};
+use pixpress_domain::storage_keys::{META_SK, output_csv_key, request_id_from_pk};
 
 /// What a notification did.
 #[derive(Debug, Clone, PartialEq, Eq)]

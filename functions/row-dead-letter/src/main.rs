@@ -1,21 +1,12 @@
 //! Lambda entry point of the `row-dead-letter` function: composition only.
 
-use lambda_runtime::{Error, run, service_fn};
-use pixpress_app::config::Config;
-use pixpress_aws::{lambda_sdk_config, repository_from_env};
+use pixpress_aws::lambda::{run_events, start};
+use pixpress_aws::repository_from_env;
 use pixpress_row_dead_letter::{App, handle};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    pixpress_app::telemetry::init_lambda();
-    let metrics = pixpress_app::telemetry::Metrics::init("row-dead-letter");
-    let config = Config::from_env()?;
-    let app = App::new(repository_from_env(&lambda_sdk_config()?)?, &config);
-    // One EMF document of this invocation's metrics after each event.
-    run(service_fn(|event| async {
-        let result = handle(&app, event).await;
-        metrics.flush();
-        result
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let started = start("row-dead-letter")?;
+    let app = App::new(repository_from_env(&started.sdk)?, &started.config);
+    run_events(started.metrics, |event| handle(&app, event)).await
 }

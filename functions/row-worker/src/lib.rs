@@ -53,10 +53,10 @@ use pixpress_app::ports::{
     Transition,
 };
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
-use pixpress_domain::keys::image_key;
 use pixpress_domain::model::{
     ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
 };
+use pixpress_domain::storage_keys::image_key;
 use pixpress_domain::text;
 use pixpress_engine::Engine;
 use pixpress_fetch::{Fetched, Fetcher, Outcome};

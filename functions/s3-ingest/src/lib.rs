@@ -43,12 +43,12 @@ use pixpress_app::ports::{
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{CsvIssue, CsvLimits};
-use pixpress_domain::keys::{
-    UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
-};
 use pixpress_domain::model::{
     ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
     UploadOptions,
+};
+use pixpress_domain::storage_keys::{
+    UPLOADS_PREFIX, derived_request_id, pending_upload_key, presigned_upload_of, tenant_of_upload,
 };
 
 /// Settings of the S3 ingest.

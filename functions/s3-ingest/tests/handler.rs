@@ -141,13 +141,13 @@ async fn objects_outside_uploads_are_ignored() {
 async fn a_presigned_upload_is_ingested_under_the_tenant_and_request_id_its_url_was_issued_for() {
     let app = app();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let key = pixpress_domain::keys::presigned_upload_key("acme", &request_id);
+    let key = pixpress_domain::storage_keys::presigned_upload_key("acme", &request_id);
     let csv = "S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example.com/a.jpg\n";
     // The options given with POST /upload-urls, stored when the URL was issued.
     let options = r#"{"webhook_url":"https://hooks.example/done","output_spec":{"format":"jpeg","quality":70}}"#;
     app.store
         .put(
-            &pixpress_domain::keys::pending_upload_key("acme", &request_id),
+            &pixpress_domain::storage_keys::pending_upload_key("acme", &request_id),
             Bytes::from(options),
             "application/json",
         )

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use pixpress_app::config::Config;
 use pixpress_domain::model::{
-    Counters, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source,
+    Counters, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
 };
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
 use pixpress_engine::{DecodeLimits, Engine, compress};
@@ -105,26 +105,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let now = chrono::Utc::now();
     let meta = RequestMeta {
-        request_id: "bench".into(),
-        tenant: "default".into(),
         status: RequestStatus::Processing,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: args.rows as u64,
             images_total: images as u64,
             ..Counters::default()
         },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new("bench", "default", now)
     };
     repo.create_request(&meta, &rows).await?;
     let records: Vec<serde_json::Value> = rows

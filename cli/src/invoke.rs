@@ -184,26 +184,15 @@ fn seeded_meta(
 ) -> pixpress_domain::model::RequestMeta {
     let now = chrono::Utc::now();
     pixpress_domain::model::RequestMeta {
-        request_id: request_id.to_owned(),
-        tenant: tenant.to_owned(),
         status,
-        source: pixpress_domain::model::Source::Api,
-        source_key: None,
         output_spec,
         counters: pixpress_domain::model::Counters {
             rows_total: rows.len() as u64,
             images_total: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
             ..Default::default()
         },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
         completed_at: status.is_terminal().then_some(now),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..pixpress_domain::model::RequestMeta::new(request_id.to_owned(), tenant.to_owned(), now)
     }
 }
 

@@ -21,7 +21,7 @@ use pixpress_app::ports::{
 };
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
-    RequestStatus, RowJob, RowRecord, RowState, Source, Webhook, WebhookAttempt,
+    RequestStatus, RowJob, RowRecord, RowState, Webhook, WebhookAttempt,
 };
 use pixpress_domain::origin_slots::LeaseRequest;
 use pixpress_embedded::{
@@ -32,12 +32,6 @@ use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
     let now = Utc::now();
     RequestMeta {
-        request_id: id.to_owned(),
-        tenant: "default".into(),
-        status: RequestStatus::Pending,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: rows,
             images_total: rows,
@@ -48,14 +42,7 @@ fn meta(id: &str, rows: u64, webhook: bool) -> RequestMeta {
             state: DeliveryState::Pending,
             attempts: vec![],
         }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(id.to_owned(), "default", now)
     }
 }
 

@@ -176,9 +176,6 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
         .map(|(row, index)| pending_row(row, index))
         .collect();
     let meta = RequestMeta {
-        request_id: input.request_id.clone(),
-        tenant: input.tenant.clone(),
-        status: RequestStatus::Pending,
         source: input.source,
         source_key: input.source_key.clone(),
         output_spec: input.output_spec,
@@ -192,14 +189,8 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
             state: DeliveryState::Pending,
             attempts: Vec::new(),
         }),
-        output_csv_key: None,
-        failure: None,
         fingerprint: Some(upload_fingerprint(input)),
-        created_at: input.now,
-        updated_at: input.now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };
     (meta, records)
 }
@@ -377,9 +368,6 @@ pub async fn retry_failed_images<R: RequestIntake + RequestReader, Q: RowQueue>(
         return Err(RetryError::NothingToRetry);
     }
     let meta = RequestMeta {
-        request_id: retry_id,
-        tenant: original.tenant.clone(),
-        status: RequestStatus::Pending,
         source: original.source,
         source_key: original.source_key.clone(),
         output_spec: original.output_spec,
@@ -393,14 +381,8 @@ pub async fn retry_failed_images<R: RequestIntake + RequestReader, Q: RowQueue>(
             state: DeliveryState::Pending,
             attempts: Vec::new(),
         }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
         retry_of: Some(original.request_id.clone()),
+        ..RequestMeta::new(retry_id, original.tenant.clone(), now)
     };
     match repo.create_request(&meta, &rows).await? {
         Created::Inserted => {
@@ -658,9 +640,6 @@ where
     };
     let fingerprint = fingerprint.finish(webhook_url.as_deref(), input.output_spec);
     let meta = RequestMeta {
-        request_id: input.request_id.clone(),
-        tenant: input.tenant.clone(),
-        status: RequestStatus::Pending,
         source: input.source,
         source_key: Some(input.key.clone()),
         output_spec: input.output_spec,
@@ -674,14 +653,8 @@ where
             state: DeliveryState::Pending,
             attempts: Vec::new(),
         }),
-        output_csv_key: None,
-        failure: None,
         fingerprint: Some(fingerprint),
-        created_at: input.now,
-        updated_at: input.now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };
     let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
         Created::Inserted => (meta, false),

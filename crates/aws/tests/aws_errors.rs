@@ -27,8 +27,7 @@ use pixpress_app::ports::{Created, ObjectStore, OriginSlots, PortError, RowQueue
 use pixpress_app::retry::RetryPolicy;
 use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::model::{
-    Counters, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
-    Source,
+    Counters, ImageOutcome, OutputSpec, RequestMeta, RowJob, RowRecord, RowState,
 };
 use pixpress_domain::origin_slots::LeaseRequest;
 
@@ -215,26 +214,12 @@ async fn other_cancellation_reasons_are_errors_naming_the_reason_and_are_not_ret
 fn meta(rows: u64) -> RequestMeta {
     let now = Utc::now();
     RequestMeta {
-        request_id: "r".into(),
-        tenant: "default".into(),
-        status: RequestStatus::Pending,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: rows,
             images_total: rows,
             ..Counters::default()
         },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new("r", "default", now)
     }
 }
 

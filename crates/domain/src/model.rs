@@ -312,6 +312,37 @@ pub struct RequestMeta {
     pub retry_of: Option<String>,
 }
 
+impl RequestMeta {
+    /// A new request `request_id` of `tenant` recorded at `now`: `PENDING`, from the API, the
+    /// default output (JPEG quality 50), no rows counted, no webhook. Callers set the rest with
+    /// struct update syntax (`RequestMeta { counters, ..RequestMeta::new(…) }`).
+    #[must_use]
+    pub fn new(
+        request_id: impl Into<String>,
+        tenant: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            tenant: tenant.into(),
+            status: RequestStatus::Pending,
+            source: Source::Api,
+            source_key: None,
+            output_spec: OutputSpec::default(),
+            counters: Counters::default(),
+            webhook: None,
+            output_csv_key: None,
+            failure: None,
+            fingerprint: None,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            cancel_requested_at: None,
+            retry_of: None,
+        }
+    }
+}
+
 /// Per-image result status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -853,31 +853,18 @@ impl RequestControl for InMemoryRequestRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pixpress_domain::model::{Counters, ImageStatus, OutputSpec, Source};
+    use pixpress_domain::model::{Counters, ImageStatus};
 
     fn meta(id: &str, rows: u64) -> RequestMeta {
         let now = Utc::now();
         RequestMeta {
-            request_id: id.to_owned(),
-            tenant: "t".into(),
             status: RequestStatus::Processing,
-            source: Source::Api,
-            source_key: None,
-            output_spec: OutputSpec::default(),
             counters: Counters {
                 rows_total: rows,
                 images_total: rows,
                 ..Counters::default()
             },
-            webhook: None,
-            output_csv_key: None,
-            failure: None,
-            fingerprint: None,
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            cancel_requested_at: None,
-            retry_of: None,
+            ..RequestMeta::new(id.to_owned(), "t", now)
         }
     }
 

@@ -84,12 +84,7 @@ async fn server() -> SocketAddr {
                 Redirect::temporary(&q["url"])
             }),
         );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
+    pixpress_test_support::serve(router).await
 }
 
 fn local_config() -> FetchConfig {

@@ -284,11 +284,7 @@ async fn s3_app() -> (
             }
         },
     ));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let endpoint = format!("http://{}", pixpress_test_support::serve(router).await);
     // An explicit region and dummy credentials.
     let vars = move |name: &str| match name {
         "AWS_REGION" => Some("us-east-1".to_owned()),
@@ -745,28 +741,16 @@ async fn a_dry_run_answers_the_counts_or_every_issue_and_creates_nothing() {
 /// An idempotency key names its request for 24 hours; after that the same key makes a new one.
 #[tokio::test]
 async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
-    use pixpress_domain::model::{Counters, OutputSpec, RequestMeta, Source};
+    use pixpress_domain::model::RequestMeta;
     let app = app(&Config::default());
     let old_id =
         pixpress_domain::storage_keys::derived_request_id(&["idempotency-key", "default", "k-1"]);
     let then = chrono::Utc::now() - chrono::Duration::hours(25);
     let old = RequestMeta {
-        request_id: old_id.clone(),
-        tenant: "default".into(),
         status: RequestStatus::Completed,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
-        counters: Counters::default(),
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
         fingerprint: Some("an older upload".into()),
-        created_at: then,
-        updated_at: then,
         completed_at: Some(then),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(old_id.clone(), "default", then)
     };
     app.repo.create_request(&old, &[]).await.unwrap();
     let keyed = || {
@@ -798,19 +782,11 @@ async fn an_idempotency_key_older_than_a_day_makes_a_new_request() {
 /// webhooks queue with its attempts kept; not before it finishes; 501 without a queue.
 #[tokio::test]
 async fn a_finished_requests_webhook_can_be_redelivered() {
-    use pixpress_domain::model::{
-        Counters, DeliveryState, OutputSpec, RequestMeta, Source, Webhook, WebhookAttempt,
-    };
+    use pixpress_domain::model::{DeliveryState, RequestMeta, Webhook, WebhookAttempt};
     let mut app = app(&Config::default());
     let now = chrono::Utc::now();
     let meta = |id: &str, status: RequestStatus| RequestMeta {
-        request_id: id.into(),
-        tenant: "default".into(),
         status,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
-        counters: Counters::default(),
         webhook: Some(Webhook {
             url: "https://hooks.example/done".into(),
             state: DeliveryState::Failed,
@@ -820,14 +796,8 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
                 error: Some("http_503".into()),
             }],
         }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
         completed_at: Some(now),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(id, "default", now)
     };
     app.repo
         .create_request(&meta("done-1", RequestStatus::Completed), &[])

@@ -50,41 +50,12 @@ fn with_key(mut request: Request, key: &str) -> Request {
 
 const CSV: &str = "S. No.,Product Name,Input Image Urls\n1.,Mug,\"https://img.example.com/a.jpg, https://img.example.com/b.jpg\"\n";
 
-/// A log sink for one test: JSON lines, as deployed functions write them.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Every line the API logs about an upload names the request and the key's tenant, so one
 /// request's story is one CloudWatch filter away.
 #[tokio::test]
 async fn log_lines_of_an_upload_name_its_request_and_tenant() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(captured.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = pixpress_test_support::LogCapture::default();
+    let _default = captured.install(tracing::Level::INFO);
     let mut app = app(&Config::default());
     let dir = std::env::temp_dir().join(format!("pixpress-api-logs-{}", uuid::Uuid::new_v4()));
     let keys = pixpress_embedded::FileKeyStore::in_dir(&dir);
@@ -120,11 +91,8 @@ async fn log_lines_of_an_upload_name_its_request_and_tenant() {
     .unwrap();
     assert_eq!(rejected.status(), 400);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let text = captured.text();
+    let lines = captured.lines();
     let line = |message: &str| {
         lines
             .iter()

@@ -22,8 +22,7 @@ use pixpress_app::config::Config;
 use pixpress_app::ports::{NoQueue, ObjectStore};
 use pixpress_completion_notifier::{App, handle};
 use pixpress_domain::model::{
-    Counters, DeliveryState, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowRecord,
-    RowState, Source, Webhook,
+    Counters, DeliveryState, ImageOutcome, RequestMeta, RequestStatus, RowRecord, RowState, Webhook,
 };
 use pixpress_domain::webhook::WebhookSecret;
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
@@ -48,11 +47,7 @@ async fn receiver(status: StatusCode) -> (SocketAddr, Received) {
                 ),
             )
             .with_state((received.clone(), status));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = pixpress_test_support::serve(router).await;
     (addr, received)
 }
 
@@ -82,12 +77,7 @@ async fn app_with_completed_request(
     .unwrap();
     let now = Utc::now();
     let meta = RequestMeta {
-        request_id: REQUEST_ID.into(),
-        tenant: "default".into(),
         status: RequestStatus::Processing,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: 1,
             images_total: 2,
@@ -98,14 +88,7 @@ async fn app_with_completed_request(
             state: DeliveryState::Pending,
             attempts: vec![],
         }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(REQUEST_ID, "default", now)
     };
     let row = RowRecord {
         index: 0,
@@ -310,26 +293,15 @@ fn large_request(
 ) -> RequestMeta {
     let now = Utc::now();
     RequestMeta {
-        request_id: request_id.into(),
-        tenant: "default".into(),
         status,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: rows.len() as u64,
             images_total: 2 * rows.len() as u64,
             ..Counters::default()
         },
         webhook,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
         completed_at: status.is_terminal().then_some(now),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(request_id, "default", now)
     }
 }
 
@@ -477,11 +449,7 @@ async fn answering(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = pixpress_test_support::serve(router).await;
     (addr, arrivals)
 }
 

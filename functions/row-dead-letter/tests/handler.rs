@@ -12,8 +12,7 @@ use pixpress_app::ports::RequestReader as _;
 use pixpress_app::ports::RowLedger as _;
 use pixpress_app::ports::RowRecorded;
 use pixpress_domain::model::{
-    Counters, ImageOutcome, ImageStatus, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord,
-    RowState, Source,
+    Counters, ImageOutcome, ImageStatus, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
 };
 use pixpress_embedded::InMemoryRequestRepository;
 use pixpress_row_dead_letter::{App, DEAD_LETTERED, Recorded, handle, record_dead_letter};
@@ -30,26 +29,13 @@ fn sample() -> SqsEvent {
 async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
     let now = Utc::now();
     let meta = RequestMeta {
-        request_id: jobs[0].request_id.clone(),
-        tenant: "default".into(),
         status: RequestStatus::Processing,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: jobs.len() as u64,
             images_total: jobs.iter().map(|j| j.input_urls.len() as u64).sum(),
             ..Counters::default()
         },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(jobs[0].request_id.clone(), "default", now)
     };
     let rows: Vec<RowRecord> = jobs
         .iter()

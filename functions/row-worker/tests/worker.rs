@@ -21,7 +21,7 @@ use pixpress_app::config::Config;
 use pixpress_app::ports::{RowPage, RowQueue};
 use pixpress_domain::model::{
     Counters, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestMeta, RequestStatus, RowJob,
-    RowRecord, RowState, Source,
+    RowRecord, RowState,
 };
 use pixpress_embedded::{
     DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
@@ -104,12 +104,7 @@ async fn image_server() -> SocketAddr {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
+    pixpress_test_support::serve(router).await
 }
 
 fn config() -> Config {
@@ -144,26 +139,13 @@ async fn seed(
 ) -> Vec<RowJob> {
     let now = Utc::now();
     let meta = RequestMeta {
-        request_id: request_id.to_owned(),
-        tenant: "default".into(),
         status: RequestStatus::Processing,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
         counters: Counters {
             rows_total: rows.len() as u64,
             images_total: rows.iter().map(|r| r.len() as u64).sum(),
             ..Counters::default()
         },
-        webhook: None,
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(request_id.to_owned(), "default", now)
     };
     let records: Vec<RowRecord> = rows
         .iter()
@@ -672,42 +654,13 @@ async fn an_invocation_emits_image_outcomes_bytes_and_latencies_as_metrics() {
     assert!(documents.iter().all(|d| d["function"] == "row-worker"));
 }
 
-/// A log sink for one test: JSON lines, as deployed functions write them.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Every log line a worker writes about a row names its request and row, whatever the line
 /// (the worker's own reports, the fetcher's, the HTTP client's), so one request's story can be
 /// read out of CloudWatch with one filter.
 #[tokio::test]
 async fn every_log_line_about_a_row_names_its_request_and_row() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(captured.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = pixpress_test_support::LogCapture::default();
+    let _default = captured.install(tracing::Level::DEBUG);
     let server = image_server().await;
     let mut config = config();
     config.max_receive_count = 3;
@@ -725,11 +678,8 @@ async fn every_log_line_about_a_row_names_its_request_and_row() {
     handle(&app, LambdaEvent::new(event, Context::default()))
         .await
         .unwrap();
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let text = captured.text();
+    let lines = captured.lines();
     assert!(
         lines
             .iter()
@@ -853,11 +803,7 @@ impl CountingOrigin {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let addr = pixpress_test_support::serve(router).await;
         (origin, addr)
     }
 

@@ -44,7 +44,7 @@ use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{CsvIssue, CsvLimits};
 use pixpress_domain::model::{
-    ChunkJob, Counters, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
+    ChunkJob, DEFAULT_TENANT, Failure, OutputSpec, RequestMeta, RequestStatus, Source,
     UploadOptions,
 };
 use pixpress_domain::storage_keys::{
@@ -155,22 +155,13 @@ async fn record_rejection<R: RequestIntake + RequestReader>(
     now: DateTime<Utc>,
 ) -> Result<(), PortError> {
     let meta = RequestMeta {
-        request_id: request_id.to_owned(),
-        tenant: tenant.to_owned(),
         status: RequestStatus::Failed,
         source: Source::S3,
         source_key: Some(key.to_owned()),
         output_spec: output,
-        counters: Counters::default(),
-        webhook: None,
-        output_csv_key: None,
         failure: Some(failure),
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
         completed_at: Some(now),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new(request_id.to_owned(), tenant.to_owned(), now)
     };
     repo.create_request(&meta, &[]).await.map(|_| ())
 }

@@ -18,9 +18,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
 use pixpress_app::ports::{RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
-use pixpress_domain::model::{
-    Counters, DeliveryState, OutputSpec, RequestMeta, RequestStatus, Source, Webhook,
-};
+use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook};
 use pixpress_domain::webhook::WebhookSecret;
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress_webhook_sender::{Sent, handle, send_one};
@@ -46,11 +44,7 @@ async fn receiver(status: StatusCode, retry_after: Option<&'static str>) -> (Soc
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = pixpress_test_support::serve(router).await;
     (addr, received)
 }
 
@@ -78,26 +72,14 @@ async fn app(url: String) -> TestApp {
     .with_webhooks(Some(InMemoryRowQueue::new(8)));
     let now = Utc::now();
     let meta = RequestMeta {
-        request_id: "r-1".into(),
-        tenant: "default".into(),
         status: RequestStatus::Completed,
-        source: Source::Api,
-        source_key: None,
-        output_spec: OutputSpec::default(),
-        counters: Counters::default(),
         webhook: Some(Webhook {
             url,
             state: DeliveryState::Pending,
             attempts: vec![],
         }),
-        output_csv_key: None,
-        failure: None,
-        fingerprint: None,
-        created_at: now,
-        updated_at: now,
         completed_at: Some(now),
-        cancel_requested_at: None,
-        retry_of: None,
+        ..RequestMeta::new("r-1", "default", now)
     };
     app.repo.create_request(&meta, &[]).await.unwrap();
     app

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
+use pixpress_domain::model::RequestStatus;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,24 +39,26 @@ const MAX_POLL_SECONDS: u64 = 10;
 /// trigger ingests it, in seconds: the s3-ingest function's 900 s timeout plus a minute.
 const INGEST_GRACE_SECONDS: u64 = 960;
 
+/// The status named `status` on the wire (`"COMPLETED_WITH_ERRORS"`), if it is one.
+fn parse_status(status: &str) -> Option<RequestStatus> {
+    serde_json::from_value(serde_json::Value::from(status)).ok()
+}
+
 /// Exit code of a request in `status` (`COMPLETED`, `COMPLETED_WITH_ERRORS`, `FAILED`,
-/// `CANCELLED`, …): 0, 3, 4, 4; a request still running is 0.
+/// `CANCELLED`, …): 0, 3, 4, 4; a request still running (or an unknown status) is 0.
 #[must_use]
 pub fn exit_code(status: &str) -> u8 {
-    match status {
-        "COMPLETED_WITH_ERRORS" => 3,
-        "FAILED" | "CANCELLED" => 4,
+    match parse_status(status) {
+        Some(RequestStatus::CompletedWithErrors) => 3,
+        Some(RequestStatus::Failed | RequestStatus::Cancelled) => 4,
         _ => 0,
     }
 }
 
-/// Whether a request status is final.
+/// Whether a request status is final ([`RequestStatus::is_terminal`]).
 #[must_use]
 pub fn is_terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "COMPLETED" | "COMPLETED_WITH_ERRORS" | "FAILED" | "CANCELLED"
-    )
+    parse_status(status).is_some_and(RequestStatus::is_terminal)
 }
 
 /// Options of `POST /uploads` (and `POST /upload-urls`).

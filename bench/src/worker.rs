@@ -106,11 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let meta = RequestMeta {
         status: RequestStatus::Processing,
-        counters: Counters {
-            rows_total: args.rows as u64,
-            images_total: images as u64,
-            ..Counters::default()
-        },
+        counters: Counters::new(args.rows as u64, images as u64),
         ..RequestMeta::new("bench", "default", now)
     };
     repo.create_request(&meta, &rows).await?;

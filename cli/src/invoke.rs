@@ -186,11 +186,10 @@ fn seeded_meta(
     pixpress_domain::model::RequestMeta {
         status,
         output_spec,
-        counters: pixpress_domain::model::Counters {
-            rows_total: rows.len() as u64,
-            images_total: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
-            ..Default::default()
-        },
+        counters: pixpress_domain::model::Counters::new(
+            rows.len() as u64,
+            rows.iter().map(|r| r.input_urls.len() as u64).sum(),
+        ),
         completed_at: status.is_terminal().then_some(now),
         ..pixpress_domain::model::RequestMeta::new(request_id.to_owned(), tenant.to_owned(), now)
     }

@@ -26,8 +26,8 @@ use pixpress_domain::input_csv::{
     CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, parse_input_csv, too_large,
 };
 use pixpress_domain::model::{
-    ChunkJob, Counters, DeliveryState, Failure, ImageProgress, ImageStatus, OutputSpec,
-    RequestMeta, RequestStatus, RowJob, RowRecord, RowState, Source, Webhook,
+    ChunkJob, Counters, Failure, ImageProgress, ImageStatus, OutputSpec, RequestMeta,
+    RequestStatus, RowJob, RowRecord, RowState, Source, Webhook,
 };
 
 /// Everything needed to ingest one CSV.
@@ -179,16 +179,8 @@ fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<R
         source: input.source,
         source_key: input.source_key.clone(),
         output_spec: input.output_spec,
-        counters: Counters {
-            rows_total: records.len() as u64,
-            images_total,
-            ..Counters::default()
-        },
-        webhook: input.webhook_url.clone().map(|url| Webhook {
-            url,
-            state: DeliveryState::Pending,
-            attempts: Vec::new(),
-        }),
+        counters: Counters::new(records.len() as u64, images_total),
+        webhook: input.webhook_url.clone().map(Webhook::pending),
         fingerprint: Some(upload_fingerprint(input)),
         ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };
@@ -371,16 +363,14 @@ pub async fn retry_failed_images<R: RequestIntake + RequestReader, Q: RowQueue>(
         source: original.source,
         source_key: original.source_key.clone(),
         output_spec: original.output_spec,
-        counters: Counters {
-            rows_total: rows.len() as u64,
-            images_total: rows.iter().map(|r| r.input_urls.len() as u64).sum(),
-            ..Counters::default()
-        },
-        webhook: original.webhook.as_ref().map(|w| Webhook {
-            url: w.url.clone(),
-            state: DeliveryState::Pending,
-            attempts: Vec::new(),
-        }),
+        counters: Counters::new(
+            rows.len() as u64,
+            rows.iter().map(|r| r.input_urls.len() as u64).sum(),
+        ),
+        webhook: original
+            .webhook
+            .as_ref()
+            .map(|w| Webhook::pending(w.url.clone())),
         retry_of: Some(original.request_id.clone()),
         ..RequestMeta::new(retry_id, original.tenant.clone(), now)
     };
@@ -643,16 +633,8 @@ where
         source: input.source,
         source_key: Some(input.key.clone()),
         output_spec: input.output_spec,
-        counters: Counters {
-            rows_total: summary.rows,
-            images_total: summary.images,
-            ..Counters::default()
-        },
-        webhook: webhook_url.map(|url| Webhook {
-            url,
-            state: DeliveryState::Pending,
-            attempts: Vec::new(),
-        }),
+        counters: Counters::new(summary.rows, summary.images),
+        webhook: webhook_url.map(Webhook::pending),
         fingerprint: Some(fingerprint),
         ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };

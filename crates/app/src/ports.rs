@@ -387,15 +387,27 @@ impl<T> RequestRepository for T where
 }
 
 /// The message bodies of `jobs`: each [`RowJob`] as JSON, the format every queue adapter sends
-/// and the worker parses.
+/// and the worker parses, each checked against SQS's message limits
+/// ([`crate::limits::check_sqs_body`]) before anything is sent.
 ///
 /// # Errors
-/// [`PortError::Unexpected`] if a job cannot be encoded.
+/// [`PortError::Unexpected`] if a job cannot be encoded; [`PortError::LimitExceeded`] naming
+/// the row and request whose message SQS would refuse.
 pub fn message_bodies(jobs: &[RowJob]) -> Result<Vec<String>, PortError> {
-    jobs.iter()
+    let bodies = jobs
+        .iter()
         .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("row job encoding: {e}")))
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("row job encoding: {e}")))?;
+    for (body, job) in bodies.iter().zip(jobs) {
+        crate::limits::check_sqs_body(body).map_err(|e| {
+            PortError::LimitExceeded(format!(
+                "row {} of request {}: {e}",
+                job.row_index, job.request_id
+            ))
+        })?;
+    }
+    Ok(bodies)
 }
 
 /// The queue of row jobs.
@@ -479,15 +491,21 @@ pub trait ChunkQueue: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
-/// The message bodies of `jobs` as JSON.
+/// The message bodies of `jobs` as JSON, each checked against SQS's message limits.
 ///
 /// # Errors
-/// [`PortError::Unexpected`] if a job cannot be encoded.
+/// [`PortError::Unexpected`] if a job cannot be encoded; [`PortError::LimitExceeded`] for a
+/// message SQS would refuse.
 pub fn chunk_bodies(jobs: &[ChunkJob]) -> Result<Vec<String>, PortError> {
-    jobs.iter()
+    let bodies = jobs
+        .iter()
         .map(serde_json::to_string)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("chunk job encoding: {e}")))
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("chunk job encoding: {e}")))?;
+    for body in &bodies {
+        crate::limits::check_sqs_body(body).map_err(PortError::LimitExceeded)?;
+    }
+    Ok(bodies)
 }
 
 /// A stored object.

@@ -8,7 +8,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::{classify_code, sdk_error};
-use pixpress_app::limits::{check_sqs_body, sqs_batches};
+use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
     ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
 };
@@ -182,14 +182,6 @@ impl RowQueue for SqsRowQueue {
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
-        for (body, job) in bodies.iter().zip(jobs) {
-            check_sqs_body(body).map_err(|e| {
-                PortError::LimitExceeded(format!(
-                    "row {} of request {}: {e}",
-                    job.row_index, job.request_id
-                ))
-            })?;
-        }
         for batch in sqs_batches(&bodies) {
             self.send_batch(&bodies[batch]).await?;
         }
@@ -200,9 +192,6 @@ impl RowQueue for SqsRowQueue {
 impl ChunkQueue for SqsRowQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
         let bodies = chunk_bodies(jobs)?;
-        for body in &bodies {
-            check_sqs_body(body).map_err(PortError::LimitExceeded)?;
-        }
         for batch in sqs_batches(&bodies) {
             self.send_batch(&bodies[batch]).await?;
         }

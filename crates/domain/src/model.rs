@@ -164,6 +164,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The counters of a new request: `rows_total` rows holding `images_total` image URLs,
+    /// nothing recorded yet.
+    #[must_use]
+    pub fn new(rows_total: u64, images_total: u64) -> Self {
+        Self {
+            rows_total,
+            images_total,
+            ..Self::default()
+        }
+    }
+
     /// Status rule: once every row is recorded the request is terminal — `COMPLETED` when no
     /// image failed, `COMPLETED_WITH_ERRORS` otherwise. `None` while rows are outstanding.
     #[must_use]
@@ -238,6 +249,18 @@ pub struct Webhook {
     /// Every attempt so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<WebhookAttempt>,
+}
+
+impl Webhook {
+    /// A webhook to `url` not yet attempted.
+    #[must_use]
+    pub fn pending(url: String) -> Self {
+        Self {
+            url,
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+        }
+    }
 }
 
 /// Why a request ended `FAILED`.

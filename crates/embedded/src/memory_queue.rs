@@ -15,7 +15,7 @@ use anyhow::anyhow;
 use tokio::sync::Notify;
 
 use super::faults::{Call, FaultInjector};
-use pixpress_app::limits::{check_sqs_body, sqs_batches};
+use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
     ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
 };
@@ -313,9 +313,6 @@ impl WebhookQueue for InMemoryRowQueue {
 impl ChunkQueue for InMemoryRowQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
         let bodies = chunk_bodies(jobs)?;
-        for body in &bodies {
-            check_sqs_body(body).map_err(PortError::LimitExceeded)?;
-        }
         for batch in sqs_batches(&bodies) {
             let batch = &bodies[batch];
             retry(&RetryPolicy::STORAGE, "sending chunk messages", || async {
@@ -338,14 +335,6 @@ impl RowQueue for InMemoryRowQueue {
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
-        for (body, job) in bodies.iter().zip(jobs) {
-            check_sqs_body(body).map_err(|e| {
-                PortError::LimitExceeded(format!(
-                    "row {} of request {}: {e}",
-                    job.row_index, job.request_id
-                ))
-            })?;
-        }
         for batch in sqs_batches(&bodies) {
             let batch = &bodies[batch];
             retry(&RetryPolicy::STORAGE, "sending row messages", || async {

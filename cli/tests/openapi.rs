@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 use axum::http::Method;
 use lambda_http::{Body, Request, Response};
 use pixpress_app::config::Config;
-use pixpress_aws::AnyKeyStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_domain::webhook::WebhookSecret;
 use pixpress_embedded::FileKeyStore;
+use pixpress_local::AnyKeyStore;
 use serde_json::{Value, json};
 
 /// The document with every component schema closed: an object schema admits only its

@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
+use crate::AnyKeyStore;
 use pixpress_app::config::Config;
 use pixpress_app::ports::{NoQueue, ObjectStore, OriginSlots, RequestRepository, RowQueue};
-use pixpress_aws::AnyKeyStore;
 use pixpress_fetch::{Fetcher, HostResolver};
 
 /// Every function's app over one set of backends.
 #[derive(Debug, Clone)]
 pub struct Apps<R, Q, S, O> {
     /// `api`.
-    pub api: pixpress_api::App<R, Q, S>,
+    pub api: pixpress_api::App<R, Q, S, AnyKeyStore>,
     /// `s3-ingest`, expanding chunks in the invocation that validated the upload.
     pub s3_ingest: pixpress_s3_ingest::App<R, Q, S, NoQueue>,
     /// `row-worker`.
@@ -23,9 +23,9 @@ pub struct Apps<R, Q, S, O> {
     /// `row-dead-letter`.
     pub dead_letter: pixpress_row_dead_letter::App<R>,
     /// `completion-notifier`, delivering webhooks in its invocation.
-    pub notifier: pixpress_delivery::App<R, S, NoQueue>,
+    pub notifier: pixpress_delivery::App<R, S, NoQueue, AnyKeyStore>,
     /// `webhook-sender`: the notifier's app with `queue` as its webhooks queue.
-    pub sender: pixpress_delivery::App<R, S, Q>,
+    pub sender: pixpress_delivery::App<R, S, Q, AnyKeyStore>,
 }
 
 /// Builds every app for `config` over `repo`, `queue`, `store` and `slots`. `keys` (the

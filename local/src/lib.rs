@@ -18,6 +18,7 @@
 //!
 //! Linked by the `pixpress` CLI and the tests, never by a Lambda function.
 
+pub mod any_key_store;
 pub mod compose;
 pub mod emulator;
 pub mod events;
@@ -25,3 +26,5 @@ pub mod faults;
 pub mod pipeline;
 pub mod sqs;
 pub mod stream;
+
+pub use any_key_store::AnyKeyStore;

@@ -21,9 +21,7 @@ use pixpress_app::config::Config;
 use pixpress_app::ports::{
     NoQueue, ObjectStore, OriginSlots, PortError, RequestReader, RequestRepository, RowQueue,
 };
-use pixpress_aws::{
-    AnyKeyStore, DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue,
-};
+use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::item::ItemHead;
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
 use pixpress_domain::storage_keys::META_SK;
@@ -35,6 +33,7 @@ use pixpress_fetch::{HostResolver, SystemResolver};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::AnyKeyStore;
 use crate::emulator::{EmulatorBackends, EmulatorNames, emulator_sdk_config, provision};
 use crate::events;
 use crate::faults::{FaultSpec, INVOCATION, SeededFaults};
@@ -330,7 +329,7 @@ pub struct Pipeline<B: PumpBackend> {
     /// The backend.
     pub backend: B,
     /// `api`.
-    pub api: pixpress_api::App<B::Repo, B::Queue, B::Store>,
+    pub api: pixpress_api::App<B::Repo, B::Queue, B::Store, AnyKeyStore>,
     /// `s3-ingest`.
     pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store, NoQueue>,
     /// `row-worker`.
@@ -338,7 +337,7 @@ pub struct Pipeline<B: PumpBackend> {
     /// `row-dead-letter`.
     pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
     /// `completion-notifier`.
-    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store, NoQueue>,
+    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store, NoQueue, AnyKeyStore>,
     faults: Option<Arc<SeededFaults>>,
     terminal_records: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
     options: PipelineOptions,

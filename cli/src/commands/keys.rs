@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pixpress_app::auth::KeyStore as _;
-use pixpress_aws::AnyKeyStore;
 use pixpress_aws::load_sdk_config;
 use pixpress_embedded::FileKeyStore;
+use pixpress_local::AnyKeyStore;
 
 use clap::Subcommand;
 

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use pixpress_app::auth::KeyStore as _;
 use pixpress_app::config::Config;
-use pixpress_aws::AnyKeyStore;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_embedded::FileKeyStore;
 use pixpress_fetch::NetworkPolicy;
+use pixpress_local::AnyKeyStore;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use pixpress_app::config::Config;
-use pixpress_aws::AnyKeyStore;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_embedded::FileKeyStore;
+use pixpress_local::AnyKeyStore;
 
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pixpress-{name}-{}", uuid::Uuid::new_v4()));

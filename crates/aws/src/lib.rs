@@ -6,7 +6,6 @@
 //! the SDK's standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables (emulators),
 //! and S3 path-style addressing from `S3_FORCE_PATH_STYLE=true`.
 
-mod any_key_store;
 mod api_keys;
 mod dynamo;
 pub mod lambda;
@@ -16,7 +15,6 @@ mod sqs;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
-pub use any_key_store::AnyKeyStore;
 pub use api_keys::DynamoKeyStore;
 pub use dynamo::DynamoRequestRepository;
 pub use origin_slots::DynamoOriginSlots;

@@ -11,10 +11,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use pixpress_app::auth::KeyStore as _;
+use pixpress_app::auth::KeyStore;
 use pixpress_app::config::Config;
 use pixpress_app::ports::{NoQueue, ObjectStore, OutputLedger, PortError, RequestReader};
-use pixpress_aws::AnyKeyStore;
 use pixpress_domain::model::{DeliveryState, RequestMeta, WebhookAttempt};
 use pixpress_domain::webhook::{self, WebhookPayload, WebhookSecret};
 use pixpress_fetch::Fetcher;
@@ -45,10 +44,10 @@ impl From<&Config> for NotifierConfig {
 
 /// What delivering a webhook needs: the completion notifier's and the webhook sender's app.
 #[derive(Debug, Clone)]
-pub struct App<R, S, W> {
+pub struct App<R, S, W, K> {
     /// Tenants' webhook secrets: a tenant's own secret signs its deliveries; without a key
     /// store, or for a tenant without one, the configured `WEBHOOK_SECRET` does.
-    pub keys: Option<AnyKeyStore>,
+    pub keys: Option<K>,
     /// Requests and rows.
     pub repo: R,
     /// Where the output CSV goes.
@@ -62,18 +61,13 @@ pub struct App<R, S, W> {
     pub webhooks: Option<W>,
 }
 
-impl<R: RequestReader + OutputLedger, S: ObjectStore> App<R, S, NoQueue> {
+impl<R: RequestReader + OutputLedger, S: ObjectStore, K> App<R, S, NoQueue, K> {
     /// An app from the process configuration that delivers in the invocation (no webhooks
     /// queue); [`App::with_webhooks`] gives it one.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub fn new(
-        keys: Option<AnyKeyStore>,
-        repo: R,
-        store: S,
-        config: &Config,
-    ) -> anyhow::Result<Self> {
+    pub fn new(keys: Option<K>, repo: R, store: S, config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
             keys,
             repo,
@@ -85,10 +79,10 @@ impl<R: RequestReader + OutputLedger, S: ObjectStore> App<R, S, NoQueue> {
     }
 }
 
-impl<R, S, W> App<R, S, W> {
+impl<R, S, W, K> App<R, S, W, K> {
     /// The same app with `webhooks` as its webhooks queue (`None`: it delivers itself).
     #[must_use]
-    pub fn with_webhooks<V>(self, webhooks: Option<V>) -> App<R, S, V> {
+    pub fn with_webhooks<V>(self, webhooks: Option<V>) -> App<R, S, V, K> {
         App {
             keys: self.keys,
             repo: self.repo,
@@ -143,8 +137,8 @@ pub enum Attempted {
 ///
 /// # Errors
 /// [`PortError`] when the request or the tenant cannot be read or written.
-pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W>(
-    app: &App<R, S, W>,
+pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W, K: KeyStore>(
+    app: &App<R, S, W, K>,
     meta: &RequestMeta,
     url: &str,
     attempt: u32,
@@ -267,8 +261,8 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
 /// Delivers in this invocation (no webhooks queue: local runs and tests): up to
 /// `WEBHOOK_MAX_ATTEMPTS` attempts with exponential backoff, a receiver's Retry-After honoured
 /// up to [`RETRY_AFTER_CAP`].
-pub async fn deliver_inline<R: RequestReader + OutputLedger, S: ObjectStore, W>(
-    app: &App<R, S, W>,
+pub async fn deliver_inline<R: RequestReader + OutputLedger, S: ObjectStore, W, K: KeyStore>(
+    app: &App<R, S, W, K>,
     meta: &RequestMeta,
     url: &str,
 ) -> Result<DeliveryState, PortError> {

@@ -48,12 +48,12 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use pixpress_app::auth::KeyStore;
 use pixpress_app::auth::authenticate;
 use pixpress_app::config::Config;
 use pixpress_app::ports::{
     ObjectStore, RequestControl, RequestIntake, RequestReader, RowQueue, WebhookQueue,
 };
-use pixpress_aws::AnyKeyStore;
 use pixpress_domain::input_csv::CsvLimits;
 use pixpress_domain::model::DEFAULT_TENANT;
 use pixpress_domain::model::OutputSpec;
@@ -101,11 +101,11 @@ impl From<&Config> for ApiConfig {
 
 /// The API's dependencies.
 #[derive(Debug, Clone)]
-pub struct App<R, Q, S> {
+pub struct App<R, Q, S, K> {
     /// API keys: `Some` requires `Authorization: Bearer <key>` on every route and scopes every
     /// request to the key's tenant (the deployed API always); `None` serves everyone as
     /// [`DEFAULT_TENANT`] (`pixpress serve --no-auth` on loopback, `pixpress run`, tests).
-    pub keys: Option<AnyKeyStore>,
+    pub keys: Option<K>,
     /// Requests and rows.
     pub repo: R,
     /// Row jobs.
@@ -125,17 +125,18 @@ pub struct App<R, Q, S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub String);
 
-impl<R, Q, S> FromRequestParts<Arc<App<R, Q, S>>> for Tenant
+impl<R, Q, S, K> FromRequestParts<Arc<App<R, Q, S, K>>> for Tenant
 where
     R: Send + Sync,
     Q: Send + Sync,
     S: Send + Sync,
+    K: KeyStore,
 {
     type Rejection = ApiResponse;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        app: &Arc<App<R, Q, S>>,
+        app: &Arc<App<R, Q, S, K>>,
     ) -> Result<Self, Self::Rejection> {
         let Some(keys) = &app.keys else {
             tracing::Span::current().record("tenant", DEFAULT_TENANT);
@@ -159,23 +160,24 @@ where
 }
 
 /// The API as one router: every route, 404 and 405 (with `Allow`) as problem+json.
-pub fn router<R, Q, S>(app: App<R, Q, S>) -> Router
+pub fn router<R, Q, S, K>(app: App<R, Q, S, K>) -> Router
 where
     R: ApiRepository + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Send + Sync + 'static,
     S: ObjectStore + Send + Sync + 'static,
+    K: KeyStore + 'static,
 {
     Router::new()
-        .route("/uploads", post(uploads::<R, Q, S>))
-        .route("/upload-urls", post(upload_urls::<R, Q, S>))
-        .route("/requests/{id}", get(request_status::<R, Q, S>))
-        .route("/requests/{id}/output.csv", get(output_csv::<R, Q, S>))
+        .route("/uploads", post(uploads::<R, Q, S, K>))
+        .route("/upload-urls", post(upload_urls::<R, Q, S, K>))
+        .route("/requests/{id}", get(request_status::<R, Q, S, K>))
+        .route("/requests/{id}/output.csv", get(output_csv::<R, Q, S, K>))
         .route(
             "/requests/{id}/webhook/redeliver",
-            post(redeliver::<R, Q, S>),
+            post(redeliver::<R, Q, S, K>),
         )
-        .route("/requests/{id}/cancel", post(cancel::<R, Q, S>))
-        .route("/requests/{id}/retry", post(retry::<R, Q, S>))
+        .route("/requests/{id}/cancel", post(cancel::<R, Q, S, K>))
+        .route("/requests/{id}/retry", post(retry::<R, Q, S, K>))
         .with_state(Arc::new(app))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(ui::index))
@@ -234,14 +236,15 @@ pub(crate) fn record_request_id(request_id: &str) {
 ///
 /// # Errors
 /// When the response body cannot be read.
-pub async fn handle<R, Q, S, B>(
-    app: &App<R, Q, S>,
+pub async fn handle<R, Q, S, K, B>(
+    app: &App<R, Q, S, K>,
     request: axum::http::Request<B>,
 ) -> Result<axum::http::Response<lambda_http::Body>, lambda_http::Error>
 where
     R: ApiRepository + Clone + Send + Sync + 'static,
     Q: RowQueue + WebhookQueue + Clone + Send + Sync + 'static,
     S: ObjectStore + Clone + Send + Sync + 'static,
+    K: KeyStore + Clone + 'static,
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
@@ -305,8 +308,8 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
         (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn uploads<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn uploads<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     request: axum::extract::Request,
 ) -> ApiResponse
@@ -343,8 +346,8 @@ where
         (status = 503, description = "A backend could not be reached; try again later", body = problem::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn upload_urls<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn upload_urls<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     request: axum::extract::Request,
 ) -> ApiResponse
@@ -384,8 +387,8 @@ where
         (status = 500, description = "The request could not be read", body = problem::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn request_status<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn request_status<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     RequestId(id): RequestId,
     request: axum::extract::Request,
@@ -445,8 +448,8 @@ enum RequestErrors {
         RequestErrors,
     ),
 )]
-async fn output_csv<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn output_csv<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     RequestId(id): RequestId,
 ) -> ApiResponse
@@ -472,8 +475,8 @@ where
         RequestErrors,
     ),
 )]
-async fn redeliver<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn redeliver<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     RequestId(id): RequestId,
 ) -> ApiResponse
@@ -500,8 +503,8 @@ where
         RequestErrors,
     ),
 )]
-async fn cancel<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn cancel<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     RequestId(id): RequestId,
 ) -> ApiResponse
@@ -530,8 +533,8 @@ where
         RequestErrors,
     ),
 )]
-async fn retry<R, Q, S>(
-    State(app): State<Arc<App<R, Q, S>>>,
+async fn retry<R, Q, S, K>(
+    State(app): State<Arc<App<R, Q, S, K>>>,
     tenant: Tenant,
     RequestId(id): RequestId,
     request: axum::extract::Request,

@@ -2,7 +2,6 @@
 
 use lambda_http::{Error, run};
 use pixpress_api::{ApiConfig, App, router};
-use pixpress_aws::AnyKeyStore;
 use pixpress_aws::{AwsBackends, key_store_from_env};
 
 #[tokio::main]
@@ -12,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let aws = AwsBackends::from_env(&sdk)?;
     // The deployed API always requires a key.
     let app = App {
-        keys: Some(AnyKeyStore::Dynamo(key_store_from_env(&sdk)?)),
+        keys: Some(key_store_from_env(&sdk)?),
         repo: aws.repo,
         queue: aws.queue,
         store: aws.store,

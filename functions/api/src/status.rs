@@ -235,8 +235,8 @@ pub async fn status_document<R: ApiRepository>(
 }
 
 /// Handles `GET /requests/{id}`.
-pub async fn get_request<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn get_request<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request: &Request,
     request_id: &str,
     tenant: &str,
@@ -310,8 +310,8 @@ pub const OUTPUT_CSV_LINK_TTL_SECONDS: u64 = 15 * 60;
 /// link of the stored CSV (valid [`OUTPUT_CSV_LINK_TTL_SECONDS`]; a Lambda response is capped
 /// at 6 MB, an output CSV is not), or the CSV itself from a store that cannot presign; `409`
 /// before it is written.
-pub async fn get_output_csv<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn get_output_csv<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request_id: &str,
     tenant: &str,
 ) -> ApiResponse
@@ -392,8 +392,8 @@ pub struct Redelivery {
 /// again (a new series of attempts on the sender's schedule, every earlier attempt kept).
 /// `202` when queued; `404` as for status; `409` when the request has not finished or has no
 /// webhook; `501` where there is no webhooks queue (local runs).
-pub async fn post_redeliver<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn post_redeliver<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request_id: &str,
     tenant: &str,
 ) -> ApiResponse
@@ -472,7 +472,11 @@ pub struct Cancellation {
 /// (nothing more is downloaded for them), rows being processed finish, and the request ends
 /// `CANCELLED` with its output CSV and webhook. `202`; `404` as for status; `409` once it has
 /// finished. Asking again answers `202` with the first time.
-pub async fn post_cancel<R, Q, S>(app: &App<R, Q, S>, request_id: &str, tenant: &str) -> ApiResponse
+pub async fn post_cancel<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
+    request_id: &str,
+    tenant: &str,
+) -> ApiResponse
 where
     R: ApiRepository,
 {
@@ -552,8 +556,8 @@ pub struct RetryAccepted {
 /// webhook; the original stays as it was. `202` with `Location`; asking again answers the same
 /// retry (`Idempotent-Replayed: true`); `404` as for status; `409` while running or when
 /// nothing failed; `413` above the upload row limit.
-pub async fn post_retry<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn post_retry<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request: &Request,
     request_id: &str,
     tenant: &str,

@@ -155,8 +155,8 @@ pub const IDEMPOTENCY_KEY_TTL: chrono::Duration = chrono::Duration::hours(24);
 /// when the request under that id is older than [`IDEMPOTENCY_KEY_TTL`], the next id in the
 /// key's chain (derived from the expired one), so every 24 h the key starts afresh while a
 /// retry within the window finds its request.
-async fn current_request_for_key<R, Q, S>(
-    app: &App<R, Q, S>,
+async fn current_request_for_key<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     tenant: &str,
     key: &str,
 ) -> Result<String, pixpress_app::ports::PortError>
@@ -210,8 +210,8 @@ fn is_zero(n: &usize) -> bool {
 
 /// `POST /uploads?dry_run=true`: validates like an upload (CSV, webhook URL, options) and
 /// answers 200 with the counts or the issues, creating and enqueueing nothing.
-fn dry_run<R, Q, S>(
-    app: &App<R, Q, S>,
+fn dry_run<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     csv: &[u8],
     webhook_url: Option<&str>,
     output_spec: OutputSpec,
@@ -359,8 +359,8 @@ fn idempotency_key(request: &Request) -> Result<Option<&str>, UploadError> {
 ///
 /// # Errors
 /// [`UploadError::KeyCheck`], [`UploadError::Ingest`].
-async fn ingest_upload<R, Q, S>(
-    app: &App<R, Q, S>,
+async fn ingest_upload<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     tenant: &str,
     key: Option<&str>,
     upload: Upload,
@@ -416,8 +416,8 @@ where
 
 /// Handles `POST /uploads`: `read_upload`, then a dry run or `ingest_upload`; every error
 /// through `From<UploadError> for Problem`.
-pub async fn post_upload<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn post_upload<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request: &Request,
     tenant: &str,
 ) -> ApiResponse

@@ -57,8 +57,8 @@ pub struct UploadUrl {
 
 /// Signs an upload URL for a new request. `501` when the store cannot presign (the embedded
 /// directory store), `503` when signing fails.
-pub async fn post_upload_url<R, Q, S>(
-    app: &App<R, Q, S>,
+pub async fn post_upload_url<R, Q, S, K>(
+    app: &App<R, Q, S, K>,
     request: &Request,
     tenant: &str,
 ) -> ApiResponse

@@ -10,10 +10,12 @@ use pixpress_app::ports::OutputLedger as _;
 use pixpress_app::ports::RequestIntake as _;
 use pixpress_app::ports::RequestReader as _;
 use pixpress_domain::model::RequestStatus;
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress_embedded::{
+    DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
+};
 use serde_json::Value;
 
-type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore>;
+type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, FileKeyStore>;
 
 fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
@@ -267,7 +269,7 @@ type Puts = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 /// The API over an S3 store whose endpoint is a loopback stand-in that accepts every `PUT`
 /// (presigning is local; nothing leaves the machine).
 async fn s3_app() -> (
-    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress_aws::S3ObjectStore>,
+    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress_aws::S3ObjectStore, FileKeyStore>,
     Puts,
 ) {
     let puts: Puts = Puts::default();
@@ -490,7 +492,6 @@ fn with_key(mut request: Request, key: &str) -> Request {
 #[tokio::test]
 async fn api_keys_scope_every_route_to_their_tenant() {
     use pixpress_app::auth::{KeyStore as _, create_key};
-    use pixpress_aws::AnyKeyStore;
     use pixpress_embedded::FileKeyStore;
 
     let dir = std::env::temp_dir().join(format!("pixpress-keys-{}", uuid::Uuid::new_v4()));
@@ -499,7 +500,7 @@ async fn api_keys_scope_every_route_to_their_tenant() {
     let (acme, _) = create_key(&keys, "acme", now).await.unwrap();
     let (globex, _) = create_key(&keys, "globex", now).await.unwrap();
     let mut app = app(&Config::default());
-    app.keys = Some(AnyKeyStore::File(keys.clone()));
+    app.keys = Some(keys.clone());
     let upload = || {
         request(
             Method::POST,
@@ -881,9 +882,7 @@ async fn a_broken_multipart_form_gets_a_short_actionable_problem() {
 async fn the_docs_and_the_openapi_document_need_no_key_and_load_nothing_from_elsewhere() {
     let mut app = app(&Config::default());
     let keys = std::env::temp_dir().join(format!("pixpress-api-keys-{}", uuid::Uuid::new_v4()));
-    app.keys = Some(pixpress_aws::AnyKeyStore::File(
-        pixpress_embedded::FileKeyStore::in_dir(&keys),
-    ));
+    app.keys = Some(pixpress_embedded::FileKeyStore::in_dir(&keys));
     let get = |uri: &str| request(Method::GET, uri, None, Vec::new());
 
     let response = handle(&app, get("/requests/abc")).await.unwrap();

@@ -11,7 +11,10 @@ use pixpress_app::config::Config;
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use serde_json::Value;
 
-fn app(config: &Config) -> App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore> {
+fn app(
+    config: &Config,
+) -> App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, pixpress_embedded::FileKeyStore>
+{
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
     App {
         keys: None,
@@ -62,7 +65,7 @@ async fn log_lines_of_an_upload_name_its_request_and_tenant() {
     let (issued, _) = pixpress_app::auth::create_key(&keys, "shop", chrono::Utc::now())
         .await
         .unwrap();
-    app.keys = Some(pixpress_aws::AnyKeyStore::File(keys));
+    app.keys = Some(keys);
 
     let accepted = handle(
         &app,

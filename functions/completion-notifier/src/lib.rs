@@ -29,6 +29,7 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
+use pixpress_app::auth::KeyStore;
 use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{
     MultipartWriter, ObjectStore, OutputLedger, PortError, RequestReader, WebhookQueue,
@@ -115,8 +116,8 @@ enum Written {
 /// same bytes again. With `progress` it continues that upload after its last row; when
 /// `deadline` no longer allows [`OUTPUT_DEADLINE_MARGIN`], it stops at the next part boundary
 /// (at least 5 MiB buffered) and returns the progress.
-async fn write_output_csv_in_parts<R: RequestReader + OutputLedger, S: ObjectStore, W>(
-    app: &App<R, S, W>,
+async fn write_output_csv_in_parts<R: RequestReader + OutputLedger, S: ObjectStore, W, K>(
+    app: &App<R, S, W, K>,
     request_id: &str,
     key: &str,
     progress: Option<OutputProgress>,
@@ -191,8 +192,13 @@ async fn write_output_csv_in_parts<R: RequestReader + OutputLedger, S: ObjectSto
 /// # Errors
 /// [`NotifyError`] when the CSV cannot be written or recorded; webhook failures are recorded,
 /// not returned.
-pub async fn notify<R: RequestReader + OutputLedger, S: ObjectStore, W: WebhookQueue>(
-    app: &App<R, S, W>,
+pub async fn notify<
+    R: RequestReader + OutputLedger,
+    S: ObjectStore,
+    W: WebhookQueue,
+    K: KeyStore,
+>(
+    app: &App<R, S, W, K>,
     request_id: &str,
 ) -> Result<Notified, NotifyError> {
     notify_until(app, request_id, Deadline::NONE).await
@@ -204,8 +210,13 @@ pub async fn notify<R: RequestReader + OutputLedger, S: ObjectStore, W: WebhookQ
 ///
 /// # Errors
 /// As [`notify`].
-pub async fn notify_until<R: RequestReader + OutputLedger, S: ObjectStore, W: WebhookQueue>(
-    app: &App<R, S, W>,
+pub async fn notify_until<
+    R: RequestReader + OutputLedger,
+    S: ObjectStore,
+    W: WebhookQueue,
+    K: KeyStore,
+>(
+    app: &App<R, S, W, K>,
     request_id: &str,
     deadline: Deadline,
 ) -> Result<Notified, NotifyError> {
@@ -268,8 +279,13 @@ pub async fn notify_until<R: RequestReader + OutputLedger, S: ObjectStore, W: We
 ///
 /// # Errors
 /// When a notification fails on storage, so the stream retries the batch.
-pub async fn handle<R: RequestReader + OutputLedger, S: ObjectStore, W: WebhookQueue>(
-    app: &App<R, S, W>,
+pub async fn handle<
+    R: RequestReader + OutputLedger,
+    S: ObjectStore,
+    W: WebhookQueue,
+    K: KeyStore,
+>(
+    app: &App<R, S, W, K>,
     event: LambdaEvent<Event>,
 ) -> Result<(), lambda_runtime::Error> {
     let deadline = Deadline::from_epoch_millis(event.context.deadline);

@@ -5,7 +5,7 @@
 
 use pixpress_aws::lambda::{run_events, start};
 use pixpress_aws::{
-    AnyKeyStore, key_store_from_env, repository_from_env, store_from_env, webhooks_queue_from_env,
+    key_store_from_env, repository_from_env, store_from_env, webhooks_queue_from_env,
 };
 use pixpress_completion_notifier::{App, handle};
 
@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = &started.sdk;
     // Deployed, the webhook-sender delivers from the webhooks queue (off this stream shard).
     let app = App::new(
-        Some(AnyKeyStore::Dynamo(key_store_from_env(sdk)?)),
+        Some(key_store_from_env(sdk)?),
         repository_from_env(sdk)?,
         store_from_env(sdk)?,
         &started.config,

@@ -25,7 +25,7 @@ use pixpress_domain::model::{
     Counters, DeliveryState, ImageOutcome, RequestMeta, RequestStatus, RowRecord, RowState, Webhook,
 };
 use pixpress_domain::webhook::WebhookSecret;
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
+use pixpress_embedded::{DirObjectStore, FileKeyStore, InMemoryRequestRepository};
 
 const REQUEST_ID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
 
@@ -62,14 +62,14 @@ fn event(name: &str) -> Event {
 async fn app_with_completed_request(
     webhook_url: Option<String>,
     secret: &WebhookSecret,
-) -> App<InMemoryRequestRepository, DirObjectStore, NoQueue> {
+) -> App<InMemoryRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
     config.webhook_backoff = Duration::from_millis(10);
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
-        None,
+        None::<FileKeyStore>,
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
@@ -199,7 +199,6 @@ async fn non_terminal_transitions_are_ignored() {
 /// nothing is sent unsigned.
 #[tokio::test]
 async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
-    use pixpress_aws::AnyKeyStore;
     use pixpress_embedded::FileKeyStore;
 
     let (addr, received) = receiver(StatusCode::NO_CONTENT).await;
@@ -211,7 +210,7 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
     let (_, tenant) = pixpress_app::auth::create_key(&keys, "default", Utc::now())
         .await
         .unwrap();
-    app.keys = Some(AnyKeyStore::File(keys));
+    app.keys = Some(keys);
     handle(
         &app,
         LambdaEvent::new(event("terminal-transition.json"), Context::default()),
@@ -315,7 +314,7 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
     };
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
-        None,
+        None::<FileKeyStore>,
         InMemoryRequestRepository::new(),
         DirObjectStore::new(&dir, None).unwrap(),
         &config,
@@ -353,7 +352,7 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
     };
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
-        None,
+        None::<FileKeyStore>,
         InMemoryRequestRepository::new(),
         DirObjectStore::new(&dir, None).unwrap(),
         &config,
@@ -458,7 +457,6 @@ async fn answering(
 #[tokio::test]
 async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
     use pixpress_app::auth::KeyStore as _;
-    use pixpress_aws::AnyKeyStore;
     use pixpress_embedded::FileKeyStore;
 
     let (gone, arrivals) = answering(StatusCode::GONE, "0").await;
@@ -470,7 +468,7 @@ async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
     pixpress_app::auth::create_key(&keys, "default", Utc::now())
         .await
         .unwrap();
-    app.keys = Some(AnyKeyStore::File(keys.clone()));
+    app.keys = Some(keys.clone());
     handle(
         &app,
         LambdaEvent::new(event("terminal-transition.json"), Context::default()),
@@ -482,7 +480,7 @@ async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
     assert_eq!(tenant.disabled_webhook_urls, vec![url.clone()]);
     // Another request to the same endpoint sends nothing.
     let mut again = app_with_completed_request(Some(url), &secret).await;
-    again.keys = Some(AnyKeyStore::File(keys));
+    again.keys = Some(keys);
     handle(
         &again,
         LambdaEvent::new(event("terminal-transition.json"), Context::default()),

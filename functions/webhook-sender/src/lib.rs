@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
+use pixpress_app::auth::KeyStore;
 use pixpress_app::ports::{ObjectStore, OutputLedger, RequestReader, WebhookQueue};
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_delivery::{App, Attempted, attempt_delivery};
@@ -59,11 +60,15 @@ pub enum SendError {
 ///
 /// # Errors
 /// [`SendError`] when the message should come back (as a batch item failure).
-pub async fn send_one<R, S, W>(app: &App<R, S, W>, message: &SqsMessage) -> Result<Sent, SendError>
+pub async fn send_one<R, S, W, K>(
+    app: &App<R, S, W, K>,
+    message: &SqsMessage,
+) -> Result<Sent, SendError>
 where
     R: RequestReader + OutputLedger,
     S: ObjectStore,
     W: WebhookQueue,
+    K: KeyStore,
 {
     let body = message.body.as_deref().unwrap_or_default();
     let job: WebhookJob =
@@ -104,14 +109,15 @@ where
 ///
 /// # Errors
 /// Never: every failure is reported per message.
-pub async fn handle<R, S, W>(
-    app: &App<R, S, W>,
+pub async fn handle<R, S, W, K>(
+    app: &App<R, S, W, K>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error>
 where
     R: RequestReader + OutputLedger,
     S: ObjectStore,
     W: WebhookQueue,
+    K: KeyStore,
 {
     let response = batch_item_failures(&event.payload.records, BatchMode::Sequential, |message| async move {
         let message_id = message.message_id.as_deref().unwrap_or_default();

@@ -6,7 +6,7 @@
 use pixpress_app::config::vars;
 use pixpress_aws::lambda::{run_events, start};
 use pixpress_aws::{
-    AnyKeyStore, key_store_from_env, repository_from_env, store_from_env, webhooks_queue_from_env,
+    key_store_from_env, repository_from_env, store_from_env, webhooks_queue_from_env,
 };
 use pixpress_delivery::App;
 use pixpress_webhook_sender::handle;
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let queue = webhooks_queue_from_env(sdk)
         .ok_or_else(|| format!("{} is not set", vars::WEBHOOKS_QUEUE_URL))?;
     let app = App::new(
-        Some(AnyKeyStore::Dynamo(key_store_from_env(sdk)?)),
+        Some(key_store_from_env(sdk)?),
         repository_from_env(sdk)?,
         store_from_env(sdk)?,
         &started.config,

@@ -20,11 +20,13 @@ use pixpress_app::ports::{RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook};
 use pixpress_domain::webhook::WebhookSecret;
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress_embedded::{
+    DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
+};
 use pixpress_webhook_sender::{Sent, handle, send_one};
 
 type Received = Arc<Mutex<Vec<HeaderMap>>>;
-type TestApp = App<InMemoryRequestRepository, DirObjectStore, InMemoryRowQueue>;
+type TestApp = App<InMemoryRequestRepository, DirObjectStore, InMemoryRowQueue, FileKeyStore>;
 
 /// A receiver answering `status` (with `Retry-After: retry_after` when given).
 async fn receiver(status: StatusCode, retry_after: Option<&'static str>) -> (SocketAddr, Received) {

@@ -10,7 +10,7 @@ use pixpress_app::ports::PortError;
 #[derive(Debug, Clone)]
 pub enum AnyKeyStore {
     /// Keys and tenants in the requests table.
-    Dynamo(crate::DynamoKeyStore),
+    Dynamo(pixpress_aws::DynamoKeyStore),
     /// Keys and tenants in `keys.json`.
     File(pixpress_embedded::FileKeyStore),
 }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use pixpress_app::ingest::load_all_rows;
 use pixpress_app::ports::{
-    Created, ObjectStore, OriginSlots, PortError, RequestRepository, RowQueue, RowRecorded,
-    Transition,
+    Created, ObjectStore, OriginSlots, OutputLedger, PortError, RequestControl, RequestIntake,
+    RequestReader, RequestRepository, RowLedger, RowQueue, RowRecorded, Transition,
 };
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageStatus, OutputSpec, RequestMeta,
@@ -78,6 +78,24 @@ fn ok_image(bytes_in: u64, bytes_out: u64) -> ImageOutcome {
 /// `serialised_flips`: call `complete` one after another instead of at once (moto evaluates a
 /// condition and writes without isolation between concurrent requests; DynamoDB does not).
 async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: bool) {
+    intake_contract(repo).await;
+    row_ledger_contract(repo, serialised_flips).await;
+    reader_contract(repo).await;
+    output_ledger_contract(repo).await;
+    control_contract(repo).await;
+}
+
+fn enqueue_failed() -> Failure {
+    Failure {
+        code: "enqueue_failed".into(),
+        message: "x".into(),
+        issues: vec![],
+    }
+}
+
+/// `RequestIntake`: creation is conditional, and so are the moves to `PROCESSING` and
+/// `FAILED` (`contract-1`, then `contract-2`).
+async fn intake_contract<R: RequestIntake + RequestReader>(repo: &R) {
     // Conditional create.
     let m = meta("contract-1", 2, true);
     assert_eq!(
@@ -107,6 +125,34 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
         Transition::NotApplied
     );
 
+    repo.create_request(&meta("contract-2", 7, false), &rows(7))
+        .await
+        .unwrap();
+    let failure = enqueue_failed();
+    // Failure marks a non-terminal request.
+    assert_eq!(
+        repo.mark_failed("contract-2", &failure, now).await.unwrap(),
+        Transition::Applied(RequestStatus::Failed)
+    );
+    assert_eq!(
+        repo.get_request("contract-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .failure
+            .unwrap()
+            .code,
+        "enqueue_failed"
+    );
+}
+
+/// `RowLedger`: a row counts once, the flip waits for the last row and happens exactly once,
+/// and a terminal request stays terminal (`contract-1`).
+async fn row_ledger_contract<R: RequestIntake + RequestReader + RowLedger>(
+    repo: &R,
+    serialised_flips: bool,
+) {
+    let now = Utc::now();
     // Row completion is idempotent and counts once; the flip waits for the last row.
     let first = repo
         .record_row_outcome("contract-1", 0, &[ok_image(1000, 400)], now)
@@ -183,16 +229,15 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
     assert_eq!(stored.counters.bytes_in, 1000);
 
     // A terminal request never fails afterwards.
-    let failure = Failure {
-        code: "enqueue_failed".into(),
-        message: "x".into(),
-        issues: vec![],
-    };
+    let failure = enqueue_failed();
     assert_eq!(
         repo.mark_failed("contract-1", &failure, now).await.unwrap(),
         Transition::NotApplied
     );
+}
 
+/// `RequestReader`: rows in input order with their outcomes, every row once across pages.
+async fn reader_contract<R: RequestReader>(repo: &R) {
     // Rows come back in order with their outcomes.
     let page = repo.list_rows("contract-1", None, 10).await.unwrap();
     assert_eq!(page.rows.len(), 2);
@@ -202,6 +247,23 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
     );
     assert_eq!(page.rows[0].state, RowState::Done);
 
+    // Pagination walks every row exactly once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repo.list_rows("contract-2", after, 3).await.unwrap();
+        seen.extend(page.rows.iter().map(|r| r.index));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).collect::<Vec<_>>());
+}
+
+/// `OutputLedger`: the output CSV's key and every webhook attempt are recorded.
+async fn output_ledger_contract<R: RequestReader + OutputLedger>(repo: &R) {
+    let now = Utc::now();
     // Output and webhook delivery are recorded.
     repo.record_output_csv("contract-1", "results/contract-1/output.csv", now)
         .await
@@ -232,6 +294,10 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
         (webhook.attempts.len(), webhook.state),
         (2, DeliveryState::Delivered)
     );
+}
+
+/// `RequestControl`: a finished request's webhook can be delivered again.
+async fn control_contract<R: RequestReader + RequestControl>(repo: &R) {
     // A redelivery sets the finished request's webhook pending again, keeping its attempts.
     assert!(repo.redeliver_webhook("contract-1").await.unwrap());
     let webhook = repo
@@ -244,38 +310,6 @@ async fn repository_contract<R: RequestRepository>(repo: &R, serialised_flips: b
     assert_eq!(
         (webhook.attempts.len(), webhook.state),
         (2, DeliveryState::Pending)
-    );
-
-    // Pagination walks every row exactly once.
-    repo.create_request(&meta("contract-2", 7, false), &rows(7))
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = repo.list_rows("contract-2", after, 3).await.unwrap();
-        seen.extend(page.rows.iter().map(|r| r.index));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(seen, (0..7).collect::<Vec<_>>());
-
-    // Failure marks a non-terminal request.
-    assert_eq!(
-        repo.mark_failed("contract-2", &failure, now).await.unwrap(),
-        Transition::Applied(RequestStatus::Failed)
-    );
-    assert_eq!(
-        repo.get_request("contract-2")
-            .await
-            .unwrap()
-            .unwrap()
-            .failure
-            .unwrap()
-            .code,
-        "enqueue_failed"
     );
 }
 

@@ -238,15 +238,6 @@ async fn every_route_answers_as_the_openapi_document_says() {
     .await;
     assert_eq!(status, 202);
     let id = accepted["request_id"].as_str().unwrap().to_owned();
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        "/uploads?dry_run=true",
-        Some("text/csv"),
-        csv.clone().into_bytes(),
-    )
-    .await;
-    assert_eq!(status, 200);
     let (status, problem) = call(
         &mut c,
         Method::POST,
@@ -259,33 +250,50 @@ async fn every_route_answers_as_the_openapi_document_says() {
         (status, problem["errors"].as_array().unwrap().len()),
         (400, 2)
     );
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        "/uploads?quality=0",
-        Some("text/csv"),
-        csv.clone().into_bytes(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        "/uploads",
-        Some("application/json"),
-        b"{}".to_vec(),
-    )
-    .await;
-    assert_eq!(status, 415);
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        "/uploads",
-        Some("text/csv"),
-        vec![b'a'; 6 * 1024 * 1024],
-    )
-    .await;
-    assert_eq!(status, 413);
+    // (method, path, content type, body, expected status)
+    let text = Some("text/csv");
+    for (method, uri, ct, body, expected) in [
+        (
+            Method::POST,
+            "/uploads?dry_run=true",
+            text,
+            csv.clone().into_bytes(),
+            200,
+        ),
+        (
+            Method::POST,
+            "/uploads?quality=0",
+            text,
+            csv.clone().into_bytes(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/uploads",
+            Some("application/json"),
+            b"{}".to_vec(),
+            415,
+        ),
+        (
+            Method::POST,
+            "/uploads",
+            text,
+            vec![b'a'; 6 * 1024 * 1024],
+            413,
+        ),
+        // Presigned uploads: not on local disk; a bad option first.
+        (
+            Method::POST,
+            "/upload-urls?quality=x",
+            None,
+            Vec::new(),
+            400,
+        ),
+        (Method::POST, "/upload-urls", None, Vec::new(), 501),
+    ] {
+        let (status, _) = call(&mut c, method, uri, ct, body).await;
+        assert_eq!(status, expected, "{uri}");
+    }
     let keyed_upload = |body: String| {
         let mut r = request(
             Method::POST,
@@ -307,19 +315,6 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(reused.status(), 422);
     c.check(&Method::POST, "/uploads", &reused);
 
-    // Presigned uploads: not on local disk; a bad option first.
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        "/upload-urls?quality=x",
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = call(&mut c, Method::POST, "/upload-urls", None, Vec::new()).await;
-    assert_eq!(status, 501);
-
     // While it runs.
     let (status, running) = call(
         &mut c,
@@ -333,33 +328,18 @@ async fn every_route_answers_as_the_openapi_document_says() {
         (status, running["status"].as_str()),
         (200, Some("PROCESSING"))
     );
-    let (status, _) = call(
-        &mut c,
-        Method::GET,
-        &format!("/requests/{id}?limit=5000"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = call(
-        &mut c,
-        Method::GET,
-        &format!("/requests/{id}/output.csv"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 409);
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        &format!("/requests/{id}/webhook/redeliver"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 409);
+    for (method, uri, expected) in [
+        (Method::GET, format!("/requests/{id}?limit=5000"), 400),
+        (Method::GET, format!("/requests/{id}/output.csv"), 409),
+        (
+            Method::POST,
+            format!("/requests/{id}/webhook/redeliver"),
+            409,
+        ),
+    ] {
+        let (status, _) = call(&mut c, method, &uri, None, Vec::new()).await;
+        assert_eq!(status, expected, "{uri}");
+    }
 
     // A second request, cancelled before any of its rows ran: twice, the same answer.
     let other_csv = csv.replace("Prints", "Posters");
@@ -408,6 +388,7 @@ async fn every_route_answers_as_the_openapi_document_says() {
             format!("/requests/{unknown}/webhook/redeliver"),
         ),
         (Method::POST, format!("/requests/{unknown}/cancel")),
+        (Method::POST, format!("/requests/{unknown}/retry")),
     ] {
         let (status, _) = call(&mut c, method, &uri, None, Vec::new()).await;
         assert_eq!(status, 404);
@@ -426,33 +407,19 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(status, 200);
     assert_eq!(done["status"], "COMPLETED_WITH_ERRORS");
     assert!(done["next_cursor"].is_string());
-    let (status, _) = call(
-        &mut c,
-        Method::GET,
-        &format!("/requests/{id}"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, _) = call(
-        &mut c,
-        Method::GET,
-        &format!("/requests/{id}/output.csv"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        &format!("/requests/{id}/webhook/redeliver"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 501, "local runs have no webhooks queue");
+    for (method, uri, expected) in [
+        (Method::GET, format!("/requests/{id}"), 200),
+        (Method::GET, format!("/requests/{id}/output.csv"), 200),
+        // Local runs have no webhooks queue.
+        (
+            Method::POST,
+            format!("/requests/{id}/webhook/redeliver"),
+            501,
+        ),
+    ] {
+        let (status, _) = call(&mut c, method, &uri, None, Vec::new()).await;
+        assert_eq!(status, expected, "{uri}");
+    }
 
     // The cancelled request ends CANCELLED, every image `cancelled`, with its output CSV.
     pipeline.run_until_done(&cancelled, |_| {}).await.unwrap();
@@ -546,15 +513,6 @@ async fn every_route_answers_as_the_openapi_document_says() {
     .await;
     assert_eq!(status, 409, "a running request cannot be retried");
     pipeline.run_until_done(&chained, |_| {}).await.unwrap();
-    let (status, _) = call(
-        &mut c,
-        Method::POST,
-        &format!("/requests/{unknown}/retry"),
-        None,
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(status, 404);
 
     // Every documented operation was exercised.
     let missing: Vec<_> = c

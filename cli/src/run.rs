@@ -13,7 +13,7 @@ use pixpress_app::ingest::check_webhook_url;
 use pixpress_app::ports::{MultipartWriter, ObjectStore};
 use pixpress_domain::model::{DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions};
 use pixpress_domain::storage_keys::{
-    IMAGES_PREFIX, derived_request_id, pending_upload_key, presigned_upload_key,
+    derived_request_id, images_prefix, pending_upload_key, presigned_upload_key,
 };
 use pixpress_s3_ingest::RecordOutcome;
 use tokio::io::AsyncReadExt as _;
@@ -43,7 +43,7 @@ pub struct RunReport {
     pub meta: RequestMeta,
     /// `<out>/output.csv`.
     pub output_csv: Option<PathBuf>,
-    /// Where the compressed images are: the bucket's URL of `images/<request_id>`.
+    /// Where the compressed images are: the bucket's URL of `images/<tenant>/<request_id>/`.
     pub images: String,
     /// Wall time from upload to completion handled.
     pub elapsed: Duration,
@@ -389,12 +389,13 @@ async fn finish_run<B: PumpBackend>(
         .get_request(&request_id)
         .await?
         .unwrap_or(meta);
+    let images = pipeline
+        .store()
+        .public_url(&images_prefix(&meta.tenant, &request_id));
     Ok(RunOutcome::Finished(Box::new(RunReport {
         meta,
         output_csv,
-        images: pipeline
-            .store()
-            .public_url(&format!("{IMAGES_PREFIX}{request_id}")),
+        images,
         elapsed,
         failures_by_code,
         status_document,

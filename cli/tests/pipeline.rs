@@ -92,6 +92,14 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
         ),
         (4, 4)
     );
+    // The summary's link is the folder that holds the request's images.
+    let images = std::path::PathBuf::from(report.images.strip_prefix("file://").unwrap());
+    assert_eq!(
+        std::fs::read_dir(&images).unwrap().count(),
+        4,
+        "{}",
+        report.images
+    );
 
     let text = std::fs::read_to_string(report.output_csv.as_ref().unwrap()).unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());

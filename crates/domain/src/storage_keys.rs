@@ -40,7 +40,15 @@ pub fn counter_sk(shard: u32) -> String {
     format!("{COUNTER_SK_PREFIX}{shard:02}")
 }
 
-/// Object key of the compressed image at `position` (zero-based) of row `row_index`.
+/// The prefix under which every compressed image of a request is stored:
+/// `images/<tenant>/<request_id>/`.
+#[must_use]
+pub fn images_prefix(tenant: &str, request_id: &str) -> String {
+    format!("{IMAGES_PREFIX}{tenant}/{request_id}/")
+}
+
+/// Object key of the compressed image at `position` (zero-based) of row `row_index`, under
+/// [`images_prefix`].
 #[must_use]
 pub fn image_key(
     tenant: &str,
@@ -49,7 +57,10 @@ pub fn image_key(
     position: usize,
     extension: &str,
 ) -> String {
-    format!("{IMAGES_PREFIX}{tenant}/{request_id}/{row_index:06}-{position:02}.{extension}")
+    format!(
+        "{}{row_index:06}-{position:02}.{extension}",
+        images_prefix(tenant, request_id)
+    )
 }
 
 /// Object key of the output CSV of a request.

@@ -463,7 +463,8 @@ fn passes_stream_filter(change: &ChangeRecord) -> bool {
         || (change.sk == META_SK && change.new_image.contains_key("output_progress"))
 }
 
-/// `true` for a request item entering a terminal status.
+/// `true` for a request item entering a terminal status: modified from a non-terminal one, or
+/// created terminal (a rejected catalogue is written `FAILED`).
 fn is_terminal_transition(change: &ChangeRecord) -> bool {
     if change.sk != META_SK {
         return false;
@@ -474,11 +475,10 @@ fn is_terminal_transition(change: &ChangeRecord) -> bool {
             .and_then(|head| head.status)
     };
     let entered = status(&change.new_image).is_some_and(RequestStatus::is_terminal);
-    let was = change
-        .old_image
-        .as_ref()
-        .and_then(status)
-        .is_some_and(|s| !s.is_terminal());
+    let was = match &change.old_image {
+        None => true,
+        Some(old) => status(old).is_some_and(|s| !s.is_terminal()),
+    };
     entered && was
 }
 
@@ -1009,5 +1009,64 @@ impl<B: PumpBackend> Pipeline<B> {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pixpress_embedded::ChangeKind;
+
+    use super::*;
+
+    fn meta_change(old: Option<RequestStatus>, new: RequestStatus) -> ChangeRecord {
+        let image = |status: RequestStatus| {
+            let mut item = serde_dynamo::Item::from(std::collections::HashMap::<
+                String,
+                serde_dynamo::AttributeValue,
+            >::new());
+            item.insert(
+                "pk".into(),
+                serde_dynamo::AttributeValue::S("REQ#r-1".into()),
+            );
+            item.insert("sk".into(), serde_dynamo::AttributeValue::S(META_SK.into()));
+            item.insert(
+                "status".into(),
+                serde_dynamo::AttributeValue::S(status.as_str().into()),
+            );
+            item
+        };
+        ChangeRecord {
+            sequence: "1".into(),
+            kind: if old.is_some() {
+                ChangeKind::Modify
+            } else {
+                ChangeKind::Insert
+            },
+            pk: "REQ#r-1".into(),
+            sk: META_SK.into(),
+            old_image: old.map(image),
+            new_image: image(new),
+        }
+    }
+
+    /// As the template's FilterCriteria: a request written FAILED (a rejected catalogue)
+    /// reaches the notifier, a replayed terminal request does not.
+    #[test]
+    fn the_stream_filter_passes_requests_entering_or_created_in_a_terminal_status() {
+        use RequestStatus::{Completed, Failed, Pending, Processing};
+        assert!(passes_stream_filter(&meta_change(None, Failed)));
+        assert!(passes_stream_filter(&meta_change(
+            Some(Processing),
+            Completed
+        )));
+        assert!(!passes_stream_filter(&meta_change(None, Pending)));
+        assert!(!passes_stream_filter(&meta_change(
+            Some(Completed),
+            Completed
+        )));
+        assert!(!passes_stream_filter(&meta_change(
+            Some(Pending),
+            Processing
+        )));
     }
 }

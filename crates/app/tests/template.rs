@@ -90,6 +90,70 @@ fn worker_reports_batch_item_failures_with_bounded_concurrency() {
     assert!(number(&p["BatchSize"]) <= 10);
 }
 
+/// `true` when `event` matches an event-filtering `pattern` (Lambda event filtering: every
+/// key of the pattern must be in the event; a leaf array lists accepted values, or
+/// `{"exists": true}`). The subset the template's filters use.
+fn matches_pattern(pattern: &serde_json::Value, event: &serde_json::Value) -> bool {
+    match pattern {
+        serde_json::Value::Object(keys) => keys.iter().all(|(key, sub)| match event.get(key) {
+            Some(value) => matches_pattern(sub, value),
+            None => false,
+        }),
+        serde_json::Value::Array(accepted) => accepted.iter().any(|a| match a {
+            serde_json::Value::Object(rule) => rule.get("exists") == Some(&serde_json::json!(true)),
+            value => value == event,
+        }),
+        _ => false,
+    }
+}
+
+/// What DynamoDB streams for a request item (`NEW_AND_OLD_IMAGES`).
+fn meta_record(event_name: &str, old: Option<&str>, new: &str) -> serde_json::Value {
+    let image = |status: &str| serde_json::json!({"pk": {"S": "REQ#r-1"}, "sk": {"S": "META"}, "status": {"S": status}});
+    let mut dynamodb = serde_json::json!({
+        "Keys": {"pk": {"S": "REQ#r-1"}, "sk": {"S": "META"}},
+        "NewImage": image(new),
+    });
+    if let Some(old) = old {
+        dynamodb["OldImage"] = image(old);
+    }
+    serde_json::json!({"eventName": event_name, "dynamodb": dynamodb})
+}
+
+/// A request created terminal — a catalogue s3-ingest rejects is written `FAILED` — reaches the
+/// notifier (its webhook), as does one entering a terminal status; a replay does not.
+#[test]
+fn the_notifier_filter_passes_requests_entering_or_created_in_a_terminal_status() {
+    let t = template();
+    let event =
+        &props(&t, "CompletionNotifierFunction")["Events"]["RequestCompleted"]["Properties"];
+    let filters: Vec<serde_json::Value> = event["FilterCriteria"]["Filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_str(f["Pattern"].as_str().unwrap()).unwrap())
+        .collect();
+    let passes = |record: serde_json::Value| filters.iter().any(|f| matches_pattern(f, &record));
+    assert!(passes(meta_record("INSERT", None, "FAILED")));
+    assert!(passes(meta_record(
+        "MODIFY",
+        Some("PROCESSING"),
+        "COMPLETED"
+    )));
+    assert!(passes(meta_record("MODIFY", Some("PENDING"), "CANCELLED")));
+    assert!(!passes(meta_record("INSERT", None, "PENDING")));
+    assert!(!passes(meta_record(
+        "MODIFY",
+        Some("COMPLETED"),
+        "COMPLETED"
+    )));
+    assert!(!passes(meta_record(
+        "MODIFY",
+        Some("PENDING"),
+        "PROCESSING"
+    )));
+}
+
 #[test]
 fn notifier_sees_only_the_request_item_entering_a_terminal_status() {
     let t = template();

@@ -234,6 +234,9 @@ async fn row_ledger_contract<R: RequestIntake + RequestReader + RowLedger>(
         repo.mark_failed("contract-1", &failure, now).await.unwrap(),
         Transition::NotApplied
     );
+    // A FAILED request stops its rows; a finished one that was not cancelled does not.
+    assert!(repo.stop_requested("contract-2").await.unwrap());
+    assert!(!repo.stop_requested("contract-1").await.unwrap());
 }
 
 /// `RequestReader`: rows in input order with their outcomes, every row once across pages.
@@ -375,15 +378,15 @@ async fn cancel_contract<R: RequestRepository>(repo: &R) {
         .unwrap();
     let now = Utc::now();
     repo.mark_processing(id, now).await.unwrap();
-    assert!(!repo.cancel_requested(id).await.unwrap());
-    assert!(!repo.cancel_requested("missing").await.unwrap());
+    assert!(!repo.stop_requested(id).await.unwrap());
+    assert!(!repo.stop_requested("missing").await.unwrap());
     assert!(repo.request_cancel(id, now).await.unwrap());
     let later = now + chrono::Duration::seconds(5);
     assert!(
         repo.request_cancel(id, later).await.unwrap(),
         "asking again is fine"
     );
-    assert!(repo.cancel_requested(id).await.unwrap());
+    assert!(repo.stop_requested(id).await.unwrap());
     let stored = repo.get_request(id).await.unwrap().unwrap();
     assert_eq!(
         stored.cancel_requested_at.map(|t| t.timestamp()),

@@ -271,12 +271,14 @@ pub trait RowLedger: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
 
-    /// `true` when cancelling the request was asked; `false` too for an unknown request. One
-    /// small read of the request item (a worker asks once per request per invocation).
+    /// `true` when the request's rows are not to be processed any more: cancelling it was
+    /// asked, or it has `FAILED` (it never completes, so downloading its rows would be wasted).
+    /// `false` too for an unknown request. One small read of the request item (a worker asks
+    /// once per request per invocation).
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
-    fn cancel_requested(
+    fn stop_requested(
         &self,
         request_id: &str,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;

@@ -843,21 +843,23 @@ impl RowLedger for DynamoRequestRepository {
         })
     }
 
-    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+    async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {
         let item = retry(&self.retry, "reading the cancellation", || async {
             self.client
                 .get_item()
                 .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
-                .projection_expression("cancel_requested_at")
+                .projection_expression("cancel_requested_at, #status")
+                .expression_attribute_names("#status", "status")
                 .send()
                 .await
                 .map_err(|e| sdk_error("reading the cancellation", &e))
         })
         .await?;
-        Ok(item
-            .item
-            .is_some_and(|item| item.contains_key("cancel_requested_at")))
+        Ok(item.item.is_some_and(|item| {
+            item.contains_key("cancel_requested_at")
+                || item.get("status") == Some(&s(RequestStatus::Failed.as_str()))
+        }))
     }
 }
 

@@ -742,12 +742,11 @@ impl RowLedger for InMemoryRequestRepository {
         Ok(status.map_or(Transition::NotApplied, Transition::Applied))
     }
 
-    async fn cancel_requested(&self, request_id: &str) -> Result<bool, PortError> {
+    async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {
         self.fault(Call::Read)?;
-        Ok(self
-            .lock()?
-            .current(request_id)
-            .is_some_and(|current| current.cancel_requested_at.is_some()))
+        Ok(self.lock()?.current(request_id).is_some_and(|current| {
+            current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
+        }))
     }
 }
 

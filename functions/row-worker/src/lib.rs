@@ -231,7 +231,7 @@ impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> 
             Some(Some(checked)) if checked.elapsed() < CANCEL_RECHECK => return Ok(false),
             _ => {}
         }
-        let cancelled = self.repo.cancel_requested(request_id).await?;
+        let cancelled = self.repo.stop_requested(request_id).await?;
         if let Ok(mut known) = self.cancellations.lock() {
             if known.len() > 10_000 {
                 known.clear();
@@ -593,14 +593,15 @@ pub async fn process_row<
                 failures: 0,
             })
     };
-    if app.repo.cancel_requested(&job.request_id).await? {
-        // Cancelled: what an earlier delivery finished stays, the rest is not fetched.
+    if app.repo.stop_requested(&job.request_id).await? {
+        // Cancelled (or failed): what an earlier delivery finished stays, the rest is not
+        // fetched.
         let images: Vec<ImageOutcome> = (0..job.input_urls.len())
             .map(|position| {
                 progress_of(position).outcome.unwrap_or_else(|| {
                     ImageOutcome::failed(
                         CANCELLED,
-                        "the request was cancelled before this image was processed",
+                        "the request was cancelled (or failed) before this image was processed",
                     )
                 })
             })
@@ -657,7 +658,7 @@ pub async fn process_row<
             Err(ImageFailure::Cancelled) => {
                 let cancelled = ImageOutcome::failed(
                     CANCELLED,
-                    "the request was cancelled before this image was processed",
+                    "the request was cancelled (or failed) before this image was processed",
                 );
                 progress.push(ImageProgress {
                     outcome: Some(cancelled.clone()),

@@ -761,6 +761,47 @@ async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
     assert_eq!(meta.status, RequestStatus::Cancelled);
 }
 
+/// A FAILED request never completes: its rows are recorded at once, nothing is downloaded.
+#[tokio::test]
+async fn a_row_of_a_failed_request_is_recorded_without_fetching() {
+    let server = image_server().await;
+    let app = app(&config());
+    let jobs = seed(
+        &app.repo,
+        "failed",
+        &[vec![
+            // Fetching this would take 30 s and end in a timeout, not `cancelled`.
+            format!("http://{server}/hang.jpg"),
+        ]],
+    )
+    .await;
+    let failure = pixpress_domain::model::Failure {
+        code: "enqueue_failed".into(),
+        message: "the rows could not all be enqueued".into(),
+        issues: vec![],
+    };
+    app.repo
+        .mark_failed("failed", &failure, Utc::now())
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    process_row(&app, &jobs[0], 1, Deadline::NONE)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "nothing was fetched"
+    );
+    let page = app.repo.list_rows("failed", None, 10).await.unwrap();
+    assert_eq!(
+        page.rows[0].images[0].error_code.as_deref(),
+        Some("cancelled")
+    );
+    let meta = app.repo.get_request("failed").await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::Failed);
+}
+
 /// An origin that counts the requests in flight at once, answering after `delay`; beyond
 /// `limit` in flight (when set) it answers 429 with `Retry-After: retry_after` seconds.
 #[derive(Clone, Default)]

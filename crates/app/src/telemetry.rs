@@ -23,6 +23,22 @@ pub fn lambda_log_level(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter 
         .unwrap_or(LevelFilter::INFO)
 }
 
+/// The `level` every EMF document carries: the function's own application log level
+/// (`AWS_LAMBDA_LOG_LEVEL`, one of `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL`), so
+/// Lambda's log-level filtering always keeps it. A JSON line without `level` counts as `INFO`
+/// ("Log-level filtering", AWS Lambda Developer Guide), and `LogLevel=WARN` would drop every
+/// metric.
+#[must_use]
+pub fn emf_level(lookup: impl Fn(&str) -> Option<String>) -> &'static str {
+    const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    lookup("AWS_LAMBDA_LOG_LEVEL")
+        .and_then(|value| {
+            let value = value.trim().to_ascii_uppercase();
+            LEVELS.into_iter().find(|level| *level == value)
+        })
+        .unwrap_or("INFO")
+}
+
 /// How a function writes its logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -118,8 +134,11 @@ impl Metrics {
             .cloudwatch_namespace(METRICS_NAMESPACE)
             .with_dimension("function", function)
             .init();
-        if let Err(e) = &collector {
-            tracing::warn!(error = %e, "metrics are off");
+        match &collector {
+            Ok(collector) => {
+                collector.set_property("level", emf_level(|name| std::env::var(name).ok()));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics are off"),
         }
         Self(collector.ok())
     }
@@ -166,6 +185,24 @@ mod tests {
         assert_eq!(level(&[("RUST_LOG", "pixpress=debug")]), LevelFilter::INFO);
     }
 
+    /// EMF documents survive every application log level: they carry the configured one.
+    #[test]
+    fn metric_documents_carry_the_functions_own_log_level() {
+        let level = |value: Option<&str>| {
+            emf_level(|name| {
+                (name == "AWS_LAMBDA_LOG_LEVEL")
+                    .then_some(value)
+                    .flatten()
+                    .map(str::to_owned)
+            })
+        };
+        assert_eq!(level(Some("WARN")), "WARN");
+        assert_eq!(level(Some("error")), "ERROR");
+        assert_eq!(level(Some("FATAL")), "FATAL");
+        assert_eq!(level(None), "INFO");
+        assert_eq!(level(Some("loud")), "INFO");
+    }
+
     #[test]
     fn the_log_format_follows_lambdas_logging_config() {
         let format = |value: Option<&str>| {
@@ -197,6 +234,8 @@ mod tests {
         assert_eq!(doc["function"], "unit-test");
         assert_eq!(doc["images_ok"], 2);
         assert_eq!(doc["bytes_in"], 1_000);
+        // Without a configured level, Lambda's default: INFO.
+        assert_eq!(doc["level"], "INFO");
         assert!(doc["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
     }
 }

@@ -567,7 +567,16 @@ impl ChunkQueue for NoQueue {
 }
 
 /// Longest SQS visibility timeout: 12 hours (Amazon SQS Developer Guide, "Visibility timeout").
+/// It counts from the message's receipt: `ChangeMessageVisibility` to more than the time left
+/// of those 12 hours is refused (Amazon SQS API Reference, `ChangeMessageVisibility`).
 pub const SQS_MAX_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The longest delay a handler may set on a message it holds: [`SQS_MAX_VISIBILITY`] less the
+/// most time that can have passed since the event source mapping received it (a function's
+/// timeout, at most 15 minutes, covers the batching window and the invocation). In seconds:
+/// 42,300.
+pub const SQS_MAX_DELAY_AFTER_RECEIVE: std::time::Duration =
+    std::time::Duration::from_secs(12 * 3600 - 15 * 60);
 
 /// One stored part of a multipart object: its 1-based number and the tag the store gave it
 /// (S3's `ETag`), both needed to complete the object.

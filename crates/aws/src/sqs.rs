@@ -10,7 +10,8 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use super::{classify_code, sdk_error};
 use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
-    ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
+    ChunkQueue, PortError, RowQueue, SQS_MAX_DELAY_AFTER_RECEIVE, WebhookQueue, chunk_bodies,
+    message_bodies,
 };
 use pixpress_app::retry::RetryPolicy;
 use pixpress_domain::model::{ChunkJob, RowJob, WebhookJob};
@@ -158,7 +159,7 @@ impl SqsRowQueue {
         delay: std::time::Duration,
         what: &str,
     ) -> Result<(), PortError> {
-        let seconds = delay.min(SQS_MAX_VISIBILITY).as_secs();
+        let seconds = delay.min(SQS_MAX_DELAY_AFTER_RECEIVE).as_secs();
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)

@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use super::faults::{Call, FaultInjector};
 use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
-    ChunkQueue, PortError, RowQueue, SQS_MAX_VISIBILITY, WebhookQueue, chunk_bodies, message_bodies,
+    ChunkQueue, PortError, RowQueue, SQS_MAX_DELAY_AFTER_RECEIVE, SQS_MAX_VISIBILITY, WebhookQueue,
+    chunk_bodies, message_bodies,
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::model::{ChunkJob, RowJob, WebhookJob};
@@ -42,6 +43,8 @@ struct Message {
     receive_count: u32,
     visible_at: Instant,
     receipt: Option<String>,
+    /// When the current receipt was handed out.
+    received_at: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +122,7 @@ impl InMemoryRowQueue {
             receive_count: 0,
             visible_at: now,
             receipt: None,
+            received_at: now,
         });
     }
 
@@ -165,6 +169,7 @@ impl InMemoryRowQueue {
                 state.next_id += 1;
                 message.receive_count += 1;
                 message.visible_at = now + visibility_timeout;
+                message.received_at = now;
                 let receipt = format!("{}#{}", message.id, state.next_id);
                 message.receipt = Some(receipt.clone());
                 out.push(ReceivedMessage {
@@ -207,10 +212,12 @@ impl InMemoryRowQueue {
     }
 
     /// Hides a received message for `timeout` from now (SQS `ChangeMessageVisibility`); a stale
-    /// receipt handle is ignored.
+    /// receipt handle is ignored. As SQS, refuses to hide a message past 12 hours after its
+    /// receipt ([`SQS_MAX_VISIBILITY`]).
     ///
     /// # Errors
-    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
+    /// [`PortError::Throttled`] when a fault says so; [`PortError::LimitExceeded`] past the
+    /// 12 hours; otherwise only if the lock is poisoned.
     pub fn change_visibility(
         &self,
         receipt_handle: &str,
@@ -220,6 +227,14 @@ impl InMemoryRowQueue {
         let now = Instant::now();
         for message in &mut self.lock()?.messages {
             if message.receipt.as_deref() == Some(receipt_handle) {
+                let held = now.duration_since(message.received_at);
+                if held + timeout > SQS_MAX_VISIBILITY {
+                    return Err(PortError::LimitExceeded(format!(
+                        "a visibility timeout of {} s after {} s in flight passes the 12 hours after receipt",
+                        timeout.as_secs(),
+                        held.as_secs()
+                    )));
+                }
                 message.visible_at = now + timeout;
             }
         }
@@ -306,7 +321,7 @@ impl WebhookQueue for InMemoryRowQueue {
         receipt_handle: &str,
         delay: Duration,
     ) -> Result<(), PortError> {
-        self.change_visibility(receipt_handle, delay.min(SQS_MAX_VISIBILITY))
+        self.change_visibility(receipt_handle, delay.min(SQS_MAX_DELAY_AFTER_RECEIVE))
     }
 }
 
@@ -330,7 +345,7 @@ impl RowQueue for InMemoryRowQueue {
         receipt_handle: &str,
         delay: Duration,
     ) -> Result<(), PortError> {
-        self.change_visibility(receipt_handle, delay.min(SQS_MAX_VISIBILITY))
+        self.change_visibility(receipt_handle, delay.min(SQS_MAX_DELAY_AFTER_RECEIVE))
     }
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {

@@ -218,3 +218,23 @@ async fn a_longer_retry_after_wins_over_the_schedule_and_gone_stops_at_once() {
     assert_eq!(received.lock().unwrap().len(), 1);
     assert_eq!(webhook_state(&app).await.state, DeliveryState::Failed);
 }
+
+/// A receiver asking for a 12-hour wait: SQS refuses a visibility that passes 12 hours after
+/// the message's receipt, so the sender hides it as long as SQS still allows, and the attempt
+/// is scheduled instead of failing back to the queue.
+#[tokio::test]
+async fn a_twelve_hour_retry_after_is_scheduled_within_what_sqs_allows() {
+    let (addr, _) = receiver(StatusCode::SERVICE_UNAVAILABLE, Some("43200")).await;
+    let app = app_with_pending(format!("http://{addr}/hook")).await;
+    let first = message(&app, Duration::from_secs(30)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(
+        send_one(&app, &first).await.unwrap(),
+        Sent::RetryAfter(_)
+    ));
+    assert!(
+        message(&app, Duration::from_secs(30)).is_none(),
+        "hidden for hours, not back after the visibility timeout"
+    );
+    assert_eq!(webhook_state(&app).await.state, DeliveryState::Pending);
+}

@@ -234,6 +234,13 @@ async fn row_ledger_contract<R: RequestIntake + RequestReader + RowLedger>(
         repo.mark_failed("contract-1", &failure, now).await.unwrap(),
         Transition::NotApplied
     );
+    // A row that does not exist is an error in every adapter, never "already recorded".
+    assert!(
+        repo.record_row_outcome("contract-1", 99, &[ok_image(1, 1)], now)
+            .await
+            .is_err()
+    );
+
     // A FAILED request stops its rows; a finished one that was not cancelled does not.
     assert!(repo.stop_requested("contract-2").await.unwrap());
     assert!(!repo.stop_requested("contract-1").await.unwrap());

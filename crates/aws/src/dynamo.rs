@@ -382,6 +382,24 @@ impl DynamoRequestRepository {
 
     /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
     /// done shards (`ADD`, idempotent); `true` when all shards are done.
+    /// `true` when row `row_index` of `request_id` exists (one strongly consistent read of its
+    /// key).
+    async fn row_exists(&self, request_id: &str, row_index: u32) -> Result<bool, PortError> {
+        let out = retry(&self.retry, "reading a row", || async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading a row", &e))
+        })
+        .await?;
+        Ok(out.item.is_some())
+    }
+
     async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
         let out = retry(&self.retry, "reading a counter shard", || async {
             self.client
@@ -756,6 +774,12 @@ impl RowLedger for DynamoRequestRepository {
             }
         })
         .await?;
+        // The row's condition also fails when the row does not exist: that is no redelivery.
+        if !recorded && !self.row_exists(request_id, row_index).await? {
+            return Err(PortError::Unexpected(anyhow!(
+                "row {row_index} of request {request_id} does not exist"
+            )));
+        }
         let all_rows_done = self.check_shard(request_id, shard).await?;
         Ok(if recorded {
             RowRecorded::Recorded { all_rows_done }

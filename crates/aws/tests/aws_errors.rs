@@ -183,6 +183,27 @@ async fn only_the_rows_own_failed_condition_means_already_recorded() {
     ));
 }
 
+/// The row's condition also fails when the row is not there at all: DynamoDB and the embedded
+/// repository agree that this is an error, not a redelivery.
+#[tokio::test]
+async fn a_row_that_does_not_exist_is_an_error_not_already_recorded() {
+    let transact = transact_always(&cancelled(&["ConditionalCheckFailed", "None"]));
+    let no_row = mock!(aws_sdk_dynamodb::Client::get_item)
+        .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&transact, &no_row],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let err = record(&repo).await.unwrap_err();
+    assert!(
+        matches!(&err, PortError::Unexpected(e) if e.to_string().contains("row 0 of request r does not exist")),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_conflict_that_never_passes_becomes_a_retryable_error_after_every_attempt() {
     let transact = transact_always(&cancelled(&["TransactionConflict", "None"]));

@@ -148,9 +148,9 @@ pub struct App<R, S, O, Q> {
     /// Download slots per origin host.
     pub origins: OriginGate<O>,
     budget: Arc<Semaphore>,
-    /// Requests seen cancelled, or not cancelled as of when (cancellation is checked before
+    /// Requests seen stopped (cancelled or failed), or not stopped as of when (checked before
     /// every download at most once per [`CANCEL_RECHECK`] per request).
-    cancellations: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>,
+    stops: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>,
 }
 
 impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
@@ -214,15 +214,15 @@ impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> 
             origins: OriginGate::new(slots, config.origin_max_concurrency),
             config,
             budget: Arc::new(Semaphore::new(budget_units as usize)),
-            cancellations: Arc::default(),
+            stops: Arc::default(),
         }
     }
 
-    /// `true` once `request_id`'s cancellation was asked; read from the repository at most
-    /// once per [`CANCEL_RECHECK`].
-    async fn cancelled(&self, request_id: &str) -> Result<bool, PortError> {
+    /// `true` once `request_id` was cancelled or has failed ([`RowLedger::stop_requested`]);
+    /// read from the repository at most once per [`CANCEL_RECHECK`].
+    async fn stopped(&self, request_id: &str) -> Result<bool, PortError> {
         let known = self
-            .cancellations
+            .stops
             .lock()
             .ok()
             .and_then(|c| c.get(request_id).copied());
@@ -231,14 +231,14 @@ impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> 
             Some(Some(checked)) if checked.elapsed() < CANCEL_RECHECK => return Ok(false),
             _ => {}
         }
-        let cancelled = self.repo.stop_requested(request_id).await?;
-        if let Ok(mut known) = self.cancellations.lock() {
+        let stopped = self.repo.stop_requested(request_id).await?;
+        if let Ok(mut known) = self.stops.lock() {
             if known.len() > 10_000 {
                 known.clear();
             }
-            known.insert(request_id.to_owned(), (!cancelled).then(Instant::now));
+            known.insert(request_id.to_owned(), (!stopped).then(Instant::now));
         }
-        Ok(cancelled)
+        Ok(stopped)
     }
 
     /// Memory reservation units for a body of `bytes` (never more than the whole budget, so a
@@ -373,8 +373,9 @@ async fn download<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, 
             Err(NoSlot::BackedOff(wait)) => return Err(ImageFailure::BackedOff(wait)),
             Err(NoSlot::Deadline) => return Err(ImageFailure::NotStarted),
         };
-        // The request may have been cancelled while this download waited for its slot.
-        match app.cancelled(&job.request_id).await {
+        // The request may have been cancelled (or have failed) while this download waited for
+        // its slot.
+        match app.stopped(&job.request_id).await {
             Ok(true) => return Err(ImageFailure::Cancelled),
             Ok(false) => {}
             Err(e) => {

@@ -138,12 +138,14 @@ class Behaviour:
 
 
 def reset_socket(sock):
-    """Closes with an RST instead of a FIN (SO_LINGER with a zero timeout)."""
+    """Closes with an RST instead of a FIN (SO_LINGER with a zero timeout). An asyncio
+    transport's socket cannot be closed directly: its caller aborts the transport instead."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-    sock.close()
+    if hasattr(sock, "close"):
+        sock.close()
 
 
 async def serve_asyncio(files, port, behaviour, stats):

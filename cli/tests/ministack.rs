@@ -172,7 +172,10 @@ async fn the_deployed_stack_compresses_an_http_upload_and_a_presigned_upload_end
     // The deployed API requires a key: make one in the stack's table, as `pixpress keys create
     // --backend aws` does.
     let sdk = emulator_sdk_config(&endpoint).await;
-    let keys = pixpress_aws::DynamoKeyStore::new(&sdk, stack.table.clone());
+    let keys = pixpress_aws::DynamoKeyStore::from(pixpress_aws::DynamoTable::new(
+        &sdk,
+        stack.table.clone(),
+    ));
     let (issued, tenant) = pixpress_app::auth::create_key(&keys, TENANT, chrono::Utc::now())
         .await
         .unwrap();

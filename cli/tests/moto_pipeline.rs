@@ -163,7 +163,7 @@ async fn a_row_message_delivered_twice_is_counted_once() {
     );
     let request_id = upload(&f.pipeline, csv, &f.receiver.url()).await;
     // SQS delivers at least once: put a copy of every row message back on the queue.
-    let queue = &f.pipeline.backend.0.queue;
+    let queue = f.pipeline.backend.0.queue.queue();
     let messages = f
         .pipeline
         .backend
@@ -175,7 +175,7 @@ async fn a_row_message_delivered_twice_is_counted_once() {
         queue
             .client()
             .send_message()
-            .queue_url(queue.queue_url())
+            .queue_url(queue.target())
             .message_body(&message.body)
             .send()
             .await

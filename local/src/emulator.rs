@@ -11,7 +11,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use pixpress_app::ports::PortError;
 use pixpress_aws::{
-    DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue, sdk_error,
+    DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore, SqsQueue, SqsRowQueue,
+    sdk_error,
 };
 
 use crate::sqs::SqsConsumer;
@@ -90,7 +91,7 @@ pub async fn provision(
     max_receive_count: u32,
     public_base_url: Option<String>,
 ) -> Result<EmulatorBackends, PortError> {
-    let repo = DynamoRequestRepository::new(sdk, &names.table);
+    let repo = DynamoRequestRepository::from(DynamoTable::new(sdk, &names.table));
     let string_key = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -105,6 +106,7 @@ pub async fn provision(
     };
     let built = |e: aws_sdk_dynamodb::error::BuildError| PortError::Unexpected(anyhow!("{e}"));
     let created = repo
+        .table()
         .client()
         .create_table()
         .table_name(&names.table)
@@ -180,10 +182,10 @@ pub async fn provision(
     Ok(EmulatorBackends {
         repo,
         stream: DynamoStreamReader::new(sdk, &names.table),
-        queue: SqsRowQueue::new(sdk, queue_url.clone()),
-        rows: SqsConsumer::new(sdk, queue_url),
-        dead_letter_queue: SqsConsumer::new(sdk, dlq_url),
+        queue: SqsRowQueue::from(SqsQueue::new(sdk, queue_url.clone())),
+        rows: SqsConsumer::from(SqsQueue::new(sdk, queue_url)),
+        dead_letter_queue: SqsConsumer::from(SqsQueue::new(sdk, dlq_url)),
         store,
-        slots: DynamoOriginSlots::new(sdk, &names.table),
+        slots: DynamoOriginSlots::from(DynamoTable::new(sdk, &names.table)),
     })
 }

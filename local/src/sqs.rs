@@ -4,40 +4,29 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use pixpress_app::limits::SQS_MAX_BATCH_ENTRIES as MAX_BATCH;
 use pixpress_app::ports::PortError;
-use pixpress_aws::sdk_error;
+use pixpress_aws::{SqsQueue, sdk_error};
 use pixpress_embedded::ReceivedMessage;
 
 /// Receives from and deletes on one queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqsConsumer {
-    client: Client,
-    queue_url: String,
+    queue: SqsQueue,
+}
+
+impl From<SqsQueue> for SqsConsumer {
+    fn from(queue: SqsQueue) -> Self {
+        Self { queue }
+    }
 }
 
 impl SqsConsumer {
-    /// A consumer of the queue at `queue_url`.
+    /// The queue this consumes.
     #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self {
-            client: Client::new(sdk),
-            queue_url: queue_url.into(),
-        }
-    }
-
-    /// The underlying client.
-    #[must_use]
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The queue URL.
-    #[must_use]
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
+    pub fn queue(&self) -> &SqsQueue {
+        &self.queue
     }
 
     /// Receives up to `max` (≤ 10, an SQS limit) messages, hidden from other consumers for
@@ -53,9 +42,10 @@ impl SqsConsumer {
     ) -> Result<Vec<ReceivedMessage>, PortError> {
         let seconds = visibility.as_secs() + u64::from(visibility.subsec_nanos() > 0);
         let out = self
-            .client
+            .queue
+            .client()
             .receive_message()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue.target())
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
@@ -85,9 +75,10 @@ impl SqsConsumer {
     /// # Errors
     /// [`PortError`] when SQS fails.
     pub async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
-        self.client
+        self.queue
+            .client()
             .delete_message()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue.target())
             .receipt_handle(receipt_handle)
             .send()
             .await
@@ -101,9 +92,10 @@ impl SqsConsumer {
     /// [`PortError`] when SQS fails.
     pub async fn approximate_depth(&self) -> Result<u64, PortError> {
         let out = self
-            .client
+            .queue
+            .client()
             .get_queue_attributes()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue.target())
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
@@ -130,9 +122,10 @@ impl SqsConsumer {
         timeout: Duration,
     ) -> Result<(), PortError> {
         let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-        self.client
+        self.queue
+            .client()
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue.target())
             .receipt_handle(receipt_handle)
             .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
             .send()

@@ -2,18 +2,15 @@
 //! `pk = TENANT#<name>, sk = TENANT`. The stream filter of the completion notifier passes only
 //! `META` items, so these never reach it.
 
-use std::collections::HashMap;
-
 use anyhow::anyhow;
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::sdk_error;
+use super::handles::{condition_failed, decode, item as encode, key, s};
+use super::{DynamoTable, sdk_error};
 use pixpress_app::auth::{ApiKeyRecord, KeyStore, TenantRecord};
 use pixpress_app::ports::PortError;
-use pixpress_app::retry::{RetryPolicy, retry};
+use pixpress_app::retry::retry;
 
 const KEY_PK_PREFIX: &str = "KEY#";
 const KEY_SK: &str = "KEY";
@@ -23,9 +20,13 @@ const TENANT_SK: &str = "TENANT";
 /// Keys and tenants in DynamoDB. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DynamoKeyStore {
-    client: Client,
-    table: String,
-    retry: RetryPolicy,
+    table: DynamoTable,
+}
+
+impl From<DynamoTable> for DynamoKeyStore {
+    fn from(table: DynamoTable) -> Self {
+        Self { table }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,44 +45,6 @@ struct TenantItem {
     record: TenantRecord,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, PortError> {
-    serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(
-    item: HashMap<String, AttributeValue>,
-    what: &str,
-) -> Result<T, PortError> {
-    serde_dynamo::from_item(item)
-        .map_err(|e| PortError::Unexpected(anyhow!("malformed {what}: {e}")))
-}
-
-impl DynamoKeyStore {
-    /// A key store on `table` (the requests table).
-    #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::from_client(Client::new(sdk), table)
-    }
-
-    /// A key store on `table` through `client`.
-    #[must_use]
-    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retry: RetryPolicy::STORAGE,
-        }
-    }
-}
-
 impl KeyStore for DynamoKeyStore {
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), PortError> {
         let item = encode(&KeyItem {
@@ -89,10 +52,9 @@ impl KeyStore for DynamoKeyStore {
             sk: KEY_SK.to_owned(),
             record: record.clone(),
         })?;
-        retry(&self.retry, "storing an API key", || async {
-            self.client
+        retry(&self.table.retry, "storing an API key", || async {
+            self.table
                 .put_item()
-                .table_name(&self.table)
                 .set_item(Some(item.clone()))
                 .condition_expression("attribute_not_exists(pk)")
                 .send()
@@ -104,10 +66,9 @@ impl KeyStore for DynamoKeyStore {
     }
 
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, PortError> {
-        let out = retry(&self.retry, "reading an API key", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading an API key", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK)))
                 .consistent_read(true)
                 .send()
@@ -125,10 +86,9 @@ impl KeyStore for DynamoKeyStore {
         let mut start = None;
         loop {
             let from = start.take();
-            let out = retry(&self.retry, "listing API keys", || async {
-                self.client
+            let out = retry(&self.table.retry, "listing API keys", || async {
+                self.table
                     .scan()
-                    .table_name(&self.table)
                     .filter_expression("begins_with(pk, :p) AND sk = :sk")
                     .expression_attribute_values(":p", s(KEY_PK_PREFIX))
                     .expression_attribute_values(":sk", s(KEY_SK))
@@ -156,9 +116,8 @@ impl KeyStore for DynamoKeyStore {
 
     async fn revoke_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<bool, PortError> {
         let result = self
-            .client
+            .table
             .update_item()
-            .table_name(&self.table)
             .set_key(Some(key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK)))
             .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
             .condition_expression("attribute_exists(pk)")
@@ -167,21 +126,15 @@ impl KeyStore for DynamoKeyStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_error("revoking an API key", &e)),
         }
     }
 
     async fn get_tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, PortError> {
-        let out = retry(&self.retry, "reading a tenant", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading a tenant", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(key(format!("{TENANT_PK_PREFIX}{tenant}"), TENANT_SK)))
                 .consistent_read(true)
                 .send()
@@ -200,10 +153,9 @@ impl KeyStore for DynamoKeyStore {
             sk: TENANT_SK.to_owned(),
             record: record.clone(),
         })?;
-        retry(&self.retry, "storing a tenant", || async {
-            self.client
+        retry(&self.table.retry, "storing a tenant", || async {
+            self.table
                 .put_item()
-                .table_name(&self.table)
                 .set_item(Some(item.clone()))
                 .send()
                 .await
@@ -220,23 +172,18 @@ impl KeyStore for DynamoKeyStore {
             record: record.clone(),
         })?;
         let put = self
-            .client
+            .table
             .put_item()
-            .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match put {
             Ok(_) => Ok(record.clone()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                self.get_tenant(&record.tenant).await?.ok_or_else(|| {
-                    PortError::Unexpected(anyhow!("tenant {} vanished", record.tenant))
-                })
-            }
+            Err(e) if condition_failed(&e) => self
+                .get_tenant(&record.tenant)
+                .await?
+                .ok_or_else(|| PortError::Unexpected(anyhow!("tenant {} vanished", record.tenant))),
             Err(e) => Err(sdk_error("storing a tenant", &e)),
         }
     }

@@ -18,18 +18,18 @@
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
-use super::{classify_code, sdk_error};
+use super::handles::{condition_failed, item, key, s};
+use super::{DynamoTable, classify_code, sdk_error};
 use pixpress_app::limits::{DYNAMODB_MAX_ITEM_BYTES, dynamodb_item_size, transaction_chunks};
 use pixpress_app::ports::{
     Created, OutputLedger, PortError, RequestControl, RequestIntake, RequestReader, RowLedger,
     RowPage, RowRecorded, Transition,
 };
-use pixpress_app::retry::{RetryPolicy, retry};
+use pixpress_app::retry::retry;
 use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
 use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
 use pixpress_domain::model::{
@@ -43,14 +43,18 @@ use pixpress_domain::storage_keys::{
 /// The DynamoDB repository. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DynamoRequestRepository {
-    client: Client,
-    table: String,
-    retry: RetryPolicy,
+    table: DynamoTable,
     retention: Option<chrono::Duration>,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
+impl From<DynamoTable> for DynamoRequestRepository {
+    /// A repository on `table` that keeps every item (no `expires_at`).
+    fn from(table: DynamoTable) -> Self {
+        Self {
+            table,
+            retention: None,
+        }
+    }
 }
 
 fn n(v: u64) -> AttributeValue {
@@ -64,10 +68,6 @@ fn status(v: RequestStatus) -> AttributeValue {
 fn encode<T: serde::Serialize>(value: &T) -> Result<AttributeValue, PortError> {
     serde_dynamo::to_attribute_value(value)
         .map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
-}
-
-fn item<T: serde::Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, PortError> {
-    serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
 }
 
 /// The item of `value` once its size passes DynamoDB's 400 KB, with that size.
@@ -84,10 +84,6 @@ fn sized_item<T: serde::Serialize>(
         )));
     }
     Ok((item(value)?, size))
-}
-
-fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
-    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
 /// The per-action reasons of a cancelled transaction (`CancellationReasons`, in action order).
@@ -157,23 +153,6 @@ fn cancellation(error: &TransactWriteItemsError) -> Option<Cancelled> {
 }
 
 impl DynamoRequestRepository {
-    /// A repository on `table`.
-    #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::from_client(Client::new(sdk), table)
-    }
-
-    /// A repository on `table` through `client` (tests pass a mocked client).
-    #[must_use]
-    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retry: RetryPolicy::STORAGE,
-            retention: None,
-        }
-    }
-
     /// The same repository writing each new item of a request with `expires_at` = its creation
     /// time + `retention` (Unix seconds), the table's TTL attribute: DynamoDB deletes expired
     /// items, typically within a few days of the time ("Using time to live (TTL) in DynamoDB",
@@ -189,17 +168,10 @@ impl DynamoRequestRepository {
         self.retention.map(|r| (created_at + r).timestamp())
     }
 
-    /// The same repository with another in-process retry policy.
+    /// The table this repository is on.
     #[must_use]
-    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// The underlying client (tests create tables with it).
-    #[must_use]
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn table(&self) -> &DynamoTable {
+        &self.table
     }
 
     fn meta_key(request_id: &str) -> HashMap<String, AttributeValue> {
@@ -214,6 +186,7 @@ impl DynamoRequestRepository {
         context: &str,
     ) -> Result<Result<(), Cancelled>, PortError> {
         match self
+            .table
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
@@ -240,11 +213,10 @@ impl DynamoRequestRepository {
         values: Vec<(&str, AttributeValue)>,
         context: &str,
     ) -> Result<bool, PortError> {
-        retry(&self.retry, context, || async {
+        retry(&self.table.retry, context, || async {
             let mut request = self
-                .client
+                .table
                 .update_item()
-                .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .update_expression(update)
                 .condition_expression(condition);
@@ -256,12 +228,7 @@ impl DynamoRequestRepository {
             }
             match request.send().await {
                 Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
+                Err(e) if condition_failed(&e) => Ok(false),
                 Err(e) => Err(sdk_error(context, &e)),
             }
         })
@@ -285,7 +252,7 @@ impl DynamoRequestRepository {
                     .iter()
                     .map(|&i| {
                         Put::builder()
-                            .table_name(&self.table)
+                            .table_name(&self.table.target)
                             .set_item(Some(items[i].0.clone()))
                             .condition_expression("attribute_not_exists(sk)")
                             .build()
@@ -317,11 +284,11 @@ impl DynamoRequestRepository {
                     return Err(error);
                 }
                 attempt += 1;
-                if attempt >= self.retry.attempts {
+                if attempt >= self.table.retry.attempts {
                     return Err(error);
                 }
                 tracing::debug!(context, attempt, %error, "transaction cancelled; retrying");
-                tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+                tokio::time::sleep(self.table.retry.delay(attempt - 1)).await;
             }
         }
         Ok(())
@@ -330,10 +297,9 @@ impl DynamoRequestRepository {
     /// The request item as stored, and the request's counters (summed over the counter shards
     /// while it runs).
     async fn read(&self, request_id: &str) -> Result<Option<(MetaItem, Counters)>, PortError> {
-        let out = retry(&self.retry, "reading the request", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading the request", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .consistent_read(true)
                 .send()
@@ -357,10 +323,9 @@ impl DynamoRequestRepository {
 
     /// Every counter shard item of a request (one consistent `Query`; 32 small items).
     async fn read_shards(&self, request_id: &str) -> Result<Vec<CounterItem>, PortError> {
-        let out = retry(&self.retry, "reading counter shards", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading counter shards", || async {
+            self.table
                 .query()
-                .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", s(request_pk(request_id)))
                 .expression_attribute_values(":prefix", s(COUNTER_SK_PREFIX))
@@ -385,10 +350,9 @@ impl DynamoRequestRepository {
     /// `true` when row `row_index` of `request_id` exists (one strongly consistent read of its
     /// key).
     async fn row_exists(&self, request_id: &str, row_index: u32) -> Result<bool, PortError> {
-        let out = retry(&self.retry, "reading a row", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading a row", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
                 .projection_expression("sk")
                 .consistent_read(true)
@@ -401,10 +365,9 @@ impl DynamoRequestRepository {
     }
 
     async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        let out = retry(&self.retry, "reading a counter shard", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading a counter shard", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
                 .consistent_read(true)
                 .send()
@@ -424,11 +387,10 @@ impl DynamoRequestRepository {
         }
         // Added only if missing: a redelivered row of a done shard writes nothing (and so
         // never races another writer of the request item), it reads the set instead.
-        let added = retry(&self.retry, "adding a done shard", || async {
+        let added = retry(&self.table.retry, "adding a done shard", || async {
             match self
-                .client
+                .table
                 .update_item()
-                .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .update_expression("ADD done_shards :shard")
                 .condition_expression("attribute_exists(pk) AND NOT contains(done_shards, :number)")
@@ -439,12 +401,7 @@ impl DynamoRequestRepository {
                 .await
             {
                 Ok(out) => Ok(out.attributes),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(None)
-                }
+                Err(e) if condition_failed(&e) => Ok(None),
                 Err(e) => Err(sdk_error("adding a done shard", &e)),
             }
         })
@@ -452,10 +409,9 @@ impl DynamoRequestRepository {
         let attributes = match added {
             Some(attributes) => Some(attributes),
             None => {
-                retry(&self.retry, "reading the done shards", || async {
-                    self.client
+                retry(&self.table.retry, "reading the done shards", || async {
+                    self.table
                         .get_item()
-                        .table_name(&self.table)
                         .set_key(Some(Self::meta_key(request_id)))
                         .projection_expression("done_shards")
                         .consistent_read(true)
@@ -513,23 +469,17 @@ impl RequestIntake for DynamoRequestRepository {
         self.put_new(items, "writing rows").await?;
         let (meta_item, _) =
             sized_item(&MetaItem::new(meta.clone(), expires_at), "the request item")?;
-        let put = retry(&self.retry, "writing the request", || async {
+        let put = retry(&self.table.retry, "writing the request", || async {
             match self
-                .client
+                .table
                 .put_item()
-                .table_name(&self.table)
                 .set_item(Some(meta_item.clone()))
                 .condition_expression("attribute_not_exists(pk)")
                 .send()
                 .await
             {
                 Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
+                Err(e) if condition_failed(&e) => Ok(false),
                 Err(e) => Err(sdk_error("writing the request", &e)),
             }
         })
@@ -565,11 +515,10 @@ impl RequestIntake for DynamoRequestRepository {
             .collect::<Result<Vec<_>, _>>()?;
         futures::stream::iter(items)
             .map(|item| async move {
-                retry(&self.retry, "writing a row", || async {
+                retry(&self.table.retry, "writing a row", || async {
                     match self
-                        .client
+                        .table
                         .put_item()
-                        .table_name(&self.table)
                         .set_item(Some(item.clone()))
                         .condition_expression("attribute_not_exists(pk)")
                         .send()
@@ -577,12 +526,7 @@ impl RequestIntake for DynamoRequestRepository {
                     {
                         Ok(_) => Ok(()),
                         // Written before (a replayed chunk), perhaps recorded since: kept.
-                        Err(e)
-                            if e.as_service_error()
-                                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                        {
-                            Ok(())
-                        }
+                        Err(e) if condition_failed(&e) => Ok(()),
                         Err(e) => Err(sdk_error("writing a row", &e)),
                     }
                 })
@@ -672,10 +616,9 @@ impl RequestReader for DynamoRequestRepository {
         loop {
             let page_limit = i32::try_from(limit + 1 - rows.len() as u32).unwrap_or(i32::MAX);
             let from = exclusive_start.take();
-            let out = retry(&self.retry, "reading rows", || async {
-                self.client
+            let out = retry(&self.table.retry, "reading rows", || async {
+                self.table
                     .query()
-                    .table_name(&self.table)
                     .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                     .expression_attribute_values(":pk", s(request_pk(request_id)))
                     .expression_attribute_values(":from", s(row_sk(start)))
@@ -731,9 +674,9 @@ impl RowLedger for DynamoRequestRepository {
                 "row {row_index}: the image outcomes are {outcomes_size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
             )));
         }
-        let recorded = retry(&self.retry, "recording the row outcome", || async {
+        let recorded = retry(&self.table.retry, "recording the row outcome", || async {
             let row_update = Update::builder()
-                .table_name(&self.table)
+                .table_name(&self.table.target)
                 .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
                 .update_expression("SET #state = :done, images = :images REMOVE progress")
                 .condition_expression("#state = :pending")
@@ -746,7 +689,7 @@ impl RowLedger for DynamoRequestRepository {
             // The same tally the embedded repository applies, added atomically with `ADD` to
             // the row's counter shard (not the request item: no hot item).
             let shard_update = Update::builder()
-                .table_name(&self.table)
+                .table_name(&self.table.target)
                 .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
                 .update_expression(
                     "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
@@ -795,11 +738,10 @@ impl RowLedger for DynamoRequestRepository {
         progress: &[ImageProgress],
     ) -> Result<(), PortError> {
         let encoded = encode(&progress)?;
-        retry(&self.retry, "saving row progress", || async {
+        retry(&self.table.retry, "saving row progress", || async {
             let out = self
-                .client
+                .table
                 .update_item()
-                .table_name(&self.table)
                 .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
                 .update_expression("SET progress = :progress")
                 .condition_expression("#state = :pending")
@@ -811,12 +753,7 @@ impl RowLedger for DynamoRequestRepository {
             match out {
                 Ok(_) => Ok(()),
                 // Recorded meanwhile: its progress no longer matters.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(())
-                }
+                Err(e) if condition_failed(&e) => Ok(()),
                 Err(e) => Err(sdk_error("saving row progress", &e)),
             }
         })
@@ -868,10 +805,9 @@ impl RowLedger for DynamoRequestRepository {
     }
 
     async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {
-        let item = retry(&self.retry, "reading the cancellation", || async {
-            self.client
+        let item = retry(&self.table.retry, "reading the cancellation", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .projection_expression("cancel_requested_at, #status")
                 .expression_attribute_names("#status", "status")
@@ -907,10 +843,9 @@ impl OutputLedger for DynamoRequestRepository {
     }
 
     async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
-        let out = retry(&self.retry, "reading the request", || async {
-            self.client
+        let out = retry(&self.table.retry, "reading the request", || async {
+            self.table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(Self::meta_key(request_id)))
                 .projection_expression("output_progress")
                 .consistent_read(true)

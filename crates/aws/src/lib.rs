@@ -8,6 +8,7 @@
 
 mod api_keys;
 mod dynamo;
+mod handles;
 pub mod lambda;
 mod origin_slots;
 mod s3;
@@ -17,6 +18,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 pub use api_keys::DynamoKeyStore;
 pub use dynamo::DynamoRequestRepository;
+pub use handles::{DynamoTable, Handle, SdkClient, SqsQueue};
 pub use origin_slots::DynamoOriginSlots;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
@@ -74,7 +76,7 @@ pub fn repository_from_lookup(
         },
     };
     Ok(
-        DynamoRequestRepository::new(sdk, required(&lookup, vars::TABLE_NAME)?)
+        DynamoRequestRepository::from(DynamoTable::new(sdk, required(&lookup, vars::TABLE_NAME)?))
             .with_retention(retention),
     )
 }
@@ -84,10 +86,10 @@ pub fn repository_from_lookup(
 /// # Errors
 /// When `TABLE_NAME` is unset or empty.
 pub fn key_store_from_env(sdk: &aws_config::SdkConfig) -> Result<DynamoKeyStore, ConfigError> {
-    Ok(DynamoKeyStore::new(
+    Ok(DynamoKeyStore::from(DynamoTable::new(
         sdk,
         required(&|name: &str| std::env::var(name).ok(), vars::TABLE_NAME)?,
-    ))
+    )))
 }
 
 /// The webhooks queue named by `WEBHOOKS_QUEUE_URL`, or `None` when it is unset or empty
@@ -102,7 +104,7 @@ fn optional_queue_from_env(sdk: &aws_config::SdkConfig, name: &str) -> Option<Sq
     std::env::var(name)
         .ok()
         .filter(|url| !url.trim().is_empty())
-        .map(|url| SqsRowQueue::new(sdk, url))
+        .map(|url| SqsRowQueue::from(SqsQueue::new(sdk, url)))
 }
 
 /// The ingest queue named by `INGEST_QUEUE_URL`, if set (deployments; chunk jobs of large
@@ -120,10 +122,10 @@ pub fn queue_from_lookup(
     sdk: &aws_config::SdkConfig,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<SqsRowQueue, ConfigError> {
-    Ok(SqsRowQueue::new(
+    Ok(SqsRowQueue::from(SqsQueue::new(
         sdk,
         required(&lookup, vars::ROWS_QUEUE_URL)?,
-    ))
+    )))
 }
 
 /// The data bucket named by `BUCKET_NAME`, published under `PUBLIC_BASE_URL`, path-style with
@@ -151,10 +153,10 @@ pub fn origin_slots_from_env(
     sdk: &aws_config::SdkConfig,
 ) -> Result<DynamoOriginSlots, ConfigError> {
     let lookup = |name: &str| std::env::var(name).ok();
-    Ok(DynamoOriginSlots::new(
+    Ok(DynamoOriginSlots::from(DynamoTable::new(
         sdk,
         required(&lookup, vars::TABLE_NAME)?,
-    ))
+    )))
 }
 
 /// [`repository_from_lookup`] on the process environment.

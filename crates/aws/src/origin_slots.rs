@@ -15,17 +15,15 @@
 //! controller wants more slots (a few times while it learns the host), once per half lease
 //! when it holds slots longer, and when it gives them back.
 
-use std::collections::HashMap;
-
 use anyhow::anyhow;
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::sdk_error;
+use super::handles::{condition_failed, key};
+use super::{DynamoTable, sdk_error};
 use pixpress_app::ports::{OriginSlots, PortError};
-use pixpress_app::retry::{RetryPolicy, retry};
+use pixpress_app::retry::retry;
 use pixpress_domain::origin_slots::{LeaseRequest, OriginLease, OriginSlotsRecord};
 
 const PK_PREFIX: &str = "ORIGIN#";
@@ -34,9 +32,13 @@ const SK: &str = "SLOTS";
 /// Host records in DynamoDB. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DynamoOriginSlots {
-    client: Client,
-    table: String,
-    retry: RetryPolicy,
+    table: DynamoTable,
+}
+
+impl From<DynamoTable> for DynamoOriginSlots {
+    fn from(table: DynamoTable) -> Self {
+        Self { table }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,29 +51,6 @@ struct SlotsItem {
 }
 
 impl DynamoOriginSlots {
-    /// Records in `table` (the requests table) through `client`.
-    #[must_use]
-    pub fn from_client(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            retry: RetryPolicy::STORAGE,
-        }
-    }
-
-    /// The same records with another in-process retry policy (tests use a fast one).
-    #[must_use]
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Records in `table` with the SDK configuration `sdk`.
-    #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::from_client(Client::new(sdk), table)
-    }
-
     /// One read-modify-write of `host`'s record.
     async fn update<T>(
         &self,
@@ -79,15 +58,11 @@ impl DynamoOriginSlots {
         change: impl Fn(&mut OriginSlotsRecord) -> (T, bool),
     ) -> Result<T, PortError> {
         let pk = format!("{PK_PREFIX}{host}");
-        let key = HashMap::from([
-            ("pk".to_owned(), AttributeValue::S(pk.clone())),
-            ("sk".to_owned(), AttributeValue::S(SK.to_owned())),
-        ]);
-        retry(&self.retry, "leasing download slots", || async {
+        let key = key(pk.clone(), SK);
+        retry(&self.table.retry, "leasing download slots", || async {
             let read = self
-                .client
+                .table
                 .get_item()
-                .table_name(&self.table)
                 .set_key(Some(key.clone()))
                 .consistent_read(true)
                 .send()
@@ -114,11 +89,7 @@ impl DynamoOriginSlots {
                 record,
             })
             .map_err(|e| PortError::Unexpected(anyhow!("origin slots encoding: {e}")))?;
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item));
+            let put = self.table.put_item().set_item(Some(item));
             let put = if exists {
                 put.condition_expression("version = :v")
                     .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
@@ -127,14 +98,9 @@ impl DynamoOriginSlots {
             };
             match put.send().await {
                 Ok(_) => Ok(value),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Err(PortError::Conflict(format!(
-                        "another holder changed the slots of {host}"
-                    )))
-                }
+                Err(e) if condition_failed(&e) => Err(PortError::Conflict(format!(
+                    "another holder changed the slots of {host}"
+                ))),
                 Err(e) => Err(sdk_error("writing an origin's slots", &e)),
             }
         })

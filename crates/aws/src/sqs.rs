@@ -4,60 +4,33 @@
 //! jittered backoff ([`pixpress_app::retry`]).
 
 use anyhow::anyhow;
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use super::{classify_code, sdk_error};
+use super::{SqsQueue, classify_code, sdk_error};
 use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
     ChunkQueue, PortError, RowQueue, SQS_MAX_DELAY_AFTER_RECEIVE, WebhookQueue, chunk_bodies,
     message_bodies,
 };
-use pixpress_app::retry::RetryPolicy;
 use pixpress_domain::model::{ChunkJob, RowJob, WebhookJob};
 
 /// The SQS queue of row jobs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqsRowQueue {
-    client: Client,
-    queue_url: String,
-    retry: RetryPolicy,
+    queue: SqsQueue,
+}
+
+impl From<SqsQueue> for SqsRowQueue {
+    fn from(queue: SqsQueue) -> Self {
+        Self { queue }
+    }
 }
 
 impl SqsRowQueue {
-    /// A queue at `queue_url`.
+    /// The queue this sends to.
     #[must_use]
-    pub fn new(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self::from_client(Client::new(sdk), queue_url)
-    }
-
-    /// A queue at `queue_url` through `client` (tests pass a mocked client).
-    #[must_use]
-    pub fn from_client(client: Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
-            retry: RetryPolicy::STORAGE,
-        }
-    }
-
-    /// The same queue with another in-process retry policy.
-    #[must_use]
-    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// The underlying client.
-    #[must_use]
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The queue URL.
-    #[must_use]
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
+    pub fn queue(&self) -> &SqsQueue {
+        &self.queue
     }
 
     /// Sends `bodies` (one batch within SQS's limits). Entries the batch reports failed on
@@ -79,9 +52,10 @@ impl SqsRowQueue {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
+                .queue
                 .client
                 .send_message_batch()
-                .queue_url(&self.queue_url)
+                .queue_url(&self.queue.target)
                 .set_entries(Some(entries))
                 .send()
                 .await;
@@ -126,11 +100,11 @@ impl SqsRowQueue {
                 }
             };
             attempt += 1;
-            if attempt >= self.retry.attempts {
+            if attempt >= self.queue.retry.attempts {
                 return Err(error);
             }
             tracing::debug!(attempt, %error, "re-sending row messages");
-            tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+            tokio::time::sleep(self.queue.retry.delay(attempt - 1)).await;
         }
     }
 }
@@ -160,9 +134,10 @@ impl SqsRowQueue {
         what: &str,
     ) -> Result<(), PortError> {
         let seconds = delay.min(SQS_MAX_DELAY_AFTER_RECEIVE).as_secs();
-        self.client
+        self.queue
+            .client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(&self.queue.target)
             .receipt_handle(receipt_handle)
             .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
             .send()

@@ -25,7 +25,9 @@ use bytes::Bytes;
 use chrono::Utc;
 use pixpress_app::ports::{Created, ObjectStore, OriginSlots, PortError, RowQueue, RowRecorded};
 use pixpress_app::retry::RetryPolicy;
-use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
+use pixpress_aws::{
+    DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore, SqsQueue, SqsRowQueue,
+};
 use pixpress_domain::model::{
     Counters, ImageOutcome, OutputSpec, RequestMeta, RowJob, RowRecord, RowState,
 };
@@ -115,7 +117,7 @@ fn repository(transact: &Rule) -> DynamoRequestRepository {
         [transact, &shard, &add_shard],
         |c| c.retry_config(RetryConfig::disabled())
     );
-    DynamoRequestRepository::from_client(client, "requests").with_retry(FAST)
+    DynamoRequestRepository::from(DynamoTable::from_client(client, "requests").with_retry(FAST))
 }
 
 async fn record(repo: &DynamoRequestRepository) -> Result<RowRecorded, PortError> {
@@ -196,7 +198,9 @@ async fn a_row_that_does_not_exist_is_an_error_not_already_recorded() {
         [&transact, &no_row],
         |c| c.retry_config(RetryConfig::disabled())
     );
-    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let repo = DynamoRequestRepository::from(
+        DynamoTable::from_client(client, "requests").with_retry(FAST),
+    );
     let err = record(&repo).await.unwrap_err();
     assert!(
         matches!(&err, PortError::Unexpected(e) if e.to_string().contains("row 0 of request r does not exist")),
@@ -282,7 +286,9 @@ fn creating(transact: Rule) -> (DynamoRequestRepository, Arc<Mutex<Vec<usize>>>,
         |c| c.retry_config(RetryConfig::disabled())
     );
     (
-        DynamoRequestRepository::from_client(client, "requests").with_retry(FAST),
+        DynamoRequestRepository::from(
+            DynamoTable::from_client(client, "requests").with_retry(FAST),
+        ),
         sizes,
         transact,
         put_meta,
@@ -362,7 +368,9 @@ async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry
         [&put, &transact],
         |c| c.retry_config(RetryConfig::disabled())
     );
-    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let repo = DynamoRequestRepository::from(
+        DynamoTable::from_client(client, "requests").with_retry(FAST),
+    );
     repo.put_rows("r", &rows(5)).await.unwrap();
     // One answer says the row exists (kept, not an error), two are throttling (retried),
     // four are writes: five rows, seven calls.
@@ -379,7 +387,9 @@ async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry
         .build();
     let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied], |c| c
         .retry_config(RetryConfig::disabled()));
-    let repo = DynamoRequestRepository::from_client(client, "requests").with_retry(FAST);
+    let repo = DynamoRequestRepository::from(
+        DynamoTable::from_client(client, "requests").with_retry(FAST),
+    );
     let err = repo.put_rows("r", &rows(3)).await.unwrap_err();
     assert!(matches!(err, PortError::Denied(_)), "{err}");
 }
@@ -493,7 +503,9 @@ async fn send_message_batch_entries_that_failed_on_the_service_side_are_sent_aga
             .unwrap()
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch]);
-    let queue = SqsRowQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST);
+    let queue = SqsRowQueue::from(
+        SqsQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST),
+    );
     queue.enqueue(&[job(0), job(1), job(2)]).await.unwrap();
     assert_eq!(
         *entries.lock().unwrap(),
@@ -515,7 +527,9 @@ async fn send_message_batch_entries_that_failed_on_the_service_side_are_sent_aga
             .unwrap()
     });
     let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch]);
-    let queue = SqsRowQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST);
+    let queue = SqsRowQueue::from(
+        SqsQueue::from_client(client, "https://sqs.example/rows").with_retry(FAST),
+    );
     let err = queue.enqueue(&[job(0)]).await.unwrap_err();
     assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
     assert_eq!(batch.num_calls(), 1);
@@ -559,9 +573,10 @@ async fn with_a_retention_every_item_of_a_new_request_expires_together() {
             [&transact, &put, &missing, &no_shards],
             |c| c.retry_config(RetryConfig::disabled())
         );
-        let repo = DynamoRequestRepository::from_client(client, "requests")
-            .with_retry(FAST)
-            .with_retention(retention);
+        let repo = DynamoRequestRepository::from(
+            DynamoTable::from_client(client, "requests").with_retry(FAST),
+        )
+        .with_retention(retention);
         let meta = meta(3);
         repo.create_request(&meta, &rows(3)).await.unwrap();
         // A catalogue's chunk rows, written later.
@@ -624,7 +639,8 @@ async fn a_lease_that_loses_a_race_is_recomputed_from_a_fresh_read_not_written_o
         .build();
     let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &put], |c| c
         .retry_config(RetryConfig::disabled()));
-    let slots = DynamoOriginSlots::from_client(client, "requests").with_retry(FAST);
+    let slots =
+        DynamoOriginSlots::from(DynamoTable::from_client(client, "requests").with_retry(FAST));
     let lease = slots
         .lease(
             "img.example.com",

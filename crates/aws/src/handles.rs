@@ -1,0 +1,148 @@
+//! The handles every DynamoDB and SQS adapter is built on — a client, what it addresses (a
+//! table name, a queue URL) and the in-process retry policy of its calls — and the item
+//! helpers the DynamoDB adapters share. Each adapter is `From` its handle, so building one is
+//! the same everywhere: `DynamoKeyStore::from(DynamoTable::new(&sdk, "requests"))`.
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use aws_sdk_dynamodb::Client as DynamoClient;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::{
+    get_item::builders::GetItemFluentBuilder, put_item::builders::PutItemFluentBuilder,
+    query::builders::QueryFluentBuilder, scan::builders::ScanFluentBuilder,
+    update_item::builders::UpdateItemFluentBuilder,
+};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::Client as SqsClient;
+use pixpress_app::ports::PortError;
+use pixpress_app::retry::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+/// An SDK client made from the shared SDK configuration.
+pub trait SdkClient: Clone + std::fmt::Debug {
+    /// The client for `sdk`.
+    fn from_sdk(sdk: &aws_config::SdkConfig) -> Self;
+}
+
+impl SdkClient for DynamoClient {
+    fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(sdk)
+    }
+}
+
+impl SdkClient for SqsClient {
+    fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(sdk)
+    }
+}
+
+/// One AWS resource through one client: `C` the client, `target` what it addresses (a table
+/// name, a queue URL). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle<C> {
+    pub(crate) client: C,
+    pub(crate) target: String,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// One DynamoDB table (`target` = its name).
+pub type DynamoTable = Handle<DynamoClient>;
+
+/// One SQS queue (`target` = its URL).
+pub type SqsQueue = Handle<SqsClient>;
+
+impl<C: SdkClient> Handle<C> {
+    /// `target` with the SDK configuration `sdk`, calls retried by [`RetryPolicy::STORAGE`].
+    #[must_use]
+    pub fn new(sdk: &aws_config::SdkConfig, target: impl Into<String>) -> Self {
+        Self::from_client(C::from_sdk(sdk), target)
+    }
+
+    /// `target` through `client` (tests pass a mocked client).
+    #[must_use]
+    pub fn from_client(client: C, target: impl Into<String>) -> Self {
+        Self {
+            client,
+            target: target.into(),
+            retry: RetryPolicy::STORAGE,
+        }
+    }
+
+    /// The same handle with another in-process retry policy (tests use a fast one).
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The underlying client (the emulator runner creates tables and queues with it).
+    #[must_use]
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// What the handle addresses: a table name, a queue URL.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl DynamoTable {
+    /// A `GetItem` on this table.
+    pub(crate) fn get_item(&self) -> GetItemFluentBuilder {
+        self.client.get_item().table_name(&self.target)
+    }
+
+    /// A `PutItem` on this table.
+    pub(crate) fn put_item(&self) -> PutItemFluentBuilder {
+        self.client.put_item().table_name(&self.target)
+    }
+
+    /// An `UpdateItem` on this table.
+    pub(crate) fn update_item(&self) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.target)
+    }
+
+    /// A `Query` on this table.
+    pub(crate) fn query(&self) -> QueryFluentBuilder {
+        self.client.query().table_name(&self.target)
+    }
+
+    /// A `Scan` of this table.
+    pub(crate) fn scan(&self) -> ScanFluentBuilder {
+        self.client.scan().table_name(&self.target)
+    }
+}
+
+/// A string attribute.
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// The primary key `pk`, `sk` of an item.
+pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// `value` as a DynamoDB item.
+pub(crate) fn item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, PortError> {
+    serde_dynamo::to_item(value).map_err(|e| PortError::Unexpected(anyhow!("item encoding: {e}")))
+}
+
+/// A DynamoDB item as a `T`; a malformed item (named `what`) is an unexpected error.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    item: HashMap<String, AttributeValue>,
+    what: &str,
+) -> Result<T, PortError> {
+    serde_dynamo::from_item(item)
+        .map_err(|e| PortError::Unexpected(anyhow!("malformed {what}: {e}")))
+}
+
+/// `true` when a write failed because its condition expression did not hold
+/// (`ConditionalCheckFailedException`): a lost race or an item already written, which callers
+/// answer themselves rather than retry.
+pub(crate) fn condition_failed(error: &impl ProvideErrorMetadata) -> bool {
+    error.code() == Some("ConditionalCheckFailedException")
+}

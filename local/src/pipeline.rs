@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
@@ -717,22 +718,9 @@ impl<B: PumpBackend> Pipeline<B> {
             // after the visibility timeout.
             return Ok(true);
         }
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        for message in messages {
-            if !failed.contains(&message.message_id.as_str())
-                && let Err(e) = self
-                    .backend
-                    .delete_from(QueueName::Rows, &message.receipt_handle)
-                    .await
-            {
-                // The message comes back and finds its row recorded.
-                tracing::info!(error = %e, "deleting a row message failed; it will be redelivered");
-            }
-        }
+        // A message whose deletion fails comes back and finds its row recorded.
+        self.delete_succeeded(QueueName::Rows, messages, &response)
+            .await;
         Ok(false)
     }
 
@@ -745,6 +733,20 @@ impl<B: PumpBackend> Pipeline<B> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("row-dead-letter: {e}"))?;
+        self.delete_succeeded(QueueName::DeadLetters, messages, &response)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes from `queue` the `messages` that `response` does not name as batch item
+    /// failures, as the Lambda event source mapping does after an invocation returns; a
+    /// message whose deletion fails is logged and comes back after its visibility timeout.
+    async fn delete_succeeded(
+        &self,
+        queue: QueueName,
+        messages: &[ReceivedMessage],
+        response: &SqsBatchResponse,
+    ) {
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -754,13 +756,12 @@ impl<B: PumpBackend> Pipeline<B> {
             if !failed.contains(&message.message_id.as_str())
                 && let Err(e) = self
                     .backend
-                    .delete_from(QueueName::DeadLetters, &message.receipt_handle)
+                    .delete_from(queue, &message.receipt_handle)
                     .await
             {
-                tracing::info!(error = %e, "deleting a dead-letter message failed; it will be redelivered");
+                tracing::info!(error = %e, ?queue, "deleting a message failed; it will be redelivered");
             }
         }
-        Ok(())
     }
 
     /// Delivers `changes` that pass the stream filter to `completion-notifier`, retrying a

@@ -710,6 +710,21 @@ pub fn progress_line(document: &Value) -> String {
     )
 }
 
+/// The `  bytes: … in → … out (…% of input)` line of a status or run summary, or nothing
+/// before a byte was downloaded.
+#[must_use]
+pub fn bytes_line(bytes_in: u64, bytes_out: u64) -> String {
+    if bytes_in == 0 {
+        return String::new();
+    }
+    format!(
+        "  bytes: {} in → {} out ({:.1}% of input)\n",
+        human_bytes(bytes_in),
+        human_bytes(bytes_out),
+        bytes_out as f64 * 100.0 / bytes_in as f64
+    )
+}
+
 /// `1.23 MB` (decimal units).
 #[must_use]
 pub fn human_bytes(bytes: u64) -> String {
@@ -739,14 +754,7 @@ pub fn status_text(document: &Value) -> String {
         p.images_failed,
         p.images_total,
     );
-    if p.bytes_in > 0 {
-        text.push_str(&format!(
-            "  bytes: {} in → {} out ({:.1}% of input)\n",
-            human_bytes(p.bytes_in),
-            human_bytes(p.bytes_out),
-            p.bytes_out as f64 * 100.0 / p.bytes_in as f64
-        ));
-    }
+    text.push_str(&bytes_line(p.bytes_in, p.bytes_out));
     if let Some(failure) = document["failure"].as_object() {
         text.push_str(&format!(
             "  failure: [{}] {}\n",

@@ -101,32 +101,22 @@ where
                 .await
                 .map_err(handler_error)
         }
-        "row-worker" => {
-            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let response =
-                pixpress_row_worker::handle(&apps.worker, LambdaEvent::new(event, context()))
-                    .await
-                    .map_err(handler_error)?;
-            Ok(serde_json::to_value(response)?)
-        }
-        "row-dead-letter" => {
-            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let response = pixpress_row_dead_letter::handle(
-                &apps.dead_letter,
-                LambdaEvent::new(event, context()),
-            )
-            .await
-            .map_err(handler_error)?;
-            Ok(serde_json::to_value(response)?)
-        }
-        "webhook-sender" => {
-            let event: SqsEvent = serde_json::from_str(event).context("parsing the SQS event")?;
-            let response =
-                pixpress_webhook_sender::handle(&apps.sender, LambdaEvent::new(event, context()))
-                    .await
-                    .map_err(handler_error)?;
-            Ok(serde_json::to_value(response)?)
-        }
+        // The SQS-triggered functions: each answers a partial batch response.
+        "row-worker" => Ok(serde_json::to_value(
+            pixpress_row_worker::handle(&apps.worker, sqs_event(event)?)
+                .await
+                .map_err(handler_error)?,
+        )?),
+        "row-dead-letter" => Ok(serde_json::to_value(
+            pixpress_row_dead_letter::handle(&apps.dead_letter, sqs_event(event)?)
+                .await
+                .map_err(handler_error)?,
+        )?),
+        "webhook-sender" => Ok(serde_json::to_value(
+            pixpress_webhook_sender::handle(&apps.sender, sqs_event(event)?)
+                .await
+                .map_err(handler_error)?,
+        )?),
         "completion-notifier" => {
             let event: dynamodb::Event =
                 serde_json::from_str(event).context("parsing the DynamoDB stream event")?;
@@ -144,6 +134,12 @@ where
             LOGICAL_NAMES.map(|(logical, _)| logical).join(", ")
         ),
     }
+}
+
+/// An SQS event from its JSON `text`, as the event source mapping delivers it.
+fn sqs_event(text: &str) -> anyhow::Result<LambdaEvent<SqsEvent>> {
+    let event: SqsEvent = serde_json::from_str(text).context("parsing the SQS event")?;
+    Ok(LambdaEvent::new(event, context()))
 }
 
 /// What [`seed`] put in place for an event.

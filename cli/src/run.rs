@@ -402,10 +402,6 @@ async fn finish_run<B: PumpBackend>(
     })))
 }
 
-fn megabytes(bytes: u64) -> f64 {
-    bytes as f64 / 1_000_000.0
-}
-
 /// A human summary of a finished run.
 #[must_use]
 pub fn summary(report: &RunReport) -> String {
@@ -425,14 +421,7 @@ pub fn summary(report: &RunReport) -> String {
     for (code, count) in &report.failures_by_code {
         text.push_str(&format!("    {code}: {count}\n"));
     }
-    if c.bytes_in > 0 {
-        text.push_str(&format!(
-            "  bytes: {:.2} MB in → {:.2} MB out ({:.1}% of input)\n",
-            megabytes(c.bytes_in),
-            megabytes(c.bytes_out),
-            c.bytes_out as f64 * 100.0 / c.bytes_in as f64
-        ));
-    }
+    text.push_str(&crate::client::bytes_line(c.bytes_in, c.bytes_out));
     text.push_str(&format!(
         "  elapsed: {:.2} s\n",
         report.elapsed.as_secs_f64()

@@ -18,13 +18,8 @@ pub(crate) struct DownloadArgs {
 
 /// Runs `pixpress download`.
 pub(crate) async fn execute(args: DownloadArgs) -> anyhow::Result<ExitCode> {
-    let DownloadArgs {
-        request_id,
-        api,
-        out,
-    } = args;
-    let path = out.join("output.csv");
-    let bytes = api.client()?.download(&request_id, &path).await?;
+    let path = args.out.join("output.csv");
+    let bytes = args.api.client()?.download(&args.request_id, &path).await?;
     eprintln!("wrote {} ({bytes} bytes)", path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -15,8 +15,10 @@ mod webhook;
 
 use std::process::ExitCode;
 
+use pixpress_app::config::Config;
 use pixpress_cli::client::ApiClient;
 use pixpress_cli::faults::FaultSpec;
+use pixpress_fetch::NetworkPolicy;
 
 /// The commands.
 #[derive(Debug, clap::Subcommand)]
@@ -85,6 +87,19 @@ impl ApiArgs {
     fn client(&self) -> anyhow::Result<ApiClient> {
         ApiClient::new(&self.url, self.api_key.clone())
     }
+}
+
+/// The configuration from the environment; with `allow_loopback`, downloads and webhooks may
+/// reach loopback addresses ([`NetworkPolicy::local`]).
+///
+/// # Errors
+/// When a variable holds a value [`Config::from_env`] refuses.
+fn config_from_env(allow_loopback: bool) -> anyhow::Result<Config> {
+    let mut config = Config::from_env()?;
+    if allow_loopback {
+        config.fetch.policy = NetworkPolicy::local();
+    }
+    Ok(config)
 }
 
 fn parse_faults(text: &str) -> Result<FaultSpec, String> {

@@ -1,9 +1,8 @@
 //! `pixpress retry`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::wait::wait_and_download;
+use super::wait::{WaitArgs, wait_and_download};
 use super::*;
 
 #[derive(Debug, clap::Args)]
@@ -12,15 +11,8 @@ pub(crate) struct RetryArgs {
     request_id: String,
     #[command(flatten)]
     api: ApiArgs,
-    /// Wait until the retry is done, showing progress, then download its output.csv.
-    #[arg(long)]
-    wait: bool,
-    /// Where `--wait` writes output.csv.
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
-    /// Print JSON (the acceptance, or with --wait the whole final status document).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    waiting: WaitArgs,
 }
 
 /// Runs `pixpress retry`.
@@ -28,9 +20,7 @@ pub(crate) async fn execute(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let RetryArgs {
         request_id,
         api,
-        wait,
-        out,
-        json,
+        waiting: WaitArgs { wait, out, json },
     } = args;
     let client = api.client()?;
     let answer = client.retry(&request_id).await?;

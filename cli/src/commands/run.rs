@@ -3,13 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pixpress_app::config::Config;
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
 use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_file, summary};
 use pixpress_domain::webhook::WebhookSecret;
-use pixpress_fetch::NetworkPolicy;
 
 use super::*;
 
@@ -70,10 +68,7 @@ pub(crate) async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         emulator_prefix,
         faults,
     } = args;
-    let mut config = Config::from_env()?;
-    if allow_loopback {
-        config.fetch.policy = NetworkPolicy::local();
-    }
+    let mut config = config_from_env(allow_loopback)?;
     if let Some(secret) = webhook_secret {
         config.webhook_secret = Some(WebhookSecret::parse(&secret).map_err(anyhow::Error::msg)?);
     }

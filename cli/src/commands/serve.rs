@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pixpress_app::auth::KeyStore as _;
-use pixpress_app::config::Config;
 use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
 use pixpress_embedded::FileKeyStore;
-use pixpress_fetch::NetworkPolicy;
 use pixpress_local::AnyKeyStore;
+
+use super::config_from_env;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -36,10 +36,7 @@ pub(crate) async fn execute(args: ServeArgs) -> anyhow::Result<ExitCode> {
         allow_loopback,
         no_auth,
     } = args;
-    let mut config = Config::from_env()?;
-    if allow_loopback {
-        config.fetch.policy = NetworkPolicy::local();
-    }
+    let mut config = config_from_env(allow_loopback)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use pixpress_cli::client::{exit_code, status_text};
+use pixpress_cli::client::exit_code;
 
+use super::wait::print_status;
 use super::*;
 
 #[derive(Debug, clap::Args)]
@@ -19,17 +20,8 @@ pub(crate) struct StatusArgs {
 
 /// Runs `pixpress status`.
 pub(crate) async fn execute(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let StatusArgs {
-        request_id,
-        api,
-        json,
-    } = args;
-    let document = api.client()?.status_document(&request_id).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
-    } else {
-        print!("{}", status_text(&document));
-    }
+    let document = args.api.client()?.status_document(&args.request_id).await?;
+    print_status(&document, args.json)?;
     Ok(ExitCode::from(exit_code(
         document["status"].as_str().unwrap_or_default(),
     )))

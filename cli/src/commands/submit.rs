@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
 use pixpress_cli::run::rejection_text;
 
-use super::wait::wait_and_download;
+use super::wait::{WaitArgs, wait_and_download};
 use super::*;
 
 #[derive(Debug, clap::Args)]
@@ -25,15 +25,8 @@ pub(crate) struct SubmitArgs {
     /// Scale images down so the longest side is at most this many pixels.
     #[arg(long)]
     max_dimension: Option<u32>,
-    /// Wait until the request is done, showing progress, then download output.csv.
-    #[arg(long)]
-    wait: bool,
-    /// Where `--wait` writes output.csv.
-    #[arg(long, default_value = ".")]
-    out: PathBuf,
-    /// Print JSON (the acceptance, or with --wait the whole final status document).
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    waiting: WaitArgs,
 }
 
 /// Runs `pixpress submit`.
@@ -44,9 +37,7 @@ pub(crate) async fn execute(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         webhook,
         quality,
         max_dimension,
-        wait,
-        out,
-        json,
+        waiting: WaitArgs { wait, out, json },
     } = args;
     let options = SubmitOptions {
         webhook_url: webhook,

@@ -1,8 +1,37 @@
 //! Waiting for a request with a progress view, shared by `submit --wait` and `retry --wait`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pixpress_cli::client::{ApiClient, exit_code, progress_line, status_text};
+
+/// Prints a status `document`: the whole JSON with `json`, else the text `pixpress status`
+/// shows.
+///
+/// # Errors
+/// When the document cannot be written as JSON.
+pub(crate) fn print_status(document: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(document)?);
+    } else {
+        print!("{}", status_text(document));
+    }
+    Ok(())
+}
+
+/// `--wait`, `--out` and `--json` of the commands that start a request (`submit`, `retry`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct WaitArgs {
+    /// Wait until the request is done, showing progress, then download its output.csv.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Where `--wait` writes output.csv.
+    #[arg(long, default_value = ".")]
+    pub(crate) out: PathBuf,
+    /// Print JSON (the acceptance, or with --wait the whole final status document).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// Waits for request `id` with a progress view, downloads its output CSV into `out`, prints its
 /// status (JSON with `json`) and returns the exit code of its final status.
@@ -22,11 +51,7 @@ pub(crate) async fn wait_and_download(
         eprintln!("output CSV: {}", path.display());
     }
     let document = client.status_document(id).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
-    } else {
-        print!("{}", status_text(&document));
-    }
+    print_status(&document, json)?;
     Ok(ExitCode::from(exit_code(&status)))
 }
 

@@ -187,30 +187,15 @@ async fn write_output_csv_in_parts<R: RequestReader + OutputLedger, S: ObjectSto
     }
 }
 
-/// Writes the output CSV and delivers the webhook of one terminal request.
+/// Writes the output CSV and delivers the webhook of one terminal request, within
+/// `deadline` ([`Deadline::NONE`]: no limit): a catalogue's output CSV that cannot be finished
+/// in time is paused with its progress saved on the request item (the next invocation
+/// continues it), and the webhook waits for the CSV.
 ///
 /// # Errors
 /// [`NotifyError`] when the CSV cannot be written or recorded; webhook failures are recorded,
 /// not returned.
 pub async fn notify<
-    R: RequestReader + OutputLedger,
-    S: ObjectStore,
-    W: WebhookQueue,
-    K: KeyStore,
->(
-    app: &App<R, S, W, K>,
-    request_id: &str,
-) -> Result<Notified, NotifyError> {
-    notify_until(app, request_id, Deadline::NONE).await
-}
-
-/// [`notify`] within `deadline`: a catalogue's output CSV that cannot be finished in time is
-/// paused with its progress saved on the request item (the next invocation continues it), and
-/// the webhook waits for the CSV.
-///
-/// # Errors
-/// As [`notify`].
-pub async fn notify_until<
     R: RequestReader + OutputLedger,
     S: ObjectStore,
     W: WebhookQueue,
@@ -297,7 +282,7 @@ pub async fn handle<
         let span = pixpress_app::telemetry::request_span(&request_id);
         tracing::Instrument::instrument(
             async {
-                let notified = notify_until(app, &request_id, deadline).await?;
+                let notified = notify(app, &request_id, deadline).await?;
                 tracing::info!(?notified, "request completion handled");
                 Ok::<_, NotifyError>(())
             },

@@ -19,6 +19,7 @@ use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
+use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{NoQueue, ObjectStore};
 use pixpress_completion_notifier::{App, handle};
 use pixpress_domain::model::{
@@ -323,7 +324,7 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
     let rows = pending_rows(2_345, |i| format!("=Product \"{i}\", with a comma"));
     let meta = large_request("large-1", &rows, RequestStatus::Processing, None);
     app.repo.create_request(&meta, &rows).await.unwrap();
-    let notified = pixpress_completion_notifier::notify(&app, "large-1")
+    let notified = pixpress_completion_notifier::notify(&app, "large-1", Deadline::NONE)
         .await
         .unwrap();
     let key = notified.output_csv_key.unwrap();
@@ -337,8 +338,7 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
 /// to the CSV written at once; the webhook waits for it.
 #[tokio::test]
 async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
-    use pixpress_app::deadline::Deadline;
-    use pixpress_completion_notifier::notify_until;
+    use pixpress_completion_notifier::notify;
     use pixpress_domain::output_csv::write_output_csv;
 
     let (addr, received) = receiver(StatusCode::OK).await;
@@ -375,9 +375,7 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
     app.repo.drain_changes().unwrap();
     // Every invocation is already past its deadline: each writes one part and pauses.
     let out_of_time = || Deadline::after(Duration::ZERO);
-    let first = notify_until(&app, "catalogue-1", out_of_time())
-        .await
-        .unwrap();
+    let first = notify(&app, "catalogue-1", out_of_time()).await.unwrap();
     let paused = first.paused_after_row.expect("paused after the first part");
     assert!(first.output_csv_key.is_none() && first.webhook.is_none());
     assert!(
@@ -395,15 +393,11 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
         .unwrap()
         .unwrap();
     assert_eq!((progress.parts.len(), progress.after_row), (1, paused));
-    let second = notify_until(&app, "catalogue-1", out_of_time())
-        .await
-        .unwrap();
+    let second = notify(&app, "catalogue-1", out_of_time()).await.unwrap();
     assert!(second.paused_after_row.unwrap() > paused);
     let mut invocations = 2;
     let done = loop {
-        let notified = notify_until(&app, "catalogue-1", out_of_time())
-            .await
-            .unwrap();
+        let notified = notify(&app, "catalogue-1", out_of_time()).await.unwrap();
         invocations += 1;
         if notified.paused_after_row.is_none() {
             break notified;

@@ -130,6 +130,12 @@ impl From<&Config> for WorkerConfig {
     }
 }
 
+/// The repository roles a worker uses: the row ledger it records into, and reading the
+/// request (its status, cancellation, options).
+pub trait WorkerRepository: RowLedger + RequestReader {}
+
+impl<T: RowLedger + RequestReader> WorkerRepository for T {}
+
 /// The worker's dependencies.
 #[derive(Debug, Clone)]
 pub struct App<R, S, O, Q> {
@@ -153,7 +159,7 @@ pub struct App<R, S, O, Q> {
     stops: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Instant>>>>,
 }
 
-impl<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
+impl<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue> App<R, S, O, Q> {
     /// A worker from the process configuration.
     ///
     /// # Errors
@@ -355,7 +361,7 @@ fn host_of(url: &str) -> String {
 /// Downloads `url` through its host's slots, trying again after a back-off or a broken
 /// connection as the module docs say. Returns the body and its memory reservation, held until
 /// compression ends.
-async fn download<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+async fn download<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     url: &str,
@@ -440,12 +446,7 @@ async fn download<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, 
     }
 }
 
-async fn process_image<
-    R: RowLedger + RequestReader,
-    S: ObjectStore,
-    O: OriginSlots,
-    Q: RowQueue,
->(
+async fn process_image<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     position: usize,
@@ -517,7 +518,7 @@ fn elapsed_ms(since: Instant) -> f64 {
 }
 
 /// Flips the request when `recorded` says every row is done.
-async fn complete_if_done<R: RowLedger + RequestReader>(
+async fn complete_if_done<R: WorkerRepository>(
     repo: &R,
     request_id: &str,
     recorded: RowRecorded,
@@ -540,12 +541,7 @@ pub const CANCELLED: &str = "cancelled";
 ///
 /// # Errors
 /// [`ProcessError`]: the message should be delivered again.
-pub async fn process_row<
-    R: RowLedger + RequestReader,
-    S: ObjectStore,
-    O: OriginSlots,
-    Q: RowQueue,
->(
+pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     job: &RowJob,
     receive_count: u32,
@@ -745,12 +741,7 @@ pub async fn process_row<
     })
 }
 
-async fn process_message<
-    R: RowLedger + RequestReader,
-    S: ObjectStore,
-    O: OriginSlots,
-    Q: RowQueue,
->(
+async fn process_message<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     message: &SqsMessage,
     deadline: Deadline,
@@ -770,7 +761,7 @@ async fn process_message<
 ///
 /// # Errors
 /// Never: every failure is reported per message.
-pub async fn handle<R: RowLedger + RequestReader, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
+pub async fn handle<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQueue>(
     app: &App<R, S, O, Q>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {

@@ -16,6 +16,7 @@ use axum::routing::post;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
+use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook};
@@ -116,7 +117,7 @@ async fn webhook_state(app: &TestApp) -> Webhook {
 async fn the_notifier_queues_and_the_sender_delivers_once_signed() {
     let (addr, received) = receiver(StatusCode::NO_CONTENT, None).await;
     let app = app(format!("http://{addr}/hook")).await;
-    let notified = notify(&app, "r-1").await.unwrap();
+    let notified = notify(&app, "r-1", Deadline::NONE).await.unwrap();
     assert_eq!(notified.webhook, Some(DeliveryState::Pending));
     assert!(
         received.lock().unwrap().is_empty(),
@@ -142,7 +143,7 @@ async fn the_notifier_queues_and_the_sender_delivers_once_signed() {
 async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_letters() {
     let (addr, received) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
     let app = app(format!("http://{addr}/hook")).await;
-    notify(&app, "r-1").await.unwrap();
+    notify(&app, "r-1", Deadline::NONE).await.unwrap();
     let mut first = message(&app, Duration::from_secs(30)).unwrap();
     // Attempt 1 fails: the message is hidden for 5 s, the attempt recorded as pending.
     assert_eq!(
@@ -198,7 +199,7 @@ async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_
 /// A queued request with a pending webhook.
 async fn app_with_pending(url: String) -> TestApp {
     let app = app(url).await;
-    notify(&app, "r-1").await.unwrap();
+    notify(&app, "r-1", Deadline::NONE).await.unwrap();
     app
 }
 

@@ -85,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = pixpress_row_worker::App::with_engine(
         repo.clone(),
         store,
-        pixpress_embedded::InMemoryOriginSlots::new(),
+        pixpress_embedded::InMemoryOriginSlots::default(),
         pixpress_embedded::InMemoryRowQueue::new(5),
         Fetcher::new(config.fetch.clone())?,
         Engine::new(config.decode, 1),

@@ -71,7 +71,7 @@ where
         repo,
         queue,
         store,
-        pixpress_embedded::InMemoryOriginSlots::new(),
+        pixpress_embedded::InMemoryOriginSlots::default(),
     )?;
     match function_name(function) {
         "api" => {

@@ -389,7 +389,7 @@ impl LocalPipeline {
             repo,
             queue,
             dead_letter_queue,
-            slots: InMemoryOriginSlots::new(),
+            slots: InMemoryOriginSlots::default(),
             store: DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?,
         };
         let mut pipeline = Self::with_backend(config, options, backend)?;

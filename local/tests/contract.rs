@@ -762,7 +762,7 @@ async fn origin_slots_contract<O: OriginSlots>(slots: &O, concurrent: bool) {
 
 #[tokio::test]
 async fn embedded_adapters_meet_the_contract() {
-    origin_slots_contract(&InMemoryOriginSlots::new(), true).await;
+    origin_slots_contract(&InMemoryOriginSlots::default(), true).await;
     repository_contract(&InMemoryRequestRepository::new(), false).await;
     chunked_rows_contract(&InMemoryRequestRepository::new()).await;
     cancel_contract(&InMemoryRequestRepository::new()).await;

@@ -5,7 +5,9 @@
 //! `pixpress run --faults` lives in the local runner crate.
 
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use anyhow::anyhow;
 use pixpress_app::ports::PortError;
 
 /// The kind of service call a fault may hit.
@@ -61,4 +63,45 @@ pub trait FaultInjector: Send + Sync + Debug + 'static {
     /// `true` makes a received message be delivered once more (SQS standard queues deliver at
     /// least once; the copy may reach another consumer at the same time).
     fn duplicate_delivery(&self) -> bool;
+}
+
+/// The fault injector an embedded adapter meets before each call, if it was given one. Clones
+/// share the injector.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Option<Arc<dyn FaultInjector>>);
+
+impl Faults {
+    /// Calls fail as `injector` decides.
+    #[must_use]
+    pub fn new(injector: Arc<dyn FaultInjector>) -> Self {
+        Self(Some(injector))
+    }
+
+    /// Meets the injector before `call`.
+    ///
+    /// # Errors
+    /// The [`PortError`] of the fault the injector chose for `call`, as the service would
+    /// have answered.
+    pub fn check(&self, call: Call) -> Result<(), PortError> {
+        match self.0.as_ref().and_then(|f| f.before(call)) {
+            Some(fault) => Err(fault.into_error(call)),
+            None => Ok(()),
+        }
+    }
+
+    /// `true` when the injector delivers the message being received once more.
+    #[must_use]
+    pub fn duplicate_delivery(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.duplicate_delivery())
+    }
+}
+
+/// Locks the state of an embedded adapter (`what` names it).
+///
+/// # Errors
+/// [`PortError::Unexpected`] when a thread panicked holding the lock.
+pub(crate) fn lock<'a, T>(state: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>, PortError> {
+    state
+        .lock()
+        .map_err(|_| PortError::Unexpected(anyhow!("{what} lock poisoned")))
 }

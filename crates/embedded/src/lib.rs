@@ -10,7 +10,7 @@ mod memory_queue;
 mod memory_repository;
 
 pub use dir_store::DirObjectStore;
-pub use faults::{Call, FaultInjector, InjectedFault};
+pub use faults::{Call, FaultInjector, Faults, InjectedFault};
 pub use file_keys::FileKeyStore;
 pub use memory_origin_slots::{InMemoryOriginSlots, SlotCalls};
 pub use memory_queue::{InMemoryRowQueue, ReceivedMessage};

@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 
-use super::faults::{Call, FaultInjector};
+use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::ports::{OriginSlots, PortError};
 use pixpress_domain::origin_slots::{LeaseRequest, OriginLease, OriginSlotsRecord};
 
@@ -29,20 +28,14 @@ pub struct InMemoryOriginSlots {
     hosts: Arc<Mutex<HashMap<String, OriginSlotsRecord>>>,
     reads: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
-    faults: Option<Arc<dyn FaultInjector>>,
+    faults: Faults,
 }
 
 impl InMemoryOriginSlots {
-    /// Empty records.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The same store, meeting `faults` before each call.
     #[must_use]
     pub fn with_faults(mut self, faults: Arc<dyn FaultInjector>) -> Self {
-        self.faults = Some(faults);
+        self.faults = Faults::new(faults);
         self
     }
 
@@ -66,15 +59,9 @@ impl InMemoryOriginSlots {
         host: &str,
         change: impl FnOnce(&mut OriginSlotsRecord) -> (T, bool),
     ) -> Result<T, PortError> {
-        for call in [Call::Read, Call::Write] {
-            if let Some(fault) = self.faults.as_ref().and_then(|f| f.before(call)) {
-                return Err(fault.into_error(call));
-            }
-        }
-        let mut hosts = self
-            .hosts
-            .lock()
-            .map_err(|_| PortError::Unexpected(anyhow!("origin slots lock poisoned")))?;
+        self.faults.check(Call::Read)?;
+        self.faults.check(Call::Write)?;
+        let mut hosts = lock(&self.hosts, "origin slots")?;
         self.reads.fetch_add(1, Ordering::Relaxed);
         let record = hosts.entry(host.to_owned()).or_default();
         let (value, changed) = change(record);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use tokio::sync::Notify;
 
-use super::faults::{Call, FaultInjector};
+use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
     ChunkQueue, PortError, RowQueue, SQS_MAX_DELAY_AFTER_RECEIVE, SQS_MAX_VISIBILITY, WebhookQueue,
@@ -60,7 +60,7 @@ pub struct InMemoryRowQueue {
     arrived: Arc<Notify>,
     max_receive_count: u32,
     dead_letter: Option<Box<InMemoryRowQueue>>,
-    faults: Option<Arc<dyn FaultInjector>>,
+    faults: Faults,
 }
 
 impl InMemoryRowQueue {
@@ -80,7 +80,7 @@ impl InMemoryRowQueue {
             arrived: Arc::new(Notify::new()),
             max_receive_count: u32::MAX,
             dead_letter: None,
-            faults: None,
+            faults: Faults::default(),
         }
     }
 
@@ -90,7 +90,7 @@ impl InMemoryRowQueue {
         if let Some(dlq) = self.dead_letter.take() {
             self.dead_letter = Some(Box::new(dlq.with_faults(faults.clone())));
         }
-        self.faults = Some(faults);
+        self.faults = Faults::new(faults);
         self
     }
 
@@ -101,16 +101,7 @@ impl InMemoryRowQueue {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, PortError> {
-        self.state
-            .lock()
-            .map_err(|_| PortError::Unexpected(anyhow!("queue lock poisoned")))
-    }
-
-    fn fault(&self, call: Call) -> Result<(), PortError> {
-        match self.faults.as_ref().and_then(|f| f.before(call)) {
-            Some(fault) => Err(fault.into_error(call)),
-            None => Ok(()),
-        }
+        lock(&self.state, "queue")
     }
 
     fn push(state: &mut State, body: String, now: Instant) {
@@ -140,7 +131,7 @@ impl InMemoryRowQueue {
         max: usize,
         visibility_timeout: Duration,
     ) -> Result<Vec<ReceivedMessage>, PortError> {
-        self.fault(Call::Receive)?;
+        self.faults.check(Call::Receive)?;
         let now = Instant::now();
         let max_receives = self.max_receive_count;
         let mut dead = Vec::new();
@@ -178,7 +169,7 @@ impl InMemoryRowQueue {
                     body: message.body.clone(),
                     receive_count: message.receive_count,
                 });
-                if self.faults.as_ref().is_some_and(|f| f.duplicate_delivery()) {
+                if self.faults.duplicate_delivery() {
                     copies.push(message.body.clone());
                 }
             }
@@ -204,7 +195,7 @@ impl InMemoryRowQueue {
     /// # Errors
     /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
     pub fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
-        self.fault(Call::Delete)?;
+        self.faults.check(Call::Delete)?;
         self.lock()?
             .messages
             .retain(|m| m.receipt.as_deref() != Some(receipt_handle));
@@ -223,7 +214,7 @@ impl InMemoryRowQueue {
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), PortError> {
-        self.fault(Call::Receive)?;
+        self.faults.check(Call::Receive)?;
         let now = Instant::now();
         for message in &mut self.lock()?.messages {
             if message.receipt.as_deref() == Some(receipt_handle) {
@@ -252,7 +243,7 @@ impl InMemoryRowQueue {
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), PortError> {
-        self.fault(Call::Receive)?;
+        self.faults.check(Call::Receive)?;
         let until = Instant::now() + timeout;
         for message in &mut self.lock()?.messages {
             if message.receipt.as_deref() == Some(receipt_handle) {
@@ -297,7 +288,7 @@ impl InMemoryRowQueue {
     /// Sends `bodies` as one `SendMessageBatch` would: all or nothing here (the SQS adapter
     /// re-sends the entries a batch reports failed).
     fn send_batch(&self, bodies: &[String]) -> Result<(), PortError> {
-        self.fault(Call::Enqueue)?;
+        self.faults.check(Call::Enqueue)?;
         let now = Instant::now();
         let mut state = self.lock()?;
         for body in bodies {

@@ -17,7 +17,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::faults::{Call, FaultInjector};
+use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::limits::{
     DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, DYNAMODB_MAX_TRANSACTION_BYTES,
     dynamodb_item_size, transaction_chunks,
@@ -227,7 +227,7 @@ impl Drop for Hold<'_> {
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryRequestRepository {
     state: Arc<Mutex<State>>,
-    faults: Option<Arc<dyn FaultInjector>>,
+    faults: Faults,
     retry: Option<RetryPolicy>,
     transaction_latency: std::time::Duration,
 }
@@ -242,7 +242,7 @@ impl InMemoryRequestRepository {
     /// The same repository, failing calls as `faults` decides.
     #[must_use]
     pub fn with_faults(mut self, faults: Arc<dyn FaultInjector>) -> Self {
-        self.faults = Some(faults);
+        self.faults = Faults::new(faults);
         self
     }
 
@@ -277,16 +277,7 @@ impl InMemoryRequestRepository {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, PortError> {
-        self.state
-            .lock()
-            .map_err(|_| PortError::Unexpected(anyhow!("repository lock poisoned")))
-    }
-
-    fn fault(&self, call: Call) -> Result<(), PortError> {
-        match self.faults.as_ref().and_then(|f| f.before(call)) {
-            Some(fault) => Err(fault.into_error(call)),
-            None => Ok(()),
-        }
+        lock(&self.state, "repository")
     }
 
     /// Removes and returns every change recorded since the last call, oldest first.
@@ -300,7 +291,7 @@ impl InMemoryRequestRepository {
     /// Starts a transaction on `keys`: cancelled with `TransactionConflict` if another
     /// transaction holds one of them; otherwise holds them until the returned guard drops.
     async fn begin(&self, keys: Vec<ItemKey>) -> Result<Hold<'_>, PortError> {
-        self.fault(Call::Transaction)?;
+        self.faults.check(Call::Transaction)?;
         {
             let mut state = self.lock()?;
             if keys.iter().any(|k| state.in_flight.contains(k)) {
@@ -472,7 +463,7 @@ impl InMemoryRequestRepository {
     async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
         let policy = self.policy();
         let full = retry(&policy, "reading a counter shard", || async {
-            self.fault(Call::Read)?;
+            self.faults.check(Call::Read)?;
             let state = self.lock()?;
             Ok(state
                 .shards
@@ -485,7 +476,7 @@ impl InMemoryRequestRepository {
             return Ok(false);
         }
         retry(&policy, "adding a done shard", || async {
-            self.fault(Call::Write)?;
+            self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
             let mut all_done = false;
             state.update_meta(request_id, |stored| {
@@ -506,7 +497,7 @@ impl InMemoryRequestRepository {
         change: impl Fn(&mut StoredMeta) -> bool + Send + Sync,
     ) -> Result<bool, PortError> {
         retry(&self.policy(), what, || async {
-            self.fault(Call::Write)?;
+            self.faults.check(Call::Write)?;
             self.lock()?.update_meta(request_id, &change)
         })
         .await
@@ -544,7 +535,7 @@ impl RequestIntake for InMemoryRequestRepository {
         let item = stored.item()?;
         check_item_size(&item, "the request item")?;
         retry(&policy, "writing the request", || async {
-            self.fault(Call::Write)?;
+            self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
             if let Some(existing) = state.current(id) {
                 return Ok(Created::AlreadyExists(Box::new(existing)));
@@ -611,7 +602,7 @@ impl RequestIntake for InMemoryRequestRepository {
 impl RequestReader for InMemoryRequestRepository {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
         retry(&self.policy(), "reading the request", || async {
-            self.fault(Call::Read)?;
+            self.faults.check(Call::Read)?;
             Ok(self.lock()?.current(request_id))
         })
         .await
@@ -624,7 +615,7 @@ impl RequestReader for InMemoryRequestRepository {
         limit: u32,
     ) -> Result<RowPage, PortError> {
         retry(&self.policy(), "reading rows", || async {
-            self.fault(Call::Read)?;
+            self.faults.check(Call::Read)?;
             let state = self.lock()?;
             let Some(rows) = state.rows.get(request_id) else {
                 return Ok(RowPage::default());
@@ -675,7 +666,7 @@ impl RowLedger for InMemoryRequestRepository {
         progress: &[ImageProgress],
     ) -> Result<(), PortError> {
         retry(&self.policy(), "saving row progress", || async {
-            self.fault(Call::Write)?;
+            self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
             let pk = request_pk(request_id);
             state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
@@ -710,7 +701,7 @@ impl RowLedger for InMemoryRequestRepository {
     ) -> Result<Transition, PortError> {
         let status = std::sync::Mutex::new(None);
         retry(&self.policy(), "completing the request", || async {
-            self.fault(Call::Write)?;
+            self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
             let Some(current) = state.current(request_id) else {
                 return Ok(false);
@@ -743,7 +734,7 @@ impl RowLedger for InMemoryRequestRepository {
     }
 
     async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {
-        self.fault(Call::Read)?;
+        self.faults.check(Call::Read)?;
         Ok(self.lock()?.current(request_id).is_some_and(|current| {
             current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
         }))
@@ -769,7 +760,7 @@ impl OutputLedger for InMemoryRequestRepository {
 
     async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
         retry(&self.policy(), "reading the request", || async {
-            self.fault(Call::Read)?;
+            self.faults.check(Call::Read)?;
             Ok(self
                 .lock()?
                 .requests

@@ -124,7 +124,7 @@ fn app(config: &Config) -> TestApp {
     App::new(
         InMemoryRequestRepository::new(),
         store,
-        InMemoryOriginSlots::new(),
+        InMemoryOriginSlots::default(),
         InMemoryRowQueue::new(3),
         config,
     )
@@ -499,7 +499,7 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
     let app = App::with_engine(
         InMemoryRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
-        InMemoryOriginSlots::new(),
+        InMemoryOriginSlots::default(),
         InMemoryRowQueue::new(3),
         fetcher,
         engine,
@@ -859,7 +859,7 @@ fn processes(config: &Config, invocations: usize) -> (Vec<TestApp>, InMemoryOrig
     let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
     let store = DirObjectStore::new(dir, None).unwrap();
     let repo = InMemoryRequestRepository::new();
-    let slots = InMemoryOriginSlots::new();
+    let slots = InMemoryOriginSlots::default();
     let apps = (0..invocations)
         .map(|_| {
             App::new(

@@ -66,19 +66,9 @@ impl KeyStore for DynamoKeyStore {
     }
 
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, PortError> {
-        let out = retry(&self.table.retry, "reading an API key", || async {
-            self.table
-                .get_item()
-                .set_key(Some(key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading an API key", &e))
-        })
-        .await?;
-        out.item
-            .map(|item| decode::<KeyItem>(item, "API key item").map(|i| i.record))
-            .transpose()
+        let key = key(format!("{KEY_PK_PREFIX}{key_id}"), KEY_SK);
+        let found: Option<KeyItem> = self.table.read_as(key, "an API key").await?;
+        Ok(found.map(|i| i.record))
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, PortError> {
@@ -99,7 +89,7 @@ impl KeyStore for DynamoKeyStore {
             })
             .await?;
             for item in out.items.unwrap_or_default() {
-                keys.push(decode::<KeyItem>(item, "API key item")?.record);
+                keys.push(decode::<KeyItem>(item, "an API key")?.record);
             }
             match out.last_evaluated_key {
                 Some(next) if !next.is_empty() => start = Some(next),
@@ -132,19 +122,9 @@ impl KeyStore for DynamoKeyStore {
     }
 
     async fn get_tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, PortError> {
-        let out = retry(&self.table.retry, "reading a tenant", || async {
-            self.table
-                .get_item()
-                .set_key(Some(key(format!("{TENANT_PK_PREFIX}{tenant}"), TENANT_SK)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading a tenant", &e))
-        })
-        .await?;
-        out.item
-            .map(|item| decode::<TenantItem>(item, "tenant item").map(|i| i.record))
-            .transpose()
+        let key = key(format!("{TENANT_PK_PREFIX}{tenant}"), TENANT_SK);
+        let found: Option<TenantItem> = self.table.read_as(key, "a tenant").await?;
+        Ok(found.map(|i| i.record))
     }
 
     async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {

@@ -297,21 +297,13 @@ impl DynamoRequestRepository {
     /// The request item as stored, and the request's counters (summed over the counter shards
     /// while it runs).
     async fn read(&self, request_id: &str) -> Result<Option<(MetaItem, Counters)>, PortError> {
-        let out = retry(&self.table.retry, "reading the request", || async {
-            self.table
-                .get_item()
-                .set_key(Some(Self::meta_key(request_id)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading the request", &e))
-        })
-        .await?;
-        let Some(found) = out.item else {
+        let Some(stored): Option<MetaItem> = self
+            .table
+            .read_as(Self::meta_key(request_id), "the request")
+            .await?
+        else {
             return Ok(None);
         };
-        let stored: MetaItem = serde_dynamo::from_item(found)
-            .map_err(|e| PortError::Unexpected(anyhow!("malformed request item: {e}")))?;
         let mut counters = stored.meta.counters;
         if !stored.meta.status.is_terminal() {
             for shard in self.read_shards(request_id).await? {
@@ -350,38 +342,20 @@ impl DynamoRequestRepository {
     /// `true` when row `row_index` of `request_id` exists (one strongly consistent read of its
     /// key).
     async fn row_exists(&self, request_id: &str, row_index: u32) -> Result<bool, PortError> {
-        let out = retry(&self.table.retry, "reading a row", || async {
-            self.table
-                .get_item()
-                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading a row", &e))
-        })
-        .await?;
-        Ok(out.item.is_some())
+        let row = key(request_pk(request_id), row_sk(row_index));
+        let found = self.table.read_item(row, Some("sk"), "a row").await?;
+        Ok(found.is_some())
     }
 
     async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        let out = retry(&self.table.retry, "reading a counter shard", || async {
-            self.table
-                .get_item()
-                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading a counter shard", &e))
-        })
-        .await?;
-        let Some(found) = out.item else {
+        let shard_key = key(request_pk(request_id), counter_sk(shard));
+        let Some(counter): Option<CounterItem> =
+            self.table.read_as(shard_key, "a counter shard").await?
+        else {
             return Err(PortError::Unexpected(anyhow!(
                 "counter shard {shard} of request {request_id} does not exist"
             )));
         };
-        let counter: CounterItem = serde_dynamo::from_item(found)
-            .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))?;
         if counter.counters.rows_done < counter.counters.rows_total {
             return Ok(false);
         }
@@ -409,18 +383,13 @@ impl DynamoRequestRepository {
         let attributes = match added {
             Some(attributes) => Some(attributes),
             None => {
-                retry(&self.table.retry, "reading the done shards", || async {
-                    self.table
-                        .get_item()
-                        .set_key(Some(Self::meta_key(request_id)))
-                        .projection_expression("done_shards")
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("reading the done shards", &e))
-                })
-                .await?
-                .item
+                self.table
+                    .read_item(
+                        Self::meta_key(request_id),
+                        Some("done_shards"),
+                        "the done shards",
+                    )
+                    .await?
             }
         };
         let done = attributes
@@ -843,18 +812,15 @@ impl OutputLedger for DynamoRequestRepository {
     }
 
     async fn output_progress(&self, request_id: &str) -> Result<Option<OutputProgress>, PortError> {
-        let out = retry(&self.table.retry, "reading the request", || async {
-            self.table
-                .get_item()
-                .set_key(Some(Self::meta_key(request_id)))
-                .projection_expression("output_progress")
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| sdk_error("reading the request", &e))
-        })
-        .await?;
-        let Some(value) = out.item.and_then(|mut item| item.remove("output_progress")) else {
+        let found = self
+            .table
+            .read_item(
+                Self::meta_key(request_id),
+                Some("output_progress"),
+                "the output CSV progress",
+            )
+            .await?;
+        let Some(value) = found.and_then(|mut item| item.remove("output_progress")) else {
             return Ok(None);
         };
         serde_dynamo::from_attribute_value(value)

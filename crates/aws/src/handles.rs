@@ -16,8 +16,10 @@ use aws_sdk_dynamodb::operation::{
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::Client as SqsClient;
 use pixpress_app::ports::PortError;
-use pixpress_app::retry::RetryPolicy;
+use pixpress_app::retry::{RetryPolicy, retry};
 use serde::{Deserialize, Serialize};
+
+use super::sdk_error;
 
 /// An SDK client made from the shared SDK configuration.
 pub trait SdkClient: Clone + std::fmt::Debug {
@@ -110,6 +112,47 @@ impl DynamoTable {
         self.client.query().table_name(&self.target)
     }
 
+    /// The item at `key` (only the `projection` attributes, when given), read strongly
+    /// consistently with one `GetItem` retried by the table's policy; `what` names it in
+    /// errors. `None` when there is no such item.
+    ///
+    /// # Errors
+    /// [`PortError`] when DynamoDB fails after the retries.
+    pub(crate) async fn read_item(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        projection: Option<&str>,
+        what: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, PortError> {
+        let context = format!("reading {what}");
+        let out = retry(&self.retry, &context, || async {
+            self.get_item()
+                .set_key(Some(key.clone()))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&context, &e))
+        })
+        .await?;
+        Ok(out.item)
+    }
+
+    /// [`Self::read_item`] decoded as a `T`.
+    ///
+    /// # Errors
+    /// [`PortError`] when DynamoDB fails after the retries or the item is malformed.
+    pub(crate) async fn read_as<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        what: &str,
+    ) -> Result<Option<T>, PortError> {
+        self.read_item(key, None, what)
+            .await?
+            .map(|item| decode(item, what))
+            .transpose()
+    }
+
     /// A `Scan` of this table.
     pub(crate) fn scan(&self) -> ScanFluentBuilder {
         self.client.scan().table_name(&self.target)
@@ -137,7 +180,7 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     what: &str,
 ) -> Result<T, PortError> {
     serde_dynamo::from_item(item)
-        .map_err(|e| PortError::Unexpected(anyhow!("malformed {what}: {e}")))
+        .map_err(|e| PortError::Unexpected(anyhow!("{what} is malformed: {e}")))
 }
 
 /// `true` when a write failed because its condition expression did not hold

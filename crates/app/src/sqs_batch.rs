@@ -22,31 +22,37 @@ pub enum BatchMode {
 }
 
 /// Runs `process` on every message of `records` and answers the batch: the messages for which
-/// it returned `true` ("comes back") are batch item failures, redelivered after their
-/// visibility timeout (or sooner, when `process` changed it); the others are deleted.
+/// it returned `Ok(true)` ("comes back") or an error are batch item failures, redelivered after
+/// their visibility timeout (or sooner, when `process` changed it); the others are deleted. An
+/// error is logged once here, at WARN, as `what` failing (for example "expanding a chunk");
+/// outcomes that deserve another level or message are `Ok(true)` logged by `process`.
 ///
 /// `process` reports per message and never fails the batch: a failed invocation would return
 /// every message, including those already done.
-pub async fn batch_item_failures<'a, F, Fut>(
+pub async fn batch_item_failures<'a, F, Fut, E>(
     records: &'a [SqsMessage],
     mode: BatchMode,
+    what: &str,
     process: F,
 ) -> SqsBatchResponse
 where
     F: Fn(&'a SqsMessage) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = Result<bool, E>>,
+    E: std::fmt::Display,
 {
     // Boxed: a message's future is deep (download, compress, store, record), and a handler's
     // future nesting it unboxed overflows the compiler's layout depth.
     let one = |message: &'a SqsMessage| {
-        let span = message_span(message.body.as_deref().unwrap_or_default());
-        let comes_back = process(message);
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let span = message_span(&message_id, message.body.as_deref().unwrap_or_default());
+        let outcome = process(message);
         Box::pin(
             async move {
-                (
-                    message.message_id.clone().unwrap_or_default(),
-                    comes_back.await,
-                )
+                let comes_back = outcome.await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "{what} failed; the message comes back");
+                    true
+                });
+                (message_id, comes_back)
             }
             .instrument(span),
         )
@@ -87,11 +93,16 @@ mod tests {
             message("a", "ok"),
             message("b", "again"),
             message("c", "ok"),
+            message("d", "fails"),
         ];
         for mode in [BatchMode::Concurrent, BatchMode::Sequential] {
-            let response = batch_item_failures(&records, mode, |m| {
-                let again = m.body.as_deref() == Some("again");
-                async move { again }
+            let response = batch_item_failures(&records, mode, "testing", |m| {
+                let body = m.body.as_deref().unwrap_or_default();
+                let outcome = match body {
+                    "fails" => Err("storage unavailable"),
+                    again => Ok(again == "again"),
+                };
+                async move { outcome }
             })
             .await;
             let failed: Vec<_> = response
@@ -99,7 +110,7 @@ mod tests {
                 .iter()
                 .map(|f| f.item_identifier.as_str())
                 .collect();
-            assert_eq!(failed, ["b"], "{mode:?}");
+            assert_eq!(failed, ["b", "d"], "{mode:?}");
         }
     }
 }

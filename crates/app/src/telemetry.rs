@@ -85,11 +85,11 @@ pub fn request_span(request_id: &str) -> tracing::Span {
     tracing::error_span!("request", request_id = %request_id)
 }
 
-/// The span of one queue message: `request_id` (and `row_index` for a row job) read from its
-/// JSON body — row, chunk and webhook jobs all name their request — so every log line about
+/// The span of one queue message: its SQS `message_id`, and `request_id` (and `row_index` for a
+/// row job) read from its JSON body — row, chunk and webhook jobs all name their request — so every log line about
 /// the message carries them; no fields for a body that is not JSON.
 #[must_use]
-pub fn message_span(body: &str) -> tracing::Span {
+pub fn message_span(message_id: &str, body: &str) -> tracing::Span {
     #[derive(serde::Deserialize)]
     struct Ids {
         request_id: Option<String>,
@@ -97,6 +97,7 @@ pub fn message_span(body: &str) -> tracing::Span {
     }
     let span = tracing::error_span!(
         "message",
+        message_id,
         request_id = tracing::field::Empty,
         row_index = tracing::field::Empty
     );

@@ -131,19 +131,17 @@ pub async fn handle<R: RowLedger>(
     app: &App<R>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    let response = batch_item_failures(&event.payload.records, BatchMode::Concurrent, |message| async move {
-        let message_id = message.message_id.as_deref().unwrap_or_default();
-        match process_message(app, message).await {
-            Ok(recorded) => {
-                tracing::warn!(%message_id, ?recorded, "dead-lettered row recorded");
-                false
-            }
-            Err(e) => {
-                tracing::error!(%message_id, error = %e, "dead-lettered row not recorded; will retry");
-                true
-            }
-        }
-    })
-    .await;
-    Ok(response)
+    let records = &event.payload.records;
+    let mode = BatchMode::Concurrent;
+    Ok(batch_item_failures(
+        records,
+        mode,
+        "recording a dead-lettered row",
+        |message| async move {
+            let recorded = process_message(app, message).await?;
+            tracing::warn!(?recorded, "dead-lettered row recorded");
+            Ok::<_, PortError>(false)
+        },
+    )
+    .await)
 }

@@ -768,33 +768,36 @@ pub async fn handle<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQ
     let deadline = Deadline::from_epoch_millis(event.context.deadline);
     app.origins.invocation_started();
     // Every record of the batch runs at once; downloads and compression are bounded inside.
-    let response = batch_item_failures(&event.payload.records, BatchMode::Concurrent, |message| async move {
-        let message_id = message.message_id.as_deref().unwrap_or_default();
-        match process_message(app, message, deadline).await {
+    let records = &event.payload.records;
+    let mode = BatchMode::Concurrent;
+    let response = batch_item_failures(records, mode, "processing a row", |message| async move {
+        // Every outcome is logged here, at the level it deserves: nothing is left to the
+        // helper's generic error line.
+        Ok::<_, std::convert::Infallible>(match process_message(app, message, deadline).await {
             Ok(processed) => {
-                tracing::debug!(%message_id, ?processed, "row processed");
+                tracing::debug!(?processed, "row processed");
                 false
             }
             Err(ProcessError::BackedOff { wait, .. }) => {
                 // Back when the origin is ready, not after the visibility timeout.
                 let receipt = message.receipt_handle.as_deref().unwrap_or_default();
                 if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
-                    tracing::warn!(%message_id, error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
+                    tracing::warn!(error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
                 }
-                tracing::info!(%message_id, ?wait, "row delayed: its origin asked to wait");
+                tracing::info!(?wait, "row delayed: its origin asked to wait");
                 true
             }
             Err(e) if e.is_retryable() => {
-                tracing::warn!(%message_id, error = %e, "row will be retried");
+                tracing::warn!(error = %e, "row will be retried");
                 true
             }
             // Never dropped: deleting the message would strand its request. Redelivered until
             // it dead-letters, where the row is recorded as failed (`dead_lettered`).
             Err(e) => {
-                tracing::error!(%message_id, error = %e, "row cannot be processed; it will dead-letter");
+                tracing::error!(error = %e, "row cannot be processed; it will dead-letter");
                 true
             }
-        }
+        })
     })
     .await;
     app.origins.invocation_finished().await;

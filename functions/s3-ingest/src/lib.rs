@@ -381,25 +381,16 @@ where
     Q: RowQueue,
     S: ObjectStore,
 {
-    let response = batch_item_failures(
-        &event.payload.records,
-        BatchMode::Sequential,
-        |message| async move {
-            let message_id = message.message_id.as_deref().unwrap_or_default();
-            match process_chunk(app, message).await {
-                Ok(outcome) => {
-                    tracing::info!(%message_id, ?outcome, "chunk expanded");
-                    false
-                }
-                Err(e) => {
-                    tracing::warn!(%message_id, error = %e, "chunk not expanded; will retry");
-                    true
-                }
-            }
-        },
+    let records = &event.payload.records;
+    let mode = BatchMode::Sequential;
+    Ok(
+        batch_item_failures(records, mode, "expanding a chunk", |message| async move {
+            let outcome = process_chunk(app, message).await?;
+            tracing::info!(?outcome, "chunk expanded");
+            Ok::<_, PortError>(false)
+        })
+        .await,
     )
-    .await;
-    Ok(response)
 }
 
 /// `true` for an SQS event (`Records[0].eventSource` is `aws:sqs`): the function has two

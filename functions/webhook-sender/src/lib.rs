@@ -119,25 +119,23 @@ where
     W: WebhookQueue,
     K: KeyStore,
 {
-    let response = batch_item_failures(&event.payload.records, BatchMode::Sequential, |message| async move {
-        let message_id = message.message_id.as_deref().unwrap_or_default();
-        match send_one(app, message).await {
-            Ok(Sent::Delivered | Sent::Skipped | Sent::Refused) => false,
-            Ok(Sent::RetryAfter(wait)) => {
-                tracing::info!(%message_id, ?wait, "webhook delivery scheduled again");
-                true
-            }
-            Ok(Sent::Failed) => {
-                metrics::counter!("webhooks_dead_lettered").increment(1);
-                tracing::warn!(%message_id, "webhook delivery failed for good; it dead-letters");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(%message_id, error = %e, "webhook message comes back");
-                true
-            }
-        }
-    })
-    .await;
-    Ok(response)
+    let records = &event.payload.records;
+    let mode = BatchMode::Sequential;
+    Ok(
+        batch_item_failures(records, mode, "sending a webhook", |message| async move {
+            Ok::<_, SendError>(match send_one(app, message).await? {
+                Sent::Delivered | Sent::Skipped | Sent::Refused => false,
+                Sent::RetryAfter(wait) => {
+                    tracing::info!(?wait, "webhook delivery scheduled again");
+                    true
+                }
+                Sent::Failed => {
+                    metrics::counter!("webhooks_dead_lettered").increment(1);
+                    tracing::warn!("webhook delivery failed for good; it dead-letters");
+                    true
+                }
+            })
+        })
+        .await,
+    )
 }

@@ -45,6 +45,16 @@ struct TenantItem {
     record: TenantRecord,
 }
 
+fn tenant_item(
+    record: &TenantRecord,
+) -> Result<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, PortError> {
+    encode(&TenantItem {
+        pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
+        sk: TENANT_SK.to_owned(),
+        record: record.clone(),
+    })
+}
+
 impl KeyStore for DynamoKeyStore {
     async fn put_key(&self, record: &ApiKeyRecord) -> Result<(), PortError> {
         let item = encode(&KeyItem {
@@ -52,17 +62,14 @@ impl KeyStore for DynamoKeyStore {
             sk: KEY_SK.to_owned(),
             record: record.clone(),
         })?;
-        retry(&self.table.retry, "storing an API key", || async {
-            self.table
-                .put_item()
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await
-                .map_err(|e| sdk_error("storing an API key", &e))
-        })
-        .await?;
-        Ok(())
+        if self.table.put_if_absent(item, "an API key").await? {
+            Ok(())
+        } else {
+            Err(PortError::Unexpected(anyhow!(
+                "API key {} exists already",
+                record.key_id
+            )))
+        }
     }
 
     async fn get_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, PortError> {
@@ -128,43 +135,19 @@ impl KeyStore for DynamoKeyStore {
     }
 
     async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
-        let item = encode(&TenantItem {
-            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
-            sk: TENANT_SK.to_owned(),
-            record: record.clone(),
-        })?;
-        retry(&self.table.retry, "storing a tenant", || async {
-            self.table
-                .put_item()
-                .set_item(Some(item.clone()))
-                .send()
-                .await
-                .map_err(|e| sdk_error("storing a tenant", &e))
-        })
-        .await?;
-        Ok(())
+        self.table.put(tenant_item(record)?, "a tenant").await
     }
 
     async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
-        let item = encode(&TenantItem {
-            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
-            sk: TENANT_SK.to_owned(),
-            record: record.clone(),
-        })?;
-        let put = self
+        if self
             .table
-            .put_item()
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(record.clone()),
-            Err(e) if condition_failed(&e) => self
-                .get_tenant(&record.tenant)
-                .await?
-                .ok_or_else(|| PortError::Unexpected(anyhow!("tenant {} vanished", record.tenant))),
-            Err(e) => Err(sdk_error("storing a tenant", &e)),
+            .put_if_absent(tenant_item(record)?, "a tenant")
+            .await?
+        {
+            return Ok(record.clone());
         }
+        self.get_tenant(&record.tenant)
+            .await?
+            .ok_or_else(|| PortError::Unexpected(anyhow!("tenant {} vanished", record.tenant)))
     }
 }

@@ -438,22 +438,7 @@ impl RequestIntake for DynamoRequestRepository {
         self.put_new(items, "writing rows").await?;
         let (meta_item, _) =
             sized_item(&MetaItem::new(meta.clone(), expires_at), "the request item")?;
-        let put = retry(&self.table.retry, "writing the request", || async {
-            match self
-                .table
-                .put_item()
-                .set_item(Some(meta_item.clone()))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(e) if condition_failed(&e) => Ok(false),
-                Err(e) => Err(sdk_error("writing the request", &e)),
-            }
-        })
-        .await?;
-        if put {
+        if self.table.put_if_absent(meta_item, "the request").await? {
             return Ok(Created::Inserted);
         }
         let existing = self
@@ -484,22 +469,8 @@ impl RequestIntake for DynamoRequestRepository {
             .collect::<Result<Vec<_>, _>>()?;
         futures::stream::iter(items)
             .map(|item| async move {
-                retry(&self.table.retry, "writing a row", || async {
-                    match self
-                        .table
-                        .put_item()
-                        .set_item(Some(item.clone()))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(()),
-                        // Written before (a replayed chunk), perhaps recorded since: kept.
-                        Err(e) if condition_failed(&e) => Ok(()),
-                        Err(e) => Err(sdk_error("writing a row", &e)),
-                    }
-                })
-                .await
+                // A row written before (a replayed chunk), perhaps recorded since, is kept.
+                self.table.put_if_absent(item, "a row").await.map(|_| ())
             })
             .buffer_unordered(PUT_ROWS_AT_ONCE)
             .try_collect::<()>()

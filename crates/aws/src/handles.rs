@@ -153,6 +153,56 @@ impl DynamoTable {
             .transpose()
     }
 
+    /// Writes `item` unless an item with its key exists (`attribute_not_exists(pk)`), with
+    /// one `PutItem` retried by the table's policy; `what` names it in errors.
+    /// `Ok(false)` when the item existed: nothing was written.
+    ///
+    /// # Errors
+    /// [`PortError`] when DynamoDB fails after the retries.
+    pub(crate) async fn put_if_absent(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        what: &str,
+    ) -> Result<bool, PortError> {
+        let context = format!("writing {what}");
+        retry(&self.retry, &context, || async {
+            match self
+                .put_item()
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if condition_failed(&e) => Ok(false),
+                Err(e) => Err(sdk_error(&context, &e)),
+            }
+        })
+        .await
+    }
+
+    /// Writes `item`, replacing any item with its key, with one `PutItem` retried by the
+    /// table's policy; `what` names it in errors.
+    ///
+    /// # Errors
+    /// [`PortError`] when DynamoDB fails after the retries.
+    pub(crate) async fn put(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        what: &str,
+    ) -> Result<(), PortError> {
+        let context = format!("writing {what}");
+        retry(&self.retry, &context, || async {
+            self.put_item()
+                .set_item(Some(item.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&context, &e))
+        })
+        .await?;
+        Ok(())
+    }
+
     /// A `Scan` of this table.
     pub(crate) fn scan(&self) -> ScanFluentBuilder {
         self.client.scan().table_name(&self.target)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use bytes::Bytes;
 
@@ -25,6 +26,35 @@ pub struct S3ObjectStore {
 }
 
 impl S3ObjectStore {
+    /// One `GetObject` of `key` (bytes `range`, half-open, when given) and its length in
+    /// bytes; `None` when there is no such key (`NoSuchKey`). `context` names the call in
+    /// errors.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        context: &str,
+    ) -> Result<Option<(GetObjectOutput, u64)>, PortError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(sdk_error(context, &e)),
+        };
+        let size = out
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0);
+        Ok(Some((out, size)))
+    }
+
     /// A store on `bucket`. `public_base_url` (the CloudFront domain) publishes `images/…`;
     /// `force_path_style` addresses the bucket in the path, as emulators need.
     #[must_use]
@@ -185,22 +215,9 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, PortError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(sdk_error("getting an object", &e)),
+        let Some((out, size)) = self.get_object(key, None, "getting an object").await? else {
+            return Ok(None);
         };
-        let size = out
-            .content_length()
-            .and_then(|l| u64::try_from(l).ok())
-            .unwrap_or(0);
         if size > max_bytes {
             return Err(PortError::TooLarge {
                 key: key.to_owned(),
@@ -237,23 +254,9 @@ impl ObjectStore for S3ObjectStore {
                 body: Box::pin(futures::stream::empty()),
             }));
         }
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end - 1)))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(sdk_error("opening an object", &e)),
+        let Some((out, size)) = self.get_object(key, range, "opening an object").await? else {
+            return Ok(None);
         };
-        let size = out
-            .content_length()
-            .and_then(|l| u64::try_from(l).ok())
-            .unwrap_or(0);
         let etag = out.e_tag().map(str::to_owned);
         let key = key.to_owned();
         let body = futures::stream::unfold(Some(out.body), move |body| {

@@ -144,10 +144,17 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
     attempt: u32,
     last: bool,
 ) -> Result<Attempted, PortError> {
-    let refuse = |code: &str| WebhookAttempt {
-        at: Utc::now(),
-        status_code: None,
-        error: Some(code.to_owned()),
+    // Refused before sending: recorded as a failed attempt with `code`, no status.
+    let refuse = |code: &'static str| async move {
+        let attempt = WebhookAttempt {
+            at: Utc::now(),
+            status_code: None,
+            error: Some(code.to_owned()),
+        };
+        app.repo
+            .record_webhook_attempt(&meta.request_id, &attempt, DeliveryState::Failed)
+            .await?;
+        Ok(Attempted::Refused)
     };
     let tenant = match &app.keys {
         Some(keys) => keys.get_tenant(&meta.tenant).await?,
@@ -157,14 +164,7 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
         .as_ref()
         .is_some_and(|t| t.disabled_webhook_urls.iter().any(|u| u == url))
     {
-        app.repo
-            .record_webhook_attempt(
-                &meta.request_id,
-                &refuse("endpoint_disabled"),
-                DeliveryState::Failed,
-            )
-            .await?;
-        return Ok(Attempted::Refused);
+        return refuse("endpoint_disabled").await;
     }
     let tenant_secrets = tenant
         .as_ref()
@@ -177,14 +177,7 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
     };
     if secrets.is_empty() {
         tracing::warn!(request_id = %meta.request_id, tenant = %meta.tenant, "no webhook signing secret; not delivered");
-        app.repo
-            .record_webhook_attempt(
-                &meta.request_id,
-                &refuse("no_signing_secret"),
-                DeliveryState::Failed,
-            )
-            .await?;
-        return Ok(Attempted::Refused);
+        return refuse("no_signing_secret").await;
     }
     let csv_url = meta
         .output_csv_key

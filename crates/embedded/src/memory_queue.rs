@@ -104,6 +104,19 @@ impl InMemoryRowQueue {
         lock(&self.state, "queue")
     }
 
+    /// Sends `bodies` in batches within SQS's limits, each retried as the SQS adapter retries
+    /// (`context` names the call in errors).
+    async fn send_bodies(&self, bodies: &[String], context: &str) -> Result<(), PortError> {
+        for batch in sqs_batches(bodies) {
+            let batch = &bodies[batch];
+            retry(&RetryPolicy::STORAGE, context, || async {
+                self.send_batch(batch)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     fn push(state: &mut State, body: String, now: Instant) {
         state.next_id += 1;
         let id = format!("msg-{:08}", state.next_id);
@@ -318,15 +331,8 @@ impl WebhookQueue for InMemoryRowQueue {
 
 impl ChunkQueue for InMemoryRowQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
-        let bodies = chunk_bodies(jobs)?;
-        for batch in sqs_batches(&bodies) {
-            let batch = &bodies[batch];
-            retry(&RetryPolicy::STORAGE, "sending chunk messages", || async {
-                self.send_batch(batch)
-            })
-            .await?;
-        }
-        Ok(())
+        self.send_bodies(&chunk_bodies(jobs)?, "sending chunk messages")
+            .await
     }
 }
 
@@ -340,15 +346,8 @@ impl RowQueue for InMemoryRowQueue {
     }
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
-        let bodies = message_bodies(jobs)?;
-        for batch in sqs_batches(&bodies) {
-            let batch = &bodies[batch];
-            retry(&RetryPolicy::STORAGE, "sending row messages", || async {
-                self.send_batch(batch)
-            })
-            .await?;
-        }
-        Ok(())
+        self.send_bodies(&message_bodies(jobs)?, "sending row messages")
+            .await
     }
 }
 

@@ -267,16 +267,7 @@ impl Fetcher {
         self.check_peer(response.remote_addr())?;
         let status = response.status();
         if !status.is_success() {
-            let mut error = FetchError::new(
-                FetchErrorKind::Http(status.as_u16()),
-                format!("the origin answered HTTP {status}"),
-            );
-            error.retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry_after(v, chrono::Utc::now()));
-            return Err(error);
+            return Err(http_error(&response, "the origin"));
         }
         let max = self.config.max_bytes;
         if let Some(length) = response.content_length()
@@ -322,18 +313,25 @@ impl Fetcher {
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            let mut error = FetchError::new(
-                FetchErrorKind::Http(status.as_u16()),
-                format!("webhook receiver answered HTTP {status}"),
-            );
-            error.retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry_after(v, chrono::Utc::now()));
-            Err(error)
+            Err(http_error(&response, "webhook receiver"))
         }
     }
+}
+
+/// The `http_<status>` error of a non-2xx `response` from `who` ("the origin"), with the
+/// `Retry-After` it asked for (RFC 9110 §10.2.3: seconds or an HTTP date).
+fn http_error(response: &reqwest::Response, who: &str) -> FetchError {
+    let status = response.status();
+    let mut error = FetchError::new(
+        FetchErrorKind::Http(status.as_u16()),
+        format!("{who} answered HTTP {status}"),
+    );
+    error.retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, chrono::Utc::now()));
+    error
 }
 
 /// A download whose response head is in and whose body is not read yet.

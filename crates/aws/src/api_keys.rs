@@ -10,7 +10,6 @@ use super::handles::{condition_failed, decode, item as encode, key, s};
 use super::{DynamoTable, sdk_error};
 use pixpress_app::auth::{ApiKeyRecord, KeyStore, TenantRecord};
 use pixpress_app::ports::PortError;
-use pixpress_app::retry::retry;
 
 const KEY_PK_PREFIX: &str = "KEY#";
 const KEY_SK: &str = "KEY";
@@ -79,29 +78,23 @@ impl KeyStore for DynamoKeyStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, PortError> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let from = start.take();
-            let out = retry(&self.table.retry, "listing API keys", || async {
-                self.table
-                    .scan()
-                    .filter_expression("begins_with(pk, :p) AND sk = :sk")
-                    .expression_attribute_values(":p", s(KEY_PK_PREFIX))
-                    .expression_attribute_values(":sk", s(KEY_SK))
-                    .set_exclusive_start_key(from.clone())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("listing API keys", &e))
-            })
-            .await?;
-            for item in out.items.unwrap_or_default() {
-                keys.push(decode::<KeyItem>(item, "an API key")?.record);
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
+        // An administrator's listing: the SDK's paginator follows `LastEvaluatedKey`, each
+        // page retried by the SDK's standard retry mode.
+        let items: Vec<_> = self
+            .table
+            .scan()
+            .filter_expression("begins_with(pk, :p) AND sk = :sk")
+            .expression_attribute_values(":p", s(KEY_PK_PREFIX))
+            .expression_attribute_values(":sk", s(KEY_SK))
+            .into_paginator()
+            .items()
+            .send()
+            .collect()
+            .await;
+        let mut keys = Vec::with_capacity(items.len());
+        for item in items {
+            let item = item.map_err(|e| sdk_error("listing API keys", &e))?;
+            keys.push(decode::<KeyItem>(item, "an API key")?.record);
         }
         keys.sort_by(|a, b| {
             a.created_at

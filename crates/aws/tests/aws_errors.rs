@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -23,10 +24,12 @@ use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use bytes::Bytes;
 use chrono::Utc;
+use pixpress_app::auth::KeyStore as _;
 use pixpress_app::ports::{Created, ObjectStore, OriginSlots, PortError, RowQueue, RowRecorded};
 use pixpress_app::retry::RetryPolicy;
 use pixpress_aws::{
-    DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore, SqsQueue, SqsRowQueue,
+    DynamoKeyStore, DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore,
+    SqsQueue, SqsRowQueue,
 };
 use pixpress_domain::model::{
     Counters, ImageOutcome, OutputSpec, RequestMeta, RowJob, RowRecord, RowState,
@@ -656,4 +659,47 @@ async fn a_lease_that_loses_a_race_is_recomputed_from_a_fresh_read_not_written_o
         .unwrap();
     assert_eq!(lease.granted, 1);
     assert_eq!((get.num_calls(), put.num_calls()), (2, 2));
+}
+
+/// A key item as DynamoDB stores it.
+fn key_item(key_id: &str, created_at: &str) -> std::collections::HashMap<String, AttributeValue> {
+    serde_dynamo::to_item(serde_json::json!({
+        "pk": format!("KEY#{key_id}"), "sk": "KEY", "key_id": key_id, "tenant": "acme",
+        "key_sha256": "00", "created_at": created_at,
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn listing_api_keys_follows_every_scan_page_and_orders_by_creation() {
+    // DynamoDB returns a scan in pages of at most 1 MB: a key on the second page is listed.
+    let scan = mock!(aws_sdk_dynamodb::Client::scan)
+        .sequence()
+        .output(|| {
+            ScanOutput::builder()
+                .items(key_item("bbbb", "2026-01-02T00:00:00Z"))
+                .set_last_evaluated_key(Some(std::collections::HashMap::from([
+                    ("pk".to_owned(), AttributeValue::S("KEY#bbbb".to_owned())),
+                    ("sk".to_owned(), AttributeValue::S("KEY".to_owned())),
+                ])))
+                .build()
+        })
+        .output(|| {
+            ScanOutput::builder()
+                .items(key_item("aaaa", "2026-01-01T00:00:00Z"))
+                .build()
+        })
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&scan], |c| c
+        .retry_config(RetryConfig::disabled()));
+    let keys = DynamoKeyStore::from(DynamoTable::from_client(client, "requests"));
+    let listed: Vec<String> = keys
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(listed, ["aaaa", "bbbb"]);
+    assert_eq!(scan.num_calls(), 2);
 }

@@ -151,9 +151,12 @@ def main():
     cfn = transformed_template(args.template, lambda name: f"s3://{ARTIFACTS_BUCKET}/{name}.zip")
     explicit_http_api_routes(cfn)
     numeric_parameter_refs(cfn, parameters)
+    # As `sam deploy` does, the template goes through S3: CreateStack's TemplateBody is limited
+    # to 51,200 bytes, a template in S3 to 1 MB ("AWS CloudFormation quotas").
+    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key="template.json", Body=json.dumps(cfn).encode())
     cfn_client.create_stack(
         StackName=args.stack_name,
-        TemplateBody=json.dumps(cfn),
+        TemplateURL=f"{args.endpoint}/{ARTIFACTS_BUCKET}/template.json",
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
     )

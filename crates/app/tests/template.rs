@@ -529,3 +529,118 @@ fn items_and_outputs_expire_after_their_retention_parameters() {
     let conditions = serde_yaml_ng::to_string(&t["Conditions"]["ExpireOutputs"]).unwrap();
     assert!(conditions.contains("OutputRetentionDays"), "{conditions}");
 }
+
+/// The alarms on `namespace`/`metric` whose dimensions mention `target` (a resource name, as
+/// `!Ref X` or `!GetAtt X.QueueName`).
+fn alarms_on<'a>(t: &'a Value, namespace: &str, metric: &str, target: &str) -> Vec<&'a str> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| {
+            let p = &r["Properties"];
+            r["Type"] == "AWS::CloudWatch::Alarm"
+                && p["Namespace"] == namespace
+                && p["MetricName"] == metric
+                && serde_yaml_ng::to_string(&p["Dimensions"])
+                    .unwrap()
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|word| word == target)
+        })
+        .map(|(k, _)| k.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn operations_see_table_throttling_stream_lag_every_queue_and_api_5xx() {
+    let t = template();
+    for metric in ["WriteThrottleEvents", "ReadThrottleEvents", "ThrottledRequests"] {
+        assert!(
+            !alarms_on(&t, "AWS/DynamoDB", metric, "RequestsTable").is_empty(),
+            "no {metric} alarm on the requests table"
+        );
+    }
+    assert!(
+        !alarms_on(&t, "AWS/Lambda", "IteratorAge", "CompletionNotifierFunction").is_empty(),
+        "no IteratorAge alarm on the notifier's stream"
+    );
+    assert!(
+        !alarms_on(&t, "AWS/ApiGateway", "5xx", "HttpApi").is_empty(),
+        "no 5xx alarm on the HTTP API"
+    );
+    let queues: Vec<&str> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::SQS::Queue")
+        .map(|(k, _)| k.as_str().unwrap())
+        .collect();
+    assert_eq!(queues.len(), 7, "{queues:?}");
+    for queue in queues {
+        // A work queue is watched by the age of its oldest message; a dead-letter or failure
+        // queue by any message in it.
+        let age = alarms_on(&t, "AWS/SQS", "ApproximateAgeOfOldestMessage", queue);
+        let visible = alarms_on(&t, "AWS/SQS", "ApproximateNumberOfMessagesVisible", queue);
+        let dead_letter = queue.contains("DeadLetter") || queue.contains("Failure");
+        assert!(
+            !age.is_empty() || (dead_letter && !visible.is_empty()),
+            "no alarm watches {queue}"
+        );
+    }
+    let dashboard = serde_yaml_ng::to_string(&props(&t, "Dashboard")["DashboardBody"]).unwrap();
+    for (function, _) in functions(&t) {
+        for metric in ["Invocations", "Errors", "Throttles"] {
+            let widget = dashboard
+                .split("\"title\"")
+                .find(|w| w.contains(&format!("\"{metric}\"")))
+                .unwrap_or_else(|| panic!("no {metric} widget"));
+            assert!(
+                widget.contains(&format!("${{{function}}}")),
+                "the {metric} widget leaves out {function}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_function_that_reads_objects_may_list_the_bucket_so_a_missing_key_is_a_404() {
+    // GetObject of a missing key answers 404 NoSuchKey only to a caller with s3:ListBucket on
+    // the bucket, 403 AccessDenied otherwise ("GetObject", Amazon S3 API Reference); the code
+    // reads NoSuchKey as "no such object" and everything else as a failure.
+    let t = template();
+    let mut readers = Vec::new();
+    for (name, function) in functions(&t) {
+        let statements: Vec<&Value> = function["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["Statement"].as_sequence().unwrap())
+            .collect();
+        let allows = |action: &str| -> Vec<String> {
+            statements
+                .iter()
+                .filter(|s| {
+                    s["Action"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a == action)
+                })
+                .map(|s| serde_yaml_ng::to_string(&s["Resource"]).unwrap())
+                .collect()
+        };
+        if allows("s3:GetObject").is_empty() {
+            continue;
+        }
+        readers.push(name);
+        let listed = allows("s3:ListBucket");
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.contains("${DeploymentName}") && !r.contains("${DeploymentName}/")),
+            "{name} reads objects but may not list the bucket: {listed:?}"
+        );
+    }
+    readers.sort_unstable();
+    assert_eq!(readers, ["ApiFunction", "S3IngestFunction"]);
+}

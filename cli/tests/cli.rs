@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use pixpress_test_support::manifest_dir;
 use std::process::Command;
 
 fn pixpress() -> Command {
@@ -69,7 +70,7 @@ fn demo_compresses_the_bundled_photos_and_verifies_its_webhook() {
 fn invoke_runs_the_api_handler_on_a_sample_event() {
     let event = format!(
         "{}/../events/api/post-upload-invalid-csv.json",
-        env!("CARGO_MANIFEST_DIR")
+        manifest_dir()
     );
     let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
     let output = pixpress()
@@ -231,7 +232,7 @@ fn serve_refuses_no_auth_off_loopback() {
 /// s3-ingest reads the CSV beside its event, the sender delivers a verified webhook.
 #[test]
 fn every_sample_event_does_something_real_with_the_local_backends() {
-    let events = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
+    let events = format!("{}/../events", manifest_dir());
     let run = |function: &str, event: &str| {
         let dir = std::env::temp_dir().join(format!("pixpress-invoke-{}", uuid::Uuid::new_v4()));
         let output = pixpress()

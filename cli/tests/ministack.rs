@@ -26,6 +26,7 @@ use pixpress_aws::S3ObjectStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::emulator::emulator_sdk_config;
 use pixpress_domain::webhook::WebhookSecret;
+use pixpress_test_support::manifest_dir;
 use serde_json::Value;
 
 /// Where cargo put this workspace's binaries: the test executable lives in `<dir>/deps/`.
@@ -53,7 +54,7 @@ struct Stack {
 
 fn deploy(endpoint: &str, secret: &WebhookSecret) -> Stack {
     let python = venv_program("MINISTACK", "ministack-venv", "ministack").with_file_name("python");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(manifest_dir()).join("..");
     let output = Command::new(python)
         .current_dir(&root)
         .env("AWS_DEFAULT_REGION", "us-east-1")

@@ -6,10 +6,11 @@
 
 use pixpress_app::config::vars;
 use pixpress_domain::model::RequestStatus;
+use pixpress_test_support::manifest_dir;
 use serde_yaml_ng::Value;
 
 fn template() -> Value {
-    let path = format!("{}/../../template.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../template.yaml", manifest_dir());
     serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -228,10 +229,7 @@ fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
         let binary = function["Metadata"]["BuildProperties"]["Binary"]
             .as_str()
             .unwrap();
-        let manifest = format!(
-            "{}/../../functions/{binary}/Cargo.toml",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let manifest = format!("{}/../../functions/{binary}/Cargo.toml", manifest_dir());
         let text = std::fs::read_to_string(&manifest)
             .unwrap_or_else(|_| panic!("{name}: no crate for binary {binary}"));
         assert!(
@@ -554,14 +552,24 @@ fn alarms_on<'a>(t: &'a Value, namespace: &str, metric: &str, target: &str) -> V
 #[test]
 fn operations_see_table_throttling_stream_lag_every_queue_and_api_5xx() {
     let t = template();
-    for metric in ["WriteThrottleEvents", "ReadThrottleEvents", "ThrottledRequests"] {
+    for metric in [
+        "WriteThrottleEvents",
+        "ReadThrottleEvents",
+        "ThrottledRequests",
+    ] {
         assert!(
             !alarms_on(&t, "AWS/DynamoDB", metric, "RequestsTable").is_empty(),
             "no {metric} alarm on the requests table"
         );
     }
     assert!(
-        !alarms_on(&t, "AWS/Lambda", "IteratorAge", "CompletionNotifierFunction").is_empty(),
+        !alarms_on(
+            &t,
+            "AWS/Lambda",
+            "IteratorAge",
+            "CompletionNotifierFunction"
+        )
+        .is_empty(),
         "no IteratorAge alarm on the notifier's stream"
     );
     assert!(

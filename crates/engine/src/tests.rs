@@ -6,6 +6,7 @@ use ::image::{Delay, Frame, ImageBuffer, Rgb, Rgba, RgbaImage};
 use turbojpeg::{Compressor, Image, PixelFormat, Subsamp};
 
 use super::*;
+use pixpress_test_support::manifest_dir;
 
 fn spec() -> OutputSpec {
     OutputSpec::default()
@@ -28,10 +29,7 @@ fn decode(bytes: &[u8]) -> RgbImage {
 }
 
 fn corpus(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../cli/assets/demo/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../cli/assets/demo/{name}", manifest_dir());
     std::fs::read(path).unwrap()
 }
 

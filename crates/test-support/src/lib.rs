@@ -1,7 +1,8 @@
 //! # pixpress-test-support — what the test binaries share
 //!
 //! - [`serve`]: an axum router on a free loopback port (image origins, webhook receivers);
-//! - [`LogCapture`]: one test's log lines as JSON, as deployed functions write them.
+//! - [`LogCapture`]: one test's log lines as JSON, as deployed functions write them;
+//! - [`manifest_dir`]: the package directory of the checkout under test.
 //!
 //! Request records to seed are `RequestMeta { …, ..RequestMeta::new(id, tenant, now) }`
 //! (`pixpress_domain::model`).
@@ -12,6 +13,18 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+/// The package directory of the checkout under test (`CARGO_MANIFEST_DIR`, which `cargo test`
+/// sets when it runs a test binary), read at run time. `env!("CARGO_MANIFEST_DIR")` would bake
+/// in the checkout the binary was built in, and a target directory shared between checkouts
+/// (CI's clone and a working copy) reuses binaries across them.
+///
+/// # Panics
+/// When the test does not run under cargo.
+#[must_use]
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+}
 
 /// Serves `router` on `127.0.0.1` at a free port, in the background, for the rest of the test.
 ///

@@ -13,6 +13,7 @@ use pixpress_domain::model::RequestStatus;
 use pixpress_embedded::{
     DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
 };
+use pixpress_test_support::manifest_dir;
 use serde_json::Value;
 
 type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, FileKeyStore>;
@@ -30,7 +31,7 @@ fn app(config: &Config) -> TestApp {
 }
 
 fn event(name: &str) -> Request {
-    let path = format!("{}/../../events/api/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../events/api/{name}", manifest_dir());
     lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

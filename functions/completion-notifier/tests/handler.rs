@@ -27,6 +27,7 @@ use pixpress_domain::model::{
 };
 use pixpress_domain::webhook::WebhookSecret;
 use pixpress_embedded::{DirObjectStore, FileKeyStore, InMemoryRequestRepository};
+use pixpress_test_support::manifest_dir;
 
 const REQUEST_ID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
 
@@ -53,10 +54,7 @@ async fn receiver(status: StatusCode) -> (SocketAddr, Received) {
 }
 
 fn event(name: &str) -> Event {
-    let path = format!(
-        "{}/../../events/completion-notifier/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../events/completion-notifier/{name}", manifest_dir());
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

@@ -16,11 +16,12 @@ use pixpress_domain::model::{
 };
 use pixpress_embedded::InMemoryRequestRepository;
 use pixpress_row_dead_letter::{App, DEAD_LETTERED, Recorded, handle, record_dead_letter};
+use pixpress_test_support::manifest_dir;
 
 fn sample() -> SqsEvent {
     let path = format!(
         "{}/../../events/row-dead-letter/dead-lettered-rows.json",
-        env!("CARGO_MANIFEST_DIR")
+        manifest_dir()
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

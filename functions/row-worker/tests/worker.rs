@@ -27,6 +27,7 @@ use pixpress_embedded::{
     DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
 };
 use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, process_row};
+use pixpress_test_support::manifest_dir;
 
 const PHOTO: &[u8] = include_bytes!("../../../cli/assets/demo/p02_ladybird_1000sq.jpg");
 
@@ -188,10 +189,7 @@ async fn row(repo: &InMemoryRequestRepository, request_id: &str, index: u32) -> 
 async fn sample_batch_records_blocked_addresses_and_returns_only_the_malformed_message() {
     let config = Config::default();
     let app = app(&config);
-    let path = format!(
-        "{}/../../events/row-worker/row-batch.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../events/row-worker/row-batch.json", manifest_dir());
     let event: SqsEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let job: RowJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
     seed(

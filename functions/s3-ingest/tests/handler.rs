@@ -13,6 +13,7 @@ use pixpress_app::ports::RequestReader as _;
 use pixpress_domain::model::{RequestStatus, Source};
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
 use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, handle_chunks, ingest_record};
+use pixpress_test_support::manifest_dir;
 
 type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, InMemoryRowQueue>;
 
@@ -74,7 +75,7 @@ fn received(queue: &InMemoryRowQueue) -> SqsEvent {
 fn event() -> S3Event {
     let path = format!(
         "{}/../../events/s3-ingest/object-created.json",
-        env!("CARGO_MANIFEST_DIR")
+        manifest_dir()
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

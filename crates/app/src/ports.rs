@@ -262,6 +262,10 @@ pub trait RowLedger: Send + Sync + Clone + 'static {
     /// # Errors
     /// [`PortError`] on storage failure.
     ///
+    /// A cancellation accepted before the flip ends the request `CANCELLED`, also one
+    /// accepted after the request was read: it must never end `COMPLETED` once a cancellation
+    /// was answered 202.
+    ///
     /// # Idempotency
     /// One conditional write: applies only if the status is non-terminal and every row is
     /// done, so among concurrent callers exactly one gets [`Transition::Applied`].

@@ -705,43 +705,56 @@ impl RowLedger for DynamoRequestRepository {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Transition, PortError> {
-        let Some((stored, counters)) = self.read(request_id).await? else {
-            return Ok(Transition::NotApplied);
-        };
-        if stored.meta.status.is_terminal() || stored.done_shards.len() < COUNTER_SHARDS as usize {
-            return Ok(Transition::NotApplied);
+        // A cancellation accepted between the read and the flip fails the flip's condition;
+        // the request is read again and ends CANCELLED. Two passes suffice: a cancellation is
+        // accepted only while the request is not terminal, so it can interrupt at most once.
+        for _ in 0..2 {
+            let Some((stored, counters)) = self.read(request_id).await? else {
+                return Ok(Transition::NotApplied);
+            };
+            if stored.meta.status.is_terminal()
+                || stored.done_shards.len() < COUNTER_SHARDS as usize
+            {
+                return Ok(Transition::NotApplied);
+            }
+            // Every shard is full, so the sums read above are final.
+            let Some(mut terminal) = counters.terminal_status() else {
+                return Ok(Transition::NotApplied);
+            };
+            let cancelled = stored.meta.cancel_requested_at.is_some();
+            if cancelled {
+                terminal = RequestStatus::Cancelled;
+            }
+            // Applies only while non-terminal, with every shard done and (unless it ends
+            // CANCELLED) no cancellation recorded since the read: exactly one caller wins.
+            let condition = if cancelled {
+                "#status IN (:pending, :processing) AND size(done_shards) = :shards"
+            } else {
+                "#status IN (:pending, :processing) AND size(done_shards) = :shards \
+                 AND attribute_not_exists(cancel_requested_at)"
+            };
+            let applied = self
+                .conditional_update(
+                    request_id,
+                    "SET #status = :terminal, #c = :counters, updated_at = :now, completed_at = :now",
+                    condition,
+                    &[("#status", "status"), ("#c", "counters")],
+                    vec![
+                        (":terminal", status(terminal)),
+                        (":counters", encode(&counters)?),
+                        (":pending", status(RequestStatus::Pending)),
+                        (":processing", status(RequestStatus::Processing)),
+                        (":shards", n(u64::from(COUNTER_SHARDS))),
+                        (":now", s(now.to_rfc3339())),
+                    ],
+                    "completing the request",
+                )
+                .await?;
+            if applied {
+                return Ok(Transition::Applied(terminal));
+            }
         }
-        // Every shard is full, so the sums read above are final.
-        let Some(mut terminal) = counters.terminal_status() else {
-            return Ok(Transition::NotApplied);
-        };
-        // A cancellation is recorded before any row it affects, so the read above sees it.
-        if stored.meta.cancel_requested_at.is_some() {
-            terminal = RequestStatus::Cancelled;
-        }
-        // Applies only while non-terminal and with every shard done: exactly one caller wins.
-        let applied = self
-            .conditional_update(
-                request_id,
-                "SET #status = :terminal, #c = :counters, updated_at = :now, completed_at = :now",
-                "#status IN (:pending, :processing) AND size(done_shards) = :shards",
-                &[("#status", "status"), ("#c", "counters")],
-                vec![
-                    (":terminal", status(terminal)),
-                    (":counters", encode(&counters)?),
-                    (":pending", status(RequestStatus::Pending)),
-                    (":processing", status(RequestStatus::Processing)),
-                    (":shards", n(u64::from(COUNTER_SHARDS))),
-                    (":now", s(now.to_rfc3339())),
-                ],
-                "completing the request",
-            )
-            .await?;
-        Ok(if applied {
-            Transition::Applied(terminal)
-        } else {
-            Transition::NotApplied
-        })
+        Ok(Transition::NotApplied)
     }
 
     async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {

@@ -25,14 +25,17 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use bytes::Bytes;
 use chrono::Utc;
 use pixpress_app::auth::KeyStore as _;
-use pixpress_app::ports::{Created, ObjectStore, OriginSlots, PortError, RowQueue, RowRecorded};
+use pixpress_app::ports::{
+    Created, ObjectStore, OriginSlots, PortError, RowQueue, RowRecorded, Transition,
+};
 use pixpress_app::retry::RetryPolicy;
 use pixpress_aws::{
     DynamoKeyStore, DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore,
     SqsQueue, SqsRowQueue,
 };
+use pixpress_domain::item::{CounterItem, MetaItem};
 use pixpress_domain::model::{
-    Counters, ImageOutcome, OutputSpec, RequestMeta, RowJob, RowRecord, RowState,
+    Counters, ImageOutcome, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
 };
 use pixpress_domain::origin_slots::LeaseRequest;
 
@@ -702,4 +705,75 @@ async fn listing_api_keys_follows_every_scan_page_and_orders_by_creation() {
         .collect();
     assert_eq!(listed, ["aaaa", "bbbb"]);
     assert_eq!(scan.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_cancel_accepted_between_the_read_and_the_flip_ends_the_request_cancelled() {
+    // Every row is recorded; `complete` reads the request (no cancellation yet), then a
+    // cancellation is accepted, then `complete` flips. The flip must not apply COMPLETED over
+    // the accepted cancellation: its condition fails, and the second read ends it CANCELLED.
+    let request = |cancelled: bool| {
+        let mut meta = meta(3);
+        meta.status = RequestStatus::Processing;
+        if cancelled {
+            meta.cancel_requested_at = Some(Utc::now());
+        }
+        let mut item = MetaItem::new(meta, None);
+        item.done_shards = (0..32).collect();
+        GetItemOutput::builder()
+            .set_item(Some(serde_dynamo::to_item(&item).unwrap()))
+            .build()
+    };
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .sequence()
+        .output(move || request(false))
+        .output(move || request(true))
+        .build();
+    let shards = mock!(aws_sdk_dynamodb::Client::query).then_output(|| {
+        let items = (0..3)
+            .map(|shard| {
+                let mut counter = CounterItem::new("r", shard, 1, None);
+                counter.counters.rows_done = 1;
+                counter.counters.images_ok = 1;
+                serde_dynamo::to_item(&counter).unwrap()
+            })
+            .collect();
+        QueryOutput::builder().set_items(Some(items)).build()
+    });
+    let conditions = Arc::new(Mutex::new(Vec::new()));
+    let seen = conditions.clone();
+    let flip = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |req| {
+            seen.lock()
+                .unwrap()
+                .push(req.condition_expression().unwrap_or_default().to_owned());
+            true
+        })
+        .sequence()
+        .http_status(
+            400,
+            Some(dynamo_error(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )),
+        )
+        .output(|| UpdateItemOutput::builder().build())
+        .build();
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&get, &shards, &flip],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let repo = DynamoRequestRepository::from(
+        DynamoTable::from_client(client, "requests").with_retry(FAST),
+    );
+    let ended = repo.complete("r", Utc::now()).await.unwrap();
+    assert_eq!(ended, Transition::Applied(RequestStatus::Cancelled));
+    let conditions = conditions.lock().unwrap();
+    assert!(
+        conditions[0].contains("attribute_not_exists(cancel_requested_at)"),
+        "the first flip must not override a cancellation: {}",
+        conditions[0]
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Trigger: the webhooks SQS queue (batches, `ReportBatchItemFailures`). The completion notifier
 //! queues one [`WebhookJob`] per request that has a webhook; this function makes the attempts
-//! (Standard Webhooks v1, signed with the tenant's secrets):
+//! (Standard Webhooks v1, signed with the tenant's secrets), every message of a batch at once so
+//! slow receivers do not wait for each other:
 //!
 //! - attempt number = the message's `ApproximateReceiveCount`;
 //! - 2xx: delivered, the message is deleted; a request whose webhook is no longer pending
@@ -120,7 +121,9 @@ where
     K: KeyStore,
 {
     let records = &event.payload.records;
-    let mode = BatchMode::Sequential;
+    // At once: each delivery waits up to WEBHOOK_TIMEOUT_SECS on its receiver, and ten in a
+    // row would outlive the function's timeout, costing every message of the batch an attempt.
+    let mode = BatchMode::Concurrent;
     Ok(
         batch_item_failures(records, mode, "sending a webhook", |message| async move {
             Ok::<_, SendError>(match send_one(app, message).await? {

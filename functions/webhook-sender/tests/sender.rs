@@ -239,3 +239,61 @@ async fn a_twelve_hour_retry_after_is_scheduled_within_what_sqs_allows() {
     );
     assert_eq!(webhook_state(&app).await.state, DeliveryState::Pending);
 }
+
+#[tokio::test]
+async fn a_batch_is_delivered_concurrently_so_slow_receivers_do_not_queue_behind_each_other() {
+    // Each receiver holds its answer a moment; delivered one after another, a batch of ten
+    // slow receivers would outlive the function's timeout and every message would lose an
+    // attempt. The receiver records how many deliveries it holds at once.
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (now_in, max) = (in_flight.clone(), peak.clone());
+    let router = Router::new().route(
+        "/hook",
+        post(move || {
+            let (now_in, max) = (now_in.clone(), max.clone());
+            async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let held = now_in.fetch_add(1, SeqCst) + 1;
+                max.fetch_max(held, SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                now_in.fetch_sub(1, SeqCst);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let addr = pixpress_test_support::serve(router).await;
+    let app = app(format!("http://{addr}/hook")).await;
+    let first = app.repo.get_request("r-1").await.unwrap().unwrap();
+    for id in ["r-2", "r-3"] {
+        let meta = RequestMeta {
+            request_id: id.to_owned(),
+            ..first.clone()
+        };
+        app.repo.create_request(&meta, &[]).await.unwrap();
+    }
+    for id in ["r-1", "r-2", "r-3"] {
+        notify(&app, id, Deadline::NONE).await.unwrap();
+    }
+    let mut event = SqsEvent::default();
+    event.records = (0..3)
+        .map(|_| message(&app, Duration::from_secs(30)).unwrap())
+        .collect();
+    let response = handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    for id in ["r-1", "r-2", "r-3"] {
+        let meta = app.repo.get_request(id).await.unwrap().unwrap();
+        assert_eq!(
+            meta.webhook.unwrap().state,
+            DeliveryState::Delivered,
+            "{id}"
+        );
+    }
+    assert_eq!(
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the three deliveries of the batch were not in flight together"
+    );
+}

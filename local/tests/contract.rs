@@ -499,6 +499,35 @@ async fn retry_contract<R: RequestRepository>(repo: &R) {
             .unwrap()
             .is_empty()
     );
+
+    // A catalogue that failed while it was read has rows that were never written: its retry
+    // is refused (the counter shards count rows 0..n−1, so it could never complete).
+    let gappy = "contract-retry-gaps";
+    let written: Vec<RowRecord> = rows(3).into_iter().filter(|r| r.index != 1).collect();
+    repo.create_request(&meta(gappy, 3, false), &written)
+        .await
+        .unwrap();
+    let failure = Failure {
+        code: "ingest_failed".into(),
+        message: "the catalogue could not be read".into(),
+        issues: Vec::new(),
+    };
+    repo.mark_failed(gappy, &failure, now).await.unwrap();
+    let original = repo.get_request(gappy).await.unwrap().unwrap();
+    assert!(matches!(
+        retry_failed_images(repo, &queue, &original, 100, now).await,
+        Err(RetryError::RowsMissing {
+            written: 2,
+            total: 3
+        })
+    ));
+    assert!(
+        repo.get_request(&retry_request_id(gappy))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is written"
+    );
 }
 
 /// Rows of one request recorded all at once (as a batch of concurrent workers does) are each

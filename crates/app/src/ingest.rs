@@ -283,6 +283,18 @@ pub enum RetryError {
         /// The most rows a retry takes.
         max: u64,
     },
+    /// Some rows of the request were never written (a catalogue that failed while it was
+    /// read): they cannot be retried, and a retry of the others would count rows that do not
+    /// exist; nothing was written.
+    #[error(
+        "only {written} of the request's {total} rows were ever read from its upload; upload the CSV again"
+    )]
+    RowsMissing {
+        /// Rows written.
+        written: u64,
+        /// Rows the request declared.
+        total: u64,
+    },
     /// Rows could not be enqueued; the retry is marked `FAILED`.
     #[error("rows could not be enqueued: {0}")]
     EnqueueFailed(PortError),
@@ -352,6 +364,15 @@ pub async fn retry_failed_images<R: RequestIntake + RequestReader, Q: RowQueue>(
         .into_iter()
         .map(kept_images)
         .collect();
+    // Counter shards count rows 0..n−1 (`counting`): a request with gaps in its row numbers
+    // could never complete.
+    let contiguous = rows.iter().zip(0u32..).all(|(row, i)| row.index == i);
+    if !contiguous || rows.len() as u64 != original.counters.rows_total {
+        return Err(RetryError::RowsMissing {
+            written: rows.len() as u64,
+            total: original.counters.rows_total,
+        });
+    }
     let images_to_retry: u64 = rows
         .iter()
         .map(|r| (r.input_urls.len() - r.progress.len()) as u64)

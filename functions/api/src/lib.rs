@@ -528,7 +528,7 @@ where
     params(("id" = String, Path, description = "The request id")),
     responses(
         (status = 202, description = "Retry started (`Location`: its status; `Idempotent-Replayed: true` when asked before)", body = status::RetryAccepted),
-        (status = 409, description = "The request is running, or every image is stored", body = problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The request is running, every image is stored, or its rows were never all read from its upload", body = problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "More rows than an upload may have", body = problem::Problem, content_type = "application/problem+json"),
         RequestErrors,
     ),

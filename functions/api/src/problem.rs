@@ -164,12 +164,14 @@ impl From<IngestError> for Problem {
     }
 }
 
-/// Every way `POST /requests/{id}/retry` fails: a running request or one with nothing to retry
-/// (409 `cannot-retry`), too many rows (413 `retry-too-large`), a backend (503).
+/// Every way `POST /requests/{id}/retry` fails: a running request, one with nothing to retry or
+/// one whose rows were never all read (409 `cannot-retry`), too many rows (413 `retry-too-large`), a backend (503).
 impl From<RetryError> for Problem {
     fn from(e: RetryError) -> Self {
         match e {
-            RetryError::NotFinished(_) | RetryError::NothingToRetry => Self::new(
+            RetryError::NotFinished(_)
+            | RetryError::NothingToRetry
+            | RetryError::RowsMissing { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "cannot-retry",
                 "Cannot retry",

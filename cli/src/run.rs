@@ -276,7 +276,11 @@ async fn run_catalogue<B: PumpBackend>(
         }
         writer.write(&buf[..n]).await?;
     }
-    writer.finish().await?;
+    if let Err(e) = writer.finish().await {
+        // Nothing names this upload: drop its parts.
+        let _ = writer.abort().await;
+        return Err(e.into());
+    }
     let mut record = S3EventRecord::default();
     record.event_name = Some("ObjectCreated:CompleteMultipartUpload".to_owned());
     record.s3.bucket.name = Some("local".to_owned());

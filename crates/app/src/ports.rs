@@ -669,6 +669,16 @@ pub trait ObjectStore: Send + Sync + Clone + 'static {
         max_bytes: u64,
     ) -> impl Future<Output = Result<Option<StoredObject>, PortError>> + Send;
 
+    /// `true` when an object exists under `key` (S3 `HeadObject`; a missing key is 404 only
+    /// to a caller that may list the bucket).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only.
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+
     /// The object under `key` (or its bytes `range`, offsets in bytes, end exclusive) as a
     /// stream, so an upload of any size is read in bounded memory; `None` when it does not
     /// exist.
@@ -836,25 +846,20 @@ impl<'a, S: ObjectStore> MultipartWriter<'a, S> {
     }
 
     /// Sends what is left and makes the object visible; returns how many parts it took.
-    /// On failure the upload is aborted (best effort) so no parts linger.
+    /// On failure the upload is left as it is: saved progress may name it and a retry continue
+    /// it; [`Self::abort`] drops one nothing names (the bucket's lifecycle rule aborts what is
+    /// left after a day).
     ///
     /// # Errors
     /// [`PortError`] when the last part or the completion fails.
-    pub async fn finish(mut self) -> Result<u64, PortError> {
-        let result = async {
-            if !self.buffer.is_empty() || self.parts.is_empty() {
-                let last = std::mem::take(&mut self.buffer);
-                self.send(last).await?;
-            }
-            self.store
-                .complete_multipart(&self.key, &self.upload_id, &self.parts)
-                .await
+    pub async fn finish(&mut self) -> Result<u64, PortError> {
+        if !self.buffer.is_empty() || self.parts.is_empty() {
+            let last = std::mem::take(&mut self.buffer);
+            self.send(last).await?;
         }
-        .await;
-        if let Err(e) = result {
-            let _ = self.store.abort_multipart(&self.key, &self.upload_id).await;
-            return Err(e);
-        }
+        self.store
+            .complete_multipart(&self.key, &self.upload_id, &self.parts)
+            .await?;
         Ok(self.parts.len() as u64)
     }
 

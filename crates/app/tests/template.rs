@@ -650,5 +650,12 @@ fn every_function_that_reads_objects_may_list_the_bucket_so_a_missing_key_is_a_4
         );
     }
     readers.sort_unstable();
-    assert_eq!(readers, ["ApiFunction", "S3IngestFunction"]);
+    assert_eq!(
+        readers,
+        [
+            "ApiFunction",
+            "CompletionNotifierFunction",
+            "S3IngestFunction"
+        ]
+    );
 }

@@ -214,6 +214,27 @@ impl ObjectStore for S3ObjectStore {
         Ok(())
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, PortError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            // A HEAD answer has no body, so no error code: the status says it.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+                Err(PortError::Denied(format!(
+                    "looking up {key}: 403 (s3:GetObject, s3:ListBucket)"
+                )))
+            }
+            Err(e) => Err(sdk_error("looking up an object", &e)),
+        }
+    }
+
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, PortError> {
         let Some((out, size)) = self.get_object(key, None, "getting an object").await? else {
             return Ok(None);

@@ -454,6 +454,30 @@ async fn s3_slow_down_is_retried_and_access_denied_is_not() {
     assert_eq!(denied.num_calls(), 1);
 }
 
+#[tokio::test]
+async fn a_missing_object_is_absent_and_a_denied_head_is_an_error_not_absent() {
+    // HeadObject answers 404 without a body for a missing key (to a caller that may list the
+    // bucket) and 403 to one that may not: only the 404 means "no such object".
+    let missing = mock!(aws_sdk_s3::Client::head_object)
+        .sequence()
+        .http_status(404, None)
+        .build();
+    assert!(!s3_store(&missing).exists("results/t/r.csv").await.unwrap());
+    let denied = mock!(aws_sdk_s3::Client::head_object)
+        .sequence()
+        .http_status(403, None)
+        .repeatedly()
+        .build();
+    let err = s3_store(&denied)
+        .exists("results/t/r.csv")
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let found = mock!(aws_sdk_s3::Client::head_object)
+        .then_output(|| aws_sdk_s3::operation::head_object::HeadObjectOutput::builder().build());
+    assert!(s3_store(&found).exists("results/t/r.csv").await.unwrap());
+}
+
 fn job(i: u32) -> RowJob {
     RowJob {
         version: 1,

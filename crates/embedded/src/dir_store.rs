@@ -113,6 +113,17 @@ impl ObjectStore for DirObjectStore {
         Ok(())
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, PortError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(anyhow!(e)
+                .context(format!("reading {}", path.display()))
+                .into()),
+        }
+    }
+
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<StoredObject>, PortError> {
         let path = self.path_of(key)?;
         let size = match tokio::fs::metadata(&path).await {

@@ -172,10 +172,17 @@ async fn write_output_csv_in_parts<R: RequestReader + OutputLedger, S: ObjectSto
     }
     .await;
     match written {
-        Ok(None) => {
-            writer.finish().await?;
-            Ok(Written::Done)
-        }
+        Ok(None) => match writer.finish().await {
+            Ok(_) => Ok(Written::Done),
+            Err(e) => {
+                // Saved progress names a resumed upload: the retry continues it. A fresh one
+                // is named by nothing and would only linger.
+                if !resumed {
+                    let _ = writer.abort().await;
+                }
+                Err(e.into())
+            }
+        },
         Ok(Some(progress)) => Ok(Written::Paused(progress)),
         Err(e) => {
             // A resumed upload is named by saved progress; the retry continues it.
@@ -216,7 +223,18 @@ pub async fn notify<
     if meta.status != RequestStatus::Failed && meta.output_csv_key.is_none() {
         let key = output_csv_key(&meta.tenant, request_id);
         let progress = app.repo.output_progress(request_id).await?;
-        match write_output_csv_in_parts(app, request_id, &key, progress, deadline).await? {
+        // Saved progress and a finished object: an earlier invocation completed the upload
+        // and died before recording it. The upload is gone (resuming it would fail with
+        // `NoSuchUpload` on every retry); the object is the whole CSV, so it is recorded.
+        let finished =
+            progress.as_ref().is_some_and(|p| p.key == key) && app.store.exists(&key).await?;
+        let written = if finished {
+            tracing::info!(%request_id, "output CSV found complete; recording it");
+            Written::Done
+        } else {
+            write_output_csv_in_parts(app, request_id, &key, progress, deadline).await?
+        };
+        match written {
             Written::Done => {
                 app.repo
                     .record_output_csv(request_id, &key, Utc::now())

@@ -510,3 +510,77 @@ async fn gone_disables_the_endpoint_and_retry_after_is_honoured() {
         times[1] - times[0]
     );
 }
+
+#[tokio::test]
+async fn an_output_csv_completed_by_an_invocation_that_died_before_recording_it_is_recorded_not_resumed()
+ {
+    // An invocation completed the multipart upload, then died before recording the CSV: the
+    // request still holds progress naming an upload S3 no longer has. The next invocation
+    // recognises the finished object and records it, instead of failing `NoSuchUpload` on
+    // every retry until the record goes to the failure queue.
+    use pixpress_completion_notifier::notify;
+    use pixpress_domain::model::{OutputPart, OutputProgress};
+    use pixpress_domain::output_csv::write_output_csv;
+    use pixpress_domain::storage_keys::output_csv_key;
+
+    let (addr, received) = receiver(StatusCode::OK).await;
+    let config = Config {
+        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
+        fetch: pixpress_fetch::FetchConfig {
+            policy: pixpress_fetch::NetworkPolicy::local(),
+            ..pixpress_fetch::FetchConfig::default()
+        },
+        ..Config::default()
+    };
+    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
+    let app = App::new(
+        None::<FileKeyStore>,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(&dir, None).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let rows = pending_rows(3, |i| format!("Product {i}"));
+    let webhook = Webhook {
+        url: format!("http://{addr}/hook"),
+        state: DeliveryState::Pending,
+        attempts: Vec::new(),
+    };
+    let meta = large_request("finished-1", &rows, RequestStatus::Completed, Some(webhook));
+    app.repo.create_request(&meta, &rows).await.unwrap();
+    let key = output_csv_key(&meta.tenant, "finished-1");
+    let csv = write_output_csv(&rows).unwrap();
+    app.store
+        .put(&key, csv.clone().into(), "text/csv")
+        .await
+        .unwrap();
+    let progress = OutputProgress {
+        key: key.clone(),
+        upload_id: "completed-and-gone".into(),
+        parts: vec![OutputPart {
+            number: 1,
+            tag: "etag-1".into(),
+        }],
+        after_row: 1,
+    };
+    app.repo
+        .record_output_progress("finished-1", &progress)
+        .await
+        .unwrap();
+    let notified = notify(&app, "finished-1", Deadline::NONE).await.unwrap();
+    assert_eq!(notified.output_csv_key.as_deref(), Some(key.as_str()));
+    assert_eq!(notified.webhook, Some(DeliveryState::Delivered));
+    assert_eq!(received.lock().unwrap().len(), 1);
+    let stored = app.store.get(&key, u64::MAX).await.unwrap().unwrap();
+    assert!(
+        stored.bytes[..] == csv[..],
+        "the finished CSV is kept as it is"
+    );
+    assert!(
+        app.repo
+            .output_progress("finished-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -120,13 +120,13 @@ where
         "completion-notifier" => {
             let event: dynamodb::Event =
                 serde_json::from_str(event).context("parsing the DynamoDB stream event")?;
-            pixpress_completion_notifier::handle(
+            let response = pixpress_completion_notifier::handle(
                 &apps.notifier,
                 LambdaEvent::new(event, context()),
             )
             .await
             .map_err(handler_error)?;
-            Ok(Value::Null)
+            Ok(serde_json::to_value(response)?)
         }
         other => bail!(
             "unknown function `{other}`; expected one of {} (or its template name: {})",

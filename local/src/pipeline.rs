@@ -779,26 +779,39 @@ impl<B: PumpBackend> Pipeline<B> {
                 *seen.entry(id.to_owned()).or_insert(0) += 1;
             }
         }
-        for chunk in relevant.chunks(10) {
+        for batch in relevant.chunks(10) {
             let mut delay = Duration::from_millis(20);
             let mut attempt = 1;
+            let mut chunk = batch;
             loop {
                 let event = events::dynamodb_event(chunk)?;
-                match pixpress_completion_notifier::handle(
+                let failed = match pixpress_completion_notifier::handle(
                     &self.notifier,
                     LambdaEvent::new(event, events::context()),
                 )
                 .await
                 {
-                    Ok(()) => break,
-                    Err(e) if attempt < 10 => {
-                        tracing::warn!(error = %e, attempt, "completion-notifier failed; retrying the batch");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                        attempt += 1;
-                    }
-                    Err(e) => bail!("completion-notifier failed {attempt} times: {e}"),
+                    Ok(response) => match response.batch_item_failures.first() {
+                        None => break,
+                        // As Lambda does: retry from the reported record (the whole batch when
+                        // it names none).
+                        Some(failure) => {
+                            let from = failure.item_identifier.as_deref().and_then(|sequence| {
+                                chunk.iter().position(|c| c.sequence == sequence)
+                            });
+                            chunk = &chunk[from.unwrap_or(0)..];
+                            "a record failed".to_owned()
+                        }
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if attempt >= 10 {
+                    bail!("completion-notifier failed {attempt} times: {failed}");
                 }
+                tracing::warn!(error = %failed, attempt, "completion-notifier failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
             }
         }
         Ok(())

@@ -177,6 +177,12 @@ fn notifier_sees_only_the_request_item_entering_a_terminal_status() {
     assert!(new.contains(&RequestStatus::Cancelled));
     assert!(old.iter().all(|s| !s.is_terminal()) && old.len() == 2);
     assert_eq!(event["BisectBatchOnFunctionError"], true);
+    // The handler reports the record that failed; without this the response is ignored and
+    // the whole batch is retried.
+    assert_eq!(
+        event["FunctionResponseTypes"][0], "ReportBatchItemFailures",
+        "the notifier's partial batch response needs the mapping's response type"
+    );
     assert!(number(&event["MaximumRetryAttempts"]) <= 10);
     assert!(number(&event["MaximumRecordAgeInSeconds"]) <= 86_400);
     assert!(!event["DestinationConfig"]["OnFailure"]["Destination"].is_null());

@@ -17,9 +17,11 @@
 //!    backoff, recording every attempt on the request.
 //!
 //! Failure semantics: a replayed record rewrites the same CSV and skips a delivered webhook. A
-//! failing receiver never fails the invocation (its attempts are recorded); only repository or
-//! store failures return `Err`, so the stream retries the batch (bounded by the mapping's
-//! `MaximumRetryAttempts`).
+//! failing receiver never fails the invocation (its attempts are recorded); a repository or
+//! store failure stops the batch at that record and reports it as the batch item failure
+//! (`ReportBatchItemFailures`: Lambda retries the stream from the lowest failed sequence
+//! number, so the records before it are not handled again), bounded by the mapping's
+//! `MaximumRetryAttempts`.
 //!
 //! Env vars: `WEBHOOK_SECRET`, `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_BACKOFF_MS`,
 //! `WEBHOOK_TIMEOUT_SECS`, `PUBLIC_API_URL`, `ALLOW_LOOPBACK`.
@@ -27,6 +29,7 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use pixpress_app::auth::KeyStore;
@@ -278,10 +281,13 @@ pub async fn notify<
     })
 }
 
-/// Handles one batch of stream records.
+/// Handles one batch of stream records, in order. The first record whose notification fails
+/// on storage ends the batch and is its batch item failure: Lambda retries from that record's
+/// sequence number ("Configuring partial batch response with DynamoDB and Lambda", AWS Lambda
+/// Developer Guide), so the records before it are not handled again.
 ///
 /// # Errors
-/// When a notification fails on storage, so the stream retries the batch.
+/// Never: a failure is reported as the batch item failure.
 pub async fn handle<
     R: RequestReader + OutputLedger,
     S: ObjectStore,
@@ -290,23 +296,32 @@ pub async fn handle<
 >(
     app: &App<R, S, W, K>,
     event: LambdaEvent<Event>,
-) -> Result<(), lambda_runtime::Error> {
+) -> Result<DynamoDbEventResponse, lambda_runtime::Error> {
     let deadline = Deadline::from_epoch_millis(event.context.deadline);
+    let mut response = DynamoDbEventResponse::default();
     for record in &event.payload.records {
         let Some(request_id) = terminal_transition(record).or_else(|| output_continuation(record))
         else {
             continue;
         };
         let span = pixpress_app::telemetry::request_span(&request_id);
-        tracing::Instrument::instrument(
+        let handled = tracing::Instrument::instrument(
             async {
                 let notified = notify(app, &request_id, deadline).await?;
                 tracing::info!(?notified, "request completion handled");
                 Ok::<_, NotifyError>(())
             },
-            span,
+            span.clone(),
         )
-        .await?;
+        .await;
+        if let Err(e) = handled {
+            let _entered = span.enter();
+            tracing::warn!(error = %e, "request completion failed; the stream retries from this record");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = record.change.sequence_number.clone();
+            response.batch_item_failures.push(failure);
+            break;
+        }
     }
-    Ok(())
+    Ok(response)
 }

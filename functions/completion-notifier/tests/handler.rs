@@ -584,3 +584,78 @@ async fn an_output_csv_completed_by_an_invocation_that_died_before_recording_it_
             .is_none()
     );
 }
+
+/// A stream record of request `id` entering COMPLETED, with `sequence`.
+fn completed_record(id: &str, sequence: &str) -> serde_json::Value {
+    let image = |status: &str| {
+        serde_json::json!({
+            "pk": { "S": format!("REQ#{id}") }, "sk": { "S": "META" }, "status": { "S": status }
+        })
+    };
+    serde_json::json!({
+        "eventID": sequence, "eventName": "MODIFY", "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "Keys": { "pk": { "S": format!("REQ#{id}") }, "sk": { "S": "META" } },
+            "NewImage": image("COMPLETED"), "OldImage": image("PROCESSING"),
+            "SequenceNumber": sequence, "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_record_that_fails_is_the_batch_item_failure_and_the_records_before_it_stay_done() {
+    // Three requests complete in one stream batch; the second's output CSV cannot be stored
+    // (its key is longer than S3 allows). The response names that record, so Lambda retries
+    // from it: the first is done and not handled again, the third waits for the retry.
+    let app = App::new(
+        None::<FileKeyStore>,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(
+            std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4())),
+            None,
+        )
+        .unwrap(),
+        &Config::default(),
+    )
+    .unwrap();
+    let now = Utc::now();
+    for (id, tenant) in [
+        ("a", "default".to_owned()),
+        ("b", "t".repeat(1100)),
+        ("c", "default".to_owned()),
+    ] {
+        let meta = RequestMeta {
+            status: RequestStatus::Completed,
+            completed_at: Some(now),
+            ..RequestMeta::new(id, tenant, now)
+        };
+        app.repo.create_request(&meta, &[]).await.unwrap();
+    }
+    let event: Event = serde_json::from_value(serde_json::json!({
+        "Records": [completed_record("a", "1"), completed_record("b", "2"), completed_record("c", "3")]
+    }))
+    .unwrap();
+    let response = handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_deref())
+        .collect();
+    assert_eq!(failed, [Some("2")]);
+    let csv_of = |id: &'static str| {
+        let repo = &app.repo;
+        async move { repo.get_request(id).await.unwrap().unwrap().output_csv_key }
+    };
+    assert!(
+        csv_of("a").await.is_some(),
+        "the record before the failure is done"
+    );
+    assert!(csv_of("b").await.is_none());
+    assert!(
+        csv_of("c").await.is_none(),
+        "the record after it waits for the retry"
+    );
+}

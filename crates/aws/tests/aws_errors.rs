@@ -63,6 +63,14 @@ fn cancelled(reasons: &[&str]) -> String {
     .to_string()
 }
 
+/// The body DynamoDB answers a write whose condition does not hold.
+fn conditional_check_failed() -> Option<String> {
+    Some(dynamo_error(
+        "ConditionalCheckFailedException",
+        "The conditional request failed",
+    ))
+}
+
 fn dynamo_error(kind: &str, message: &str) -> String {
     serde_json::json!({
         "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
@@ -348,13 +356,7 @@ async fn a_throttled_chunk_is_retried_and_a_failed_chunk_never_writes_the_reques
 async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry_throttling() {
     let put = mock!(aws_sdk_dynamodb::Client::put_item)
         .sequence()
-        .http_status(
-            400,
-            Some(dynamo_error(
-                "ConditionalCheckFailedException",
-                "The conditional request failed",
-            )),
-        )
+        .http_status(400, conditional_check_failed())
         .http_status(
             400,
             Some(dynamo_error(
@@ -658,13 +660,7 @@ async fn a_lease_that_loses_a_race_is_recomputed_from_a_fresh_read_not_written_o
         .build();
     let put = mock!(aws_sdk_dynamodb::Client::put_item)
         .sequence()
-        .http_status(
-            400,
-            Some(dynamo_error(
-                "ConditionalCheckFailedException",
-                "The conditional request failed",
-            )),
-        )
+        .http_status(400, conditional_check_failed())
         .output(|| PutItemOutput::builder().build())
         .build();
     let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&get, &put], |c| c
@@ -774,13 +770,7 @@ async fn a_cancel_accepted_between_the_read_and_the_flip_ends_the_request_cancel
             true
         })
         .sequence()
-        .http_status(
-            400,
-            Some(dynamo_error(
-                "ConditionalCheckFailedException",
-                "The conditional request failed",
-            )),
-        )
+        .http_status(400, conditional_check_failed())
         .output(|| UpdateItemOutput::builder().build())
         .build();
     let client = mock_client!(

@@ -265,6 +265,27 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
 /// A request of more rows than one page is written page by page, in parts, and reads exactly
 /// as the whole CSV written at once.
 /// `n` pending rows of two image URLs each, product names from `name`.
+/// The notifier delivering webhooks itself (no queue), signing with a test secret, allowed to
+/// reach loopback receivers, on an empty repository and a fresh directory store.
+fn inline_app() -> App<InMemoryRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
+    let config = Config {
+        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
+        fetch: pixpress_fetch::FetchConfig {
+            policy: pixpress_fetch::NetworkPolicy::local(),
+            ..pixpress_fetch::FetchConfig::default()
+        },
+        ..Config::default()
+    };
+    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
+    App::new(
+        None::<FileKeyStore>,
+        InMemoryRequestRepository::new(),
+        DirObjectStore::new(&dir, None).unwrap(),
+        &config,
+    )
+    .unwrap()
+}
+
 fn pending_rows(n: u32, name: impl Fn(u32) -> String) -> Vec<RowRecord> {
     (0..n)
         .map(|i| RowRecord {
@@ -340,22 +361,7 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
     use pixpress_domain::output_csv::write_output_csv;
 
     let (addr, received) = receiver(StatusCode::OK).await;
-    let config = Config {
-        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
-        fetch: pixpress_fetch::FetchConfig {
-            policy: pixpress_fetch::NetworkPolicy::local(),
-            ..pixpress_fetch::FetchConfig::default()
-        },
-        ..Config::default()
-    };
-    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
-    let app = App::new(
-        None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
-        DirObjectStore::new(&dir, None).unwrap(),
-        &config,
-    )
-    .unwrap();
+    let app = inline_app();
     // About 14 MB of CSV: two parts of at least 5 MiB, then the rest.
     let rows = pending_rows(40_000, |i| format!("Product {i} {}", "x".repeat(200)));
     let webhook = Webhook {
@@ -419,7 +425,7 @@ async fn an_output_csv_out_of_time_pauses_and_the_next_invocations_finish_it() {
             .unwrap()
             .is_none()
     );
-    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(app.store.root()).ok();
 }
 
 /// A receiver that answers `status` with `Retry-After: retry_after` and records when each
@@ -524,22 +530,7 @@ async fn an_output_csv_completed_by_an_invocation_that_died_before_recording_it_
     use pixpress_domain::storage_keys::output_csv_key;
 
     let (addr, received) = receiver(StatusCode::OK).await;
-    let config = Config {
-        webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
-        fetch: pixpress_fetch::FetchConfig {
-            policy: pixpress_fetch::NetworkPolicy::local(),
-            ..pixpress_fetch::FetchConfig::default()
-        },
-        ..Config::default()
-    };
-    let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
-    let app = App::new(
-        None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
-        DirObjectStore::new(&dir, None).unwrap(),
-        &config,
-    )
-    .unwrap();
+    let app = inline_app();
     let rows = pending_rows(3, |i| format!("Product {i}"));
     let webhook = Webhook {
         url: format!("http://{addr}/hook"),
@@ -608,17 +599,7 @@ async fn a_record_that_fails_is_the_batch_item_failure_and_the_records_before_it
     // Three requests complete in one stream batch; the second's output CSV cannot be stored
     // (its key is longer than S3 allows). The response names that record, so Lambda retries
     // from it: the first is done and not handled again, the third waits for the retry.
-    let app = App::new(
-        None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
-        DirObjectStore::new(
-            std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4())),
-            None,
-        )
-        .unwrap(),
-        &Config::default(),
-    )
-    .unwrap();
+    let app = inline_app();
     let now = Utc::now();
     for (id, tenant) in [
         ("a", "default".to_owned()),

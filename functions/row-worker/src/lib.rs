@@ -30,7 +30,8 @@
 //! the last permitted receive (`MAX_RECEIVE_COUNT`) or the image has used its retry budget
 //! ([`IMAGE_RETRY_BUDGET`]), which records the failure so the request still completes. A row with
 //! an image the invocation could not finish before its deadline (fetch timeout + compression
-//! budget, [`WorkerConfig::image_budget`]), or whose host is backed off for longer than the
+//! budget, [`WorkerConfig::image_budget`]: checked before the download starts, and bounding the
+//! waits for the byte budget and for the compressor), or whose host is backed off for longer than the
 //! invocation has left, is returned unrecorded as a batch item failure, so one slow row never
 //! times out the batch and its neighbours; neither counts against the image's retry budget. No message is ever dropped: a row
 //! that cannot be processed at all is returned until it dead-letters, where `row-dead-letter`
@@ -398,23 +399,28 @@ async fn download<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQue
                 .content_length()
                 .unwrap_or(app.config.max_image_bytes)
                 .min(app.config.max_image_bytes);
-            let reserved = app
-                .budget
-                .clone()
-                .acquire_many_owned(app.units(expected))
-                .await;
+            // The wait ends while the body, its compression and the record still fit before
+            // the deadline; past that the image is left for the next delivery.
+            let reserving = app.budget.clone().acquire_many_owned(app.units(expected));
+            let Some(reserved) = deadline.within(app.config.image_budget, reserving).await else {
+                return Ok(None);
+            };
             let fetched = download.body().await?;
-            Ok::<_, pixpress_fetch::FetchError>((fetched, reserved))
+            Ok::<_, pixpress_fetch::FetchError>(Some((fetched, reserved)))
         };
         match attempt.await {
-            Ok((fetched, Ok(reserved))) => {
+            Ok(Some((fetched, Ok(reserved)))) => {
                 permit.finish(Outcome::Answered);
                 metrics::histogram!("download_ms").record(elapsed_ms(downloading));
                 return Ok((fetched, reserved));
             }
-            Ok((_, Err(e))) => {
+            Ok(Some((_, Err(e)))) => {
                 permit.finish(Outcome::Neutral);
                 return Err(ImageFailure::failed("internal", e, true));
+            }
+            Ok(None) => {
+                permit.finish(Outcome::Neutral);
+                return Err(ImageFailure::NotStarted);
             }
             Err(e) => {
                 let outcome = e.outcome();
@@ -459,14 +465,16 @@ async fn process_image<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: R
         let (fetched, _reserved) = Box::pin(download(app, job, url, deadline)).await?;
         let bytes_in = fetched.bytes.len() as u64;
         let compressing = Instant::now();
-        let compressed = app
-            .engine
-            .compress(fetched.bytes, job.output_spec)
-            .await
-            .map_err(|e| {
-                tracing::info!(url, error = %e, "image could not be compressed");
-                ImageFailure::failed(e.code(), e.client_message(), e.is_retryable())
-            })?;
+        // Images queue for the engine's threads: the wait ends while the image can still be
+        // stored and its row recorded (the engine finishes the job; its result is dropped).
+        let compressing_in_time = app.engine.compress(fetched.bytes, job.output_spec);
+        let Some(compressed) = deadline.within(RECORD_MARGIN, compressing_in_time).await else {
+            return Err(ImageFailure::NotStarted);
+        };
+        let compressed = compressed.map_err(|e| {
+            tracing::info!(url, error = %e, "image could not be compressed");
+            ImageFailure::failed(e.code(), e.client_message(), e.is_retryable())
+        })?;
         metrics::histogram!("compress_ms").record(elapsed_ms(compressing));
         (compressed, bytes_in)
     };

@@ -75,6 +75,21 @@ async fn image_server() -> SocketAddr {
             }),
         )
         .route(
+            "/slow-body.jpg",
+            get(|| async {
+                // The head at once without Content-Length (the worker reserves the whole byte
+                // cap), the body 3 s later.
+                let body = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(PHOTO))
+                });
+                (
+                    [(header::CONTENT_TYPE, "image/jpeg")],
+                    axum::body::Body::from_stream(body),
+                )
+            }),
+        )
+        .route(
             "/drip.jpg",
             get(|| async {
                 DRIP_HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -518,6 +533,45 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
         MOST_IN_ENGINE.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "two downloaded images were held at once"
+    );
+}
+
+#[tokio::test]
+async fn an_image_waiting_for_memory_past_the_deadline_is_left_for_the_next_delivery() {
+    // The byte budget holds one body of unknown length: the second image of the row waits for
+    // the first (a 3 s body). With 1 s to spare before the deadline it cannot wait that long,
+    // so it is left, not started: the first image is kept as progress and the row comes back.
+    let server = image_server().await;
+    let mut config = config();
+    config.fetch.max_bytes = 4 * 1024 * 1024;
+    config.worker_download_budget = 4 * 1024 * 1024;
+    let app = app(&config);
+    let urls = vec![
+        format!("http://{server}/slow-body.jpg"),
+        format!("http://{server}/slow-body.jpg?again"),
+    ];
+    let jobs = seed(&app.repo, "memory", &[urls]).await;
+    let deadline = Deadline::after(app.config.image_budget + Duration::from_secs(1));
+    let result = process_row(&app, &jobs[0], 1, deadline).await;
+    assert!(
+        matches!(result, Err(ProcessError::Deadline { .. })),
+        "{result:?}"
+    );
+    let pending = row(&app.repo, "memory", 0).await;
+    assert_eq!(pending.state, RowState::Pending);
+    let stored: Vec<bool> = pending
+        .progress
+        .iter()
+        .map(|p| {
+            p.outcome
+                .as_ref()
+                .is_some_and(|o| o.status == ImageStatus::Ok)
+        })
+        .collect();
+    assert_eq!(
+        stored.iter().filter(|ok| **ok).count(),
+        1,
+        "one image stored, one left: {stored:?}"
     );
 }
 

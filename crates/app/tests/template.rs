@@ -665,3 +665,30 @@ fn every_function_that_reads_objects_may_list_the_bucket_so_a_missing_key_is_a_4
         ]
     );
 }
+
+#[test]
+fn an_upload_event_lambda_gives_up_on_reaches_a_consumer_that_fails_its_request() {
+    // S3 invokes s3-ingest asynchronously: after Lambda's retries the event is dropped unless
+    // the function has an on-failure destination, and then the request id a client holds
+    // answers 404 forever. The destination is a queue s3-ingest itself consumes.
+    let t = template();
+    let ingest = props(&t, "S3IngestFunction");
+    let destination = serde_yaml_ng::to_string(
+        &ingest["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"],
+    )
+    .unwrap();
+    assert_eq!(
+        ingest["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"],
+        "SQS"
+    );
+    let consumed = ingest["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "SQS")
+        .any(|e| serde_yaml_ng::to_string(&e["Properties"]["Queue"]).unwrap() == destination);
+    assert!(
+        consumed,
+        "s3-ingest does not consume its on-failure destination {destination}"
+    );
+}

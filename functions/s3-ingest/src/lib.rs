@@ -180,20 +180,20 @@ async fn pending_options<S: ObjectStore>(
         .and_then(|object| serde_json::from_slice(&object.bytes).ok()))
 }
 
-/// Ingests one S3 event record.
+/// The upload an S3 event record announces: its object key, tenant and request id.
+struct Upload {
+    key: String,
+    tenant: String,
+    request_id: String,
+}
+
+/// The upload of `record`, or `None` for an object this function does not ingest (another
+/// event, prefix or extension). The request id is the presigned upload's own, or derived from
+/// the bucket, key and object version, so every delivery of the event names the same request.
 ///
 /// # Errors
-/// [`S3IngestError`] when the record should be retried.
-pub async fn ingest_record<R, Q, S, C>(
-    app: &App<R, Q, S, C>,
-    record: &S3EventRecord,
-) -> Result<RecordOutcome, S3IngestError>
-where
-    R: RequestIntake + RequestReader,
-    Q: RowQueue,
-    S: ObjectStore,
-    C: ChunkQueue,
-{
+/// [`S3IngestError::BadKey`] when the key is not UTF-8 once decoded.
+fn upload_of(record: &S3EventRecord) -> Result<Option<Upload>, S3IngestError> {
     let created = record
         .event_name
         .as_deref()
@@ -201,7 +201,7 @@ where
     let raw_key = record.s3.object.key.as_deref().unwrap_or_default();
     let key = decode_event_key(raw_key)?;
     if !created || !key.starts_with(UPLOADS_PREFIX) || !key.to_ascii_lowercase().ends_with(".csv") {
-        return Ok(RecordOutcome::Ignored);
+        return Ok(None);
     }
     let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
     let version = record
@@ -219,6 +219,113 @@ where
         || derived_request_id(&["s3", &tenant, bucket, &key, version]),
         |(_, id)| id.to_owned(),
     );
+    Ok(Some(Upload {
+        key,
+        tenant,
+        request_id,
+    }))
+}
+
+/// Lambda's record of an S3 event whose invocations all failed (the function's on-failure
+/// destination: "Capturing records of Lambda asynchronous invocations", AWS Lambda Developer
+/// Guide): why, and the event itself.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedInvocation {
+    /// `condition` (`RetriesExhausted`, `EventAgeExceeded`) and the attempts made.
+    pub request_context: FailedInvocationContext,
+    /// The S3 event that was not ingested.
+    pub request_payload: S3Event,
+}
+
+/// The context of a [`FailedInvocation`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedInvocationContext {
+    /// Why Lambda gave up.
+    pub condition: String,
+    /// Invocations made.
+    #[serde(default)]
+    pub approximate_invoke_count: u32,
+}
+
+/// Ends the requests of an S3 event Lambda gave up on: each upload's request is recorded
+/// `FAILED` (`ingest_failed`, saying why), or marked so when it was left part-written, so a
+/// client holding its request id sees why instead of a 404 forever. A request that
+/// finished is left as it is. Returns how many requests it failed.
+///
+/// # Errors
+/// [`S3IngestError`] on storage failure, so the message comes back.
+pub async fn fail_uploads<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    failed: &FailedInvocation,
+) -> Result<usize, S3IngestError>
+where
+    R: RequestIntake + RequestReader,
+{
+    let mut ended = 0;
+    for record in &failed.request_payload.records {
+        let Some(upload) = upload_of(record)? else {
+            continue;
+        };
+        let now = Utc::now();
+        let failure = Failure {
+            code: "ingest_failed".to_owned(),
+            message: format!(
+                "the upload could not be read after {} attempts ({}); upload it again",
+                failed.request_context.approximate_invoke_count.max(1),
+                failed.request_context.condition
+            ),
+            issues: Vec::new(),
+        };
+        match app.repo.get_request(&upload.request_id).await? {
+            Some(meta) if meta.status.is_terminal() => continue,
+            Some(_) => {
+                app.repo
+                    .mark_failed(&upload.request_id, &failure, now)
+                    .await?;
+            }
+            None => {
+                record_rejection(
+                    &app.repo,
+                    &upload.tenant,
+                    &upload.request_id,
+                    &upload.key,
+                    app.config.output,
+                    failure,
+                    now,
+                )
+                .await?;
+            }
+        }
+        tracing::warn!(request_id = %upload.request_id, key = %upload.key, "upload given up by Lambda; request failed");
+        ended += 1;
+    }
+    Ok(ended)
+}
+
+/// Ingests one S3 event record.
+///
+/// # Errors
+/// [`S3IngestError`] when the record should be retried.
+pub async fn ingest_record<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    record: &S3EventRecord,
+) -> Result<RecordOutcome, S3IngestError>
+where
+    R: RequestIntake + RequestReader,
+    Q: RowQueue,
+    S: ObjectStore,
+    C: ChunkQueue,
+{
+    let Some(Upload {
+        key,
+        tenant,
+        request_id,
+    }) = upload_of(record)?
+    else {
+        return Ok(RecordOutcome::Ignored);
+    };
     let now = Utc::now();
     // A presigned upload's options, stored when its URL was issued.
     let options = match presigned_upload_of(&key) {
@@ -368,7 +475,8 @@ where
     }
 }
 
-/// Handles one batch of chunk jobs from the ingest queue.
+/// Handles one batch from the ingest queue: chunk jobs, and Lambda's records of S3 events it
+/// gave up on ([`fail_uploads`]).
 ///
 /// # Errors
 /// Never: every failure is reported per message as a batch item failure.
@@ -384,10 +492,18 @@ where
     let records = &event.payload.records;
     let mode = BatchMode::Sequential;
     Ok(
-        batch_item_failures(records, mode, "expanding a chunk", |message| async move {
+        batch_item_failures(records, mode, "handling an ingest message", |message| async move {
+            // The queue is also the function's on-failure destination: Lambda's record of an S3
+            // event it gave up on ends the uploads' requests.
+            let body = message.body.as_deref().unwrap_or_default();
+            if let Ok(failed) = serde_json::from_str::<FailedInvocation>(body) {
+                let ended = fail_uploads(app, &failed).await?;
+                tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");
+                return Ok::<_, S3IngestError>(false);
+            }
             let outcome = process_chunk(app, message).await?;
             tracing::info!(?outcome, "chunk expanded");
-            Ok::<_, PortError>(false)
+            Ok(false)
         })
         .await,
     )

@@ -342,3 +342,67 @@ async fn the_embedded_runner_expands_every_chunk_in_the_validating_invocation() 
         .unwrap();
     assert_eq!(rows.len(), 50);
 }
+
+/// Lambda's record of `event` given up after three invocations, as its on-failure destination
+/// receives it, delivered from the ingest queue.
+fn given_up(event: &S3Event) -> SqsEvent {
+    let record = serde_json::json!({
+        "version": "1.0",
+        "timestamp": "2026-12-05T10:00:00.000Z",
+        "requestContext": {
+            "requestId": "e5e3b6a1-0000-4000-8000-000000000000",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:s3-ingest:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3
+        },
+        "requestPayload": event,
+        "responseContext": { "statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled" },
+        "responsePayload": { "errorMessage": "Task timed out after 900.00 seconds" }
+    });
+    let mut message = SqsMessage::default();
+    message.message_id = Some("given-up-1".into());
+    message.body = Some(record.to_string());
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    let mut sqs = SqsEvent::default();
+    sqs.records = vec![message];
+    sqs
+}
+
+#[tokio::test]
+async fn an_upload_event_lambda_gave_up_on_ends_its_request_failed_not_unknown() {
+    // The upload's invocations all failed (timeouts, say): Lambda sends its record to the
+    // ingest queue. The request the upload was to become ends FAILED saying why, so its id
+    // answers with a reason instead of 404 forever.
+    let ingest = fanned_out_app();
+    let response = handle_chunks(
+        &ingest,
+        LambdaEvent::new(given_up(&event()), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    // The request id the upload names (derived from its bucket, key and version): what the
+    // same event ingests into on a store that has the object.
+    let other = app();
+    other
+        .store
+        .put(KEY, Bytes::from("not a csv"), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Rejected { request_id, .. } =
+        ingest_record(&other, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the upload's request id");
+    };
+    let meta = ingest.repo.get_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(meta.status, RequestStatus::Failed);
+    let failure = meta.failure.unwrap();
+    assert_eq!(failure.code, "ingest_failed");
+    assert!(
+        failure.message.contains("RetriesExhausted"),
+        "{}",
+        failure.message
+    );
+}

@@ -77,6 +77,9 @@ pub mod vars {
     /// SQS queue URL of ingest chunk jobs (deployments; unset: `s3-ingest` expands every
     /// chunk itself).
     pub const INGEST_QUEUE_URL: &str = "INGEST_QUEUE_URL";
+    /// ARN of the ingest queue's dead-letter queue, which `s3-ingest` also consumes: a chunk
+    /// job arriving from it (its invocations timed out or crashed) fails its request.
+    pub const INGEST_DEAD_LETTER_QUEUE_ARN: &str = "INGEST_DEAD_LETTER_QUEUE_ARN";
     /// Days a request's items (request, rows, counters) are kept before DynamoDB's TTL deletes
     /// them (deployments; unset or 0: kept).
     pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
@@ -113,6 +116,7 @@ pub mod vars {
         MAX_UPLOAD_BYTES,
         MAX_UPLOAD_ROWS,
         INGEST_QUEUE_URL,
+        INGEST_DEAD_LETTER_QUEUE_ARN,
         RETENTION_DAYS,
     ];
 }

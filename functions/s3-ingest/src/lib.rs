@@ -52,7 +52,7 @@ use pixpress_domain::storage_keys::{
 };
 
 /// Settings of the S3 ingest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Limits of the S3 path (`MAX_UPLOAD_BYTES`, `MAX_UPLOAD_ROWS` and the per-row limits).
     pub csv: CsvLimits,
@@ -64,6 +64,9 @@ pub struct IngestConfig {
     pub chunk_rows: u32,
     /// SQS `maxReceiveCount` of the ingest queue: the receive that gives up on a chunk.
     pub max_receive_count: u32,
+    /// ARN of the ingest queue's dead-letter queue (`INGEST_DEAD_LETTER_QUEUE_ARN`): a chunk
+    /// job from it fails its request ([`fail_dead_lettered_chunk`]).
+    pub dead_letter_queue_arn: Option<String>,
 }
 
 impl From<&Config> for IngestConfig {
@@ -74,6 +77,7 @@ impl From<&Config> for IngestConfig {
             egress: config.fetch.policy,
             chunk_rows: CHUNK_ROWS,
             max_receive_count: config.max_receive_count,
+            dead_letter_queue_arn: None,
         }
     }
 }
@@ -304,6 +308,42 @@ where
     Ok(ended)
 }
 
+/// Ends the request of a chunk job that reached the ingest dead-letter queue: every delivery
+/// of it died (timeout, crash, out of memory) before it could record its failure, so the
+/// request would otherwise wait in `PENDING` for rows that never come. Marked `FAILED`
+/// (`ingest_failed`, naming the rows) unless it has ended; a body that is not a chunk job is
+/// dropped.
+///
+/// # Errors
+/// [`S3IngestError`] on storage failure, so the message comes back.
+pub async fn fail_dead_lettered_chunk<R, Q, S, C>(
+    app: &App<R, Q, S, C>,
+    body: &str,
+) -> Result<(), S3IngestError>
+where
+    R: RequestIntake + RequestReader,
+{
+    let Ok(job) = serde_json::from_str::<ChunkJob>(body) else {
+        tracing::error!("malformed dead-lettered chunk message dropped");
+        return Ok(());
+    };
+    let failure = Failure {
+        code: "ingest_failed".to_owned(),
+        message: format!(
+            "rows {} to {} could not be recorded for processing (every attempt was cut short); upload the CSV again",
+            u64::from(job.first_row) + 1,
+            u64::from(job.first_row) + u64::from(job.rows)
+        ),
+        issues: Vec::new(),
+    };
+    let applied = app
+        .repo
+        .mark_failed(&job.request_id, &failure, Utc::now())
+        .await?;
+    tracing::error!(request_id = %job.request_id, first_row = job.first_row, ?applied, "dead-lettered chunk; the request fails");
+    Ok(())
+}
+
 /// Ingests one S3 event record.
 ///
 /// # Errors
@@ -475,8 +515,8 @@ where
     }
 }
 
-/// Handles one batch from the ingest queue: chunk jobs, and Lambda's records of S3 events it
-/// gave up on ([`fail_uploads`]).
+/// Handles one batch from the ingest queue — chunk jobs, and Lambda's records of S3 events it
+/// gave up on ([`fail_uploads`]) — or from its dead-letter queue ([`fail_dead_lettered_chunk`]).
 ///
 /// # Errors
 /// Never: every failure is reported per message as a batch item failure.
@@ -496,6 +536,12 @@ where
             // The queue is also the function's on-failure destination: Lambda's record of an S3
             // event it gave up on ends the uploads' requests.
             let body = message.body.as_deref().unwrap_or_default();
+            let dead_lettered = app.config.dead_letter_queue_arn.is_some()
+                && message.event_source_arn == app.config.dead_letter_queue_arn;
+            if dead_lettered {
+                fail_dead_lettered_chunk(app, body).await?;
+                return Ok(false);
+            }
             if let Ok(failed) = serde_json::from_str::<FailedInvocation>(body) {
                 let ended = fail_uploads(app, &failed).await?;
                 tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");

@@ -1,6 +1,7 @@
 //! Lambda entry point of the `s3-ingest` function: composition only.
 #![recursion_limit = "256"]
 
+use pixpress_app::config::vars;
 use pixpress_aws::lambda::{run_events, start};
 use pixpress_aws::{AwsBackends, ingest_queue_from_env};
 use pixpress_s3_ingest::{App, IngestConfig, handle_any};
@@ -14,7 +15,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: aws.queue,
         store: aws.store,
         chunks: ingest_queue_from_env(&started.sdk),
-        config: IngestConfig::from(&started.config),
+        config: IngestConfig {
+            dead_letter_queue_arn: std::env::var(vars::INGEST_DEAD_LETTER_QUEUE_ARN)
+                .ok()
+                .filter(|arn| !arn.is_empty()),
+            ..IngestConfig::from(&started.config)
+        },
     };
     run_events(started.metrics, |event| handle_any(&app, event)).await
 }

@@ -9,6 +9,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
 use pixpress_app::ingest::load_all_rows;
 use pixpress_app::ports::ObjectStore;
+use pixpress_app::ports::RequestIntake as _;
 use pixpress_app::ports::RequestReader as _;
 use pixpress_domain::model::{RequestStatus, Source};
 use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
@@ -402,6 +403,54 @@ async fn an_upload_event_lambda_gave_up_on_ends_its_request_failed_not_unknown()
     assert_eq!(failure.code, "ingest_failed");
     assert!(
         failure.message.contains("RetriesExhausted"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn a_dead_lettered_chunk_fails_its_request_instead_of_leaving_it_pending() {
+    // Every delivery of a chunk job died before it could record anything (a timeout, a
+    // crash): SQS moved it to the ingest dead-letter queue, which s3-ingest consumes too. The
+    // request, still PENDING for rows that never come, ends FAILED naming the rows.
+    const DLQ: &str = "arn:aws:sqs:us-east-1:123456789012:pixpress-IngestDeadLetterQueue";
+    let mut ingest = fanned_out_app();
+    ingest.config.dead_letter_queue_arn = Some(DLQ.to_owned());
+    let now = chrono::Utc::now();
+    let meta = pixpress_domain::model::RequestMeta::new("catalogue-9", "default", now);
+    ingest.repo.create_request(&meta, &[]).await.unwrap();
+    let job = pixpress_domain::model::ChunkJob {
+        request_id: "catalogue-9".into(),
+        tenant: "default".into(),
+        key: "uploads/default/catalogue-9.csv".into(),
+        etag: None,
+        first_row: 7000,
+        rows: 1000,
+        start: 0,
+        end: 1,
+        start_line: 7002,
+    };
+    let mut message = SqsMessage::default();
+    message.message_id = Some("dead-1".into());
+    message.event_source_arn = Some(DLQ.to_owned());
+    message.body = Some(serde_json::to_string(&job).unwrap());
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    let response = handle_chunks(&ingest, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let meta = ingest
+        .repo
+        .get_request("catalogue-9")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.status, RequestStatus::Failed);
+    let failure = meta.failure.unwrap();
+    assert_eq!(failure.code, "ingest_failed");
+    assert!(
+        failure.message.contains("7001 to 8000"),
         "{}",
         failure.message
     );

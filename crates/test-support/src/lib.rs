@@ -54,6 +54,13 @@ impl LogCapture {
             .with_max_level(level)
             .with_writer(self.clone())
             .finish();
+        // tracing-core computes the interest of a callsite first hit on another thread from
+        // that thread's subscriber alone while at most one dispatcher is registered, so a
+        // test running beside this one (its own threads have none) would turn the capture's
+        // callsites off for good. A second, idle dispatcher kept for the process makes every
+        // registration consult all of them.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         tracing::subscriber::set_default(subscriber)
     }
 

@@ -426,7 +426,12 @@ fn every_alarm_notifies_the_topic_and_every_function_is_watched_logged_and_trace
 fn webhooks_leave_the_stream_shard_and_dead_letter_after_the_schedule() {
     let t = template();
     let queue = props(&t, "WebhooksQueue");
-    assert_eq!(number(&queue["RedrivePolicy"]["maxReceiveCount"]), 8);
+    // Attempts are counted on the request, so receives cut short cost none: the redrive
+    // leaves room for them beyond the schedule's attempts.
+    assert!(
+        number(&queue["RedrivePolicy"]["maxReceiveCount"])
+            >= 2 * u64::from(pixpress_domain::webhook::MAX_DELIVERY_ATTEMPTS)
+    );
     let sender = props(&t, "WebhookSenderFunction");
     assert!(number(&queue["VisibilityTimeout"]) >= 6 * number(&sender["Timeout"]));
     let event = &sender["Events"]["Webhooks"]["Properties"];
@@ -440,6 +445,14 @@ fn webhooks_leave_the_stream_shard_and_dead_letter_after_the_schedule() {
         resource(&t, "WebhooksDeadLetterAlarm")["Type"],
         "AWS::CloudWatch::Alarm"
     );
+    // A delivery that used its schedule is counted by the sender's own metric.
+    let failed = props(&t, "WebhooksFailedAlarm");
+    assert_eq!(
+        failed["Namespace"],
+        pixpress_app::telemetry::METRICS_NAMESPACE
+    );
+    assert_eq!(failed["MetricName"], "webhooks_failed");
+    assert_eq!(failed["Dimensions"][0]["Value"], "webhook-sender");
 }
 
 #[test]

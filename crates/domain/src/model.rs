@@ -16,6 +16,12 @@ pub struct WebhookJob {
     pub request_id: String,
     /// Its tenant (whose secret signs).
     pub tenant: String,
+    /// Attempts recorded on the request when this series was queued (0 for the first, the
+    /// earlier ones for a redelivery). The attempt number is the attempts recorded since, plus
+    /// one — not the message's receive count, which also grows when an invocation is cut
+    /// short before it attempts anything.
+    #[serde(default)]
+    pub attempts_before: u32,
 }
 
 /// Tenant of requests made without an API key (single-tenant deployments and local runs).

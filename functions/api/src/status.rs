@@ -435,6 +435,11 @@ where
     let job = pixpress_domain::model::WebhookJob {
         request_id: meta.request_id.clone(),
         tenant: meta.tenant.clone(),
+        // The new series counts its own attempts from here.
+        attempts_before: meta
+            .webhook
+            .as_ref()
+            .map_or(0, |w| u32::try_from(w.attempts.len()).unwrap_or(u32::MAX)),
     };
     match app.repo.redeliver_webhook(request_id).await {
         Ok(_) => {}

@@ -265,6 +265,7 @@ pub async fn notify<
                     .send_webhook(&WebhookJob {
                         request_id: meta.request_id.clone(),
                         tenant: meta.tenant.clone(),
+                        attempts_before: u32::try_from(hook.attempts.len()).unwrap_or(u32::MAX),
                     })
                     .await?;
                 Some(DeliveryState::Pending)

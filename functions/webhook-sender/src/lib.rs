@@ -5,7 +5,8 @@
 //! (Standard Webhooks v1, signed with the tenant's secrets), every message of a batch at once so
 //! slow receivers do not wait for each other:
 //!
-//! - attempt number = the message's `ApproximateReceiveCount`;
+//! - attempt number = the attempts recorded on the request since the job was queued, plus one
+//!   (not the message's `ApproximateReceiveCount`: an invocation cut short costs no attempt);
 //! - 2xx: delivered, the message is deleted; a request whose webhook is no longer pending
 //!   (delivered, failed, or a replayed message) is skipped;
 //! - 410 Gone: the tenant's endpoint is disabled, no more attempts;
@@ -13,8 +14,10 @@
 //!   attempt of Svix's schedule is due (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; a longer
 //!   `Retry-After` from the receiver wins, up to SQS's 12 h) and reported as a batch item
 //!   failure;
-//! - the eighth failure is recorded as failed and reported too: the queue's redrive policy
-//!   (`maxReceiveCount` 8) moves it to the webhooks dead-letter queue, whose alarm fires.
+//! - the eighth failure is recorded as failed, counted in the `webhooks_failed` metric (its
+//!   alarm fires) and the message deleted. The queue's redrive policy (`maxReceiveCount` 16:
+//!   eight attempts and room for eight invocations cut short) moves a message that keeps
+//!   failing without an attempt to the webhooks dead-letter queue, whose alarm fires too.
 //!
 //! Env vars: those of the completion notifier (`WEBHOOK_SECRET`, `WEBHOOK_TIMEOUT_SECS`,
 //! `PUBLIC_API_URL`, `TABLE_NAME`, `BUCKET_NAME`) and `WEBHOOKS_QUEUE_URL`.
@@ -74,11 +77,6 @@ where
     let body = message.body.as_deref().unwrap_or_default();
     let job: WebhookJob =
         serde_json::from_str(body).map_err(|e| SendError::Malformed(e.to_string()))?;
-    let attempt: u32 = message
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1);
     let Some(meta) = app.repo.get_request(&job.request_id).await? else {
         return Ok(Sent::Skipped);
     };
@@ -89,6 +87,10 @@ where
     else {
         return Ok(Sent::Skipped);
     };
+    // Counted on the request: an invocation cut short before it attempted anything (a
+    // timeout) costs no attempt, although SQS counts its receive.
+    let recorded = u32::try_from(hook.attempts.len()).unwrap_or(u32::MAX);
+    let attempt = recorded.saturating_sub(job.attempts_before) + 1;
     let last = attempt >= MAX_DELIVERY_ATTEMPTS;
     match attempt_delivery(app, &meta, &hook.url, attempt, last).await? {
         Attempted::Delivered => Ok(Sent::Delivered),
@@ -105,8 +107,8 @@ where
     }
 }
 
-/// Handles one batch; a message whose next attempt is scheduled, whose attempts are used up
-/// (so it dead-letters) or that hit a storage failure is returned as a batch item failure.
+/// Handles one batch; a message whose next attempt is scheduled or that hit a storage failure
+/// is returned as a batch item failure; one whose attempts are used up is done.
 ///
 /// # Errors
 /// Never: every failure is reported per message.
@@ -132,10 +134,12 @@ where
                     tracing::info!(?wait, "webhook delivery scheduled again");
                     true
                 }
+                // Recorded FAILED on the request with every attempt: the message is done, and
+                // the `webhooks_failed` metric's alarm says so.
                 Sent::Failed => {
-                    metrics::counter!("webhooks_dead_lettered").increment(1);
-                    tracing::warn!("webhook delivery failed for good; it dead-letters");
-                    true
+                    metrics::counter!("webhooks_failed").increment(1);
+                    tracing::warn!("webhook delivery failed for good");
+                    false
                 }
             })
         })

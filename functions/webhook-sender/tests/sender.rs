@@ -17,9 +17,9 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use pixpress_app::config::Config;
 use pixpress_app::deadline::Deadline;
-use pixpress_app::ports::{RequestIntake, RequestReader};
+use pixpress_app::ports::{OutputLedger, RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
-use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook};
+use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook, WebhookAttempt};
 use pixpress_domain::webhook::WebhookSecret;
 use pixpress_embedded::{
     DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
@@ -140,11 +140,11 @@ async fn the_notifier_queues_and_the_sender_delivers_once_signed() {
 }
 
 #[tokio::test]
-async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_letters() {
+async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_ends_the_series() {
     let (addr, received) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
     let app = app(format!("http://{addr}/hook")).await;
     notify(&app, "r-1", Deadline::NONE).await.unwrap();
-    let mut first = message(&app, Duration::from_secs(30)).unwrap();
+    let first = message(&app, Duration::from_secs(30)).unwrap();
     // Attempt 1 fails: the message is hidden for 5 s, the attempt recorded as pending.
     assert_eq!(
         send_one(&app, &first).await.unwrap(),
@@ -155,7 +155,7 @@ async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_
         "hidden until due"
     );
     assert_eq!(webhook_state(&app).await.state, DeliveryState::Pending);
-    // Svix's schedule by attempt number (the receive count).
+    // Svix's schedule by attempt number (the attempts recorded on the request).
     let expected = [
         (2, 5 * 60),
         (3, 30 * 60),
@@ -165,35 +165,42 @@ async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_dead_
         (7, 10 * 3600),
     ];
     for (attempt, seconds) in expected {
-        first
-            .attributes
-            .insert("ApproximateReceiveCount".into(), attempt.to_string());
         assert_eq!(
             send_one(&app, &first).await.unwrap(),
             Sent::RetryAfter(Duration::from_secs(seconds)),
             "attempt {attempt}"
         );
     }
-    first
-        .attributes
-        .insert("ApproximateReceiveCount".into(), "8".into());
     assert_eq!(send_one(&app, &first).await.unwrap(), Sent::Failed);
     let webhook = webhook_state(&app).await;
     assert_eq!(webhook.state, DeliveryState::Failed);
     assert_eq!(webhook.attempts.len(), 8);
     assert_eq!(received.lock().unwrap().len(), 8);
-    // Reported as a batch item failure, so the redrive policy moves it to the DLQ.
+    // Through the handler, the eighth failure ends the series: the message is done (the
+    // request says failed, with every attempt), not returned to the queue.
     let (addr, _) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
     let again = app_with_pending(format!("http://{addr}/hook")).await;
+    for _ in 0..7 {
+        let attempt = WebhookAttempt {
+            at: Utc::now(),
+            status_code: Some(503),
+            error: None,
+        };
+        again
+            .repo
+            .record_webhook_attempt("r-1", &attempt, DeliveryState::Pending)
+            .await
+            .unwrap();
+    }
     let mut event = SqsEvent::default();
-    let mut last = message(&again, Duration::from_secs(30)).unwrap();
-    last.attributes
-        .insert("ApproximateReceiveCount".into(), "8".into());
-    event.records = vec![last];
+    event.records = vec![message(&again, Duration::from_secs(30)).unwrap()];
     let response = handle(&again, LambdaEvent::new(event, Context::default()))
         .await
         .unwrap();
-    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(response.batch_item_failures.is_empty());
+    let webhook = webhook_state(&again).await;
+    assert_eq!(webhook.state, DeliveryState::Failed);
+    assert_eq!(webhook.attempts.len(), 8);
 }
 
 /// A queued request with a pending webhook.
@@ -296,4 +303,23 @@ async fn a_batch_is_delivered_concurrently_so_slow_receivers_do_not_queue_behind
         3,
         "the three deliveries of the batch were not in flight together"
     );
+}
+
+#[tokio::test]
+async fn an_invocation_cut_short_costs_no_attempt() {
+    // Four invocations timed out before attempting anything: SQS counts five receives, but
+    // nothing was recorded on the request, so this is attempt 1 and waits 5 s (attempt 5
+    // would wait 5 h, and the series would end three attempts early).
+    let (addr, received) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
+    let app = app_with_pending(format!("http://{addr}/hook")).await;
+    let mut fifth = message(&app, Duration::from_secs(30)).unwrap();
+    fifth
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "5".into());
+    assert_eq!(
+        send_one(&app, &fifth).await.unwrap(),
+        Sent::RetryAfter(Duration::from_secs(5))
+    );
+    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(webhook_state(&app).await.attempts.len(), 1);
 }

@@ -30,7 +30,8 @@ pub(crate) struct RunArgs {
     /// Signing secret for the webhook (`whsec_…`; default: WEBHOOK_SECRET).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
-    /// Let downloads and webhooks reach 127.0.0.0/8 and ::1, on any port (local servers only).
+    /// Let downloads and webhooks reach 127.0.0.0/8, ::1 and localhost on any port (local servers
+    /// only; public hosts stay on ports 80 and 443).
     #[arg(long)]
     allow_loopback: bool,
     /// Print the final status document as JSON instead of a summary.

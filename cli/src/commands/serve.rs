@@ -19,7 +19,8 @@ pub(crate) struct ServeArgs {
     /// Directory used as the bucket.
     #[arg(long, default_value = "pixpress-data")]
     data_dir: PathBuf,
-    /// Let downloads and webhooks reach 127.0.0.0/8 and ::1, on any port.
+    /// Let downloads and webhooks reach 127.0.0.0/8, ::1 and localhost on any port (public hosts
+    /// stay on ports 80 and 443).
     #[arg(long)]
     allow_loopback: bool,
     /// Serve without API keys, every request as the default tenant. Only on a loopback

@@ -265,9 +265,14 @@ impl Config {
             stall_bytes: d.fetch.stall_bytes,
             max_bytes: parse(&lookup, MAX_IMAGE_BYTES, d.fetch.max_bytes)?,
             max_idle_per_host: d.fetch.max_idle_per_host,
-            policy: NetworkPolicy {
-                allow_loopback: parse(&lookup, ALLOW_LOOPBACK, false)?,
-                allow_any_port: parse(&lookup, ALLOW_ANY_PORT, false)?,
+            policy: {
+                let allow_loopback = parse(&lookup, ALLOW_LOOPBACK, false)?;
+                NetworkPolicy {
+                    allow_loopback,
+                    allow_any_port: parse(&lookup, ALLOW_ANY_PORT, false)?,
+                    // Local servers listen on their own ports.
+                    allow_loopback_any_port: allow_loopback,
+                }
             },
             user_agent: d.fetch.user_agent,
         };

@@ -23,20 +23,46 @@ pub struct NetworkPolicy {
     /// Allow 127.0.0.0/8 and ::1 (local runs and tests only). Every other non-public range
     /// stays blocked.
     pub allow_loopback: bool,
-    /// Allow any port; by default only 80 and 443 (local servers listen elsewhere).
+    /// Allow any port on every host; by default only 80 and 443.
     pub allow_any_port: bool,
+    /// Allow any port on loopback destinations only — an address literal in 127.0.0.0/8 or
+    /// ::1, `localhost` (RFC 6761), or a name every address of which is loopback — so local
+    /// servers can be reached on their ports without widening public hosts.
+    pub allow_loopback_any_port: bool,
 }
 
 impl NetworkPolicy {
-    /// The policy of local runs and tests: loopback and any port allowed, everything else as
-    /// strict as in a deployment.
+    /// The policy of local runs and tests: loopback allowed on any port, everything else as
+    /// strict as in a deployment (public hosts on 80 and 443 only).
     #[must_use]
     pub fn local() -> Self {
         Self {
             allow_loopback: true,
-            allow_any_port: true,
+            allow_any_port: false,
+            allow_loopback_any_port: true,
         }
     }
+
+    /// `true` when `url`'s port is allowed only if its host turns out to be loopback: a name
+    /// other than `localhost` on a port other than 80 and 443 under
+    /// [`Self::allow_loopback_any_port`]. Such a name must be resolved, and every address found
+    /// loopback, before anything connects; a redirect to one is refused (it cannot be resolved
+    /// on the way).
+    #[must_use]
+    pub fn port_needs_loopback_name(&self, url: &Url) -> bool {
+        let odd_port = url
+            .port_or_known_default()
+            .is_some_and(|port| self.check_port(port).is_err());
+        odd_port
+            && self.allow_loopback_any_port
+            && matches!(url.host(), Some(Host::Domain(name)) if !is_localhost(name))
+    }
+}
+
+/// `localhost` and names under `.localhost`, which resolve to loopback (RFC 6761 §6.3).
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Why an address is refused.
@@ -501,15 +527,33 @@ pub fn check_url(url: &Url, policy: NetworkPolicy) -> Result<(), FetchError> {
     if let Some(port) = url.port_or_known_default()
         && let Err(port) = policy.check_port(port)
     {
-        return Err(FetchError::new(
-            FetchErrorKind::BlockedPort,
-            format!("port {port} is refused; images are fetched from ports 80 and 443 only"),
-        ));
+        // Widened for loopback only: a loopback literal or `localhost` passes here; another
+        // name passes on to the fetcher, which resolves it before connecting.
+        let loopback = match url.host() {
+            Some(Host::Domain(name)) => is_localhost(name) || policy.port_needs_loopback_name(url),
+            _ => ip.is_some_and(|ip| classify(ip) == AddressClass::Loopback),
+        };
+        if !(policy.allow_loopback_any_port && loopback) {
+            return Err(blocked_port(port, policy));
+        }
     }
     if let Some(ip) = ip {
         policy.check(ip).map_err(|_| blocked_literal(ip))?;
     }
     Ok(())
+}
+
+/// The refusal of a port other than 80 and 443.
+#[must_use]
+pub fn blocked_port(port: u16, policy: NetworkPolicy) -> FetchError {
+    let message = if policy.allow_loopback_any_port {
+        format!(
+            "port {port} is refused; public hosts are reached on ports 80 and 443 only (other ports only on loopback)"
+        )
+    } else {
+        format!("port {port} is refused; images are fetched from ports 80 and 443 only")
+    };
+    FetchError::new(FetchErrorKind::BlockedPort, message)
 }
 
 /// The refusal of an address literal the user wrote: it names the special-purpose range.
@@ -535,7 +579,13 @@ pub fn check_redirect(from: &Url, to: &Url, policy: NetworkPolicy) -> Result<(),
             "a redirect from https to http is refused",
         ));
     }
-    check_url(to, policy)
+    check_url(to, policy)?;
+    if policy.port_needs_loopback_name(to) {
+        // It cannot be resolved on the way: only a literal or `localhost` may use that port.
+        let port = to.port_or_known_default().unwrap_or_default();
+        return Err(blocked_port(port, policy));
+    }
+    Ok(())
 }
 
 /// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (IMF-fixdate)
@@ -599,7 +649,41 @@ mod tests {
         assert!(strict.check_port(80).is_ok() && strict.check_port(443).is_ok());
         assert_eq!(strict.check_port(8080), Err(8080));
         assert_eq!(strict.check_port(22), Err(22));
-        assert!(NetworkPolicy::local().check_port(8080).is_ok());
+        let any = NetworkPolicy {
+            allow_any_port: true,
+            ..NetworkPolicy::default()
+        };
+        assert!(any.check_port(8080).is_ok());
+    }
+
+    #[test]
+    fn local_runs_widen_ports_for_loopback_only() {
+        let local = NetworkPolicy::local();
+        let checked = |url: &str| check_url(&Url::parse(url).unwrap(), local).map_err(|e| e.kind);
+        for url in [
+            "http://127.0.0.1:8080/a.jpg",
+            "http://[::1]:8080/a.jpg",
+            "http://localhost:8080/a.jpg",
+            "http://img.localhost:8080/a.jpg",
+            "https://img.example.com/a.jpg",
+        ] {
+            assert_eq!(checked(url), Ok(()), "{url}");
+        }
+        // A public literal on another port is refused at once.
+        assert_eq!(
+            checked("http://93.184.216.34:8080/a.jpg"),
+            Err(FetchErrorKind::BlockedPort)
+        );
+        // A name on another port is left to the fetcher, which resolves it first...
+        let named = Url::parse("http://img.example.com:8080/a.jpg").unwrap();
+        assert!(local.port_needs_loopback_name(&named));
+        assert!(!local.port_needs_loopback_name(&Url::parse("http://localhost:8080/").unwrap()));
+        // ...and a redirect to it, which cannot be resolved on the way, is refused.
+        let from = Url::parse("http://127.0.0.1:8080/a.jpg").unwrap();
+        assert_eq!(
+            check_redirect(&from, &named, local).map_err(|e| e.kind),
+            Err(FetchErrorKind::BlockedPort)
+        );
     }
 
     #[test]

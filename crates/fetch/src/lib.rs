@@ -28,7 +28,7 @@ use url::Url;
 pub use concurrency::{Controller, ControllerConfig, HostConcurrency, HostPermit};
 pub use pixpress_domain::egress::{
     self as policy, AddressClass, FetchConfig, FetchError, FetchErrorKind, NetworkPolicy, Outcome,
-    check_redirect, check_url, retry_after,
+    blocked_port, check_redirect, check_url, retry_after,
 };
 
 /// A downloaded body.
@@ -153,6 +153,7 @@ pub struct Fetcher {
     download: reqwest::Client,
     post: reqwest::Client,
     config: FetchConfig,
+    resolver: Arc<dyn HostResolver>,
 }
 
 impl Fetcher {
@@ -173,7 +174,7 @@ impl Fetcher {
         resolver: Arc<dyn HostResolver>,
     ) -> anyhow::Result<Self> {
         let guarded = Arc::new(GuardedResolver {
-            inner: resolver,
+            inner: resolver.clone(),
             policy: config.policy,
         });
         let policy = config.policy;
@@ -209,6 +210,7 @@ impl Fetcher {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             config,
+            resolver,
         })
     }
 
@@ -218,15 +220,38 @@ impl Fetcher {
         &self.config
     }
 
-    fn parse(&self, raw: &str) -> Result<Url, FetchError> {
+    /// `raw` checked against the policy before any socket opens. A name on a port widened
+    /// for loopback only ([`NetworkPolicy::port_needs_loopback_name`]) is resolved here, and
+    /// refused unless every address is loopback.
+    async fn parse(&self, raw: &str) -> Result<Url, FetchError> {
         let url = Url::parse(raw).map_err(|e| {
             FetchError::new(FetchErrorKind::InvalidUrl, format!("not a valid URL: {e}"))
         })?;
         check_url(&url, self.config.policy)?;
+        if self.config.policy.port_needs_loopback_name(&url) {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            let addresses = self.resolver.lookup(host).await.unwrap_or_default();
+            let loopback = !addresses.is_empty()
+                && addresses
+                    .iter()
+                    .all(|ip| policy::classify(*ip) == AddressClass::Loopback);
+            if !loopback {
+                let port = url.port_or_known_default().unwrap_or_default();
+                return Err(blocked_port(port, self.config.policy));
+            }
+        }
         Ok(url)
     }
 
     fn check_peer(&self, peer: Option<SocketAddr>) -> Result<(), FetchError> {
+        // A name that was loopback when checked and public when connected (rebinding) is
+        // still refused on a port widened for loopback only.
+        if let Some(peer) = peer
+            && self.config.policy.check_port(peer.port()).is_err()
+            && policy::classify(peer.ip()) != AddressClass::Loopback
+        {
+            return Err(blocked_port(peer.port(), self.config.policy));
+        }
         match peer.map(|p| (p.ip(), self.config.policy.check(p.ip()))) {
             Some((ip, Err(class))) => {
                 tracing::warn!(%ip, "refused a connection to a non-public peer");
@@ -258,7 +283,7 @@ impl Fetcher {
     /// As [`Fetcher::get`], for everything decided by the response head. A 429 or 5xx carries
     /// the origin's `Retry-After` ([`FetchError::retry_after`]).
     pub async fn open(&self, url: &str) -> Result<Download, FetchError> {
-        let url = self.parse(url)?;
+        let url = self.parse(url).await?;
         let started = std::time::Instant::now();
         let response = tokio::time::timeout(self.config.timeout, self.download.get(url).send())
             .await
@@ -295,7 +320,7 @@ impl Fetcher {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<u16, FetchError> {
-        let url = self.parse(url)?;
+        let url = self.parse(url).await?;
         let mut request = self.post.post(url).body(body);
         for (name, value) in headers {
             request = request.header(*name, value);

@@ -178,6 +178,7 @@ fn resolver() -> Arc<StaticResolver> {
             .with("localhost", &[lo])
             .with("internal.test", &["10.0.0.1".parse().unwrap()])
             .with("metadata.test", &["169.254.169.254".parse().unwrap()])
+            .with("public.test", &["93.184.216.34".parse().unwrap()])
             .with(
                 "rebind.test",
                 &[
@@ -205,6 +206,7 @@ async fn loopback_download_succeeds_when_allowed_and_is_blocked_otherwise() {
         policy: NetworkPolicy {
             allow_loopback: false,
             allow_any_port: true,
+            allow_loopback_any_port: false,
         },
         ..FetchConfig::default()
     });
@@ -305,6 +307,7 @@ async fn ports_other_than_80_and_443_and_credentials_are_refused() {
     let loopback_only = NetworkPolicy {
         allow_loopback: true,
         allow_any_port: false,
+        allow_loopback_any_port: false,
     };
     let f = fetcher(FetchConfig {
         policy: loopback_only,
@@ -473,4 +476,26 @@ async fn a_429_carries_the_origins_retry_after() {
     assert_eq!(err.code(), "http_429");
     assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
     assert_eq!(err.outcome(), pixpress_fetch::Outcome::Overloaded);
+}
+
+#[tokio::test]
+async fn local_runs_reach_loopback_on_any_port_but_public_hosts_on_80_and_443_only() {
+    // `--allow-loopback` widens ports for local servers, not for the internet: a public name
+    // on another port is refused after resolving it, before anything connects (the test
+    // resolver maps it to a public address; no packet is sent).
+    let addr = server().await;
+    let local = fetcher(local_config());
+    let ok = local
+        .get(&format!("http://images.test:{}/ok", addr.port()))
+        .await
+        .unwrap();
+    assert_eq!(ok.bytes.len(), 1000);
+    for url in [
+        format!("http://public.test:{}/ok", addr.port()),
+        "http://93.184.216.34:8080/ok".to_owned(),
+        format!("http://rebind.test:{}/ok", addr.port()),
+    ] {
+        let err = local.get(&url).await.unwrap_err();
+        assert_eq!(err.kind, FetchErrorKind::BlockedPort, "{url}: {err}");
+    }
 }

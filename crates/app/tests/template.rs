@@ -705,3 +705,40 @@ fn an_upload_event_lambda_gives_up_on_reaches_a_consumer_that_fails_its_request(
         "s3-ingest does not consume its on-failure destination {destination}"
     );
 }
+
+#[test]
+fn api_keys_and_tenant_secrets_are_readable_only_by_the_functions_that_use_them() {
+    // One table holds requests, API keys (`KEY#…`) and tenants with their webhook signing
+    // secrets (`TENANT#…`). IAM's `dynamodb:LeadingKeys` denies each function the partitions
+    // it has no use for: only the api reads keys; only the notifier and the sender read
+    // tenants.
+    let t = template();
+    let denied = |function: &str| -> Vec<String> {
+        props(&t, function)["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["Statement"].as_sequence().unwrap())
+            .filter(|s| s["Effect"] == "Deny")
+            .flat_map(|s| {
+                s["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"]
+                    .as_sequence()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expected: [(&str, &[&str]); 6] = [
+        ("ApiFunction", &["TENANT#*"]),
+        ("S3IngestFunction", &["KEY#*", "TENANT#*"]),
+        ("RowWorkerFunction", &["KEY#*", "TENANT#*"]),
+        ("RowDeadLetterFunction", &["KEY#*", "TENANT#*"]),
+        ("CompletionNotifierFunction", &["KEY#*"]),
+        ("WebhookSenderFunction", &["KEY#*"]),
+    ];
+    for (function, prefixes) in expected {
+        assert_eq!(denied(function), prefixes, "{function}");
+    }
+    assert_eq!(functions(&t).len(), expected.len());
+}

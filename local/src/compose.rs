@@ -73,6 +73,7 @@ where
             queue: queue.clone(),
             store: store.clone(),
             chunks: None,
+            dead_letter_queue_arn: None,
             config: pixpress_s3_ingest::IngestConfig::from(config),
         },
         worker: pixpress_row_worker::App::with_fetcher(

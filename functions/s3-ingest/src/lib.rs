@@ -52,7 +52,7 @@ use pixpress_domain::storage_keys::{
 };
 
 /// Settings of the S3 ingest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct IngestConfig {
     /// Limits of the S3 path (`MAX_UPLOAD_BYTES`, `MAX_UPLOAD_ROWS` and the per-row limits).
     pub csv: CsvLimits,
@@ -64,9 +64,6 @@ pub struct IngestConfig {
     pub chunk_rows: u32,
     /// SQS `maxReceiveCount` of the ingest queue: the receive that gives up on a chunk.
     pub max_receive_count: u32,
-    /// ARN of the ingest queue's dead-letter queue (`INGEST_DEAD_LETTER_QUEUE_ARN`): a chunk
-    /// job from it fails its request ([`fail_dead_lettered_chunk`]).
-    pub dead_letter_queue_arn: Option<String>,
 }
 
 impl From<&Config> for IngestConfig {
@@ -77,7 +74,6 @@ impl From<&Config> for IngestConfig {
             egress: config.fetch.policy,
             chunk_rows: CHUNK_ROWS,
             max_receive_count: config.max_receive_count,
-            dead_letter_queue_arn: None,
         }
     }
 }
@@ -94,6 +90,10 @@ pub struct App<R, Q, S, C> {
     /// The ingest queue of chunk jobs; `None`: chunks are expanded by the invocation that
     /// validated the upload.
     pub chunks: Option<C>,
+    /// ARN of the ingest queue's dead-letter queue (`INGEST_DEAD_LETTER_QUEUE_ARN`), which this
+    /// function also consumes: a chunk job from it fails its request
+    /// ([`fail_dead_lettered_chunk`]). `None` where nothing dead-letters (local runs).
+    pub dead_letter_queue_arn: Option<String>,
     /// Settings.
     pub config: IngestConfig,
 }
@@ -260,13 +260,11 @@ pub struct FailedInvocationContext {
 ///
 /// # Errors
 /// [`S3IngestError`] on storage failure, so the message comes back.
-pub async fn fail_uploads<R, Q, S, C>(
-    app: &App<R, Q, S, C>,
+pub async fn fail_uploads<R: RequestIntake + RequestReader>(
+    repo: &R,
+    output: OutputSpec,
     failed: &FailedInvocation,
-) -> Result<usize, S3IngestError>
-where
-    R: RequestIntake + RequestReader,
-{
+) -> Result<usize, S3IngestError> {
     let mut ended = 0;
     for record in &failed.request_payload.records {
         let Some(upload) = upload_of(record)? else {
@@ -282,20 +280,18 @@ where
             ),
             issues: Vec::new(),
         };
-        match app.repo.get_request(&upload.request_id).await? {
+        match repo.get_request(&upload.request_id).await? {
             Some(meta) if meta.status.is_terminal() => continue,
             Some(_) => {
-                app.repo
-                    .mark_failed(&upload.request_id, &failure, now)
-                    .await?;
+                repo.mark_failed(&upload.request_id, &failure, now).await?;
             }
             None => {
                 record_rejection(
-                    &app.repo,
+                    repo,
                     &upload.tenant,
                     &upload.request_id,
                     &upload.key,
-                    app.config.output,
+                    output,
                     failure,
                     now,
                 )
@@ -316,13 +312,10 @@ where
 ///
 /// # Errors
 /// [`S3IngestError`] on storage failure, so the message comes back.
-pub async fn fail_dead_lettered_chunk<R, Q, S, C>(
-    app: &App<R, Q, S, C>,
+pub async fn fail_dead_lettered_chunk<R: RequestIntake>(
+    repo: &R,
     body: &str,
-) -> Result<(), S3IngestError>
-where
-    R: RequestIntake + RequestReader,
-{
+) -> Result<(), S3IngestError> {
     let Ok(job) = serde_json::from_str::<ChunkJob>(body) else {
         tracing::error!("malformed dead-lettered chunk message dropped");
         return Ok(());
@@ -336,8 +329,7 @@ where
         ),
         issues: Vec::new(),
     };
-    let applied = app
-        .repo
+    let applied = repo
         .mark_failed(&job.request_id, &failure, Utc::now())
         .await?;
     tracing::error!(request_id = %job.request_id, first_row = job.first_row, ?applied, "dead-lettered chunk; the request fails");
@@ -536,14 +528,14 @@ where
             // The queue is also the function's on-failure destination: Lambda's record of an S3
             // event it gave up on ends the uploads' requests.
             let body = message.body.as_deref().unwrap_or_default();
-            let dead_lettered = app.config.dead_letter_queue_arn.is_some()
-                && message.event_source_arn == app.config.dead_letter_queue_arn;
+            let dead_lettered = app.dead_letter_queue_arn.is_some()
+                && message.event_source_arn == app.dead_letter_queue_arn;
             if dead_lettered {
-                fail_dead_lettered_chunk(app, body).await?;
+                fail_dead_lettered_chunk(&app.repo, body).await?;
                 return Ok(false);
             }
             if let Ok(failed) = serde_json::from_str::<FailedInvocation>(body) {
-                let ended = fail_uploads(app, &failed).await?;
+                let ended = fail_uploads(&app.repo, app.config.output, &failed).await?;
                 tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");
                 return Ok::<_, S3IngestError>(false);
             }

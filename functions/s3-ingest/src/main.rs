@@ -15,12 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: aws.queue,
         store: aws.store,
         chunks: ingest_queue_from_env(&started.sdk),
-        config: IngestConfig {
-            dead_letter_queue_arn: std::env::var(vars::INGEST_DEAD_LETTER_QUEUE_ARN)
-                .ok()
-                .filter(|arn| !arn.is_empty()),
-            ..IngestConfig::from(&started.config)
-        },
+        dead_letter_queue_arn: std::env::var(vars::INGEST_DEAD_LETTER_QUEUE_ARN)
+            .ok()
+            .filter(|arn| !arn.is_empty()),
+        config: IngestConfig::from(&started.config),
     };
     run_events(started.metrics, |event| handle_any(&app, event)).await
 }

@@ -25,6 +25,7 @@ fn app() -> TestApp {
         queue: InMemoryRowQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
         chunks: None,
+        dead_letter_queue_arn: None,
         config: IngestConfig::from(&Config::default()),
     }
 }
@@ -415,7 +416,7 @@ async fn a_dead_lettered_chunk_fails_its_request_instead_of_leaving_it_pending()
     // request, still PENDING for rows that never come, ends FAILED naming the rows.
     const DLQ: &str = "arn:aws:sqs:us-east-1:123456789012:pixpress-IngestDeadLetterQueue";
     let mut ingest = fanned_out_app();
-    ingest.config.dead_letter_queue_arn = Some(DLQ.to_owned());
+    ingest.dead_letter_queue_arn = Some(DLQ.to_owned());
     let now = chrono::Utc::now();
     let meta = pixpress_domain::model::RequestMeta::new("catalogue-9", "default", now);
     ingest.repo.create_request(&meta, &[]).await.unwrap();

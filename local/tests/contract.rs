@@ -422,6 +422,17 @@ async fn cancel_contract<R: RequestRepository>(repo: &R) {
         .await
         .unwrap();
     repo.complete(hooked, now).await.unwrap();
+    // Not while its first series is still pending (the two would share one attempt count)...
+    assert!(!repo.redeliver_webhook(hooked).await.unwrap());
+    let failed = WebhookAttempt {
+        at: now,
+        status_code: Some(503),
+        error: Some("http_503".into()),
+    };
+    repo.record_webhook_attempt(hooked, &failed, DeliveryState::Failed)
+        .await
+        .unwrap();
+    // ...but once it has ended.
     assert!(repo.redeliver_webhook(hooked).await.unwrap());
 }
 

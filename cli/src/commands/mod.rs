@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use pixpress_app::config::Config;
 use pixpress_cli::client::ApiClient;
 use pixpress_cli::faults::FaultSpec;
-use pixpress_fetch::NetworkPolicy;
 
 /// The commands.
 #[derive(Debug, clap::Subcommand)]
@@ -90,14 +89,16 @@ impl ApiArgs {
 }
 
 /// The configuration from the environment; with `allow_loopback`, downloads and webhooks may
-/// reach loopback addresses ([`NetworkPolicy::local`]).
+/// reach loopback addresses on any port (`allow_loopback_any_port`).
 ///
 /// # Errors
 /// When a variable holds a value [`Config::from_env`] refuses.
 fn config_from_env(allow_loopback: bool) -> anyhow::Result<Config> {
     let mut config = Config::from_env()?;
     if allow_loopback {
-        config.fetch.policy = NetworkPolicy::local();
+        // Loopback on any port; `ALLOW_ANY_PORT` from the environment still stands.
+        config.fetch.policy.allow_loopback = true;
+        config.fetch.policy.allow_loopback_any_port = true;
     }
     Ok(config)
 }

@@ -853,7 +853,8 @@ impl RequestControl for DynamoRequestRepository {
         self.conditional_update(
             request_id,
             "SET webhook.#state = :pending",
-            "attribute_exists(webhook) AND #status IN (:completed, :with_errors, :failed, :cancelled)",
+            "attribute_exists(webhook) AND webhook.#state <> :pending \
+             AND #status IN (:completed, :with_errors, :failed, :cancelled)",
             &[("#state", "state"), ("#status", "status")],
             vec![
                 (":pending", encode(&DeliveryState::Pending)?),

@@ -815,6 +815,10 @@ impl RequestControl for InMemoryRequestRepository {
             let Some(webhook) = stored.meta.webhook.as_mut() else {
                 return false;
             };
+            // One series at a time.
+            if webhook.state == DeliveryState::Pending {
+                return false;
+            }
             webhook.state = DeliveryState::Pending;
             true
         })

@@ -423,6 +423,17 @@ where
             meta.status.as_str()
         ));
     }
+    // One series at a time: a second would share the first's attempt count and end it early.
+    if meta
+        .webhook
+        .as_ref()
+        .is_some_and(|w| w.state == pixpress_domain::model::DeliveryState::Pending)
+    {
+        return conflict(
+            "the webhook is still being delivered; ask again once it is delivered or has failed"
+                .to_owned(),
+        );
+    }
     let Some(queue) = &app.webhooks else {
         return Problem::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -442,7 +453,14 @@ where
             .map_or(0, |w| u32::try_from(w.attempts.len()).unwrap_or(u32::MAX)),
     };
     match app.repo.redeliver_webhook(request_id).await {
-        Ok(_) => {}
+        Ok(true) => {}
+        // Another redelivery took it meanwhile.
+        Ok(false) => {
+            return conflict(
+                "the webhook is still being delivered; ask again once it is delivered or has failed"
+                    .to_owned(),
+            );
+        }
         Err(e) => {
             return Problem::unavailable(&e, "the redelivery could not be recorded")
                 .into_response();

@@ -840,6 +840,11 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
         .unwrap();
     assert_eq!(queued.len(), 1);
     assert!(queued[0].body.contains("done-1"));
+    // While that series runs, another is refused: it would share the attempt count.
+    assert_eq!(
+        handle(&app, redeliver("done-1")).await.unwrap().status(),
+        409
+    );
     assert_eq!(
         handle(&app, redeliver("busy-1")).await.unwrap().status(),
         409

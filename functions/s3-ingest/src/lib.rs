@@ -530,11 +530,12 @@ where
             let body = message.body.as_deref().unwrap_or_default();
             let dead_lettered = app.dead_letter_queue_arn.is_some()
                 && message.event_source_arn == app.dead_letter_queue_arn;
-            if dead_lettered {
+            let failed = serde_json::from_str::<FailedInvocation>(body).ok();
+            if dead_lettered && failed.is_none() {
                 fail_dead_lettered_chunk(&app.repo, body).await?;
                 return Ok(false);
             }
-            if let Ok(failed) = serde_json::from_str::<FailedInvocation>(body) {
+            if let Some(failed) = failed {
                 let ended = fail_uploads(&app.repo, app.config.output, &failed).await?;
                 tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");
                 return Ok::<_, S3IngestError>(false);

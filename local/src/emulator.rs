@@ -4,12 +4,13 @@
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use pixpress_app::ports::PortError;
+use pixpress_domain::item::{OPEN_ATTRIBUTE, OPEN_INDEX};
 use pixpress_aws::{
     DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore, SqsQueue, SqsRowQueue,
     sdk_error,
@@ -114,6 +115,21 @@ pub async fn provision(
         .attribute_definitions(string_key("sk").map_err(built)?)
         .key_schema(key("pk", KeyType::Hash).map_err(built)?)
         .key_schema(key("sk", KeyType::Range).map_err(built)?)
+        .attribute_definitions(string_key(OPEN_ATTRIBUTE).map_err(built)?)
+        .attribute_definitions(string_key("created_at").map_err(built)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(OPEN_INDEX)
+                .key_schema(key(OPEN_ATTRIBUTE, KeyType::Hash).map_err(built)?)
+                .key_schema(key("created_at", KeyType::Range).map_err(built)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .map_err(built)?,
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .stream_specification(
             StreamSpecification::builder()

@@ -583,6 +583,75 @@ async fn concurrent_rows_contract<R: RequestRepository>(repo: &R) {
 
 /// DynamoDB refuses an item over 400 KB: a row outcome that large fails with a permanent
 /// `LimitExceeded`, and the row stays pending.
+/// `OpenRequests`: the sweeper's index lists requests until they are settled, oldest first, a
+/// page at a time; the progress mark keeps its first time while the count stands; settling is
+/// conditional on a terminal status; a rechecked request completes (`open-*`).
+async fn open_requests_contract<R: RequestRepository>(repo: &R) {
+    // Created long ago, so no other contract's request is listed with them.
+    let at = |year: i32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("{year}-01-01T00:00:00.5Z"))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    for (id, year) in [("open-b", 2002), ("open-a", 2001), ("open-c", 2003)] {
+        let m = RequestMeta {
+            created_at: at(year),
+            updated_at: at(year),
+            ..meta(id, 2, false)
+        };
+        assert_eq!(
+            repo.create_request(&m, &rows(2)).await.unwrap(),
+            Created::Inserted
+        );
+    }
+    let first = repo.list_open(at(2003), None, 1).await.unwrap();
+    assert_eq!(first.request_ids, ["open-a"]);
+    let second = repo
+        .list_open(at(2003), first.next.as_deref(), 5)
+        .await
+        .unwrap();
+    assert_eq!(second.request_ids, ["open-b"], "created before the bound only");
+
+    let (t1, t2, t3) = (at(2010), at(2011), at(2012));
+    assert_eq!(
+        repo.progress_unchanged_since("open-a", 0, t1).await.unwrap(),
+        t1
+    );
+    assert_eq!(
+        repo.progress_unchanged_since("open-a", 0, t2).await.unwrap(),
+        t1,
+        "the count stood still since the first look"
+    );
+    assert_eq!(
+        repo.progress_unchanged_since("open-a", 1, t3).await.unwrap(),
+        t3,
+        "a new count starts a new wait"
+    );
+
+    assert!(
+        !repo.settle("open-a").await.unwrap(),
+        "a running request is not settled"
+    );
+    repo.mark_failed("open-a", &enqueue_failed(), Utc::now())
+        .await
+        .unwrap();
+    assert!(repo.settle("open-a").await.unwrap());
+    assert!(!repo.settle("open-a").await.unwrap(), "settling twice changes nothing");
+    let listed = repo.list_open(at(2004), None, 10).await.unwrap();
+    assert_eq!(listed.request_ids, ["open-b", "open-c"]);
+
+    for index in 0..2 {
+        repo.record_row_outcome("open-b", index, &[ok_image(10, 5)], Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(repo.recheck_shards("open-b").await.unwrap());
+    assert_eq!(
+        repo.complete("open-b", Utc::now()).await.unwrap(),
+        Transition::Applied(RequestStatus::Completed)
+    );
+}
+
 async fn item_size_contract<R: RequestRepository>(repo: &R) {
     let id = "contract-size";
     repo.create_request(&meta(id, 1, false), &rows(1))
@@ -809,6 +878,7 @@ async fn embedded_adapters_meet_the_contract() {
     retry_contract(&InMemoryRequestRepository::new()).await;
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
     item_size_contract(&InMemoryRequestRepository::new()).await;
+    open_requests_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
     queue_contract(&queue).await;
     queue
@@ -846,6 +916,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run
     // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
     item_size_contract(&backends.repo).await;
+    open_requests_contract(&backends.repo).await;
 
     let queue = &backends.queue;
     queue_contract(queue).await;

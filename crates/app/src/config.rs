@@ -83,6 +83,12 @@ pub mod vars {
     /// Days a request's items (request, rows, counters) are kept before DynamoDB's TTL deletes
     /// them (deployments; unset or 0: kept).
     pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
+    /// Seconds without a recorded row after which the sweeper repairs a running request, or
+    /// after its completion a terminal one not handed on (default 7,200).
+    pub const SWEEP_IDLE_SECONDS: &str = "SWEEP_IDLE_SECONDS";
+    /// Seconds without progress after which the sweeper fails a request whose rows never
+    /// arrived (default 28,800).
+    pub const SWEEP_INGEST_IDLE_SECONDS: &str = "SWEEP_INGEST_IDLE_SECONDS";
 
     /// Every variable above, for consistency checks against `template.yaml`.
     pub const ALL: &[&str] = &[
@@ -118,6 +124,8 @@ pub mod vars {
         INGEST_QUEUE_URL,
         INGEST_DEAD_LETTER_QUEUE_ARN,
         RETENTION_DAYS,
+        SWEEP_IDLE_SECONDS,
+        SWEEP_INGEST_IDLE_SECONDS,
     ];
 }
 
@@ -166,6 +174,8 @@ pub struct Config {
     pub webhook_timeout: Duration,
     /// Public base URL of the API.
     pub public_api_url: Option<String>,
+    /// When the sweeper repairs a request.
+    pub sweep: crate::sweep::SweepConfig,
 }
 
 impl Default for Config {
@@ -188,8 +198,17 @@ impl Default for Config {
             webhook_backoff: Duration::from_millis(1000),
             webhook_timeout: Duration::from_secs(15),
             public_api_url: None,
+            sweep: crate::sweep::SweepConfig::default(),
         }
     }
+}
+
+/// `secs` seconds as a `chrono` duration (saturating at `i64::MAX`).
+fn seconds(secs: u64) -> chrono::Duration {
+    i64::try_from(secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX)
 }
 
 fn parse<T: std::str::FromStr>(
@@ -324,6 +343,18 @@ impl Config {
             public_api_url: lookup(PUBLIC_API_URL)
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.trim().trim_end_matches('/').to_owned()),
+            sweep: crate::sweep::SweepConfig {
+                idle: seconds(parse(
+                    &lookup,
+                    SWEEP_IDLE_SECONDS,
+                    d.sweep.idle.num_seconds().unsigned_abs(),
+                )?),
+                ingest_idle: seconds(parse(
+                    &lookup,
+                    SWEEP_INGEST_IDLE_SECONDS,
+                    d.sweep.ingest_idle.num_seconds().unsigned_abs(),
+                )?),
+            },
         })
     }
 

@@ -41,4 +41,5 @@ pub mod limits;
 pub mod ports;
 pub mod retry;
 pub mod sqs_batch;
+pub mod sweep;
 pub mod telemetry;

@@ -379,16 +379,83 @@ pub trait RequestControl: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
+/// A page of open requests ([`OpenRequests::list_open`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenPage {
+    /// Request ids, oldest first.
+    pub request_ids: Vec<String>,
+    /// Opaque cursor of the next page, `None` at the end.
+    pub next: Option<String>,
+}
+
+/// The open requests the sweeper watches ([`crate::sweep`]): every request from its creation
+/// until it is settled (terminal, with its output CSV and webhook handed on). On DynamoDB a
+/// sparse index ([`pixpress_domain::item::OPEN_INDEX`]), so a sweep reads only these.
+pub trait OpenRequests: Send + Sync + Clone + 'static {
+    /// Open requests created before `created_before`, oldest first, at most `limit` per page,
+    /// after `cursor` (from the previous page).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Read-only (eventually consistent, as a global secondary index is).
+    fn list_open(
+        &self,
+        created_before: DateTime<Utc>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<OpenPage, PortError>> + Send;
+
+    /// Since when the request's rows done have stood at `rows_done`: the time stored with that
+    /// count, or `now` (stored) when the count differs from the one stored.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Conditional on the stored count differing: two sweeps that see the same count keep the
+    /// first time.
+    fn progress_unchanged_since(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<DateTime<Utc>, PortError>> + Send;
+
+    /// Adds every full counter shard to the request's done shards (a shard whose last row was
+    /// recorded by a writer that stopped before adding it); `true` when all are done, so
+    /// [`RowLedger::complete`] can apply.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Each shard is added only if missing.
+    fn recheck_shards(&self, request_id: &str)
+    -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// Takes a settled request out of the open requests. `false` when it was not open or is not
+    /// terminal.
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Conditional on the request being terminal; removing twice changes nothing.
+    fn settle(&self, request_id: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
 /// Requests and rows (DESIGN §3, one table): every role at once, for what composes the apps.
 /// The AWS adapter (DynamoDB) and the embedded one implement every role; each function's app
 /// asks only for the roles it uses.
 pub trait RequestRepository:
-    RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl
+    RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl + OpenRequests
 {
 }
 
 impl<T> RequestRepository for T where
-    T: RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl
+    T: RequestIntake + RequestReader + RowLedger + OutputLedger + RequestControl + OpenRequests
 {
 }
 

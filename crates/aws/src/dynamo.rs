@@ -26,18 +26,20 @@ use super::handles::{condition_failed, item, key, s};
 use super::{DynamoTable, classify_code, sdk_error};
 use pixpress_app::limits::{DYNAMODB_MAX_ITEM_BYTES, dynamodb_item_size, transaction_chunks};
 use pixpress_app::ports::{
-    Created, OutputLedger, PortError, RequestControl, RequestIntake, RequestReader, RowLedger,
-    RowPage, RowRecorded, Transition,
+    Created, OpenPage, OpenRequests, OutputLedger, PortError, RequestControl, RequestIntake,
+    RequestReader, RowLedger, RowPage, RowRecorded, Transition,
 };
 use pixpress_app::retry::retry;
 use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
-use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
+use pixpress_domain::item::{
+    CounterItem, MetaItem, OPEN_ATTRIBUTE, OPEN_INDEX, OPEN_VALUE, ProgressSeen, RowItem,
+};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, WebhookAttempt,
 };
 use pixpress_domain::storage_keys::{
-    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_pk, row_sk,
+    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_id_from_pk, request_pk, row_sk,
 };
 
 /// The DynamoDB repository. Cheap to clone.
@@ -845,6 +847,132 @@ impl OutputLedger for DynamoRequestRepository {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// A time as the request item stores it (`created_at` and the others: serde's RFC 3339 text),
+/// so a key condition on the open-requests index compares like with like.
+fn stored_time(time: DateTime<Utc>) -> Result<AttributeValue, PortError> {
+    match serde_json::to_value(time) {
+        Ok(serde_json::Value::String(text)) => Ok(s(text)),
+        _ => Err(PortError::Unexpected(anyhow!("encoding the time {time}"))),
+    }
+}
+
+impl OpenRequests for DynamoRequestRepository {
+    async fn list_open(
+        &self,
+        created_before: DateTime<Utc>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<OpenPage, PortError> {
+        let before = stored_time(created_before)?;
+        // The cursor is the index's LastEvaluatedKey (table and index keys), as JSON.
+        let start = match cursor {
+            Some(text) => {
+                let keys: HashMap<String, String> = serde_json::from_str(text)
+                    .map_err(|e| PortError::Unexpected(anyhow!("malformed cursor: {e}")))?;
+                Some(keys.into_iter().map(|(k, v)| (k, s(v))).collect())
+            }
+            None => None,
+        };
+        let out = retry(&self.table.retry, "listing open requests", || async {
+            self.table
+                .query()
+                .index_name(OPEN_INDEX)
+                .key_condition_expression("#open = :open AND created_at < :before")
+                .expression_attribute_names("#open", OPEN_ATTRIBUTE)
+                .expression_attribute_values(":open", s(OPEN_VALUE.to_owned()))
+                .expression_attribute_values(":before", before.clone())
+                .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("listing open requests", &e))
+        })
+        .await?;
+        let request_ids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|found| found.get("pk").and_then(|v| v.as_s().ok()))
+            .filter_map(|pk| request_id_from_pk(pk).map(str::to_owned))
+            .collect();
+        let next = match out.last_evaluated_key {
+            Some(last) => {
+                let keys: HashMap<&String, &String> = last
+                    .iter()
+                    .filter_map(|(k, v)| v.as_s().ok().map(|v| (k, v)))
+                    .collect();
+                Some(serde_json::to_string(&keys).map_err(|e| PortError::Unexpected(e.into()))?)
+            }
+            None => None,
+        };
+        Ok(OpenPage { request_ids, next })
+    }
+
+    async fn progress_unchanged_since(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, PortError> {
+        let seen = ProgressSeen {
+            rows_done,
+            since: now,
+        };
+        let noted = self
+            .conditional_update(
+                request_id,
+                "SET progress_seen = :seen",
+                "attribute_exists(pk) AND (attribute_not_exists(progress_seen) \
+                 OR progress_seen.rows_done <> :done)",
+                &[],
+                vec![(":seen", encode(&seen)?), (":done", n(rows_done))],
+                "noting the request's progress",
+            )
+            .await?;
+        if noted {
+            return Ok(now);
+        }
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            progress_seen: Option<ProgressSeen>,
+        }
+        let stored: Option<Seen> = self
+            .table
+            .read_as(Self::meta_key(request_id), "the request's progress")
+            .await?;
+        Ok(stored
+            .and_then(|s| s.progress_seen)
+            .filter(|seen| seen.rows_done == rows_done)
+            .map_or(now, |seen| seen.since))
+    }
+
+    async fn recheck_shards(&self, request_id: &str) -> Result<bool, PortError> {
+        let Some(meta) = self.get_request(request_id).await? else {
+            return Ok(false);
+        };
+        let mut all_done = false;
+        for shard in shards_with_rows(meta.counters.rows_total) {
+            all_done |= self.check_shard(request_id, shard).await?;
+        }
+        Ok(all_done)
+    }
+
+    async fn settle(&self, request_id: &str) -> Result<bool, PortError> {
+        self.conditional_update(
+            request_id,
+            "REMOVE #open",
+            "attribute_exists(#open) AND NOT (#status IN (:pending, :processing))",
+            &[("#open", OPEN_ATTRIBUTE), ("#status", "status")],
+            vec![
+                (":pending", status(RequestStatus::Pending)),
+                (":processing", status(RequestStatus::Processing)),
+            ],
+            "settling the request",
+        )
+        .await
     }
 }
 

@@ -7,6 +7,10 @@
 //! (<https://www.standardwebhooks.com/>, "Signature scheme"), else with the deployment's
 //! `WEBHOOK_SECRET`, never unsigned; POSTs it through the guarded client (no redirects); and
 //! appends the attempt to the request. A 410 Gone disables the URL for the tenant.
+//!
+//! [`notify`] is the whole completion of a terminal request: the output CSV, then the webhook.
+
+pub mod notify;
 
 use std::time::Duration;
 

@@ -11,6 +11,28 @@ use super::storage_keys::{META_SK, counter_sk, request_pk, row_sk};
 /// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The sparse global secondary index of open requests: partition key [`OPEN_ATTRIBUTE`], sort
+/// key `created_at` (RFC 3339 text), keys only. A request item is in it from its creation until
+/// the sweeper finds it settled (terminal, its output CSV and webhook handed on), so the sweeper
+/// reads only requests that may need repair, never a scan of the table.
+pub const OPEN_INDEX: &str = "open-requests";
+/// Attribute holding [`OPEN_VALUE`] while the request is open (the index's partition key).
+pub const OPEN_ATTRIBUTE: &str = "open";
+/// The one value of [`OPEN_ATTRIBUTE`]. One index partition serves 1,000 request-item writes a
+/// second ("Best practices for designing and using partition keys effectively", Amazon
+/// DynamoDB Developer Guide): request items change a handful of times per request, far below.
+pub const OPEN_VALUE: &str = "OPEN";
+
+/// The sweeper's last look at a running request: its rows done then, and since when that count
+/// has not changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressSeen {
+    /// Rows recorded when the count last changed.
+    pub rows_done: u64,
+    /// When the sweeper first saw that count.
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
 /// The request item: `REQ#<id>` / `META` plus the flattened [`RequestMeta`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetaItem {
@@ -33,6 +55,12 @@ pub struct MetaItem {
     /// ([`OutputProgress`]); removed when the CSV is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_progress: Option<OutputProgress>,
+    /// [`OPEN_VALUE`] while the request is open ([`OPEN_INDEX`]); removed once it is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    /// The sweeper's last look at its progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_seen: Option<ProgressSeen>,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -49,6 +77,8 @@ impl MetaItem {
             done_shards: empty_shards(meta.counters.rows_total),
             meta,
             output_progress: None,
+            open: Some(OPEN_VALUE.to_owned()),
+            progress_seen: None,
             expires_at,
         }
     }

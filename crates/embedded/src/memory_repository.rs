@@ -23,14 +23,14 @@ use pixpress_app::limits::{
     dynamodb_item_size, transaction_chunks,
 };
 use pixpress_app::ports::{
-    Created, OutputLedger, PortError, RequestControl, RequestIntake, RequestReader, RowLedger,
-    RowPage, RowRecorded, Transition,
+    Created, OpenPage, OpenRequests, OutputLedger, PortError, RequestControl, RequestIntake,
+    RequestReader, RowLedger, RowPage, RowRecorded, Transition,
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{
     COUNTER_SHARDS, empty_shards, shard_of, shard_rows_total, shards_with_rows,
 };
-use pixpress_domain::item::{CounterItem, MetaItem, RowItem};
+use pixpress_domain::item::{CounterItem, MetaItem, ProgressSeen, RowItem};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, RowState, WebhookAttempt,
@@ -80,6 +80,9 @@ struct StoredMeta {
     meta: RequestMeta,
     done_shards: BTreeSet<u32>,
     output_progress: Option<OutputProgress>,
+    /// In the open requests (the sparse index `OPEN_INDEX` on DynamoDB).
+    open: bool,
+    progress_seen: Option<ProgressSeen>,
 }
 
 impl StoredMeta {
@@ -87,6 +90,10 @@ impl StoredMeta {
         let mut item = MetaItem::new(self.meta.clone(), None);
         item.done_shards = self.done_shards.iter().copied().collect();
         item.output_progress.clone_from(&self.output_progress);
+        if !self.open {
+            item.open = None;
+        }
+        item.progress_seen = self.progress_seen;
         to_item(&item)
     }
 }
@@ -531,6 +538,8 @@ impl RequestIntake for InMemoryRequestRepository {
             meta: meta.clone(),
             done_shards: empty_shards(meta.counters.rows_total).into_iter().collect(),
             output_progress: None,
+            open: true,
+            progress_seen: None,
         };
         let item = stored.item()?;
         check_item_size(&item, "the request item")?;
@@ -803,6 +812,95 @@ impl OutputLedger for InMemoryRequestRepository {
         })
         .await
         .map(|_| ())
+    }
+}
+
+impl OpenRequests for InMemoryRequestRepository {
+    async fn list_open(
+        &self,
+        created_before: DateTime<Utc>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<OpenPage, PortError> {
+        retry(&self.policy(), "listing open requests", || async {
+            self.faults.check(Call::Read)?;
+            let state = self.lock()?;
+            // The index's order: creation time, then (as DynamoDB breaks ties) the table key.
+            let mut open: Vec<(DateTime<Utc>, &str)> = state
+                .requests
+                .iter()
+                .filter(|(_, stored)| stored.open && stored.meta.created_at < created_before)
+                .map(|(id, stored)| (stored.meta.created_at, id.as_str()))
+                .collect();
+            open.sort_unstable();
+            let start = cursor.map_or(0, |c| {
+                open.iter()
+                    .position(|(_, id)| *id == c)
+                    .map_or(open.len(), |p| p + 1)
+            });
+            let page: Vec<String> = open
+                .iter()
+                .skip(start)
+                .take(limit as usize)
+                .map(|(_, id)| (*id).to_owned())
+                .collect();
+            let next = (start + page.len() < open.len())
+                .then(|| page.last().cloned())
+                .flatten();
+            Ok(OpenPage {
+                request_ids: page,
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn progress_unchanged_since(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, PortError> {
+        let since = Mutex::new(now);
+        self.write_meta(request_id, "noting the request's progress", |stored| {
+            if let Some(seen) = stored.progress_seen
+                && seen.rows_done == rows_done
+            {
+                if let Ok(mut since) = since.lock() {
+                    *since = seen.since;
+                }
+                return false;
+            }
+            stored.progress_seen = Some(ProgressSeen {
+                rows_done,
+                since: now,
+            });
+            true
+        })
+        .await?;
+        Ok(since.into_inner().unwrap_or(now))
+    }
+
+    async fn recheck_shards(&self, request_id: &str) -> Result<bool, PortError> {
+        let Some(meta) = self.get_request(request_id).await? else {
+            return Ok(false);
+        };
+        let mut all_done = false;
+        for shard in shards_with_rows(meta.counters.rows_total) {
+            all_done |= self.check_shard(request_id, shard).await?;
+        }
+        Ok(all_done)
+    }
+
+    async fn settle(&self, request_id: &str) -> Result<bool, PortError> {
+        self.write_meta(request_id, "settling the request", |stored| {
+            if !stored.meta.status.is_terminal() || !stored.open {
+                return false;
+            }
+            stored.open = false;
+            true
+        })
+        .await
     }
 }
 

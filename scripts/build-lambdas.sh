@@ -12,7 +12,7 @@ VENV="$HOME/.cache/pixpress/lambda-venv"
 [ -x "$VENV/bin/cargo-lambda" ] || { python3 -m venv "$VENV"; "$VENV/bin/pip" install -q cargo-lambda==1.9.2; }
 export PATH="$VENV/bin:$PATH"
 rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' || rustup target add aarch64-unknown-linux-gnu
-FUNCTIONS=(api s3-ingest row-dead-letter completion-notifier webhook-sender row-worker)
+FUNCTIONS=(api s3-ingest row-dead-letter completion-notifier webhook-sender sweeper row-worker)
 for f in "${FUNCTIONS[@]}"; do
   cargo lambda build --release --arm64 -p "pixpress-$f"
 done

@@ -14,23 +14,25 @@ use serde_json::{Value, json};
 use crate::events::context;
 
 /// The function names `invoke` accepts (crate, binary and `events/` folder names).
-pub const FUNCTIONS: [&str; 6] = [
+pub const FUNCTIONS: [&str; 7] = [
     "api",
     "s3-ingest",
     "row-worker",
     "row-dead-letter",
     "completion-notifier",
     "webhook-sender",
+    "sweeper",
 ];
 
 /// The template's logical function names and the names they stand for.
-pub const LOGICAL_NAMES: [(&str, &str); 6] = [
+pub const LOGICAL_NAMES: [(&str, &str); 7] = [
     ("ApiFunction", "api"),
     ("S3IngestFunction", "s3-ingest"),
     ("RowWorkerFunction", "row-worker"),
     ("RowDeadLetterFunction", "row-dead-letter"),
     ("CompletionNotifierFunction", "completion-notifier"),
     ("WebhookSenderFunction", "webhook-sender"),
+    ("SweeperFunction", "sweeper"),
 ];
 
 /// `function` as one of [`FUNCTIONS`]: a template logical name (`RowWorkerFunction`, as `sam
@@ -127,6 +129,14 @@ where
             .await
             .map_err(handler_error)?;
             Ok(serde_json::to_value(response)?)
+        }
+        // A scheduled event: its content is not read.
+        "sweeper" => {
+            let event: Value =
+                serde_json::from_str(event).context("parsing the scheduled event")?;
+            pixpress_sweeper::handle(&apps.sweeper, LambdaEvent::new(event, context()))
+                .await
+                .map_err(handler_error)
         }
         other => bail!(
             "unknown function `{other}`; expected one of {} (or its template name: {})",

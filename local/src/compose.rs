@@ -26,6 +26,8 @@ pub struct Apps<R, Q, S, O> {
     pub notifier: pixpress_delivery::App<R, S, NoQueue, AnyKeyStore>,
     /// `webhook-sender`: the notifier's app with `queue` as its webhooks queue.
     pub sender: pixpress_delivery::App<R, S, Q, AnyKeyStore>,
+    /// `sweeper`, doing the notifier's work as the notifier does here (webhooks inline).
+    pub sweeper: pixpress_sweeper::App<R, Q, S, NoQueue, AnyKeyStore>,
 }
 
 /// Builds every app for `config` over `repo`, `queue`, `store` and `slots`. `keys` (the
@@ -85,7 +87,8 @@ where
             config,
         ),
         dead_letter: pixpress_row_dead_letter::App::new(repo, config),
-        sender: notifier.clone().with_webhooks(Some(queue)),
+        sender: notifier.clone().with_webhooks(Some(queue.clone())),
+        sweeper: pixpress_sweeper::App::new(notifier.clone(), queue, config),
         notifier,
     })
 }

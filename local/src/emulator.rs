@@ -10,11 +10,11 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use pixpress_app::ports::PortError;
-use pixpress_domain::item::{OPEN_ATTRIBUTE, OPEN_INDEX};
 use pixpress_aws::{
     DynamoOriginSlots, DynamoRequestRepository, DynamoTable, S3ObjectStore, SqsQueue, SqsRowQueue,
     sdk_error,
 };
+use pixpress_domain::item::{OPEN_ATTRIBUTE, OPEN_INDEX};
 
 use crate::sqs::SqsConsumer;
 use crate::stream::DynamoStreamReader;

@@ -6,7 +6,8 @@
 //! flight, each started as soon as messages are visible (no barrier between batches); the
 //! dead-letter queue drained into `row-dead-letter`; the stream read continuously, filtered to
 //! request items entering a terminal status (the template's `FilterCriteria`), and a failed
-//! notifier batch retried with backoff, as Lambda retries a stream batch.
+//! notifier batch retried with backoff, as Lambda retries a stream batch; and the `sweeper`
+//! run on its own schedule ([`PipelineOptions::sweep_every`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,9 +20,11 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::LambdaEvent;
 use pixpress_app::config::Config;
+use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{
     NoQueue, ObjectStore, OriginSlots, PortError, RequestReader, RequestRepository, RowQueue,
 };
+use pixpress_app::sweep::SweepConfig;
 use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::item::ItemHead;
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
@@ -284,6 +287,11 @@ pub struct PipelineOptions {
     /// notifier signs each tenant's webhooks with that tenant's secret. `None`: no
     /// authentication, webhooks signed with `WEBHOOK_SECRET`.
     pub keys: Option<AnyKeyStore>,
+    /// How often the pump runs the sweeper (the deployed schedule runs it every 15 minutes).
+    pub sweep_every: Duration,
+    /// When the sweeper repairs a request; `None`: the configuration's (`SWEEP_IDLE_SECONDS`,
+    /// 2 hours by default, so a calm local run never needs it).
+    pub sweep: Option<SweepConfig>,
 }
 
 impl PipelineOptions {
@@ -301,6 +309,8 @@ impl PipelineOptions {
             resolver: Arc::new(SystemResolver),
             faults: None,
             keys: None,
+            sweep_every: Duration::from_secs(1),
+            sweep: None,
         }
     }
 }
@@ -339,6 +349,8 @@ pub struct Pipeline<B: PumpBackend> {
     pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
     /// `completion-notifier`.
     pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store, NoQueue, AnyKeyStore>,
+    /// `sweeper`.
+    pub sweeper: pixpress_sweeper::App<B::Repo, B::Queue, B::Store, NoQueue, AnyKeyStore>,
     faults: Option<Arc<SeededFaults>>,
     terminal_records: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
     options: PipelineOptions,
@@ -508,6 +520,10 @@ impl<B: PumpBackend> Pipeline<B> {
             worker: apps.worker,
             dead_letter: apps.dead_letter,
             notifier: apps.notifier,
+            sweeper: pixpress_sweeper::App {
+                config: options.sweep.unwrap_or(apps.sweeper.config),
+                ..apps.sweeper
+            },
             backend,
             faults: None,
             terminal_records: Arc::default(),
@@ -895,6 +911,32 @@ impl<B: PumpBackend> Pipeline<B> {
         }
     }
 
+    /// One sweep, as the scheduled `sweeper` runs it.
+    async fn sweep(&self) -> anyhow::Result<()> {
+        match pixpress_sweeper::run(&self.sweeper, Deadline::NONE).await {
+            Ok(swept) => {
+                if !swept.repairs.is_empty() {
+                    tracing::info!(
+                        repairs = swept.repairs.len(),
+                        "the sweeper repaired idle requests"
+                    );
+                }
+                Ok(())
+            }
+            // Listing throttled (an injected fault): the next run tries again.
+            Err(e) if e.is_retryable() => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("sweeper: {e}")),
+        }
+    }
+
+    async fn sweep_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        while !*stop.borrow() {
+            pause(&mut stop, self.options.sweep_every).await;
+            self.sweep().await?;
+        }
+        Ok(())
+    }
+
     /// Starts the pump in the background (see the module docs).
     #[must_use]
     pub fn start_pump(&self) -> Pump {
@@ -915,6 +957,8 @@ impl<B: PumpBackend> Pipeline<B> {
         }
         let (this, rx, fail) = (self.clone(), stopped.clone(), failure.clone());
         tasks.spawn(async move { record(&fail, this.dead_letter_loop(rx).await) });
+        let (this, rx, fail) = (self.clone(), stopped.clone(), failure.clone());
+        tasks.spawn(async move { record(&fail, this.sweep_loop(rx).await) });
         let (this, rx, fail) = (self.clone(), stopped, failure.clone());
         tasks.spawn(async move { record(&fail, this.stream_loop(rx).await) });
         Pump {
@@ -956,6 +1000,7 @@ impl<B: PumpBackend> Pipeline<B> {
         let changes = self.backend.changes().await?;
         worked |= !changes.is_empty();
         self.notify(&changes).await?;
+        self.sweep().await?;
         Ok(worked)
     }
 

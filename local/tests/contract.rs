@@ -610,22 +610,42 @@ async fn open_requests_contract<R: RequestRepository>(repo: &R) {
         .list_open(at(2003), first.next.as_deref(), 5)
         .await
         .unwrap();
-    assert_eq!(second.request_ids, ["open-b"], "created before the bound only");
+    assert_eq!(
+        second.request_ids,
+        ["open-b"],
+        "created before the bound only"
+    );
 
     let (t1, t2, t3) = (at(2010), at(2011), at(2012));
     assert_eq!(
-        repo.progress_unchanged_since("open-a", 0, t1).await.unwrap(),
+        repo.progress_unchanged_since("open-a", 0, t1)
+            .await
+            .unwrap(),
         t1
     );
     assert_eq!(
-        repo.progress_unchanged_since("open-a", 0, t2).await.unwrap(),
+        repo.progress_unchanged_since("open-a", 0, t2)
+            .await
+            .unwrap(),
         t1,
         "the count stood still since the first look"
     );
     assert_eq!(
-        repo.progress_unchanged_since("open-a", 1, t3).await.unwrap(),
+        repo.progress_unchanged_since("open-a", 1, t3)
+            .await
+            .unwrap(),
         t3,
         "a new count starts a new wait"
+    );
+    repo.restart_wait("open-a", 1, t3 + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.progress_unchanged_since("open-a", 1, t3)
+            .await
+            .unwrap(),
+        t3 + chrono::Duration::hours(1),
+        "a repair starts the wait again"
     );
 
     assert!(
@@ -636,7 +656,10 @@ async fn open_requests_contract<R: RequestRepository>(repo: &R) {
         .await
         .unwrap();
     assert!(repo.settle("open-a").await.unwrap());
-    assert!(!repo.settle("open-a").await.unwrap(), "settling twice changes nothing");
+    assert!(
+        !repo.settle("open-a").await.unwrap(),
+        "settling twice changes nothing"
+    );
     let listed = repo.list_open(at(2004), None, 10).await.unwrap();
     assert_eq!(listed.request_ids, ["open-b", "open-c"]);
 

@@ -408,7 +408,7 @@ pub trait OpenRequests: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<OpenPage, PortError>> + Send;
 
     /// Since when the request's rows done have stood at `rows_done`: the time stored with that
-    /// count, or `now` (stored) when the count differs from the one stored.
+    /// count, or `first_seen` (stored) when the count differs from the one stored or none is.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
@@ -420,8 +420,23 @@ pub trait OpenRequests: Send + Sync + Clone + 'static {
         &self,
         request_id: &str,
         rows_done: u64,
-        now: DateTime<Utc>,
+        first_seen: DateTime<Utc>,
     ) -> impl Future<Output = Result<DateTime<Utc>, PortError>> + Send;
+
+    /// Starts the wait again at `now` with `rows_done` rows done (after a repair, so the next
+    /// one comes only after another idle bound).
+    ///
+    /// # Errors
+    /// [`PortError`] on storage failure.
+    ///
+    /// # Idempotency
+    /// Overwrites the stored mark; conditional on the request existing.
+    fn restart_wait(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// Adds every full counter shard to the request's done shards (a shard whose last row was
     /// recorded by a writer that stopped before adding it); `true` when all are done, so
@@ -432,8 +447,10 @@ pub trait OpenRequests: Send + Sync + Clone + 'static {
     ///
     /// # Idempotency
     /// Each shard is added only if missing.
-    fn recheck_shards(&self, request_id: &str)
-    -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn recheck_shards(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 
     /// Takes a settled request out of the open requests. `false` when it was not open or is not
     /// terminal.

@@ -6,7 +6,8 @@
 //! examined:
 //!
 //! - **Running** (`PENDING`, `PROCESSING`) and no row recorded for [`SweepConfig::idle`]
-//!   (the sweeper notes the rows-done count and when it last changed):
+//!   (the sweeper notes the rows-done count and when it first saw it — the creation time
+//!   while no row is done — and starts the wait again after each repair):
 //!   - every row item exists and some are unrecorded: their row jobs are enqueued again (an
 //!     ingest that stopped before enqueueing, a lost message) and a `PENDING` request is
 //!     flipped to `PROCESSING`. Row recording is idempotent, so a job that was only slow costs
@@ -215,13 +216,12 @@ where
         notify(request_id.to_owned()).await?;
         return Ok(Examined::Repaired(Repair::Notified));
     }
-    // No row recorded yet: nothing has moved since the request was created.
-    let since = if meta.counters.rows_done == 0 {
-        meta.created_at
-    } else {
-        repo.progress_unchanged_since(request_id, meta.counters.rows_done, now)
-            .await?
-    };
+    // A count not seen before counts from now; no row recorded at all, from the creation.
+    let done = meta.counters.rows_done;
+    let first_seen = if done == 0 { meta.created_at } else { now };
+    let since = repo
+        .progress_unchanged_since(request_id, done, first_seen)
+        .await?;
     if now - since < config.idle {
         return Ok(Examined::Left);
     }
@@ -255,6 +255,8 @@ where
     if meta.status == RequestStatus::Pending {
         repo.mark_processing(request_id, now).await?;
     }
+    // The jobs sent get a whole idle bound before they are sent again.
+    repo.restart_wait(request_id, done, now).await?;
     Ok(Examined::Repaired(Repair::Enqueued { rows: sent }))
 }
 

@@ -283,6 +283,7 @@ fn functions_are_arm64_rust_builds_of_existing_binaries_with_least_privilege() {
             "row-dead-letter",
             "row-worker",
             "s3-ingest",
+            "sweeper",
             "webhook-sender"
         ]
     );
@@ -674,7 +675,8 @@ fn every_function_that_reads_objects_may_list_the_bucket_so_a_missing_key_is_a_4
         [
             "ApiFunction",
             "CompletionNotifierFunction",
-            "S3IngestFunction"
+            "S3IngestFunction",
+            "SweeperFunction"
         ]
     );
 }
@@ -729,16 +731,65 @@ fn api_keys_and_tenant_secrets_are_readable_only_by_the_functions_that_use_them(
             .map(|v| v.as_str().unwrap().to_owned())
             .collect()
     };
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 7] = [
         ("ApiFunction", &["TENANT#*"]),
         ("S3IngestFunction", &["KEY#*", "TENANT#*"]),
         ("RowWorkerFunction", &["KEY#*", "TENANT#*"]),
         ("RowDeadLetterFunction", &["KEY#*", "TENANT#*"]),
         ("CompletionNotifierFunction", &["KEY#*"]),
         ("WebhookSenderFunction", &["KEY#*"]),
+        ("SweeperFunction", &["KEY#*", "TENANT#*"]),
     ];
     for (function, prefixes) in expected {
         assert_eq!(denied(function), prefixes, "{function}");
     }
     assert_eq!(functions(&t).len(), expected.len());
+}
+
+#[test]
+fn a_scheduled_sweeper_reads_the_open_requests_index_and_alarms_on_repairs() {
+    // Without it a request whose event was lost stays PENDING or PROCESSING, or terminal with
+    // no output CSV, for ever.
+    let t = template();
+    let index = props(&t, "RequestsTable")["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| i["IndexName"] == pixpress_domain::item::OPEN_INDEX)
+        .expect("the open-requests index");
+    assert_eq!(
+        index["KeySchema"][0]["AttributeName"],
+        pixpress_domain::item::OPEN_ATTRIBUTE
+    );
+    assert_eq!(index["KeySchema"][1]["AttributeName"], "created_at");
+    let sweeper = props(&t, "SweeperFunction");
+    let schedule = &sweeper["Events"]["Schedule"];
+    assert_eq!(schedule["Type"], "ScheduleV2");
+    assert!(
+        schedule["Properties"]["ScheduleExpression"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate("),
+        "{schedule:?}"
+    );
+    let policies = serde_yaml_ng::to_string(&sweeper["Policies"]).unwrap();
+    assert!(policies.contains("/index/open-requests"), "{policies}");
+    assert!(
+        !alarms_on(&t, "pixpress", "sweeper_repairs", "sweeper").is_empty(),
+        "no alarm on sweeper repairs"
+    );
+    // Idle bounds longer than a row's and a chunk's whole retry series.
+    let idle: u64 = sweeper["Environment"]["Variables"]["SWEEP_IDLE_SECONDS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ingest_idle: u64 = sweeper["Environment"]["Variables"]["SWEEP_INGEST_IDLE_SECONDS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let receives = number(&t["Parameters"]["MaxReceiveCount"]["Default"]);
+    assert!(idle > receives * number(&props(&t, "RowsQueue")["VisibilityTimeout"]));
+    assert!(ingest_idle > receives * number(&props(&t, "IngestQueue")["VisibilityTimeout"]));
 }

@@ -915,11 +915,11 @@ impl OpenRequests for DynamoRequestRepository {
         &self,
         request_id: &str,
         rows_done: u64,
-        now: DateTime<Utc>,
+        first_seen: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, PortError> {
         let seen = ProgressSeen {
             rows_done,
-            since: now,
+            since: first_seen,
         };
         let noted = self
             .conditional_update(
@@ -933,7 +933,7 @@ impl OpenRequests for DynamoRequestRepository {
             )
             .await?;
         if noted {
-            return Ok(now);
+            return Ok(first_seen);
         }
         #[derive(serde::Deserialize)]
         struct Seen {
@@ -946,7 +946,29 @@ impl OpenRequests for DynamoRequestRepository {
         Ok(stored
             .and_then(|s| s.progress_seen)
             .filter(|seen| seen.rows_done == rows_done)
-            .map_or(now, |seen| seen.since))
+            .map_or(first_seen, |seen| seen.since))
+    }
+
+    async fn restart_wait(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let seen = ProgressSeen {
+            rows_done,
+            since: now,
+        };
+        self.conditional_update(
+            request_id,
+            "SET progress_seen = :seen",
+            "attribute_exists(pk)",
+            &[],
+            vec![(":seen", encode(&seen)?)],
+            "restarting the idle wait",
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn recheck_shards(&self, request_id: &str) -> Result<bool, PortError> {

@@ -13,7 +13,9 @@ use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{
     MultipartWriter, ObjectStore, OutputLedger, PortError, RequestReader, WebhookQueue,
 };
-use pixpress_domain::model::{DeliveryState, OutputPart, OutputProgress, RequestStatus, WebhookJob};
+use pixpress_domain::model::{
+    DeliveryState, OutputPart, OutputProgress, RequestStatus, WebhookJob,
+};
 use pixpress_domain::output_csv::{output_csv_header, output_csv_rows};
 use pixpress_domain::storage_keys::output_csv_key;
 

@@ -859,9 +859,9 @@ impl OpenRequests for InMemoryRequestRepository {
         &self,
         request_id: &str,
         rows_done: u64,
-        now: DateTime<Utc>,
+        first_seen: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, PortError> {
-        let since = Mutex::new(now);
+        let since = Mutex::new(first_seen);
         self.write_meta(request_id, "noting the request's progress", |stored| {
             if let Some(seen) = stored.progress_seen
                 && seen.rows_done == rows_done
@@ -873,12 +873,29 @@ impl OpenRequests for InMemoryRequestRepository {
             }
             stored.progress_seen = Some(ProgressSeen {
                 rows_done,
-                since: now,
+                since: first_seen,
             });
             true
         })
         .await?;
-        Ok(since.into_inner().unwrap_or(now))
+        Ok(since.into_inner().unwrap_or(first_seen))
+    }
+
+    async fn restart_wait(
+        &self,
+        request_id: &str,
+        rows_done: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.write_meta(request_id, "restarting the idle wait", |stored| {
+            stored.progress_seen = Some(ProgressSeen {
+                rows_done,
+                since: now,
+            });
+            true
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn recheck_shards(&self, request_id: &str) -> Result<bool, PortError> {

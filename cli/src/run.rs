@@ -67,7 +67,8 @@ pub enum RunOutcome {
     },
 }
 
-/// Attempts at uploading when the API answers `503` (storage throttled after its own retries).
+/// Attempts at uploading when the API answers a server error (`503`: storage throttled after
+/// its own retries; `500`: the invocation failed or timed out).
 const UPLOAD_ATTEMPTS: u32 = 5;
 
 /// The `Idempotency-Key` of a run: derived from the CSV and the options, so a retried upload
@@ -94,8 +95,8 @@ fn run_request_id(hex: &str, options: &RunOptions) -> String {
     ])
 }
 
-/// Uploads `csv` through the API handler (retrying a `503` with the same `Idempotency-Key`, as
-/// a client should) and pumps the pipeline until the request is done; copies the output CSV to
+/// Uploads `csv` through the API handler (retrying a server error with the same
+/// `Idempotency-Key`, as a client should) and pumps the pipeline until the request is done; copies the output CSV to
 /// `<data_dir>/output.csv` (`data_dir` of the pipeline's options).
 ///
 /// # Errors
@@ -119,7 +120,7 @@ pub async fn run_csv<B: PumpBackend>(
             )
             .await?;
         match upload {
-            Upload::Rejected { status: 503, .. } if attempt < UPLOAD_ATTEMPTS => {
+            Upload::Rejected { status, .. } if status >= 500 && attempt < UPLOAD_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                 attempt += 1;
             }
@@ -285,9 +286,10 @@ async fn run_catalogue<B: PumpBackend>(
     record.event_name = Some("ObjectCreated:CompleteMultipartUpload".to_owned());
     record.s3.bucket.name = Some("local".to_owned());
     record.s3.object.key = Some(key.clone());
-    let outcome = pixpress_s3_ingest::ingest_record(ingest, &record)
+    let outcome = pipeline
+        .ingest_upload(&record)
         .await
-        .map_err(|e| anyhow::anyhow!("ingesting {key}: {e}"))?;
+        .with_context(|| format!("ingesting {key}"))?;
     match outcome {
         RecordOutcome::Ingested(ingested) => {
             finish_run(pipeline, &ingested.meta.request_id, started, options).await

@@ -10,10 +10,18 @@
 //!   invocation at the same time);
 //! - `crash` — a worker invocation dies mid-row: the repository call that would record a row
 //!   never happens, nor does anything after it in that invocation, and no message of the
-//!   invocation is deleted, so they come back after the visibility timeout.
+//!   invocation is deleted, so they come back after the visibility timeout;
+//! - `timeout` — an invocation of any function the pump runs (api, worker, row-dead-letter,
+//!   completion-notifier) is killed at a random point before it returns, as Lambda ends one
+//!   at its deadline: at one of its calls to the repository or a queue, chosen at random, that
+//!   call and every later one fail; the pump treats the invocation as Lambda treats a timeout
+//!   (the API answers 500, a queue batch's messages are not deleted, a stream batch is
+//!   retried);
+//! - `drop-event` — a stream batch is lost after its retries: the notifier never sees it, and
+//!   only the sweeper can finish those requests.
 //!
-//! Probabilities are per call (per invocation for `crash`); `seed=N` fixes the random choices.
-//! The injector counts what fired.
+//! Probabilities are per call (per invocation for `crash` and `timeout`, per batch for
+//! `drop-event`); `seed=N` fixes the random choices. The injector counts what fired.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +40,10 @@ pub struct FaultSpec {
     pub duplicate: f64,
     /// Worker invocations that die mid-row.
     pub crash: f64,
+    /// Invocations of any function killed before they return.
+    pub timeout: f64,
+    /// Stream batches lost after their retries.
+    pub drop_event: f64,
     /// Seed of the random choices.
     pub seed: u64,
 }
@@ -40,14 +52,23 @@ impl FaultSpec {
     /// `true` when no fault can fire.
     #[must_use]
     pub fn is_off(&self) -> bool {
-        self.conflict == 0.0 && self.throttle == 0.0 && self.duplicate == 0.0 && self.crash == 0.0
+        [
+            self.conflict,
+            self.throttle,
+            self.duplicate,
+            self.crash,
+            self.timeout,
+            self.drop_event,
+        ]
+        .iter()
+        .all(|p| *p == 0.0)
     }
 }
 
 impl std::str::FromStr for FaultSpec {
     type Err = String;
 
-    /// Parses `conflict=0.3,throttle=0.2,duplicate=0.2,crash=0.1,seed=7`; every entry is
+    /// Parses `conflict=0.3,throttle=0.2,duplicate=0.2,crash=0.1,timeout=0.1,drop-event=0.1,seed=7`; every entry is
     /// optional; probabilities are in `[0, 1)` (a fault that always fires would never let the
     /// work finish).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -76,9 +97,11 @@ impl std::str::FromStr for FaultSpec {
                 "throttle" => spec.throttle = p,
                 "duplicate" => spec.duplicate = p,
                 "crash" => spec.crash = p,
+                "timeout" => spec.timeout = p,
+                "drop-event" => spec.drop_event = p,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}`; known: conflict, throttle, duplicate, crash, seed"
+                        "unknown fault `{other}`; known: conflict, throttle, duplicate, crash, timeout, drop-event, seed"
                     ));
                 }
             }
@@ -98,28 +121,50 @@ pub struct FaultCounts {
     pub duplicates: u64,
     /// Worker invocations crashed.
     pub crashes: u64,
+    /// Invocations killed before they returned.
+    pub timeouts: u64,
+    /// Stream batches lost.
+    pub dropped_events: u64,
 }
 
 impl std::fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} conflicts, {} throttles, {} duplicate deliveries, {} crashed invocations",
-            self.conflicts, self.throttles, self.duplicates, self.crashes
+            "{} conflicts, {} throttles, {} duplicate deliveries, {} crashed invocations, {} timed-out invocations, {} lost stream batches",
+            self.conflicts,
+            self.throttles,
+            self.duplicates,
+            self.crashes,
+            self.timeouts,
+            self.dropped_events
         )
     }
 }
 
-/// The fate of one worker invocation: it dies at its `crash_at`-th transaction (the write that
-/// would record a row), and every call after that fails too.
+/// The fate of one invocation: it dies at its `crash_at`-th transaction (the write that would
+/// record a row; worker invocations only) or is killed at its `timeout_at`-th call of any kind,
+/// and every call after that fails too.
 #[derive(Debug)]
 pub struct Invocation {
     crash_at: Option<usize>,
+    timeout_at: Option<usize>,
     transactions: AtomicUsize,
+    calls: AtomicUsize,
     crashed: AtomicBool,
 }
 
 impl Invocation {
+    fn new(crash_at: Option<usize>, timeout_at: Option<usize>) -> Arc<Self> {
+        Arc::new(Self {
+            crash_at,
+            timeout_at,
+            transactions: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            crashed: AtomicBool::new(false),
+        })
+    }
+
     /// `true` once the invocation has died.
     #[must_use]
     pub fn crashed(&self) -> bool {
@@ -141,6 +186,8 @@ pub struct SeededFaults {
     throttles: AtomicU64,
     duplicates: AtomicU64,
     crashes: AtomicU64,
+    timeouts: AtomicU64,
+    dropped_events: AtomicU64,
 }
 
 impl SeededFaults {
@@ -154,6 +201,8 @@ impl SeededFaults {
             throttles: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             crashes: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            dropped_events: AtomicU64::new(0),
         }
     }
 
@@ -168,22 +217,37 @@ impl SeededFaults {
     }
 
     /// The fate of a new worker invocation of `messages` messages: with probability `crash`
-    /// it dies at a transaction chosen among its first `messages`.
+    /// it dies at a transaction chosen among its first `messages`, and with probability
+    /// `timeout` it is killed at one of its first `calls` calls.
     #[must_use]
     pub fn invocation(&self, messages: usize) -> Arc<Invocation> {
-        let crash_at = if self.chance(self.spec.crash) {
-            self.rng
-                .lock()
-                .ok()
-                .map(|mut r| r.usize(1..=messages.max(1)))
-        } else {
-            None
-        };
-        Arc::new(Invocation {
-            crash_at,
-            transactions: AtomicUsize::new(0),
-            crashed: AtomicBool::new(false),
-        })
+        let crash_at = self.pick(self.spec.crash, messages);
+        let timeout_at = self.pick(self.spec.timeout, 4 * messages.max(1));
+        Invocation::new(crash_at, timeout_at)
+    }
+
+    /// The fate of a new invocation of another function that makes about `calls` calls: with
+    /// probability `timeout` it is killed at one of them.
+    #[must_use]
+    pub fn other_invocation(&self, calls: usize) -> Arc<Invocation> {
+        Invocation::new(None, self.pick(self.spec.timeout, calls))
+    }
+
+    /// With probability `p`, a position in `1..=n`.
+    fn pick(&self, p: f64, n: usize) -> Option<usize> {
+        if !self.chance(p) {
+            return None;
+        }
+        self.rng.lock().ok().map(|mut r| r.usize(1..=n.max(1)))
+    }
+
+    /// `true` when a stream batch is to be lost (`drop-event`), counted.
+    pub fn drop_event(&self) -> bool {
+        let fired = self.chance(self.spec.drop_event);
+        if fired {
+            self.dropped_events.fetch_add(1, Ordering::SeqCst);
+        }
+        fired
     }
 
     /// What fired so far.
@@ -194,6 +258,8 @@ impl SeededFaults {
             throttles: self.throttles.load(Ordering::SeqCst),
             duplicates: self.duplicates.load(Ordering::SeqCst),
             crashes: self.crashes.load(Ordering::SeqCst),
+            timeouts: self.timeouts.load(Ordering::SeqCst),
+            dropped_events: self.dropped_events.load(Ordering::SeqCst),
         }
     }
 
@@ -206,6 +272,8 @@ impl SeededFaults {
             ("throttle", c.throttles),
             ("duplicate", c.duplicates),
             ("crash", c.crashes),
+            ("timeout", c.timeouts),
+            ("drop-event", c.dropped_events),
         ])
     }
 
@@ -214,6 +282,13 @@ impl SeededFaults {
             .try_with(|invocation| {
                 if invocation.crashed() {
                     return Some(InjectedFault::Crash);
+                }
+                if let Some(timeout_at) = invocation.timeout_at {
+                    let n = invocation.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n >= timeout_at && !invocation.crashed.swap(true, Ordering::SeqCst) {
+                        self.timeouts.fetch_add(1, Ordering::SeqCst);
+                        return Some(InjectedFault::Crash);
+                    }
                 }
                 let crash_at = invocation.crash_at?;
                 if call != Call::Transaction {
@@ -272,7 +347,8 @@ mod tests {
                 throttle: 0.2,
                 duplicate: 0.2,
                 crash: 0.1,
-                seed: 7
+                seed: 7,
+                ..FaultSpec::default()
             }
         );
         assert!(FaultSpec::default().is_off());
@@ -293,6 +369,28 @@ mod tests {
                 .parse::<FaultSpec>()
                 .unwrap_err()
                 .contains("name=value")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_invocation_dies_at_a_call_of_any_kind_and_lost_batches_are_counted() {
+        let spec: FaultSpec = "timeout=0.999,drop-event=0.999,seed=3".parse().unwrap();
+        assert!((spec.timeout, spec.drop_event) == (0.999, 0.999) && !spec.is_off());
+        let faults = SeededFaults::new(spec);
+        // About one call: it is killed at the first, a read, and stays dead.
+        let invocation = faults.other_invocation(1);
+        INVOCATION
+            .scope(invocation.clone(), async {
+                assert_eq!(faults.before(Call::Read), Some(InjectedFault::Crash));
+                assert_eq!(faults.before(Call::Enqueue), Some(InjectedFault::Crash));
+            })
+            .await;
+        assert!(invocation.crashed());
+        assert!(faults.drop_event());
+        let counts = faults.counts();
+        assert_eq!(
+            (counts.timeouts, counts.dropped_events, counts.crashes),
+            (1, 1, 0)
         );
     }
 

@@ -262,6 +262,14 @@ impl PumpBackend for Emulated {
     }
 }
 
+/// The sweeper's bounds in a local run with `timeout` or `drop-event` faults: a request idle
+/// for 10 s is repaired (a lost completion is finished 10 s after it), one missing rows for a
+/// minute is failed.
+pub const LOCAL_CHAOS_SWEEP: SweepConfig = SweepConfig {
+    idle: chrono::Duration::seconds(10),
+    ingest_idle: chrono::Duration::seconds(60),
+};
+
 /// How the local pipeline runs.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -384,10 +392,18 @@ impl LocalPipeline {
     /// # Errors
     /// When the data directory or an HTTP client cannot be set up.
     pub fn new(config: &Config, options: PipelineOptions) -> anyhow::Result<Self> {
+        let mut options = options;
         let faults = options
             .faults
             .filter(|spec| !spec.is_off())
             .map(|spec| Arc::new(SeededFaults::new(spec)));
+        if let Some(spec) = options.faults
+            && (spec.timeout > 0.0 || spec.drop_event > 0.0)
+            && options.sweep.is_none()
+        {
+            // What these faults lose, only the sweeper finds: within the run, not hours later.
+            options.sweep = Some(LOCAL_CHAOS_SWEEP);
+        }
         let mut repo = InMemoryRequestRepository::new();
         let mut queue = InMemoryRowQueue::new(config.max_receive_count);
         if let Some(faults) = &faults {
@@ -570,9 +586,48 @@ impl<B: PumpBackend> Pipeline<B> {
     /// # Errors
     /// Only if the handler cannot build a response.
     pub async fn call_api(&self, request: Request) -> anyhow::Result<Response<Body>> {
-        pixpress_api::handle(&self.api, request)
-            .await
-            .map_err(|e| anyhow::anyhow!("api handler: {e}"))
+        let call = pixpress_api::handle(&self.api, request);
+        let (response, killed) = self.invoke_other(8, call).await;
+        if killed {
+            // What an HTTP API answers when its Lambda integration fails or times out.
+            return Response::builder()
+                .status(500)
+                .header("content-type", "application/json")
+                .body(Body::Text(
+                    r#"{"message":"Internal Server Error"}"#.to_owned(),
+                ))
+                .context("building the 500");
+        }
+        response.map_err(|e| anyhow::anyhow!("api handler: {e}"))
+    }
+
+    /// One `s3-ingest` invocation on the upload event `record`, retried as Lambda retries an
+    /// asynchronous invocation that failed or timed out: up to 2 more times (a deployment then
+    /// hands the event to the on-failure destination, whose reader fails the upload; here the
+    /// call fails).
+    ///
+    /// # Errors
+    /// When every attempt failed.
+    pub async fn ingest_upload(
+        &self,
+        record: &aws_lambda_events::event::s3::S3EventRecord,
+    ) -> anyhow::Result<pixpress_s3_ingest::RecordOutcome> {
+        let mut attempt = 1;
+        loop {
+            let call = pixpress_s3_ingest::ingest_record(&self.s3_ingest, record);
+            let (outcome, killed) = self.invoke_other(16, call).await;
+            let failure = match outcome {
+                Ok(outcome) if !killed => return Ok(outcome),
+                Ok(_) => "the invocation timed out".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if attempt >= 3 {
+                bail!("s3-ingest failed {attempt} times: {failure}");
+            }
+            tracing::warn!(error = %failure, attempt, "s3-ingest failed; Lambda retries the event");
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            attempt += 1;
+        }
     }
 
     /// `POST /uploads` with `csv` as a `text/csv` body and options as query parameters, with
@@ -743,15 +798,32 @@ impl<B: PumpBackend> Pipeline<B> {
     /// One `row-dead-letter` invocation on `messages`; deletes the ones it recorded.
     async fn invoke_dead_letter(&self, messages: &[ReceivedMessage]) -> anyhow::Result<()> {
         let event = events::sqs_event(messages)?;
-        let response = pixpress_row_dead_letter::handle(
+        let call = pixpress_row_dead_letter::handle(
             &self.dead_letter,
             LambdaEvent::new(event, events::context()),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("row-dead-letter: {e}"))?;
+        );
+        let (response, killed) = self.invoke_other(2 * messages.len(), call).await;
+        let response = response.map_err(|e| anyhow::anyhow!("row-dead-letter: {e}"))?;
+        if killed {
+            // Killed before it returned: nothing deleted; the messages come back.
+            return Ok(());
+        }
         self.delete_succeeded(QueueName::DeadLetters, messages, &response)
             .await;
         Ok(())
+    }
+
+    /// Runs `call`, an invocation of a function other than the worker that makes about
+    /// `calls` repository and queue calls, under its injected fate (`timeout`). Returns what
+    /// it returned and whether it was killed before returning.
+    async fn invoke_other<T>(&self, calls: usize, call: impl Future<Output = T>) -> (T, bool) {
+        match self.faults.as_ref().map(|f| f.other_invocation(calls)) {
+            Some(fate) => {
+                let result = INVOCATION.scope(fate.clone(), call).await;
+                (result, fate.crashed())
+            }
+            None => (call.await, false),
+        }
     }
 
     /// Deletes from `queue` the `messages` that `response` does not name as batch item
@@ -796,17 +868,27 @@ impl<B: PumpBackend> Pipeline<B> {
             }
         }
         for batch in relevant.chunks(10) {
+            if self.faults.as_ref().is_some_and(|f| f.drop_event()) {
+                // Lost after its retries: only the sweeper finishes these requests now.
+                tracing::warn!(records = batch.len(), "a stream batch is lost (injected)");
+                continue;
+            }
             let mut delay = Duration::from_millis(20);
             let mut attempt = 1;
             let mut chunk = batch;
             loop {
                 let event = events::dynamodb_event(chunk)?;
-                let failed = match pixpress_completion_notifier::handle(
+                let call = pixpress_completion_notifier::handle(
                     &self.notifier,
                     LambdaEvent::new(event, events::context()),
-                )
-                .await
-                {
+                );
+                let (response, killed) = self.invoke_other(8 * chunk.len(), call).await;
+                let response = if killed {
+                    Err("the invocation timed out".into())
+                } else {
+                    response
+                };
+                let failed = match response {
                     Ok(response) => match response.batch_item_failures.first() {
                         None => break,
                         // As Lambda does: retry from the reported record (the whole batch when

@@ -161,7 +161,7 @@ where
             match examine(repo, queue, config, now, &request_id, &mut notify).await {
                 Ok(Examined::Settled) => swept.settled += 1,
                 Ok(Examined::Repaired(repair)) => {
-                    tracing::warn!(%request_id, repair = repair.kind(), ?repair, "idle request repaired");
+                    tracing::warn!(%request_id, repair = ?repair, "idle request repaired");
                     swept.repairs.push((request_id, repair));
                 }
                 Ok(Examined::Left) => {}

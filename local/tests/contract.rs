@@ -692,6 +692,62 @@ async fn item_size_contract<R: RequestRepository>(repo: &R) {
     assert_eq!(page.rows[0].state, RowState::Pending);
 }
 
+/// An upload whose first attempt stopped part-way (here: a row DynamoDB refuses, after the
+/// request item was written) leaves no visible request; another upload under the same id (a
+/// reused idempotency key) writes nothing, and the same upload finishes it (`contract-half`).
+async fn half_written_contract<R: RequestRepository>(repo: &R) {
+    let id = "contract-half";
+    let upload = |fingerprint: &str, rows: Vec<RowRecord>| RequestMeta {
+        fingerprint: Some(fingerprint.to_owned()),
+        ..meta(id, rows.len() as u64, false)
+    };
+    let mut first = rows(2);
+    first[1].product_name = "p".repeat(450 * 1024);
+    let err = repo
+        .create_request(&upload("upload-a", first.clone()), &first)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PortError::LimitExceeded(_)), "{err}");
+    assert_eq!(
+        repo.get_request(id).await.unwrap(),
+        None,
+        "not a request yet"
+    );
+
+    let mut other = rows(3);
+    other[0].product_name = "Another upload".into();
+    match repo
+        .create_request(&upload("upload-b", other.clone()), &other)
+        .await
+        .unwrap()
+    {
+        Created::AlreadyExists(existing) => {
+            assert_eq!(existing.fingerprint.as_deref(), Some("upload-a"));
+        }
+        Created::Inserted => panic!("another upload was written under a half-written id"),
+    }
+    assert!(repo.list_rows(id, None, 10).await.unwrap().rows.len() <= 1);
+
+    let retried = rows(2);
+    assert_eq!(
+        repo.create_request(&upload("upload-a", retried.clone()), &retried)
+            .await
+            .unwrap(),
+        Created::Inserted
+    );
+    let stored = repo.list_rows(id, None, 10).await.unwrap().rows;
+    assert_eq!(stored, retried, "only the first upload's rows");
+    assert_eq!(
+        repo.get_request(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .fingerprint
+            .as_deref(),
+        Some("upload-a")
+    );
+}
+
 /// SQS refuses bodies with characters outside its allowed set: nothing is sent and the error
 /// is permanent and names the row.
 async fn queue_contract<Q: RowQueue>(queue: &Q) {
@@ -902,6 +958,7 @@ async fn embedded_adapters_meet_the_contract() {
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
     item_size_contract(&InMemoryRequestRepository::new()).await;
     open_requests_contract(&InMemoryRequestRepository::new()).await;
+    half_written_contract(&InMemoryRequestRepository::new()).await;
     let queue = InMemoryRowQueue::new(5);
     queue_contract(&queue).await;
     queue
@@ -940,6 +997,7 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     // here: moto's TransactWriteItems is not isolated — see the README's emulator gaps.)
     item_size_contract(&backends.repo).await;
     open_requests_contract(&backends.repo).await;
+    half_written_contract(&backends.repo).await;
 
     let queue = &backends.queue;
     queue_contract(queue).await;

@@ -306,6 +306,10 @@ impl DynamoRequestRepository {
         else {
             return Ok(None);
         };
+        if stored.creating {
+            // Its rows are still being written: not a request yet.
+            return Ok(None);
+        }
         let mut counters = stored.meta.counters;
         if !stored.meta.status.is_terminal() {
             for shard in self.read_shards(request_id).await? {
@@ -416,9 +420,39 @@ impl RequestIntake for DynamoRequestRepository {
         }
         let id = meta.request_id.as_str();
         let expires_at = self.expires_at(meta.created_at);
-        // Rows and counter shards first, each conditional on being new; the request item
-        // last. A request is only visible once all its items exist; a replay drops the items
-        // it finds and writes the rest.
+        // A running request's item first, marked `creating` (readers see no request) with the
+        // upload's fingerprint; then rows and counter shards, each conditional on being new;
+        // then the mark is removed. A replay of the same upload finds the mark and finishes
+        // the writing; another upload under the same id (a reused idempotency key) finds a
+        // different fingerprint and writes nothing, so two uploads' rows never mix. A request
+        // created terminal (a rejected catalogue) has nothing to hide: its item comes last.
+        let creating = !meta.status.is_terminal();
+        let mut meta_item = MetaItem::new(meta.clone(), expires_at);
+        meta_item.creating = creating;
+        let (meta_item, _) = sized_item(&meta_item, "the request item")?;
+        if creating
+            && !self
+                .table
+                .put_if_absent(meta_item.clone(), "the request")
+                .await?
+        {
+            let existing: MetaItem = self
+                .table
+                .read_as(Self::meta_key(id), "the request")
+                .await?
+                .ok_or_else(|| PortError::Conflict(format!("request {id} vanished")))?;
+            if !existing.creating {
+                let existing = self
+                    .get_request(id)
+                    .await?
+                    .ok_or_else(|| PortError::Conflict(format!("request {id} vanished")))?;
+                return Ok(Created::AlreadyExists(Box::new(existing)));
+            }
+            if existing.meta.fingerprint != meta.fingerprint {
+                return Ok(Created::AlreadyExists(Box::new(existing.meta)));
+            }
+            // The same upload, interrupted: finish writing it.
+        }
         let mut items = rows
             .iter()
             .map(|row| {
@@ -438,8 +472,18 @@ impl RequestIntake for DynamoRequestRepository {
             items.push(sized_item(&counter, "a counter shard")?);
         }
         self.put_new(items, "writing rows").await?;
-        let (meta_item, _) =
-            sized_item(&MetaItem::new(meta.clone(), expires_at), "the request item")?;
+        if creating {
+            self.conditional_update(
+                id,
+                "REMOVE creating",
+                "attribute_exists(creating)",
+                &[],
+                vec![],
+                "revealing the request",
+            )
+            .await?;
+            return Ok(Created::Inserted);
+        }
         if self.table.put_if_absent(meta_item, "the request").await? {
             return Ok(Created::Inserted);
         }

@@ -61,6 +61,11 @@ pub struct MetaItem {
     /// The sweeper's last look at its progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_seen: Option<ProgressSeen>,
+    /// `true` while its rows are being written: readers see no request yet, and a second
+    /// attempt under the same id finishes the writing only if it carries the same upload
+    /// ([`RequestMeta::fingerprint`]), so two uploads' rows never mix.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -79,6 +84,7 @@ impl MetaItem {
             output_progress: None,
             open: Some(OPEN_VALUE.to_owned()),
             progress_seen: None,
+            creating: false,
             expires_at,
         }
     }

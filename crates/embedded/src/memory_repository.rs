@@ -83,6 +83,8 @@ struct StoredMeta {
     /// In the open requests (the sparse index `OPEN_INDEX` on DynamoDB).
     open: bool,
     progress_seen: Option<ProgressSeen>,
+    /// Rows still being written (`MetaItem::creating`): invisible to readers.
+    creating: bool,
 }
 
 impl StoredMeta {
@@ -94,6 +96,7 @@ impl StoredMeta {
             item.open = None;
         }
         item.progress_seen = self.progress_seen;
+        item.creating = self.creating;
         to_item(&item)
     }
 }
@@ -198,7 +201,7 @@ impl State {
 
     /// The request with its counters summed over the shards while it runs.
     fn current(&self, request_id: &str) -> Option<RequestMeta> {
-        let stored = self.requests.get(request_id)?;
+        let stored = self.requests.get(request_id).filter(|s| !s.creating)?;
         let mut meta = stored.meta.clone();
         if !meta.status.is_terminal() {
             for shard in self
@@ -521,10 +524,46 @@ impl RequestIntake for InMemoryRequestRepository {
             return Ok(Created::AlreadyExists(Box::new(existing)));
         }
         let id = meta.request_id.as_str();
-        // Rows and counter shards first, in transactions of ≤ 100 actions and ≤ 4 MB; the
-        // request item last, so a request is visible only once all its items exist.
-        self.put_row_items(id, rows).await?;
         let policy = self.policy();
+        // A running request's item first, marked `creating` (invisible to readers) with the
+        // upload's fingerprint; then rows and counter shards, in transactions of ≤ 100 actions
+        // and ≤ 4 MB; then the mark is removed. An attempt that finds a `creating` item of
+        // another upload writes nothing. A request created terminal (a rejected catalogue)
+        // has nothing to hide: its item comes last, as the stream must see it enter.
+        let creating = !meta.status.is_terminal();
+        let stored = StoredMeta {
+            meta: meta.clone(),
+            done_shards: empty_shards(meta.counters.rows_total).into_iter().collect(),
+            output_progress: None,
+            open: true,
+            progress_seen: None,
+            creating,
+        };
+        let item = stored.item()?;
+        check_item_size(&item, "the request item")?;
+        let write_item = || async {
+            self.faults.check(Call::Write)?;
+            let mut state = self.lock()?;
+            match state.requests.get(id) {
+                Some(existing) if !existing.creating => Ok(Some(Created::AlreadyExists(Box::new(
+                    state.current(id).unwrap_or_else(|| existing.meta.clone()),
+                )))),
+                Some(existing) if existing.meta.fingerprint != meta.fingerprint => Ok(Some(
+                    Created::AlreadyExists(Box::new(existing.meta.clone())),
+                )),
+                // The same upload, interrupted: finish writing it.
+                Some(_) => Ok(None),
+                None => {
+                    state.requests.insert(id.to_owned(), stored.clone());
+                    state.log(request_pk(id), META_SK.to_owned(), None, item.clone());
+                    Ok(None)
+                }
+            }
+        };
+        if creating && let Some(found) = retry(&policy, "writing the request", write_item).await? {
+            return Ok(found);
+        }
+        self.put_row_items(id, rows).await?;
         let shard_totals: Vec<(u32, u64)> = shards_with_rows(meta.counters.rows_total)
             .map(|s| (s, shard_rows_total(meta.counters.rows_total, s)))
             .collect();
@@ -534,26 +573,21 @@ impl RequestIntake for InMemoryRequestRepository {
             })
             .await?;
         }
-        let stored = StoredMeta {
-            meta: meta.clone(),
-            done_shards: empty_shards(meta.counters.rows_total).into_iter().collect(),
-            output_progress: None,
-            open: true,
-            progress_seen: None,
-        };
-        let item = stored.item()?;
-        check_item_size(&item, "the request item")?;
-        retry(&policy, "writing the request", || async {
+        if !creating {
+            return Ok(retry(&policy, "writing the request", write_item)
+                .await?
+                .unwrap_or(Created::Inserted));
+        }
+        retry(&policy, "revealing the request", || async {
             self.faults.check(Call::Write)?;
-            let mut state = self.lock()?;
-            if let Some(existing) = state.current(id) {
-                return Ok(Created::AlreadyExists(Box::new(existing)));
-            }
-            state.requests.insert(id.to_owned(), stored.clone());
-            state.log(request_pk(id), META_SK.to_owned(), None, item.clone());
-            Ok(Created::Inserted)
+            self.lock()?.update_meta(id, |stored| {
+                let was = stored.creating;
+                stored.creating = false;
+                was
+            })
         })
-        .await
+        .await?;
+        Ok(Created::Inserted)
     }
 
     async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {

@@ -473,18 +473,22 @@ impl RequestIntake for DynamoRequestRepository {
         }
         self.put_new(items, "writing rows").await?;
         if creating {
-            self.conditional_update(
-                id,
-                "REMOVE creating",
-                "attribute_exists(creating)",
-                &[],
-                vec![],
-                "revealing the request",
-            )
-            .await?;
-            return Ok(Created::Inserted);
+            let revealed = self
+                .conditional_update(
+                    id,
+                    "REMOVE creating",
+                    "attribute_exists(creating)",
+                    &[],
+                    vec![],
+                    "revealing the request",
+                )
+                .await?;
+            if revealed {
+                return Ok(Created::Inserted);
+            }
+            // A concurrent attempt of the same upload revealed it first.
         }
-        if self.table.put_if_absent(meta_item, "the request").await? {
+        if !creating && self.table.put_if_absent(meta_item, "the request").await? {
             return Ok(Created::Inserted);
         }
         let existing = self

@@ -277,8 +277,18 @@ fn rows(n: u32) -> Vec<RowRecord> {
 }
 
 /// A repository for `create_request`: no request exists yet; `transact` answers
-/// `TransactWriteItems`, and the number of actions of each call is recorded.
-fn creating(transact: Rule) -> (DynamoRequestRepository, Arc<Mutex<Vec<usize>>>, Rule, Rule) {
+/// `TransactWriteItems`, and the number of actions of each call is recorded. Also returns the
+/// rules of the request item's `PutItem` (written first, marked `creating`) and of the
+/// `UpdateItem` that reveals it once every row is written.
+fn creating(
+    transact: Rule,
+) -> (
+    DynamoRequestRepository,
+    Arc<Mutex<Vec<usize>>>,
+    Rule,
+    Rule,
+    Rule,
+) {
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let seen = sizes.clone();
     let counting = mock!(aws_sdk_dynamodb::Client::transact_write_items)
@@ -291,12 +301,21 @@ fn creating(transact: Rule) -> (DynamoRequestRepository, Arc<Mutex<Vec<usize>>>,
         mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
     let no_shards =
         mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
-    let put_meta =
-        mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build());
+    let put_meta = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(|req| {
+            req.item()
+                .is_some_and(|item| item.get("creating") == Some(&AttributeValue::Bool(true)))
+        })
+        .then_output(|| PutItemOutput::builder().build());
+    let reveal = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| req.update_expression() == Some("REMOVE creating"))
+        .then_output(|| UpdateItemOutput::builder().build());
     let client = mock_client!(
         aws_sdk_dynamodb,
         RuleMode::MatchAny,
-        [&counting, &transact, &missing, &no_shards, &put_meta],
+        [
+            &counting, &transact, &missing, &no_shards, &put_meta, &reveal
+        ],
         |c| c.retry_config(RetryConfig::disabled())
     );
     (
@@ -306,13 +325,15 @@ fn creating(transact: Rule) -> (DynamoRequestRepository, Arc<Mutex<Vec<usize>>>,
         sizes,
         transact,
         put_meta,
+        reveal,
     )
 }
 
 #[tokio::test]
-async fn creating_a_request_resends_only_the_items_that_do_not_exist_and_writes_the_request_last() {
+async fn creating_a_request_resends_only_the_items_that_do_not_exist_and_reveals_the_request_last()
+{
     // Two rows and their two counter shards; the second row exists already (a replay).
-    let (repo, sizes, _, put_meta) = creating(transact_failing(
+    let (repo, sizes, _, put_meta, reveal) = creating(transact_failing(
         &cancelled(&["None", "ConditionalCheckFailed", "None", "None"]),
         1,
     ));
@@ -321,20 +342,20 @@ async fn creating_a_request_resends_only_the_items_that_do_not_exist_and_writes_
         Created::Inserted
     );
     assert_eq!(*sizes.lock().unwrap(), vec![4, 3]);
-    assert_eq!(put_meta.num_calls(), 1);
+    assert_eq!((put_meta.num_calls(), reveal.num_calls()), (1, 1));
 }
 
 #[tokio::test]
 async fn a_throttled_chunk_is_retried_and_a_failed_chunk_never_writes_the_request() {
-    let (repo, sizes, _, put_meta) = creating(transact_failing(
+    let (repo, sizes, _, put_meta, reveal) = creating(transact_failing(
         &cancelled(&["ThrottlingError", "None", "None", "None"]),
         2,
     ));
     repo.create_request(&meta(2), &rows(2)).await.unwrap();
     assert_eq!(*sizes.lock().unwrap(), vec![4, 4, 4]);
-    assert_eq!(put_meta.num_calls(), 1);
+    assert_eq!((put_meta.num_calls(), reveal.num_calls()), (1, 1));
 
-    let (repo, _, transact, put_meta) = creating(transact_always(&cancelled(&[
+    let (repo, _, transact, _, reveal) = creating(transact_always(&cancelled(&[
         "ValidationError",
         "None",
         "None",
@@ -343,7 +364,7 @@ async fn a_throttled_chunk_is_retried_and_a_failed_chunk_never_writes_the_reques
     assert!(repo.create_request(&meta(2), &rows(2)).await.is_err());
     assert_eq!(transact.num_calls(), 1, "a validation error is not retried");
     assert_eq!(
-        put_meta.num_calls(),
+        reveal.num_calls(),
         0,
         "a request whose rows are not all written must stay invisible"
     );
@@ -599,10 +620,12 @@ async fn with_a_retention_every_item_of_a_new_request_expires_together() {
             .then_output(|| GetItemOutput::builder().build());
         let no_shards =
             mock!(aws_sdk_dynamodb::Client::query).then_output(|| QueryOutput::builder().build());
+        let reveal = mock!(aws_sdk_dynamodb::Client::update_item)
+            .then_output(|| UpdateItemOutput::builder().build());
         let client = mock_client!(
             aws_sdk_dynamodb,
             RuleMode::MatchAny,
-            [&transact, &put, &missing, &no_shards],
+            [&transact, &put, &missing, &no_shards, &reveal],
             |c| c.retry_config(RetryConfig::disabled())
         );
         let repo = DynamoRequestRepository::from(

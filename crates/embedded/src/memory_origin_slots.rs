@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::ports::{OriginSlots, PortError};
+use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::origin_slots::{LeaseRequest, OriginLease, OriginSlotsRecord};
 
 /// Reads and writes an [`InMemoryOriginSlots`] has served (each as one DynamoDB request).
@@ -79,12 +80,19 @@ impl OriginSlots for InMemoryOriginSlots {
         request: LeaseRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<OriginLease, PortError> {
-        self.update(host, |record| record.lease(request, now.timestamp_millis()))
+        // Throttling and conflicts are retried in process, as the DynamoDB adapter retries them.
+        retry(&RetryPolicy::STORAGE, "leasing download slots", || async {
+            self.update(host, |record| record.lease(request, now.timestamp_millis()))
+        })
+        .await
     }
 
     async fn back_off(&self, host: &str, until: DateTime<Utc>) -> Result<(), PortError> {
-        self.update(host, |record| {
-            ((), record.back_off(until.timestamp_millis()))
+        retry(&RetryPolicy::STORAGE, "backing off a host", || async {
+            self.update(host, |record| {
+                ((), record.back_off(until.timestamp_millis()))
+            })
         })
+        .await
     }
 }

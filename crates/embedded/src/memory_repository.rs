@@ -578,7 +578,7 @@ impl RequestIntake for InMemoryRequestRepository {
                 .await?
                 .unwrap_or(Created::Inserted));
         }
-        retry(&policy, "revealing the request", || async {
+        let revealed = retry(&policy, "revealing the request", || async {
             self.faults.check(Call::Write)?;
             self.lock()?.update_meta(id, |stored| {
                 let was = stored.creating;
@@ -587,7 +587,15 @@ impl RequestIntake for InMemoryRequestRepository {
             })
         })
         .await?;
-        Ok(Created::Inserted)
+        if revealed {
+            return Ok(Created::Inserted);
+        }
+        // A concurrent attempt of the same upload revealed it first.
+        let existing = self
+            .get_request(id)
+            .await?
+            .ok_or_else(|| PortError::Unexpected(anyhow!("request {id} vanished")))?;
+        Ok(Created::AlreadyExists(Box::new(existing)))
     }
 
     async fn put_rows(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
@@ -777,10 +785,14 @@ impl RowLedger for InMemoryRequestRepository {
     }
 
     async fn stop_requested(&self, request_id: &str) -> Result<bool, PortError> {
-        self.faults.check(Call::Read)?;
-        Ok(self.lock()?.current(request_id).is_some_and(|current| {
-            current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
-        }))
+        // Retried in process, as the DynamoDB adapter retries its read.
+        retry(&self.policy(), "reading the cancellation", || async {
+            self.faults.check(Call::Read)?;
+            Ok(self.lock()?.current(request_id).is_some_and(|current| {
+                current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
+            }))
+        })
+        .await
     }
 }
 

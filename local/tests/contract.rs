@@ -283,17 +283,28 @@ async fn output_ledger_contract<R: RequestReader + OutputLedger>(repo: &R) {
         status_code: Some(500),
         error: Some("http_500".into()),
     };
-    repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Pending)
-        .await
-        .unwrap();
+    assert!(
+        repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Pending, 0)
+            .await
+            .unwrap()
+    );
+    // The same call again (its first response lost): nothing more is recorded.
+    assert!(
+        !repo
+            .record_webhook_attempt("contract-1", &attempt, DeliveryState::Pending, 0)
+            .await
+            .unwrap()
+    );
     let attempt = WebhookAttempt {
         at: now,
         status_code: Some(204),
         error: None,
     };
-    repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Delivered)
-        .await
-        .unwrap();
+    assert!(
+        repo.record_webhook_attempt("contract-1", &attempt, DeliveryState::Delivered, 1)
+            .await
+            .unwrap()
+    );
     let stored = repo.get_request("contract-1").await.unwrap().unwrap();
     assert_eq!(
         stored.output_csv_key.as_deref(),
@@ -429,7 +440,7 @@ async fn cancel_contract<R: RequestRepository>(repo: &R) {
         status_code: Some(503),
         error: Some("http_503".into()),
     };
-    repo.record_webhook_attempt(hooked, &failed, DeliveryState::Failed)
+    repo.record_webhook_attempt(hooked, &failed, DeliveryState::Failed, 0)
         .await
         .unwrap();
     // ...but once it has ended.

@@ -331,19 +331,24 @@ pub trait OutputLedger: Send + Sync + Clone + 'static {
         progress: &OutputProgress,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Appends a webhook attempt and sets the delivery state.
+    /// Appends a webhook attempt and sets the delivery state, if the request holds
+    /// `recorded_before` attempts; `false` (nothing written) otherwise.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.
     ///
     /// # Idempotency
-    /// Not idempotent: every call appends one attempt (each attempt is a fact worth keeping).
+    /// Conditional on the number of attempts recorded: a call retried after its first write
+    /// landed (a response lost on the way back) records nothing twice, so a series never ends
+    /// an attempt early. One series runs at a time ([`RequestControl::redeliver_webhook`]), so
+    /// no other writer appends meanwhile.
     fn record_webhook_attempt(
         &self,
         request_id: &str,
         attempt: &WebhookAttempt,
         state: DeliveryState,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+        recorded_before: u32,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// A tenant's control of a request it made: cancel, redeliver the webhook (the API).

@@ -884,17 +884,22 @@ impl OutputLedger for DynamoRequestRepository {
         request_id: &str,
         attempt: &WebhookAttempt,
         state: DeliveryState,
-    ) -> Result<(), PortError> {
+        recorded_before: u32,
+    ) -> Result<bool, PortError> {
+        // Conditional on the count: a retry after a lost response appends nothing twice.
         self.conditional_update(
             request_id,
             "SET webhook.attempts = list_append(webhook.attempts, :attempt), webhook.#state = :state",
-            "attribute_exists(webhook)",
+            "attribute_exists(webhook) AND size(webhook.attempts) = :before",
             &[("#state", "state")],
-            vec![(":attempt", encode(&[attempt])?), (":state", encode(&state)?)],
+            vec![
+                (":attempt", encode(&[attempt])?),
+                (":state", encode(&state)?),
+                (":before", n(u64::from(recorded_before))),
+            ],
             "recording the webhook attempt",
         )
         .await
-        .map(|_| ())
     }
 }
 

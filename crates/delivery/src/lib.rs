@@ -136,8 +136,9 @@ pub enum Attempted {
 
 /// Makes attempt `attempt` to deliver `meta`'s completion event to `url` and records it on the
 /// request: state `Delivered`, `Failed` (when `last` or the failure is permanent), else
-/// `Pending`. Signed with the tenant's secrets (both during a rotation), else the deployment's;
-/// never unsigned. A 410 disables the URL for the tenant.
+/// `Pending`, conditionally on the request holding `recorded_before` attempts
+/// ([`OutputLedger::record_webhook_attempt`]). Signed with the tenant's secrets (both during a
+/// rotation), else the deployment's; never unsigned. A 410 disables the URL for the tenant.
 ///
 /// # Errors
 /// [`PortError`] when the request or the tenant cannot be read or written.
@@ -147,6 +148,7 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
     url: &str,
     attempt: u32,
     last: bool,
+    recorded_before: u32,
 ) -> Result<Attempted, PortError> {
     // Refused before sending: recorded as a failed attempt with `code`, no status.
     let refuse = |code: &'static str| async move {
@@ -156,7 +158,12 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
             error: Some(code.to_owned()),
         };
         app.repo
-            .record_webhook_attempt(&meta.request_id, &attempt, DeliveryState::Failed)
+            .record_webhook_attempt(
+                &meta.request_id,
+                &attempt,
+                DeliveryState::Failed,
+                recorded_before,
+            )
             .await?;
         Ok(Attempted::Refused)
     };
@@ -242,7 +249,7 @@ pub async fn attempt_delivery<R: RequestReader + OutputLedger, S: ObjectStore, W
         }
     };
     app.repo
-        .record_webhook_attempt(&meta.request_id, &record, state)
+        .record_webhook_attempt(&meta.request_id, &record, state, recorded_before)
         .await?;
     if attempted == Attempted::Gone {
         // Gone for good: this tenant's deliveries to the URL stop here.
@@ -264,9 +271,13 @@ pub async fn deliver_inline<R: RequestReader + OutputLedger, S: ObjectStore, W, 
     url: &str,
 ) -> Result<DeliveryState, PortError> {
     let mut delay = app.config.backoff;
+    let recorded = meta.webhook.as_ref().map_or(0, |hook| {
+        u32::try_from(hook.attempts.len()).unwrap_or(u32::MAX)
+    });
     for attempt in 1..=app.config.max_attempts {
         let last = attempt == app.config.max_attempts;
-        match attempt_delivery(app, meta, url, attempt, last).await? {
+        let before = recorded.saturating_add(attempt - 1);
+        match attempt_delivery(app, meta, url, attempt, last, before).await? {
             Attempted::Delivered => return Ok(DeliveryState::Delivered),
             Attempted::Refused | Attempted::Gone => return Ok(DeliveryState::Failed),
             Attempted::Failed { retryable, .. } if last || !retryable => {

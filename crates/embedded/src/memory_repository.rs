@@ -847,17 +847,20 @@ impl OutputLedger for InMemoryRequestRepository {
         request_id: &str,
         attempt: &WebhookAttempt,
         state: DeliveryState,
-    ) -> Result<(), PortError> {
+        recorded_before: u32,
+    ) -> Result<bool, PortError> {
         self.write_meta(request_id, "recording the webhook attempt", |stored| {
             let Some(webhook) = stored.meta.webhook.as_mut() else {
                 return false;
             };
+            if webhook.attempts.len() != recorded_before as usize {
+                return false;
+            }
             webhook.attempts.push(attempt.clone());
             webhook.state = state;
             true
         })
         .await
-        .map(|_| ())
     }
 }
 

@@ -510,11 +510,35 @@ impl Engine {
         input: bytes::Bytes,
         spec: OutputSpec,
     ) -> Result<Compressed, CompressError> {
+        self.compress_holding(input, spec, ()).await
+    }
+
+    /// [`Engine::compress`], holding `hold` (a reservation of the memory `input` takes) until
+    /// the job is done with `input`, not until the caller stops waiting: a caller that gives
+    /// up (its deadline) leaves the reservation with the job, so the memory it accounts for is
+    /// released only when that memory is. A job whose caller is gone before a thread takes it
+    /// is skipped, not run.
+    ///
+    /// # Errors
+    /// As [`Engine::compress`].
+    pub async fn compress_holding<H: Send + 'static>(
+        &self,
+        input: bytes::Bytes,
+        spec: OutputSpec,
+        hold: H,
+    ) -> Result<Compressed, CompressError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let limits = self.limits;
         let codec = self.codec;
         let job: Job = Box::new(move || {
-            let _ = done.send(run_isolated(codec, &input, &spec, &limits));
+            if done.is_closed() {
+                // Nobody waits for this image any more.
+                return;
+            }
+            let compressed = run_isolated(codec, &input, &spec, &limits);
+            drop(input);
+            drop(hold);
+            let _ = done.send(compressed);
         });
         self.jobs.send(job).map_err(|_| CompressError::Stopped)?;
         result.await.map_err(|_| CompressError::Stopped)?

@@ -475,3 +475,70 @@ async fn a_codec_panic_fails_that_image_and_the_engine_thread_lives_on() {
         assert_eq!((ok.width, ok.height), (1000, 1000));
     }
 }
+
+static GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static GATED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A codec that counts its runs and waits for [`GATE_OPEN`] before answering.
+fn gated(
+    input: &[u8],
+    _spec: &OutputSpec,
+    _limits: &DecodeLimits,
+) -> Result<Compressed, CompressError> {
+    use std::sync::atomic::Ordering;
+    GATED_RUNS.fetch_add(1, Ordering::SeqCst);
+    while !GATE_OPEN.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(Compressed {
+        bytes: input.to_vec(),
+        width: 1,
+        height: 1,
+        input_format: "jpeg",
+        kept_original: true,
+    })
+}
+
+#[tokio::test]
+async fn an_image_nobody_waits_for_is_not_compressed_and_its_reservation_ends_with_the_job() {
+    use std::sync::atomic::Ordering;
+    let engine = Engine::with_codec(limits(), 1, gated);
+    // The only thread is busy with a first image.
+    let busy = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .compress(bytes::Bytes::from_static(b"a"), spec())
+                .await
+        }
+    });
+    while GATED_RUNS.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A second image queues behind it; its caller's deadline passes and it stops waiting.
+    let reservation = std::sync::Arc::new(());
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        engine.compress_holding(bytes::Bytes::from_static(b"b"), spec(), reservation.clone()),
+    )
+    .await;
+    assert!(waited.is_err(), "the caller gave up");
+    assert_eq!(
+        std::sync::Arc::strong_count(&reservation),
+        2,
+        "the queued job still holds the reservation: its input is still in memory"
+    );
+    GATE_OPEN.store(true, Ordering::SeqCst);
+    busy.await.unwrap().unwrap();
+    // A later image runs after the abandoned one was taken off the queue.
+    engine
+        .compress(bytes::Bytes::from_static(b"c"), spec())
+        .await
+        .unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&reservation), 1, "released");
+    assert_eq!(
+        GATED_RUNS.load(Ordering::SeqCst),
+        2,
+        "the abandoned image was not compressed"
+    );
+}

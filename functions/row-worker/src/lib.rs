@@ -462,12 +462,16 @@ async fn process_image<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: R
     let (compressed, bytes_in) = {
         // Boxed: the download's retry loop would otherwise nest the handler's future type
         // past the compiler's layout depth.
-        let (fetched, _reserved) = Box::pin(download(app, job, url, deadline)).await?;
+        let (fetched, reserved) = Box::pin(download(app, job, url, deadline)).await?;
         let bytes_in = fetched.bytes.len() as u64;
         let compressing = Instant::now();
         // Images queue for the engine's threads: the wait ends while the image can still be
-        // stored and its row recorded (the engine finishes the job; its result is dropped).
-        let compressing_in_time = app.engine.compress(fetched.bytes, job.output_spec);
+        // stored and its row recorded. The body's reservation goes with the job, so memory
+        // stays accounted for while an engine thread still holds the body of an image nobody
+        // waits for (a job not started by then is skipped).
+        let compressing_in_time =
+            app.engine
+                .compress_holding(fetched.bytes, job.output_spec, reserved);
         let Some(compressed) = deadline.within(RECORD_MARGIN, compressing_in_time).await else {
             return Err(ImageFailure::NotStarted);
         };

@@ -165,7 +165,7 @@ async fn a_lost_completion_is_completed_then_notified_then_settled() {
         status_code: Some(204),
         error: None,
     };
-    repo.record_webhook_attempt("lost-flip", &attempt, DeliveryState::Delivered)
+    repo.record_webhook_attempt("lost-flip", &attempt, DeliveryState::Delivered, 0)
         .await
         .unwrap();
     let third = run(&app, Deadline::NONE).await.unwrap();

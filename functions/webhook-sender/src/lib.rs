@@ -92,7 +92,7 @@ where
     let recorded = u32::try_from(hook.attempts.len()).unwrap_or(u32::MAX);
     let attempt = recorded.saturating_sub(job.attempts_before) + 1;
     let last = attempt >= MAX_DELIVERY_ATTEMPTS;
-    match attempt_delivery(app, &meta, &hook.url, attempt, last).await? {
+    match attempt_delivery(app, &meta, &hook.url, attempt, last, recorded).await? {
         Attempted::Delivered => Ok(Sent::Delivered),
         Attempted::Refused | Attempted::Gone => Ok(Sent::Refused),
         Attempted::Failed { retryable, .. } if last || !retryable => Ok(Sent::Failed),

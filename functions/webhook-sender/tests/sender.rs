@@ -180,7 +180,7 @@ async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_ends_
     // request says failed, with every attempt), not returned to the queue.
     let (addr, _) = receiver(StatusCode::SERVICE_UNAVAILABLE, None).await;
     let again = app_with_pending(format!("http://{addr}/hook")).await;
-    for _ in 0..7 {
+    for recorded in 0..7 {
         let attempt = WebhookAttempt {
             at: Utc::now(),
             status_code: Some(503),
@@ -188,7 +188,7 @@ async fn failures_wait_for_the_next_attempt_of_the_schedule_and_the_eighth_ends_
         };
         again
             .repo
-            .record_webhook_attempt("r-1", &attempt, DeliveryState::Pending)
+            .record_webhook_attempt("r-1", &attempt, DeliveryState::Pending, recorded)
             .await
             .unwrap();
     }

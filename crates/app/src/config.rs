@@ -51,8 +51,16 @@ pub mod vars {
     /// Bytes a worker process may hold downloaded but not yet compressed (default 48 MiB; at
     /// least `MAX_IMAGE_BYTES`).
     pub const WORKER_DOWNLOAD_BUDGET_BYTES: &str = "WORKER_DOWNLOAD_BUDGET_BYTES";
-    /// Webhook signing secret, `whsec_<base64>` (unset: webhooks are sent unsigned).
+    /// Webhook signing secret, `whsec_<base64>` (unset: webhooks are sent unsigned). Local
+    /// runs; deployments use `WEBHOOK_SECRET_ARN`.
     pub const WEBHOOK_SECRET: &str = "WEBHOOK_SECRET";
+    /// ARN of the Secrets Manager secret holding the deployment's webhook signing secret
+    /// (`whsec_<base64>`, or any text whose bytes are the key), read once per execution
+    /// environment; it replaces `WEBHOOK_SECRET` (deployments).
+    pub const WEBHOOK_SECRET_ARN: &str = "WEBHOOK_SECRET_ARN";
+    /// KMS key (id, ARN or alias) whose data keys seal tenants' webhook secrets in the table
+    /// (deployments; unset: stored as given).
+    pub const WEBHOOK_SECRETS_KEY_ID: &str = "WEBHOOK_SECRETS_KEY_ID";
     /// Webhook attempts per completion (default 3).
     pub const WEBHOOK_MAX_ATTEMPTS: &str = "WEBHOOK_MAX_ATTEMPTS";
     /// First webhook retry delay in milliseconds, doubled per attempt (default 1000).
@@ -111,6 +119,8 @@ pub mod vars {
         ORIGIN_MAX_CONCURRENCY,
         WORKER_DOWNLOAD_BUDGET_BYTES,
         WEBHOOK_SECRET,
+        WEBHOOK_SECRET_ARN,
+        WEBHOOK_SECRETS_KEY_ID,
         WEBHOOK_MAX_ATTEMPTS,
         WEBHOOK_BACKOFF_MS,
         WEBHOOK_TIMEOUT_SECS,

@@ -793,3 +793,56 @@ fn a_scheduled_sweeper_reads_the_open_requests_index_and_alarms_on_repairs() {
     assert!(idle > receives * number(&props(&t, "RowsQueue")["VisibilityTimeout"]));
     assert!(ingest_idle > receives * number(&props(&t, "IngestQueue")["VisibilityTimeout"]));
 }
+
+#[test]
+fn webhook_secrets_are_encrypted_at_rest_and_only_the_sender_may_open_them() {
+    // Tenants' secrets are sealed under a KMS key of the template (envelope encryption); the
+    // deployment's own secret lives in Secrets Manager, never in a plain variable.
+    let t = template();
+    let key = props(&t, "WebhookSecretsKey");
+    assert_eq!(resource(&t, "WebhookSecretsKey")["Type"], "AWS::KMS::Key");
+    assert_eq!(key["EnableKeyRotation"], true);
+    assert_eq!(
+        resource(&t, "WebhookSigningSecret")["Type"],
+        "AWS::SecretsManager::Secret"
+    );
+    let statements = |function: &str| -> Vec<String> {
+        props(&t, function)["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["Statement"].as_sequence().unwrap())
+            .filter(|s| s["Effect"] == "Allow")
+            .map(|s| serde_yaml_ng::to_string(s).unwrap())
+            .collect()
+    };
+    for (function, _) in functions(&t) {
+        let variables = &props(&t, function)["Environment"]["Variables"];
+        assert!(
+            variables.get(vars::WEBHOOK_SECRET).is_none(),
+            "{function} gets the signing secret as a plain variable"
+        );
+        let allowed = statements(function).join("\n");
+        let signs = function == "WebhookSenderFunction";
+        assert_eq!(
+            allowed.contains("kms:Decrypt") && allowed.contains("WebhookSecretsKey.Arn"),
+            signs,
+            "{function}: {allowed}"
+        );
+        assert_eq!(
+            allowed.contains("secretsmanager:GetSecretValue"),
+            signs,
+            "{function}"
+        );
+        if signs {
+            assert_eq!(
+                ref_target(&variables[vars::WEBHOOK_SECRET_ARN]),
+                Some("WebhookSigningSecret")
+            );
+            assert_eq!(
+                ref_target(&variables[vars::WEBHOOK_SECRETS_KEY_ID]),
+                Some("WebhookSecretsKey")
+            );
+        }
+    }
+}

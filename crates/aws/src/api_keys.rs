@@ -1,12 +1,16 @@
 //! API keys and tenants in the requests table: `pk = KEY#<key id>, sk = KEY` and
 //! `pk = TENANT#<name>, sk = TENANT`. The stream filter of the completion notifier passes only
-//! `META` items, so these never reach it.
+//! `META` items, so these never reach it. With a [`SecretSealer`] (deployments:
+//! `WEBHOOK_SECRETS_KEY_ID`), a tenant's webhook secrets are stored sealed (KMS envelope
+//! encryption), never in the clear; a tenant written before sealing is read as stored and
+//! sealed when next written.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::handles::{condition_failed, decode, item as encode, key, s};
+use super::kms::{Sealed, SecretSealer};
 use super::{DynamoTable, sdk_error};
 use pixpress_app::auth::{ApiKeyRecord, KeyStore, TenantRecord};
 use pixpress_app::ports::PortError;
@@ -20,11 +24,25 @@ const TENANT_SK: &str = "TENANT";
 #[derive(Debug, Clone)]
 pub struct DynamoKeyStore {
     table: DynamoTable,
+    sealer: Option<SecretSealer>,
 }
 
 impl From<DynamoTable> for DynamoKeyStore {
+    /// A store on `table` that keeps webhook secrets as given (local runs, emulators).
     fn from(table: DynamoTable) -> Self {
-        Self { table }
+        Self {
+            table,
+            sealer: None,
+        }
+    }
+}
+
+impl DynamoKeyStore {
+    /// The same store sealing tenants' webhook secrets with `sealer`.
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: Option<SecretSealer>) -> Self {
+        self.sealer = sealer;
+        self
     }
 }
 
@@ -42,16 +60,66 @@ struct TenantItem {
     sk: String,
     #[serde(flatten)]
     record: TenantRecord,
+    /// The webhook secrets, sealed; then the record's own secret fields are empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<SealedSecrets>,
 }
 
-fn tenant_item(
-    record: &TenantRecord,
-) -> Result<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, PortError> {
-    encode(&TenantItem {
-        pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
-        sk: TENANT_SK.to_owned(),
-        record: record.clone(),
-    })
+/// A tenant's webhook secrets as stored when sealed.
+#[derive(Serialize, Deserialize)]
+struct SealedSecrets {
+    current: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<Sealed>,
+}
+
+impl DynamoKeyStore {
+    /// The item of `record`, its secrets sealed when this store seals.
+    async fn tenant_item(
+        &self,
+        record: &TenantRecord,
+    ) -> Result<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, PortError>
+    {
+        let mut stored = record.clone();
+        let sealed = match &self.sealer {
+            Some(sealer) => {
+                let current = sealer.seal(&record.webhook_secret, &record.tenant).await?;
+                let previous = match &record.previous_webhook_secret {
+                    Some(secret) => Some(sealer.seal(secret, &record.tenant).await?),
+                    None => None,
+                };
+                stored.webhook_secret = String::new();
+                stored.previous_webhook_secret = None;
+                Some(SealedSecrets { current, previous })
+            }
+            None => None,
+        };
+        encode(&TenantItem {
+            pk: format!("{TENANT_PK_PREFIX}{}", record.tenant),
+            sk: TENANT_SK.to_owned(),
+            record: stored,
+            sealed,
+        })
+    }
+
+    /// The record of a stored tenant item, its secrets opened.
+    async fn open_tenant(&self, item: TenantItem) -> Result<TenantRecord, PortError> {
+        let mut record = item.record;
+        if let Some(sealed) = item.sealed {
+            let sealer = self.sealer.as_ref().ok_or_else(|| {
+                PortError::Unexpected(anyhow!(
+                    "tenant {}'s webhook secrets are sealed and no KMS key is configured (WEBHOOK_SECRETS_KEY_ID)",
+                    record.tenant
+                ))
+            })?;
+            record.webhook_secret = sealer.open(&sealed.current, &record.tenant).await?;
+            record.previous_webhook_secret = match &sealed.previous {
+                Some(previous) => Some(sealer.open(previous, &record.tenant).await?),
+                None => None,
+            };
+        }
+        Ok(record)
+    }
 }
 
 impl KeyStore for DynamoKeyStore {
@@ -124,17 +192,22 @@ impl KeyStore for DynamoKeyStore {
     async fn get_tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, PortError> {
         let key = key(format!("{TENANT_PK_PREFIX}{tenant}"), TENANT_SK);
         let found: Option<TenantItem> = self.table.read_as(key, "a tenant").await?;
-        Ok(found.map(|i| i.record))
+        match found {
+            Some(item) => Ok(Some(self.open_tenant(item).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn put_tenant(&self, record: &TenantRecord) -> Result<(), PortError> {
-        self.table.put(tenant_item(record)?, "a tenant").await
+        self.table
+            .put(self.tenant_item(record).await?, "a tenant")
+            .await
     }
 
     async fn create_tenant(&self, record: &TenantRecord) -> Result<TenantRecord, PortError> {
         if self
             .table
-            .put_if_absent(tenant_item(record)?, "a tenant")
+            .put_if_absent(self.tenant_item(record).await?, "a tenant")
             .await?
         {
             return Ok(record.clone());

@@ -5,8 +5,10 @@
 use std::future::Future;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use pixpress_app::config::Config;
+use pixpress_app::config::{Config, vars};
+use pixpress_app::ports::PortError;
 use pixpress_app::telemetry::Metrics;
+use pixpress_domain::webhook::WebhookSecret;
 use serde::{Deserialize, Serialize};
 
 /// A function's process-wide setup, made once per execution environment (the init phase).
@@ -21,20 +23,57 @@ pub struct Started {
 }
 
 /// Starts function `function` (the metrics' `function` dimension): JSON logs, metrics, the
-/// configuration and the SDK configuration.
+/// configuration and the SDK configuration; the webhook signing secret from Secrets Manager
+/// when `WEBHOOK_SECRET_ARN` names one.
 ///
 /// # Errors
-/// When the configuration is invalid or the region or credentials are not in the environment.
-pub fn start(function: &'static str) -> Result<Started, lambda_runtime::Error> {
+/// When the configuration is invalid, the region or credentials are not in the environment,
+/// or the named secret cannot be read.
+pub async fn start(function: &'static str) -> Result<Started, lambda_runtime::Error> {
     pixpress_app::telemetry::init_lambda();
     let metrics = Metrics::init(function);
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
     let sdk = crate::lambda_sdk_config()?;
+    if let Some(arn) = std::env::var(vars::WEBHOOK_SECRET_ARN)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        let client = aws_sdk_secretsmanager::Client::new(&sdk);
+        config.webhook_secret = Some(deployment_secret(&client, arn.trim()).await?);
+    }
     Ok(Started {
         metrics,
         config,
         sdk,
     })
+}
+
+/// The webhook signing secret stored in Secrets Manager secret `arn` (one `GetSecretValue`):
+/// `whsec_<base64>`, or any other text, whose bytes are then the key (what
+/// `GenerateSecretString` makes).
+///
+/// # Errors
+/// When the secret cannot be read or holds no text.
+pub async fn deployment_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<WebhookSecret, PortError> {
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| crate::sdk_error("reading the webhook signing secret", &e))?;
+    let text = out
+        .secret_string()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            PortError::Unexpected(anyhow::anyhow!(
+                "the webhook signing secret {arn} holds no text"
+            ))
+        })?;
+    Ok(WebhookSecret::parse(text).unwrap_or_else(|_| WebhookSecret::from_bytes(text.as_bytes())))
 }
 
 /// Runs `handler` on every event the Lambda runtime delivers, flushing `metrics` (one EMF

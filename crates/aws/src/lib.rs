@@ -9,6 +9,7 @@
 mod api_keys;
 mod dynamo;
 mod handles;
+mod kms;
 pub mod lambda;
 mod origin_slots;
 mod s3;
@@ -19,6 +20,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 pub use api_keys::DynamoKeyStore;
 pub use dynamo::DynamoRequestRepository;
 pub use handles::{DynamoTable, Handle, SdkClient, SqsQueue};
+pub use kms::{Sealed, SecretSealer};
 pub use origin_slots::DynamoOriginSlots;
 pub use s3::S3ObjectStore;
 pub use sqs::SqsRowQueue;
@@ -81,15 +83,20 @@ pub fn repository_from_lookup(
     )
 }
 
-/// API keys and tenants in the request table named by `TABLE_NAME`.
+/// API keys and tenants in the request table named by `TABLE_NAME`; tenants' webhook secrets
+/// sealed with data keys of the KMS key `WEBHOOK_SECRETS_KEY_ID` when it is set.
 ///
 /// # Errors
 /// When `TABLE_NAME` is unset or empty.
 pub fn key_store_from_env(sdk: &aws_config::SdkConfig) -> Result<DynamoKeyStore, ConfigError> {
-    Ok(DynamoKeyStore::from(DynamoTable::new(
-        sdk,
-        required(&|name: &str| std::env::var(name).ok(), vars::TABLE_NAME)?,
-    )))
+    let lookup = |name: &str| std::env::var(name).ok();
+    let sealer = lookup(vars::WEBHOOK_SECRETS_KEY_ID)
+        .filter(|v| !v.trim().is_empty())
+        .map(|key| SecretSealer::new(aws_sdk_kms::Client::new(sdk), key.trim()));
+    Ok(
+        DynamoKeyStore::from(DynamoTable::new(sdk, required(&lookup, vars::TABLE_NAME)?))
+            .with_sealer(sealer),
+    )
 }
 
 /// The webhooks queue named by `WEBHOOKS_QUEUE_URL`, or `None` when it is unset or empty

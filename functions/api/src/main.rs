@@ -6,7 +6,7 @@ use pixpress_aws::{AwsBackends, key_store_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let started = pixpress_aws::lambda::start("api")?;
+    let started = pixpress_aws::lambda::start("api").await?;
     let (metrics, config, sdk) = (started.metrics, started.config, started.sdk);
     let aws = AwsBackends::from_env(&sdk)?;
     // The deployed API always requires a key.

@@ -11,7 +11,7 @@ use pixpress_completion_notifier::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let started = start("completion-notifier")?;
+    let started = start("completion-notifier").await?;
     let sdk = &started.sdk;
     // Deployed, the webhook-sender delivers from the webhooks queue (off this stream shard).
     let app = App::new(

@@ -6,7 +6,7 @@ use pixpress_row_worker::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let started = start("row-worker")?;
+    let started = start("row-worker").await?;
     let sdk = &started.sdk;
     let app = App::new(
         repository_from_env(sdk)?,

@@ -8,7 +8,7 @@ use pixpress_s3_ingest::{App, IngestConfig, handle_any};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let started = start("s3-ingest")?;
+    let started = start("s3-ingest").await?;
     let aws = AwsBackends::from_env(&started.sdk)?;
     let app = App {
         repo: aws.repo,

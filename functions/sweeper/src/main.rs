@@ -12,7 +12,7 @@ use pixpress_sweeper::{App, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let started = start("sweeper")?;
+    let started = start("sweeper").await?;
     let sdk = &started.sdk;
     // As deployed for the completion-notifier: webhooks go to the webhooks queue.
     let notifier = pixpress_delivery::App::new(

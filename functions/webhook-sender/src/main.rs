@@ -13,7 +13,7 @@ use pixpress_webhook_sender::handle;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let started = start("webhook-sender")?;
+    let started = start("webhook-sender").await?;
     let sdk = &started.sdk;
     let queue = webhooks_queue_from_env(sdk)
         .ok_or_else(|| format!("{} is not set", vars::WEBHOOKS_QUEUE_URL))?;

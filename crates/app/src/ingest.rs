@@ -14,10 +14,13 @@
 //! completion is idempotent, so duplicate jobs are harmless); otherwise nothing happens. If
 //! enqueueing fails the request is marked `FAILED` rather than left half-enqueued.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::deadline::Deadline;
 use crate::ports::{
     ChunkQueue, Created, ObjectStore, PortError, RequestIntake, RequestReader, RowQueue,
 };
@@ -698,7 +701,7 @@ where
         }
     } else {
         let mut expansions = futures::stream::iter(plan.chunks.iter())
-            .map(|job| expand_chunk(repo, queue, store, settings, job))
+            .map(|job| expand_chunk(repo, queue, store, settings, job, Deadline::NONE))
             .buffer_unordered(INLINE_CHUNKS_AT_ONCE);
         while let Some(outcome) = expansions.next().await {
             if outcome? == ChunkExpanded::RequestFailed {
@@ -714,11 +717,21 @@ where
     })))
 }
 
+/// Rows of a chunk written and queued between two looks at the invocation's deadline.
+pub const CHUNK_SLICE_ROWS: usize = 100;
+
+/// Time a chunk keeps back from the invocation's deadline: enough to write and queue one more
+/// slice under throttling and to send the rest of the chunk as a job of its own.
+pub const CHUNK_DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+
 /// What [`expand_chunk`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkExpanded {
     /// Every row of the chunk exists and is queued.
     Expanded,
+    /// The deadline came first: the rows before the returned job exist and are queued; the job
+    /// covers the rest (its byte range, first row and count), to be sent as a chunk of its own.
+    Paused(Box<ChunkJob>),
     /// The request is finished or unknown: nothing to do.
     Skipped,
     /// The upload changed since it was validated: the request is now `FAILED`.
@@ -726,7 +739,10 @@ pub enum ChunkExpanded {
 }
 
 /// Expands one [`ChunkJob`]: reads its byte range of the upload, writes its rows (each
-/// conditional on being new) and sends their row jobs.
+/// conditional on being new) and sends their row jobs, [`CHUNK_SLICE_ROWS`] at a time; when
+/// `deadline` no longer allows [`CHUNK_DEADLINE_MARGIN`] before a slice (never before the
+/// first), returns the rest as [`ChunkExpanded::Paused`] instead of running out of time, so no
+/// row job is sent twice by a retry of the whole chunk.
 ///
 /// # Errors
 /// [`PortError`] on storage failure: the job should be retried; a replay creates nothing
@@ -737,6 +753,7 @@ pub async fn expand_chunk<R, Q, S>(
     store: &S,
     settings: &ObjectIngestSettings,
     job: &ChunkJob,
+    deadline: Deadline,
 ) -> Result<ChunkExpanded, PortError>
 where
     R: RequestIntake + RequestReader,
@@ -754,7 +771,7 @@ where
         Some(mut reader) if job.etag.is_none() || reader.etag == job.etag => {
             let mut scanner =
                 CsvScanner::for_span(&settings.limits, settings.egress, job.start, job.start_line);
-            let mut on_row = |row: ParsedRow, _: RowSpan| rows.push(row);
+            let mut on_row = |row: ParsedRow, span: RowSpan| rows.push((row, span));
             while let Some(piece) = reader.body.next().await {
                 scanner.feed(&piece?, &mut on_row);
             }
@@ -774,13 +791,28 @@ where
             .await?;
         return Ok(ChunkExpanded::RequestFailed);
     }
+    let spans: Vec<RowSpan> = rows.iter().map(|(_, span)| *span).collect();
     let records: Vec<RowRecord> = rows
         .into_iter()
         .zip(job.first_row..)
-        .map(|(row, index)| pending_row(row, index))
+        .map(|((row, _), index)| pending_row(row, index))
         .collect();
-    repo.put_rows(&job.request_id, &records).await?;
-    let jobs: Vec<RowJob> = records.iter().map(|r| RowJob::for_row(&meta, r)).collect();
-    queue.enqueue(&jobs).await?;
+    for (n, slice) in records.chunks(CHUNK_SLICE_ROWS).enumerate() {
+        let done = n * CHUNK_SLICE_ROWS;
+        if done > 0 && !deadline.allows(CHUNK_DEADLINE_MARGIN) {
+            let span = spans[done];
+            let rest = ChunkJob {
+                first_row: job.first_row + u32::try_from(done).unwrap_or(u32::MAX),
+                rows: job.rows - u32::try_from(done).unwrap_or(u32::MAX),
+                start: span.start,
+                start_line: span.start_line,
+                ..job.clone()
+            };
+            return Ok(ChunkExpanded::Paused(Box::new(rest)));
+        }
+        repo.put_rows(&job.request_id, slice).await?;
+        let jobs: Vec<RowJob> = slice.iter().map(|r| RowJob::for_row(&meta, r)).collect();
+        queue.enqueue(&jobs).await?;
+    }
     Ok(ChunkExpanded::Expanded)
 }

@@ -22,7 +22,10 @@
 //! failure lists the first issues with row and column, and nothing is enqueued; storage
 //! failures return `Err` so Lambda's asynchronous retries run the event again (idempotent by
 //! step 3). A chunk job that fails comes back as a batch item failure; its last receive
-//! (`MAX_RECEIVE_COUNT`) marks the request `FAILED` rather than leaving it short of rows.
+//! (`MAX_RECEIVE_COUNT`) marks the request `FAILED` rather than leaving it short of rows. A
+//! chunk is written and queued 100 rows at a time; when the invocation's deadline is less than
+//! a minute away it stops between two slices and sends the rest of the chunk to the ingest
+//! queue as a chunk job of its own, so a slow chunk never times out and nothing is sent twice.
 //!
 //! Env vars: `MAX_UPLOAD_BYTES`, `MAX_UPLOAD_ROWS`, `MAX_URLS_PER_ROW`, `MAX_URL_LENGTH`,
 //! `JPEG_QUALITY`, `MAX_OUTPUT_DIMENSION`, `INGEST_QUEUE_URL`, `MAX_RECEIVE_COUNT`.
@@ -33,6 +36,7 @@ use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use percent_encoding::percent_decode_str;
 use pixpress_app::config::Config;
+use pixpress_app::deadline::Deadline;
 use pixpress_app::ingest::{
     CHUNK_ROWS, ChunkExpanded, IngestError, Ingested, ObjectIngest, ObjectIngestSettings,
     ObjectIngested, expand_chunk, ingest_object,
@@ -466,11 +470,13 @@ where
 async fn process_chunk<R, Q, S, C>(
     app: &App<R, Q, S, C>,
     message: &SqsMessage,
+    deadline: Deadline,
 ) -> Result<ChunkExpanded, PortError>
 where
     R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
+    C: ChunkQueue,
 {
     let body = message.body.as_deref().unwrap_or_default();
     let job: ChunkJob = match serde_json::from_str(body) {
@@ -481,7 +487,39 @@ where
             return Ok(ChunkExpanded::Skipped);
         }
     };
-    match expand_chunk(&app.repo, &app.queue, &app.store, &app.settings(), &job).await {
+    match expand_chunk(
+        &app.repo,
+        &app.queue,
+        &app.store,
+        &app.settings(),
+        &job,
+        deadline,
+    )
+    .await
+    {
+        Ok(ChunkExpanded::Paused(rest)) => {
+            // The rest of the chunk as a job of its own: nothing expanded twice.
+            match &app.chunks {
+                Some(chunks) => chunks.enqueue_chunks(std::slice::from_ref(&*rest)).await?,
+                None => {
+                    expand_chunk(
+                        &app.repo,
+                        &app.queue,
+                        &app.store,
+                        &app.settings(),
+                        &rest,
+                        Deadline::NONE,
+                    )
+                    .await?;
+                }
+            }
+            tracing::info!(
+                first_row = rest.first_row,
+                rows = rest.rows,
+                "chunk paused before the deadline; its rest is queued"
+            );
+            Ok(ChunkExpanded::Paused(rest))
+        }
         Ok(outcome) => Ok(outcome),
         Err(e) => {
             let receive_count: u32 = message
@@ -520,7 +558,9 @@ where
     R: RequestIntake + RequestReader,
     Q: RowQueue,
     S: ObjectStore,
+    C: ChunkQueue,
 {
+    let deadline = Deadline::from_epoch_millis(event.context.deadline);
     let records = &event.payload.records;
     let mode = BatchMode::Sequential;
     Ok(
@@ -540,7 +580,7 @@ where
                 tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");
                 return Ok::<_, S3IngestError>(false);
             }
-            let outcome = process_chunk(app, message).await?;
+            let outcome = process_chunk(app, message, deadline).await?;
             tracing::info!(?outcome, "chunk expanded");
             Ok(false)
         })

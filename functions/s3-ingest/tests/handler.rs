@@ -456,3 +456,85 @@ async fn a_dead_lettered_chunk_fails_its_request_instead_of_leaving_it_pending()
         failure.message
     );
 }
+
+/// A batch of one chunk message carrying `job`.
+fn chunk_event(job: &pixpress_domain::model::ChunkJob) -> SqsEvent {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(format!("chunk-{}", job.first_row));
+    message.body = Some(serde_json::to_string(job).unwrap());
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "1".into());
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+/// A Lambda context with `seconds` left before its deadline.
+fn context_with(seconds: u64) -> Context {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.deadline = now_ms + seconds * 1000;
+    context
+}
+
+#[tokio::test]
+async fn a_chunk_its_deadline_would_cut_short_sends_the_rest_as_a_chunk_of_its_own() {
+    let mut app = fanned_out_app();
+    app.config.chunk_rows = 250;
+    let chunks = app.chunks.clone().unwrap();
+    app.store
+        .put(KEY, Bytes::from(catalogue(250, None)), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    let request_id = ingested.meta.request_id.clone();
+    let take = |queue: &InMemoryRowQueue| -> Vec<pixpress_domain::model::ChunkJob> {
+        let messages = queue
+            .receive(100, std::time::Duration::from_secs(600))
+            .unwrap();
+        for m in &messages {
+            queue.delete(&m.receipt_handle).unwrap();
+        }
+        messages
+            .iter()
+            .map(|m| serde_json::from_str(&m.body).unwrap())
+            .collect()
+    };
+    let mut pending = take(&chunks);
+    assert_eq!(pending.len(), 1);
+    // 5 s left, less than the margin a slice keeps: a slice of 100 rows, then the rest goes
+    // back to the ingest queue as its own chunk, twice; with time enough the last one ends.
+    let mut firsts = Vec::new();
+    for seconds in [5, 5, 0] {
+        let job = pending.pop().unwrap();
+        firsts.push((job.first_row, job.rows));
+        let context = if seconds == 0 {
+            Context::default()
+        } else {
+            context_with(seconds)
+        };
+        let response = handle_chunks(&app, LambdaEvent::new(chunk_event(&job), context))
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        pending = take(&chunks);
+    }
+    assert_eq!(firsts, [(0, 250), (100, 150), (200, 50)]);
+    assert!(pending.is_empty());
+    let rows = load_all_rows(&app.repo, &request_id).await.unwrap();
+    assert_eq!(rows.len(), 250);
+    assert!(
+        rows.iter()
+            .zip(1u32..)
+            .all(|(row, i)| row.serial == i.to_string() && row.index == i - 1),
+        "every row once, in order, from the right bytes"
+    );
+    assert_eq!(app.queue.len().unwrap(), 250, "every row job sent once");
+}

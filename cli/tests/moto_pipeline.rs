@@ -31,6 +31,7 @@ struct Fixture {
     receiver: WebhookReceiver,
     base: String,
     _moto: emulator::Emulator,
+    endpoint: String,
     dir: std::path::PathBuf,
 }
 
@@ -72,6 +73,7 @@ async fn fixture(max_receive_count: u32, serial: bool) -> Fixture {
         receiver,
         base: format!("http://{server}"),
         _moto: moto,
+        endpoint,
         dir,
     }
 }
@@ -294,4 +296,69 @@ async fn pixpress_run_with_the_emulator_backend_writes_the_output_csv_and_images
     let row = text.lines().nth(1).unwrap();
     assert_eq!(row.matches("s3://cli-run-data/images/").count(), 2, "{row}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixpress_sweep_enqueues_the_rows_of_a_request_whose_ingest_stopped_short() {
+    use pixpress_app::ports::RequestIntake as _;
+    let f = fixture(5, false).await;
+    // A request recorded with its rows, whose rows were never enqueued (the API died and
+    // its client never retried): nothing else would ever move it.
+    let rows: Vec<pixpress_domain::model::RowRecord> = (0..3u32)
+        .map(|i| pixpress_domain::model::RowRecord {
+            index: i,
+            serial: format!("{}", i + 1),
+            product_name: format!("Product {i}"),
+            input_urls: vec![photo(&f.base, 0)],
+            state: pixpress_domain::model::RowState::Pending,
+            images: Vec::new(),
+            progress: Vec::new(),
+        })
+        .collect();
+    let meta = pixpress_domain::model::RequestMeta {
+        counters: pixpress_domain::model::Counters::new(3, 3),
+        ..pixpress_domain::model::RequestMeta::new(
+            "5f0c2a8e-1b7d-4c3e-9a6f-2d8b7e4c1a90".to_owned(),
+            "default",
+            chrono::Utc::now() - chrono::Duration::minutes(5),
+        )
+    };
+    f.pipeline
+        .repo()
+        .create_request(&meta, &rows)
+        .await
+        .unwrap();
+    let endpoint = f.endpoint.clone();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pixpress"));
+    command
+        .arg("sweep")
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--emulator-prefix",
+            "pixpress-test",
+        ])
+        .args(["--idle-seconds", "60"]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["repairs"][0]["request_id"], meta.request_id.as_str());
+    assert_eq!(report["repairs"][0]["repair"], "enqueued");
+    // The pump now finishes it like any other request.
+    let done = f
+        .pipeline
+        .run_until_done(&meta.request_id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status, RequestStatus::Completed);
+    assert_eq!(done.counters.images_ok, 3);
+    std::fs::remove_dir_all(&f.dir).ok();
 }

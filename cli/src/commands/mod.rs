@@ -10,6 +10,7 @@ mod run;
 mod serve;
 mod status;
 mod submit;
+mod sweep;
 mod wait;
 mod webhook;
 
@@ -52,6 +53,10 @@ pub(crate) enum Command {
     Download(download::DownloadArgs),
     /// Webhook tools for receivers.
     Webhook(webhook::WebhookArgs),
+    /// Run the sweeper once, now, over a deployment (or an emulator): requests idle past a
+    /// bound are repaired (rows enqueued again, completion rechecked, the notifier's work
+    /// done); prints what it did.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Runs `command`.
@@ -68,6 +73,7 @@ pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Retry(args) => retry::execute(args).await,
         Command::Download(args) => download::execute(args).await,
         Command::Webhook(args) => webhook::execute(args).await,
+        Command::Sweep(args) => sweep::execute(args).await,
     }
 }
 

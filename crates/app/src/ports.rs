@@ -443,18 +443,19 @@ pub trait OpenRequests: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
-    /// Adds every full counter shard to the request's done shards (a shard whose last row was
-    /// recorded by a writer that stopped before adding it); `true` when all are done, so
-    /// [`RowLedger::complete`] can apply.
+    /// Adds counter shard `shard` to the request's done shards if every row of it is recorded
+    /// (what the writer of its last row does, and may have died before doing); `true` when
+    /// every shard is done, so [`RowLedger::complete`] can apply.
     ///
     /// # Errors
-    /// [`PortError`] on storage failure.
+    /// [`PortError`] on storage failure, or when the shard does not exist.
     ///
     /// # Idempotency
-    /// Each shard is added only if missing.
-    fn recheck_shards(
+    /// The shard is added only if missing.
+    fn mark_shard_if_full(
         &self,
         request_id: &str,
+        shard: u32,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
 
     /// Takes a settled request out of the open requests. `false` when it was not open or is not

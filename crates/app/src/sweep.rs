@@ -32,6 +32,7 @@ use crate::deadline::Deadline;
 use crate::ports::{
     OpenRequests, PortError, RequestIntake, RequestReader, RowLedger, RowQueue, Transition,
 };
+use pixpress_domain::counting::shards_with_rows;
 use pixpress_domain::model::{
     DeliveryState, Failure, RequestMeta, RequestStatus, RowJob, RowState,
 };
@@ -245,7 +246,11 @@ where
         });
     }
     if unrecorded == 0 {
-        repo.recheck_shards(request_id).await?;
+        // A writer that recorded a shard's last row and died before marking the shard done
+        // leaves it undone: mark every full shard.
+        for shard in shards_with_rows(meta.counters.rows_total) {
+            repo.mark_shard_if_full(request_id, shard).await?;
+        }
         return Ok(match repo.complete(request_id, now).await? {
             Transition::Applied(status) => Examined::Repaired(Repair::Completed(status)),
             Transition::NotApplied => Examined::Left,

@@ -947,15 +947,8 @@ impl OpenRequests for InMemoryRequestRepository {
         .map(|_| ())
     }
 
-    async fn recheck_shards(&self, request_id: &str) -> Result<bool, PortError> {
-        let Some(meta) = self.get_request(request_id).await? else {
-            return Ok(false);
-        };
-        let mut all_done = false;
-        for shard in shards_with_rows(meta.counters.rows_total) {
-            all_done |= self.check_shard(request_id, shard).await?;
-        }
-        Ok(all_done)
+    async fn mark_shard_if_full(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        self.check_shard(request_id, shard).await
     }
 
     async fn settle(&self, request_id: &str) -> Result<bool, PortError> {

@@ -301,3 +301,26 @@ fn every_sample_event_does_something_real_with_the_local_backends() {
         "{stderr}"
     );
 }
+
+/// Deployed, only the webhook sender holds the signing secret: a sweep of a deployment that
+/// would deliver webhooks itself refuses to run (nothing is read or sent; no AWS call is made).
+#[test]
+fn sweep_of_a_deployment_without_its_webhooks_queue_refuses_to_run() {
+    let output = pixpress()
+        .arg("sweep")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        // Nothing listens here: a call made would fail with another error.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("TABLE_NAME", "requests")
+        .env("ROWS_QUEUE_URL", "http://127.0.0.1:9/000000000000/rows")
+        .env("BUCKET_NAME", "bucket")
+        .env_remove("WEBHOOKS_QUEUE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WEBHOOKS_QUEUE_URL is not set"), "{stderr}");
+}

@@ -673,6 +673,16 @@ async fn open_requests_contract<R: RequestRepository>(repo: &R) {
     );
     let listed = repo.list_open(at(2004), None, 10).await.unwrap();
     assert_eq!(listed.request_ids, ["open-b", "open-c"]);
+    // The first page's cursor named the request settled since: the next page goes on after it.
+    let resumed = repo
+        .list_open(at(2004), first.next.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.request_ids,
+        ["open-b", "open-c"],
+        "a page after a settled request"
+    );
 
     // A shard with a row still pending is not marked done.
     assert!(!repo.mark_shard_if_full("open-b", 0).await.unwrap());
@@ -759,6 +769,33 @@ async fn half_written_contract<R: RequestRepository>(repo: &R) {
             .fingerprint
             .as_deref(),
         Some("upload-a")
+    );
+
+    // Half-written, then rejected (s3-ingest's record of an upload Lambda gave up on): it
+    // ends FAILED and shows, instead of staying invisible.
+    let id = "contract-half-rejected";
+    let mut first = rows(2);
+    first[1].product_name = "p".repeat(450 * 1024);
+    let half = RequestMeta {
+        fingerprint: Some("upload-c".to_owned()),
+        ..meta(id, 2, false)
+    };
+    assert!(repo.create_request(&half, &first).await.is_err());
+    let rejected = RequestMeta {
+        status: RequestStatus::Failed,
+        failure: Some(enqueue_failed()),
+        ..meta(id, 0, false)
+    };
+    match repo.create_request(&rejected, &[]).await.unwrap() {
+        Created::AlreadyExists(existing) => {
+            assert_eq!(existing.status, RequestStatus::Failed);
+            assert_eq!(existing.failure, Some(enqueue_failed()));
+        }
+        Created::Inserted => panic!("a half-written request was overwritten"),
+    }
+    assert_eq!(
+        repo.get_request(id).await.unwrap().unwrap().status,
+        RequestStatus::Failed
     );
 }
 

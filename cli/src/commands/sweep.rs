@@ -2,17 +2,24 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use pixpress_app::config::Config;
 use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{ObjectStore, RequestRepository, RowQueue};
-use pixpress_aws::{AwsBackends, DynamoKeyStore, load_sdk_config, webhooks_queue_from_env};
+use pixpress_aws::{
+    AwsBackends, DynamoKeyStore, DynamoTable, key_store_from_env, load_sdk_config,
+    webhooks_queue_from_env,
+};
 use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SweepArgs {
     /// Sweep the backends of the emulator at this endpoint (as `run --backend emulator` makes
-    /// them); without it, the deployment the environment names, as the `sweeper` function sees
-    /// it (TABLE_NAME, ROWS_QUEUE_URL, BUCKET_NAME, WEBHOOKS_QUEUE_URL, AWS credentials).
+    /// them; webhooks are delivered here, signed with the tenants' secrets in its table);
+    /// without it, the deployment the environment names, as the `sweeper` function sees it
+    /// (TABLE_NAME, ROWS_QUEUE_URL, BUCKET_NAME, WEBHOOKS_QUEUE_URL, WEBHOOK_SECRETS_KEY_ID,
+    /// AWS credentials): webhooks go to the webhooks queue, whose sender holds the signing
+    /// secret.
     #[arg(long)]
     endpoint: Option<String>,
     /// Name prefix of the emulator's table, queues and bucket.
@@ -34,13 +41,28 @@ pub(crate) async fn execute(args: SweepArgs) -> anyhow::Result<ExitCode> {
             let sdk = emulator_sdk_config(endpoint).await;
             let names = EmulatorNames::with_prefix(&args.emulator_prefix);
             let aws = provision(&sdk, &names, config.max_receive_count, None).await?;
-            sweep(&config, aws.repo, aws.queue, aws.store, None).await?
+            let keys = DynamoKeyStore::from(DynamoTable::new(&sdk, &names.table));
+            sweep(&config, keys, aws.repo, aws.queue, aws.store, None).await?
         }
         None => {
             let sdk = load_sdk_config().await;
             let aws = AwsBackends::from_env(&sdk)?;
-            let webhooks = webhooks_queue_from_env(&sdk);
-            sweep(&config, aws.repo, aws.queue, aws.store, webhooks).await?
+            // Deployed, only the webhook sender can sign: a sweep that delivered itself would
+            // send unsigned webhooks, so it hands them to the sender's queue or does not run.
+            let webhooks = webhooks_queue_from_env(&sdk).context(
+                "WEBHOOKS_QUEUE_URL is not set: a sweep of a deployment hands webhooks to its \
+                 webhooks queue (the stack's WebhooksQueueUrl output)",
+            )?;
+            let keys = key_store_from_env(&sdk)?;
+            sweep(
+                &config,
+                keys,
+                aws.repo,
+                aws.queue,
+                aws.store,
+                Some(webhooks),
+            )
+            .await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&swept)?);
@@ -48,9 +70,10 @@ pub(crate) async fn execute(args: SweepArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One sweep over `repo`, `rows` and `store`; the notifier's work hands webhooks to
-/// `webhooks` (deployments) or delivers them here.
+/// `webhooks` (deployments) or delivers them here, signed with the secrets in `keys`.
 async fn sweep<R, Q, S>(
     config: &Config,
+    keys: DynamoKeyStore,
     repo: R,
     rows: Q,
     store: S,
@@ -61,8 +84,8 @@ where
     Q: RowQueue,
     S: ObjectStore,
 {
-    let notifier = pixpress_delivery::App::new(None::<DynamoKeyStore>, repo, store, config)?
-        .with_webhooks(webhooks);
+    let notifier =
+        pixpress_delivery::App::new(Some(keys), repo, store, config)?.with_webhooks(webhooks);
     let app = pixpress_sweeper::App::new(notifier, rows, config);
     let swept = pixpress_sweeper::run(&app, Deadline::NONE).await?;
     Ok(serde_json::json!({

@@ -169,7 +169,8 @@ pub trait RequestIntake: Send + Sync + Clone + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Transition, PortError>> + Send;
 
-    /// Any non-terminal status → `FAILED` with `failure`.
+    /// Any non-terminal status → `FAILED` with `failure`; a request still being created (its
+    /// rows not all written, invisible to readers) fails too and becomes visible.
     ///
     /// # Errors
     /// [`PortError`] on storage failure.

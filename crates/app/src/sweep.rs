@@ -21,6 +21,8 @@
 //!   pending with no attempt) for [`SweepConfig::idle`] after its completion: the notifier
 //!   is run for it (a lost stream batch, a failure record nothing repaired).
 //! - **Terminal and handed on**: taken out of the open requests ([`OpenRequests::settle`]).
+//! - **Never finished creating** (open but invisible: every attempt at its upload stopped
+//!   before its rows were written): `FAILED`, code `ingest_incomplete`.
 //!
 //! A failure on one request is logged and counted; the sweep goes on with the next.
 
@@ -39,6 +41,8 @@ use pixpress_domain::model::{
 
 /// Error code of a request the sweeper fails because some of its rows never arrived.
 pub const ROWS_MISSING: &str = "rows_missing";
+/// Error code of a request the sweeper fails because its creation never finished.
+pub const INGEST_INCOMPLETE: &str = "ingest_incomplete";
 
 /// Rows read per page while a request is examined.
 const ROWS_PER_PAGE: u32 = 1_000;
@@ -84,6 +88,8 @@ pub enum Repair {
         /// Rows of the request without a row item.
         missing: u64,
     },
+    /// Its creation never finished; the request was failed (`ingest_incomplete`).
+    FailedIncomplete,
     /// The notifier was run for a terminal request not handed on.
     Notified,
 }
@@ -96,6 +102,7 @@ impl Repair {
             Self::Enqueued { .. } => "enqueued",
             Self::Completed(_) => "completed",
             Self::FailedRowsMissing { .. } => "failed_rows_missing",
+            Self::FailedIncomplete => "failed_incomplete",
             Self::Notified => "notified",
         }
     }
@@ -159,7 +166,7 @@ where
                 return Ok(swept);
             }
             swept.examined += 1;
-            match examine(repo, queue, config, now, &request_id, &mut notify).await {
+            match examine(repo, queue, config, now, deadline, &request_id, &mut notify).await {
                 Ok(Examined::Settled) => swept.settled += 1,
                 Ok(Examined::Repaired(repair)) => {
                     tracing::warn!(%request_id, repair = ?repair, "idle request repaired");
@@ -193,6 +200,7 @@ async fn examine<R, Q, N, F>(
     queue: &Q,
     config: &SweepConfig,
     now: DateTime<Utc>,
+    deadline: Deadline,
     request_id: &str,
     notify: &mut N,
 ) -> Result<Examined, PortError>
@@ -203,7 +211,19 @@ where
     F: Future<Output = Result<(), PortError>>,
 {
     let Some(meta) = repo.get_request(request_id).await? else {
-        return Ok(Examined::Left);
+        // Open but invisible: its creation stopped before every row was written (an upload
+        // whose every attempt died, a client that never retried) and it is older than the
+        // idle bound. It ends FAILED (which also shows it); an item TTL removed is left.
+        let failure = Failure {
+            code: INGEST_INCOMPLETE.to_owned(),
+            message: "the upload stopped before all its rows were recorded; submit the CSV again"
+                .to_owned(),
+            issues: Vec::new(),
+        };
+        return Ok(match repo.mark_failed(request_id, &failure, now).await? {
+            Transition::Applied(_) => Examined::Repaired(Repair::FailedIncomplete),
+            Transition::NotApplied => Examined::Left,
+        });
     };
     if meta.status.is_terminal() {
         if !needs_notifier(&meta) {
@@ -226,7 +246,10 @@ where
     if now - since < config.idle {
         return Ok(Examined::Left);
     }
-    let (rows, unrecorded) = count_rows(repo, request_id).await?;
+    let Some((rows, unrecorded)) = count_rows(repo, request_id, deadline).await? else {
+        // Too many rows to count before the deadline: the next sweep starts again.
+        return Ok(Examined::Left);
+    };
     if rows < meta.counters.rows_total {
         if now - since < config.ingest_idle {
             return Ok(Examined::Left);
@@ -256,20 +279,29 @@ where
             Transition::NotApplied => Examined::Left,
         });
     }
-    let sent = enqueue_unrecorded(repo, queue, &meta).await?;
+    // The jobs about to be sent get a whole idle bound before they are sent again, also when
+    // the deadline ends the sending part-way.
+    repo.restart_wait(request_id, done, now).await?;
+    let sent = enqueue_unrecorded(repo, queue, &meta, deadline).await?;
     if meta.status == RequestStatus::Pending {
         repo.mark_processing(request_id, now).await?;
     }
-    // The jobs sent get a whole idle bound before they are sent again.
-    repo.restart_wait(request_id, done, now).await?;
     Ok(Examined::Repaired(Repair::Enqueued { rows: sent }))
 }
 
-/// The row items of a request and how many are unrecorded, a page at a time.
-async fn count_rows<R: RequestReader>(repo: &R, request_id: &str) -> Result<(u64, u64), PortError> {
+/// The row items of a request and how many are unrecorded, a page at a time; `None` when the
+/// deadline comes first.
+async fn count_rows<R: RequestReader>(
+    repo: &R,
+    request_id: &str,
+    deadline: Deadline,
+) -> Result<Option<(u64, u64)>, PortError> {
     let (mut rows, mut unrecorded) = (0, 0);
     let mut after = None;
     loop {
+        if !deadline.allows(DEADLINE_MARGIN) {
+            return Ok(None);
+        }
         let page = repo.list_rows(request_id, after, ROWS_PER_PAGE).await?;
         rows += page.rows.len() as u64;
         unrecorded += page
@@ -279,20 +311,25 @@ async fn count_rows<R: RequestReader>(repo: &R, request_id: &str) -> Result<(u64
             .count() as u64;
         match page.next {
             Some(next) => after = Some(next),
-            None => return Ok((rows, unrecorded)),
+            None => return Ok(Some((rows, unrecorded))),
         }
     }
 }
 
-/// Enqueues the job of every unrecorded row, a page at a time; returns how many.
+/// Enqueues the job of every unrecorded row, a page at a time, while the deadline allows;
+/// returns how many.
 async fn enqueue_unrecorded<R: RequestReader, Q: RowQueue>(
     repo: &R,
     queue: &Q,
     meta: &RequestMeta,
+    deadline: Deadline,
 ) -> Result<u64, PortError> {
     let mut sent = 0;
     let mut after = None;
     loop {
+        if !deadline.allows(DEADLINE_MARGIN) {
+            return Ok(sent);
+        }
         let page = repo
             .list_rows(&meta.request_id, after, ROWS_PER_PAGE)
             .await?;

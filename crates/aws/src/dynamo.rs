@@ -491,10 +491,23 @@ impl RequestIntake for DynamoRequestRepository {
         if !creating && self.table.put_if_absent(meta_item, "the request").await? {
             return Ok(Created::Inserted);
         }
-        let existing = self
-            .get_request(id)
-            .await?
-            .ok_or_else(|| PortError::Unexpected(anyhow!("request {id} vanished")))?;
+        let existing = match self.get_request(id).await? {
+            Some(existing) => existing,
+            // Still `creating` (an attempt that stopped before its rows were written) and
+            // now rejected: it ends with this failure instead of staying invisible.
+            None if !creating => {
+                let failure = meta.failure.clone().unwrap_or_else(|| Failure {
+                    code: "ingest_failed".to_owned(),
+                    message: "the upload could not be ingested".to_owned(),
+                    issues: Vec::new(),
+                });
+                self.mark_failed(id, &failure, meta.updated_at).await?;
+                self.get_request(id)
+                    .await?
+                    .ok_or_else(|| PortError::Conflict(format!("request {id} vanished")))?
+            }
+            None => return Err(PortError::Conflict(format!("request {id} vanished"))),
+        };
         Ok(Created::AlreadyExists(Box::new(existing)))
     }
 
@@ -562,7 +575,9 @@ impl RequestIntake for DynamoRequestRepository {
         let applied = self
             .conditional_update(
                 request_id,
-                "SET #status = :to, failure = :failure, updated_at = :now, completed_at = :now",
+                // A request still being created (rows not all written) fails too, and shows.
+                "SET #status = :to, failure = :failure, updated_at = :now, completed_at = :now \
+                 REMOVE creating",
                 "#status IN (:pending, :processing)",
                 &[("#status", "status")],
                 vec![

@@ -49,8 +49,9 @@ pub async fn start(function: &'static str) -> Result<Started, lambda_runtime::Er
 }
 
 /// The webhook signing secret stored in Secrets Manager secret `arn` (one `GetSecretValue`):
-/// `whsec_<base64>`, or any other text, whose bytes are then the key (what
-/// `GenerateSecretString` makes).
+/// `whsec_<base64>`, or the base64 alone (what `GenerateSecretString` makes: 48 letters and
+/// digits are 36 key bytes, so receivers are handed `whsec_` + the value, as Standard Webhooks
+/// libraries take it), or any other text, whose bytes are then the key.
 ///
 /// # Errors
 /// When the secret cannot be read or holds no text.
@@ -73,7 +74,12 @@ pub async fn deployment_secret(
                 "the webhook signing secret {arn} holds no text"
             ))
         })?;
-    Ok(WebhookSecret::parse(text).unwrap_or_else(|_| WebhookSecret::from_bytes(text.as_bytes())))
+    let whsec = if text.starts_with("whsec_") {
+        text.to_owned()
+    } else {
+        format!("whsec_{text}")
+    };
+    Ok(WebhookSecret::parse(&whsec).unwrap_or_else(|_| WebhookSecret::from_bytes(text.as_bytes())))
 }
 
 /// Runs `handler` on every event the Lambda runtime delivers, flushing `metrics` (one EMF

@@ -147,22 +147,34 @@ async fn the_deployment_signing_secret_comes_from_secrets_manager() {
                 .secret_string("Xq9TzW3bK7mN2pR8vL4sD6fH1jG5cY0a")
                 .build()
         });
+    let text = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|req| req.secret_id() == Some("arn:text"))
+        .then_output(|| {
+            GetSecretValueOutput::builder()
+                .secret_string("not base64!")
+                .build()
+        });
     let client = mock_client!(
         aws_sdk_secretsmanager,
         RuleMode::MatchAny,
-        [&whsec, &generated]
+        [&whsec, &generated, &text]
     );
     let secret = pixpress_aws::lambda::deployment_secret(&client, "arn:whsec")
         .await
         .unwrap();
     assert_eq!(secret.to_whsec(), "whsec_c2VjcmV0LWtleS1ieXRlcw==");
-    // What `GenerateSecretString` makes: its bytes are the key.
+    // What `GenerateSecretString` makes (letters and digits) is base64: receivers are handed
+    // `whsec_` + the value, and it signs as that.
     let secret = pixpress_aws::lambda::deployment_secret(&client, "arn:generated")
+        .await
+        .unwrap();
+    assert_eq!(secret.to_whsec(), "whsec_Xq9TzW3bK7mN2pR8vL4sD6fH1jG5cY0a");
+    // Text that is not base64 is the key's bytes.
+    let secret = pixpress_aws::lambda::deployment_secret(&client, "arn:text")
         .await
         .unwrap();
     assert_eq!(
         secret.to_whsec(),
-        pixpress_domain::webhook::WebhookSecret::from_bytes(b"Xq9TzW3bK7mN2pR8vL4sD6fH1jG5cY0a")
-            .to_whsec()
+        pixpress_domain::webhook::WebhookSecret::from_bytes(b"not base64!").to_whsec()
     );
 }

@@ -574,6 +574,25 @@ impl RequestIntake for InMemoryRequestRepository {
             .await?;
         }
         if !creating {
+            let stored_creating = {
+                let state = self.lock()?;
+                state.requests.get(id).is_some_and(|s| s.creating)
+            };
+            if stored_creating {
+                // Still `creating` (an attempt that stopped before its rows were written) and
+                // now rejected: it ends with this failure instead of staying invisible.
+                let failure = meta.failure.clone().unwrap_or_else(|| Failure {
+                    code: "ingest_failed".to_owned(),
+                    message: "the upload could not be ingested".to_owned(),
+                    issues: Vec::new(),
+                });
+                self.mark_failed(id, &failure, meta.updated_at).await?;
+                let existing = self
+                    .get_request(id)
+                    .await?
+                    .ok_or_else(|| PortError::Conflict(format!("request {id} vanished")))?;
+                return Ok(Created::AlreadyExists(Box::new(existing)));
+            }
             return Ok(retry(&policy, "writing the request", write_item)
                 .await?
                 .unwrap_or(Created::Inserted));
@@ -639,6 +658,8 @@ impl RequestIntake for InMemoryRequestRepository {
                 stored.meta.failure = Some(failure.clone());
                 stored.meta.updated_at = now;
                 stored.meta.completed_at = Some(now);
+                // A request still being created fails too, and shows.
+                stored.creating = false;
                 true
             })
             .await?;
@@ -882,22 +903,29 @@ impl OpenRequests for InMemoryRequestRepository {
                 .map(|(id, stored)| (stored.meta.created_at, id.as_str()))
                 .collect();
             open.sort_unstable();
-            let start = cursor.map_or(0, |c| {
-                open.iter()
-                    .position(|(_, id)| *id == c)
-                    .map_or(open.len(), |p| p + 1)
+            // The cursor names the last position read (as DynamoDB's LastEvaluatedKey does),
+            // not an entry: a request settled since the previous page still places the next.
+            let after = match cursor {
+                None => None,
+                Some(c) => Some(decode_open_cursor(c)?),
+            };
+            let start = after.map_or(0, |(at, id)| {
+                open.partition_point(|(created, other)| (*created, *other) <= (at, id.as_str()))
             });
-            let page: Vec<String> = open
+            let page: Vec<(DateTime<Utc>, &str)> = open
                 .iter()
                 .skip(start)
                 .take(limit as usize)
-                .map(|(_, id)| (*id).to_owned())
+                .copied()
                 .collect();
             let next = (start + page.len() < open.len())
-                .then(|| page.last().cloned())
+                .then(|| {
+                    page.last()
+                        .map(|(at, id)| format!("{}|{id}", at.to_rfc3339()))
+                })
                 .flatten();
             Ok(OpenPage {
-                request_ids: page,
+                request_ids: page.into_iter().map(|(_, id)| id.to_owned()).collect(),
                 next,
             })
         })
@@ -999,6 +1027,21 @@ impl RequestControl for InMemoryRequestRepository {
         })
         .await
     }
+}
+
+/// The position a [`OpenPage::next`] cursor of the embedded index names: `created_at|id`.
+fn decode_open_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), PortError> {
+    cursor
+        .split_once('|')
+        .and_then(|(at, id)| {
+            let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+            Some((at, id.to_owned()))
+        })
+        .ok_or_else(|| {
+            PortError::Unexpected(anyhow::anyhow!(
+                "not a cursor of the open requests: {cursor}"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{
     ObjectStore as _, OutputLedger as _, RequestIntake as _, RequestReader as _, RowLedger as _,
 };
-use pixpress_app::sweep::{ROWS_MISSING, Repair, SweepConfig, sweep};
+use pixpress_app::sweep::{INGEST_INCOMPLETE, ROWS_MISSING, Repair, SweepConfig, sweep};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
     RowState, Webhook, WebhookAttempt, WebhookJob,
@@ -275,4 +275,32 @@ async fn a_request_that_stops_moving_is_repaired_one_idle_bound_after_its_last_r
         sweep_at(at(252)).await.unwrap().repairs,
         [("stalled".to_owned(), Repair::Enqueued { rows: 1 })]
     );
+}
+
+#[tokio::test]
+async fn a_request_whose_creation_never_finished_fails_and_shows() {
+    let (app, _) = sweeper(0, 8 * 3600);
+    let repo = &app.notifier.repo;
+    // Every attempt at this upload stopped after its request item (a row DynamoDB refuses
+    // stands in for a crash): invisible, and nothing else would ever end it.
+    let mut rows = rows(2);
+    rows[1].product_name = "p".repeat(450 * 1024);
+    let meta = RequestMeta {
+        counters: Counters::new(2, 2),
+        ..RequestMeta::new(
+            "never-shown".to_owned(),
+            "default",
+            Utc::now() - chrono::Duration::hours(3),
+        )
+    };
+    assert!(repo.create_request(&meta, &rows).await.is_err());
+    assert_eq!(repo.get_request("never-shown").await.unwrap(), None);
+    let swept = run(&app, Deadline::NONE).await.unwrap();
+    assert_eq!(
+        swept.repairs,
+        [("never-shown".to_owned(), Repair::FailedIncomplete)]
+    );
+    let meta = status(&app, "never-shown").await;
+    assert_eq!(meta.status, RequestStatus::Failed);
+    assert_eq!(meta.failure.unwrap().code, INGEST_INCOMPLETE);
 }

@@ -24,6 +24,7 @@ use pixpress_app::deadline::Deadline;
 use pixpress_app::ports::{
     NoQueue, ObjectStore, OriginSlots, PortError, RequestReader, RequestRepository, RowQueue,
 };
+use pixpress_app::retry::RedeliveryBackoff;
 use pixpress_app::sweep::SweepConfig;
 use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::item::ItemHead;
@@ -300,6 +301,9 @@ pub struct PipelineOptions {
     /// When the sweeper repairs a request; `None`: the configuration's (`SWEEP_IDLE_SECONDS`,
     /// 2 hours by default, so a calm local run never needs it).
     pub sweep: Option<SweepConfig>,
+    /// When a row that failed transiently is delivered again: scaled down with the visibility
+    /// timeout (deployed: 5 s, 20 s, … 15 minutes).
+    pub redelivery: RedeliveryBackoff,
 }
 
 impl PipelineOptions {
@@ -319,6 +323,10 @@ impl PipelineOptions {
             keys: None,
             sweep_every: Duration::from_secs(1),
             sweep: None,
+            redelivery: RedeliveryBackoff {
+                first: Duration::from_secs(1),
+                cap: Duration::from_secs(2),
+            },
         }
     }
 }
@@ -533,7 +541,11 @@ impl<B: PumpBackend> Pipeline<B> {
         Ok(Self {
             api: apps.api,
             s3_ingest: apps.s3_ingest,
-            worker: apps.worker,
+            worker: {
+                let mut worker = apps.worker;
+                worker.config.redelivery = options.redelivery;
+                worker
+            },
             dead_letter: apps.dead_letter,
             notifier: apps.notifier,
             sweeper: pixpress_sweeper::App {

@@ -186,6 +186,10 @@ pub struct Config {
     pub public_api_url: Option<String>,
     /// When the sweeper repairs a request.
     pub sweep: crate::sweep::SweepConfig,
+    /// When a row handed back as a batch item failure is delivered again
+    /// ([`crate::retry::RedeliveryBackoff::DEPLOYED`]; local runs scale it down as they do
+    /// the visibility timeout).
+    pub redelivery: crate::retry::RedeliveryBackoff,
 }
 
 impl Default for Config {
@@ -209,6 +213,7 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(15),
             public_api_url: None,
             sweep: crate::sweep::SweepConfig::default(),
+            redelivery: crate::retry::RedeliveryBackoff::DEPLOYED,
         }
     }
 }
@@ -365,6 +370,7 @@ impl Config {
                     d.sweep.ingest_idle.num_seconds().unsigned_abs(),
                 )?),
             },
+            redelivery: d.redelivery,
         })
     }
 

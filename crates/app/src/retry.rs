@@ -81,10 +81,80 @@ where
     }
 }
 
+/// When a queue message handed back as a batch item failure is delivered again: jittered
+/// exponential backoff set with SQS `ChangeMessageVisibility`, instead of the queue's whole
+/// visibility timeout (720 s for rows). Before receive `n + 1` the message stays hidden for a
+/// time uniform in `[d/2, d]`, `d = min(cap, first · 4ⁿ⁻¹)` — "equal jitter" (AWS Architecture
+/// Blog, "Exponential Backoff And Jitter"), so a throttled batch's rows spread out yet the
+/// series keeps its length — in whole seconds, as SQS counts visibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeliveryBackoff {
+    /// Upper bound of the first wait (after receive 1).
+    pub first: Duration,
+    /// Upper bound of any wait (at most 12 hours, SQS's longest visibility timeout).
+    pub cap: Duration,
+}
+
+impl RedeliveryBackoff {
+    /// Deployed: 5 s, 20 s, 80 s, 320 s, then 15 minutes — seconds, then minutes. With the
+    /// rows queue's `maxReceiveCount` of 5 a row is tried over about 4–7 minutes, not an hour.
+    pub const DEPLOYED: Self = Self {
+        first: Duration::from_secs(5),
+        cap: Duration::from_secs(900),
+    };
+
+    /// How long the message received `receive_count` times (SQS `ApproximateReceiveCount`,
+    /// from 1) stays hidden before its next delivery: at least 1 s.
+    #[must_use]
+    pub fn delay(&self, receive_count: u32) -> Duration {
+        let exponent = receive_count.saturating_sub(1).min(15);
+        let ceiling = self
+            .first
+            .saturating_mul(4u32.saturating_pow(exponent))
+            .min(self.cap)
+            .max(Duration::from_secs(1));
+        let seconds = ceiling.as_secs().max(1);
+        Duration::from_secs(fastrand::u64(seconds.div_ceil(2)..=seconds))
+    }
+}
+
+impl Default for RedeliveryBackoff {
+    fn default() -> Self {
+        Self::DEPLOYED
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn redeliveries_wait_seconds_then_minutes_jittered_in_the_upper_half() {
+        let backoff = RedeliveryBackoff::DEPLOYED;
+        for (receive, ceiling) in [(1, 5u64), (2, 20), (3, 80), (4, 320), (5, 900), (40, 900)] {
+            for _ in 0..50 {
+                let wait = backoff.delay(receive).as_secs();
+                assert!(
+                    (ceiling.div_ceil(2)..=ceiling).contains(&wait),
+                    "receive {receive}: {wait} s outside [{}, {ceiling}]",
+                    ceiling.div_ceil(2)
+                );
+            }
+        }
+        let distinct: std::collections::HashSet<Duration> =
+            (0..30).map(|_| backoff.delay(3)).collect();
+        assert!(distinct.len() > 1, "waits must vary");
+        let tiny = RedeliveryBackoff {
+            first: Duration::from_millis(10),
+            cap: Duration::from_millis(10),
+        };
+        assert_eq!(
+            tiny.delay(1),
+            Duration::from_secs(1),
+            "SQS counts whole seconds"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_until_success() {

@@ -53,6 +53,7 @@ use pixpress_app::ports::{
     ObjectStore, OriginSlots, PortError, RequestReader, RowLedger, RowQueue, RowRecorded,
     Transition,
 };
+use pixpress_app::retry::RedeliveryBackoff;
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::model::{
     ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
@@ -116,6 +117,8 @@ pub struct WorkerConfig {
     /// Time one image may spend failing transiently over all deliveries of its row
     /// ([`IMAGE_RETRY_BUDGET`]).
     pub image_retry_budget: Duration,
+    /// When a row that failed transiently is delivered again.
+    pub redelivery: RedeliveryBackoff,
 }
 
 impl From<&Config> for WorkerConfig {
@@ -127,6 +130,7 @@ impl From<&Config> for WorkerConfig {
             max_image_bytes: config.fetch.max_bytes,
             image_budget: config.fetch.timeout + COMPRESSION_BUDGET + RECORD_MARGIN,
             image_retry_budget: IMAGE_RETRY_BUDGET,
+            redelivery: config.redelivery,
         }
     }
 }
@@ -742,10 +746,26 @@ pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
         }
         return Err(error);
     }
-    let recorded = app
+    let recorded = match app
         .repo
         .record_row_outcome(&job.request_id, job.row_index, &images, Utc::now())
-        .await?;
+        .await
+    {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            // The outcome could not be recorded (throttled past the in-process retries): the
+            // finished images are kept as progress, so the next delivery downloads nothing.
+            if progress != earlier
+                && let Err(e) = app
+                    .repo
+                    .record_row_progress(&job.request_id, job.row_index, &progress)
+                    .await
+            {
+                tracing::warn!(error = %e, "the row's progress could not be saved either");
+            }
+            return Err(error.into());
+        }
+    };
     let completed = complete_if_done(&app.repo, &job.request_id, recorded).await?;
     Ok(match recorded {
         RowRecorded::Recorded { .. } => RowProcessed::Recorded(completed),
@@ -761,12 +781,37 @@ async fn process_message<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
     let body = message.body.as_deref().unwrap_or_default();
     let job: RowJob = serde_json::from_str(body)
         .map_err(|e| ProcessError::Malformed(text::message(&e.to_string())))?;
-    let receive_count = message
+    process_row(app, &job, receive_count(message), deadline).await
+}
+
+/// How many times SQS has delivered `message` (`ApproximateReceiveCount`, from 1).
+fn receive_count(message: &SqsMessage) -> u32 {
+    message
         .attributes
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
-        .unwrap_or(1);
-    process_row(app, &job, receive_count, deadline).await
+        .unwrap_or(1)
+}
+
+impl ProcessError {
+    /// How long the row stays hidden before it is delivered again, when not the queue's
+    /// visibility timeout: a row the deadline cut short comes back at once (another
+    /// invocation has the time), transient trouble after [`RedeliveryBackoff`], a host's
+    /// `Retry-After` when it asked. A malformed message waits out the timeout on its way to
+    /// the dead-letter queue.
+    #[must_use]
+    pub fn redelivery_after(
+        &self,
+        receive_count: u32,
+        backoff: &RedeliveryBackoff,
+    ) -> Option<Duration> {
+        match self {
+            Self::Malformed(_) => None,
+            Self::Deadline { .. } => Some(Duration::ZERO),
+            Self::BackedOff { wait, .. } => Some(*wait),
+            Self::Transient { .. } | Self::Storage(_) => Some(backoff.delay(receive_count)),
+        }
+    }
 }
 
 /// Handles one SQS batch; returns the messages to retry as batch item failures.
@@ -790,17 +835,21 @@ pub async fn handle<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQ
                 tracing::debug!(?processed, "row processed");
                 false
             }
-            Err(ProcessError::BackedOff { wait, .. }) => {
-                // Back when the origin is ready, not after the visibility timeout.
-                let receipt = message.receipt_handle.as_deref().unwrap_or_default();
-                if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
-                    tracing::warn!(error = %e, "a delayed row could not be hidden; it comes back after the visibility timeout");
-                }
-                tracing::info!(?wait, "row delayed: its origin asked to wait");
-                true
-            }
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "row will be retried");
+                // Back when the origin is ready or after a jittered backoff, not after the
+                // queue's visibility timeout.
+                let after = e.redelivery_after(receive_count(message), &app.config.redelivery);
+                if let Some(wait) = after {
+                    let receipt = message.receipt_handle.as_deref().unwrap_or_default();
+                    if let Err(e) = app.queue.retry_row_later(receipt, wait).await {
+                        tracing::warn!(error = %e, "a row to retry could not be hidden; it comes back after the visibility timeout");
+                    }
+                }
+                if matches!(e, ProcessError::BackedOff { .. }) {
+                    tracing::info!(?after, "row delayed: its origin asked to wait");
+                } else {
+                    tracing::warn!(error = %e, ?after, "row will be retried");
+                }
                 true
             }
             // Never dropped: deleting the message would strand its request. Redelivered until

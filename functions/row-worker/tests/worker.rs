@@ -1102,3 +1102,105 @@ async fn an_image_waiting_for_a_slot_is_not_fetched_once_its_request_is_cancelle
     assert_eq!(images[1].error_code.as_deref(), Some("cancelled"));
     assert_eq!(images[2].error_code.as_deref(), Some("cancelled"));
 }
+
+/// Throttles every DynamoDB transaction (a row outcome) while `on`, as a hot partition does.
+#[derive(Debug, Default)]
+struct ThrottledTransactions {
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl pixpress_embedded::FaultInjector for ThrottledTransactions {
+    fn before(&self, call: pixpress_embedded::Call) -> Option<pixpress_embedded::InjectedFault> {
+        (self.on.load(std::sync::atomic::Ordering::SeqCst)
+            && call == pixpress_embedded::Call::Transaction)
+            .then_some(pixpress_embedded::InjectedFault::Throttle)
+    }
+
+    fn duplicate_delivery(&self) -> bool {
+        false
+    }
+}
+
+/// An SQS event of `received` (real receipts and receive counts).
+fn received_event(received: &[pixpress_embedded::ReceivedMessage]) -> SqsEvent {
+    let records: Vec<_> = received
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_outcome_is_throttled_comes_back_in_seconds_and_downloads_nothing_again() {
+    let (origin, addr) = CountingOrigin::start(Duration::ZERO, None, 0).await;
+    let mut config = config();
+    config.redelivery = pixpress_app::retry::RedeliveryBackoff {
+        first: Duration::from_secs(1),
+        cap: Duration::from_secs(1),
+    };
+    let throttle = std::sync::Arc::new(ThrottledTransactions::default());
+    let mut app = app(&config);
+    app.repo = InMemoryRequestRepository::new()
+        .with_faults(throttle.clone())
+        .with_retry(pixpress_app::retry::RetryPolicy::NONE);
+    let jobs = seed(&app.repo, "throttled", &origin_rows(addr, 1, 3)).await;
+    app.queue.enqueue(&jobs).await.unwrap();
+    // Hidden for the deployed rows queue's visibility timeout, as Lambda's poller receives.
+    let visibility = Duration::from_secs(720);
+    let received = app.queue.receive(10, visibility).unwrap();
+
+    throttle.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = handle(
+        &app,
+        LambdaEvent::new(received_event(&received), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(origin.requests.lock().unwrap().len(), 3);
+    let pending = row(&app.repo, "throttled", 0).await;
+    assert_eq!(pending.state, RowState::Pending);
+    assert_eq!(
+        pending
+            .progress
+            .iter()
+            .filter(|p| p.outcome.is_some())
+            .count(),
+        3,
+        "the finished images are kept: {:?}",
+        pending.progress
+    );
+
+    // Back after the backoff (1 s here), not after the 720-s visibility timeout.
+    throttle
+        .on
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = app.queue.receive(10, visibility).unwrap();
+    assert_eq!(again.len(), 1, "the row is not back within the backoff");
+    let response = handle(
+        &app,
+        LambdaEvent::new(received_event(&again), Context::default()),
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let done = row(&app.repo, "throttled", 0).await;
+    assert_eq!(done.state, RowState::Done);
+    assert!(
+        done.images.iter().all(|i| i.error_code.is_none()),
+        "{:?}",
+        done.images
+    );
+    assert_eq!(
+        origin.requests.lock().unwrap().len(),
+        3,
+        "no image downloaded twice"
+    );
+}

@@ -301,7 +301,7 @@ impl ApiClient {
     }
 
     /// Sends a CSV file: directly when it is at most [`DIRECT_UPLOAD_MAX_BYTES`] (and the API
-    /// does not answer 413), else through a presigned upload.
+    /// neither answers 413 nor finds more rows than it takes), else through a presigned upload.
     ///
     /// # Errors
     /// When the file cannot be read, the API cannot be reached, or it answers with an error
@@ -321,6 +321,9 @@ impl ApiClient {
                 .with_context(|| format!("reading {}", csv.display()))?;
             match self.post_upload(body, options).await? {
                 SubmitOutcome::Rejected { status: 413, .. } => {}
+                // More rows than the API takes in one call: the presigned upload takes them.
+                SubmitOutcome::Rejected { problem, .. }
+                    if crate::run::has_too_many_rows(&problem) => {}
                 outcome => return Ok(outcome),
             }
         }

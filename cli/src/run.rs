@@ -139,8 +139,8 @@ pub async fn run_csv<B: PumpBackend>(
 /// Bytes per part when a catalogue is copied into the bucket (S3 parts: 5 MiB to 5 GiB).
 const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 
-/// Runs the CSV file at `path`. A file within the API's limit goes through `POST /uploads`
-/// ([`run_csv`]); a larger one — a catalogue of up to `MAX_UPLOAD_BYTES` (1 GiB) and
+/// Runs the CSV file at `path`. A file within the API's limits (bytes and rows) goes through
+/// `POST /uploads` ([`run_csv`]); a larger one — a catalogue of up to `MAX_UPLOAD_BYTES` (1 GiB) and
 /// `MAX_UPLOAD_ROWS` (1,000,000) — takes the S3 path as a presigned upload would: copied
 /// into the bucket in parts, validated in one streaming pass and expanded in chunks by
 /// `s3-ingest`. Memory stays bounded either way: the file is never read whole.
@@ -160,9 +160,22 @@ pub async fn run_file<B: PumpBackend>(
         let bytes = tokio::fs::read(path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
-        return run_csv(pipeline, bytes, options).await;
+        match run_csv(pipeline, bytes, options).await? {
+            // Small in bytes but over the API's row limit: the S3 path takes it.
+            RunOutcome::Rejected { problem, .. } if has_too_many_rows(&problem) => {}
+            outcome => return Ok(outcome),
+        }
     }
     run_catalogue(pipeline, path, options).await
+}
+
+/// `true` when a rejection of `POST /uploads` lists `too_many_rows` (more rows than the API
+/// takes; the S3 path takes up to `MAX_UPLOAD_ROWS`).
+#[must_use]
+pub fn has_too_many_rows(problem: &serde_json::Value) -> bool {
+    problem["errors"]
+        .as_array()
+        .is_some_and(|errors| errors.iter().any(|e| e["code"] == "too_many_rows"))
 }
 
 /// A `400 invalid-csv`-style problem, as `POST /uploads` answers, for a rejected catalogue.

@@ -538,3 +538,151 @@ async fn every_route_answers_as_the_openapi_document_says() {
         );
     }
 }
+
+/// The schema the document gives the parameter `name` of `method path` (query or header), or
+/// the multipart form's property `name` when `form` is set; with the document's components.
+fn input_schema(doc: &Value, method: &str, path: &str, name: &str, form: bool) -> Value {
+    let operation = &doc["paths"][path][method];
+    let mut schema = if form {
+        let form = &operation["requestBody"]["content"]["multipart/form-data"]["schema"];
+        let form = match form["$ref"].as_str() {
+            Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            None => form,
+        };
+        form["properties"][name].clone()
+    } else {
+        operation["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    assert!(schema.is_object(), "{method} {path}: no schema for {name}");
+    schema["components"] = doc["components"].clone();
+    schema
+}
+
+/// Values the handlers refuse with 400 are outside the document's schemas, so a client (or a
+/// property-based run of the document) that keeps to the document is never refused for them;
+/// the values the handlers take are inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_the_handlers_refuse_is_outside_the_documented_schema() {
+    let doc = pixpress_api::openapi::document();
+    let dir = std::env::temp_dir().join(format!("pixpress-inputs-{}", uuid::Uuid::new_v4()));
+    let pipeline = LocalPipeline::new(&Config::default(), PipelineOptions::new(&dir)).unwrap();
+    let csv = b"S. No.,Product Name,Input Image Urls\n1,Mug,https://img.example/1.jpg\n".to_vec();
+    let accepts = |schema: &Value, value: &Value| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .unwrap()
+            .is_valid(value)
+    };
+    // (method, path, parameter, in the form?, refused value, a taken value)
+    let cases = [
+        (
+            "get",
+            "/requests/{id}",
+            "cursor",
+            false,
+            json!(""),
+            json!("100"),
+        ),
+        (
+            "get",
+            "/requests/{id}",
+            "cursor",
+            false,
+            json!("99999999999"),
+            json!("0"),
+        ),
+        (
+            "post",
+            "/uploads",
+            "webhook_url",
+            false,
+            json!("not a url"),
+            json!("https://hooks.example/done"),
+        ),
+        (
+            "post",
+            "/uploads",
+            "webhook_url",
+            true,
+            json!("ftp://hooks.example/x"),
+            json!("https://hooks.example/done"),
+        ),
+        (
+            "post",
+            "/uploads",
+            "max_dimension",
+            true,
+            json!(0),
+            json!(800),
+        ),
+        (
+            "post",
+            "/uploads",
+            "max_dimension",
+            false,
+            json!(0),
+            json!(800),
+        ),
+    ];
+    for (method, path, name, form, refused, taken) in cases {
+        let schema = input_schema(&doc, method, path, name, form);
+        assert!(
+            !accepts(&schema, &refused),
+            "{method} {path}: the document admits {name} = {refused}"
+        );
+        assert!(
+            accepts(&schema, &taken),
+            "{method} {path}: {name} = {taken}"
+        );
+    }
+    // …and the handlers do refuse them.
+    let raw = |query: String| {
+        request(
+            Method::POST,
+            &format!("/uploads?{query}"),
+            Some("text/csv"),
+            csv.clone(),
+        )
+    };
+    for query in ["webhook_url=not%20a%20url", "max_dimension=0"] {
+        let answer = pipeline.call_api(raw(query.to_owned())).await.unwrap();
+        assert_eq!(answer.status(), 400, "{query}");
+    }
+    let boundary = "pixpress-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"max_dimension\"\r\n\r\n0\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&csv);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let answer = pipeline
+        .call_api(request(
+            Method::POST,
+            "/uploads",
+            Some(&format!("multipart/form-data; boundary={boundary}")),
+            form,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400, "max_dimension=0 in the form");
+    for cursor in ["", "99999999999"] {
+        let answer = pipeline
+            .call_api(request(
+                Method::GET,
+                &format!("/requests/unknown?cursor={cursor}"),
+                None,
+                Vec::new(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "cursor={cursor:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

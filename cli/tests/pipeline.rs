@@ -286,3 +286,42 @@ async fn a_catalogue_with_one_bad_row_is_rejected_with_its_row_and_column() {
     assert!(text.contains("row 272, column Input Image Urls"), "{text}");
     std::fs::remove_dir_all(&base).ok();
 }
+
+/// A file small in bytes but over the API's row limit takes the S3 path instead of being
+/// refused with `too_many_rows` ("split it into smaller files").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_within_the_byte_limit_but_over_the_row_limit_takes_the_s3_path() {
+    let router = axum::Router::new().route(
+        "/gone/{n}",
+        get(|| async { StatusCode::NOT_FOUND.into_response() }),
+    );
+    let server = serve_on_loopback(router).await.unwrap();
+    let mut config = Config::default();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
+    config.csv.max_rows = 20;
+    let rows = 30;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for i in 1..=rows {
+        csv.push_str(&format!("{i},Item {i},http://{server}/gone/{i}\n"));
+    }
+    let base = std::env::temp_dir().join(format!("pixpress-rows-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&base).unwrap();
+    let file = base.join("many-rows.csv");
+    std::fs::write(&file, &csv).unwrap();
+    assert!(csv.len() < config.csv.max_bytes);
+    let pipeline = LocalPipeline::new(&config, PipelineOptions::new(base.join("data"))).unwrap();
+    let options = RunOptions {
+        summary_only: true,
+        ..RunOptions::default()
+    };
+    let outcome = pixpress_cli::run::run_file(&pipeline, &file, &options)
+        .await
+        .unwrap();
+    let RunOutcome::Finished(report) = outcome else {
+        panic!("the CSV was rejected: {outcome:?}");
+    };
+    assert_eq!(report.meta.source, pixpress_domain::model::Source::S3);
+    assert_eq!(report.meta.counters.rows_done, rows);
+    assert_eq!(report.failures_by_code.get("http_404"), Some(&rows));
+    std::fs::remove_dir_all(&base).ok();
+}

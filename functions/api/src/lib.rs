@@ -283,7 +283,7 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
     path = "/uploads",
     tag = "requests",
     params(
-        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed (http or https)"),
+        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed (an absolute http or https URL)", format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"),
         ("quality" = Option<u8>, Query, description = "JPEG quality, 1–100 (default 50)", minimum = 1, maximum = 100),
         ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels", minimum = 1),
         ("dry_run" = Option<bool>, Query, description = "Validate only: 200 with the counts or the issues, nothing created"),
@@ -334,7 +334,7 @@ where
     path = "/upload-urls",
     tag = "requests",
     params(
-        ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`"),
+        ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`", format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"),
         ("quality" = Option<u8>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 100),
         ("max_dimension" = Option<u32>, Query, description = "As for `POST /uploads`", minimum = 1),
     ),
@@ -375,7 +375,7 @@ where
     tag = "requests",
     params(
         ("id" = String, Path, description = "The request id"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^[0-9]{1,9}$"),
         ("limit" = Option<u32>, Query, description = "Products per page, 0–1000 (default 100; 0: the summary alone)", minimum = 0, maximum = 1000),
     ),
     responses(

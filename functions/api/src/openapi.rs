@@ -13,12 +13,14 @@ pub struct UploadForm {
     /// The CSV file.
     #[schema(format = Binary, content_media_type = "text/csv")]
     pub file: String,
-    /// Where the signed completion event is POSTed.
+    /// Where the signed completion event is POSTed (an absolute http or https URL).
+    #[schema(format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
     pub webhook_url: Option<String>,
     /// JPEG quality, 1–100.
     #[schema(minimum = 1, maximum = 100)]
     pub quality: Option<u8>,
     /// Longest side of the output images, in pixels.
+    #[schema(minimum = 1)]
     pub max_dimension: Option<u32>,
 }
 

@@ -33,10 +33,17 @@ impl SqsRowQueue {
         &self.queue
     }
 
-    /// Sends `bodies` (one batch within SQS's limits). Entries the batch reports failed on
-    /// the service's side are sent again with jittered backoff; an entry refused for what it
-    /// holds (`SenderFault`) fails the call at once.
-    async fn send_batch(&self, bodies: &[String]) -> Result<(), PortError> {
+    /// Sends `bodies` (one batch within SQS's limits), each in the message group `groups`
+    /// gives it at the same position, if any (`MessageGroupId`: on a standard queue, the
+    /// tenant a fair queue balances by — "Amazon SQS fair queues", Amazon SQS Developer
+    /// Guide). Entries the batch reports failed on the service's side are sent again with
+    /// jittered backoff; an entry refused for what it holds (`SenderFault`) fails the call at
+    /// once.
+    async fn send_batch(
+        &self,
+        bodies: &[String],
+        groups: Option<&[String]>,
+    ) -> Result<(), PortError> {
         // Entry ids are positions in this batch, so failed ids map back to bodies.
         let mut pending: Vec<usize> = (0..bodies.len()).collect();
         let mut attempt = 0;
@@ -47,6 +54,7 @@ impl SqsRowQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(&bodies[i])
+                        .set_message_group_id(groups.and_then(|g| g.get(i)).cloned())
                         .build()
                         .map_err(|e| PortError::Unexpected(anyhow!("batch entry: {e}")))
                 })
@@ -113,7 +121,7 @@ impl WebhookQueue for SqsRowQueue {
     async fn send_webhook(&self, job: &WebhookJob) -> Result<(), PortError> {
         let body = serde_json::to_string(job)
             .map_err(|e| PortError::Unexpected(anyhow!("webhook job encoding: {e}")))?;
-        self.send_batch(&[body]).await
+        self.send_batch(&[body], None).await
     }
 
     async fn retry_webhook_later(
@@ -158,8 +166,10 @@ impl RowQueue for SqsRowQueue {
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
         let bodies = message_bodies(jobs)?;
+        let groups: Vec<String> = jobs.iter().map(|job| job.tenant.clone()).collect();
         for batch in sqs_batches(&bodies) {
-            self.send_batch(&bodies[batch]).await?;
+            self.send_batch(&bodies[batch.clone()], Some(&groups[batch]))
+                .await?;
         }
         Ok(())
     }
@@ -169,7 +179,7 @@ impl ChunkQueue for SqsRowQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
         let bodies = chunk_bodies(jobs)?;
         for batch in sqs_batches(&bodies) {
-            self.send_batch(&bodies[batch]).await?;
+            self.send_batch(&bodies[batch], None).await?;
         }
         Ok(())
     }

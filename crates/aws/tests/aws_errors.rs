@@ -814,3 +814,37 @@ async fn a_cancel_accepted_between_the_read_and_the_flip_ends_the_request_cancel
         conditions[0]
     );
 }
+
+/// Every row message carries its tenant as `MessageGroupId`, which makes the rows queue an SQS
+/// fair queue: one tenant's backlog does not hold up the others' rows.
+#[tokio::test]
+async fn every_row_message_names_its_tenant_as_its_message_group() {
+    let groups = Arc::new(Mutex::new(Vec::new()));
+    let seen = groups.clone();
+    let batch = mock!(aws_sdk_sqs::Client::send_message_batch).then_compute_output(move |req| {
+        seen.lock().unwrap().extend(
+            req.entries()
+                .iter()
+                .map(|e| e.message_group_id().map(str::to_owned)),
+        );
+        SendMessageBatchOutput::builder()
+            .set_successful(Some(
+                req.entries().iter().map(|e| accepted(e.id())).collect(),
+            ))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap()
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&batch]);
+    let queue = SqsRowQueue::from(SqsQueue::from_client(client, "https://sqs.example/rows"));
+    let jobs: Vec<RowJob> = (0..12)
+        .map(|i| RowJob {
+            tenant: if i % 3 == 0 { "acme" } else { "bolt" }.into(),
+            ..job(i)
+        })
+        .collect();
+    queue.enqueue(&jobs).await.unwrap();
+    let expected: Vec<Option<String>> = jobs.iter().map(|j| Some(j.tenant.clone())).collect();
+    assert_eq!(*groups.lock().unwrap(), expected);
+    assert_eq!(batch.num_calls(), 2, "12 messages in batches of 10");
+}

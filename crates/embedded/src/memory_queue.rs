@@ -2,12 +2,17 @@
 //! visibility timeout, comes back if not deleted, carries its receive count, and moves to the
 //! dead-letter queue when received more than `max_receive_count` times (SQS redrive policy).
 //!
+//! Row messages carry their tenant as message group (`MessageGroupId`) and are delivered as an
+//! SQS fair queue delivers them: a tenant with more messages in flight than another is served
+//! after it, so one tenant's backlog does not hold up the others ("Amazon SQS fair queues",
+//! Amazon SQS Developer Guide).
+//!
 //! A faithful fake: bodies are checked against SQS's size limit and allowed characters, and
 //! enqueues go out in batches sized by entries and bytes ([`pixpress_app::limits`]); a
 //! [`FaultInjector`] can throttle calls and deliver messages twice (standard queues deliver at
 //! least once). Throttled enqueues are retried in process like the SQS adapter's.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +45,8 @@ pub struct ReceivedMessage {
 struct Message {
     id: String,
     body: String,
+    /// `MessageGroupId`: the tenant of a row message.
+    group: Option<String>,
     receive_count: u32,
     visible_at: Instant,
     receipt: Option<String>,
@@ -106,23 +113,31 @@ impl InMemoryRowQueue {
 
     /// Sends `bodies` in batches within SQS's limits, each retried as the SQS adapter retries
     /// (`context` names the call in errors).
-    async fn send_bodies(&self, bodies: &[String], context: &str) -> Result<(), PortError> {
+    /// `groups`, when given, holds each body's message group.
+    async fn send_bodies(
+        &self,
+        bodies: &[String],
+        groups: Option<&[String]>,
+        context: &str,
+    ) -> Result<(), PortError> {
         for batch in sqs_batches(bodies) {
+            let group_batch = groups.map(|g| &g[batch.clone()]);
             let batch = &bodies[batch];
             retry(&RetryPolicy::STORAGE, context, || async {
-                self.send_batch(batch)
+                self.send_batch(batch, group_batch)
             })
             .await?;
         }
         Ok(())
     }
 
-    fn push(state: &mut State, body: String, now: Instant) {
+    fn push(state: &mut State, body: String, group: Option<String>, now: Instant) {
         state.next_id += 1;
         let id = format!("msg-{:08}", state.next_id);
         state.messages.push_back(Message {
             id,
             body,
+            group,
             receive_count: 0,
             visible_at: now,
             receipt: None,
@@ -156,20 +171,15 @@ impl InMemoryRowQueue {
             let mut kept = VecDeque::with_capacity(state.messages.len());
             for message in state.messages.drain(..) {
                 if message.visible_at <= now && message.receive_count >= max_receives {
-                    dead.push(message.body);
+                    dead.push((message.body, message.group));
                 } else {
                     kept.push_back(message);
                 }
             }
             state.messages = kept;
             let mut copies = Vec::new();
-            for message in state.messages.iter_mut() {
-                if out.len() >= max {
-                    break;
-                }
-                if message.visible_at > now {
-                    continue;
-                }
+            for index in fair_order(&state.messages, max, now) {
+                let message = &mut state.messages[index];
                 state.next_id += 1;
                 message.receive_count += 1;
                 message.visible_at = now + visibility_timeout;
@@ -183,19 +193,19 @@ impl InMemoryRowQueue {
                     receive_count: message.receive_count,
                 });
                 if self.faults.duplicate_delivery() {
-                    copies.push(message.body.clone());
+                    copies.push((message.body.clone(), message.group.clone()));
                 }
             }
-            for body in copies {
-                Self::push(state, body, now);
+            for (body, group) in copies {
+                Self::push(state, body, group, now);
             }
         }
         if let Some(dlq) = &self.dead_letter
             && !dead.is_empty()
         {
             let mut state = dlq.lock()?;
-            for body in dead {
-                Self::push(&mut state, body, now);
+            for (body, group) in dead {
+                Self::push(&mut state, body, group, now);
             }
             drop(state);
             dlq.arrived.notify_waiters();
@@ -300,12 +310,13 @@ impl InMemoryRowQueue {
 
     /// Sends `bodies` as one `SendMessageBatch` would: all or nothing here (the SQS adapter
     /// re-sends the entries a batch reports failed).
-    fn send_batch(&self, bodies: &[String]) -> Result<(), PortError> {
+    fn send_batch(&self, bodies: &[String], groups: Option<&[String]>) -> Result<(), PortError> {
         self.faults.check(Call::Enqueue)?;
         let now = Instant::now();
         let mut state = self.lock()?;
-        for body in bodies {
-            Self::push(&mut state, body.clone(), now);
+        for (i, body) in bodies.iter().enumerate() {
+            let group = groups.and_then(|g| g.get(i)).cloned();
+            Self::push(&mut state, body.clone(), group, now);
         }
         drop(state);
         self.arrived.notify_waiters();
@@ -313,11 +324,50 @@ impl InMemoryRowQueue {
     }
 }
 
+/// The positions of up to `max` visible messages in the order a fair queue delivers them: each
+/// next message comes from the message group with the fewest messages in flight (those
+/// received and still hidden, counting the ones picked so far), oldest first within a group and
+/// between groups with as many in flight. Messages without a group form one group.
+fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usize> {
+    let group = |m: &Message| m.group.clone().unwrap_or_default();
+    let mut in_flight: HashMap<String, usize> = HashMap::new();
+    let mut visible: HashMap<String, VecDeque<usize>> = HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        if message.visible_at > now {
+            if message.receipt.is_some() {
+                *in_flight.entry(group(message)).or_default() += 1;
+            }
+        } else {
+            visible.entry(group(message)).or_default().push_back(index);
+        }
+    }
+    let mut order = Vec::with_capacity(max.min(messages.len()));
+    while order.len() < max {
+        let Some(next) = visible
+            .iter()
+            .filter_map(|(g, queue)| {
+                let first = *queue.front()?;
+                Some((in_flight.get(g).copied().unwrap_or(0), first, g.clone()))
+            })
+            .min()
+        else {
+            break;
+        };
+        let (_, index, g) = next;
+        if let Some(queue) = visible.get_mut(&g) {
+            queue.pop_front();
+        }
+        *in_flight.entry(g).or_default() += 1;
+        order.push(index);
+    }
+    order
+}
+
 impl WebhookQueue for InMemoryRowQueue {
     async fn send_webhook(&self, job: &WebhookJob) -> Result<(), PortError> {
         let body = serde_json::to_string(job)
             .map_err(|e| PortError::Unexpected(anyhow!("webhook job encoding: {e}")))?;
-        self.send_batch(&[body])
+        self.send_batch(&[body], None)
     }
 
     async fn retry_webhook_later(
@@ -331,7 +381,7 @@ impl WebhookQueue for InMemoryRowQueue {
 
 impl ChunkQueue for InMemoryRowQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
-        self.send_bodies(&chunk_bodies(jobs)?, "sending chunk messages")
+        self.send_bodies(&chunk_bodies(jobs)?, None, "sending chunk messages")
             .await
     }
 }
@@ -346,8 +396,13 @@ impl RowQueue for InMemoryRowQueue {
     }
 
     async fn enqueue(&self, jobs: &[RowJob]) -> Result<(), PortError> {
-        self.send_bodies(&message_bodies(jobs)?, "sending row messages")
-            .await
+        let groups: Vec<String> = jobs.iter().map(|job| job.tenant.clone()).collect();
+        self.send_bodies(
+            &message_bodies(jobs)?,
+            Some(&groups),
+            "sending row messages",
+        )
+        .await
     }
 }
 
@@ -385,6 +440,37 @@ mod tests {
         assert_eq!(dead.len(), 1);
         dlq.delete(&dead[0].receipt_handle).unwrap();
         assert!(queue.dead_letters().unwrap().is_empty());
+    }
+
+    /// A fair queue: while one tenant has many rows in flight, another tenant's rows sent after
+    /// its whole backlog are delivered next, and tenants with work in flight share receives.
+    #[tokio::test]
+    async fn a_quiet_tenants_rows_overtake_a_busy_tenants_backlog() {
+        let queue = InMemoryRowQueue::new(5);
+        let of = |tenant: &str, rows: u32| -> Vec<RowJob> {
+            (0..rows)
+                .map(|row_index| RowJob {
+                    tenant: tenant.into(),
+                    row_index,
+                    ..job()
+                })
+                .collect()
+        };
+        queue.enqueue(&of("acme", 200)).await.unwrap();
+        let busy = queue.receive(10, Duration::from_secs(60)).unwrap();
+        assert_eq!(busy.len(), 10);
+        queue.enqueue(&of("bolt", 5)).await.unwrap();
+        let tenant = |m: &ReceivedMessage| serde_json::from_str::<RowJob>(&m.body).unwrap().tenant;
+        let next = queue.receive(10, Duration::from_secs(60)).unwrap();
+        let tenants: Vec<String> = next.iter().map(tenant).collect();
+        // bolt's five first (acme has 10 in flight, bolt none), then acme's next in order.
+        assert_eq!(&tenants[..5], ["bolt"; 5]);
+        assert_eq!(&tenants[5..], ["acme"; 5]);
+        let rows: Vec<u32> = next[5..]
+            .iter()
+            .map(|m| serde_json::from_str::<RowJob>(&m.body).unwrap().row_index)
+            .collect();
+        assert_eq!(rows, [10, 11, 12, 13, 14], "oldest first within a tenant");
     }
 
     #[tokio::test]

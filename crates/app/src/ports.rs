@@ -586,6 +586,23 @@ pub trait ChunkQueue: Send + Sync + Clone + 'static {
         &self,
         jobs: &[ChunkJob],
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Hides the received chunk message `receipt_handle` for `delay` (SQS
+    /// `ChangeMessageVisibility`, at most 12 hours after receipt): a chunk handed back for
+    /// transient trouble comes back after a backoff, not the queue's 5,400-s visibility
+    /// timeout.
+    ///
+    /// # Errors
+    /// [`PortError`] when the visibility cannot be changed (the chunk then comes back after the
+    /// visibility timeout).
+    ///
+    /// # Idempotency
+    /// Idempotent: the last call sets the delay.
+    fn retry_chunk_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// The message bodies of `jobs` as JSON, each checked against SQS's message limits.
@@ -657,6 +674,14 @@ impl WebhookQueue for NoQueue {
 
 impl ChunkQueue for NoQueue {
     async fn enqueue_chunks(&self, _jobs: &[ChunkJob]) -> Result<(), PortError> {
+        match *self {}
+    }
+
+    async fn retry_chunk_later(
+        &self,
+        _receipt_handle: &str,
+        _delay: std::time::Duration,
+    ) -> Result<(), PortError> {
         match *self {}
     }
 }

@@ -183,4 +183,12 @@ impl ChunkQueue for SqsRowQueue {
         }
         Ok(())
     }
+
+    async fn retry_chunk_later(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), PortError> {
+        self.hide(receipt_handle, delay, "delaying a chunk").await
+    }
 }

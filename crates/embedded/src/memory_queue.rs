@@ -384,6 +384,14 @@ impl ChunkQueue for InMemoryRowQueue {
         self.send_bodies(&chunk_bodies(jobs)?, None, "sending chunk messages")
             .await
     }
+
+    async fn retry_chunk_later(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), PortError> {
+        self.change_visibility(receipt_handle, delay.min(SQS_MAX_DELAY_AFTER_RECEIVE))
+    }
 }
 
 impl RowQueue for InMemoryRowQueue {

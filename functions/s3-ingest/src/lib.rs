@@ -44,6 +44,7 @@ use pixpress_app::ingest::{
 use pixpress_app::ports::{
     ChunkQueue, ObjectStore, PortError, RequestIntake, RequestReader, RowQueue,
 };
+use pixpress_app::retry::RedeliveryBackoff;
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{CsvIssue, CsvLimits};
@@ -68,6 +69,8 @@ pub struct IngestConfig {
     pub chunk_rows: u32,
     /// SQS `maxReceiveCount` of the ingest queue: the receive that gives up on a chunk.
     pub max_receive_count: u32,
+    /// When a chunk that failed transiently is delivered again.
+    pub redelivery: RedeliveryBackoff,
 }
 
 impl From<&Config> for IngestConfig {
@@ -78,6 +81,7 @@ impl From<&Config> for IngestConfig {
             egress: config.fetch.policy,
             chunk_rows: CHUNK_ROWS,
             max_receive_count: config.max_receive_count,
+            redelivery: config.redelivery,
         }
     }
 }
@@ -580,7 +584,27 @@ where
                 tracing::warn!(ended, condition = %failed.request_context.condition, "S3 event given up by Lambda");
                 return Ok::<_, S3IngestError>(false);
             }
-            let outcome = process_chunk(app, message, deadline).await?;
+            let outcome = match process_chunk(app, message, deadline).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // Back after a jittered backoff, not the queue's 5,400-s visibility timeout.
+                    if error.is_retryable()
+                        && let Some(chunks) = &app.chunks
+                        && let Some(receipt) = message.receipt_handle.as_deref()
+                    {
+                        let receives = message
+                            .attributes
+                            .get("ApproximateReceiveCount")
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(1);
+                        let wait = app.config.redelivery.delay(receives);
+                        if let Err(e) = chunks.retry_chunk_later(receipt, wait).await {
+                            tracing::warn!(error = %e, "a chunk to retry could not be hidden; it comes back after the visibility timeout");
+                        }
+                    }
+                    return Err(error.into());
+                }
+            };
             tracing::info!(?outcome, "chunk expanded");
             Ok(false)
         })

@@ -538,3 +538,89 @@ async fn a_chunk_its_deadline_would_cut_short_sends_the_rest_as_a_chunk_of_its_o
     );
     assert_eq!(app.queue.len().unwrap(), 250, "every row job sent once");
 }
+
+/// Throttles every DynamoDB transaction and write while `on`, as a hot partition does.
+#[derive(Debug, Default)]
+struct Throttled {
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl pixpress_embedded::FaultInjector for Throttled {
+    fn before(&self, call: pixpress_embedded::Call) -> Option<pixpress_embedded::InjectedFault> {
+        let write = matches!(
+            call,
+            pixpress_embedded::Call::Transaction | pixpress_embedded::Call::Write
+        );
+        (write && self.on.load(std::sync::atomic::Ordering::SeqCst))
+            .then_some(pixpress_embedded::InjectedFault::Throttle)
+    }
+
+    fn duplicate_delivery(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_chunk_comes_back_after_a_backoff_not_the_visibility_timeout() {
+    let throttle = std::sync::Arc::new(Throttled::default());
+    let mut app = fanned_out_app();
+    app.config.chunk_rows = 100;
+    app.config.redelivery = pixpress_app::retry::RedeliveryBackoff {
+        first: std::time::Duration::from_secs(1),
+        cap: std::time::Duration::from_secs(1),
+    };
+    app.repo = InMemoryRequestRepository::new()
+        .with_faults(throttle.clone())
+        .with_retry(pixpress_app::retry::RetryPolicy::NONE);
+    let chunks = app.chunks.clone().unwrap();
+    app.store
+        .put(KEY, Bytes::from(catalogue(20, None)), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    // Received as Lambda's poller receives from the ingest queue (visibility 5,400 s).
+    let visibility = std::time::Duration::from_secs(5400);
+    let event_of = |messages: Vec<pixpress_embedded::ReceivedMessage>| {
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .into_iter()
+            .map(|m| {
+                let mut message = SqsMessage::default();
+                message.message_id = Some(m.message_id.clone());
+                message.receipt_handle = Some(m.receipt_handle.clone());
+                message.body = Some(m.body.clone());
+                message.attributes.insert(
+                    "ApproximateReceiveCount".into(),
+                    m.receive_count.to_string(),
+                );
+                message
+            })
+            .collect();
+        event
+    };
+    throttle.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = chunks.receive(10, visibility).unwrap();
+    assert_eq!(first.len(), 1);
+    let response = handle_chunks(&app, LambdaEvent::new(event_of(first), Context::default()))
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+
+    throttle
+        .on
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let again = chunks.receive(10, visibility).unwrap();
+    assert_eq!(again.len(), 1, "the chunk is not back within the backoff");
+    let response = handle_chunks(&app, LambdaEvent::new(event_of(again), Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let rows = load_all_rows(&app.repo, &ingested.meta.request_id)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+}

@@ -325,3 +325,41 @@ async fn a_file_within_the_byte_limit_but_over_the_row_limit_takes_the_s3_path()
     assert_eq!(report.failures_by_code.get("http_404"), Some(&rows));
     std::fs::remove_dir_all(&base).ok();
 }
+
+/// One request's items share one partition key, which serves at most 1,000 write units a
+/// second (scaled down here to 200): its rows are throttled as DynamoDB throttles a hot
+/// partition (`TableWriteKeyRangeThroughputExceeded`), retried, and every row is still
+/// recorded exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_one_hot_partition_is_throttled_and_loses_nothing() {
+    let router = axum::Router::new().route(
+        "/gone/{n}",
+        get(|| async { StatusCode::NOT_FOUND.into_response() }),
+    );
+    let server = serve_on_loopback(router).await.unwrap();
+    let mut config = Config::default();
+    config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
+    let dir = std::env::temp_dir().join(format!("pixpress-hot-{}", uuid::Uuid::new_v4()));
+    let mut options = PipelineOptions::new(&dir);
+    options.capacity_limits = Some(pixpress_embedded::CapacityModel::DYNAMODB.scaled(0.2));
+    let pipeline = LocalPipeline::new(&config, options).unwrap();
+    let rows = 60;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for i in 1..=rows {
+        csv.push_str(&format!("{i},Item {i},http://{server}/gone/{i}\n"));
+    }
+    let outcome = run_csv(&pipeline, csv.into_bytes(), &RunOptions::default())
+        .await
+        .unwrap();
+    let RunOutcome::Finished(report) = outcome else {
+        panic!("the CSV was rejected: {outcome:?}");
+    };
+    assert_eq!(report.meta.status, RequestStatus::CompletedWithErrors);
+    assert_eq!(report.meta.counters.rows_done, rows);
+    assert_eq!(report.meta.counters.images_failed, rows);
+    let consumed = pipeline.backend.repo.consumed_capacity().unwrap();
+    let throttled: u64 = consumed.values().map(|c| c.throttled).sum();
+    assert!(throttled > 0, "nothing was throttled: {consumed:?}");
+    assert!(consumed["TransactWriteItems"].throttled > 0, "{consumed:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

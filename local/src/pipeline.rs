@@ -304,6 +304,12 @@ pub struct PipelineOptions {
     /// When a row that failed transiently is delivered again: scaled down with the visibility
     /// timeout (deployed: 5 s, 20 s, … 15 minutes).
     pub redelivery: RedeliveryBackoff,
+    /// Count the DynamoDB read and write units of every repository call
+    /// ([`InMemoryRequestRepository::consumed_capacity`]; embedded backend only).
+    pub meter_capacity: bool,
+    /// DynamoDB's per-partition throughput, enforced by the embedded repository (implies
+    /// metering); `None`: unlimited.
+    pub capacity_limits: Option<pixpress_embedded::CapacityModel>,
 }
 
 impl PipelineOptions {
@@ -327,6 +333,8 @@ impl PipelineOptions {
                 first: Duration::from_secs(1),
                 cap: Duration::from_secs(2),
             },
+            meter_capacity: false,
+            capacity_limits: None,
         }
     }
 }
@@ -417,6 +425,9 @@ impl LocalPipeline {
         if let Some(faults) = &faults {
             repo = repo.with_faults(faults.clone());
             queue = queue.with_faults(faults.clone());
+        }
+        if options.meter_capacity || options.capacity_limits.is_some() {
+            repo = repo.with_capacity(options.capacity_limits);
         }
         let dead_letter_queue = queue
             .dead_letter_queue()

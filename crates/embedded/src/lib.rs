@@ -2,6 +2,7 @@
 //! stream, an in-memory queue with SQS semantics, and a directory-backed object store. They
 //! enforce AWS's documented limits and, through a [`FaultInjector`], meet its failure modes.
 
+pub mod capacity;
 mod dir_store;
 pub mod faults;
 mod file_keys;
@@ -9,6 +10,7 @@ mod memory_origin_slots;
 mod memory_queue;
 mod memory_repository;
 
+pub use capacity::{CapacityModel, Consumed};
 pub use dir_store::DirObjectStore;
 pub use faults::{Call, FaultInjector, Faults, InjectedFault};
 pub use file_keys::FileKeyStore;

@@ -17,6 +17,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::capacity::{Access, CapacityModel, Consumed, Meter};
 use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::limits::{
     DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, DYNAMODB_MAX_TRANSACTION_BYTES,
@@ -114,6 +115,9 @@ struct State {
     in_flight: HashSet<ItemKey>,
     /// Transactions cancelled because another held one of their items.
     conflicts: u64,
+    /// Capacity consumed, and the partition limits, when metered
+    /// ([`InMemoryRequestRepository::with_capacity`]).
+    meter: Option<Meter>,
 }
 
 fn to_item<T: Serialize>(value: &T) -> Result<serde_dynamo::Item, PortError> {
@@ -175,6 +179,86 @@ impl State {
         Ok(())
     }
 
+    /// Charges `call` for `accesses` when metered ([`Meter::charge`]).
+    fn charge(
+        &mut self,
+        call: &'static str,
+        transactional: bool,
+        accesses: &[Access<'_>],
+    ) -> Result<(), PortError> {
+        match &mut self.meter {
+            Some(meter) => meter.charge(call, transactional, accesses),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of the request item of `request_id` (0 when there is none or nothing meters).
+    fn meta_bytes(&self, request_id: &str) -> usize {
+        if self.meter.is_none() {
+            return 0;
+        }
+        self.requests
+            .get(request_id)
+            .and_then(|stored| stored.item().ok())
+            .map_or(0, |item| dynamodb_item_size(&item))
+    }
+
+    /// Bytes of the counter shard items of `request_id` (what their `Query` returns).
+    fn shard_bytes(&self, request_id: &str) -> usize {
+        if self.meter.is_none() {
+            return 0;
+        }
+        self.shards
+            .get(request_id)
+            .into_iter()
+            .flat_map(|shards| shards.iter())
+            .filter_map(|(shard, counters)| {
+                let item = CounterItem {
+                    counters: *counters,
+                    ..CounterItem::new(request_id, *shard, 0, None)
+                };
+                to_item(&item).ok()
+            })
+            .map(|item| dynamodb_item_size(&item))
+            .sum()
+    }
+
+    /// A strongly consistent read of the request (`GetItem`) and, while it runs, of its
+    /// counter shards (`Query`), as the DynamoDB adapter reads it.
+    fn charge_request_read(&mut self, request_id: &str) -> Result<(), PortError> {
+        if self.meter.is_none() {
+            return Ok(());
+        }
+        let pk = request_pk(request_id);
+        let bytes = self.meta_bytes(request_id);
+        self.charge(
+            "GetItem",
+            false,
+            &[Access::Get {
+                pk: &pk,
+                bytes,
+                consistent: true,
+            }],
+        )?;
+        let running = self
+            .requests
+            .get(request_id)
+            .is_some_and(|s| !s.meta.status.is_terminal());
+        if running {
+            let bytes = self.shard_bytes(request_id);
+            self.charge(
+                "Query",
+                false,
+                &[Access::Query {
+                    pk: &pk,
+                    bytes,
+                    consistent: true,
+                }],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Applies `change` to a request record and logs old/new images; a no-op if `change`
     /// returns `false` (a failed condition).
     fn update_meta(
@@ -193,7 +277,11 @@ impl State {
         }
         let old_item = stored.item()?;
         let new_item = updated.item()?;
-        check_item_size(&new_item, "the request item")?;
+        let bytes = check_item_size(&new_item, "the request item")?;
+        if self.meter.is_some() {
+            let bytes = bytes.max(dynamodb_item_size(&old_item));
+            self.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+        }
         self.requests.insert(request_id.to_owned(), updated);
         self.log(pk, META_SK.to_owned(), Some(old_item), new_item);
         Ok(true)
@@ -271,6 +359,35 @@ impl InMemoryRequestRepository {
     pub fn with_transaction_latency(mut self, latency: std::time::Duration) -> Self {
         self.transaction_latency = latency;
         self
+    }
+
+    /// The same repository, counting the read and write units of every call
+    /// ([`crate::capacity`]); with `limits`, a partition key asked for more than it serves
+    /// per second is throttled as DynamoDB throttles it.
+    #[must_use]
+    pub fn with_capacity(self, limits: Option<CapacityModel>) -> Self {
+        if let Ok(mut state) = self.state.lock() {
+            let mut meter = Meter::default();
+            if let Some(limits) = limits {
+                meter.limit(limits);
+            }
+            state.meter = Some(meter);
+        }
+        self
+    }
+
+    /// Capacity consumed so far per kind of call (`GetItem`, `Query`, `PutItem`,
+    /// `UpdateItem`, `TransactWriteItems`); empty unless metered.
+    ///
+    /// # Errors
+    /// Only if the lock is poisoned.
+    pub fn consumed_capacity(&self) -> Result<BTreeMap<&'static str, Consumed>, PortError> {
+        Ok(self
+            .lock()?
+            .meter
+            .as_ref()
+            .map(Meter::consumed)
+            .unwrap_or_default())
     }
 
     /// Transactions cancelled so far because another transaction held one of their items
@@ -359,6 +476,24 @@ impl InMemoryRequestRepository {
             .collect();
         let hold = self.begin(keys).await?;
         let mut state = self.lock()?;
+        if state.meter.is_some() {
+            let mut accesses = Vec::with_capacity(rows.len() + shards.len());
+            for row in rows {
+                let item = to_item(&RowItem::new(request_id, row.clone(), None))?;
+                accesses.push(Access::Write {
+                    pk: &pk,
+                    bytes: dynamodb_item_size(&item),
+                });
+            }
+            for &(shard, rows_total) in shards {
+                let item = to_item(&CounterItem::new(request_id, shard, rows_total, None))?;
+                accesses.push(Access::Write {
+                    pk: &pk,
+                    bytes: dynamodb_item_size(&item),
+                });
+            }
+            state.charge("TransactWriteItems", true, &accesses)?;
+        }
         for row in rows {
             let exists = state
                 .rows
@@ -453,6 +588,25 @@ impl InMemoryRequestRepository {
         };
         let old_shard_item = to_item(&shard_item(old_shard))?;
         let new_shard_item = to_item(&shard_item(new_shard))?;
+        if state.meter.is_some() {
+            let larger = |a: &serde_dynamo::Item, b: &serde_dynamo::Item| {
+                dynamodb_item_size(a).max(dynamodb_item_size(b))
+            };
+            state.charge(
+                "TransactWriteItems",
+                true,
+                &[
+                    Access::Write {
+                        pk: &pk,
+                        bytes: larger(&old_row, &new_row),
+                    },
+                    Access::Write {
+                        pk: &pk,
+                        bytes: larger(&old_shard_item, &new_shard_item),
+                    },
+                ],
+            )?;
+        }
         if let Some(rows) = state.rows.get_mut(request_id) {
             rows.insert(row_index, done);
         }
@@ -474,7 +628,31 @@ impl InMemoryRequestRepository {
         let policy = self.policy();
         let full = retry(&policy, "reading a counter shard", || async {
             self.faults.check(Call::Read)?;
-            let state = self.lock()?;
+            let mut state = self.lock()?;
+            if state.meter.is_some() {
+                let item = state
+                    .shards
+                    .get(request_id)
+                    .and_then(|s| s.get(&shard))
+                    .map(|counters| CounterItem {
+                        counters: *counters,
+                        ..CounterItem::new(request_id, shard, 0, None)
+                    });
+                let bytes = match item {
+                    Some(item) => dynamodb_item_size(&to_item(&item)?),
+                    None => 0,
+                };
+                let pk = request_pk(request_id);
+                state.charge(
+                    "GetItem",
+                    false,
+                    &[Access::Get {
+                        pk: &pk,
+                        bytes,
+                        consistent: true,
+                    }],
+                )?;
+            }
             Ok(state
                 .shards
                 .get(request_id)
@@ -554,8 +732,11 @@ impl RequestIntake for InMemoryRequestRepository {
                 // The same upload, interrupted: finish writing it.
                 Some(_) => Ok(None),
                 None => {
+                    let pk = request_pk(id);
+                    let bytes = dynamodb_item_size(&item);
+                    state.charge("PutItem", false, &[Access::Write { pk: &pk, bytes }])?;
                     state.requests.insert(id.to_owned(), stored.clone());
-                    state.log(request_pk(id), META_SK.to_owned(), None, item.clone());
+                    state.log(pk, META_SK.to_owned(), None, item.clone());
                     Ok(None)
                 }
             }
@@ -675,7 +856,9 @@ impl RequestReader for InMemoryRequestRepository {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
         retry(&self.policy(), "reading the request", || async {
             self.faults.check(Call::Read)?;
-            Ok(self.lock()?.current(request_id))
+            let mut state = self.lock()?;
+            state.charge_request_read(request_id)?;
+            Ok(state.current(request_id))
         })
         .await
     }
@@ -688,7 +871,7 @@ impl RequestReader for InMemoryRequestRepository {
     ) -> Result<RowPage, PortError> {
         retry(&self.policy(), "reading rows", || async {
             self.faults.check(Call::Read)?;
-            let state = self.lock()?;
+            let mut state = self.lock()?;
             let Some(rows) = state.rows.get(request_id) else {
                 return Ok(RowPage::default());
             };
@@ -698,6 +881,25 @@ impl RequestReader for InMemoryRequestRepository {
                 .take(limit.max(1) as usize + 1)
                 .map(|(_, r)| r.clone())
                 .collect();
+            if state.meter.is_some() {
+                let bytes = page
+                    .iter()
+                    .map(|row| {
+                        to_item(&RowItem::new(request_id, row.clone(), None))
+                            .map(|item| dynamodb_item_size(&item))
+                    })
+                    .sum::<Result<usize, _>>()?;
+                let pk = request_pk(request_id);
+                state.charge(
+                    "Query",
+                    false,
+                    &[Access::Query {
+                        pk: &pk,
+                        bytes,
+                        consistent: true,
+                    }],
+                )?;
+            }
             let next = if page.len() > limit.max(1) as usize {
                 page.pop();
                 page.last().map(|r| r.index)
@@ -756,7 +958,11 @@ impl RowLedger for InMemoryRequestRepository {
             let mut updated = row.clone();
             updated.progress = progress.to_vec();
             let new = to_item(&RowItem::new(request_id, updated.clone(), None))?;
-            check_item_size(&new, &format!("row {row_index}"))?;
+            let bytes = check_item_size(&new, &format!("row {row_index}"))?;
+            if state.meter.is_some() {
+                let bytes = bytes.max(dynamodb_item_size(&old));
+                state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+            }
             if let Some(rows) = state.rows.get_mut(request_id) {
                 rows.insert(row_index, updated);
             }
@@ -775,6 +981,7 @@ impl RowLedger for InMemoryRequestRepository {
         retry(&self.policy(), "completing the request", || async {
             self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
+            state.charge_request_read(request_id)?;
             let Some(current) = state.current(request_id) else {
                 return Ok(false);
             };
@@ -809,7 +1016,18 @@ impl RowLedger for InMemoryRequestRepository {
         // Retried in process, as the DynamoDB adapter retries its read.
         retry(&self.policy(), "reading the cancellation", || async {
             self.faults.check(Call::Read)?;
-            Ok(self.lock()?.current(request_id).is_some_and(|current| {
+            let mut state = self.lock()?;
+            let (pk, bytes) = (request_pk(request_id), state.meta_bytes(request_id));
+            state.charge(
+                "GetItem",
+                false,
+                &[Access::Get {
+                    pk: &pk,
+                    bytes,
+                    consistent: false,
+                }],
+            )?;
+            Ok(state.current(request_id).is_some_and(|current| {
                 current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
             }))
         })

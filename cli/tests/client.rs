@@ -581,3 +581,75 @@ async fn a_served_tenants_webhook_arrives_signed_with_that_tenants_secret() {
     );
     assert_eq!(event["data"]["status"], "COMPLETED", "{event}");
 }
+
+/// `pixpress serve` takes presigned uploads too, with its own signed form: a CSV the API will
+/// not take in one call goes to the form `POST /upload-urls` issues, is stored and ingested as
+/// the bucket's trigger would, and runs to the end; a form whose fields were changed is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_over_the_row_limit_goes_through_the_servers_own_upload_form_and_completes() {
+    let mut config = pixpress_app::config::Config::default();
+    config.csv.max_rows = 5;
+    let (api, key, _, _pump) = support::serve_with_config(config).await;
+    let origin = serve_on_loopback(photo_router()).await.unwrap();
+    let work = temp_dir("client-form");
+    let rows = 12;
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for i in 1..=rows {
+        let url = format!("http://{origin}/photos/{}?v={i}", PHOTOS[i % 3].name);
+        csv.push_str(&format!("{i},Print {i},{url}\r\n"));
+    }
+    let path = work.join("many-rows.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let client = ApiClient::new(&api, Some(key.clone())).unwrap();
+    let outcome = client
+        .submit(&path, &SubmitOptions::default())
+        .await
+        .unwrap();
+    let SubmitOutcome::Accepted(submitted) = outcome else {
+        panic!("rejected: {outcome:?}");
+    };
+    assert_eq!(submitted.path, UploadPath::Presigned);
+    let done = client.wait(&submitted.request_id, |_| {}).await.unwrap();
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    assert_eq!(done["progress"]["rows_done"], rows);
+    assert_eq!(done["progress"]["images_ok"], rows);
+
+    // A form whose key was changed after signing is refused, and nothing is stored.
+    let http = reqwest::Client::new();
+    let issued = http
+        .post(format!("{api}/upload-urls"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let issued: serde_json::Value = serde_json::from_slice(&issued).unwrap();
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in issued["fields"].as_object().unwrap() {
+        let value = value.as_str().unwrap().to_owned();
+        let value = if name == "key" {
+            "uploads/shop/someone-else.csv".to_owned()
+        } else {
+            value
+        };
+        form = form.text(name.clone(), value);
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(csv.clone().into_bytes())
+            .mime_str("text/csv")
+            .unwrap(),
+    );
+    let answer = http
+        .post(issued["upload_url"].as_str().unwrap())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("AccessDenied"), "{text}");
+}

@@ -278,6 +278,9 @@ pub struct PipelineOptions {
     pub data_dir: PathBuf,
     /// Base URL under which the data directory is served (`serve`); `file://` paths otherwise.
     pub public_base_url: Option<String>,
+    /// Where the server takes the upload forms `POST /upload-urls` issues (`serve`: its own
+    /// stand-in for S3 POST Object); `None`: `POST /upload-urls` answers 501.
+    pub upload_form_url: Option<String>,
     /// How long a received message stays invisible before it is delivered again, counted from
     /// the end of the invocation that received it: while an invocation runs, its messages stay
     /// hidden, as the deployed queue's visibility timeout (6 × the worker timeout) keeps them.
@@ -320,6 +323,7 @@ impl PipelineOptions {
         Self {
             data_dir: data_dir.into(),
             public_base_url: None,
+            upload_form_url: None,
             visibility_timeout: Duration::from_secs(2),
             batch_size: 10,
             worker_invocations: 16,
@@ -437,7 +441,14 @@ impl LocalPipeline {
             queue,
             dead_letter_queue,
             slots: InMemoryOriginSlots::default(),
-            store: DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?,
+            store: {
+                let store =
+                    DirObjectStore::new(&options.data_dir, options.public_base_url.clone())?;
+                match &options.upload_form_url {
+                    Some(url) => store.with_upload_form(url.clone()),
+                    None => store,
+                }
+            },
         };
         let mut pipeline = Self::with_backend(config, options, backend)?;
         pipeline.faults = faults;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use pixpress_app::auth::KeyStore as _;
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_cli::pipeline::LocalPipeline;
 use pixpress_embedded::FileKeyStore;
 use pixpress_local::AnyKeyStore;
 
@@ -63,9 +63,8 @@ pub(crate) async fn execute(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Some(AnyKeyStore::File(store))
     };
-    let mut options = PipelineOptions::new(&data_dir);
+    let mut options = pixpress_cli::serve::options(&data_dir, local);
     options.keys = keys;
-    options.public_base_url = Some(format!("http://{local}/files"));
     if config.public_api_url.is_none() {
         config.public_api_url = Some(format!("http://{local}"));
     }

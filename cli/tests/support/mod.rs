@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use pixpress_app::config::Config;
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_cli::pipeline::LocalPipeline;
 use pixpress_embedded::FileKeyStore;
 use pixpress_local::AnyKeyStore;
 
@@ -29,20 +29,30 @@ pub async fn serve_with_a_tenant() -> (
     pixpress_app::auth::TenantRecord,
     pixpress_cli::pipeline::Pump,
 ) {
+    serve_with_config(Config::default()).await
+}
+
+/// As [`serve_with_a_tenant`], with `config` (fetches allowed to loopback).
+pub async fn serve_with_config(
+    mut config: Config,
+) -> (
+    String,
+    String,
+    pixpress_app::auth::TenantRecord,
+    pixpress_cli::pipeline::Pump,
+) {
     let data = temp_dir("client-serve");
     let keys = FileKeyStore::in_dir(&data);
     let (issued, tenant) = pixpress_app::auth::create_key(&keys, "shop", chrono::Utc::now())
         .await
         .unwrap();
-    let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut options = PipelineOptions::new(&data);
+    let mut options = pixpress_cli::serve::options(&data, addr);
     options.keys = Some(AnyKeyStore::File(keys));
-    options.public_base_url = Some(format!("http://{addr}/files"));
     config.public_api_url = Some(format!("http://{addr}"));
     let pipeline = LocalPipeline::new(&config, options).unwrap();
     let pump = pipeline.start_pump();

@@ -17,6 +17,49 @@ const MULTIPART_DIR: &str = ".multipart";
 pub struct DirObjectStore {
     root: PathBuf,
     public_base_url: Option<String>,
+    upload_form: Option<UploadForms>,
+}
+
+/// Issues and checks the upload forms a local server takes in place of S3's presigned POST:
+/// the same fields a client sends as they are (`key`, `Content-Type`, `policy`, `signature`),
+/// the policy (expiry, key, content type, largest size) signed with HMAC-SHA256 under a key
+/// made for this process.
+#[derive(Clone)]
+struct UploadForms {
+    url: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for UploadForms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadForms")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a checked upload form allows: one object under `key`, of `content_type`, of 1 to
+/// `max_bytes` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadPolicy {
+    /// When the form stops working (RFC 3339).
+    pub expiration: String,
+    /// The object's key.
+    pub key: String,
+    /// The `Content-Type` the form was signed for.
+    pub content_type: String,
+    /// Largest object, in bytes.
+    pub max_bytes: u64,
+}
+
+type FormMac = hmac::Hmac<sha2::Sha256>;
+
+impl UploadForms {
+    fn mac(&self) -> FormMac {
+        use hmac::Mac as _;
+        // HMAC takes a key of any length: this cannot fail.
+        FormMac::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC key length"))
+    }
 }
 
 impl DirObjectStore {
@@ -33,7 +76,70 @@ impl DirObjectStore {
         Ok(Self {
             root,
             public_base_url: public_base_url.map(|u| u.trim_end_matches('/').to_owned()),
+            upload_form: None,
         })
+    }
+
+    /// The same store issuing upload forms (its [`ObjectStore::presigned_post`]) that `url`
+    /// takes — a local server's stand-in for S3 POST Object, which checks them with
+    /// [`DirObjectStore::check_upload_form`].
+    #[must_use]
+    pub fn with_upload_form(mut self, url: impl Into<String>) -> Self {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        self.upload_form = Some(UploadForms {
+            url: url.into(),
+            key,
+        });
+        self
+    }
+
+    /// Checks the fields of an upload form this store issued: the signature over the policy,
+    /// the policy's expiry, and that `key` and `Content-Type` are the ones it was signed for.
+    ///
+    /// # Errors
+    /// What is wrong, in words (the server answers it with 403).
+    pub fn check_upload_form(
+        &self,
+        fields: &std::collections::BTreeMap<String, String>,
+    ) -> Result<UploadPolicy, String> {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let forms = self
+            .upload_form
+            .as_ref()
+            .ok_or("this server issues no upload forms")?;
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .ok_or_else(|| format!("the form has no `{name}` field"))
+        };
+        let policy = field("policy")?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(field("signature")?)
+            .map_err(|_| "the signature is not base64".to_owned())?;
+        let mut mac = forms.mac();
+        mac.update(policy.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| "the signature does not match the policy".to_owned())?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(policy)
+            .map_err(|_| "the policy is not base64".to_owned())?;
+        let policy: UploadPolicy = serde_json::from_slice(&decoded)
+            .map_err(|e| format!("the policy is not one this server signs: {e}"))?;
+        let expiration = chrono::DateTime::parse_from_rfc3339(&policy.expiration)
+            .map_err(|e| format!("the policy's expiration: {e}"))?;
+        if expiration < chrono::Utc::now() {
+            return Err("the form has expired".to_owned());
+        }
+        if field("key")? != &policy.key {
+            return Err("the key is not the one the form was signed for".to_owned());
+        }
+        if field("Content-Type")? != &policy.content_type {
+            return Err(format!("the Content-Type must be {}", policy.content_type));
+        }
+        Ok(policy)
     }
 
     /// The root directory.
@@ -237,12 +343,41 @@ impl ObjectStore for DirObjectStore {
 
     async fn presigned_post(
         &self,
-        _key: &str,
-        _content_type: &str,
-        _max_bytes: u64,
-        _expires_in: std::time::Duration,
+        key: &str,
+        content_type: &str,
+        max_bytes: u64,
+        expires_in: std::time::Duration,
     ) -> Result<Option<pixpress_app::ports::PresignedPost>, PortError> {
-        Ok(None)
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let Some(forms) = &self.upload_form else {
+            return Ok(None);
+        };
+        self.path_of(key)?;
+        let expires = chrono::Duration::from_std(expires_in)
+            .map_err(|e| PortError::Unexpected(anyhow!("expiry: {e}")))?;
+        let policy = UploadPolicy {
+            expiration: (chrono::Utc::now() + expires).to_rfc3339(),
+            key: key.to_owned(),
+            content_type: content_type.to_owned(),
+            max_bytes,
+        };
+        let policy = serde_json::to_vec(&policy)
+            .map_err(|e| PortError::Unexpected(anyhow!("policy: {e}")))?;
+        let policy = base64::engine::general_purpose::STANDARD.encode(policy);
+        let mut mac = forms.mac();
+        mac.update(policy.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        Ok(Some(pixpress_app::ports::PresignedPost {
+            url: forms.url.clone(),
+            fields: vec![
+                ("key".to_owned(), key.to_owned()),
+                ("Content-Type".to_owned(), content_type.to_owned()),
+                ("policy".to_owned(), policy),
+                ("signature".to_owned(), signature),
+            ],
+        }))
     }
 
     async fn create_multipart(&self, key: &str, _content_type: &str) -> Result<String, PortError> {

@@ -11,7 +11,7 @@ mod memory_queue;
 mod memory_repository;
 
 pub use capacity::{CapacityModel, Consumed};
-pub use dir_store::DirObjectStore;
+pub use dir_store::{DirObjectStore, UploadPolicy};
 pub use faults::{Call, FaultInjector, Faults, InjectedFault};
 pub use file_keys::FileKeyStore;
 pub use memory_origin_slots::{InMemoryOriginSlots, SlotCalls};

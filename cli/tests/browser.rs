@@ -183,6 +183,25 @@ async fn the_web_page_takes_a_csv_through_a_whole_request_and_shows_every_image(
             .await
             .starts_with("catalogue.csv")
     );
+    // The network drops the first upload: the page sends it again, under the same
+    // Idempotency-Key.
+    client
+        .execute(
+            r#"
+            window.uploadKeys = [];
+            const realFetch = window.fetch;
+            window.fetch = async (url, init) => {
+              if (String(url).includes("/uploads") && init && init.method === "POST") {
+                window.uploadKeys.push(init.headers["idempotency-key"]);
+                if (window.uploadKeys.length === 1) throw new TypeError("network error (simulated)");
+              }
+              return realFetch(url, init);
+            };
+            "#,
+            vec![],
+        )
+        .await
+        .unwrap();
     client
         .find(Locator::Id("submit"))
         .await
@@ -199,6 +218,17 @@ async fn the_web_page_takes_a_csv_through_a_whole_request_and_shows_every_image(
         "the request to finish",
     )
     .await;
+    let keys = client
+        .execute("return window.uploadKeys", vec![])
+        .await
+        .unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "one upload, sent twice: {keys:?}");
+    assert!(keys[0].as_str().is_some_and(|k| !k.is_empty()), "{keys:?}");
+    assert_eq!(
+        keys[0], keys[1],
+        "the retry carries the first attempt's key"
+    );
     wait_until(
         &client,
         "return document.querySelectorAll('#products tbody tr').length === 6",

@@ -6,10 +6,11 @@ const KEY_STORAGE = "pixpress.apiKey"; // sessionStorage: this tab only
 const RECENT_STORAGE = "pixpress.recent"; // localStorage: ids and names, never the key
 const RECENT_MAX = 20;
 const DIRECT_UPLOAD_MAX_BYTES = 5 * 1024 * 1024; // POST /uploads' default limit
+const UPLOAD_RETRIES = 3; // after a network error or a 5xx, waiting 1 s, 2 s, 4 s
 const PRODUCTS_SHOWN_MAX = 1000;
 
 const $ = (id) => document.getElementById(id);
-const state = { requestId: null, timer: null, file: null };
+const state = { requestId: null, timer: null, file: null, upload: null };
 
 // The API's base: the directory this page was served from (works under a stage prefix too).
 const api = (path) => new URL(path, document.baseURI).toString();
@@ -159,15 +160,40 @@ async function submit(event) {
   }
 }
 
+// One Idempotency-Key per upload (this file with these options): every retry of it, automatic
+// or by pressing Compress again, finds the same request instead of making another.
+function uploadKey(file, query) {
+  const same = state.upload && state.upload.file === file && state.upload.query === query;
+  if (!same) state.upload = { file, query, key: crypto.randomUUID() };
+  return state.upload.key;
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function postCsv(file) {
-  const response = await call(`uploads?${options()}`, {
-    method: "POST",
-    headers: { "content-type": "text/csv", "idempotency-key": crypto.randomUUID() },
-    body: file,
-  });
+  const query = options().toString();
+  const key = uploadKey(file, query);
+  let response;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      response = await call(`uploads?${query}`, {
+        method: "POST",
+        headers: { "content-type": "text/csv", "idempotency-key": key },
+        body: file,
+      });
+    } catch (error) {
+      if (attempt >= UPLOAD_RETRIES) throw error;
+      await pause(1000 * 2 ** attempt);
+      continue;
+    }
+    if (response.status < 500 || attempt >= UPLOAD_RETRIES) break;
+    await pause(1000 * 2 ** attempt);
+  }
   if (response.status === 413) return presignedUpload(file);
   if (!response.ok) {
     const problem = await response.json().catch(() => ({}));
+    // More rows than one call takes: the presigned upload takes them.
+    if ((problem.errors || []).some((e) => e.code === "too_many_rows")) return presignedUpload(file);
     showUploadError(problem.detail || `HTTP ${response.status}`, problem.errors || []);
     return null;
   }

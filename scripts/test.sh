@@ -23,3 +23,6 @@ export MINISTACK="$MS_VENV/bin/ministack"
 # The end-to-end emulator test deploys the functions' own binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace --all-targets "$@"
+# The OpenAPI document against the running API: a property-based run (schemathesis, every
+# check) must find nothing.
+scripts/schemathesis.sh

@@ -630,6 +630,30 @@ async fn every_input_the_handlers_refuse_is_outside_the_documented_schema() {
             json!(0),
             json!(800),
         ),
+        (
+            "post",
+            "/uploads",
+            "max_dimension",
+            false,
+            json!(70_000),
+            json!(65_535),
+        ),
+        (
+            "post",
+            "/upload-urls",
+            "max_dimension",
+            false,
+            json!(70_000),
+            json!(1),
+        ),
+        (
+            "post",
+            "/uploads",
+            "webhook_url",
+            false,
+            json!("HTTP://"),
+            json!(""),
+        ),
     ];
     for (method, path, name, form, refused, taken) in cases {
         let schema = input_schema(&doc, method, path, name, form);
@@ -651,7 +675,12 @@ async fn every_input_the_handlers_refuse_is_outside_the_documented_schema() {
             csv.clone(),
         )
     };
-    for query in ["webhook_url=not%20a%20url", "max_dimension=0"] {
+    for query in [
+        "webhook_url=not%20a%20url",
+        "webhook_url=HTTP%3A%2F%2F",
+        "max_dimension=0",
+        "max_dimension=70000",
+    ] {
         let answer = pipeline.call_api(raw(query.to_owned())).await.unwrap();
         assert_eq!(answer.status(), 400, "{query}");
     }

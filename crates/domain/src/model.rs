@@ -129,18 +129,26 @@ impl Default for OutputSpec {
     }
 }
 
+/// The largest `max_dimension`, in pixels: a JPEG's width and height are 16-bit fields
+/// (ITU-T T.81, the frame header), so no output side can be longer.
+pub const MAX_DIMENSION_PIXELS: u32 = 65_535;
+
 impl OutputSpec {
     /// A JPEG spec with the given quality.
     ///
     /// # Errors
     /// A message naming the accepted range when `quality` is outside 1–100, or when
-    /// `max_dimension` is 0.
+    /// `max_dimension` is outside 1–[`MAX_DIMENSION_PIXELS`].
     pub fn new(quality: u8, max_dimension: Option<u32>) -> Result<Self, String> {
         if !(1..=100).contains(&quality) {
             return Err(format!("quality must be between 1 and 100, got {quality}"));
         }
-        if max_dimension == Some(0) {
-            return Err("max_dimension must be at least 1 pixel".to_owned());
+        if let Some(pixels) = max_dimension
+            && !(1..=MAX_DIMENSION_PIXELS).contains(&pixels)
+        {
+            return Err(format!(
+                "max_dimension must be 1–{MAX_DIMENSION_PIXELS} pixels (a JPEG's longest side), got {pixels}"
+            ));
         }
         Ok(Self {
             format: OutputFormat::Jpeg,

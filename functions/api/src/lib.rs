@@ -283,9 +283,9 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
     path = "/uploads",
     tag = "requests",
     params(
-        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed (an absolute http or https URL)", format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"),
+        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed: an absolute http or https URL of a host name (address literals and other ports are refused)", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
         ("quality" = Option<u8>, Query, description = "JPEG quality, 1–100 (default 50)", minimum = 1, maximum = 100),
-        ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels", minimum = 1),
+        ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels (1–65535)", minimum = 1, maximum = 65535),
         ("dry_run" = Option<bool>, Query, description = "Validate only: 200 with the counts or the issues, nothing created"),
         ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body within 24 h answers the same request"),
     ),
@@ -334,9 +334,9 @@ where
     path = "/upload-urls",
     tag = "requests",
     params(
-        ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`", format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"),
+        ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
         ("quality" = Option<u8>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 100),
-        ("max_dimension" = Option<u32>, Query, description = "As for `POST /uploads`", minimum = 1),
+        ("max_dimension" = Option<u32>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 65535),
     ),
     responses(
         (status = 201, description = "Where and how to upload", body = upload_url::UploadUrl),

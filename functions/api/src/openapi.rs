@@ -13,14 +13,17 @@ pub struct UploadForm {
     /// The CSV file.
     #[schema(format = Binary, content_media_type = "text/csv")]
     pub file: String,
-    /// Where the signed completion event is POSTed (an absolute http or https URL).
-    #[schema(format = "uri", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
+    /// Where the signed completion event is POSTed: an absolute http or https URL of a host
+    /// name (address literals and other ports are refused).
+    #[schema(
+        pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"
+    )]
     pub webhook_url: Option<String>,
     /// JPEG quality, 1–100.
     #[schema(minimum = 1, maximum = 100)]
     pub quality: Option<u8>,
-    /// Longest side of the output images, in pixels.
-    #[schema(minimum = 1)]
+    /// Longest side of the output images, in pixels (1–65535).
+    #[schema(minimum = 1, maximum = 65535)]
     pub max_dimension: Option<u32>,
 }
 

@@ -23,6 +23,10 @@ pub const UPLOAD_FORM_PATH: &str = "/local-uploads";
 /// Bytes buffered per stored part of an uploaded CSV (S3 parts: at least 5 MiB but the last).
 const FORM_PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest form field other than the file, in bytes (S3 POST Object fields are short: the
+/// policy is the longest, well under this).
+const FORM_FIELD_MAX_BYTES: u64 = 16 * 1024;
+
 /// The pipeline options of a server on `addr` over `data_dir`: outputs served under
 /// `/files/…`, upload forms taken at [`UPLOAD_FORM_PATH`]. The one place `serve` (and its
 /// tests) compose them.
@@ -65,7 +69,19 @@ async fn upload_form(
             "the body must be multipart/form-data",
         );
     };
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    // Only the form's own fields, each small, and the CSV within the S3 path's limit (checked
+    // again against the signed policy as it streams): nothing unsigned is held in memory.
+    let max_file = pipeline.api.config.upload_max_bytes as u64;
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["key", "Content-Type", "policy", "signature", "file"])
+        .size_limit(
+            multer::SizeLimit::new()
+                .per_field(FORM_FIELD_MAX_BYTES)
+                .for_field("file", max_file)
+                .whole_stream(max_file + 16 * FORM_FIELD_MAX_BYTES),
+        );
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut fields = BTreeMap::new();
     loop {
         let field = match form.next_field().await {
@@ -215,10 +231,16 @@ fn upload_event(key: &str) -> aws_lambda_events::event::s3::S3EventRecord {
     record
 }
 
+/// `GET /files/{*key}`: an output image, as the deployed CDN serves `images/` publicly. Nothing
+/// else in the data directory is served (uploads, output CSVs — the API streams those to their
+/// tenant — and the key store are not public).
 async fn file(
     State(pipeline): State<LocalPipeline>,
     UrlPath(key): UrlPath<String>,
 ) -> AxumResponse {
+    if !key.starts_with(pixpress_domain::storage_keys::IMAGES_PREFIX) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     match pipeline.store().get(&key, u64::MAX).await {
         Ok(Some(object)) => ([("content-type", object.content_type)], object.bytes).into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),

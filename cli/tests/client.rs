@@ -652,4 +652,32 @@ async fn a_csv_over_the_row_limit_goes_through_the_servers_own_upload_form_and_c
     assert_eq!(answer.status(), 403);
     let text = answer.text().await.unwrap();
     assert!(text.contains("AccessDenied"), "{text}");
+
+    // Nothing unsigned is held in memory: a field over 16 KiB, or one the form does not have,
+    // is refused before any signature is checked.
+    for (name, value) in [("policy", "p".repeat(20 * 1024)), ("extra", "x".to_owned())] {
+        let form = reqwest::multipart::Form::new()
+            .text(name, value)
+            .part("file", reqwest::multipart::Part::bytes(b"x".to_vec()));
+        let answer = http
+            .post(issued["upload_url"].as_str().unwrap())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{name}");
+    }
+
+    // The data directory is not public: only output images are served under /files/.
+    for key in ["keys.json", "uploads/shop/x.csv", "results/x.csv"] {
+        let answer = http.get(format!("{api}/files/{key}")).send().await.unwrap();
+        assert_eq!(answer.status(), 404, "{key}");
+    }
+    let full = client.status_document(&submitted.request_id).await.unwrap();
+    let url = full["products"][0]["images"][0]["output_url"]
+        .as_str()
+        .unwrap();
+    assert!(url.contains("/files/images/"), "{url}");
+    let answer = http.get(url).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{url}");
 }

@@ -305,7 +305,7 @@ pub struct PipelineOptions {
     /// 2 hours by default, so a calm local run never needs it).
     pub sweep: Option<SweepConfig>,
     /// When a row that failed transiently is delivered again: scaled down with the visibility
-    /// timeout (deployed: 5 s, 20 s, … 15 minutes).
+    /// timeout (deployed: 10 s, 1 min, 6 min, 36 min).
     pub redelivery: RedeliveryBackoff,
     /// Count the DynamoDB read and write units of every repository call
     /// ([`InMemoryRequestRepository::consumed_capacity`]; embedded backend only).
@@ -335,6 +335,7 @@ impl PipelineOptions {
             sweep: None,
             redelivery: RedeliveryBackoff {
                 first: Duration::from_secs(1),
+                factor: 2,
                 cap: Duration::from_secs(2),
             },
             meter_capacity: false,

@@ -190,6 +190,8 @@ pub struct Config {
     /// ([`crate::retry::RedeliveryBackoff::DEPLOYED`]; local runs scale it down as they do
     /// the visibility timeout).
     pub redelivery: crate::retry::RedeliveryBackoff,
+    /// The same for chunk jobs ([`crate::retry::RedeliveryBackoff::CHUNKS`]).
+    pub chunk_redelivery: crate::retry::RedeliveryBackoff,
 }
 
 impl Default for Config {
@@ -214,6 +216,7 @@ impl Default for Config {
             public_api_url: None,
             sweep: crate::sweep::SweepConfig::default(),
             redelivery: crate::retry::RedeliveryBackoff::DEPLOYED,
+            chunk_redelivery: crate::retry::RedeliveryBackoff::CHUNKS,
         }
     }
 }
@@ -371,6 +374,7 @@ impl Config {
                 )?),
             },
             redelivery: d.redelivery,
+            chunk_redelivery: d.chunk_redelivery,
         })
     }
 

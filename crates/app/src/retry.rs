@@ -84,23 +84,37 @@ where
 /// When a queue message handed back as a batch item failure is delivered again: jittered
 /// exponential backoff set with SQS `ChangeMessageVisibility`, instead of the queue's whole
 /// visibility timeout (720 s for rows). Before receive `n + 1` the message stays hidden for a
-/// time uniform in `[d/2, d]`, `d = min(cap, first · 4ⁿ⁻¹)` — "equal jitter" (AWS Architecture
-/// Blog, "Exponential Backoff And Jitter"), so a throttled batch's rows spread out yet the
-/// series keeps its length — in whole seconds, as SQS counts visibility.
+/// time uniform in `[d/2, d]`, `d = min(cap, first · factorⁿ⁻¹)` — "equal jitter" (AWS
+/// Architecture Blog, "Exponential Backoff And Jitter"), so a throttled batch's rows spread out
+/// yet the series keeps its length — in whole seconds, as SQS counts visibility.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedeliveryBackoff {
     /// Upper bound of the first wait (after receive 1).
     pub first: Duration,
+    /// How much each wait's bound grows over the one before.
+    pub factor: u32,
     /// Upper bound of any wait (at most 12 hours, SQS's longest visibility timeout).
     pub cap: Duration,
 }
 
 impl RedeliveryBackoff {
-    /// Deployed: 5 s, 20 s, 80 s, 320 s, then 15 minutes — seconds, then minutes. With the
-    /// rows queue's `maxReceiveCount` of 5 a row is tried over about 4–7 minutes, not an hour.
+    /// Rows, deployed: 10 s, 1 min, 6 min, 36 min — seconds, then minutes. With the rows
+    /// queue's `maxReceiveCount` of 5 a row is tried over 22–43 minutes (the visibility
+    /// timeout made it an hour), long enough to ride out a throttled partition, while a
+    /// one-off failure is retried within seconds.
     pub const DEPLOYED: Self = Self {
-        first: Duration::from_secs(5),
-        cap: Duration::from_secs(900),
+        first: Duration::from_secs(10),
+        factor: 6,
+        cap: Duration::from_secs(3600),
+    };
+
+    /// Chunk jobs, deployed: 1 min, 6 min, 36 min, 3.6 h — a chunk's whole request fails when
+    /// its last receive does, so its series spans 2–4.3 hours (within the sweeper's 8-hour
+    /// ingest bound), not minutes.
+    pub const CHUNKS: Self = Self {
+        first: Duration::from_secs(60),
+        factor: 6,
+        cap: Duration::from_secs(4 * 3600),
     };
 
     /// How long the message received `receive_count` times (SQS `ApproximateReceiveCount`,
@@ -110,7 +124,7 @@ impl RedeliveryBackoff {
         let exponent = receive_count.saturating_sub(1).min(15);
         let ceiling = self
             .first
-            .saturating_mul(4u32.saturating_pow(exponent))
+            .saturating_mul(self.factor.max(1).saturating_pow(exponent))
             .min(self.cap)
             .max(Duration::from_secs(1));
         let seconds = ceiling.as_secs().max(1);
@@ -132,7 +146,14 @@ mod tests {
     #[test]
     fn redeliveries_wait_seconds_then_minutes_jittered_in_the_upper_half() {
         let backoff = RedeliveryBackoff::DEPLOYED;
-        for (receive, ceiling) in [(1, 5u64), (2, 20), (3, 80), (4, 320), (5, 900), (40, 900)] {
+        for (receive, ceiling) in [
+            (1, 10u64),
+            (2, 60),
+            (3, 360),
+            (4, 2160),
+            (5, 3600),
+            (40, 3600),
+        ] {
             for _ in 0..50 {
                 let wait = backoff.delay(receive).as_secs();
                 assert!(
@@ -147,6 +168,7 @@ mod tests {
         assert!(distinct.len() > 1, "waits must vary");
         let tiny = RedeliveryBackoff {
             first: Duration::from_millis(10),
+            factor: 6,
             cap: Duration::from_millis(10),
         };
         assert_eq!(

@@ -248,6 +248,7 @@ where
     }
     let Some((rows, unrecorded)) = count_rows(repo, request_id, deadline).await? else {
         // Too many rows to count before the deadline: the next sweep starts again.
+        tracing::warn!(%request_id, "the sweep's deadline came before this request's rows were counted");
         return Ok(Examined::Left);
     };
     if rows < meta.counters.rows_total {
@@ -279,13 +280,13 @@ where
             Transition::NotApplied => Examined::Left,
         });
     }
-    // The jobs about to be sent get a whole idle bound before they are sent again, also when
-    // the deadline ends the sending part-way.
-    repo.restart_wait(request_id, done, now).await?;
     let sent = enqueue_unrecorded(repo, queue, &meta, deadline).await?;
     if meta.status == RequestStatus::Pending {
         repo.mark_processing(request_id, now).await?;
     }
+    // The jobs sent get a whole idle bound before they are sent again (a sweep that failed
+    // to send comes back at the next run instead).
+    repo.restart_wait(request_id, done, now).await?;
     Ok(Examined::Repaired(Repair::Enqueued { rows: sent }))
 }
 

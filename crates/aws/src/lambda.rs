@@ -48,10 +48,10 @@ pub async fn start(function: &'static str) -> Result<Started, lambda_runtime::Er
     })
 }
 
-/// The webhook signing secret stored in Secrets Manager secret `arn` (one `GetSecretValue`):
-/// `whsec_<base64>`, or the base64 alone (what `GenerateSecretString` makes: 48 letters and
-/// digits are 36 key bytes, so receivers are handed `whsec_` + the value, as Standard Webhooks
-/// libraries take it), or any other text, whose bytes are then the key.
+/// The webhook signing secret stored in Secrets Manager secret `arn` (one `GetSecretValue`),
+/// read as `WEBHOOK_SECRET` always was: `whsec_<base64>`, or any other text, whose bytes are
+/// then the key (what `GenerateSecretString` makes: receivers are handed `whsec_` followed by
+/// the base64 of the value, as Standard Webhooks libraries take it).
 ///
 /// # Errors
 /// When the secret cannot be read or holds no text.
@@ -74,12 +74,11 @@ pub async fn deployment_secret(
                 "the webhook signing secret {arn} holds no text"
             ))
         })?;
-    let whsec = if text.starts_with("whsec_") {
-        text.to_owned()
-    } else {
-        format!("whsec_{text}")
-    };
-    Ok(WebhookSecret::parse(&whsec).unwrap_or_else(|_| WebhookSecret::from_bytes(text.as_bytes())))
+    WebhookSecret::parse(text).map_err(|e| {
+        PortError::Unexpected(anyhow::anyhow!(
+            "the webhook signing secret {arn} is not usable: {e}"
+        ))
+    })
 }
 
 /// Runs `handler` on every event the Lambda runtime delivers, flushing `metrics` (one EMF

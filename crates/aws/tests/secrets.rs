@@ -163,13 +163,16 @@ async fn the_deployment_signing_secret_comes_from_secrets_manager() {
         .await
         .unwrap();
     assert_eq!(secret.to_whsec(), "whsec_c2VjcmV0LWtleS1ieXRlcw==");
-    // What `GenerateSecretString` makes (letters and digits) is base64: receivers are handed
-    // `whsec_` + the value, and it signs as that.
+    // What `GenerateSecretString` makes: its bytes are the key, as `WEBHOOK_SECRET` reads
+    // text without `whsec_` (so a value moved from the old parameter signs as before).
     let secret = pixpress_aws::lambda::deployment_secret(&client, "arn:generated")
         .await
         .unwrap();
-    assert_eq!(secret.to_whsec(), "whsec_Xq9TzW3bK7mN2pR8vL4sD6fH1jG5cY0a");
-    // Text that is not base64 is the key's bytes.
+    assert_eq!(
+        secret.to_whsec(),
+        pixpress_domain::webhook::WebhookSecret::from_bytes(b"Xq9TzW3bK7mN2pR8vL4sD6fH1jG5cY0a")
+            .to_whsec()
+    );
     let secret = pixpress_aws::lambda::deployment_secret(&client, "arn:text")
         .await
         .unwrap();

@@ -329,9 +329,11 @@ impl InMemoryRowQueue {
 /// received and still hidden, counting the ones picked so far), oldest first within a group and
 /// between groups with as many in flight. Messages without a group form one group.
 fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usize> {
-    let group = |m: &Message| m.group.clone().unwrap_or_default();
-    let mut in_flight: HashMap<String, usize> = HashMap::new();
-    let mut visible: HashMap<String, VecDeque<usize>> = HashMap::new();
+    fn group(m: &Message) -> &str {
+        m.group.as_deref().unwrap_or_default()
+    }
+    let mut in_flight: HashMap<&str, usize> = HashMap::new();
+    let mut visible: HashMap<&str, VecDeque<usize>> = HashMap::new();
     for (index, message) in messages.iter().enumerate() {
         if message.visible_at > now {
             if message.receipt.is_some() {
@@ -347,14 +349,14 @@ fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usi
             .iter()
             .filter_map(|(g, queue)| {
                 let first = *queue.front()?;
-                Some((in_flight.get(g).copied().unwrap_or(0), first, g.clone()))
+                Some((in_flight.get(g).copied().unwrap_or(0), first, *g))
             })
             .min()
         else {
             break;
         };
         let (_, index, g) = next;
-        if let Some(queue) = visible.get_mut(&g) {
+        if let Some(queue) = visible.get_mut(g) {
             queue.pop_front();
         }
         *in_flight.entry(g).or_default() += 1;

@@ -283,7 +283,7 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
     path = "/uploads",
     tag = "requests",
     params(
-        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed: an absolute http or https URL of a host name (address literals and other ports are refused)", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
+        ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed: an absolute http or https URL of a DNS host name, as the pattern gives it (the API also refuses private and special-purpose addresses and ports other than 80 and 443)", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
         ("quality" = Option<u8>, Query, description = "JPEG quality, 1–100 (default 50)", minimum = 1, maximum = 100),
         ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels (1–65535)", minimum = 1, maximum = 65535),
         ("dry_run" = Option<bool>, Query, description = "Validate only: 200 with the counts or the issues, nothing created"),

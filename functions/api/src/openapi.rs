@@ -13,8 +13,9 @@ pub struct UploadForm {
     /// The CSV file.
     #[schema(format = Binary, content_media_type = "text/csv")]
     pub file: String,
-    /// Where the signed completion event is POSTed: an absolute http or https URL of a host
-    /// name (address literals and other ports are refused).
+    /// Where the signed completion event is POSTed: an absolute http or https URL of a DNS
+    /// host name, as the pattern gives it (the API also refuses private and special-purpose
+    /// addresses and ports other than 80 and 443).
     #[schema(
         pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"
     )]

@@ -795,10 +795,10 @@ fn receive_count(message: &SqsMessage) -> u32 {
 
 impl ProcessError {
     /// How long the row stays hidden before it is delivered again, when not the queue's
-    /// visibility timeout: a row the deadline cut short comes back at once (another
-    /// invocation has the time), transient trouble after [`RedeliveryBackoff`], a host's
-    /// `Retry-After` when it asked. A malformed message waits out the timeout on its way to
-    /// the dead-letter queue.
+    /// visibility timeout: after [`RedeliveryBackoff`] for transient trouble and for a row
+    /// the deadline cut short (each delivery spends one of its receives, so it must not come
+    /// straight back), a host's `Retry-After` when it asked. A malformed message waits out
+    /// the timeout on its way to the dead-letter queue.
     #[must_use]
     pub fn redelivery_after(
         &self,
@@ -807,9 +807,10 @@ impl ProcessError {
     ) -> Option<Duration> {
         match self {
             Self::Malformed(_) => None,
-            Self::Deadline { .. } => Some(Duration::ZERO),
             Self::BackedOff { wait, .. } => Some(*wait),
-            Self::Transient { .. } | Self::Storage(_) => Some(backoff.delay(receive_count)),
+            Self::Deadline { .. } | Self::Transient { .. } | Self::Storage(_) => {
+                Some(backoff.delay(receive_count))
+            }
         }
     }
 }

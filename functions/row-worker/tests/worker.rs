@@ -1142,6 +1142,7 @@ async fn a_row_whose_outcome_is_throttled_comes_back_in_seconds_and_downloads_no
     let mut config = config();
     config.redelivery = pixpress_app::retry::RedeliveryBackoff {
         first: Duration::from_secs(1),
+        factor: 1,
         cap: Duration::from_secs(1),
     };
     let throttle = std::sync::Arc::new(ThrottledTransactions::default());

@@ -81,7 +81,7 @@ impl From<&Config> for IngestConfig {
             egress: config.fetch.policy,
             chunk_rows: CHUNK_ROWS,
             max_receive_count: config.max_receive_count,
-            redelivery: config.redelivery,
+            redelivery: config.chunk_redelivery,
         }
     }
 }

@@ -567,6 +567,7 @@ async fn a_throttled_chunk_comes_back_after_a_backoff_not_the_visibility_timeout
     app.config.chunk_rows = 100;
     app.config.redelivery = pixpress_app::retry::RedeliveryBackoff {
         first: std::time::Duration::from_secs(1),
+        factor: 1,
         cap: std::time::Duration::from_secs(1),
     };
     app.repo = InMemoryRequestRepository::new()

@@ -186,7 +186,8 @@ async function postCsv(file) {
       await pause(1000 * 2 ** attempt);
       continue;
     }
-    if (response.status < 500 || attempt >= UPLOAD_RETRIES) break;
+    const transient = [500, 502, 503, 504].includes(response.status);
+    if (!transient || attempt >= UPLOAD_RETRIES) break;
     await pause(1000 * 2 ** attempt);
   }
   if (response.status === 413) return presignedUpload(file);

@@ -1,0 +1,196 @@
+//! `pixpress-scale-model`: how long one request of 10,000, 100,000 and 1,000,000 rows takes
+//! on AWS, which limit binds each stage, and what it costs — from measured inputs.
+//!
+//! ```sh
+//! pixpress-scale-model [--workers 200] [--partitions 1] [--write-units-per-row 6.10] …
+//! ```
+//!
+//! Inputs, with their sources (defaults are this repository's measurements):
+//! - write and read units per row: `pixpress-capacity-bench` (whole request: 6.10 write, 3.76
+//!   read units per row of two images; 2.07 write units of them at ingest);
+//! - engine CPU per image: `scripts/bench.sh` on the product set (≈ 25 ms per image through
+//!   the whole worker, one vCPU per 1,769 MB worker);
+//! - origin latency: downloads overlap compression (32 per origin at once), so latency adds
+//!   to each row's time, not to throughput, as long as `workers × 10 rows` cover it;
+//! - limits: one partition key serves 1,000 write units and 3,000 read units a second
+//!   (Amazon DynamoDB Developer Guide, "Best practices for designing and using partition keys
+//!   effectively"); a request's items share `partitions` keys (1 today); Lambda concurrency
+//!   `workers` (the SQS event source's maximum concurrency).
+//!
+//! Each stage's time is its work over the slowest of the limits it meets; stages overlap
+//! (rows are processed while others are still ingested), so a request takes about its slowest
+//! stage — where ingest and recording share the request's partition keys, their writes add up. Prices: us-east-1 list prices (see `docs/benchmarks.md`, "Cost per million product
+//! photos").
+
+use clap::Parser;
+
+/// Model one request's time and cost at scale.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Worker concurrency (Lambda executions of the row-worker at once).
+    #[arg(long, default_value_t = 200)]
+    workers: u32,
+    /// Partition keys one request's items are spread over (1 today).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Write units per row, whole request (measured: `pixpress-capacity-bench`).
+    #[arg(long, default_value_t = 6.10)]
+    write_units_per_row: f64,
+    /// Of those, written at ingest (measured).
+    #[arg(long, default_value_t = 2.07)]
+    ingest_write_units_per_row: f64,
+    /// Read units per row (measured).
+    #[arg(long, default_value_t = 3.76)]
+    read_units_per_row: f64,
+    /// Images per row.
+    #[arg(long, default_value_t = 2)]
+    images_per_row: u32,
+    /// CPU milliseconds per image through the worker (download, decode, encode, store).
+    #[arg(long, default_value_t = 25.0)]
+    cpu_ms_per_image: f64,
+    /// Median origin latency per image, milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    origin_latency_ms: f64,
+    /// Write units one partition key serves per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    partition_write_units: f64,
+    /// Read units one partition key serves per second.
+    #[arg(long, default_value_t = 3_000.0)]
+    partition_read_units: f64,
+}
+
+/// One stage: its time and the limit that binds it.
+struct Stage {
+    name: &'static str,
+    seconds: f64,
+    bound_by: String,
+}
+
+fn slowest(name: &'static str, limits: Vec<(f64, String)>) -> Stage {
+    let (seconds, bound_by) = limits.into_iter().fold((0.0, String::new()), |best, next| {
+        if next.0 > best.0 { next } else { best }
+    });
+    Stage {
+        name,
+        seconds,
+        bound_by,
+    }
+}
+
+fn human(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7_200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3_600.0)
+    }
+}
+
+fn model(args: &Args, rows: f64) -> (Vec<Stage>, f64) {
+    let partitions = f64::from(args.partitions.max(1));
+    let images = rows * f64::from(args.images_per_row);
+    let write_rate = args.partition_write_units * partitions;
+    let read_rate = args.partition_read_units * partitions;
+    let workers = f64::from(args.workers.max(1));
+    // One vCPU per worker: images per second per worker from the CPU per image.
+    let per_worker = 1_000.0 / args.cpu_ms_per_image;
+    // Rows in flight must cover the origin latency: 10 rows per invocation, images at once.
+    let latency_bound =
+        workers * 10.0 * f64::from(args.images_per_row) / (args.origin_latency_ms / 1_000.0);
+    let ingest = slowest(
+        "ingest (rows and counters written)",
+        vec![(
+            rows * args.ingest_write_units_per_row / write_rate,
+            format!(
+                "{} partition key(s): {write_rate:.0} write units/s",
+                args.partitions
+            ),
+        )],
+    );
+    let process = slowest(
+        "process (download, compress, store)",
+        vec![
+            (
+                images / (workers * per_worker),
+                format!("{} workers × {per_worker:.0} images/s (CPU)", args.workers),
+            ),
+            (
+                images / latency_bound,
+                format!("origin latency {} ms", args.origin_latency_ms),
+            ),
+        ],
+    );
+    // Ingest and recording write to the same partition keys at once: their writes add up.
+    let writes = slowest(
+        "table writes (ingest and outcomes)",
+        vec![(
+            rows * args.write_units_per_row / write_rate,
+            format!(
+                "{} partition key(s): {write_rate:.0} write units/s",
+                args.partitions
+            ),
+        )],
+    );
+    let reads = slowest(
+        "table reads",
+        vec![(
+            rows * args.read_units_per_row / read_rate,
+            format!(
+                "{} partition key(s): {read_rate:.0} read units/s",
+                args.partitions
+            ),
+        )],
+    );
+    let total = process.seconds.max(writes.seconds).max(reads.seconds);
+    (vec![ingest, process, writes, reads], total)
+}
+
+/// Cost of one request of `rows` rows, in US dollars (us-east-1 list prices).
+fn cost(args: &Args, rows: f64) -> f64 {
+    let images = rows * f64::from(args.images_per_row);
+    let lambda_gb_seconds = images * args.cpu_ms_per_image / 1_000.0 * 1.769;
+    let lambda = lambda_gb_seconds * 0.000_013_333_4 + rows / 10.0 * 0.20 / 1e6;
+    let dynamodb = rows * args.write_units_per_row * 0.625 / 1e6
+        + rows * args.read_units_per_row * 0.125 / 1e6;
+    let sqs = rows / 10.0 * 3.0 * 0.40 / 1e6;
+    let s3 = images * 0.005 / 1_000.0;
+    lambda + dynamodb + sqs + s3
+}
+
+fn main() {
+    let args = Args::parse();
+    println!(
+        "inputs: {:.2} write / {:.2} read units per row ({:.2} at ingest), {} images per row, {} ms CPU per image, {} ms origin latency, {} workers, {} partition key(s) per request",
+        args.write_units_per_row,
+        args.read_units_per_row,
+        args.ingest_write_units_per_row,
+        args.images_per_row,
+        args.cpu_ms_per_image,
+        args.origin_latency_ms,
+        args.workers,
+        args.partitions
+    );
+    if args.partitions > 1 {
+        println!(
+            "(a request spread over {} partition keys is a model: today every request has one)",
+            args.partitions
+        );
+    }
+    for rows in [10_000.0, 100_000.0, 1_000_000.0] {
+        let (stages, total) = model(&args, rows);
+        println!(
+            "\n{rows:.0} rows: about {} (${:.2})",
+            human(total),
+            cost(&args, rows)
+        );
+        for stage in stages {
+            println!(
+                "  {:<40} {:>10}   bound by {}",
+                stage.name,
+                human(stage.seconds),
+                stage.bound_by
+            );
+        }
+    }
+}

@@ -192,6 +192,33 @@ impl State {
         }
     }
 
+    /// A `GetItem` of an item of `bytes` in `request_id`'s partition.
+    fn charge_get(
+        &mut self,
+        request_id: &str,
+        bytes: usize,
+        consistent: bool,
+    ) -> Result<(), PortError> {
+        let pk = request_pk(request_id);
+        let get = Access::Get {
+            pk: &pk,
+            bytes,
+            consistent,
+        };
+        self.charge("GetItem", false, &[get])
+    }
+
+    /// A strongly consistent `Query` returning `bytes` of `request_id`'s items.
+    fn charge_query(&mut self, request_id: &str, bytes: usize) -> Result<(), PortError> {
+        let pk = request_pk(request_id);
+        let query = Access::Query {
+            pk: &pk,
+            bytes,
+            consistent: true,
+        };
+        self.charge("Query", false, &[query])
+    }
+
     /// Bytes of the request item of `request_id` (0 when there is none or nothing meters).
     fn meta_bytes(&self, request_id: &str) -> usize {
         if self.meter.is_none() {
@@ -229,32 +256,15 @@ impl State {
         if self.meter.is_none() {
             return Ok(());
         }
-        let pk = request_pk(request_id);
         let bytes = self.meta_bytes(request_id);
-        self.charge(
-            "GetItem",
-            false,
-            &[Access::Get {
-                pk: &pk,
-                bytes,
-                consistent: true,
-            }],
-        )?;
+        self.charge_get(request_id, bytes, true)?;
         let running = self
             .requests
             .get(request_id)
             .is_some_and(|s| !s.meta.status.is_terminal());
         if running {
             let bytes = self.shard_bytes(request_id);
-            self.charge(
-                "Query",
-                false,
-                &[Access::Query {
-                    pk: &pk,
-                    bytes,
-                    consistent: true,
-                }],
-            )?;
+            self.charge_query(request_id, bytes)?;
         }
         Ok(())
     }
@@ -642,16 +652,7 @@ impl InMemoryRequestRepository {
                     Some(item) => dynamodb_item_size(&to_item(&item)?),
                     None => 0,
                 };
-                let pk = request_pk(request_id);
-                state.charge(
-                    "GetItem",
-                    false,
-                    &[Access::Get {
-                        pk: &pk,
-                        bytes,
-                        consistent: true,
-                    }],
-                )?;
+                state.charge_get(request_id, bytes, true)?;
             }
             Ok(state
                 .shards
@@ -889,16 +890,7 @@ impl RequestReader for InMemoryRequestRepository {
                             .map(|item| dynamodb_item_size(&item))
                     })
                     .sum::<Result<usize, _>>()?;
-                let pk = request_pk(request_id);
-                state.charge(
-                    "Query",
-                    false,
-                    &[Access::Query {
-                        pk: &pk,
-                        bytes,
-                        consistent: true,
-                    }],
-                )?;
+                state.charge_query(request_id, bytes)?;
             }
             let next = if page.len() > limit.max(1) as usize {
                 page.pop();
@@ -1017,16 +1009,8 @@ impl RowLedger for InMemoryRequestRepository {
         retry(&self.policy(), "reading the cancellation", || async {
             self.faults.check(Call::Read)?;
             let mut state = self.lock()?;
-            let (pk, bytes) = (request_pk(request_id), state.meta_bytes(request_id));
-            state.charge(
-                "GetItem",
-                false,
-                &[Access::Get {
-                    pk: &pk,
-                    bytes,
-                    consistent: false,
-                }],
-            )?;
+            let bytes = state.meta_bytes(request_id);
+            state.charge_get(request_id, bytes, false)?;
             Ok(state.current(request_id).is_some_and(|current| {
                 current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
             }))

@@ -55,12 +55,17 @@ fn catalogue(rows: u32, bad: Option<u32>) -> String {
 
 /// Every message on `queue` as an SQS event, received (so a redelivery counts).
 fn received(queue: &InMemoryRowQueue) -> SqsEvent {
-    let messages = queue.receive(100, std::time::Duration::ZERO).unwrap();
+    event_of(queue.receive(100, std::time::Duration::ZERO).unwrap())
+}
+
+/// An SQS event of `messages` as received (real receipts and receive counts).
+fn event_of(messages: Vec<pixpress_embedded::ReceivedMessage>) -> SqsEvent {
     let records = messages
         .into_iter()
         .map(|m| {
             let mut message = SqsMessage::default();
-            message.message_id = Some(m.receipt_handle.clone());
+            message.message_id = Some(m.message_id.clone());
+            message.receipt_handle = Some(m.receipt_handle.clone());
             message.body = Some(m.body.clone());
             message.attributes.insert(
                 "ApproximateReceiveCount".into(),
@@ -584,24 +589,6 @@ async fn a_throttled_chunk_comes_back_after_a_backoff_not_the_visibility_timeout
     };
     // Received as Lambda's poller receives from the ingest queue (visibility 5,400 s).
     let visibility = std::time::Duration::from_secs(5400);
-    let event_of = |messages: Vec<pixpress_embedded::ReceivedMessage>| {
-        let mut event = SqsEvent::default();
-        event.records = messages
-            .into_iter()
-            .map(|m| {
-                let mut message = SqsMessage::default();
-                message.message_id = Some(m.message_id.clone());
-                message.receipt_handle = Some(m.receipt_handle.clone());
-                message.body = Some(m.body.clone());
-                message.attributes.insert(
-                    "ApproximateReceiveCount".into(),
-                    m.receive_count.to_string(),
-                );
-                message
-            })
-            .collect();
-        event
-    };
     throttle.on.store(true, std::sync::atomic::Ordering::SeqCst);
     let first = chunks.receive(10, visibility).unwrap();
     assert_eq!(first.len(), 1);

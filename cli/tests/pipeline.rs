@@ -159,11 +159,7 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
 /// The final status document of a run holds every product, past one status page (1,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_report_lists_every_product_past_one_status_page() {
-    let router = axum::Router::new().route(
-        "/gone/{n}",
-        get(|| async { StatusCode::NOT_FOUND.into_response() }),
-    );
-    let server = serve_on_loopback(router).await.unwrap();
+    let server = gone_origin().await;
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let dir = std::env::temp_dir().join(format!("pixpress-pages-{}", uuid::Uuid::new_v4()));
@@ -291,11 +287,7 @@ async fn a_catalogue_with_one_bad_row_is_rejected_with_its_row_and_column() {
 /// refused with `too_many_rows` ("split it into smaller files").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_within_the_byte_limit_but_over_the_row_limit_takes_the_s3_path() {
-    let router = axum::Router::new().route(
-        "/gone/{n}",
-        get(|| async { StatusCode::NOT_FOUND.into_response() }),
-    );
-    let server = serve_on_loopback(router).await.unwrap();
+    let server = gone_origin().await;
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.csv.max_rows = 20;
@@ -332,11 +324,7 @@ async fn a_file_within_the_byte_limit_but_over_the_row_limit_takes_the_s3_path()
 /// recorded exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_on_one_hot_partition_is_throttled_and_loses_nothing() {
-    let router = axum::Router::new().route(
-        "/gone/{n}",
-        get(|| async { StatusCode::NOT_FOUND.into_response() }),
-    );
-    let server = serve_on_loopback(router).await.unwrap();
+    let server = gone_origin().await;
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     let dir = std::env::temp_dir().join(format!("pixpress-hot-{}", uuid::Uuid::new_v4()));
@@ -362,4 +350,13 @@ async fn a_request_on_one_hot_partition_is_throttled_and_loses_nothing() {
     assert!(throttled > 0, "nothing was throttled: {consumed:?}");
     assert!(consumed["TransactWriteItems"].throttled > 0, "{consumed:?}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An origin on loopback where every image under `/gone/{n}` answers 404 at once.
+async fn gone_origin() -> std::net::SocketAddr {
+    let router = axum::Router::new().route(
+        "/gone/{n}",
+        get(|| async { StatusCode::NOT_FOUND.into_response() }),
+    );
+    serve_on_loopback(router).await.unwrap()
 }

@@ -340,7 +340,11 @@ fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usi
                 *in_flight.entry(group(message)).or_default() += 1;
             }
         } else {
-            visible.entry(group(message)).or_default().push_back(index);
+            // No group can give more than `max` messages to one receive.
+            let candidates = visible.entry(group(message)).or_default();
+            if candidates.len() < max {
+                candidates.push_back(index);
+            }
         }
     }
     let mut order = Vec::with_capacity(max.min(messages.len()));

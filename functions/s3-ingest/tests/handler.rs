@@ -89,6 +89,19 @@ fn event() -> S3Event {
 
 const KEY: &str = "uploads/spring sale(2026).csv";
 
+/// Puts a catalogue of `rows` rows under [`KEY`] and ingests its upload event.
+async fn ingest_catalogue(app: &TestApp, rows: u32) -> pixpress_app::ingest::Ingested {
+    app.store
+        .put(KEY, Bytes::from(catalogue(rows, None)), "text/csv")
+        .await
+        .unwrap();
+    let RecordOutcome::Ingested(ingested) = ingest_record(app, &event().records[0]).await.unwrap()
+    else {
+        panic!("expected the catalogue to be ingested");
+    };
+    *ingested
+}
+
 #[tokio::test]
 async fn uploaded_csv_is_ingested_once_even_when_the_event_is_delivered_twice() {
     let app = app();
@@ -299,14 +312,7 @@ async fn one_bad_row_near_the_end_of_a_catalogue_fails_it_whole_with_nothing_enq
 async fn an_upload_replaced_while_its_chunks_wait_fails_the_request_instead_of_mixing_files() {
     let app = fanned_out_app();
     let chunks = app.chunks.clone().unwrap();
-    app.store
-        .put(KEY, Bytes::from(catalogue(20, None)), "text/csv")
-        .await
-        .unwrap();
-    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
-    else {
-        panic!("expected the catalogue to be ingested");
-    };
+    let ingested = ingest_catalogue(&app, 20).await;
     // Another file of another length lands under the same key before the chunks run.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     app.store
@@ -334,14 +340,7 @@ async fn an_upload_replaced_while_its_chunks_wait_fails_the_request_instead_of_m
 async fn the_embedded_runner_expands_every_chunk_in_the_validating_invocation() {
     let mut app = app();
     app.config.chunk_rows = 7;
-    app.store
-        .put(KEY, Bytes::from(catalogue(50, None)), "text/csv")
-        .await
-        .unwrap();
-    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
-    else {
-        panic!("expected the catalogue to be ingested");
-    };
+    let ingested = ingest_catalogue(&app, 50).await;
     assert_eq!(ingested.meta.status, RequestStatus::Processing);
     assert_eq!(app.queue.len().unwrap(), 50);
     let rows = load_all_rows(&app.repo, &ingested.meta.request_id)
@@ -491,14 +490,7 @@ async fn a_chunk_its_deadline_would_cut_short_sends_the_rest_as_a_chunk_of_its_o
     let mut app = fanned_out_app();
     app.config.chunk_rows = 250;
     let chunks = app.chunks.clone().unwrap();
-    app.store
-        .put(KEY, Bytes::from(catalogue(250, None)), "text/csv")
-        .await
-        .unwrap();
-    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
-    else {
-        panic!("expected the catalogue to be ingested");
-    };
+    let ingested = ingest_catalogue(&app, 250).await;
     let request_id = ingested.meta.request_id.clone();
     let take = |queue: &InMemoryRowQueue| -> Vec<pixpress_domain::model::ChunkJob> {
         let messages = queue
@@ -579,14 +571,7 @@ async fn a_throttled_chunk_comes_back_after_a_backoff_not_the_visibility_timeout
         .with_faults(throttle.clone())
         .with_retry(pixpress_app::retry::RetryPolicy::NONE);
     let chunks = app.chunks.clone().unwrap();
-    app.store
-        .put(KEY, Bytes::from(catalogue(20, None)), "text/csv")
-        .await
-        .unwrap();
-    let RecordOutcome::Ingested(ingested) = ingest_record(&app, &event().records[0]).await.unwrap()
-    else {
-        panic!("expected the catalogue to be ingested");
-    };
+    let ingested = ingest_catalogue(&app, 20).await;
     // Received as Lambda's poller receives from the ingest queue (visibility 5,400 s).
     let visibility = std::time::Duration::from_secs(5400);
     throttle.on.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -25,9 +25,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
-/// Largest CSV sent to `POST /uploads`, in bytes: the API's default `MAX_CSV_BYTES` (5 MiB),
-/// below API Gateway's 10 MB payload quota. Larger files take the presigned upload.
-pub const DIRECT_UPLOAD_MAX_BYTES: u64 = 5 * 1024 * 1024;
+/// Largest CSV sent to `POST /uploads`, in bytes: the API's default `MAX_CSV_BYTES`
+/// (4,603,904: a 6-MB Lambda payload after base64). Larger files take the presigned upload.
+pub const DIRECT_UPLOAD_MAX_BYTES: u64 =
+    pixpress_app::config::DEFAULT_MAX_DIRECT_UPLOAD_BYTES as u64;
 
 /// Attempts of one call on a network error or a 429/502/503/504 answer.
 const ATTEMPTS: u32 = 4;

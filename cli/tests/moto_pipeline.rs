@@ -82,15 +82,19 @@ fn photo(base: &str, i: usize) -> String {
     format!("{base}/photos/{}", PHOTOS[i].name)
 }
 
+/// `POST /uploads`, then what the stored CSV's `ObjectCreated` event does in a deployment:
+/// `s3-ingest` writes and queues its rows.
 async fn upload(pipeline: &Pipeline<Emulated>, csv: String, webhook: &str) -> String {
-    match pipeline
+    let request_id = match pipeline
         .upload_csv(csv.into_bytes(), Some(webhook), None, None)
         .await
         .unwrap()
     {
         Upload::Accepted { request_id, .. } => request_id,
         Upload::Rejected { problem, .. } => panic!("rejected: {problem}"),
-    }
+    };
+    assert!(pipeline.deliver_upload_events().await.unwrap());
+    request_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

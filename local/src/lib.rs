@@ -6,8 +6,10 @@
 //! `aws_lambda_events` / `lambda_http` values, calling the very `handle` functions that run in
 //! Lambda:
 //!
-//! 1. [`pipeline::Pipeline::upload_csv`] → `api` handler (`POST /uploads`);
-//! 2. [`pipeline::Pipeline::start_pump`]: rows queue → `row-worker` invocations (several in
+//! 1. [`pipeline::Pipeline::upload_csv`] → `api` handler (`POST /uploads`), which stores the
+//!    CSV under `uploads/`;
+//! 2. [`pipeline::Pipeline::start_pump`]: the uploads written through [`bucket_events`] →
+//!    `s3-ingest` as S3 events, rows queue → `row-worker` invocations (several in
 //!    flight; failed messages stay invisible for the visibility timeout, then return, then go to
 //!    the dead-letter queue), dead-letter queue → `row-dead-letter`, and the change log →
 //!    `completion-notifier` as DynamoDB stream events;
@@ -19,6 +21,7 @@
 //! Linked by the `pixpress` CLI and the tests, never by a Lambda function.
 
 pub mod any_key_store;
+pub mod bucket_events;
 pub mod compose;
 pub mod emulator;
 pub mod events;

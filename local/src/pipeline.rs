@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::AnyKeyStore;
+use crate::bucket_events::BucketEvents;
 use crate::emulator::{EmulatorBackends, EmulatorNames, emulator_sdk_config, provision};
 use crate::events;
 use crate::faults::{FaultSpec, INVOCATION, SeededFaults};
@@ -363,23 +364,28 @@ pub enum Upload {
     },
 }
 
+/// The bucket of backend `B` as the apps see it: its upload events recorded.
+pub type Bucket<B> = BucketEvents<<B as PumpBackend>::Store>;
+
 /// The function apps over one backend, and the pump between them.
 #[derive(Clone)]
 pub struct Pipeline<B: PumpBackend> {
     /// The backend.
     pub backend: B,
     /// `api`.
-    pub api: pixpress_api::App<B::Repo, B::Queue, B::Store, AnyKeyStore>,
+    pub api: pixpress_api::App<B::Repo, B::Queue, Bucket<B>, AnyKeyStore>,
     /// `s3-ingest`.
-    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, B::Store, NoQueue>,
+    pub s3_ingest: pixpress_s3_ingest::App<B::Repo, B::Queue, Bucket<B>, NoQueue>,
     /// `row-worker`.
-    pub worker: pixpress_row_worker::App<B::Repo, B::Store, B::Slots, B::Queue>,
+    pub worker: pixpress_row_worker::App<B::Repo, Bucket<B>, B::Slots, B::Queue>,
     /// `row-dead-letter`.
     pub dead_letter: pixpress_row_dead_letter::App<B::Repo>,
     /// `completion-notifier`.
-    pub notifier: pixpress_completion_notifier::App<B::Repo, B::Store, NoQueue, AnyKeyStore>,
+    pub notifier: pixpress_completion_notifier::App<B::Repo, Bucket<B>, NoQueue, AnyKeyStore>,
     /// `sweeper`.
-    pub sweeper: pixpress_sweeper::App<B::Repo, B::Queue, B::Store, NoQueue, AnyKeyStore>,
+    pub sweeper: pixpress_sweeper::App<B::Repo, B::Queue, Bucket<B>, NoQueue, AnyKeyStore>,
+    /// The bucket as every app writes it, recording the uploads to hand to `s3-ingest`.
+    bucket: Bucket<B>,
     faults: Option<Arc<SeededFaults>>,
     terminal_records: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
     options: PipelineOptions,
@@ -552,13 +558,14 @@ impl<B: PumpBackend> Pipeline<B> {
         options: PipelineOptions,
         backend: B,
     ) -> anyhow::Result<Self> {
+        let bucket = BucketEvents::new(backend.store().clone());
         let apps = crate::compose::compose(
             config,
             options.keys.clone(),
             options.resolver.clone(),
             backend.repo().clone(),
             backend.queue().clone(),
-            backend.store().clone(),
+            bucket.clone(),
             backend.slots().clone(),
         )?;
         Ok(Self {
@@ -575,6 +582,7 @@ impl<B: PumpBackend> Pipeline<B> {
                 config: options.sweep.unwrap_or(apps.sweeper.config),
                 ..apps.sweeper
             },
+            bucket,
             backend,
             faults: None,
             terminal_records: Arc::default(),
@@ -663,6 +671,66 @@ impl<B: PumpBackend> Pipeline<B> {
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             attempt += 1;
         }
+    }
+
+    /// Hands every upload written through the bucket since the last call (`POST /uploads`
+    /// stores the CSV under `uploads/`) to `s3-ingest`, as the bucket's event notification
+    /// invokes it: asynchronously, retried as Lambda retries ([`Pipeline::ingest_upload`]);
+    /// when every attempt failed the upload's request fails, as the on-failure destination's
+    /// reader fails it ([`pixpress_s3_ingest::fail_uploads`]). Returns `true` if there was
+    /// any.
+    ///
+    /// # Errors
+    /// When the failure cannot be recorded either.
+    pub async fn deliver_upload_events(&self) -> anyhow::Result<bool> {
+        let keys = self.bucket.take_created();
+        for key in &keys {
+            let event = events::s3_put_event("local", key, 0, "")?;
+            let Some(record) = event.records.first() else {
+                continue;
+            };
+            let Err(e) = self.ingest_upload(record).await else {
+                continue;
+            };
+            tracing::error!(%key, error = %format!("{e:#}"), "upload not ingested; its request fails");
+            let failed = pixpress_s3_ingest::FailedInvocation {
+                request_context: pixpress_s3_ingest::FailedInvocationContext {
+                    condition: "RetriesExhausted".to_owned(),
+                    approximate_invoke_count: 3,
+                },
+                request_payload: event.clone(),
+            };
+            let mut attempt = 0;
+            loop {
+                match pixpress_s3_ingest::fail_uploads(
+                    &self.s3_ingest.repo,
+                    self.s3_ingest.config.output,
+                    &failed,
+                )
+                .await
+                {
+                    Ok(_) => break,
+                    Err(e) if attempt < 10 => {
+                        tracing::warn!(error = %e, "the failed upload could not be recorded yet");
+                        tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::anyhow!("recording the failed upload {key}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(!keys.is_empty())
+    }
+
+    async fn upload_loop(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        while !*stop.borrow() {
+            if !self.deliver_upload_events().await? {
+                pause(&mut stop, Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
     }
 
     /// `POST /uploads` with `csv` as a `text/csv` body and options as query parameters, with
@@ -1076,6 +1144,8 @@ impl<B: PumpBackend> Pipeline<B> {
         tasks.spawn(async move { record(&fail, this.dead_letter_loop(rx).await) });
         let (this, rx, fail) = (self.clone(), stopped.clone(), failure.clone());
         tasks.spawn(async move { record(&fail, this.sweep_loop(rx).await) });
+        let (this, rx, fail) = (self.clone(), stopped.clone(), failure.clone());
+        tasks.spawn(async move { record(&fail, this.upload_loop(rx).await) });
         let (this, rx, fail) = (self.clone(), stopped, failure.clone());
         tasks.spawn(async move { record(&fail, this.stream_loop(rx).await) });
         Pump {
@@ -1094,7 +1164,7 @@ impl<B: PumpBackend> Pipeline<B> {
     /// When a handler fails for good.
     pub async fn pump_once(&self) -> anyhow::Result<bool> {
         let batch = self.options.batch_size.clamp(1, 10);
-        let mut worked = false;
+        let mut worked = self.deliver_upload_events().await?;
         for _ in 0..self.options.worker_invocations.max(1) {
             let messages = self
                 .backend
@@ -1171,7 +1241,8 @@ impl<B: PumpBackend> Pipeline<B> {
                 return Ok(meta);
             }
             let depth = self.backend.queue_depth().await.unwrap_or(1)
-                + self.backend.dead_letter_count().await.unwrap_or(1);
+                + self.backend.dead_letter_count().await.unwrap_or(1)
+                + self.bucket.pending() as u64;
             if depth == 0 && !meta.status.is_terminal() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > Duration::from_secs(30) {

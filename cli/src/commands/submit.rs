@@ -11,8 +11,8 @@ use super::*;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubmitArgs {
-    /// The input CSV (`S. No.,Product Name,Input Image Urls`). Over 5 MiB it goes through a
-    /// presigned upload.
+    /// The input CSV (`S. No.,Product Name,Input Image Urls`). Over 4,603,904 bytes (the direct
+    /// limit) it goes through a presigned upload.
     csv: PathBuf,
     #[command(flatten)]
     api: ApiArgs,

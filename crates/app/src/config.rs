@@ -15,9 +15,11 @@ pub mod vars {
     pub const JPEG_QUALITY: &str = "JPEG_QUALITY";
     /// Default longest output side in pixels (unset: keep size).
     pub const MAX_OUTPUT_DIMENSION: &str = "MAX_OUTPUT_DIMENSION";
-    /// Largest CSV in bytes (default 5 MiB).
+    /// Largest CSV of `POST /uploads` in bytes (default 4,603,904: what a 6-MB Lambda
+    /// payload holds after base64).
     pub const MAX_CSV_BYTES: &str = "MAX_CSV_BYTES";
-    /// Most data rows per CSV (default 10,000).
+    /// Most data rows of a `POST /uploads` CSV (default 1,000,000, the S3 path's: the
+    /// direct path is limited by bytes).
     pub const MAX_ROWS: &str = "MAX_ROWS";
     /// Most URLs per row (default 50).
     pub const MAX_URLS_PER_ROW: &str = "MAX_URLS_PER_ROW";
@@ -154,10 +156,32 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 1 << 30;
 /// Default most rows of the S3 path.
 pub const DEFAULT_MAX_UPLOAD_ROWS: usize = 1_000_000;
 
+/// Lambda's limit on a synchronous invocation's payload, in bytes: 6 MB ("Lambda quotas",
+/// AWS Lambda Developer Guide; the `Invoke` API: "For synchronous invocations, the maximum
+/// payload size is 6 MB"), taken as 6 × 2^20 as the service enforces it.
+pub const LAMBDA_SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// Bytes of the API Gateway event around the body (request context, headers, query string),
+/// kept free of [`LAMBDA_SYNC_PAYLOAD_BYTES`].
+pub const API_EVENT_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Multipart framing allowed on top of the CSV in a form upload, in bytes.
+pub const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Default largest CSV of `POST /uploads`, in bytes: what survives the 6-MB invocation payload
+/// once API Gateway has base64-encoded the body (4 bytes for every 3; HTTP APIs encode
+/// `multipart/form-data`, and any body they do not take for text) with room for the event
+/// envelope and a form's framing — 4,603,904 bytes (4.39 MiB). Larger CSVs take a presigned
+/// upload (`POST /upload-urls`). Rows are not limited here beyond the S3 path's
+/// [`DEFAULT_MAX_UPLOAD_ROWS`]: the API writes no row itself.
+pub const DEFAULT_MAX_DIRECT_UPLOAD_BYTES: usize =
+    (LAMBDA_SYNC_PAYLOAD_BYTES - API_EVENT_ENVELOPE_BYTES) / 4 * 3 - FORM_OVERHEAD_BYTES;
+
 /// Every setting of every function; each function reads what it needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Limits of `POST /uploads` (a CSV in the request body: API Gateway's 10 MB payload).
+    /// Limits of `POST /uploads` (a CSV in the request body, up to
+    /// [`DEFAULT_MAX_DIRECT_UPLOAD_BYTES`] and the S3 path's row limit).
     pub csv: CsvLimits,
     /// Limits of the S3 path (presigned uploads and `pixpress run`): the same per-row limits,
     /// up to [`DEFAULT_MAX_UPLOAD_BYTES`] and [`DEFAULT_MAX_UPLOAD_ROWS`].
@@ -197,7 +221,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            csv: CsvLimits::default(),
+            csv: CsvLimits {
+                max_bytes: DEFAULT_MAX_DIRECT_UPLOAD_BYTES,
+                max_rows: DEFAULT_MAX_UPLOAD_ROWS,
+                ..CsvLimits::default()
+            },
             upload: CsvLimits {
                 max_bytes: DEFAULT_MAX_UPLOAD_BYTES,
                 max_rows: DEFAULT_MAX_UPLOAD_ROWS,

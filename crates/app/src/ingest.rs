@@ -30,8 +30,9 @@ use pixpress_domain::input_csv::{
 };
 use pixpress_domain::model::{
     ChunkJob, Counters, Failure, ImageProgress, ImageStatus, OutputSpec, RequestMeta,
-    RequestStatus, RowJob, RowRecord, RowState, Source, Webhook,
+    RequestStatus, RowJob, RowRecord, RowState, Source, UploadOptions, Webhook,
 };
+use pixpress_domain::storage_keys::{pending_upload_key, presigned_upload_key};
 
 /// Everything needed to ingest one CSV.
 #[derive(Debug, Clone)]
@@ -232,6 +233,100 @@ pub async fn ingest<R: RequestIntake + RequestReader, Q: RowQueue>(
     Ok(Ingested { meta, replayed })
 }
 
+/// Accepts a CSV held in memory (`POST /uploads`) as the S3 path takes a presigned upload,
+/// in a constant number of calls whatever its row count:
+///
+/// 1. one streaming pass validates the CSV ([`CsvScanner`], every issue with row and column)
+///    and the webhook URL; an invalid upload is refused with nothing written;
+/// 2. the request item is written `PENDING` with its totals (conditional on the id being new;
+///    a request under the id made from other bytes or options is
+///    [`IngestError::IdempotencyKeyReused`]; one past `PENDING` is a replay);
+/// 3. the options go to [`pending_upload_key`] and the CSV to [`presigned_upload_key`], whose
+///    `ObjectCreated` event runs `s3-ingest` — [`ingest_object`] finds the request, and its
+///    chunk jobs write the rows and send their messages, as for any upload.
+///
+/// Calls: one `PutItem` transaction for the request (two writes with its `creating` mark) and
+/// two `PutObject`s — no row item and no message, so the HTTP call ends long before API
+/// Gateway's 30-s integration timeout at any size.
+///
+/// # Errors
+/// [`IngestError::InvalidCsv`], [`IngestError::InvalidWebhookUrl`],
+/// [`IngestError::IdempotencyKeyReused`] (nothing written); [`IngestError::Storage`]: retry with
+/// the same id (every step is idempotent; a request left `PENDING` without its upload is
+/// written again by the retry, or failed by the sweeper).
+pub async fn accept_upload<R, S>(
+    repo: &R,
+    store: &S,
+    settings: &ObjectIngestSettings,
+    input: IngestRequest<'_>,
+) -> Result<Ingested, IngestError>
+where
+    R: RequestIntake + RequestReader,
+    S: ObjectStore,
+{
+    let mut input = input;
+    if let Some(url) = &input.webhook_url {
+        input.webhook_url =
+            Some(check_webhook_url(url, settings.egress).map_err(IngestError::InvalidWebhookUrl)?);
+    }
+    let mut scanner = CsvScanner::new(&settings.limits, settings.egress);
+    scanner.feed(input.csv, &mut |_, _| {});
+    let summary = scanner
+        .finish(&mut |_, _| {})
+        .map_err(IngestError::InvalidCsv)?;
+    let key = presigned_upload_key(&input.tenant, &input.request_id);
+    let meta = RequestMeta {
+        source: input.source,
+        source_key: Some(key.clone()),
+        output_spec: input.output_spec,
+        counters: Counters::new(summary.rows, summary.images),
+        webhook: input.webhook_url.clone().map(Webhook::pending),
+        fingerprint: Some(upload_fingerprint(&input)),
+        ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
+    };
+    let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
+        Created::Inserted => (meta, false),
+        Created::AlreadyExists(existing)
+            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
+        {
+            return Err(IngestError::IdempotencyKeyReused(existing));
+        }
+        // An earlier attempt may have died before the upload was stored: store it again.
+        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
+            (*existing, true)
+        }
+        Created::AlreadyExists(existing) => {
+            return Ok(Ingested {
+                meta: *existing,
+                replayed: true,
+            });
+        }
+    };
+    let options = UploadOptions {
+        webhook_url: input.webhook_url.clone(),
+        output_spec: input.output_spec,
+    };
+    let options = serde_json::to_vec(&options)
+        .map_err(|e| PortError::Unexpected(anyhow::anyhow!("upload options: {e}")))?;
+    store
+        .put(
+            &pending_upload_key(&input.tenant, &input.request_id),
+            options.into(),
+            "application/json",
+        )
+        .await?;
+    store
+        .put(&key, bytes::Bytes::copy_from_slice(input.csv), "text/csv")
+        .await?;
+    tracing::info!(
+        request_id = %meta.request_id,
+        rows = summary.rows,
+        bytes = summary.bytes,
+        "upload validated and stored"
+    );
+    Ok(Ingested { meta, replayed })
+}
+
 /// Enqueues the pending rows of a recorded request and flips it to `PROCESSING`; marks it
 /// `FAILED` when the rows cannot be enqueued. Returns the request as stored afterwards.
 async fn start<R: RequestIntake + RequestReader, Q: RowQueue>(
@@ -327,6 +422,10 @@ pub struct Retried {
     /// `true` when the retry existed already (asked before).
     pub replayed: bool,
 }
+
+/// Most rows a retry takes (`POST /requests/{id}/retry` reads and re-queues them within the
+/// HTTP call: 1,000 `SendMessageBatch` calls at most, inside API Gateway's 30-s timeout).
+pub const RETRY_MAX_ROWS: u64 = 10_000;
 
 /// Starts a new attempt at a finished request (`COMPLETED_WITH_ERRORS`, `CANCELLED` or
 /// `FAILED` with rows): a new request [`retry_request_id`] with the same rows, output spec and
@@ -700,8 +799,12 @@ where
             return Err(IngestError::EnqueueFailed(e));
         }
     } else {
-        let mut expansions = futures::stream::iter(plan.chunks.iter())
-            .map(|job| expand_chunk(repo, queue, store, settings, job, Deadline::NONE))
+        // Owned jobs: a future borrowing the plan's items is not `Send` for every lifetime,
+        // which a spawned caller needs.
+        let mut expansions = futures::stream::iter(std::mem::take(&mut plan.chunks))
+            .map(|job| async move {
+                expand_chunk(repo, queue, store, settings, &job, Deadline::NONE).await
+            })
             .buffer_unordered(INLINE_CHUNKS_AT_ONCE);
         while let Some(outcome) = expansions.next().await {
             if outcome? == ChunkExpanded::RequestFailed {

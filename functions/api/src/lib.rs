@@ -290,14 +290,14 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
         ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body within 24 h answers the same request"),
     ),
     request_body(
-        description = "The CSV (`S. No.,Product Name,Input Image Urls`, RFC 4180), at most MAX_CSV_BYTES (5 MiB by default)",
+        description = "The CSV (`S. No.,Product Name,Input Image Urls`, RFC 4180), at most MAX_CSV_BYTES bytes (4,603,904 by default: what Lambda's 6-MB invocation payload holds once API Gateway has base64-encoded the body, less the event and form framing) and any number of rows up to MAX_UPLOAD_ROWS (1,000,000); larger files take `POST /upload-urls`",
         content(
             (String = "text/csv"),
             (openapi::UploadForm = "multipart/form-data"),
         ),
     ),
     responses(
-        (status = 202, description = "Accepted: the request is recorded and its rows queued", body = upload::Accepted,
+        (status = 202, description = "Accepted: the CSV is valid, the request recorded (`PENDING`) and the CSV stored; its rows are written and queued right after, asynchronously (`PROCESSING` once all are queued)", body = upload::Accepted,
             headers(("location" = String, description = "The status URL"), ("idempotent-replayed" = String, description = "`true` when an earlier upload with this Idempotency-Key answered"))),
         (status = 200, description = "Dry run: what the upload would become", body = upload::DryRun),
         (status = 400, description = "Invalid CSV (every issue, with row and column) or an invalid option", body = problem::Problem, content_type = "application/problem+json"),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ApiRepository;
 use crate::{ApiRequest as Request, ApiResponse};
-use pixpress_app::ingest::{retry_failed_images, retry_request_id};
+use pixpress_app::ingest::{RETRY_MAX_ROWS, retry_failed_images, retry_request_id};
 use pixpress_app::ports::{ObjectStore, PortError, RowQueue};
 use pixpress_domain::model::{
     Counters, Failure, ImageStatus, OutputSpec, RequestMeta, RowRecord, RowState, Source, Webhook,
@@ -593,7 +593,7 @@ where
         Ok(meta) => meta,
         Err(problem) => return problem.into_response(),
     };
-    let max_rows = app.config.csv.max_rows as u64;
+    let max_rows = RETRY_MAX_ROWS.min(app.config.csv.max_rows as u64);
     match retry_failed_images(&app.repo, &app.queue, &meta, max_rows, Utc::now()).await {
         Ok(retried) => {
             let retry = retried.meta;

@@ -6,7 +6,10 @@ use chrono::Utc;
 
 use crate::ApiRepository;
 use crate::{ApiRequest as Request, ApiResponse};
-use pixpress_app::ingest::{IngestError, IngestRequest, Ingested, check_webhook_url, ingest};
+use pixpress_app::ingest::{
+    CHUNK_ROWS, IngestError, IngestRequest, Ingested, ObjectIngestSettings, accept_upload,
+    check_webhook_url,
+};
 use pixpress_app::ports::{ObjectStore, PortError, RowQueue};
 use pixpress_domain::input_csv::parse_input_csv;
 use pixpress_domain::model::{OutputSpec, Source};
@@ -16,8 +19,7 @@ use serde::Serialize;
 use crate::problem::Problem;
 use crate::{App, base_url, json_response};
 
-/// Multipart framing allowed on top of the CSV size limit, in bytes.
-const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+use pixpress_app::config::FORM_OVERHEAD_BYTES;
 
 /// The 202 body of an accepted upload.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -354,8 +356,9 @@ fn idempotency_key(request: &Request) -> Result<Option<&str>, UploadError> {
     Ok(key)
 }
 
-/// Records and enqueues `upload` as a request of `tenant` (the ingest use case), under the id
-/// its idempotency key stands for, or a new one.
+/// Accepts `upload` as a request of `tenant` ([`accept_upload`]: validated, recorded `PENDING`
+/// and stored under `uploads/`, from where `s3-ingest` fans it out), under the id its
+/// idempotency key stands for, or a new one.
 ///
 /// # Errors
 /// [`UploadError::KeyCheck`], [`UploadError::Ingest`].
@@ -367,7 +370,7 @@ async fn ingest_upload<R, Q, S, K>(
 ) -> Result<Ingested, UploadError>
 where
     R: ApiRepository,
-    Q: RowQueue,
+    S: ObjectStore,
 {
     let request_id = match key {
         None => uuid::Uuid::new_v4().to_string(),
@@ -386,23 +389,22 @@ where
         output_spec: upload.output_spec,
         now: Utc::now(),
     };
-    let ingested = ingest(
-        &app.repo,
-        &app.queue,
-        &app.config.csv,
-        app.config.egress,
-        input,
-    )
-    .await
-    .inspect_err(|e| {
-        if let IngestError::InvalidCsv(rejection) = e {
-            tracing::info!(
-                issues = rejection.issues.len() + rejection.omitted,
-                "upload rejected: invalid CSV"
-            );
-            metrics::counter!("uploads_rejected").increment(1);
-        }
-    })?;
+    let settings = ObjectIngestSettings {
+        limits: app.config.csv,
+        egress: app.config.egress,
+        chunk_rows: CHUNK_ROWS,
+    };
+    let ingested = accept_upload(&app.repo, &app.store, &settings, input)
+        .await
+        .inspect_err(|e| {
+            if let IngestError::InvalidCsv(rejection) = e {
+                tracing::info!(
+                    issues = rejection.issues.len() + rejection.omitted,
+                    "upload rejected: invalid CSV"
+                );
+                metrics::counter!("uploads_rejected").increment(1);
+            }
+        })?;
     tracing::info!(
         rows = ingested.meta.counters.rows_total,
         images = ingested.meta.counters.images_total,

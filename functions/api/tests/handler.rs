@@ -6,10 +6,13 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use pixpress_api::{ApiConfig, App, handle};
 use pixpress_app::config::Config;
+use pixpress_app::ingest::{CHUNK_ROWS, ObjectIngest, ObjectIngestSettings, ingest_object};
 use pixpress_app::ports::OutputLedger as _;
 use pixpress_app::ports::RequestIntake as _;
 use pixpress_app::ports::RequestReader as _;
-use pixpress_domain::model::RequestStatus;
+use pixpress_app::ports::{NoQueue, ObjectStore as _};
+use pixpress_domain::model::{DEFAULT_TENANT, RequestStatus, Source, UploadOptions};
+use pixpress_domain::storage_keys::{pending_upload_key, presigned_upload_key};
 use pixpress_embedded::{
     DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
 };
@@ -28,6 +31,35 @@ fn app(config: &Config) -> TestApp {
         store: DirObjectStore::new(dir, None).unwrap(),
         config: ApiConfig::from(config),
     }
+}
+
+/// What the stored upload's `ObjectCreated` event makes `s3-ingest` do in a deployment: the
+/// ingest use case over the CSV and options `POST /uploads` stored.
+async fn ingest_stored(app: &TestApp, request_id: &str) {
+    let options = app
+        .store
+        .get(&pending_upload_key(DEFAULT_TENANT, request_id), 64 * 1024)
+        .await
+        .unwrap()
+        .expect("the upload's options are stored");
+    let options: UploadOptions = serde_json::from_slice(&options.bytes).unwrap();
+    let settings = ObjectIngestSettings {
+        limits: app.config.csv,
+        egress: app.config.egress,
+        chunk_rows: CHUNK_ROWS,
+    };
+    let input = ObjectIngest {
+        request_id: request_id.to_owned(),
+        tenant: DEFAULT_TENANT.to_owned(),
+        source: Source::S3,
+        key: presigned_upload_key(DEFAULT_TENANT, request_id),
+        webhook_url: options.webhook_url,
+        output_spec: options.output_spec,
+        now: chrono::Utc::now(),
+    };
+    ingest_object::<_, _, _, NoQueue>(&app.repo, &app.queue, &app.store, None, &settings, input)
+        .await
+        .unwrap();
 }
 
 fn event(name: &str) -> Request {
@@ -64,10 +96,13 @@ fn request(method: Method, uri: &str, content_type: Option<&str>, body: Vec<u8>)
 
 const CSV: &str = "S. No.,Product Name,Input Image Urls\n1.,Mug,\"https://img.example.com/a.jpg, https://img.example.com/b.jpg\"\n";
 
+/// `POST /uploads` validates, records the request and stores the CSV under `uploads/`; the
+/// rows are written and queued by the ingest the stored object triggers, not in the HTTP call.
 #[tokio::test]
-async fn csv_upload_is_accepted_with_a_request_id_and_every_row_enqueued() {
+async fn csv_upload_is_accepted_stored_under_uploads_and_its_rows_fanned_out_by_the_ingest() {
     let app = app(&Config::default());
-    let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
+    let upload = event("post-upload-csv.json");
+    let response = handle(&app, upload.clone()).await.unwrap();
     assert_eq!(response.status(), 202);
     let body = json(&response);
     let id = body["request_id"].as_str().unwrap();
@@ -75,15 +110,83 @@ async fn csv_upload_is_accepted_with_a_request_id_and_every_row_enqueued() {
         (body["rows"].as_u64(), body["images"].as_u64()),
         (Some(2), Some(5))
     );
-    assert_eq!(body["status"], "PROCESSING");
+    assert_eq!(body["status"], "PENDING");
     assert_eq!(
         body["status_url"],
         format!("https://abc123.execute-api.us-east-1.amazonaws.com/requests/{id}")
     );
+    assert_eq!(app.queue.len().unwrap(), 0, "no row is queued in the call");
+    let stored = app
+        .store
+        .get(&presigned_upload_key(DEFAULT_TENANT, id), u64::MAX)
+        .await
+        .unwrap()
+        .expect("the CSV is stored under uploads/");
+    assert!(
+        stored
+            .bytes
+            .starts_with(b"S. No.,Product Name,Input Image Urls")
+    );
+    ingest_stored(&app, id).await;
     assert_eq!(app.queue.len().unwrap(), 2);
     let meta = app.repo.get_request(id).await.unwrap().unwrap();
     assert_eq!(meta.status, RequestStatus::Processing);
     assert_eq!(meta.output_spec.quality, 50);
+    assert_eq!(meta.source, Source::Api);
+}
+
+/// The API's work is the same few calls whatever the row count: one request item, two
+/// objects, no row item and no message (API Gateway ends an HTTP API integration at 30 s).
+#[tokio::test]
+async fn an_upload_costs_the_same_calls_at_ten_rows_and_at_fifty_thousand() {
+    let mut calls = Vec::new();
+    for rows in [10, 50_000] {
+        let mut app = app(&Config::default());
+        app.repo = InMemoryRequestRepository::new().with_capacity(None);
+        let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+        for i in 1..=rows {
+            csv.push_str(&format!("{i},P{i},https://img.example.com/{i}.jpg\n"));
+        }
+        let response = handle(
+            &app,
+            request(Method::POST, "/uploads", Some("text/csv"), csv.into_bytes()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 202);
+        assert_eq!(json(&response)["rows"], rows);
+        assert_eq!(
+            app.queue.len().unwrap(),
+            0,
+            "no message is sent in the call"
+        );
+        let objects = walk(app.store.root());
+        assert_eq!(objects.len(), 2, "the CSV and its options: {objects:?}");
+        let consumed: Vec<(&str, u64)> = app
+            .repo
+            .consumed_capacity()
+            .unwrap()
+            .into_iter()
+            .map(|(kind, c)| (kind, c.calls))
+            .collect();
+        calls.push(consumed);
+    }
+    assert_eq!(calls[0], calls[1], "DynamoDB calls at 10 and 50,000 rows");
+    let total: u64 = calls[0].iter().map(|(_, n)| n).sum();
+    assert!(total <= 4, "a handful of DynamoDB calls: {:?}", calls[0]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[tokio::test]
@@ -206,8 +309,11 @@ async fn same_idempotency_key_returns_the_same_request_once() {
         r
     };
     let first = handle(&app, upload()).await.unwrap();
+    let id = json(&first)["request_id"].as_str().unwrap().to_owned();
+    ingest_stored(&app, &id).await;
     let second = handle(&app, upload()).await.unwrap();
-    assert_eq!(json(&first)["request_id"], json(&second)["request_id"]);
+    assert_eq!(json(&second)["request_id"], id.as_str());
+    assert_eq!(json(&second)["status"], "PROCESSING");
     assert_eq!(second.headers().get("idempotent-replayed").unwrap(), "true");
     assert_eq!(app.queue.len().unwrap(), 1);
 }
@@ -217,6 +323,7 @@ async fn status_lists_products_with_pending_images_and_paginates() {
     let app = app(&Config::default());
     let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
     let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    ingest_stored(&app, &id).await;
     let page = handle(
         &app,
         request(
@@ -643,6 +750,7 @@ async fn a_reused_idempotency_key_with_another_body_is_422_and_concurrent_retrie
         (202.try_into().unwrap(), 202.try_into().unwrap())
     );
     assert_eq!(json(&a)["request_id"], json(&b)["request_id"]);
+    ingest_stored(&app, json(&a)["request_id"].as_str().unwrap()).await;
     assert_eq!(app.queue.len().unwrap(), 1, "one request, one set of rows");
     let other = CSV.replace("Mug", "Cup");
     let reused = handle(&app, keyed(&other)).await.unwrap();
@@ -660,6 +768,7 @@ async fn the_summary_reads_no_rows_and_a_running_request_sets_retry_after() {
     let app = app(&Config::default());
     let response = handle(&app, event("post-upload-csv.json")).await.unwrap();
     let id = json(&response)["request_id"].as_str().unwrap().to_owned();
+    ingest_stored(&app, &id).await;
     let summary = handle(
         &app,
         request(

@@ -5,7 +5,7 @@
 const KEY_STORAGE = "pixpress.apiKey"; // sessionStorage: this tab only
 const RECENT_STORAGE = "pixpress.recent"; // localStorage: ids and names, never the key
 const RECENT_MAX = 20;
-const DIRECT_UPLOAD_MAX_BYTES = 5 * 1024 * 1024; // POST /uploads' default limit
+const DIRECT_UPLOAD_MAX_BYTES = 4603904; // POST /uploads' default limit (6 MB after base64)
 const UPLOAD_RETRIES = 3; // after a network error or a 5xx, waiting 1 s, 2 s, 4 s
 const PRODUCTS_SHOWN_MAX = 1000;
 

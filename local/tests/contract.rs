@@ -387,6 +387,105 @@ async fn chunked_rows_contract<R: RequestRepository>(repo: &R) {
     assert!(repo.output_progress(id).await.unwrap().is_none());
 }
 
+/// A request of more than 1,000 rows spreads its rows over partition keys: rows written in
+/// chunks are listed once each in input order, every outcome counts, and the last row
+/// completes it; row indices past 1,000,000 and 10,000,000 keep their order across keys.
+/// `recorded`: how many rows to record (moto takes seconds per hundred transactions on a table
+/// of a thousand items, so it records part of them and checks the counts).
+async fn spread_rows_contract<R: RequestRepository>(repo: &R, recorded: u32) {
+    let id = "contract-spread";
+    let n = 1_050u32; // two partition keys
+    repo.create_request(&meta(id, u64::from(n), false), &[])
+        .await
+        .unwrap();
+    let all = rows(n);
+    repo.put_rows(id, &all[..600]).await.unwrap();
+    repo.put_rows(id, &all[600..]).await.unwrap();
+    let listed = load_all_rows(repo, id).await.unwrap();
+    assert_eq!(listed.len(), n as usize, "every row once");
+    assert!(listed.iter().zip(0u32..).all(|(r, i)| r.index == i));
+    let page = repo.list_rows(id, Some(99), 3).await.unwrap();
+    assert_eq!(
+        page.rows.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [100, 101, 102]
+    );
+    assert_eq!(page.next, Some(102));
+    let now = Utc::now();
+    let mut completed_by = Vec::new();
+    for i in 0..recorded.min(n) {
+        let recorded = repo
+            .record_row_outcome(id, i, &[ok_image(10, 5)], now)
+            .await
+            .unwrap();
+        assert!(matches!(recorded, RowRecorded::Recorded { .. }), "row {i}");
+        if recorded.all_rows_done() {
+            completed_by.push(i);
+        }
+    }
+    let again = repo
+        .record_row_outcome(id, 1, &[ok_image(10, 5)], now)
+        .await
+        .unwrap();
+    assert!(matches!(again, RowRecorded::AlreadyRecorded { .. }));
+    let counted = u64::from(recorded.min(n));
+    if recorded >= n {
+        assert_eq!(completed_by, [n - 1], "only the last row completes it");
+        assert_eq!(
+            repo.complete(id, now).await.unwrap(),
+            Transition::Applied(RequestStatus::Completed)
+        );
+    } else {
+        assert_eq!(completed_by, Vec::<u32>::new());
+    }
+    let state = repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(state.counters.rows_done, counted);
+    assert_eq!(state.counters.images_ok, counted);
+    assert_eq!(state.counters.bytes_out, 5 * counted);
+
+    // A catalogue of 10,000,002 rows, of which a few around the key changes are written.
+    let id = "contract-ten-million";
+    let total = 10_000_002u32;
+    repo.create_request(&meta(id, u64::from(total), false), &[])
+        .await
+        .unwrap();
+    let at = |indices: std::ops::RangeInclusive<u32>| -> Vec<RowRecord> {
+        indices
+            .map(|i| RowRecord {
+                index: i,
+                ..rows(1).remove(0)
+            })
+            .collect()
+    };
+    repo.put_rows(id, &at(999_998..=1_000_001)).await.unwrap();
+    repo.put_rows(id, &at(9_999_999..=10_000_001))
+        .await
+        .unwrap();
+    let page = repo.list_rows(id, Some(999_997), 4).await.unwrap();
+    assert_eq!(
+        page.rows.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [999_998, 999_999, 1_000_000, 1_000_001]
+    );
+    assert_eq!(page.next, Some(1_000_001));
+    let page = repo.list_rows(id, Some(9_999_998), 10).await.unwrap();
+    assert_eq!(
+        page.rows.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [9_999_999, 10_000_000, 10_000_001]
+    );
+    assert_eq!(page.next, None, "the last page");
+    let recorded = repo
+        .record_row_outcome(id, 10_000_001, &[ok_image(10, 5)], now)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        RowRecorded::Recorded {
+            all_rows_done: false
+        }
+    );
+    let running = repo.get_request(id).await.unwrap().unwrap();
+    assert_eq!(running.counters.rows_done, 1);
+}
+
 /// Cancelling: only while running, the first time kept; the completion after the last row makes
 /// the request `CANCELLED`; a finished request cannot be cancelled.
 async fn cancel_contract<R: RequestRepository>(repo: &R) {
@@ -1004,6 +1103,7 @@ async fn embedded_adapters_meet_the_contract() {
     origin_slots_contract(&InMemoryOriginSlots::default(), true).await;
     repository_contract(&InMemoryRequestRepository::new(), false).await;
     chunked_rows_contract(&InMemoryRequestRepository::new()).await;
+    spread_rows_contract(&InMemoryRequestRepository::new(), u32::MAX).await;
     cancel_contract(&InMemoryRequestRepository::new()).await;
     retry_contract(&InMemoryRequestRepository::new()).await;
     concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
@@ -1042,6 +1142,9 @@ async fn aws_adapters_meet_the_contract_against_moto() {
     repository_contract(&backends.repo, true).await;
     origin_slots_contract(&backends.slots, false).await;
     chunked_rows_contract(&backends.repo).await;
+    let started = std::time::Instant::now();
+    spread_rows_contract(&backends.repo, 40).await;
+    eprintln!("spread rows contract: {:?}", started.elapsed());
     cancel_contract(&backends.repo).await;
     retry_contract(&backends.repo).await;
     // moto enforces DynamoDB's 400 KB item size too. (Concurrent transactions are not run

@@ -16,6 +16,7 @@
 //! Reference, `TransactWriteItems` → `TransactionCanceledException`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -30,7 +31,9 @@ use pixpress_app::ports::{
     RequestReader, RowLedger, RowPage, RowRecorded, Transition,
 };
 use pixpress_app::retry::retry;
-use pixpress_domain::counting::{COUNTER_SHARDS, shard_of, shard_rows_total, shards_with_rows};
+use pixpress_domain::counting::{
+    COUNTER_SHARDS, partition_of_row, shard_of, shard_rows_total, shards_with_rows,
+};
 use pixpress_domain::item::{
     CounterItem, MetaItem, OPEN_ATTRIBUTE, OPEN_INDEX, OPEN_VALUE, ProgressSeen, RowItem,
 };
@@ -39,7 +42,8 @@ use pixpress_domain::model::{
     RequestStatus, RowRecord, WebhookAttempt,
 };
 use pixpress_domain::storage_keys::{
-    COUNTER_SK_PREFIX, META_SK, ROW_SK_PREFIX, counter_sk, request_id_from_pk, request_pk, row_sk,
+    COUNTER_SK_PREFIX, META_SK, ROW_SK_END, counter_pk, counter_sk, partition_pk,
+    request_id_from_pk, request_pk, row_pk, row_sk,
 };
 
 /// The DynamoDB repository. Cheap to clone.
@@ -47,7 +51,29 @@ use pixpress_domain::storage_keys::{
 pub struct DynamoRequestRepository {
     table: DynamoTable,
     retention: Option<chrono::Duration>,
+    layouts: Arc<Mutex<HashMap<String, Layout>>>,
 }
+
+/// Where a request's items are: fixed when the request is created, so kept once read.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Partition keys its row and counter items spread over ([`MetaItem::partitions`]).
+    partitions: u32,
+    /// Its row count.
+    rows_total: u64,
+}
+
+impl Layout {
+    fn of(stored: &MetaItem) -> Self {
+        Self {
+            partitions: stored.partitions.max(1),
+            rows_total: stored.meta.counters.rows_total,
+        }
+    }
+}
+
+/// Layouts kept per repository before the cache starts again (a worker sees a few requests).
+const LAYOUTS_KEPT: usize = 10_000;
 
 impl From<DynamoTable> for DynamoRequestRepository {
     /// A repository on `table` that keeps every item (no `expires_at`).
@@ -55,6 +81,7 @@ impl From<DynamoTable> for DynamoRequestRepository {
         Self {
             table,
             retention: None,
+            layouts: Arc::default(),
         }
     }
 }
@@ -178,6 +205,39 @@ impl DynamoRequestRepository {
 
     fn meta_key(request_id: &str) -> HashMap<String, AttributeValue> {
         key(request_pk(request_id), META_SK.to_owned())
+    }
+
+    fn remember(&self, request_id: &str, layout: Layout) {
+        if let Ok(mut layouts) = self.layouts.lock() {
+            if layouts.len() >= LAYOUTS_KEPT {
+                layouts.clear();
+            }
+            layouts.insert(request_id.to_owned(), layout);
+        }
+    }
+
+    /// The layout of `request_id`: remembered, or read from its request item once (one
+    /// strongly consistent `GetItem`).
+    ///
+    /// # Errors
+    /// [`PortError::Unexpected`] when the request does not exist.
+    async fn layout(&self, request_id: &str) -> Result<Layout, PortError> {
+        let known = self
+            .layouts
+            .lock()
+            .ok()
+            .and_then(|l| l.get(request_id).copied());
+        if let Some(layout) = known {
+            return Ok(layout);
+        }
+        let stored: MetaItem = self
+            .table
+            .read_as(Self::meta_key(request_id), "the request")
+            .await?
+            .ok_or_else(|| PortError::Unexpected(anyhow!("request {request_id} does not exist")))?;
+        let layout = Layout::of(&stored);
+        self.remember(request_id, layout);
+        Ok(layout)
     }
 
     /// One `TransactWriteItems`: `Ok(Ok(()))` when committed, `Ok(Err(reasons))` when
@@ -306,36 +366,49 @@ impl DynamoRequestRepository {
         else {
             return Ok(None);
         };
+        let layout = Layout::of(&stored);
+        self.remember(request_id, layout);
         if stored.creating {
             // Its rows are still being written: not a request yet.
             return Ok(None);
         }
         let mut counters = stored.meta.counters;
         if !stored.meta.status.is_terminal() {
-            for shard in self.read_shards(request_id).await? {
+            for shard in self.read_shards(request_id, layout.partitions).await? {
                 counters.add_done(&shard.counters);
             }
         }
         Ok(Some((stored, counters)))
     }
 
-    /// Every counter shard item of a request (one consistent `Query`; 32 small items).
-    async fn read_shards(&self, request_id: &str) -> Result<Vec<CounterItem>, PortError> {
-        let out = retry(&self.table.retry, "reading counter shards", || async {
-            self.table
-                .query()
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(request_pk(request_id)))
-                .expression_attribute_values(":prefix", s(COUNTER_SK_PREFIX))
-                .consistent_read(true)
-                .send()
+    /// Every counter shard item of a request: one consistent `Query` per partition key, at
+    /// once (32 small items in all).
+    async fn read_shards(
+        &self,
+        request_id: &str,
+        partitions: u32,
+    ) -> Result<Vec<CounterItem>, PortError> {
+        let pages = futures::future::try_join_all((0..partitions.max(1)).map(|partition| {
+            let pk = partition_pk(request_id, partitions, partition);
+            async move {
+                retry(&self.table.retry, "reading counter shards", || async {
+                    self.table
+                        .query()
+                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                        .expression_attribute_values(":pk", s(pk.clone()))
+                        .expression_attribute_values(":prefix", s(COUNTER_SK_PREFIX))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("reading counter shards", &e))
+                })
                 .await
-                .map_err(|e| sdk_error("reading counter shards", &e))
-        })
+            }
+        }))
         .await?;
-        out.items
-            .unwrap_or_default()
+        pages
             .into_iter()
+            .flat_map(|out| out.items.unwrap_or_default())
             .map(|found| {
                 serde_dynamo::from_item(found)
                     .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))
@@ -343,18 +416,94 @@ impl DynamoRequestRepository {
             .collect()
     }
 
+    /// Rows `start..start + count` of a request spread over `layout.partitions` keys, in input
+    /// order: one consistent `Query` per partition (continued past 1 MB pages), merged by
+    /// index. Rows not written yet are absent.
+    async fn read_row_window(
+        &self,
+        request_id: &str,
+        layout: Layout,
+        start: u32,
+        count: u32,
+    ) -> Result<Vec<RowRecord>, PortError> {
+        let partitions = layout.partitions.max(1);
+        let last = start.saturating_add(count.saturating_sub(1));
+        let pages = futures::future::try_join_all((0..partitions).map(|partition| {
+            // The first row of the window in this partition.
+            let offset =
+                (partition + partitions - partition_of_row(start, partitions)) % partitions;
+            let first = start.checked_add(offset).filter(|&f| f <= last);
+            let pk = partition_pk(request_id, partitions, partition);
+            async move {
+                let Some(first) = first else {
+                    return Ok(Vec::new());
+                };
+                let mut rows = Vec::new();
+                let mut exclusive_start = None;
+                loop {
+                    let from = exclusive_start.take();
+                    let out = retry(&self.table.retry, "reading rows", || async {
+                        self.table
+                            .query()
+                            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                            .expression_attribute_values(":pk", s(pk.clone()))
+                            .expression_attribute_values(":from", s(row_sk(first)))
+                            .expression_attribute_values(":to", s(row_sk(last)))
+                            .consistent_read(true)
+                            .set_exclusive_start_key(from.clone())
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error("reading rows", &e))
+                    })
+                    .await?;
+                    for found in out.items.unwrap_or_default() {
+                        let row: RowItem = serde_dynamo::from_item(found).map_err(|e| {
+                            PortError::Unexpected(anyhow!("malformed row item: {e}"))
+                        })?;
+                        rows.push(row.row);
+                    }
+                    match out.last_evaluated_key {
+                        Some(key) => exclusive_start = Some(key),
+                        None => break,
+                    }
+                }
+                Ok::<_, PortError>(rows)
+            }
+        }))
+        .await?;
+        let mut rows: Vec<RowRecord> = pages.into_iter().flatten().collect();
+        rows.sort_unstable_by_key(|r| r.index);
+        Ok(rows)
+    }
+
     /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
     /// done shards (`ADD`, idempotent); `true` when all shards are done.
     /// `true` when row `row_index` of `request_id` exists (one strongly consistent read of its
     /// key).
-    async fn row_exists(&self, request_id: &str, row_index: u32) -> Result<bool, PortError> {
-        let row = key(request_pk(request_id), row_sk(row_index));
+    async fn row_exists(
+        &self,
+        request_id: &str,
+        layout: Layout,
+        row_index: u32,
+    ) -> Result<bool, PortError> {
+        let row = key(
+            row_pk(request_id, layout.partitions, row_index),
+            row_sk(row_index),
+        );
         let found = self.table.read_item(row, Some("sk"), "a row").await?;
         Ok(found.is_some())
     }
 
-    async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        let shard_key = key(request_pk(request_id), counter_sk(shard));
+    async fn check_shard(
+        &self,
+        request_id: &str,
+        layout: Layout,
+        shard: u32,
+    ) -> Result<bool, PortError> {
+        let shard_key = key(
+            counter_pk(request_id, layout.partitions, shard),
+            counter_sk(shard),
+        );
         let Some(counter): Option<CounterItem> =
             self.table.read_as(shard_key, "a counter shard").await?
         else {
@@ -429,6 +578,8 @@ impl RequestIntake for DynamoRequestRepository {
         let creating = !meta.status.is_terminal();
         let mut meta_item = MetaItem::new(meta.clone(), expires_at);
         meta_item.creating = creating;
+        let partitions = meta_item.partitions;
+        let layout = Layout::of(&meta_item);
         let (meta_item, _) = sized_item(&meta_item, "the request item")?;
         if creating
             && !self
@@ -457,7 +608,7 @@ impl RequestIntake for DynamoRequestRepository {
             .iter()
             .map(|row| {
                 sized_item(
-                    &RowItem::new(id, row.clone(), expires_at),
+                    &RowItem::new(id, partitions, row.clone(), expires_at),
                     &format!("row {}", row.index),
                 )
             })
@@ -465,12 +616,15 @@ impl RequestIntake for DynamoRequestRepository {
         for shard in shards_with_rows(meta.counters.rows_total) {
             let counter = CounterItem::new(
                 id,
+                partitions,
                 shard,
                 shard_rows_total(meta.counters.rows_total, shard),
                 expires_at,
             );
             items.push(sized_item(&counter, "a counter shard")?);
         }
+        // This upload's item is the stored one (written now, or by its interrupted attempt).
+        self.remember(id, layout);
         self.put_new(items, "writing rows").await?;
         if creating {
             let revealed = self
@@ -520,11 +674,12 @@ impl RequestIntake for DynamoRequestRepository {
         // units"). Rows of a catalogue expire counted from their writing, at most an ingest
         // later than the request item.
         let expires_at = self.expires_at(chrono::Utc::now());
+        let partitions = self.layout(request_id).await?.partitions;
         let items = rows
             .iter()
             .map(|row| {
                 sized_item(
-                    &RowItem::new(request_id, row.clone(), expires_at),
+                    &RowItem::new(request_id, partitions, row.clone(), expires_at),
                     &format!("row {}", row.index),
                 )
                 .map(|(item, _)| item)
@@ -615,6 +770,16 @@ impl RequestReader for DynamoRequestRepository {
     ) -> Result<RowPage, PortError> {
         let start = after.map_or(0, |a| a.saturating_add(1));
         let limit = limit.max(1);
+        let layout = self.layout(request_id).await?;
+        if layout.partitions > 1 {
+            // A page is the window of `limit` indices from `start`, merged from every partition.
+            let rows = self
+                .read_row_window(request_id, layout, start, limit)
+                .await?;
+            let end = u64::from(start) + u64::from(limit);
+            let next = (end < layout.rows_total).then(|| start + (limit - 1));
+            return Ok(RowPage { rows, next });
+        }
         let mut rows = Vec::new();
         let mut exclusive_start = None;
         // A Query page holds at most 1 MB; keep reading until `limit` rows or the end.
@@ -627,7 +792,7 @@ impl RequestReader for DynamoRequestRepository {
                     .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                     .expression_attribute_values(":pk", s(request_pk(request_id)))
                     .expression_attribute_values(":from", s(row_sk(start)))
-                    .expression_attribute_values(":to", s(format!("{ROW_SK_PREFIX}999999")))
+                    .expression_attribute_values(":to", s(ROW_SK_END))
                     .consistent_read(true)
                     .limit(page_limit)
                     .set_exclusive_start_key(from.clone())
@@ -665,6 +830,8 @@ impl RowLedger for DynamoRequestRepository {
         _now: DateTime<Utc>,
     ) -> Result<RowRecorded, PortError> {
         let shard = shard_of(row_index);
+        let layout = self.layout(request_id).await?;
+        let pk = row_pk(request_id, layout.partitions, row_index);
         let mut delta = Counters::default();
         delta.add_row(images);
         let encoded_images = encode(&images)?;
@@ -682,7 +849,7 @@ impl RowLedger for DynamoRequestRepository {
         let recorded = retry(&self.table.retry, "recording the row outcome", || async {
             let row_update = Update::builder()
                 .table_name(&self.table.target)
-                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .set_key(Some(key(pk.clone(), row_sk(row_index))))
                 .update_expression("SET #state = :done, images = :images REMOVE progress")
                 .condition_expression("#state = :pending")
                 .expression_attribute_names("#state", "state")
@@ -695,7 +862,8 @@ impl RowLedger for DynamoRequestRepository {
             // the row's counter shard (not the request item: no hot item).
             let shard_update = Update::builder()
                 .table_name(&self.table.target)
-                .set_key(Some(key(request_pk(request_id), counter_sk(shard))))
+                // The row's own partition: a shard counts only rows of its partition.
+                .set_key(Some(key(pk.clone(), counter_sk(shard))))
                 .update_expression(
                     "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
                 )
@@ -723,12 +891,12 @@ impl RowLedger for DynamoRequestRepository {
         })
         .await?;
         // The row's condition also fails when the row does not exist: that is no redelivery.
-        if !recorded && !self.row_exists(request_id, row_index).await? {
+        if !recorded && !self.row_exists(request_id, layout, row_index).await? {
             return Err(PortError::Unexpected(anyhow!(
                 "row {row_index} of request {request_id} does not exist"
             )));
         }
-        let all_rows_done = self.check_shard(request_id, shard).await?;
+        let all_rows_done = self.check_shard(request_id, layout, shard).await?;
         Ok(if recorded {
             RowRecorded::Recorded { all_rows_done }
         } else {
@@ -743,11 +911,16 @@ impl RowLedger for DynamoRequestRepository {
         progress: &[ImageProgress],
     ) -> Result<(), PortError> {
         let encoded = encode(&progress)?;
+        let pk = row_pk(
+            request_id,
+            self.layout(request_id).await?.partitions,
+            row_index,
+        );
         retry(&self.table.retry, "saving row progress", || async {
             let out = self
                 .table
                 .update_item()
-                .set_key(Some(key(request_pk(request_id), row_sk(row_index))))
+                .set_key(Some(key(pk.clone(), row_sk(row_index))))
                 .update_expression("SET progress = :progress")
                 .condition_expression("#state = :pending")
                 .expression_attribute_names("#state", "state")
@@ -1040,7 +1213,8 @@ impl OpenRequests for DynamoRequestRepository {
     }
 
     async fn mark_shard_if_full(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        self.check_shard(request_id, shard).await
+        let layout = self.layout(request_id).await?;
+        self.check_shard(request_id, layout, shard).await
     }
 
     async fn settle(&self, request_id: &str) -> Result<bool, PortError> {

@@ -100,6 +100,24 @@ fn transact_always(body: &str) -> Rule {
         .build()
 }
 
+/// `GetItem` of request `r`'s item (a request of `rows` rows), as the repository reads it once
+/// to learn where its rows are; other `GetItem`s pass to the next rule.
+fn request_item(rows: u64) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|req| {
+            req.key()
+                .and_then(|k| k.get("sk"))
+                .is_some_and(|sk| sk == &AttributeValue::S("META".into()))
+        })
+        .then_output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(
+                    serde_dynamo::to_item(MetaItem::new(meta(rows), None)).unwrap(),
+                ))
+                .build()
+        })
+}
+
 /// A repository whose client answers `TransactWriteItems` by `transact` and every other call
 /// like a table holding a full counter shard; the SDK itself does not retry, so the adapter's
 /// own retries are what is counted.
@@ -128,7 +146,7 @@ fn repository(transact: &Rule) -> DynamoRequestRepository {
     let client = mock_client!(
         aws_sdk_dynamodb,
         RuleMode::MatchAny,
-        [transact, &shard, &add_shard],
+        [transact, &request_item(1), &shard, &add_shard],
         |c| c.retry_config(RetryConfig::disabled())
     );
     DynamoRequestRepository::from(DynamoTable::from_client(client, "requests").with_retry(FAST))
@@ -209,7 +227,7 @@ async fn a_row_that_does_not_exist_is_an_error_not_already_recorded() {
     let client = mock_client!(
         aws_sdk_dynamodb,
         RuleMode::MatchAny,
-        [&transact, &no_row],
+        [&transact, &request_item(1), &no_row],
         |c| c.retry_config(RetryConfig::disabled())
     );
     let repo = DynamoRequestRepository::from(
@@ -394,7 +412,7 @@ async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry
     let client = mock_client!(
         aws_sdk_dynamodb,
         RuleMode::MatchAny,
-        [&put, &transact],
+        [&put, &transact, &request_item(5)],
         |c| c.retry_config(RetryConfig::disabled())
     );
     let repo = DynamoRequestRepository::from(
@@ -414,8 +432,12 @@ async fn chunk_rows_are_plain_conditional_puts_that_keep_existing_rows_and_retry
         )
         .repeatedly()
         .build();
-    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied], |c| c
-        .retry_config(RetryConfig::disabled()));
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&denied, &request_item(3)],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
     let repo = DynamoRequestRepository::from(
         DynamoTable::from_client(client, "requests").with_retry(FAST),
     );
@@ -775,7 +797,7 @@ async fn a_cancel_accepted_between_the_read_and_the_flip_ends_the_request_cancel
     let shards = mock!(aws_sdk_dynamodb::Client::query).then_output(|| {
         let items = (0..3)
             .map(|shard| {
-                let mut counter = CounterItem::new("r", shard, 1, None);
+                let mut counter = CounterItem::new("r", 1, shard, 1, None);
                 counter.counters.rows_done = 1;
                 counter.counters.images_ok = 1;
                 serde_dynamo::to_item(&counter).unwrap()

@@ -41,6 +41,41 @@ pub fn shards_with_rows(rows_total: u64) -> impl Iterator<Item = u32> {
     (0..COUNTER_SHARDS).filter(move |&s| shard_rows_total(rows_total, s) > 0)
 }
 
+/// Most partition keys a request's row and counter items spread over ([`partitions_for`]); a
+/// divisor of [`COUNTER_SHARDS`], so counter shard `s` and every row it counts share partition
+/// `s mod partitions` and a row's outcome stays one transaction within one partition key.
+pub const MAX_PARTITIONS: u32 = COUNTER_SHARDS;
+
+/// Rows per partition key before a request gets another ([`partitions_for`]). One partition
+/// key serves 1,000 write units a second ("Best practices for designing and using partition
+/// keys effectively", Amazon DynamoDB Developer Guide) and a row costs about 5 of them to
+/// write and record, so 1,000 rows keep one key busy for about 5 s at full speed.
+pub const ROWS_PER_PARTITION: u64 = 1_000;
+
+/// How many partition keys the rows of a `rows_total`-row request spread over: the power of
+/// two at or above `rows_total / ROWS_PER_PARTITION`, from 1 to [`MAX_PARTITIONS`] (32 keys,
+/// 32,000 write units a second, from 16,001 rows on).
+#[must_use]
+pub fn partitions_for(rows_total: u64) -> u32 {
+    let wanted = rows_total.div_ceil(ROWS_PER_PARTITION).max(1);
+    u32::try_from(wanted.next_power_of_two())
+        .unwrap_or(MAX_PARTITIONS)
+        .min(MAX_PARTITIONS)
+}
+
+/// The partition (0-based, below `partitions`) holding row `row_index`: rows are dealt round
+/// the partitions, so rows processed in input order spread their writes over all of them.
+#[must_use]
+pub fn partition_of_row(row_index: u32, partitions: u32) -> u32 {
+    row_index % partitions.max(1)
+}
+
+/// The partition holding counter shard `shard`: the partition of every row it counts.
+#[must_use]
+pub fn partition_of_shard(shard: u32, partitions: u32) -> u32 {
+    shard % partitions.max(1)
+}
+
 /// The shards of a `rows_total`-row request that count no row: done from the start.
 #[must_use]
 pub fn empty_shards(rows_total: u64) -> Vec<u32> {
@@ -74,5 +109,31 @@ mod tests {
             );
             assert_eq!(with_rows.len() as u64, rows_total.min(32));
         }
+    }
+
+    #[test]
+    fn a_row_and_its_counter_shard_share_a_partition() {
+        for partitions in [1, 2, 4, 8, 16, 32] {
+            assert_eq!(COUNTER_SHARDS % partitions, 0);
+            for row in [0u32, 1, 31, 32, 33, 999_999, 1_000_000, 12_345_677] {
+                assert_eq!(
+                    partition_of_row(row, partitions),
+                    partition_of_shard(shard_of(row), partitions),
+                    "row {row}, {partitions} partitions"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_grow_with_the_rows_up_to_the_cap() {
+        assert_eq!(partitions_for(0), 1);
+        assert_eq!(partitions_for(10), 1);
+        assert_eq!(partitions_for(1_000), 1);
+        assert_eq!(partitions_for(1_001), 2);
+        assert_eq!(partitions_for(10_000), 16);
+        assert_eq!(partitions_for(16_001), 32);
+        assert_eq!(partitions_for(1_000_000), 32);
+        assert_eq!(partitions_for(u64::MAX), 32);
     }
 }

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::counting::empty_shards;
+use super::counting::{empty_shards, partitions_for};
 use super::model::{Counters, OutputProgress, RequestMeta, RequestStatus, RowRecord};
-use super::storage_keys::{META_SK, counter_sk, request_pk, row_sk};
+use super::storage_keys::{META_SK, counter_pk, counter_sk, request_pk, row_pk, row_sk};
 
 /// Attribute holding the item's expiry for DynamoDB TTL (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
@@ -66,9 +66,23 @@ pub struct MetaItem {
     /// ([`RequestMeta::fingerprint`]), so two uploads' rows never mix.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub creating: bool,
+    /// How many partition keys the request's row and counter items spread over
+    /// ([`partitions_for`] of its row count, fixed at creation; 1, the default, for requests
+    /// stored before rows were spread).
+    #[serde(default = "one_partition", skip_serializing_if = "is_one_partition")]
+    pub partitions: u32,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+}
+
+fn one_partition() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_one_partition(partitions: &u32) -> bool {
+    *partitions == 1
 }
 
 impl MetaItem {
@@ -80,6 +94,7 @@ impl MetaItem {
             pk: request_pk(&meta.request_id),
             sk: META_SK.to_owned(),
             done_shards: empty_shards(meta.counters.rows_total),
+            partitions: partitions_for(meta.counters.rows_total),
             meta,
             output_progress: None,
             open: Some(OPEN_VALUE.to_owned()),
@@ -90,12 +105,12 @@ impl MetaItem {
     }
 }
 
-/// A counter shard item: `REQ#<id>` / `COUNT#<shard>` holding the tally of the rows of that
+/// A counter shard item: `REQ#<id>[#<partition>]` / `COUNT#<shard>` holding the tally of the rows of that
 /// shard ([`super::counting`]). `rows_total` is the shard's row count, written at creation;
 /// the other counters grow with `ADD` as rows are recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CounterItem {
-    /// `REQ#<request_id>`.
+    /// The partition key of its rows ([`counter_pk`]).
     pub pk: String,
     /// `COUNT#<shard>`.
     pub sk: String,
@@ -108,11 +123,18 @@ pub struct CounterItem {
 }
 
 impl CounterItem {
-    /// The empty shard `shard` of request `request_id`, counting `rows_total` rows.
+    /// The empty shard `shard` of request `request_id` (spread over `partitions` keys),
+    /// counting `rows_total` rows.
     #[must_use]
-    pub fn new(request_id: &str, shard: u32, rows_total: u64, expires_at: Option<i64>) -> Self {
+    pub fn new(
+        request_id: &str,
+        partitions: u32,
+        shard: u32,
+        rows_total: u64,
+        expires_at: Option<i64>,
+    ) -> Self {
         Self {
-            pk: request_pk(request_id),
+            pk: counter_pk(request_id, partitions, shard),
             sk: counter_sk(shard),
             counters: Counters {
                 rows_total,
@@ -123,12 +145,12 @@ impl CounterItem {
     }
 }
 
-/// A row item: `REQ#<id>` / `ROW#<index>` plus the flattened [`RowRecord`].
+/// A row item: `REQ#<id>[#<partition>]` / `ROW#<index>` plus the flattened [`RowRecord`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowItem {
-    /// `REQ#<request_id>`.
+    /// The row's partition key ([`row_pk`]).
     pub pk: String,
-    /// `ROW#<index, 6 digits>`.
+    /// [`row_sk`] of its index.
     pub sk: String,
     /// The record.
     #[serde(flatten)]
@@ -139,11 +161,11 @@ pub struct RowItem {
 }
 
 impl RowItem {
-    /// The item for `row` of request `request_id`.
+    /// The item for `row` of request `request_id` (spread over `partitions` keys).
     #[must_use]
-    pub fn new(request_id: &str, row: RowRecord, expires_at: Option<i64>) -> Self {
+    pub fn new(request_id: &str, partitions: u32, row: RowRecord, expires_at: Option<i64>) -> Self {
         Self {
-            pk: request_pk(request_id),
+            pk: row_pk(request_id, partitions, row.index),
             sk: row_sk(row.index),
             row,
             expires_at,

@@ -16,23 +16,72 @@ pub const ROW_SK_PREFIX: &str = "ROW#";
 /// Sort-key prefix of counter shard items (`COUNT#<shard, 2 digits>`); sorts before `META`.
 pub const COUNTER_SK_PREFIX: &str = "COUNT#";
 
-/// Partition key of every item of a request: `REQ#<request_id>`.
+/// Partition key of the request item, and of every item of a request whose rows fit one
+/// partition key: `REQ#<request_id>`.
 #[must_use]
 pub fn request_pk(request_id: &str) -> String {
     format!("REQ#{request_id}")
 }
 
-/// The request id inside a `REQ#<id>` partition key.
+/// Partition key of partition `partition` of a request spread over `partitions` keys
+/// ([`super::counting::partitions_for`]): `REQ#<request_id>` when there is one (requests
+/// stored before rows were spread have one), `REQ#<request_id>#<partition, 2 digits>`
+/// otherwise. The request item always stays under [`request_pk`].
 #[must_use]
-pub fn request_id_from_pk(pk: &str) -> Option<&str> {
-    pk.strip_prefix("REQ#")
+pub fn partition_pk(request_id: &str, partitions: u32, partition: u32) -> String {
+    if partitions <= 1 {
+        request_pk(request_id)
+    } else {
+        format!("REQ#{request_id}#{partition:02}")
+    }
 }
 
-/// Sort key of row `index`, zero-padded to 6 digits so rows sort in input order.
+/// Partition key of row `row_index` of a request spread over `partitions` keys.
+#[must_use]
+pub fn row_pk(request_id: &str, partitions: u32, row_index: u32) -> String {
+    partition_pk(
+        request_id,
+        partitions,
+        super::counting::partition_of_row(row_index, partitions),
+    )
+}
+
+/// Partition key of counter shard `shard` of a request spread over `partitions` keys: the
+/// partition of the rows it counts.
+#[must_use]
+pub fn counter_pk(request_id: &str, partitions: u32, shard: u32) -> String {
+    partition_pk(
+        request_id,
+        partitions,
+        super::counting::partition_of_shard(shard, partitions),
+    )
+}
+
+/// The request id inside a `REQ#<id>` or `REQ#<id>#<partition>` partition key (request ids
+/// hold no `#`: [`is_valid_request_id`]).
+#[must_use]
+pub fn request_id_from_pk(pk: &str) -> Option<&str> {
+    let rest = pk.strip_prefix("REQ#")?;
+    Some(rest.split_once('#').map_or(rest, |(id, _)| id))
+}
+
+/// Rows whose sort keys keep the first, 6-digit form ([`row_sk`]).
+const SHORT_ROW_KEYS: u32 = 1_000_000;
+
+/// Sort key of row `index`, in input order: `ROW#` and 6 digits below row 1,000,000 (the form
+/// every stored request has), `ROW#:` and 10 digits from there to `u32::MAX` (`:` sorts after
+/// every digit, so the long keys follow the short ones and keep their order).
 #[must_use]
 pub fn row_sk(index: u32) -> String {
-    format!("{ROW_SK_PREFIX}{index:06}")
+    if index < SHORT_ROW_KEYS {
+        format!("{ROW_SK_PREFIX}{index:06}")
+    } else {
+        format!("{ROW_SK_PREFIX}:{index:010}")
+    }
 }
+
+/// A sort key above every row's ([`row_sk`]): the upper bound of a query of all rows.
+pub const ROW_SK_END: &str = "ROW#;";
 
 /// Sort key of counter shard `shard` ([`super::counting`]).
 #[must_use]
@@ -204,10 +253,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn row_keys_sort_in_input_order() {
-        let mut keys = vec![row_sk(10), row_sk(2), row_sk(100)];
+    fn row_keys_sort_in_input_order_past_ten_million_rows() {
+        let indices = [
+            0u32,
+            2,
+            10,
+            100,
+            999_999,
+            1_000_000,
+            1_000_001,
+            9_999_999,
+            10_000_000,
+            12_345_678,
+            u32::MAX,
+        ];
+        let mut keys: Vec<String> = indices.iter().rev().map(|&i| row_sk(i)).collect();
         keys.sort();
-        assert_eq!(keys, vec![row_sk(2), row_sk(10), row_sk(100)]);
+        assert_eq!(keys, indices.iter().map(|&i| row_sk(i)).collect::<Vec<_>>());
+        assert_eq!(row_sk(42), "ROW#000042", "stored requests keep their keys");
+        assert!(
+            keys.iter()
+                .all(|k| k.as_str() < ROW_SK_END && k.as_str() > COUNTER_SK_PREFIX)
+        );
+    }
+
+    #[test]
+    fn partition_keys_name_their_request() {
+        assert_eq!(partition_pk("r-1", 1, 0), "REQ#r-1");
+        assert_eq!(partition_pk("r-1", 8, 3), "REQ#r-1#03");
+        assert_eq!(row_pk("r-1", 8, 11), "REQ#r-1#03");
+        assert_eq!(counter_pk("r-1", 8, 19), "REQ#r-1#03");
+        for pk in ["REQ#r-1", "REQ#r-1#03", "REQ#r-1#31"] {
+            assert_eq!(request_id_from_pk(pk), Some("r-1"));
+        }
+        assert_eq!(request_id_from_pk("KEY#x"), None);
     }
 
     #[test]

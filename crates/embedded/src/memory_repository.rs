@@ -21,7 +21,7 @@ use super::capacity::{Access, CapacityModel, Consumed, Meter};
 use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::limits::{
     DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, DYNAMODB_MAX_TRANSACTION_BYTES,
-    dynamodb_item_size, transaction_chunks,
+    dynamodb_item_size,
 };
 use pixpress_app::ports::{
     Created, OpenPage, OpenRequests, OutputLedger, PortError, RequestControl, RequestIntake,
@@ -29,14 +29,17 @@ use pixpress_app::ports::{
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{
-    COUNTER_SHARDS, empty_shards, shard_of, shard_rows_total, shards_with_rows,
+    COUNTER_SHARDS, MAX_PARTITIONS, empty_shards, partitions_for, shard_of, shard_rows_total,
+    shards_with_rows,
 };
 use pixpress_domain::item::{CounterItem, MetaItem, ProgressSeen, RowItem};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, RowState, WebhookAttempt,
 };
-use pixpress_domain::storage_keys::{META_SK, counter_sk, request_pk, row_sk};
+use pixpress_domain::storage_keys::{
+    META_SK, counter_pk, counter_sk, partition_pk, request_pk, row_pk, row_sk,
+};
 
 /// Kind of change, as in a DynamoDB stream record's `eventName`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,8 @@ struct StoredMeta {
     progress_seen: Option<ProgressSeen>,
     /// Rows still being written (`MetaItem::creating`): invisible to readers.
     creating: bool,
+    /// Partition keys its rows and counter shards spread over (`MetaItem::partitions`).
+    partitions: u32,
 }
 
 impl StoredMeta {
@@ -98,6 +103,7 @@ impl StoredMeta {
         }
         item.progress_seen = self.progress_seen;
         item.creating = self.creating;
+        item.partitions = self.partitions;
         to_item(&item)
     }
 }
@@ -192,31 +198,50 @@ impl State {
         }
     }
 
-    /// A `GetItem` of an item of `bytes` in `request_id`'s partition.
-    fn charge_get(
-        &mut self,
-        request_id: &str,
-        bytes: usize,
-        consistent: bool,
-    ) -> Result<(), PortError> {
-        let pk = request_pk(request_id);
+    /// A `GetItem` of an item of `bytes` under partition key `pk`.
+    fn charge_get(&mut self, pk: &str, bytes: usize, consistent: bool) -> Result<(), PortError> {
         let get = Access::Get {
-            pk: &pk,
+            pk,
             bytes,
             consistent,
         };
         self.charge("GetItem", false, &[get])
     }
 
-    /// A strongly consistent `Query` returning `bytes` of `request_id`'s items.
-    fn charge_query(&mut self, request_id: &str, bytes: usize) -> Result<(), PortError> {
-        let pk = request_pk(request_id);
+    /// A strongly consistent `Query` returning `bytes` of items under partition key `pk`.
+    fn charge_query(&mut self, pk: &str, bytes: usize) -> Result<(), PortError> {
         let query = Access::Query {
-            pk: &pk,
+            pk,
             bytes,
             consistent: true,
         };
         self.charge("Query", false, &[query])
+    }
+
+    /// Partition keys `request_id`'s rows and counter shards spread over (fixed at its
+    /// creation); 1 when unknown.
+    fn partitions(&self, request_id: &str) -> u32 {
+        self.requests
+            .get(request_id)
+            .map_or(1, |stored| stored.partitions)
+    }
+
+    /// The item of row `row` of `request_id`.
+    fn row_item(&self, request_id: &str, row: &RowRecord) -> Result<serde_dynamo::Item, PortError> {
+        to_item(&RowItem::new(
+            request_id,
+            self.partitions(request_id),
+            row.clone(),
+            None,
+        ))
+    }
+
+    /// The item of counter shard `shard` of `request_id` holding `counters`.
+    fn counter_item(&self, request_id: &str, shard: u32, counters: Counters) -> CounterItem {
+        CounterItem {
+            counters,
+            ..CounterItem::new(request_id, self.partitions(request_id), shard, 0, None)
+        }
     }
 
     /// Bytes of the request item of `request_id` (0 when there is none or nothing meters).
@@ -230,24 +255,19 @@ impl State {
             .map_or(0, |item| dynamodb_item_size(&item))
     }
 
-    /// Bytes of the counter shard items of `request_id` (what their `Query` returns).
-    fn shard_bytes(&self, request_id: &str) -> usize {
-        if self.meter.is_none() {
-            return 0;
+    /// Bytes of the counter shard items of `request_id` under each of its partition keys
+    /// (what the `Query` of each returns).
+    fn shard_bytes(&self, request_id: &str) -> BTreeMap<String, usize> {
+        let mut bytes: BTreeMap<String, usize> = (0..self.partitions(request_id))
+            .map(|p| (partition_pk(request_id, self.partitions(request_id), p), 0))
+            .collect();
+        for (&shard, &counters) in self.shards.get(request_id).into_iter().flatten() {
+            let item = self.counter_item(request_id, shard, counters);
+            if let Ok(encoded) = to_item(&item) {
+                *bytes.entry(item.pk).or_default() += dynamodb_item_size(&encoded);
+            }
         }
-        self.shards
-            .get(request_id)
-            .into_iter()
-            .flat_map(|shards| shards.iter())
-            .filter_map(|(shard, counters)| {
-                let item = CounterItem {
-                    counters: *counters,
-                    ..CounterItem::new(request_id, *shard, 0, None)
-                };
-                to_item(&item).ok()
-            })
-            .map(|item| dynamodb_item_size(&item))
-            .sum()
+        bytes
     }
 
     /// A strongly consistent read of the request (`GetItem`) and, while it runs, of its
@@ -257,14 +277,15 @@ impl State {
             return Ok(());
         }
         let bytes = self.meta_bytes(request_id);
-        self.charge_get(request_id, bytes, true)?;
+        self.charge_get(&request_pk(request_id), bytes, true)?;
         let running = self
             .requests
             .get(request_id)
             .is_some_and(|s| !s.meta.status.is_terminal());
         if running {
-            let bytes = self.shard_bytes(request_id);
-            self.charge_query(request_id, bytes)?;
+            for (pk, bytes) in self.shard_bytes(request_id) {
+                self.charge_query(&pk, bytes)?;
+            }
         }
         Ok(())
     }
@@ -338,6 +359,8 @@ pub struct InMemoryRequestRepository {
     faults: Faults,
     retry: Option<RetryPolicy>,
     transaction_latency: std::time::Duration,
+    /// At most this many partition keys per request (`None`: [`MAX_PARTITIONS`]).
+    max_partitions: Option<u32>,
 }
 
 impl InMemoryRequestRepository {
@@ -359,6 +382,18 @@ impl InMemoryRequestRepository {
     #[must_use]
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// The same repository spreading a request over at most `partitions` partition keys
+    /// (rounded down to a power of two; default [`MAX_PARTITIONS`], as the DynamoDB adapter);
+    /// 1 models the layout of requests
+    /// stored before rows were spread, every item under `REQ#<id>`.
+    #[must_use]
+    pub fn with_max_partitions(mut self, partitions: u32) -> Self {
+        // A power of two, so every counter shard keeps its rows' partition.
+        let cap = partitions.clamp(1, MAX_PARTITIONS);
+        self.max_partitions = Some(1 << cap.ilog2());
         self
     }
 
@@ -448,24 +483,28 @@ impl InMemoryRequestRepository {
         Ok(hold)
     }
 
-    /// One `TransactWriteItems` that puts `items` (row and counter items), each conditional on
-    /// not existing; items that exist already are skipped, as the retry after a
-    /// `ConditionalCheckFailed` does in the DynamoDB adapter.
-    /// Writes `rows` (each conditional on being new) in chunks a transaction could hold,
-    /// after checking each against DynamoDB's item size.
+    /// Writes `rows` of a catalogue's chunk as the DynamoDB adapter does: one conditional
+    /// `PutItem` per row (no transaction: a replay completes a partial chunk), each checked
+    /// against DynamoDB's item size and charged to its row's partition key.
     async fn put_row_items(&self, request_id: &str, rows: &[RowRecord]) -> Result<(), PortError> {
-        let sizes = rows
-            .iter()
-            .map(|r| {
-                let item = to_item(&RowItem::new(request_id, r.clone(), None))?;
-                check_item_size(&item, &format!("row {}", r.index))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let policy = self.policy();
-        for chunk in transaction_chunks(&sizes, 0) {
-            let chunk_rows = &rows[chunk];
-            retry(&policy, "writing rows", || {
-                self.put_new_items(request_id, chunk_rows, &[])
+        for row in rows {
+            retry(&policy, "writing a row", || async {
+                self.faults.check(Call::Write)?;
+                let mut state = self.lock()?;
+                let item = state.row_item(request_id, row)?;
+                let bytes = check_item_size(&item, &format!("row {}", row.index))?;
+                let pk = row_pk(request_id, state.partitions(request_id), row.index);
+                state.check_not_in_flight(&pk, &row_sk(row.index), "PutItem")?;
+                state.charge("PutItem", false, &[Access::Write { pk: &pk, bytes }])?;
+                // A row written before (a replayed chunk), perhaps recorded since, is kept.
+                state
+                    .rows
+                    .entry(request_id.to_owned())
+                    .or_default()
+                    .entry(row.index)
+                    .or_insert_with(|| row.clone());
+                Ok(())
             })
             .await?;
         }
@@ -478,30 +517,34 @@ impl InMemoryRequestRepository {
         rows: &[RowRecord],
         shards: &[(u32, u64)],
     ) -> Result<(), PortError> {
-        let pk = request_pk(request_id);
-        let keys = rows
+        let partitions = self.lock()?.partitions(request_id);
+        let row_keys: Vec<ItemKey> = rows
             .iter()
-            .map(|r| (pk.clone(), row_sk(r.index)))
-            .chain(shards.iter().map(|(s, _)| (pk.clone(), counter_sk(*s))))
+            .map(|r| (row_pk(request_id, partitions, r.index), row_sk(r.index)))
             .collect();
-        let hold = self.begin(keys).await?;
+        let shard_keys: Vec<ItemKey> = shards
+            .iter()
+            .map(|(s, _)| (counter_pk(request_id, partitions, *s), counter_sk(*s)))
+            .collect();
+        let hold = self
+            .begin(row_keys.iter().chain(&shard_keys).cloned().collect())
+            .await?;
         let mut state = self.lock()?;
         if state.meter.is_some() {
-            let mut accesses = Vec::with_capacity(rows.len() + shards.len());
+            let mut sizes = Vec::with_capacity(rows.len() + shards.len());
             for row in rows {
-                let item = to_item(&RowItem::new(request_id, row.clone(), None))?;
-                accesses.push(Access::Write {
-                    pk: &pk,
-                    bytes: dynamodb_item_size(&item),
-                });
+                sizes.push(dynamodb_item_size(&state.row_item(request_id, row)?));
             }
             for &(shard, rows_total) in shards {
-                let item = to_item(&CounterItem::new(request_id, shard, rows_total, None))?;
-                accesses.push(Access::Write {
-                    pk: &pk,
-                    bytes: dynamodb_item_size(&item),
-                });
+                let item = CounterItem::new(request_id, partitions, shard, rows_total, None);
+                sizes.push(dynamodb_item_size(&to_item(&item)?));
             }
+            let accesses: Vec<Access<'_>> = row_keys
+                .iter()
+                .chain(&shard_keys)
+                .zip(sizes)
+                .map(|((pk, _), bytes)| Access::Write { pk, bytes })
+                .collect();
             state.charge("TransactWriteItems", true, &accesses)?;
         }
         for row in rows {
@@ -527,7 +570,7 @@ impl InMemoryRequestRepository {
             if exists {
                 continue;
             }
-            let item = CounterItem::new(request_id, shard, rows_total, None);
+            let item = CounterItem::new(request_id, partitions, shard, rows_total, None);
             state
                 .shards
                 .entry(request_id.to_owned())
@@ -548,7 +591,7 @@ impl InMemoryRequestRepository {
         shard: u32,
         images: &[ImageOutcome],
     ) -> Result<bool, PortError> {
-        let pk = request_pk(request_id);
+        let pk = row_pk(request_id, self.lock()?.partitions(request_id), row_index);
         let hold = self
             .begin(vec![
                 (pk.clone(), row_sk(row_index)),
@@ -568,12 +611,12 @@ impl InMemoryRequestRepository {
         if row.state == RowState::Done {
             return Ok(false);
         }
-        let old_row = to_item(&RowItem::new(request_id, row.clone(), None))?;
         let mut done = row.clone();
+        let old_row = state.row_item(request_id, row)?;
         done.state = RowState::Done;
         done.images = images.to_vec();
         done.progress = Vec::new();
-        let new_row = to_item(&RowItem::new(request_id, done.clone(), None))?;
+        let new_row = state.row_item(request_id, &done)?;
         let row_size = check_item_size(&new_row, &format!("row {row_index}"))?;
         if row_size > DYNAMODB_MAX_TRANSACTION_BYTES {
             return Err(PortError::LimitExceeded(
@@ -592,12 +635,8 @@ impl InMemoryRequestRepository {
             })?;
         let mut new_shard = old_shard;
         new_shard.add_row(images);
-        let shard_item = |counters| CounterItem {
-            counters,
-            ..CounterItem::new(request_id, shard, 0, None)
-        };
-        let old_shard_item = to_item(&shard_item(old_shard))?;
-        let new_shard_item = to_item(&shard_item(new_shard))?;
+        let old_shard_item = to_item(&state.counter_item(request_id, shard, old_shard))?;
+        let new_shard_item = to_item(&state.counter_item(request_id, shard, new_shard))?;
         if state.meter.is_some() {
             let larger = |a: &serde_dynamo::Item, b: &serde_dynamo::Item| {
                 dynamodb_item_size(a).max(dynamodb_item_size(b))
@@ -644,15 +683,13 @@ impl InMemoryRequestRepository {
                     .shards
                     .get(request_id)
                     .and_then(|s| s.get(&shard))
-                    .map(|counters| CounterItem {
-                        counters: *counters,
-                        ..CounterItem::new(request_id, shard, 0, None)
-                    });
-                let bytes = match item {
-                    Some(item) => dynamodb_item_size(&to_item(&item)?),
+                    .map(|counters| state.counter_item(request_id, shard, *counters));
+                let bytes = match &item {
+                    Some(item) => dynamodb_item_size(&to_item(item)?),
                     None => 0,
                 };
-                state.charge_get(request_id, bytes, true)?;
+                let pk = counter_pk(request_id, state.partitions(request_id), shard);
+                state.charge_get(&pk, bytes, true)?;
             }
             Ok(state
                 .shards
@@ -717,6 +754,8 @@ impl RequestIntake for InMemoryRequestRepository {
             open: true,
             progress_seen: None,
             creating,
+            partitions: partitions_for(meta.counters.rows_total)
+                .min(self.max_partitions.unwrap_or(MAX_PARTITIONS)),
         };
         let item = stored.item()?;
         check_item_size(&item, "the request item")?;
@@ -877,22 +916,52 @@ impl RequestReader for InMemoryRequestRepository {
                 return Ok(RowPage::default());
             };
             let start = after.map_or(0, |a| a.saturating_add(1));
+            let limit = limit.max(1);
+            let partitions = state.partitions(request_id);
+            if partitions > 1 {
+                // As the DynamoDB adapter reads a request spread over partition keys: the
+                // window of `limit` indices from `start`, one `Query` per partition, merged.
+                let end = start.saturating_add(limit);
+                let page: Vec<RowRecord> = rows.range(start..end).map(|(_, r)| r.clone()).collect();
+                if state.meter.is_some() {
+                    let mut bytes: BTreeMap<String, usize> = (start..end)
+                        .take(partitions as usize)
+                        .map(|i| (row_pk(request_id, partitions, i), 0))
+                        .collect();
+                    for row in &page {
+                        let size = dynamodb_item_size(&state.row_item(request_id, row)?);
+                        *bytes
+                            .entry(row_pk(request_id, partitions, row.index))
+                            .or_default() += size;
+                    }
+                    for (pk, bytes) in bytes {
+                        state.charge_query(&pk, bytes)?;
+                    }
+                }
+                let rows_total = state
+                    .requests
+                    .get(request_id)
+                    .map_or(0, |stored| stored.meta.counters.rows_total);
+                let next = (u64::from(end) < rows_total).then(|| end - 1);
+                return Ok(RowPage { rows: page, next });
+            }
             let mut page: Vec<RowRecord> = rows
                 .range(start..)
-                .take(limit.max(1) as usize + 1)
+                .take(limit as usize + 1)
                 .map(|(_, r)| r.clone())
                 .collect();
             if state.meter.is_some() {
                 let bytes = page
                     .iter()
                     .map(|row| {
-                        to_item(&RowItem::new(request_id, row.clone(), None))
+                        state
+                            .row_item(request_id, row)
                             .map(|item| dynamodb_item_size(&item))
                     })
                     .sum::<Result<usize, _>>()?;
-                state.charge_query(request_id, bytes)?;
+                state.charge_query(&request_pk(request_id), bytes)?;
             }
-            let next = if page.len() > limit.max(1) as usize {
+            let next = if page.len() > limit as usize {
                 page.pop();
                 page.last().map(|r| r.index)
             } else {
@@ -934,7 +1003,7 @@ impl RowLedger for InMemoryRequestRepository {
         retry(&self.policy(), "saving row progress", || async {
             self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
-            let pk = request_pk(request_id);
+            let pk = row_pk(request_id, state.partitions(request_id), row_index);
             state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
             let Some(row) = state
                 .rows
@@ -946,10 +1015,10 @@ impl RowLedger for InMemoryRequestRepository {
             if row.state != RowState::Pending {
                 return Ok(());
             }
-            let old = to_item(&RowItem::new(request_id, row.clone(), None))?;
+            let old = state.row_item(request_id, row)?;
             let mut updated = row.clone();
             updated.progress = progress.to_vec();
-            let new = to_item(&RowItem::new(request_id, updated.clone(), None))?;
+            let new = state.row_item(request_id, &updated)?;
             let bytes = check_item_size(&new, &format!("row {row_index}"))?;
             if state.meter.is_some() {
                 let bytes = bytes.max(dynamodb_item_size(&old));
@@ -1010,7 +1079,7 @@ impl RowLedger for InMemoryRequestRepository {
             self.faults.check(Call::Read)?;
             let mut state = self.lock()?;
             let bytes = state.meta_bytes(request_id);
-            state.charge_get(request_id, bytes, false)?;
+            state.charge_get(&request_pk(request_id), bytes, false)?;
             Ok(state.current(request_id).is_some_and(|current| {
                 current.cancel_requested_at.is_some() || current.status == RequestStatus::Failed
             }))
@@ -1310,5 +1379,71 @@ mod tests {
             repo.complete("hot", Utc::now()).await.unwrap(),
             Transition::Applied(RequestStatus::Completed)
         );
+    }
+
+    /// Writes and records every row of a `rows`-row request as fast as the loop runs, against
+    /// 5× DynamoDB's per-partition throughput (5,000 write units a second per key) and with no
+    /// in-process retry: the calls refused for throughput, and the rows recorded.
+    async fn record_every_row(repo: InMemoryRequestRepository, rows: u32) -> (Vec<String>, u32) {
+        let repo = repo
+            .with_retry(RetryPolicy::NONE)
+            .with_capacity(Some(CapacityModel::DYNAMODB.scaled(5.0)));
+        repo.create_request(&meta("big", u64::from(rows)), &[])
+            .await
+            .unwrap();
+        let row = |i: u32| RowRecord {
+            index: i,
+            serial: i.to_string(),
+            product_name: "p".into(),
+            input_urls: vec![format!("https://img.example/p/{i}.jpg")],
+            state: RowState::Pending,
+            images: vec![],
+            progress: Vec::new(),
+        };
+        let mut refused = Vec::new();
+        for start in (0..rows).step_by(1_000) {
+            let chunk: Vec<RowRecord> = (start..rows.min(start + 1_000)).map(row).collect();
+            if let Err(e) = repo.put_rows("big", &chunk).await {
+                refused.push(e.to_string());
+            }
+        }
+        let mut ok = ImageOutcome::failed("", "");
+        ok.status = ImageStatus::Ok;
+        let mut recorded = 0;
+        for i in 0..rows {
+            match repo
+                .record_row_outcome("big", i, std::slice::from_ref(&ok), Utc::now())
+                .await
+            {
+                Ok(_) => recorded += 1,
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        (refused, recorded)
+    }
+
+    #[tokio::test]
+    async fn a_request_spread_over_partition_keys_is_not_throttled_where_one_key_is() {
+        // 20,000 rows cost about 100,000 write units to write and record. On one partition key
+        // (every request before rows were spread) that is 20 s of the key's throughput, far
+        // more than the loop takes, so DynamoDB throttles; spread over 32 keys each gets about
+        // 3,100 units, within the one second of throughput a key starts with.
+        let (refused, recorded) = record_every_row(
+            InMemoryRequestRepository::new().with_max_partitions(1),
+            20_000,
+        )
+        .await;
+        assert!(!refused.is_empty(), "one key was never throttled");
+        assert!(
+            refused.iter().any(|e| e.contains("ThrottlingException")
+                && e.contains("partition key REQ#big (TableWriteKeyRangeThroughputExceeded)")),
+            "{:?}",
+            refused.first()
+        );
+        assert!(recorded < 20_000);
+
+        let (refused, recorded) = record_every_row(InMemoryRequestRepository::new(), 20_000).await;
+        assert_eq!(refused, Vec::<String>::new());
+        assert_eq!(recorded, 20_000);
     }
 }

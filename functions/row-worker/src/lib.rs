@@ -606,7 +606,8 @@ pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
                 failures: 0,
             })
     };
-    if app.repo.stop_requested(&job.request_id).await? {
+    // Read at most once a second per request ([`CANCEL_RECHECK`]), not once per row.
+    if app.stopped(&job.request_id).await? {
         // Cancelled (or failed): what an earlier delivery finished stays, the rest is not
         // fetched.
         let images: Vec<ImageOutcome> = (0..job.input_urls.len())

@@ -2,20 +2,24 @@
 //! on AWS, which limit binds each stage, and what it costs — from measured inputs.
 //!
 //! ```sh
-//! pixpress-scale-model [--workers 200] [--partitions 1] [--write-units-per-row 6.10] …
+//! pixpress-scale-model [--workers 200] [--partitions N] [--write-units-per-row 5.01] …
 //! ```
 //!
 //! Inputs, with their sources (defaults are this repository's measurements):
-//! - write and read units per row: `pixpress-capacity-bench` (whole request: 6.10 write, 3.76
-//!   read units per row of two images; 2.07 write units of them at ingest);
+//! - write and read units per row: `pixpress-capacity-bench --rows 20000` (whole request:
+//!   5.01 write, 1.23 read units per row of two images; 1.00 write unit of them at ingest);
 //! - engine CPU per image: `scripts/bench.sh` on the product set (≈ 25 ms per image through
 //!   the whole worker, one vCPU per 1,769 MB worker);
 //! - origin latency: downloads overlap compression (32 per origin at once), so latency adds
 //!   to each row's time, not to throughput, as long as `workers × 10 rows` cover it;
 //! - limits: one partition key serves 1,000 write units and 3,000 read units a second
 //!   (Amazon DynamoDB Developer Guide, "Best practices for designing and using partition keys
-//!   effectively"); a request's items share `partitions` keys (1 today); Lambda concurrency
-//!   `workers` (the SQS event source's maximum concurrency).
+//!   effectively"); a request's rows spread over `partitions` keys (by default as the
+//!   repository spreads them: `pixpress_domain::counting::partitions_for`, 32 from 16,001
+//!   rows); Lambda concurrency `workers` (the SQS event source's maximum concurrency).
+//!
+//! Each figure is printed next to the same model before rows were spread: one partition key per
+//! request and the units measured then (6.10 write, 3.76 read, 2.07 at ingest).
 //!
 //! Each stage's time is its work over the slowest of the limits it meets; stages overlap
 //! (rows are processed while others are still ingested), so a request takes about its slowest
@@ -25,22 +29,23 @@
 use clap::Parser;
 
 /// Model one request's time and cost at scale.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Copy, Parser)]
 struct Args {
     /// Worker concurrency (Lambda executions of the row-worker at once).
     #[arg(long, default_value_t = 200)]
     workers: u32,
-    /// Partition keys one request's items are spread over (1 today).
-    #[arg(long, default_value_t = 1)]
-    partitions: u32,
+    /// Partition keys one request's items are spread over (default: as the repository
+    /// spreads a request of that many rows).
+    #[arg(long)]
+    partitions: Option<u32>,
     /// Write units per row, whole request (measured: `pixpress-capacity-bench`).
-    #[arg(long, default_value_t = 6.10)]
+    #[arg(long, default_value_t = 5.01)]
     write_units_per_row: f64,
     /// Of those, written at ingest (measured).
-    #[arg(long, default_value_t = 2.07)]
+    #[arg(long, default_value_t = 1.00)]
     ingest_write_units_per_row: f64,
     /// Read units per row (measured).
-    #[arg(long, default_value_t = 3.76)]
+    #[arg(long, default_value_t = 1.23)]
     read_units_per_row: f64,
     /// Images per row.
     #[arg(long, default_value_t = 2)]
@@ -87,8 +92,28 @@ fn human(seconds: f64) -> String {
     }
 }
 
+/// The partition keys of a request of `rows` rows.
+fn partitions(args: &Args, rows: f64) -> u32 {
+    args.partitions.map_or_else(
+        || pixpress_domain::counting::partitions_for(rows as u64),
+        |p| p.max(1),
+    )
+}
+
+/// The model as it was before rows were spread: one key, the units measured then.
+fn before(args: &Args) -> Args {
+    Args {
+        partitions: Some(1),
+        write_units_per_row: 6.10,
+        ingest_write_units_per_row: 2.07,
+        read_units_per_row: 3.76,
+        ..*args
+    }
+}
+
 fn model(args: &Args, rows: f64) -> (Vec<Stage>, f64) {
-    let partitions = f64::from(args.partitions.max(1));
+    let keys = partitions(args, rows);
+    let partitions = f64::from(keys);
     let images = rows * f64::from(args.images_per_row);
     let write_rate = args.partition_write_units * partitions;
     let read_rate = args.partition_read_units * partitions;
@@ -102,10 +127,7 @@ fn model(args: &Args, rows: f64) -> (Vec<Stage>, f64) {
         "ingest (rows and counters written)",
         vec![(
             rows * args.ingest_write_units_per_row / write_rate,
-            format!(
-                "{} partition key(s): {write_rate:.0} write units/s",
-                args.partitions
-            ),
+            format!("{keys} partition key(s): {write_rate:.0} write units/s"),
         )],
     );
     let process = slowest(
@@ -126,20 +148,14 @@ fn model(args: &Args, rows: f64) -> (Vec<Stage>, f64) {
         "table writes (ingest and outcomes)",
         vec![(
             rows * args.write_units_per_row / write_rate,
-            format!(
-                "{} partition key(s): {write_rate:.0} write units/s",
-                args.partitions
-            ),
+            format!("{keys} partition key(s): {write_rate:.0} write units/s"),
         )],
     );
     let reads = slowest(
         "table reads",
         vec![(
             rows * args.read_units_per_row / read_rate,
-            format!(
-                "{} partition key(s): {read_rate:.0} read units/s",
-                args.partitions
-            ),
+            format!("{keys} partition key(s): {read_rate:.0} read units/s"),
         )],
     );
     let total = process.seconds.max(writes.seconds).max(reads.seconds);
@@ -161,7 +177,7 @@ fn cost(args: &Args, rows: f64) -> f64 {
 fn main() {
     let args = Args::parse();
     println!(
-        "inputs: {:.2} write / {:.2} read units per row ({:.2} at ingest), {} images per row, {} ms CPU per image, {} ms origin latency, {} workers, {} partition key(s) per request",
+        "inputs: {:.2} write / {:.2} read units per row ({:.2} at ingest), {} images per row, {} ms CPU per image, {} ms origin latency, {} workers, {} per request",
         args.write_units_per_row,
         args.read_units_per_row,
         args.ingest_write_units_per_row,
@@ -169,20 +185,25 @@ fn main() {
         args.cpu_ms_per_image,
         args.origin_latency_ms,
         args.workers,
-        args.partitions
+        args.partitions.map_or_else(
+            || "partition keys as the repository spreads them".to_owned(),
+            |p| format!("{p} partition key(s)")
+        )
     );
-    if args.partitions > 1 {
-        println!(
-            "(a request spread over {} partition keys is a model: today every request has one)",
-            args.partitions
-        );
-    }
+    let was = before(&args);
     for rows in [10_000.0, 100_000.0, 1_000_000.0] {
         let (stages, total) = model(&args, rows);
+        let (old_stages, old_total) = model(&was, rows);
+        let old_bound = old_stages
+            .iter()
+            .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            .map_or(String::new(), |s| s.bound_by.clone());
         println!(
-            "\n{rows:.0} rows: about {} (${:.2})",
+            "\n{rows:.0} rows: about {} (${:.2}); before rows were spread: {} (${:.2}), bound by {old_bound}",
             human(total),
-            cost(&args, rows)
+            cost(&args, rows),
+            human(old_total),
+            cost(&was, rows)
         );
         for stage in stages {
             println!(

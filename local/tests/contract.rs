@@ -918,6 +918,7 @@ fn job(i: u32) -> RowJob {
         product_name: "p".into(),
         input_urls: vec!["https://img.example.com/a.jpg".into()],
         output_spec: OutputSpec::default(),
+        resume: false,
     }
 }
 

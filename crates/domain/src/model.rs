@@ -567,6 +567,11 @@ pub struct RowJob {
     pub input_urls: Vec<String>,
     /// Encoding of every image.
     pub output_spec: OutputSpec,
+    /// `true` when the row already holds progress of earlier deliveries (a job sent again by
+    /// the sweeper): the worker reads the row before it starts, as on any redelivery, so
+    /// finished images are not fetched again. A first job of a fresh row reads nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 impl RowJob {
@@ -582,6 +587,7 @@ impl RowJob {
             product_name: row.product_name.clone(),
             input_urls: row.input_urls.clone(),
             output_spec: meta.output_spec,
+            resume: !row.progress.is_empty(),
         }
     }
 }

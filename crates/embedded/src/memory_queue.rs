@@ -435,6 +435,7 @@ mod tests {
             product_name: "p".into(),
             input_urls: vec!["http://x.test/a.jpg".into()],
             output_spec: OutputSpec::default(),
+            resume: false,
         }
     }
 

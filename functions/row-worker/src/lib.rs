@@ -50,7 +50,7 @@ use chrono::Utc;
 use lambda_runtime::LambdaEvent;
 use pixpress_app::config::Config;
 use pixpress_app::ports::{
-    ObjectStore, OriginSlots, PortError, RequestReader, RowLedger, RowQueue, RowRecorded,
+    ObjectStore, OriginSlots, PortError, RequestReader, RowLedger, RowPage, RowQueue, RowRecorded,
     Transition,
 };
 use pixpress_app::retry::RedeliveryBackoff;
@@ -569,10 +569,18 @@ pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
             job.version
         )));
     }
-    let existing = app
-        .repo
-        .list_rows(&job.request_id, job.row_index.checked_sub(1), 1)
-        .await?;
+    // A first delivery of a fresh row finds it as the ingest wrote it (pending, no progress),
+    // so only a redelivery, or a job sent again for a row with progress, reads it: one read
+    // unit less per row. A duplicate first delivery of a row recorded meanwhile (SQS delivers
+    // at least once) is refused by the row's condition when its outcome is written, and the
+    // first outcome stays.
+    let existing = if receive_count > 1 || job.resume {
+        app.repo
+            .list_rows(&job.request_id, job.row_index.checked_sub(1), 1)
+            .await?
+    } else {
+        RowPage::default()
+    };
     if let Some(done) = existing
         .rows
         .first()

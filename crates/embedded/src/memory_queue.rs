@@ -12,7 +12,7 @@
 //! [`FaultInjector`] can throttle calls and deliver messages twice (standard queues deliver at
 //! least once). Throttled enqueues are retried in process like the SQS adapter's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,10 +54,91 @@ struct Message {
     received_at: Instant,
 }
 
+/// The queue's messages, indexed so every call costs the messages it touches, not the queue's
+/// depth (a catalogue puts a million messages in it).
 #[derive(Debug, Default)]
 struct State {
-    messages: VecDeque<Message>,
+    /// Every message not deleted, by sequence number (the order they were sent).
+    messages: BTreeMap<u64, Message>,
+    /// Visible messages of each message group (`""`: no group), oldest first.
+    ready: HashMap<String, BTreeSet<u64>>,
+    /// Hidden messages (received, or delayed), by when they become visible.
+    hidden: BTreeSet<(Instant, u64)>,
+    /// Hidden messages per group: received and in flight.
+    in_flight: HashMap<String, usize>,
+    /// The latest receipt handle of each received message.
+    receipts: HashMap<String, u64>,
     next_id: u64,
+}
+
+fn group_of(message: &Message) -> String {
+    message.group.clone().unwrap_or_default()
+}
+
+impl State {
+    /// Hides message `seq` until `until`, out of the visible messages if it was there.
+    fn hide(&mut self, seq: u64, until: Instant) {
+        let Some(message) = self.messages.get_mut(&seq) else {
+            return;
+        };
+        let group = message.group.clone().unwrap_or_default();
+        if !self.hidden.remove(&(message.visible_at, seq)) {
+            if let Some(ready) = self.ready.get_mut(&group) {
+                ready.remove(&seq);
+            }
+            *self.in_flight.entry(group).or_default() += 1;
+        }
+        message.visible_at = until;
+        self.hidden.insert((until, seq));
+    }
+
+    /// Moves the messages whose time has come from hidden to visible; returns those received
+    /// `max_receives` times already (SQS's redrive: they leave for the dead-letter queue).
+    fn wake(&mut self, now: Instant, max_receives: u32) -> Vec<(String, Option<String>)> {
+        let mut dead = Vec::new();
+        while let Some(&(at, seq)) = self.hidden.first() {
+            if at > now {
+                break;
+            }
+            self.hidden.pop_first();
+            let Some(message) = self.messages.get(&seq) else {
+                continue;
+            };
+            let group = group_of(message);
+            if let Some(count) = self.in_flight.get_mut(&group) {
+                *count = count.saturating_sub(1);
+            }
+            if message.receive_count >= max_receives {
+                if let Some(message) = self.messages.remove(&seq) {
+                    if let Some(receipt) = &message.receipt {
+                        self.receipts.remove(receipt);
+                    }
+                    dead.push((message.body, message.group));
+                }
+            } else {
+                self.ready.entry(group).or_default().insert(seq);
+            }
+        }
+        dead
+    }
+
+    /// Removes message `seq` wherever it is.
+    fn remove(&mut self, seq: u64) {
+        let Some(message) = self.messages.remove(&seq) else {
+            return;
+        };
+        let group = group_of(&message);
+        if self.hidden.remove(&(message.visible_at, seq)) {
+            if let Some(count) = self.in_flight.get_mut(&group) {
+                *count = count.saturating_sub(1);
+            }
+        } else if let Some(ready) = self.ready.get_mut(&group) {
+            ready.remove(&seq);
+        }
+        if let Some(receipt) = &message.receipt {
+            self.receipts.remove(receipt);
+        }
+    }
 }
 
 /// The in-memory queue. Clones share state.
@@ -133,16 +214,25 @@ impl InMemoryRowQueue {
 
     fn push(state: &mut State, body: String, group: Option<String>, now: Instant) {
         state.next_id += 1;
-        let id = format!("msg-{:08}", state.next_id);
-        state.messages.push_back(Message {
-            id,
-            body,
-            group,
-            receive_count: 0,
-            visible_at: now,
-            receipt: None,
-            received_at: now,
-        });
+        let seq = state.next_id;
+        let id = format!("msg-{seq:08}");
+        state
+            .ready
+            .entry(group.clone().unwrap_or_default())
+            .or_default()
+            .insert(seq);
+        state.messages.insert(
+            seq,
+            Message {
+                id,
+                body,
+                group,
+                receive_count: 0,
+                visible_at: now,
+                receipt: None,
+                received_at: now,
+            },
+        );
     }
 
     /// Waits until a message may have arrived or `max_wait` passed (what a long poll does).
@@ -162,30 +252,28 @@ impl InMemoryRowQueue {
         self.faults.check(Call::Receive)?;
         let now = Instant::now();
         let max_receives = self.max_receive_count;
-        let mut dead = Vec::new();
+        let dead;
         let mut out = Vec::new();
         {
             let mut state = self.lock()?;
             let state = &mut *state;
-            // Redrive: a visible message already received max times goes to the DLQ.
-            let mut kept = VecDeque::with_capacity(state.messages.len());
-            for message in state.messages.drain(..) {
-                if message.visible_at <= now && message.receive_count >= max_receives {
-                    dead.push((message.body, message.group));
-                } else {
-                    kept.push_back(message);
-                }
-            }
-            state.messages = kept;
+            // Redrive: a message visible again after `max_receives` receives goes to the DLQ.
+            dead = state.wake(now, max_receives);
             let mut copies = Vec::new();
-            for index in fair_order(&state.messages, max, now) {
-                let message = &mut state.messages[index];
+            for seq in fair_order(state, max) {
+                state.hide(seq, now + visibility_timeout);
                 state.next_id += 1;
+                let next_id = state.next_id;
+                let Some(message) = state.messages.get_mut(&seq) else {
+                    continue;
+                };
                 message.receive_count += 1;
-                message.visible_at = now + visibility_timeout;
                 message.received_at = now;
-                let receipt = format!("{}#{}", message.id, state.next_id);
-                message.receipt = Some(receipt.clone());
+                let receipt = format!("{}#{next_id}", message.id);
+                if let Some(old) = message.receipt.replace(receipt.clone()) {
+                    state.receipts.remove(&old);
+                }
+                state.receipts.insert(receipt.clone(), seq);
                 out.push(ReceivedMessage {
                     message_id: message.id.clone(),
                     receipt_handle: receipt,
@@ -219,9 +307,10 @@ impl InMemoryRowQueue {
     /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
     pub fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
         self.faults.check(Call::Delete)?;
-        self.lock()?
-            .messages
-            .retain(|m| m.receipt.as_deref() != Some(receipt_handle));
+        let mut state = self.lock()?;
+        if let Some(seq) = state.receipts.get(receipt_handle).copied() {
+            state.remove(seq);
+        }
         Ok(())
     }
 
@@ -239,19 +328,22 @@ impl InMemoryRowQueue {
     ) -> Result<(), PortError> {
         self.faults.check(Call::Receive)?;
         let now = Instant::now();
-        for message in &mut self.lock()?.messages {
-            if message.receipt.as_deref() == Some(receipt_handle) {
-                let held = now.duration_since(message.received_at);
-                if held + timeout > SQS_MAX_VISIBILITY {
-                    return Err(PortError::LimitExceeded(format!(
-                        "a visibility timeout of {} s after {} s in flight passes the 12 hours after receipt",
-                        timeout.as_secs(),
-                        held.as_secs()
-                    )));
-                }
-                message.visible_at = now + timeout;
+        let mut state = self.lock()?;
+        let Some(seq) = state.receipts.get(receipt_handle).copied() else {
+            return Ok(());
+        };
+        if let Some(message) = state.messages.get(&seq) {
+            let held = now.duration_since(message.received_at);
+            if held + timeout > SQS_MAX_VISIBILITY {
+                return Err(PortError::LimitExceeded(format!(
+                    "a visibility timeout of {} s after {} s in flight passes the 12 hours after receipt",
+                    timeout.as_secs(),
+                    held.as_secs()
+                )));
             }
         }
+        // Visible again at once when `timeout` is zero: the next receive wakes it.
+        state.hide(seq, now + timeout);
         Ok(())
     }
 
@@ -268,11 +360,12 @@ impl InMemoryRowQueue {
     ) -> Result<(), PortError> {
         self.faults.check(Call::Receive)?;
         let until = Instant::now() + timeout;
-        for message in &mut self.lock()?.messages {
-            if message.receipt.as_deref() == Some(receipt_handle) {
-                message.visible_at = message.visible_at.max(until);
-            }
-        }
+        let mut state = self.lock()?;
+        let Some(seq) = state.receipts.get(receipt_handle).copied() else {
+            return Ok(());
+        };
+        let visible_at = state.messages.get(&seq).map_or(until, |m| m.visible_at);
+        state.hide(seq, visible_at.max(until));
         Ok(())
     }
 
@@ -301,7 +394,7 @@ impl InMemoryRowQueue {
             Some(dlq) => Ok(dlq
                 .lock()?
                 .messages
-                .iter()
+                .values()
                 .map(|m| m.body.clone())
                 .collect()),
             None => Ok(Vec::new()),
@@ -324,30 +417,24 @@ impl InMemoryRowQueue {
     }
 }
 
-/// The positions of up to `max` visible messages in the order a fair queue delivers them: each
-/// next message comes from the message group with the fewest messages in flight (those
+/// The sequence numbers of up to `max` visible messages in the order a fair queue delivers them:
+/// each next message comes from the message group with the fewest messages in flight (those
 /// received and still hidden, counting the ones picked so far), oldest first within a group and
 /// between groups with as many in flight. Messages without a group form one group.
-fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usize> {
-    fn group(m: &Message) -> &str {
-        m.group.as_deref().unwrap_or_default()
-    }
-    let mut in_flight: HashMap<&str, usize> = HashMap::new();
-    let mut visible: HashMap<&str, VecDeque<usize>> = HashMap::new();
-    for (index, message) in messages.iter().enumerate() {
-        if message.visible_at > now {
-            if message.receipt.is_some() {
-                *in_flight.entry(group(message)).or_default() += 1;
-            }
-        } else {
-            // No group can give more than `max` messages to one receive.
-            let candidates = visible.entry(group(message)).or_default();
-            if candidates.len() < max {
-                candidates.push_back(index);
-            }
-        }
-    }
-    let mut order = Vec::with_capacity(max.min(messages.len()));
+fn fair_order(state: &State, max: usize) -> Vec<u64> {
+    let mut in_flight: HashMap<&str, usize> = state
+        .in_flight
+        .iter()
+        .map(|(g, n)| (g.as_str(), *n))
+        .collect();
+    // No group can give more than `max` messages to one receive.
+    let mut visible: HashMap<&str, std::collections::VecDeque<u64>> = state
+        .ready
+        .iter()
+        .filter(|(_, seqs)| !seqs.is_empty())
+        .map(|(g, seqs)| (g.as_str(), seqs.iter().copied().take(max).collect()))
+        .collect();
+    let mut order = Vec::with_capacity(max);
     while order.len() < max {
         let Some(next) = visible
             .iter()
@@ -359,12 +446,12 @@ fn fair_order(messages: &VecDeque<Message>, max: usize, now: Instant) -> Vec<usi
         else {
             break;
         };
-        let (_, index, g) = next;
+        let (_, seq, g) = next;
         if let Some(queue) = visible.get_mut(g) {
             queue.pop_front();
         }
         *in_flight.entry(g).or_default() += 1;
-        order.push(index);
+        order.push(seq);
     }
     order
 }

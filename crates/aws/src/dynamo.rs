@@ -416,6 +416,45 @@ impl DynamoRequestRepository {
             .collect()
     }
 
+    /// One consistent `Query` page of the row items under `pk` with sort keys from `from` to
+    /// `to`, at most `limit` of them (and 1 MB), from `exclusive_start`: the rows and where the
+    /// next page starts (`None` at the end).
+    async fn query_rows(
+        &self,
+        pk: &str,
+        from: &str,
+        to: &str,
+        limit: Option<i32>,
+        exclusive_start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<(Vec<RowRecord>, Option<HashMap<String, AttributeValue>>), PortError> {
+        let out = retry(&self.table.retry, "reading rows", || async {
+            self.table
+                .query()
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .consistent_read(true)
+                .set_limit(limit)
+                .set_exclusive_start_key(exclusive_start.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_error("reading rows", &e))
+        })
+        .await?;
+        let rows = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|found| {
+                serde_dynamo::from_item::<_, RowItem>(found)
+                    .map(|item| item.row)
+                    .map_err(|e| PortError::Unexpected(anyhow!("malformed row item: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, out.last_evaluated_key))
+    }
+
     /// Rows `start..start + count` of a request spread over `layout.partitions` keys, in input
     /// order: one consistent `Query` per partition (continued past 1 MB pages), merged by
     /// index. Rows not written yet are absent.
@@ -438,31 +477,15 @@ impl DynamoRequestRepository {
                 let Some(first) = first else {
                     return Ok(Vec::new());
                 };
+                let (from, to) = (row_sk(first), row_sk(last));
                 let mut rows = Vec::new();
                 let mut exclusive_start = None;
                 loop {
-                    let from = exclusive_start.take();
-                    let out = retry(&self.table.retry, "reading rows", || async {
-                        self.table
-                            .query()
-                            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                            .expression_attribute_values(":pk", s(pk.clone()))
-                            .expression_attribute_values(":from", s(row_sk(first)))
-                            .expression_attribute_values(":to", s(row_sk(last)))
-                            .consistent_read(true)
-                            .set_exclusive_start_key(from.clone())
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error("reading rows", &e))
-                    })
-                    .await?;
-                    for found in out.items.unwrap_or_default() {
-                        let row: RowItem = serde_dynamo::from_item(found).map_err(|e| {
-                            PortError::Unexpected(anyhow!("malformed row item: {e}"))
-                        })?;
-                        rows.push(row.row);
-                    }
-                    match out.last_evaluated_key {
+                    let (page, last_key) = self
+                        .query_rows(&pk, &from, &to, None, exclusive_start.take())
+                        .await?;
+                    rows.extend(page);
+                    match last_key {
                         Some(key) => exclusive_start = Some(key),
                         None => break,
                     }
@@ -785,28 +808,17 @@ impl RequestReader for DynamoRequestRepository {
         // A Query page holds at most 1 MB; keep reading until `limit` rows or the end.
         loop {
             let page_limit = i32::try_from(limit + 1 - rows.len() as u32).unwrap_or(i32::MAX);
-            let from = exclusive_start.take();
-            let out = retry(&self.table.retry, "reading rows", || async {
-                self.table
-                    .query()
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", s(request_pk(request_id)))
-                    .expression_attribute_values(":from", s(row_sk(start)))
-                    .expression_attribute_values(":to", s(ROW_SK_END))
-                    .consistent_read(true)
-                    .limit(page_limit)
-                    .set_exclusive_start_key(from.clone())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("reading rows", &e))
-            })
-            .await?;
-            for found in out.items.unwrap_or_default() {
-                let row: RowItem = serde_dynamo::from_item(found)
-                    .map_err(|e| PortError::Unexpected(anyhow!("malformed row item: {e}")))?;
-                rows.push(row.row);
-            }
-            match out.last_evaluated_key {
+            let (page, last_key) = self
+                .query_rows(
+                    &request_pk(request_id),
+                    &row_sk(start),
+                    ROW_SK_END,
+                    Some(page_limit),
+                    exclusive_start.take(),
+                )
+                .await?;
+            rows.extend(page);
+            match last_key {
                 Some(last) if rows.len() <= limit as usize => exclusive_start = Some(last),
                 _ => break,
             }

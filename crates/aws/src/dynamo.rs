@@ -499,8 +499,6 @@ impl DynamoRequestRepository {
         Ok(rows)
     }
 
-    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
-    /// done shards (`ADD`, idempotent); `true` when all shards are done.
     /// `true` when row `row_index` of `request_id` exists (one strongly consistent read of its
     /// key).
     async fn row_exists(
@@ -517,6 +515,8 @@ impl DynamoRequestRepository {
         Ok(found.is_some())
     }
 
+    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
+    /// done shards (`ADD`, idempotent); `true` when all shards are done.
     async fn check_shard(
         &self,
         request_id: &str,

@@ -4,13 +4,15 @@
 //! call, plus the pump's decision that a worker invocation crashes. Faults, each off unless
 //! asked:
 //!
-//! - `conflict` — a DynamoDB transaction is cancelled with `TransactionConflict`;
+//! - `conflict` — a DynamoDB transaction or a row outcome's write is refused with
+//!   `TransactionConflict`;
 //! - `throttle` — any repository or queue call is throttled;
 //! - `duplicate` — a received message is delivered once more (possibly to a concurrent
 //!   invocation at the same time);
-//! - `crash` — a worker invocation dies mid-row: the repository call that would record a row
-//!   never happens, nor does anything after it in that invocation, and no message of the
-//!   invocation is deleted, so they come back after the visibility timeout;
+//! - `crash` — a worker invocation dies mid-row: one of the two writes that record a row (the
+//!   row's, or its count after the row's) never happens, nor does anything after it in that
+//!   invocation, and no message of the invocation is deleted, so they come back after the
+//!   visibility timeout;
 //! - `timeout` — an invocation of any function the pump runs (api, worker, row-dead-letter,
 //!   completion-notifier) is killed at a random point before it returns, as Lambda ends one
 //!   at its deadline: at one of its calls to the repository or a queue, chosen at random, that
@@ -142,8 +144,8 @@ impl std::fmt::Display for FaultCounts {
     }
 }
 
-/// The fate of one invocation: it dies at its `crash_at`-th transaction (the write that would
-/// record a row; worker invocations only) or is killed at its `timeout_at`-th call of any kind,
+/// The fate of one invocation: it dies at its `crash_at`-th write recording a row outcome (or
+/// creation transaction; worker invocations only) or is killed at its `timeout_at`-th call of any kind,
 /// and every call after that fails too.
 #[derive(Debug)]
 pub struct Invocation {
@@ -217,11 +219,11 @@ impl SeededFaults {
     }
 
     /// The fate of a new worker invocation of `messages` messages: with probability `crash`
-    /// it dies at a transaction chosen among its first `messages`, and with probability
+    /// it dies at one of the writes recording its rows (two per row), and with probability
     /// `timeout` it is killed at one of its first `calls` calls.
     #[must_use]
     pub fn invocation(&self, messages: usize) -> Arc<Invocation> {
-        let crash_at = self.pick(self.spec.crash, messages);
+        let crash_at = self.pick(self.spec.crash, 2 * messages);
         let timeout_at = self.pick(self.spec.timeout, 4 * messages.max(1));
         Invocation::new(crash_at, timeout_at)
     }
@@ -291,7 +293,7 @@ impl SeededFaults {
                     }
                 }
                 let crash_at = invocation.crash_at?;
-                if call != Call::Transaction {
+                if !matches!(call, Call::Transaction | Call::Outcome) {
                     return None;
                 }
                 let n = invocation.transactions.fetch_add(1, Ordering::SeqCst) + 1;
@@ -311,7 +313,8 @@ impl FaultInjector for SeededFaults {
         if let Some(crash) = self.crash_check(call) {
             return Some(crash);
         }
-        if call == Call::Transaction && self.chance(self.spec.conflict) {
+        // Single-item writes meet `TransactionConflict` too, on an item a transaction holds.
+        if matches!(call, Call::Transaction | Call::Outcome) && self.chance(self.spec.conflict) {
             self.conflicts.fetch_add(1, Ordering::SeqCst);
             return Some(InjectedFault::Conflict);
         }
@@ -395,7 +398,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_doomed_invocation_dies_at_a_transaction_and_stays_dead() {
+    async fn a_doomed_invocation_dies_at_a_write_recording_its_row_and_stays_dead() {
         let faults = SeededFaults::new(FaultSpec {
             crash: 0.999,
             ..FaultSpec::default()
@@ -405,7 +408,9 @@ mod tests {
         INVOCATION
             .scope(invocation, async {
                 assert_eq!(faults.before(Call::Read), None);
-                assert_eq!(faults.before(Call::Transaction), Some(InjectedFault::Crash));
+                // One message: it dies at the row's write or at its count, the one after.
+                let _row = faults.before(Call::Outcome);
+                assert_eq!(faults.before(Call::Outcome), Some(InjectedFault::Crash));
                 assert_eq!(faults.before(Call::Read), Some(InjectedFault::Crash));
             })
             .await;

@@ -218,15 +218,15 @@ pub trait RequestReader: Send + Sync + Clone + 'static {
 /// The rows' ledger a worker records into: each row's outcome or progress, the completion
 /// that follows the last row, and whether cancelling was asked (row-worker, row-dead-letter).
 pub trait RowLedger: Send + Sync + Clone + 'static {
-    /// Records the outcome of row `row_index` (images aligned with its input URLs) and adds it
-    /// to the request's counters, atomically; then reports whether every row of the request is
-    /// recorded ([`pixpress_domain::counting`]).
+    /// Records the outcome of row `row_index` (images aligned with its input URLs) and counts
+    /// it in the request's counters; then reports whether every row of the request is recorded
+    /// and counted ([`pixpress_domain::counting`]: two single-item writes, no transaction).
     ///
     /// # Errors
-    /// [`PortError`] on storage failure; then neither the row nor the counters changed.
-    /// Transaction conflicts and throttling are retried in process first
-    /// ([`crate::retry::RetryPolicy::STORAGE`]) and come back as [`PortError::Conflict`] /
-    /// [`PortError::Throttled`] only when every attempt failed.
+    /// [`PortError`] on storage failure; then the row may be recorded and not yet counted, and
+    /// its redelivery (this call again) counts it. Conflicts and throttling are retried in
+    /// process first ([`crate::retry::RetryPolicy::STORAGE`]) and come back as
+    /// [`PortError::Conflict`] / [`PortError::Throttled`] only when every attempt failed.
     ///
     /// # Idempotency
     /// Conditional on the row being `PENDING`: a redelivered row MUST return

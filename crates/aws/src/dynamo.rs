@@ -1,26 +1,27 @@
-//! [`RequestRepository`] on one DynamoDB table (`pk`/`sk`, DESIGN §3), items mapped with
-//! `serde_dynamo` through the shared item schema ([`MetaItem`], [`RowItem`], [`CounterItem`]).
+//! [`DynamoRequestRepository`]: the repository ports on one DynamoDB table (`pk`/`sk`,
+//! DESIGN §3), items mapped with `serde_dynamo` through the shared item schema ([`MetaItem`],
+//! [`RowItem`], [`CounterItem`]).
 //!
 //! Every write is conditional: a request is created only if its id is new, and only after all
-//! its row and counter items exist; a row outcome and its counter-shard increment are one
-//! `TransactWriteItems` conditional on the row being `PENDING`
-//! ([`pixpress_domain::counting`]); the terminal flip is one conditional `UpdateItem`. Attribute
-//! names go through `#name` placeholders (`status`, `state` and others are reserved words).
+//! its row and counter items exist; a row outcome is the row's `UpdateItem` conditional on it
+//! being `PENDING`, then one `ADD` to its counter shard ([`pixpress_domain::counting`]); the
+//! terminal flip is one conditional `UpdateItem`. Attribute names go through `#name`
+//! placeholders (`status`, `state` and others are reserved words).
 //!
-//! A cancelled transaction is classified by its per-action `CancellationReasons`: only the
-//! row's own `ConditionalCheckFailed` means "already recorded"; `TransactionConflict`,
-//! `ThrottlingError`, `ProvisionedThroughputExceeded` and `RequestLimitExceeded` are retried in
-//! process with jittered exponential backoff ([`pixpress_app::retry`]) and then returned as
-//! [`PortError::Conflict`] / [`PortError::Throttled`]; anything else (`ValidationError`,
-//! `ItemCollectionSizeLimitExceeded`) is an error naming the reasons (Amazon DynamoDB API
-//! Reference, `TransactWriteItems` → `TransactionCanceledException`).
+//! Throttling and conflicts are retried in process with jittered exponential backoff
+//! ([`pixpress_app::retry`]) and then returned as [`PortError::Conflict`] /
+//! [`PortError::Throttled`]. A cancelled creation transaction is classified by its per-action
+//! `CancellationReasons`: `TransactionConflict`, `ThrottlingError`,
+//! `ProvisionedThroughputExceeded` and `RequestLimitExceeded` are retried; anything else
+//! (`ValidationError`, `ItemCollectionSizeLimitExceeded`) is an error naming the reasons
+//! (Amazon DynamoDB API Reference, `TransactWriteItems` → `TransactionCanceledException`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use super::handles::{condition_failed, item, key, s};
@@ -32,7 +33,8 @@ use pixpress_app::ports::{
 };
 use pixpress_app::retry::retry;
 use pixpress_domain::counting::{
-    COUNTER_SHARDS, partition_of_row, shard_of, shard_rows_total, shards_with_rows,
+    COUNTER_SHARDS, Recount, ShardCheck, partition_of_row, shard_of, shard_rows_total,
+    shards_with_rows,
 };
 use pixpress_domain::item::{
     CounterItem, MetaItem, OPEN_ATTRIBUTE, OPEN_INDEX, OPEN_VALUE, ProgressSeen, RowItem,
@@ -515,28 +517,163 @@ impl DynamoRequestRepository {
         Ok(found.is_some())
     }
 
-    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
-    /// done shards (`ADD`, idempotent); `true` when all shards are done.
-    async fn check_shard(
+    /// Step 2 of [`pixpress_domain::counting`]: adds `delta` (the winner's row) to the
+    /// shard's tally, or, with `None` (a redelivery), 1 to its `redelivered`; one `UpdateItem`
+    /// conditional on the shard not being verified. Returns the shard as written, or as read
+    /// when it was verified already.
+    ///
+    /// The write is never repeated after an answer that does not prove DynamoDB refused it
+    /// (no SDK retry; in process only throttling and conflicts, which refuse the write): an
+    /// `ADD` applied twice would count a row twice.
+    async fn count_row(
         &self,
         request_id: &str,
         layout: Layout,
         shard: u32,
-    ) -> Result<bool, PortError> {
+        delta: Option<&Counters>,
+    ) -> Result<CounterItem, PortError> {
         let shard_key = key(
             counter_pk(request_id, layout.partitions, shard),
             counter_sk(shard),
         );
-        let Some(counter): Option<CounterItem> =
-            self.table.read_as(shard_key, "a counter shard").await?
-        else {
+        let written = retry(&self.table.retry, "counting the row", || async {
+            let update = self
+                .table
+                .update_item()
+                .set_key(Some(shard_key.clone()))
+                .condition_expression("attribute_exists(sk) AND attribute_not_exists(verified)")
+                .return_values(ReturnValue::AllNew);
+            let update = match delta {
+                Some(delta) => update
+                    .update_expression(
+                        "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
+                    )
+                    .expression_attribute_values(":one", n(delta.rows_done))
+                    .expression_attribute_values(":ok", n(delta.images_ok))
+                    .expression_attribute_values(":failed", n(delta.images_failed))
+                    .expression_attribute_values(":bin", n(delta.bytes_in))
+                    .expression_attribute_values(":bout", n(delta.bytes_out)),
+                None => update
+                    .update_expression("ADD redelivered :one")
+                    .expression_attribute_values(":one", n(1)),
+            };
+            match update
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default()
+                        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await
+            {
+                Ok(out) => Ok(out.attributes),
+                Err(e) if condition_failed(&e) => Ok(None),
+                Err(e) => Err(sdk_error("counting the row", &e)),
+            }
+        })
+        .await?;
+        let item = match written {
+            Some(item) => Some(item),
+            // Verified (its tally is final) or missing.
+            None => {
+                self.table
+                    .read_item(shard_key, None, "a counter shard")
+                    .await?
+            }
+        };
+        let Some(item) = item else {
             return Err(PortError::Unexpected(anyhow!(
                 "counter shard {shard} of request {request_id} does not exist"
             )));
         };
-        if counter.counters.rows_done < counter.counters.rows_total {
+        serde_dynamo::from_item(item)
+            .map_err(|e| PortError::Unexpected(anyhow!("malformed counter item: {e}")))
+    }
+
+    /// Acts on what `counter` (shard `shard` as last written) says
+    /// ([`pixpress_domain::counting::check_shard`]): marks it done when full, recounts it when
+    /// perhaps full. `true` when every shard of the request is done.
+    async fn settle_shard(
+        &self,
+        request_id: &str,
+        layout: Layout,
+        shard: u32,
+        counter: &CounterItem,
+    ) -> Result<bool, PortError> {
+        let full = match counter.check() {
+            ShardCheck::Full => true,
+            ShardCheck::Recount => {
+                self.recount_shard(request_id, layout, shard, counter.counters.rows_total)
+                    .await?
+            }
+            ShardCheck::Open => false,
+        };
+        if !full {
             return Ok(false);
         }
+        self.mark_shard_done(request_id, shard).await
+    }
+
+    /// Recounts shard `shard` from its rows (one consistent `Query` of its partition, a page
+    /// at a time, keeping the shard's rows); when every one of its `rows_total` rows is `DONE`,
+    /// writes the exact tally with `verified` (conditional on not verified yet: concurrent
+    /// recounts write the same tally) and returns `true`.
+    async fn recount_shard(
+        &self,
+        request_id: &str,
+        layout: Layout,
+        shard: u32,
+        rows_total: u64,
+    ) -> Result<bool, PortError> {
+        let pk = counter_pk(request_id, layout.partitions, shard);
+        let mut recount = Recount::new(rows_total);
+        let mut exclusive_start = None;
+        loop {
+            let (page, last_key) = self
+                .query_rows(&pk, &row_sk(0), ROW_SK_END, None, exclusive_start.take())
+                .await?;
+            for row in page.iter().filter(|r| shard_of(r.index) == shard) {
+                recount.add(row);
+            }
+            match last_key {
+                Some(last) => exclusive_start = Some(last),
+                None => break,
+            }
+        }
+        let Some(exact) = recount.finish() else {
+            return Ok(false);
+        };
+        retry(&self.table.retry, "writing a recounted shard", || async {
+            match self
+                .table
+                .update_item()
+                .set_key(Some(key(pk.clone(), counter_sk(shard))))
+                .update_expression(
+                    "SET rows_done = :done, images_ok = :ok, images_failed = :failed, \
+                     bytes_in = :bin, bytes_out = :bout, verified = :verified",
+                )
+                .condition_expression("attribute_exists(sk) AND attribute_not_exists(verified)")
+                .expression_attribute_values(":done", n(exact.rows_done))
+                .expression_attribute_values(":ok", n(exact.images_ok))
+                .expression_attribute_values(":failed", n(exact.images_failed))
+                .expression_attribute_values(":bin", n(exact.bytes_in))
+                .expression_attribute_values(":bout", n(exact.bytes_out))
+                .expression_attribute_values(":verified", AttributeValue::Bool(true))
+                .send()
+                .await
+            {
+                // Verified meanwhile by another recount: the same tally.
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(sdk_error("writing a recounted shard", &e)),
+            }
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Adds shard `shard` to the request's done shards; `true` when all shards are done.
+    async fn mark_shard_done(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
         // Added only if missing: a redelivered row of a done shard writes nothing (and so
         // never races another writer of the request item), it reads the set instead.
         let added = retry(&self.table.retry, "adding a done shard", || async {
@@ -858,9 +995,12 @@ impl RowLedger for DynamoRequestRepository {
                 "row {row_index}: the image outcomes are {outcomes_size} bytes; DynamoDB items hold at most {DYNAMODB_MAX_ITEM_BYTES} bytes"
             )));
         }
+        // Step 1 of [`pixpress_domain::counting`]: the row `PENDING` → `DONE`; exactly one
+        // delivery wins it.
         let recorded = retry(&self.table.retry, "recording the row outcome", || async {
-            let row_update = Update::builder()
-                .table_name(&self.table.target)
+            match self
+                .table
+                .update_item()
                 .set_key(Some(key(pk.clone(), row_sk(row_index))))
                 .update_expression("SET #state = :done, images = :images REMOVE progress")
                 .condition_expression("#state = :pending")
@@ -868,37 +1008,12 @@ impl RowLedger for DynamoRequestRepository {
                 .expression_attribute_values(":done", s("DONE"))
                 .expression_attribute_values(":pending", s("PENDING"))
                 .expression_attribute_values(":images", encoded_images.clone())
-                .build()
-                .map_err(|e| PortError::Unexpected(anyhow!("row update: {e}")))?;
-            // The same tally the embedded repository applies, added atomically with `ADD` to
-            // the row's counter shard (not the request item: no hot item).
-            let shard_update = Update::builder()
-                .table_name(&self.table.target)
-                // The row's own partition: a shard counts only rows of its partition.
-                .set_key(Some(key(pk.clone(), counter_sk(shard))))
-                .update_expression(
-                    "ADD rows_done :one, images_ok :ok, images_failed :failed, bytes_in :bin, bytes_out :bout",
-                )
-                .condition_expression("attribute_exists(sk)")
-                .expression_attribute_values(":one", n(delta.rows_done))
-                .expression_attribute_values(":ok", n(delta.images_ok))
-                .expression_attribute_values(":failed", n(delta.images_failed))
-                .expression_attribute_values(":bin", n(delta.bytes_in))
-                .expression_attribute_values(":bout", n(delta.bytes_out))
-                .build()
-                .map_err(|e| PortError::Unexpected(anyhow!("counter update: {e}")))?;
-            let actions = vec![
-                TransactWriteItem::builder().update(row_update).build(),
-                TransactWriteItem::builder().update(shard_update).build(),
-            ];
-            match self
-                .transact_once(actions, "recording the row outcome")
-                .await?
+                .send()
+                .await
             {
-                Ok(()) => Ok(true),
-                // Only the row's own condition means it was recorded before (a redelivery).
-                Err(cancelled) if cancelled.condition_failed(0) => Ok(false),
-                Err(cancelled) => Err(cancelled.error("recording the row outcome")),
+                Ok(_) => Ok(true),
+                Err(e) if condition_failed(&e) => Ok(false),
+                Err(e) => Err(sdk_error("recording the row outcome", &e)),
             }
         })
         .await?;
@@ -908,7 +1023,13 @@ impl RowLedger for DynamoRequestRepository {
                 "row {row_index} of request {request_id} does not exist"
             )));
         }
-        let all_rows_done = self.check_shard(request_id, layout, shard).await?;
+        // Step 2: the winner counts the row, a redelivery counts itself.
+        let counter = self
+            .count_row(request_id, layout, shard, recorded.then_some(&delta))
+            .await?;
+        let all_rows_done = self
+            .settle_shard(request_id, layout, shard, &counter)
+            .await?;
         Ok(if recorded {
             RowRecorded::Recorded { all_rows_done }
         } else {
@@ -1226,7 +1347,27 @@ impl OpenRequests for DynamoRequestRepository {
 
     async fn mark_shard_if_full(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
         let layout = self.layout(request_id).await?;
-        self.check_shard(request_id, layout, shard).await
+        let shard_key = key(
+            counter_pk(request_id, layout.partitions, shard),
+            counter_sk(shard),
+        );
+        let Some(counter): Option<CounterItem> =
+            self.table.read_as(shard_key, "a counter shard").await?
+        else {
+            return Err(PortError::Unexpected(anyhow!(
+                "counter shard {shard} of request {request_id} does not exist"
+            )));
+        };
+        // A repair: a row recorded by a delivery that died before counting it, and never
+        // redelivered, leaves its shard short; its rows tell.
+        let full = counter.check() == ShardCheck::Full
+            || self
+                .recount_shard(request_id, layout, shard, counter.counters.rows_total)
+                .await?;
+        if !full {
+            return Ok(false);
+        }
+        self.mark_shard_done(request_id, shard).await
     }
 
     async fn settle(&self, request_id: &str) -> Result<bool, PortError> {

@@ -1,5 +1,6 @@
 //! The AWS adapters under the failures AWS produces and emulators never do, with the SDK
-//! clients mocked by `aws-smithy-mocks`: transactions cancelled for each documented reason,
+//! clients mocked by `aws-smithy-mocks`: throttled and lost row writes, transactions cancelled
+//! for each documented reason,
 //! throttling that passes, S3 `SlowDown` and `AccessDenied`, and `SendMessageBatch` partial
 //! failures. DynamoDB errors are the JSON bodies DynamoDB sends, so the SDK's own parser reads
 //! them (Amazon DynamoDB API Reference, "Error handling", `TransactWriteItems`).
@@ -118,37 +119,107 @@ fn request_item(rows: u64) -> Rule {
         })
 }
 
-/// A repository whose client answers `TransactWriteItems` by `transact` and every other call
-/// like a table holding a full counter shard; the SDK itself does not retry, so the adapter's
-/// own retries are what is counted.
-fn repository(transact: &Rule) -> DynamoRequestRepository {
-    let shard = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
-        GetItemOutput::builder()
-            .set_item(Some(
-                serde_dynamo::to_item(serde_json::json!({
-                    "pk": "REQ#r", "sk": "COUNT#00",
-                    "rows_total": 1, "rows_done": 1, "images_total": 0, "images_ok": 1,
-                    "images_failed": 0, "bytes_in": 10, "bytes_out": 5,
-                }))
-                .unwrap(),
-            ))
-            .build()
-    });
-    let add_shard = mock!(aws_sdk_dynamodb::Client::update_item).then_output(|| {
+/// `true` when an `UpdateItem`'s key has a sort key starting with `prefix`.
+fn updates(req: &aws_sdk_dynamodb::operation::update_item::UpdateItemInput, prefix: &str) -> bool {
+    req.key()
+        .and_then(|k| k.get("sk"))
+        .and_then(|sk| sk.as_s().ok())
+        .is_some_and(|sk| sk.starts_with(prefix))
+}
+
+/// The row's own `UpdateItem` (`PENDING` → `DONE`): answered with `body` (HTTP 400) `times`
+/// times, then applied.
+fn row_update_failing(body: Option<String>, times: usize) -> Rule {
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| updates(req, "ROW#"))
+        .sequence();
+    let rule = match body {
+        Some(body) => rule.http_status(400, Some(body)).times(times),
+        None => rule,
+    };
+    rule.output(|| UpdateItemOutput::builder().build())
+        .repeatedly()
+        .build()
+}
+
+/// The row's own `UpdateItem` answered with `body` (HTTP 400) every time.
+fn row_update_always(body: String) -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| updates(req, "ROW#"))
+        .sequence()
+        .http_status(400, Some(body))
+        .repeatedly()
+        .build()
+}
+
+/// The counter shard item of a one-row request as an `ALL_NEW` answer.
+fn shard_attributes(
+    rows_done: u64,
+    redelivered: u64,
+) -> std::collections::HashMap<String, AttributeValue> {
+    serde_dynamo::to_item(serde_json::json!({
+        "pk": "REQ#r", "sk": "COUNT#00",
+        "rows_total": 1, "rows_done": rows_done, "images_total": 0, "images_ok": 0,
+        "images_failed": rows_done, "bytes_in": 0, "bytes_out": 0, "redelivered": redelivered,
+    }))
+    .unwrap()
+}
+
+/// The counter shard's `ADD` (`ALL_NEW`): answered with `body` (HTTP 400) `times` times, then
+/// with the shard holding `rows_done` counted rows and `redelivered` redeliveries.
+fn count_failing(body: Option<String>, times: usize, rows_done: u64, redelivered: u64) -> Rule {
+    let rule = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| {
+            updates(req, "COUNT#")
+                && req
+                    .update_expression()
+                    .is_some_and(|e| e.starts_with("ADD"))
+        })
+        .sequence();
+    let rule = match body {
+        Some(body) => rule.http_status(400, Some(body)).times(times),
+        None => rule,
+    };
+    rule.output(move || {
         UpdateItemOutput::builder()
-            // The last shard: every one of the 32 is now done.
-            .attributes(
-                "done_shards",
-                AttributeValue::Ns((0..32).map(|s: u32| s.to_string()).collect()),
-            )
+            .set_attributes(Some(shard_attributes(rows_done, redelivered)))
             .build()
-    });
-    let client = mock_client!(
-        aws_sdk_dynamodb,
-        RuleMode::MatchAny,
-        [transact, &request_item(1), &shard, &add_shard],
-        |c| c.retry_config(RetryConfig::disabled())
-    );
+    })
+    .repeatedly()
+    .build()
+}
+
+/// The request item's done-shards `ADD`: the last shard, so all 32 are done.
+fn add_done_shard() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| updates(req, "META"))
+        .then_output(|| {
+            UpdateItemOutput::builder()
+                .attributes(
+                    "done_shards",
+                    AttributeValue::Ns((0..32).map(|s: u32| s.to_string()).collect()),
+                )
+                .build()
+        })
+}
+
+/// `GetItem` of row 0: it exists.
+fn row_exists() -> Rule {
+    mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .item("sk", AttributeValue::S("ROW#000000".into()))
+            .build()
+    })
+}
+
+/// A repository over `rules` (plus the request item of a one-row request); the SDK itself does
+/// not retry, so the adapter's own retries are what is counted.
+fn repository_with(rules: &[&Rule]) -> DynamoRequestRepository {
+    let meta = request_item(1);
+    let mut all: Vec<&Rule> = vec![&meta];
+    all.extend_from_slice(rules);
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &all, |c| c
+        .retry_config(RetryConfig::disabled()));
     DynamoRequestRepository::from(DynamoTable::from_client(client, "requests").with_retry(FAST))
 }
 
@@ -163,76 +234,83 @@ async fn record(repo: &DynamoRequestRepository) -> Result<RowRecorded, PortError
 }
 
 #[tokio::test]
-async fn conflicts_and_throttling_cancelling_a_row_transaction_are_retried_until_it_commits() {
-    for reason in [
-        "TransactionConflict",
-        "ThrottlingError",
-        "ProvisionedThroughputExceeded",
+async fn throttling_of_the_row_write_or_of_its_count_is_retried_until_they_pass() {
+    for kind in [
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
     ] {
-        // Twice cancelled for `reason` on the counter shard, then committed.
-        let transact = transact_failing(&cancelled(&["None", reason]), 2);
-        let repo = repository(&transact);
+        let body = Some(dynamo_error(
+            kind,
+            "Rate of requests exceeds the allowed throughput",
+        ));
+        // Twice refused for `kind`, then applied: both writes.
+        let row = row_update_failing(body.clone(), 2);
+        let count = count_failing(body, 2, 1, 0);
+        let repo = repository_with(&[&row, &count, &add_done_shard()]);
         assert_eq!(
             record(&repo).await.unwrap(),
             RowRecorded::Recorded {
                 all_rows_done: true
             },
-            "{reason}"
+            "{kind}"
         );
-        assert_eq!(transact.num_calls(), 3, "{reason}");
+        assert_eq!(row.num_calls(), 3, "{kind}");
+        assert_eq!(count.num_calls(), 3, "{kind}");
     }
-    // RequestLimitExceeded comes as an error of its own, not a cancellation reason.
-    let transact = transact_failing(
-        &dynamo_error(
-            "RequestLimitExceeded",
-            "Throughput exceeds the account limit",
-        ),
-        2,
-    );
-    let repo = repository(&transact);
-    assert!(matches!(
-        record(&repo).await.unwrap(),
-        RowRecorded::Recorded { .. }
-    ));
-    assert_eq!(transact.num_calls(), 3);
 }
 
 #[tokio::test]
 async fn only_the_rows_own_failed_condition_means_already_recorded() {
-    let transact = transact_always(&cancelled(&["ConditionalCheckFailed", "None"]));
-    let repo = repository(&transact);
-    assert!(matches!(
+    let row = row_update_always(conditional_check_failed().unwrap());
+    // The redelivery adds to `redelivered`; the shard was counted by its winner.
+    let redelivered = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| {
+            updates(req, "COUNT#") && req.update_expression() == Some("ADD redelivered :one")
+        })
+        .then_output(|| {
+            UpdateItemOutput::builder()
+                .set_attributes(Some(shard_attributes(1, 1)))
+                .build()
+        });
+    let repo = repository_with(&[&row, &redelivered, &row_exists(), &add_done_shard()]);
+    assert_eq!(
         record(&repo).await.unwrap(),
-        RowRecorded::AlreadyRecorded { .. }
-    ));
-    assert_eq!(transact.num_calls(), 1, "a recorded row is not retried");
-    // The counter shard's condition failing is not the row's: an error, not "recorded".
-    let repo = repository(&transact_always(&cancelled(&[
-        "None",
-        "ConditionalCheckFailed",
-    ])));
-    assert!(matches!(
-        record(&repo).await.unwrap_err(),
-        PortError::Unexpected(_)
-    ));
+        RowRecorded::AlreadyRecorded {
+            all_rows_done: true
+        }
+    );
+    assert_eq!(row.num_calls(), 1, "a recorded row is not retried");
+    assert_eq!(
+        redelivered.num_calls(),
+        1,
+        "the redelivery counts itself, not the row"
+    );
+    // The counter shard's condition failing and the shard not being there is an error.
+    let count = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| updates(req, "COUNT#"))
+        .sequence()
+        .http_status(400, conditional_check_failed())
+        .repeatedly()
+        .build();
+    let no_item =
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let repo = repository_with(&[&row_update_failing(None, 0), &count, &no_item]);
+    let err = record(&repo).await.unwrap_err();
+    assert!(
+        matches!(&err, PortError::Unexpected(e) if e.to_string().contains("counter shard 0 of request r does not exist")),
+        "{err}"
+    );
 }
 
 /// The row's condition also fails when the row is not there at all: DynamoDB and the embedded
 /// repository agree that this is an error, not a redelivery.
 #[tokio::test]
 async fn a_row_that_does_not_exist_is_an_error_not_already_recorded() {
-    let transact = transact_always(&cancelled(&["ConditionalCheckFailed", "None"]));
-    let no_row = mock!(aws_sdk_dynamodb::Client::get_item)
-        .then_output(|| aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder().build());
-    let client = mock_client!(
-        aws_sdk_dynamodb,
-        RuleMode::MatchAny,
-        [&transact, &request_item(1), &no_row],
-        |c| c.retry_config(RetryConfig::disabled())
-    );
-    let repo = DynamoRequestRepository::from(
-        DynamoTable::from_client(client, "requests").with_retry(FAST),
-    );
+    let row = row_update_always(conditional_check_failed().unwrap());
+    let no_row =
+        mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let repo = repository_with(&[&row, &no_row]);
     let err = record(&repo).await.unwrap_err();
     assert!(
         matches!(&err, PortError::Unexpected(e) if e.to_string().contains("row 0 of request r does not exist")),
@@ -240,32 +318,106 @@ async fn a_row_that_does_not_exist_is_an_error_not_already_recorded() {
     );
 }
 
+/// An `ADD` whose answer was lost may have been applied: sent again it could count the row
+/// twice, so neither the SDK nor the adapter sends it again; the row's redelivery counts it.
 #[tokio::test]
-async fn a_conflict_that_never_passes_becomes_a_retryable_error_after_every_attempt() {
-    let transact = transact_always(&cancelled(&["TransactionConflict", "None"]));
-    let repo = repository(&transact);
+async fn a_count_whose_answer_was_lost_is_never_sent_again() {
+    let lost = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| updates(req, "COUNT#"))
+        .sequence()
+        .http_status(
+            500,
+            Some(dynamo_error("InternalServerError", "Internal server error")),
+        )
+        .repeatedly()
+        .build();
+    let row = row_update_failing(None, 0);
+    let meta = request_item(1);
+    // The SDK's standard retries are on here (3 attempts): the adapter turns them off.
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&meta, &row, &lost],
+        |c| c.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+        )
+    );
+    let repo = DynamoRequestRepository::from(
+        DynamoTable::from_client(client, "requests").with_retry(FAST),
+    );
     let err = record(&repo).await.unwrap_err();
-    assert!(matches!(err, PortError::Conflict(_)), "{err}");
-    assert!(err.is_retryable(), "the row goes back to the queue");
-    assert_eq!(transact.num_calls(), FAST.attempts as usize);
+    assert!(err.is_retryable(), "the row goes back to the queue: {err}");
+    assert_eq!(lost.num_calls(), 1, "the ADD is sent once");
 }
 
+/// A writer that recorded a row and died before counting it leaves its shard short; the
+/// row's redelivery finds `rows_done + redelivered` reaching the total, recounts the shard
+/// from its rows and writes the exact tally.
 #[tokio::test]
-async fn other_cancellation_reasons_are_errors_naming_the_reason_and_are_not_retried() {
-    let transact = transact_always(&cancelled(&["ValidationError", "None"]));
-    let repo = repository(&transact);
-    let err = record(&repo).await.unwrap_err();
-    assert!(matches!(err, PortError::Unexpected(_)), "{err}");
-    assert!(err.to_string().contains("ValidationError"), "{err}");
-    assert_eq!(transact.num_calls(), 1);
-    let repo = repository(&transact_always(&cancelled(&[
-        "ItemCollectionSizeLimitExceeded",
-        "None",
-    ])));
-    assert!(matches!(
-        record(&repo).await.unwrap_err(),
-        PortError::LimitExceeded(_)
-    ));
+async fn a_shard_whose_writer_died_before_counting_is_recounted_from_its_rows() {
+    let row = row_update_always(conditional_check_failed().unwrap());
+    let count = count_failing(None, 0, 0, 1);
+    let done_row = RowRecord {
+        index: 0,
+        serial: "1".into(),
+        product_name: "p".into(),
+        input_urls: vec!["https://x.test/a.jpg".into()],
+        state: RowState::Done,
+        images: vec![ImageOutcome::failed("http_404", "not found")],
+        progress: Vec::new(),
+    };
+    let rows = mock!(aws_sdk_dynamodb::Client::query).then_output(move || {
+        QueryOutput::builder()
+            .items(
+                serde_dynamo::to_item(pixpress_domain::item::RowItem::new(
+                    "r",
+                    1,
+                    done_row.clone(),
+                    None,
+                ))
+                .unwrap(),
+            )
+            .build()
+    });
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let exact = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(move |req| {
+            let recount = updates(req, "COUNT#")
+                && req
+                    .update_expression()
+                    .is_some_and(|e| e.starts_with("SET"));
+            if recount {
+                recorded.lock().unwrap().push(
+                    req.expression_attribute_values()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            recount
+        })
+        .then_output(|| UpdateItemOutput::builder().build());
+    let repo = repository_with(&[
+        &row,
+        &count,
+        &exact,
+        &rows,
+        &row_exists(),
+        &add_done_shard(),
+    ]);
+    assert_eq!(
+        record(&repo).await.unwrap(),
+        RowRecorded::AlreadyRecorded {
+            all_rows_done: true
+        }
+    );
+    let written = seen.lock().unwrap();
+    assert_eq!(written.len(), 1, "one recount written");
+    assert_eq!(written[0][":done"], AttributeValue::N("1".into()));
+    assert_eq!(written[0][":failed"], AttributeValue::N("1".into()));
+    assert_eq!(written[0][":verified"], AttributeValue::Bool(true));
 }
 
 fn meta(rows: u64) -> RequestMeta {

@@ -1,23 +1,44 @@
-//! How row completions are counted without a hot item (DESIGN §3, "Counting").
+//! How row completions are counted without a hot item and without transactions (DESIGN §3,
+//! "Counting").
 //!
-//! Recording a row outcome and counting it must be one atomic step (a redelivered row must not
-//! count twice). Adding to counters on the request item in that transaction makes the request
-//! item hot: rows of one request finishing together all write it, and DynamoDB cancels all but
-//! one of the overlapping transactions (`TransactionConflict`). Instead the counts live in
-//! [`COUNTER_SHARDS`] counter items per request: row `i` adds to shard `i mod 32` in the
-//! transaction that marks it done, so only rows of the same shard can conflict — 32 times
-//! fewer — and those retry with jittered backoff (`pixpress_app::retry`).
+//! The counts live in [`COUNTER_SHARDS`] counter items per request: row `i` counts in shard
+//! `i mod 32`, which shares the row's partition key, so no item is written by every row.
 //!
-//! Completion: each counter item knows how many rows it counts ([`shard_rows_total`]). The
-//! writer whose row fills its shard adds the shard's number to the request item's set of done
-//! shards (`ADD`, idempotent); shards without rows are in the set from the start. The writer
-//! that sees the set full flips the request to its terminal status with one conditional write
-//! (status non-terminal and all 32 shards done), storing the summed counters: exactly one
-//! writer wins. Redelivered rows repeat the shard check, so a crash between the steps is
-//! repaired by the redelivery.
+//! Recording a row is two single-item writes, one write unit each for items under 1 KB
+//! ("Read and write capacity units", Amazon DynamoDB Developer Guide: a transaction would cost
+//! twice that):
 //!
-//! Write load per request: each counter item takes one transactional write per row of its
-//! shard; the request item takes at most 32 set additions plus the flip.
+//! 1. the row `PENDING` → `DONE`, conditional on `PENDING` — exactly one delivery of a row
+//!    wins it;
+//! 2. the winner `ADD`s the row to its shard (`rows_done` + 1, its images and bytes); a
+//!    delivery that lost step 1 (a redelivery) `ADD`s 1 to the shard's `redelivered` instead.
+//!
+//! The winner's `ADD` is sent at most once (no SDK or in-process retry after an answer that
+//! does not prove it was refused), so `rows_done` never exceeds the rows recorded: a winner
+//! that died or lost its answer between the steps leaves its row uncounted, and the row's
+//! redelivery adds to `redelivered` instead. Hence [`check_shard`]:
+//!
+//! - `rows_done = rows_total` — every row recorded and counted exactly once: the shard is full.
+//! - `rows_done + redelivered ≥ rows_total` — perhaps full: the rows themselves are read and
+//!   the tally recounted from them; when every row is `DONE` the exact tally is written with
+//!   `verified` (conditional on not verified yet), after which no `ADD` applies.
+//! - otherwise some row is still to come; its own `ADD` checks again.
+//!
+//! Every row's `DONE` write is followed by an `ADD` (the winner's, or its redelivery's), so the
+//! last `ADD` of a shard always finds it full or recounts it. The rows are read only on the
+//! rare path (a death between the two writes), not per row.
+//!
+//! Completion: the writer that finds its shard full adds the shard's number to the request
+//! item's set of done shards (`ADD`, idempotent); shards without rows are in the set from the
+//! start. The writer that sees the set full flips the request to its terminal status with one
+//! conditional write (status non-terminal and all 32 shards done), storing the summed
+//! counters: exactly one writer wins. Redelivered rows repeat the shard check, so a crash
+//! between the steps is repaired by the redelivery.
+//!
+//! Write load per request: each counter item takes one write per row of its shard; the
+//! request item takes at most 32 set additions plus the flip.
+
+use super::model::{Counters, RowRecord, RowState};
 
 /// Counter shards per request.
 pub const COUNTER_SHARDS: u32 = 32;
@@ -39,6 +60,63 @@ pub fn shard_rows_total(rows_total: u64, shard: u32) -> u64 {
 /// item); the others are done from the start.
 pub fn shards_with_rows(rows_total: u64) -> impl Iterator<Item = u32> {
     (0..COUNTER_SHARDS).filter(move |&s| shard_rows_total(rows_total, s) > 0)
+}
+
+/// What a counter shard's tally says about its rows ([the module](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCheck {
+    /// Every row is recorded and counted: the shard can be marked done.
+    Full,
+    /// Perhaps every row is recorded, some counted only as redeliveries: recount the rows.
+    Recount,
+    /// Some row is still to be recorded.
+    Open,
+}
+
+/// The rule of [the module](self): `counters` a shard's tally, `redelivered` its
+/// redeliveries, `verified` whether it was recounted from its rows.
+#[must_use]
+pub fn check_shard(counters: &Counters, redelivered: u64, verified: bool) -> ShardCheck {
+    if verified || counters.rows_done >= counters.rows_total {
+        ShardCheck::Full
+    } else if counters.rows_done.saturating_add(redelivered) >= counters.rows_total {
+        ShardCheck::Recount
+    } else {
+        ShardCheck::Open
+    }
+}
+
+/// A shard's tally recounted from its rows, read in any order: `Some(exact)` when every one
+/// of the shard's `rows_total` rows is `DONE`, `None` while any is not (or missing).
+#[derive(Debug, Clone, Copy)]
+pub struct Recount {
+    tally: Counters,
+}
+
+impl Recount {
+    /// An empty recount of a shard of `rows_total` rows.
+    #[must_use]
+    pub fn new(rows_total: u64) -> Self {
+        Self {
+            tally: Counters {
+                rows_total,
+                ..Counters::default()
+            },
+        }
+    }
+
+    /// Counts `row` if it is recorded.
+    pub fn add(&mut self, row: &RowRecord) {
+        if row.state == RowState::Done {
+            self.tally.add_row(&row.images);
+        }
+    }
+
+    /// The exact tally when every row was recorded.
+    #[must_use]
+    pub fn finish(self) -> Option<Counters> {
+        (self.tally.rows_done == self.tally.rows_total).then_some(self.tally)
+    }
 }
 
 /// Most partition keys a request's row and counter items spread over ([`partitions_for`]); a

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::counting::{empty_shards, partitions_for};
+use super::counting::{ShardCheck, empty_shards, partitions_for};
 use super::model::{Counters, OutputProgress, RequestMeta, RequestStatus, RowRecord};
 use super::storage_keys::{META_SK, counter_pk, counter_sk, request_pk, row_pk, row_sk};
 
@@ -114,15 +114,35 @@ pub struct CounterItem {
     pub pk: String,
     /// `COUNT#<shard>`.
     pub sk: String,
-    /// The shard's tally.
+    /// The shard's tally. `rows_done` counts only rows whose own recording added to it, so it
+    /// never exceeds the rows recorded ([`super::counting`]).
     #[serde(flatten)]
     pub counters: Counters,
+    /// Deliveries that found their row recorded already (a redelivery): each such row may or
+    /// may not be in `rows_done` yet ([`super::counting`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redelivered: u64,
+    /// Set once the tally was recounted from the shard's rows themselves: then it is exact
+    /// and final, and no writer adds to it any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
     /// TTL, epoch seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 impl CounterItem {
+    /// What the shard's tally says about its rows ([`ShardCheck`]).
+    #[must_use]
+    pub fn check(&self) -> ShardCheck {
+        super::counting::check_shard(&self.counters, self.redelivered, self.verified)
+    }
+
     /// The empty shard `shard` of request `request_id` (spread over `partitions` keys),
     /// counting `rows_total` rows.
     #[must_use]
@@ -140,6 +160,8 @@ impl CounterItem {
                 rows_total,
                 ..Counters::default()
             },
+            redelivered: 0,
+            verified: false,
             expires_at,
         }
     }

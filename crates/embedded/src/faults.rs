@@ -13,8 +13,11 @@ use pixpress_app::ports::PortError;
 /// The kind of service call a fault may hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
-    /// A DynamoDB `TransactWriteItems` (request creation, row outcome).
+    /// A DynamoDB `TransactWriteItems` (request creation).
     Transaction,
+    /// One of the two single-item writes recording a row outcome (the row's `UpdateItem`, its
+    /// counter shard's `ADD`: [`pixpress_domain::counting`]).
+    Outcome,
     /// A single-item DynamoDB write (`PutItem`, `UpdateItem`).
     Write,
     /// A DynamoDB read (`GetItem`, `Query`).

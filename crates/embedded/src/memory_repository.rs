@@ -20,8 +20,7 @@ use serde::Serialize;
 use super::capacity::{Access, CapacityModel, Consumed, Meter};
 use super::faults::{Call, FaultInjector, Faults, lock};
 use pixpress_app::limits::{
-    DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, DYNAMODB_MAX_TRANSACTION_BYTES,
-    dynamodb_item_size,
+    DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, dynamodb_item_size,
 };
 use pixpress_app::ports::{
     Created, OpenPage, OpenRequests, OutputLedger, PortError, RequestControl, RequestIntake,
@@ -29,7 +28,8 @@ use pixpress_app::ports::{
 };
 use pixpress_app::retry::{RetryPolicy, retry};
 use pixpress_domain::counting::{
-    COUNTER_SHARDS, MAX_PARTITIONS, empty_shards, partitions_for, shard_of, shard_rows_total,
+    COUNTER_SHARDS, MAX_PARTITIONS, Recount, ShardCheck, check_shard, empty_shards,
+    partition_of_row, partition_of_shard, partitions_for, shard_of, shard_rows_total,
     shards_with_rows,
 };
 use pixpress_domain::item::{CounterItem, MetaItem, ProgressSeen, RowItem};
@@ -110,11 +110,20 @@ impl StoredMeta {
 
 type ItemKey = (String, String);
 
+/// A counter shard's `redelivered` and `verified` ([`CounterItem`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct ShardMarks {
+    redelivered: u64,
+    verified: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
     requests: HashMap<String, StoredMeta>,
     rows: HashMap<String, BTreeMap<u32, RowRecord>>,
     shards: HashMap<String, BTreeMap<u32, Counters>>,
+    /// Each counter shard's `redelivered` and `verified` ([`CounterItem`]), when set.
+    shard_marks: HashMap<String, BTreeMap<u32, ShardMarks>>,
     log: Vec<ChangeRecord>,
     sequence: u64,
     /// Items held by transactions between their start and their commit.
@@ -236,12 +245,75 @@ impl State {
         ))
     }
 
-    /// The item of counter shard `shard` of `request_id` holding `counters`.
+    /// The item of counter shard `shard` of `request_id` holding `counters` (and the shard's
+    /// marks).
     fn counter_item(&self, request_id: &str, shard: u32, counters: Counters) -> CounterItem {
+        let marks = self.marks(request_id, shard);
         CounterItem {
             counters,
+            redelivered: marks.redelivered,
+            verified: marks.verified,
             ..CounterItem::new(request_id, self.partitions(request_id), shard, 0, None)
         }
+    }
+
+    /// Counter shard `shard`'s marks.
+    fn marks(&self, request_id: &str, shard: u32) -> ShardMarks {
+        self.shard_marks
+            .get(request_id)
+            .and_then(|m| m.get(&shard))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Counter shard `shard`'s tally; an error when it does not exist.
+    fn shard(&self, request_id: &str, shard: u32) -> Result<Counters, PortError> {
+        self.shards
+            .get(request_id)
+            .and_then(|s| s.get(&shard))
+            .copied()
+            .ok_or_else(|| {
+                PortError::Unexpected(anyhow!(
+                    "counter shard {shard} of request {request_id} does not exist"
+                ))
+            })
+    }
+
+    /// Writes counter shard `shard` (one `UpdateItem`, charged at the larger of its sizes
+    /// before and after, and logged).
+    fn write_shard(
+        &mut self,
+        request_id: &str,
+        shard: u32,
+        counters: Counters,
+        marks: ShardMarks,
+    ) -> Result<(), PortError> {
+        let pk = counter_pk(request_id, self.partitions(request_id), shard);
+        self.check_not_in_flight(&pk, &counter_sk(shard), "UpdateItem")?;
+        let old_item =
+            to_item(&self.counter_item(request_id, shard, self.shard(request_id, shard)?))?;
+        let new_item = to_item(&CounterItem {
+            counters,
+            redelivered: marks.redelivered,
+            verified: marks.verified,
+            ..CounterItem::new(request_id, self.partitions(request_id), shard, 0, None)
+        })?;
+        // Charged (and perhaps throttled) before anything changes: a refused write writes
+        // nothing.
+        if self.meter.is_some() {
+            let bytes = dynamodb_item_size(&old_item).max(dynamodb_item_size(&new_item));
+            self.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+        }
+        self.shards
+            .entry(request_id.to_owned())
+            .or_default()
+            .insert(shard, counters);
+        self.shard_marks
+            .entry(request_id.to_owned())
+            .or_default()
+            .insert(shard, marks);
+        self.log(pk, counter_sk(shard), Some(old_item), new_item);
+        Ok(())
     }
 
     /// Bytes of the request item of `request_id` (0 when there is none or nothing meters).
@@ -358,7 +430,6 @@ pub struct InMemoryRequestRepository {
     state: Arc<Mutex<State>>,
     faults: Faults,
     retry: Option<RetryPolicy>,
-    transaction_latency: std::time::Duration,
     /// At most this many partition keys per request (`None`: [`MAX_PARTITIONS`]).
     max_partitions: Option<u32>,
 }
@@ -394,15 +465,6 @@ impl InMemoryRequestRepository {
         // A power of two, so every counter shard keeps its rows' partition.
         let cap = partitions.clamp(1, MAX_PARTITIONS);
         self.max_partitions = Some(1 << cap.ilog2());
-        self
-    }
-
-    /// The same repository with transactions that hold their items for `latency` before they
-    /// commit, as DynamoDB's transaction coordinator does for some milliseconds (default: one
-    /// scheduler yield). Contention tests use a realistic latency.
-    #[must_use]
-    pub fn with_transaction_latency(mut self, latency: std::time::Duration) -> Self {
-        self.transaction_latency = latency;
         self
     }
 
@@ -475,11 +537,7 @@ impl InMemoryRequestRepository {
         let hold = Hold { repo: self, keys };
         // The window in which DynamoDB's transaction coordinator holds the items: concurrent
         // writers to them run here and meet the conflict.
-        if self.transaction_latency.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(self.transaction_latency).await;
-        }
+        tokio::task::yield_now().await;
         Ok(hold)
     }
 
@@ -582,23 +640,19 @@ impl InMemoryRequestRepository {
         Ok(())
     }
 
-    /// The transaction of a row outcome: the row `PENDING` → `DONE` and its shard's `ADD`.
-    /// `Ok(false)` when the row's condition failed (already recorded).
-    async fn transact_row(
+    /// Step 1 of a row outcome ([`pixpress_domain::counting`]): the row `PENDING` → `DONE`,
+    /// one conditional `UpdateItem`. `Ok(false)` when the row's condition failed (recorded
+    /// already; charged all the same, as DynamoDB charges a failed conditional write).
+    async fn update_row(
         &self,
         request_id: &str,
         row_index: u32,
-        shard: u32,
         images: &[ImageOutcome],
     ) -> Result<bool, PortError> {
-        let pk = row_pk(request_id, self.lock()?.partitions(request_id), row_index);
-        let hold = self
-            .begin(vec![
-                (pk.clone(), row_sk(row_index)),
-                (pk.clone(), counter_sk(shard)),
-            ])
-            .await?;
+        self.faults.check(Call::Outcome)?;
         let mut state = self.lock()?;
+        let pk = row_pk(request_id, state.partitions(request_id), row_index);
+        state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
         let Some(row) = state
             .rows
             .get(request_id)
@@ -608,99 +662,158 @@ impl InMemoryRequestRepository {
                 "row {row_index} of request {request_id} does not exist"
             )));
         };
+        let old_row = state.row_item(request_id, row)?;
         if row.state == RowState::Done {
+            if state.meter.is_some() {
+                let bytes = dynamodb_item_size(&old_row);
+                state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+            }
             return Ok(false);
         }
         let mut done = row.clone();
-        let old_row = state.row_item(request_id, row)?;
         done.state = RowState::Done;
         done.images = images.to_vec();
         done.progress = Vec::new();
         let new_row = state.row_item(request_id, &done)?;
         let row_size = check_item_size(&new_row, &format!("row {row_index}"))?;
-        if row_size > DYNAMODB_MAX_TRANSACTION_BYTES {
-            return Err(PortError::LimitExceeded(
-                "the transaction exceeds 4 MB".to_owned(),
-            ));
-        }
-        let old_shard = state
-            .shards
-            .get(request_id)
-            .and_then(|s| s.get(&shard))
-            .copied()
-            .ok_or_else(|| {
-                PortError::Unexpected(anyhow!(
-                    "counter shard {shard} of request {request_id} does not exist"
-                ))
-            })?;
-        let mut new_shard = old_shard;
-        new_shard.add_row(images);
-        let old_shard_item = to_item(&state.counter_item(request_id, shard, old_shard))?;
-        let new_shard_item = to_item(&state.counter_item(request_id, shard, new_shard))?;
         if state.meter.is_some() {
-            let larger = |a: &serde_dynamo::Item, b: &serde_dynamo::Item| {
-                dynamodb_item_size(a).max(dynamodb_item_size(b))
-            };
-            state.charge(
-                "TransactWriteItems",
-                true,
-                &[
-                    Access::Write {
-                        pk: &pk,
-                        bytes: larger(&old_row, &new_row),
-                    },
-                    Access::Write {
-                        pk: &pk,
-                        bytes: larger(&old_shard_item, &new_shard_item),
-                    },
-                ],
-            )?;
+            let bytes = row_size.max(dynamodb_item_size(&old_row));
+            state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
         }
         if let Some(rows) = state.rows.get_mut(request_id) {
             rows.insert(row_index, done);
         }
-        state
-            .shards
-            .entry(request_id.to_owned())
-            .or_default()
-            .insert(shard, new_shard);
-        state.log(pk.clone(), row_sk(row_index), Some(old_row), new_row);
-        state.log(pk, counter_sk(shard), Some(old_shard_item), new_shard_item);
-        drop(state);
-        drop(hold);
+        state.log(pk, row_sk(row_index), Some(old_row), new_row);
         Ok(true)
     }
 
-    /// After a row of `shard` is recorded: when the shard is full, adds it to the request's
-    /// done shards; `true` when every shard is done.
-    async fn check_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        let policy = self.policy();
-        let full = retry(&policy, "reading a counter shard", || async {
-            self.faults.check(Call::Read)?;
-            let mut state = self.lock()?;
+    /// Step 2: adds `delta` (the winner's row) to shard `shard`'s tally or, with `None`,
+    /// 1 to its `redelivered`; one `UpdateItem` conditional on the shard not being verified
+    /// (when it is, the shard as read). Returns the shard's tally and marks after the write.
+    async fn count_row(
+        &self,
+        request_id: &str,
+        shard: u32,
+        delta: Option<&Counters>,
+    ) -> Result<(Counters, ShardMarks), PortError> {
+        self.faults.check(Call::Outcome)?;
+        let mut state = self.lock()?;
+        let mut counters = state.shard(request_id, shard)?;
+        let mut marks = state.marks(request_id, shard);
+        if marks.verified {
             if state.meter.is_some() {
-                let item = state
-                    .shards
-                    .get(request_id)
-                    .and_then(|s| s.get(&shard))
-                    .map(|counters| state.counter_item(request_id, shard, *counters));
-                let bytes = match &item {
-                    Some(item) => dynamodb_item_size(&to_item(item)?),
-                    None => 0,
-                };
+                let item = to_item(&state.counter_item(request_id, shard, counters))?;
+                let bytes = dynamodb_item_size(&item);
                 let pk = counter_pk(request_id, state.partitions(request_id), shard);
+                state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
                 state.charge_get(&pk, bytes, true)?;
             }
-            Ok(state
-                .shards
-                .get(request_id)
-                .and_then(|s| s.get(&shard))
-                .is_some_and(|c| c.rows_done >= c.rows_total))
-        })
-        .await?;
+            return Ok((counters, marks));
+        }
+        match delta {
+            Some(delta) => counters.add_done(delta),
+            None => marks.redelivered += 1,
+        }
+        state.write_shard(request_id, shard, counters, marks)?;
+        Ok((counters, marks))
+    }
+
+    /// Acts on shard `shard`'s tally and marks ([`check_shard`]): marks it done when full,
+    /// recounts it from its rows when perhaps full. `true` when every shard is done.
+    async fn settle_shard(
+        &self,
+        request_id: &str,
+        shard: u32,
+        counters: &Counters,
+        marks: ShardMarks,
+    ) -> Result<bool, PortError> {
+        let full = match check_shard(counters, marks.redelivered, marks.verified) {
+            ShardCheck::Full => true,
+            ShardCheck::Recount => self.recount_shard(request_id, shard).await?,
+            ShardCheck::Open => false,
+        };
         if !full {
             return Ok(false);
         }
+        self.mark_shard_done(request_id, shard).await
+    }
+
+    /// Recounts shard `shard` from its rows (a `Query` of its partition's rows) and, when all
+    /// are `DONE`, writes the exact tally with `verified`. `true` when it did (or a recount
+    /// did before).
+    async fn recount_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        let policy = self.policy();
+        let exact = retry(&policy, "recounting a counter shard", || async {
+            self.faults.check(Call::Read)?;
+            let mut state = self.lock()?;
+            let rows_total = state.shard(request_id, shard)?.rows_total;
+            let partitions = state.partitions(request_id);
+            let partition = partition_of_shard(shard, partitions);
+            let mut recount = Recount::new(rows_total);
+            let mut bytes = 0;
+            for row in state
+                .rows
+                .get(request_id)
+                .into_iter()
+                .flat_map(|r| r.values())
+            {
+                if partition_of_row(row.index, partitions) != partition {
+                    continue;
+                }
+                if state.meter.is_some() {
+                    bytes += dynamodb_item_size(&state.row_item(request_id, row)?);
+                }
+                if shard_of(row.index) == shard {
+                    recount.add(row);
+                }
+            }
+            state.charge_query(&counter_pk(request_id, partitions, shard), bytes)?;
+            Ok(recount.finish())
+        })
+        .await?;
+        let Some(exact) = exact else {
+            return Ok(false);
+        };
+        retry(&policy, "writing a recounted shard", || async {
+            self.faults.check(Call::Write)?;
+            let mut state = self.lock()?;
+            let marks = state.marks(request_id, shard);
+            if !marks.verified {
+                let verified = ShardMarks {
+                    verified: true,
+                    ..marks
+                };
+                state.write_shard(request_id, shard, exact, verified)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Reads shard `shard` (one consistent `GetItem`): its tally and marks.
+    async fn read_shard(
+        &self,
+        request_id: &str,
+        shard: u32,
+    ) -> Result<(Counters, ShardMarks), PortError> {
+        retry(&self.policy(), "reading a counter shard", || async {
+            self.faults.check(Call::Read)?;
+            let mut state = self.lock()?;
+            let counters = state.shard(request_id, shard)?;
+            if state.meter.is_some() {
+                let item = to_item(&state.counter_item(request_id, shard, counters))?;
+                let pk = counter_pk(request_id, state.partitions(request_id), shard);
+                state.charge_get(&pk, dynamodb_item_size(&item), true)?;
+            }
+            Ok((counters, state.marks(request_id, shard)))
+        })
+        .await
+    }
+
+    /// Adds shard `shard` to the request's done shards; `true` when every shard is done.
+    async fn mark_shard_done(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+        let policy = self.policy();
         retry(&policy, "adding a done shard", || async {
             self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
@@ -982,11 +1095,20 @@ impl RowLedger for InMemoryRequestRepository {
         _now: DateTime<Utc>,
     ) -> Result<RowRecorded, PortError> {
         let shard = shard_of(row_index);
-        let recorded = retry(&self.policy(), "recording the row outcome", || {
-            self.transact_row(request_id, row_index, shard, images)
+        let policy = self.policy();
+        let recorded = retry(&policy, "recording the row outcome", || {
+            self.update_row(request_id, row_index, images)
         })
         .await?;
-        let all_rows_done = self.check_shard(request_id, shard).await?;
+        let mut delta = Counters::default();
+        delta.add_row(images);
+        let (counters, marks) = retry(&policy, "counting the row", || {
+            self.count_row(request_id, shard, recorded.then_some(&delta))
+        })
+        .await?;
+        let all_rows_done = self
+            .settle_shard(request_id, shard, &counters, marks)
+            .await?;
         Ok(if recorded {
             RowRecorded::Recorded { all_rows_done }
         } else {
@@ -1247,7 +1369,15 @@ impl OpenRequests for InMemoryRequestRepository {
     }
 
     async fn mark_shard_if_full(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
-        self.check_shard(request_id, shard).await
+        let (counters, marks) = self.read_shard(request_id, shard).await?;
+        // A repair: a row recorded by a delivery that died before counting it, and never
+        // redelivered, leaves its shard short; its rows tell.
+        let full = check_shard(&counters, marks.redelivered, marks.verified) == ShardCheck::Full
+            || self.recount_shard(request_id, shard).await?;
+        if !full {
+            return Ok(false);
+        }
+        self.mark_shard_done(request_id, shard).await
     }
 
     async fn settle(&self, request_id: &str) -> Result<bool, PortError> {
@@ -1334,13 +1464,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_rows_of_one_request_do_not_collapse_into_a_conflict_storm() {
-        // 64 rows of one request finishing at the same moment, each transaction holding its
-        // items for 20 ms (DynamoDB's coordinator takes milliseconds): with the counts on one
-        // item every row would conflict with every other; spread over 32 shards only rows of
-        // the same shard meet.
-        let repo = InMemoryRequestRepository::new()
-            .with_transaction_latency(std::time::Duration::from_millis(20));
+    async fn a_row_whose_writer_died_before_counting_it_is_counted_once_by_its_redelivery() {
+        let repo = InMemoryRequestRepository::new();
         let n = 64u32;
         let rows: Vec<RowRecord> = (0..n)
             .map(|i| RowRecord {
@@ -1353,31 +1478,73 @@ mod tests {
                 progress: Vec::new(),
             })
             .collect();
-        repo.create_request(&meta("hot", u64::from(n)), &rows)
+        repo.create_request(&meta("r", u64::from(n)), &rows)
             .await
             .unwrap();
         let mut ok = ImageOutcome::failed("", "");
         ok.status = ImageStatus::Ok;
+        ok.bytes_in = Some(10);
+        ok.bytes_out = Some(4);
+        let one = std::slice::from_ref(&ok);
+        // Row 5's first delivery records the row and dies before counting it.
+        assert!(repo.update_row("r", 5, one).await.unwrap());
+        // Row 7's is recorded and counted, and its message comes back all the same.
+        assert!(matches!(
+            repo.record_row_outcome("r", 7, one, Utc::now())
+                .await
+                .unwrap(),
+            RowRecorded::Recorded { .. }
+        ));
+        // Every other row at once.
         let outcomes = futures::future::join_all(
             (0..n)
-                .map(|i| repo.record_row_outcome("hot", i, std::slice::from_ref(&ok), Utc::now())),
+                .filter(|i| ![5, 7].contains(i))
+                .map(|i| repo.record_row_outcome("r", i, one, Utc::now())),
         )
         .await;
         assert!(outcomes.iter().all(Result::is_ok), "every row recorded");
-        let conflicts = repo.conflicts().unwrap();
-        // Two rows per shard: each pair collides about once or twice.
         assert!(
-            conflicts <= 2 * u64::from(n),
-            "{conflicts} conflicts for {n} rows: a hot item"
+            outcomes
+                .iter()
+                .all(|o| !o.as_ref().unwrap().all_rows_done()),
+            "row 5 is not counted yet"
         );
-        let done = outcomes
-            .into_iter()
-            .filter(|o| o.as_ref().is_ok_and(|r| r.all_rows_done()))
-            .count();
-        assert!(done >= 1);
+        // The redeliveries.
+        let seven = repo
+            .record_row_outcome("r", 7, one, Utc::now())
+            .await
+            .unwrap();
         assert_eq!(
-            repo.complete("hot", Utc::now()).await.unwrap(),
+            seven,
+            RowRecorded::AlreadyRecorded {
+                all_rows_done: false
+            }
+        );
+        let five = repo
+            .record_row_outcome("r", 5, one, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            five,
+            RowRecorded::AlreadyRecorded {
+                all_rows_done: true
+            }
+        );
+        assert_eq!(
+            repo.complete("r", Utc::now()).await.unwrap(),
             Transition::Applied(RequestStatus::Completed)
+        );
+        let counters = repo.get_request("r").await.unwrap().unwrap().counters;
+        let rows = u64::from(n);
+        assert_eq!(
+            (
+                counters.rows_done,
+                counters.images_ok,
+                counters.bytes_in,
+                counters.bytes_out
+            ),
+            (rows, rows, 10 * rows, 4 * rows),
+            "every row counted exactly once"
         );
     }
 

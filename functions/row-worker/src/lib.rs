@@ -17,8 +17,9 @@
 //!    host off for every invocation (`Retry-After`) and the download is tried again once the
 //!    back-off ends; a reset or refused connection or another 5xx is tried again at once, up
 //!    to [`QUICK_RETRIES`] times;
-//! 3. record the row outcome (idempotent per row: a conditional row update and its counter
-//!    shard's increment in one transaction, conflicts and throttling retried in process);
+//! 3. record the row outcome (idempotent per row: a conditional row update, then its counter
+//!    shard's increment, counted once — `pixpress_domain::counting`; conflicts and throttling
+//!    retried in process);
 //! 4. when every row of the request is recorded, flip the request to `COMPLETED` or
 //!    `COMPLETED_WITH_ERRORS` with one conditional write (exactly one caller wins).
 //!

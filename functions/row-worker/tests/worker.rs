@@ -1105,16 +1105,16 @@ async fn an_image_waiting_for_a_slot_is_not_fetched_once_its_request_is_cancelle
     assert_eq!(images[2].error_code.as_deref(), Some("cancelled"));
 }
 
-/// Throttles every DynamoDB transaction (a row outcome) while `on`, as a hot partition does.
+/// Throttles every write of a row outcome while `on`, as a hot partition does.
 #[derive(Debug, Default)]
-struct ThrottledTransactions {
+struct ThrottledOutcomes {
     on: std::sync::atomic::AtomicBool,
 }
 
-impl pixpress_embedded::FaultInjector for ThrottledTransactions {
+impl pixpress_embedded::FaultInjector for ThrottledOutcomes {
     fn before(&self, call: pixpress_embedded::Call) -> Option<pixpress_embedded::InjectedFault> {
         (self.on.load(std::sync::atomic::Ordering::SeqCst)
-            && call == pixpress_embedded::Call::Transaction)
+            && call == pixpress_embedded::Call::Outcome)
             .then_some(pixpress_embedded::InjectedFault::Throttle)
     }
 
@@ -1147,7 +1147,7 @@ async fn a_row_whose_outcome_is_throttled_comes_back_in_seconds_and_downloads_no
         factor: 1,
         cap: Duration::from_secs(1),
     };
-    let throttle = std::sync::Arc::new(ThrottledTransactions::default());
+    let throttle = std::sync::Arc::new(ThrottledOutcomes::default());
     let mut app = app(&config);
     app.repo = InMemoryRequestRepository::new()
         .with_faults(throttle.clone())

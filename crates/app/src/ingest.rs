@@ -209,28 +209,66 @@ pub async fn ingest<R: RequestIntake + RequestReader, Q: RowQueue>(
             Some(check_webhook_url(url, egress).map_err(IngestError::InvalidWebhookUrl)?);
     }
     let (meta, records) = build(&input, rows);
-    let (meta, records, replayed) = match repo.create_request(&meta, &records).await? {
-        Created::Inserted => (meta, records, false),
-        Created::AlreadyExists(existing)
-            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
-        {
-            return Err(IngestError::IdempotencyKeyReused(existing));
-        }
-        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
+    let (meta, records, replayed) = match create(repo, meta, &records).await? {
+        Creation::GoOn {
+            meta,
+            replayed: false,
+        } => (meta, records, false),
+        Creation::GoOn { meta, .. } => {
             // An earlier attempt died before every row was enqueued: enqueue again from the
             // stored rows (the ones in this CSV may differ if the id was reused).
-            let rows = load_all_rows(repo, &existing.request_id).await?;
-            (*existing, rows, true)
+            let rows = load_all_rows(repo, &meta.request_id).await?;
+            (meta, rows, true)
         }
-        Created::AlreadyExists(existing) => {
+        Creation::Done(meta) => {
             return Ok(Ingested {
-                meta: *existing,
+                meta,
                 replayed: true,
             });
         }
     };
     let meta = start(repo, queue, meta, &records, input.now).await?;
     Ok(Ingested { meta, replayed })
+}
+
+/// What an upload does after writing its request ([`create`]).
+enum Creation {
+    /// Go on with the request: written now, or (`replayed`) by an earlier attempt of the same
+    /// upload that stopped while it was still `PENDING`.
+    GoOn { meta: RequestMeta, replayed: bool },
+    /// An earlier attempt of the same upload got past `PENDING`: answer with the request as it is.
+    Done(RequestMeta),
+}
+
+/// Writes `meta` (and `rows`) as a new request, or finds the one an earlier attempt under the
+/// same id wrote.
+///
+/// # Errors
+/// [`IngestError::IdempotencyKeyReused`] when the id holds a request made from other bytes or
+/// options (nothing written); [`IngestError::Storage`] on storage failure.
+async fn create<R: RequestIntake>(
+    repo: &R,
+    meta: RequestMeta,
+    rows: &[RowRecord],
+) -> Result<Creation, IngestError> {
+    Ok(match repo.create_request(&meta, rows).await? {
+        Created::Inserted => Creation::GoOn {
+            meta,
+            replayed: false,
+        },
+        Created::AlreadyExists(existing)
+            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
+        {
+            return Err(IngestError::IdempotencyKeyReused(existing));
+        }
+        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
+            Creation::GoOn {
+                meta: *existing,
+                replayed: true,
+            }
+        }
+        Created::AlreadyExists(existing) => Creation::Done(*existing),
+    })
 }
 
 /// Accepts a CSV held in memory (`POST /uploads`) as the S3 path takes a presigned upload,
@@ -284,20 +322,12 @@ where
         fingerprint: Some(upload_fingerprint(&input)),
         ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };
-    let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
-        Created::Inserted => (meta, false),
-        Created::AlreadyExists(existing)
-            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
-        {
-            return Err(IngestError::IdempotencyKeyReused(existing));
-        }
+    let (meta, replayed) = match create(repo, meta, &[]).await? {
         // An earlier attempt may have died before the upload was stored: store it again.
-        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
-            (*existing, true)
-        }
-        Created::AlreadyExists(existing) => {
+        Creation::GoOn { meta, replayed } => (meta, replayed),
+        Creation::Done(meta) => {
             return Ok(Ingested {
-                meta: *existing,
+                meta,
                 replayed: true,
             });
         }
@@ -761,19 +791,11 @@ where
         fingerprint: Some(fingerprint),
         ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
     };
-    let (meta, replayed) = match repo.create_request(&meta, &[]).await? {
-        Created::Inserted => (meta, false),
-        Created::AlreadyExists(existing)
-            if existing.fingerprint.is_some() && existing.fingerprint != meta.fingerprint =>
-        {
-            return Err(IngestError::IdempotencyKeyReused(existing));
-        }
-        Created::AlreadyExists(existing) if existing.status == RequestStatus::Pending => {
-            (*existing, true)
-        }
-        Created::AlreadyExists(existing) => {
+    let (meta, replayed) = match create(repo, meta, &[]).await? {
+        Creation::GoOn { meta, replayed } => (meta, replayed),
+        Creation::Done(meta) => {
             return Ok(ObjectIngested::Ingested(Box::new(Ingested {
-                meta: *existing,
+                meta,
                 replayed: true,
             })));
         }

@@ -2,12 +2,13 @@
 //! on AWS, which limit binds each stage, and what it costs — from measured inputs.
 //!
 //! ```sh
-//! pixpress-scale-model [--workers 200] [--partitions N] [--write-units-per-row 5.01] …
+//! pixpress-scale-model [--workers 200] [--partitions N] [--write-units-per-row 3.01] …
 //! ```
 //!
 //! Inputs, with their sources (defaults are this repository's measurements):
 //! - write and read units per row: `pixpress-capacity-bench --rows 20000` (whole request:
-//!   5.01 write, 1.23 read units per row of two images; 1.00 write unit of them at ingest);
+//!   3.01 write, 0.70 read units per row of two images, 0.46 read units of them the bench's
+//!   status polls; 1.00 write unit of them at ingest);
 //! - engine CPU per image: `scripts/bench.sh` on the product set (≈ 25 ms per image through
 //!   the whole worker, one vCPU per 1,769 MB worker);
 //! - origin latency: downloads overlap compression (32 per origin at once), so latency adds
@@ -23,7 +24,8 @@
 //!
 //! Each stage's time is its work over the slowest of the limits it meets; stages overlap
 //! (rows are processed while others are still ingested), so a request takes about its slowest
-//! stage — where ingest and recording share the request's partition keys, their writes add up. Prices: us-east-1 list prices (see `docs/benchmarks.md`, "Cost per million product
+//! stage — where ingest and recording share the request's partition keys, their writes add up.
+//! Prices: us-east-1 list prices (see `docs/benchmarks.md`, "Cost per million product
 //! photos").
 
 use clap::Parser;
@@ -39,13 +41,13 @@ struct Args {
     #[arg(long)]
     partitions: Option<u32>,
     /// Write units per row, whole request (measured: `pixpress-capacity-bench`).
-    #[arg(long, default_value_t = 5.01)]
+    #[arg(long, default_value_t = 3.01)]
     write_units_per_row: f64,
     /// Of those, written at ingest (measured).
     #[arg(long, default_value_t = 1.00)]
     ingest_write_units_per_row: f64,
     /// Read units per row (measured).
-    #[arg(long, default_value_t = 1.23)]
+    #[arg(long, default_value_t = 0.70)]
     read_units_per_row: f64,
     /// Images per row.
     #[arg(long, default_value_t = 2)]

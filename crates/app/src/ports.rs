@@ -94,7 +94,10 @@ pub enum RowRecorded {
         /// Every row of the request is recorded.
         all_rows_done: bool,
     },
-    /// The row was already done (a redelivery); nothing changed. `all_rows_done` as above.
+    /// The row was already done (a redelivery, or a first delivery whose own write was
+    /// applied but its answer lost); its outcome stays as first recorded, and the delivery is
+    /// counted as a redelivery so a count its first writer never made is made up for
+    /// ([`pixpress_domain::counting`]). `all_rows_done` as above.
     AlreadyRecorded {
         /// Every row of the request is recorded.
         all_rows_done: bool,

@@ -603,8 +603,15 @@ impl DynamoRequestRepository {
         let full = match counter.check() {
             ShardCheck::Full => true,
             ShardCheck::Recount => {
-                self.recount_shard(request_id, layout, shard, counter.counters.rows_total)
-                    .await?
+                let adds = counter.counters.rows_done + counter.marks.redelivered;
+                self.recount_shard(
+                    request_id,
+                    layout,
+                    shard,
+                    counter.counters.rows_total,
+                    Some(adds),
+                )
+                .await?
             }
             ShardCheck::Open => false,
         };
@@ -617,13 +624,15 @@ impl DynamoRequestRepository {
     /// Recounts shard `shard` from its rows (one consistent `Query` of its partition, a page
     /// at a time, keeping the shard's rows); when every one of its `rows_total` rows is `DONE`,
     /// writes the exact tally with `verified` (conditional on not verified yet: concurrent
-    /// recounts write the same tally) and returns `true`.
+    /// recounts write the same tally) and returns `true`. Otherwise, after the `adds` it was
+    /// triggered by, stores when recounting can next succeed (`recount_after`).
     async fn recount_shard(
         &self,
         request_id: &str,
         layout: Layout,
         shard: u32,
         rows_total: u64,
+        adds: Option<u64>,
     ) -> Result<bool, PortError> {
         let pk = counter_pk(request_id, layout.partitions, shard);
         let mut recount = Recount::new(rows_total);
@@ -640,8 +649,14 @@ impl DynamoRequestRepository {
                 None => break,
             }
         }
-        let Some(exact) = recount.finish() else {
-            return Ok(false);
+        let exact = match recount.finish() {
+            Ok(exact) => exact,
+            Err(missing) => {
+                if let Some(adds) = adds {
+                    self.postpone_recount(&pk, shard, adds + missing).await?;
+                }
+                return Ok(false);
+            }
         };
         retry(&self.table.retry, "writing a recounted shard", || async {
             match self
@@ -670,6 +685,27 @@ impl DynamoRequestRepository {
         })
         .await?;
         Ok(true)
+    }
+
+    /// Stores on shard `shard` (under `pk`) that no recount can succeed before `after` `ADD`s.
+    async fn postpone_recount(&self, pk: &str, shard: u32, after: u64) -> Result<(), PortError> {
+        retry(&self.table.retry, "postponing a recount", || async {
+            match self
+                .table
+                .update_item()
+                .set_key(Some(key(pk.to_owned(), counter_sk(shard))))
+                .update_expression("SET recount_after = :after")
+                .condition_expression("attribute_exists(sk) AND attribute_not_exists(verified)")
+                .expression_attribute_values(":after", n(after))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(sdk_error("postponing a recount", &e)),
+            }
+        })
+        .await
     }
 
     /// Adds shard `shard` to the request's done shards; `true` when all shards are done.
@@ -1362,7 +1398,7 @@ impl OpenRequests for DynamoRequestRepository {
         // redelivered, leaves its shard short; its rows tell.
         let full = counter.check() == ShardCheck::Full
             || self
-                .recount_shard(request_id, layout, shard, counter.counters.rows_total)
+                .recount_shard(request_id, layout, shard, counter.counters.rows_total, None)
                 .await?;
         if !full {
             return Ok(false);

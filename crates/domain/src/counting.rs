@@ -19,14 +19,18 @@
 //! redelivery adds to `redelivered` instead. Hence [`check_shard`]:
 //!
 //! - `rows_done = rows_total` — every row recorded and counted exactly once: the shard is full.
-//! - `rows_done + redelivered ≥ rows_total` — perhaps full: the rows themselves are read and
+//! - `rows_done + redelivered ≥ rows_total` (or `rows_done` past the total, which the rule
+//!   above forbids, so a recount corrects it) — perhaps full: the rows themselves are read and
 //!   the tally recounted from them; when every row is `DONE` the exact tally is written with
-//!   `verified` (conditional on not verified yet), after which no `ADD` applies.
+//!   `verified` (conditional on not verified yet), after which no `ADD` applies. A recount that
+//!   finds `m` rows still to come stores `recount_after` = the `ADD`s it saw + `m`: each of
+//!   those rows brings at least one more `ADD`, so no recount runs before they can all be in,
+//!   and duplicate deliveries cannot make every later `ADD` re-read the partition.
 //! - otherwise some row is still to come; its own `ADD` checks again.
 //!
 //! Every row's `DONE` write is followed by an `ADD` (the winner's, or its redelivery's), so the
 //! last `ADD` of a shard always finds it full or recounts it. The rows are read only on the
-//! rare path (a death between the two writes), not per row.
+//! rare path (a death between the two writes, a duplicate delivery), not per row.
 //!
 //! Completion: the writer that finds its shard full adds the shard's number to the request
 //! item's set of done shards (`ADD`, idempotent); shards without rows are in the set from the
@@ -38,6 +42,7 @@
 //! Write load per request: each counter item takes one write per row of its shard; the
 //! request item takes at most 32 set additions plus the flip.
 
+use super::item::ShardMarks;
 use super::model::{Counters, RowRecord, RowState};
 
 /// Counter shards per request.
@@ -73,13 +78,13 @@ pub enum ShardCheck {
     Open,
 }
 
-/// The rule of [the module](self): `counters` a shard's tally, `redelivered` its
-/// redeliveries, `verified` whether it was recounted from its rows.
+/// The rule of [the module](self): `counters` a shard's tally, `marks` what else it knows.
 #[must_use]
-pub fn check_shard(counters: &Counters, redelivered: u64, verified: bool) -> ShardCheck {
-    if verified || counters.rows_done >= counters.rows_total {
+pub fn check_shard(counters: &Counters, marks: &ShardMarks) -> ShardCheck {
+    let adds = counters.rows_done.saturating_add(marks.redelivered);
+    if marks.verified || counters.rows_done == counters.rows_total {
         ShardCheck::Full
-    } else if counters.rows_done.saturating_add(redelivered) >= counters.rows_total {
+    } else if adds >= counters.rows_total && adds >= marks.recount_after {
         ShardCheck::Recount
     } else {
         ShardCheck::Open
@@ -112,22 +117,29 @@ impl Recount {
         }
     }
 
-    /// The exact tally when every row was recorded.
-    #[must_use]
-    pub fn finish(self) -> Option<Counters> {
-        (self.tally.rows_done == self.tally.rows_total).then_some(self.tally)
+    /// The exact tally when every row was recorded; otherwise how many rows are still to
+    /// come.
+    ///
+    /// # Errors
+    /// The number of the shard's rows not `DONE` (or not found).
+    pub fn finish(self) -> Result<Counters, u64> {
+        if self.tally.rows_done == self.tally.rows_total {
+            Ok(self.tally)
+        } else {
+            Err(self.tally.rows_total.saturating_sub(self.tally.rows_done))
+        }
     }
 }
 
 /// Most partition keys a request's row and counter items spread over ([`partitions_for`]); a
 /// divisor of [`COUNTER_SHARDS`], so counter shard `s` and every row it counts share partition
-/// `s mod partitions` and a row's outcome stays one transaction within one partition key.
+/// `s mod partitions` and a row's two outcome writes stay within one partition key.
 pub const MAX_PARTITIONS: u32 = COUNTER_SHARDS;
 
 /// Rows per partition key before a request gets another ([`partitions_for`]). One partition
 /// key serves 1,000 write units a second ("Best practices for designing and using partition
-/// keys effectively", Amazon DynamoDB Developer Guide) and a row costs about 5 of them to
-/// write and record, so 1,000 rows keep one key busy for about 5 s at full speed.
+/// keys effectively", Amazon DynamoDB Developer Guide) and a row costs 3 of them to write and
+/// record, so 1,000 rows keep one key busy for about 3 s at full speed.
 pub const ROWS_PER_PARTITION: u64 = 1_000;
 
 /// How many partition keys the rows of a `rows_total`-row request spread over: the power of
@@ -187,6 +199,34 @@ mod tests {
             );
             assert_eq!(with_rows.len() as u64, rows_total.min(32));
         }
+    }
+
+    #[test]
+    fn a_shard_is_full_only_when_counted_exactly_and_recounted_only_when_it_can_be() {
+        let tally = |rows_done| Counters {
+            rows_total: 10,
+            rows_done,
+            ..Counters::default()
+        };
+        let marks = |redelivered, recount_after| ShardMarks {
+            redelivered,
+            verified: false,
+            recount_after,
+        };
+        assert_eq!(check_shard(&tally(10), &marks(0, 0)), ShardCheck::Full);
+        assert_eq!(check_shard(&tally(9), &marks(0, 0)), ShardCheck::Open);
+        // A row perhaps counted only as a redelivery.
+        assert_eq!(check_shard(&tally(9), &marks(1, 0)), ShardCheck::Recount);
+        // A recount at 10 `ADD`s found 2 rows to come: not again before 12.
+        assert_eq!(check_shard(&tally(9), &marks(2, 12)), ShardCheck::Open);
+        assert_eq!(check_shard(&tally(9), &marks(3, 12)), ShardCheck::Recount);
+        // A count past the total is never taken for full.
+        assert_eq!(check_shard(&tally(11), &marks(0, 0)), ShardCheck::Recount);
+        let verified = ShardMarks {
+            verified: true,
+            ..ShardMarks::default()
+        };
+        assert_eq!(check_shard(&tally(0), &verified), ShardCheck::Full);
     }
 
     #[test]

@@ -118,17 +118,29 @@ pub struct CounterItem {
     /// never exceeds the rows recorded ([`super::counting`]).
     #[serde(flatten)]
     pub counters: Counters,
+    /// How far the tally can be trusted ([`super::counting`]).
+    #[serde(flatten)]
+    pub marks: ShardMarks,
+    /// TTL, epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// What a counter shard knows beyond its tally ([`super::counting`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMarks {
     /// Deliveries that found their row recorded already (a redelivery): each such row may or
-    /// may not be in `rows_done` yet ([`super::counting`]).
+    /// may not be in `rows_done` yet.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub redelivered: u64,
     /// Set once the tally was recounted from the shard's rows themselves: then it is exact
     /// and final, and no writer adds to it any more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verified: bool,
-    /// TTL, epoch seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<i64>,
+    /// After a recount that found rows still to come: the number of `ADD`s
+    /// (`rows_done + redelivered`) below which recounting again cannot succeed yet.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recount_after: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
@@ -140,7 +152,7 @@ impl CounterItem {
     /// What the shard's tally says about its rows ([`ShardCheck`]).
     #[must_use]
     pub fn check(&self) -> ShardCheck {
-        super::counting::check_shard(&self.counters, self.redelivered, self.verified)
+        super::counting::check_shard(&self.counters, &self.marks)
     }
 
     /// The empty shard `shard` of request `request_id` (spread over `partitions` keys),
@@ -160,8 +172,7 @@ impl CounterItem {
                 rows_total,
                 ..Counters::default()
             },
-            redelivered: 0,
-            verified: false,
+            marks: ShardMarks::default(),
             expires_at,
         }
     }

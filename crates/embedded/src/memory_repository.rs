@@ -32,7 +32,7 @@ use pixpress_domain::counting::{
     partition_of_row, partition_of_shard, partitions_for, shard_of, shard_rows_total,
     shards_with_rows,
 };
-use pixpress_domain::item::{CounterItem, MetaItem, ProgressSeen, RowItem};
+use pixpress_domain::item::{CounterItem, MetaItem, ProgressSeen, RowItem, ShardMarks};
 use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, ImageProgress, OutputProgress, RequestMeta,
     RequestStatus, RowRecord, RowState, WebhookAttempt,
@@ -109,13 +109,6 @@ impl StoredMeta {
 }
 
 type ItemKey = (String, String);
-
-/// A counter shard's `redelivered` and `verified` ([`CounterItem`]).
-#[derive(Debug, Clone, Copy, Default)]
-struct ShardMarks {
-    redelivered: u64,
-    verified: bool,
-}
 
 #[derive(Debug, Default)]
 struct State {
@@ -248,11 +241,9 @@ impl State {
     /// The item of counter shard `shard` of `request_id` holding `counters` (and the shard's
     /// marks).
     fn counter_item(&self, request_id: &str, shard: u32, counters: Counters) -> CounterItem {
-        let marks = self.marks(request_id, shard);
         CounterItem {
             counters,
-            redelivered: marks.redelivered,
-            verified: marks.verified,
+            marks: self.marks(request_id, shard),
             ..CounterItem::new(request_id, self.partitions(request_id), shard, 0, None)
         }
     }
@@ -294,8 +285,7 @@ impl State {
             to_item(&self.counter_item(request_id, shard, self.shard(request_id, shard)?))?;
         let new_item = to_item(&CounterItem {
             counters,
-            redelivered: marks.redelivered,
-            verified: marks.verified,
+            marks,
             ..CounterItem::new(request_id, self.partitions(request_id), shard, 0, None)
         })?;
         // Charged (and perhaps throttled) before anything changes: a refused write writes
@@ -665,8 +655,11 @@ impl InMemoryRequestRepository {
         let old_row = state.row_item(request_id, row)?;
         if row.state == RowState::Done {
             if state.meter.is_some() {
+                // The refused write, then the read the DynamoDB adapter makes to tell a
+                // recorded row from a missing one.
                 let bytes = dynamodb_item_size(&old_row);
                 state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+                state.charge_get(&pk, bytes, true)?;
             }
             return Ok(false);
         }
@@ -727,9 +720,12 @@ impl InMemoryRequestRepository {
         counters: &Counters,
         marks: ShardMarks,
     ) -> Result<bool, PortError> {
-        let full = match check_shard(counters, marks.redelivered, marks.verified) {
+        let full = match check_shard(counters, &marks) {
             ShardCheck::Full => true,
-            ShardCheck::Recount => self.recount_shard(request_id, shard).await?,
+            ShardCheck::Recount => {
+                let adds = counters.rows_done + marks.redelivered;
+                self.recount_shard(request_id, shard, Some(adds)).await?
+            }
             ShardCheck::Open => false,
         };
         if !full {
@@ -740,8 +736,14 @@ impl InMemoryRequestRepository {
 
     /// Recounts shard `shard` from its rows (a `Query` of its partition's rows) and, when all
     /// are `DONE`, writes the exact tally with `verified`. `true` when it did (or a recount
-    /// did before).
-    async fn recount_shard(&self, request_id: &str, shard: u32) -> Result<bool, PortError> {
+    /// did before). Otherwise, after the `adds` it was triggered by, stores when recounting
+    /// can next succeed (`recount_after`).
+    async fn recount_shard(
+        &self,
+        request_id: &str,
+        shard: u32,
+        adds: Option<u64>,
+    ) -> Result<bool, PortError> {
         let policy = self.policy();
         let exact = retry(&policy, "recounting a counter shard", || async {
             self.faults.check(Call::Read)?;
@@ -771,24 +773,48 @@ impl InMemoryRequestRepository {
             Ok(recount.finish())
         })
         .await?;
-        let Some(exact) = exact else {
-            return Ok(false);
+        let (tally, marks) = match exact {
+            Ok(exact) => (Some(exact), None),
+            Err(missing) => match adds {
+                Some(adds) => (None, Some(adds + missing)),
+                None => return Ok(false),
+            },
         };
         retry(&policy, "writing a recounted shard", || async {
             self.faults.check(Call::Write)?;
             let mut state = self.lock()?;
-            let marks = state.marks(request_id, shard);
-            if !marks.verified {
-                let verified = ShardMarks {
-                    verified: true,
-                    ..marks
-                };
-                state.write_shard(request_id, shard, exact, verified)?;
+            let current = state.marks(request_id, shard);
+            let counters = state.shard(request_id, shard)?;
+            if current.verified {
+                // The condition fails, charged all the same.
+                if state.meter.is_some() {
+                    let item = to_item(&state.counter_item(request_id, shard, counters))?;
+                    let pk = counter_pk(request_id, state.partitions(request_id), shard);
+                    let bytes = dynamodb_item_size(&item);
+                    state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
+                }
+                return Ok(());
             }
-            Ok(())
+            match (tally, marks) {
+                (Some(exact), _) => {
+                    let verified = ShardMarks {
+                        verified: true,
+                        ..current
+                    };
+                    state.write_shard(request_id, shard, exact, verified)
+                }
+                (None, Some(after)) => {
+                    let postponed = ShardMarks {
+                        recount_after: after,
+                        ..current
+                    };
+                    state.write_shard(request_id, shard, counters, postponed)
+                }
+                (None, None) => Ok(()),
+            }
         })
         .await?;
-        Ok(true)
+        Ok(tally.is_some())
     }
 
     /// Reads shard `shard` (one consistent `GetItem`): its tally and marks.
@@ -1372,8 +1398,8 @@ impl OpenRequests for InMemoryRequestRepository {
         let (counters, marks) = self.read_shard(request_id, shard).await?;
         // A repair: a row recorded by a delivery that died before counting it, and never
         // redelivered, leaves its shard short; its rows tell.
-        let full = check_shard(&counters, marks.redelivered, marks.verified) == ShardCheck::Full
-            || self.recount_shard(request_id, shard).await?;
+        let full = check_shard(&counters, &marks) == ShardCheck::Full
+            || self.recount_shard(request_id, shard, None).await?;
         if !full {
             return Ok(false);
         }

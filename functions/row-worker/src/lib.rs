@@ -587,9 +587,9 @@ pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
         .first()
         .filter(|r| r.index == job.row_index && r.state == RowState::Done)
     {
-        // A redelivery after the outcome was recorded: repeat the completion check, which an
-        // invocation that died after recording may not have reached (the write itself is
-        // refused by the row's condition).
+        // A redelivery after the outcome was recorded: repeat the count and the completion
+        // check, which an invocation that died after recording may not have reached (the
+        // row's own write is refused by its condition).
         let recorded = app
             .repo
             .record_row_outcome(&job.request_id, job.row_index, &done.images, Utc::now())
@@ -763,8 +763,9 @@ pub async fn process_row<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q:
     {
         Ok(recorded) => recorded,
         Err(error) => {
-            // The outcome could not be recorded (throttled past the in-process retries): the
-            // finished images are kept as progress, so the next delivery downloads nothing.
+            // The outcome could not be recorded or counted (throttled past the in-process
+            // retries, or an answer lost): the finished images are kept as progress (refused
+            // if the row was recorded), so the next delivery downloads nothing.
             if progress != earlier
                 && let Err(e) = app
                     .repo

@@ -1,18 +1,14 @@
-//! The ingest use cases. [`ingest`] takes a CSV held in memory (`POST /uploads`, at most
-//! 5 MiB); [`ingest_object`] streams an upload of any size from the bucket (`s3-ingest`, up to
-//! 1 GiB and 1,000,000 rows) and fans it out in [`ChunkJob`]s that [`expand_chunk`] turns into
-//! rows. [`ingest`]:
+//! The ingest use cases. Every upload takes one path: [`accept_upload`] validates a CSV held
+//! in memory (`POST /uploads`, at most what survives Lambda's 6-MB payload) and stores it under
+//! `uploads/`; [`ingest_object`] streams an upload of any size from the bucket (`s3-ingest`, up
+//! to 1 GiB and 1,000,000 rows) and fans it out in [`ChunkJob`]s that [`expand_chunk`] turns
+//! into row items and [`RowJob`]s. [`retry_failed_images`] makes a new request of a finished
+//! one's failed images.
 //!
-//! 1. validate the CSV completely ([`parse_input_csv`]); reject with every issue;
-//! 2. record the request (`PENDING`) and one row item per CSV row, conditionally on the id
-//!    being new;
-//! 3. enqueue one [`RowJob`] per row;
-//! 4. flip the request to `PROCESSING`.
-//!
-//! A replay with the same id (a duplicate S3 event, an API retry) finds the request: if it is
-//! still `PENDING` the earlier attempt died before step 4, so steps 3–4 run again (row
-//! completion is idempotent, so duplicate jobs are harmless); otherwise nothing happens. If
-//! enqueueing fails the request is marked `FAILED` rather than left half-enqueued.
+//! A replay with the same id (a duplicate S3 event, an API retry) finds the request: while it
+//! is still `PENDING` the earlier attempt died part way, so the rest runs again (row completion
+//! is idempotent, so duplicate jobs are harmless); otherwise nothing happens. A request under
+//! the same id made from other bytes or options is [`IngestError::IdempotencyKeyReused`].
 
 use std::time::Duration;
 
@@ -26,7 +22,7 @@ use crate::ports::{
 };
 use pixpress_domain::egress::NetworkPolicy;
 use pixpress_domain::input_csv::{
-    CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, parse_input_csv, too_large,
+    CsvLimits, CsvRejection, CsvScanner, ParsedRow, RowSpan, too_large,
 };
 use pixpress_domain::model::{
     ChunkJob, Counters, Failure, ImageProgress, ImageStatus, OutputSpec, RequestMeta,
@@ -169,66 +165,6 @@ fn pending_row(row: ParsedRow, index: u32) -> RowRecord {
         images: Vec::new(),
         progress: Vec::new(),
     }
-}
-
-/// Builds the request record and rows for a validated CSV.
-fn build(input: &IngestRequest<'_>, rows: Vec<ParsedRow>) -> (RequestMeta, Vec<RowRecord>) {
-    let images_total = rows.iter().map(|r| r.input_urls.len() as u64).sum();
-    let records: Vec<RowRecord> = rows
-        .into_iter()
-        .zip(0u32..)
-        .map(|(row, index)| pending_row(row, index))
-        .collect();
-    let meta = RequestMeta {
-        source: input.source,
-        source_key: input.source_key.clone(),
-        output_spec: input.output_spec,
-        counters: Counters::new(records.len() as u64, images_total),
-        webhook: input.webhook_url.clone().map(Webhook::pending),
-        fingerprint: Some(upload_fingerprint(input)),
-        ..RequestMeta::new(input.request_id.clone(), input.tenant.clone(), input.now)
-    };
-    (meta, records)
-}
-
-/// Runs the ingest use case (see the module docs).
-///
-/// # Errors
-/// See [`IngestError`].
-pub async fn ingest<R: RequestIntake + RequestReader, Q: RowQueue>(
-    repo: &R,
-    queue: &Q,
-    limits: &CsvLimits,
-    egress: NetworkPolicy,
-    input: IngestRequest<'_>,
-) -> Result<Ingested, IngestError> {
-    let rows = parse_input_csv(input.csv, limits, egress).map_err(IngestError::InvalidCsv)?;
-    let mut input = input;
-    if let Some(url) = &input.webhook_url {
-        input.webhook_url =
-            Some(check_webhook_url(url, egress).map_err(IngestError::InvalidWebhookUrl)?);
-    }
-    let (meta, records) = build(&input, rows);
-    let (meta, records, replayed) = match create(repo, meta, &records).await? {
-        Creation::GoOn {
-            meta,
-            replayed: false,
-        } => (meta, records, false),
-        Creation::GoOn { meta, .. } => {
-            // An earlier attempt died before every row was enqueued: enqueue again from the
-            // stored rows (the ones in this CSV may differ if the id was reused).
-            let rows = load_all_rows(repo, &meta.request_id).await?;
-            (meta, rows, true)
-        }
-        Creation::Done(meta) => {
-            return Ok(Ingested {
-                meta,
-                replayed: true,
-            });
-        }
-    };
-    let meta = start(repo, queue, meta, &records, input.now).await?;
-    Ok(Ingested { meta, replayed })
 }
 
 /// What an upload does after writing its request ([`create`]).

@@ -7,8 +7,8 @@
 //! This crate holds the ports (traits the adapters implement) and the use cases two or more
 //! functions share; the pure model is in `pixpress_domain`. The flow:
 //!
-//! 1. `api` (`POST /uploads`) → [`ingest::ingest`], or `s3-ingest` (object under `uploads/`)
-//!    → [`ingest::ingest_object`], streaming and fanned out in chunks: validate the CSV
+//! 1. `api` (`POST /uploads`) → [`ingest::accept_upload`], then `s3-ingest` (object under
+//!    `uploads/`) → [`ingest::ingest_object`], streaming and fanned out in chunks: validate the CSV
 //!    (`pixpress_domain::input_csv`), record the request and its rows ([`ports::RequestRepository`]),
 //!    enqueue one `pixpress_domain::model::RowJob` per row ([`ports::RowQueue`]).
 //! 2. `row-worker` per job: download each URL with the guarded `pixpress_fetch::Fetcher`, compress it

@@ -10,8 +10,9 @@
 //!    reads S3): time, throughput, and the peak RSS of the process so far;
 //! 2. ingests it as `pixpress run` does for a file over the API's limit: copied into the
 //!    embedded bucket in 8 MiB parts, then `s3-ingest` (validation again, the request item,
-//!    every chunk expanded into row items and row messages): time and peak RSS, which now
-//!    include the embedded table and queue holding every row.
+//!    every chunk expanded into row items and row messages): time and peak RSS, which include
+//!    the embedded table's and queue's page caches (their rows and messages are in files under
+//!    the data directory, [`pixpress_embedded::TableStorage`]).
 //!
 //! With `--endpoint` (a moto or ministack server), step 2 runs through the AWS adapters
 //! instead: S3 multipart, DynamoDB `PutItem`s, SQS `SendMessageBatch`.

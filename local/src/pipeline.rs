@@ -32,7 +32,7 @@ use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
 use pixpress_domain::storage_keys::META_SK;
 use pixpress_embedded::{
     ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
-    ReceivedMessage,
+    ReceivedMessage, TableStorage,
 };
 use pixpress_fetch::{HostResolver, SystemResolver};
 use tokio::sync::watch;
@@ -314,6 +314,10 @@ pub struct PipelineOptions {
     /// DynamoDB's per-partition throughput, enforced by the embedded repository (implies
     /// metering); `None`: unlimited.
     pub capacity_limits: Option<pixpress_embedded::CapacityModel>,
+    /// Where the embedded repository keeps its row items and the queues their messages
+    /// (embedded backend only). Default: an unlinked file in `data_dir`, so a run's memory
+    /// stays bounded whatever the catalogue's size ([`TableStorage`]).
+    pub table_storage: TableStorage,
 }
 
 impl PipelineOptions {
@@ -321,8 +325,10 @@ impl PipelineOptions {
     /// worker timeout 120 s (as `template.yaml`), the system resolver, no faults, no key store.
     #[must_use]
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
+            table_storage: TableStorage::Dir(data_dir.clone()),
+            data_dir,
             public_base_url: None,
             upload_form_url: None,
             visibility_timeout: Duration::from_secs(2),
@@ -431,8 +437,8 @@ impl LocalPipeline {
             // What these faults lose, only the sweeper finds: within the run, not hours later.
             options.sweep = Some(LOCAL_CHAOS_SWEEP);
         }
-        let mut repo = InMemoryRequestRepository::new();
-        let mut queue = InMemoryRowQueue::new(config.max_receive_count);
+        let mut repo = InMemoryRequestRepository::stored(&options.table_storage)?;
+        let mut queue = InMemoryRowQueue::stored(config.max_receive_count, &options.table_storage)?;
         if let Some(faults) = &faults {
             repo = repo.with_faults(faults.clone());
             queue = queue.with_faults(faults.clone());

@@ -25,7 +25,7 @@ use pixpress_domain::model::{
 };
 use pixpress_domain::origin_slots::LeaseRequest;
 use pixpress_embedded::{
-    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue, TableStorage,
 };
 use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 
@@ -1123,6 +1123,35 @@ async fn embedded_adapters_meet_the_contract() {
     );
     let dir = std::env::temp_dir().join(format!("pixpress-contract-{}", uuid::Uuid::new_v4()));
     store_contract(&DirObjectStore::new(&dir, None).unwrap()).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The embedded repository and queue with their rows and messages in a file (what
+/// `pixpress run` and `serve` use) behave as in memory, and leave no file behind.
+#[tokio::test]
+async fn embedded_adapters_over_files_meet_the_contract() {
+    let dir = std::env::temp_dir().join(format!("pixpress-tables-{}", uuid::Uuid::new_v4()));
+    let storage = TableStorage::Dir(dir.clone());
+    let repo = || InMemoryRequestRepository::stored(&storage).unwrap();
+    repository_contract(&repo(), false).await;
+    chunked_rows_contract(&repo()).await;
+    spread_rows_contract(&repo(), u32::MAX).await;
+    cancel_contract(&repo()).await;
+    retry_contract(&repo()).await;
+    concurrent_rows_contract(&repo()).await;
+    item_size_contract(&repo()).await;
+    open_requests_contract(&repo()).await;
+    half_written_contract(&repo()).await;
+    let queue = InMemoryRowQueue::stored(5, &storage).unwrap();
+    queue_contract(&queue).await;
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "files left in the data directory: {left:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

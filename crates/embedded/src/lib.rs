@@ -1,6 +1,8 @@
-//! Embedded backends: an in-memory repository whose change log feeds a simulated DynamoDB
-//! stream, an in-memory queue with SQS semantics, and a directory-backed object store. They
-//! enforce AWS's documented limits and, through a [`FaultInjector`], meet its failure modes.
+//! Embedded backends: a repository whose change log feeds a simulated DynamoDB stream, a
+//! queue with SQS semantics, and a directory-backed object store. They enforce AWS's
+//! documented limits and, through a [`FaultInjector`], meet its failure modes. What grows with
+//! a catalogue — row items, queued messages — is kept in memory or in a file
+//! ([`TableStorage`]); the rest (requests, counter shards, the change log) in memory.
 
 pub mod capacity;
 mod dir_store;
@@ -9,6 +11,8 @@ mod file_keys;
 mod memory_origin_slots;
 mod memory_queue;
 mod memory_repository;
+mod row_table;
+mod table_store;
 
 pub use capacity::{CapacityModel, Consumed};
 pub use dir_store::{DirObjectStore, UploadPolicy};
@@ -17,3 +21,4 @@ pub use file_keys::FileKeyStore;
 pub use memory_origin_slots::{InMemoryOriginSlots, SlotCalls};
 pub use memory_queue::{InMemoryRowQueue, ReceivedMessage};
 pub use memory_repository::{ChangeKind, ChangeRecord, InMemoryRequestRepository};
+pub use table_store::{CACHE_BYTES, SYNC_EVERY, TableStorage};

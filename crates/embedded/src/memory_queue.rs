@@ -1,4 +1,5 @@
-//! In-memory [`RowQueue`] with SQS semantics: a received message is invisible for the
+//! Embedded [`RowQueue`] with SQS semantics (messages in memory, or in a file:
+//! [`TableStorage`]): a received message is invisible for the
 //! visibility timeout, comes back if not deleted, carries its receive count, and moves to the
 //! dead-letter queue when received more than `max_receive_count` times (SQS redrive policy).
 //!
@@ -12,14 +13,17 @@
 //! [`FaultInjector`] can throttle calls and deliver messages twice (standard queues deliver at
 //! least once). Throttled enqueues are retried in process like the SQS adapter's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::faults::{Call, FaultInjector, Faults, lock};
+use super::table_store::{TableStorage, TableStore};
 use pixpress_app::limits::sqs_batches;
 use pixpress_app::ports::{
     ChunkQueue, PortError, RowQueue, SQS_MAX_DELAY_AFTER_RECEIVE, SQS_MAX_VISIBILITY, WebhookQueue,
@@ -41,110 +45,233 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
 }
 
-#[derive(Debug)]
+/// A message as stored: its body and where it is in its life.
+#[derive(Debug, Serialize, Deserialize)]
 struct Message {
-    id: String,
     body: String,
     /// `MessageGroupId`: the tenant of a row message.
     group: Option<String>,
     receive_count: u32,
-    visible_at: Instant,
+    /// When it is (or became) visible, in nanoseconds since the queue's epoch.
+    visible_at: u64,
     receipt: Option<String>,
-    /// When the current receipt was handed out.
-    received_at: Instant,
+    /// When the current receipt was handed out, in nanoseconds since the queue's epoch.
+    received_at: u64,
 }
 
-/// The queue's messages, indexed so every call costs the messages it touches, not the queue's
-/// depth (a catalogue puts a million messages in it).
+/// Every message not deleted, by sequence number (the order they were sent).
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Visible messages by message group (`""`: no group), oldest first.
+const READY: TableDefinition<(&str, u64), ()> = TableDefinition::new("ready");
+/// Hidden messages (received, or delayed), by when they become visible.
+const HIDDEN: TableDefinition<(u64, u64), ()> = TableDefinition::new("hidden");
+
+/// The message id of sequence number `seq`.
+fn message_id(seq: u64) -> String {
+    format!("msg-{seq:08}")
+}
+
+/// The sequence number a receipt handle was issued for (`msg-<seq>#<n>`).
+fn receipt_seq(receipt: &str) -> Option<u64> {
+    receipt
+        .strip_prefix("msg-")?
+        .split_once('#')?
+        .0
+        .parse()
+        .ok()
+}
+
+fn decode(bytes: &[u8]) -> Result<Message, redb::Error> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| redb::Error::Corrupted(format!("a stored message does not decode: {e}")))
+}
+
+fn encode(message: &Message) -> Result<Vec<u8>, redb::Error> {
+    serde_json::to_vec(message)
+        .map_err(|e| redb::Error::Corrupted(format!("a message does not encode: {e}")))
+}
+
+/// The queue's tables open in one write transaction: every call costs the messages it
+/// touches, not the queue's depth (a catalogue puts a million messages in it).
+struct Tables<'t> {
+    messages: redb::Table<'t, u64, &'static [u8]>,
+    ready: redb::Table<'t, (&'static str, u64), ()>,
+    hidden: redb::Table<'t, (u64, u64), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            ready: txn.open_table(READY)?,
+            hidden: txn.open_table(HIDDEN)?,
+        })
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<Message>, redb::Error> {
+        self.messages
+            .get(seq)?
+            .map(|value| decode(value.value()))
+            .transpose()
+    }
+
+    fn put(&mut self, seq: u64, message: &Message) -> Result<(), redb::Error> {
+        self.messages.insert(seq, encode(message)?.as_slice())?;
+        Ok(())
+    }
+}
+
+/// The queue: its messages in a [`TableStore`] (memory, or a file: [`TableStorage`]), its
+/// counts in memory (a handful of message groups).
 #[derive(Debug, Default)]
 struct State {
-    /// Every message not deleted, by sequence number (the order they were sent).
-    messages: BTreeMap<u64, Message>,
-    /// Visible messages of each message group (`""`: no group), oldest first.
-    ready: HashMap<String, BTreeSet<u64>>,
-    /// Hidden messages (received, or delayed), by when they become visible.
-    hidden: BTreeSet<(Instant, u64)>,
+    store: TableStore,
+    counts: Counts,
+}
+
+/// Counts of the queue's messages.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Messages not deleted.
+    len: usize,
+    /// Visible messages per group.
+    ready: HashMap<String, usize>,
     /// Hidden messages per group: received and in flight.
     in_flight: HashMap<String, usize>,
-    /// The latest receipt handle of each received message.
-    receipts: HashMap<String, u64>,
     next_id: u64,
 }
 
-fn group_of(message: &Message) -> String {
-    message.group.clone().unwrap_or_default()
+/// Nanoseconds from `epoch` to `at`.
+fn nanos(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl State {
+fn decrement(counts: &mut HashMap<String, usize>, group: &str) {
+    if let Some(count) = counts.get_mut(group) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(group);
+        }
+    }
+}
+
+impl Counts {
+    fn push(
+        &mut self,
+        tables: &mut Tables<'_>,
+        body: String,
+        group: Option<String>,
+        now: u64,
+    ) -> Result<(), redb::Error> {
+        self.next_id += 1;
+        let seq = self.next_id;
+        let key = group.clone().unwrap_or_default();
+        tables.ready.insert((key.as_str(), seq), ())?;
+        *self.ready.entry(key).or_default() += 1;
+        tables.put(
+            seq,
+            &Message {
+                body,
+                group,
+                receive_count: 0,
+                visible_at: now,
+                receipt: None,
+                received_at: now,
+            },
+        )?;
+        self.len += 1;
+        Ok(())
+    }
+
     /// Hides message `seq` until `until`, out of the visible messages if it was there.
-    fn hide(&mut self, seq: u64, until: Instant) {
-        let Some(message) = self.messages.get_mut(&seq) else {
-            return;
+    fn hide(&mut self, tables: &mut Tables<'_>, seq: u64, until: u64) -> Result<(), redb::Error> {
+        let Some(mut message) = tables.get(seq)? else {
+            return Ok(());
         };
         let group = message.group.clone().unwrap_or_default();
-        if !self.hidden.remove(&(message.visible_at, seq)) {
-            if let Some(ready) = self.ready.get_mut(&group) {
-                ready.remove(&seq);
+        if tables.hidden.remove((message.visible_at, seq))?.is_none() {
+            if tables.ready.remove((group.as_str(), seq))?.is_some() {
+                decrement(&mut self.ready, &group);
             }
             *self.in_flight.entry(group).or_default() += 1;
         }
         message.visible_at = until;
-        self.hidden.insert((until, seq));
+        tables.put(seq, &message)?;
+        tables.hidden.insert((until, seq), ())?;
+        Ok(())
     }
 
     /// Moves the messages whose time has come from hidden to visible; returns those received
     /// `max_receives` times already (SQS's redrive: they leave for the dead-letter queue).
-    fn wake(&mut self, now: Instant, max_receives: u32) -> Vec<(String, Option<String>)> {
+    fn wake(
+        &mut self,
+        tables: &mut Tables<'_>,
+        now: u64,
+        max_receives: u32,
+    ) -> Result<Vec<(String, Option<String>)>, redb::Error> {
         let mut dead = Vec::new();
-        while let Some(&(at, seq)) = self.hidden.first() {
+        loop {
+            let Some((at, seq)) = tables.hidden.first()?.map(|(key, _)| key.value()) else {
+                break;
+            };
             if at > now {
                 break;
             }
-            self.hidden.pop_first();
-            let Some(message) = self.messages.get(&seq) else {
+            tables.hidden.remove((at, seq))?;
+            let Some(message) = tables.get(seq)? else {
                 continue;
             };
-            let group = group_of(message);
-            if let Some(count) = self.in_flight.get_mut(&group) {
-                *count = count.saturating_sub(1);
-            }
+            let group = message.group.clone().unwrap_or_default();
+            decrement(&mut self.in_flight, &group);
             if message.receive_count >= max_receives {
-                if let Some(message) = self.messages.remove(&seq) {
-                    if let Some(receipt) = &message.receipt {
-                        self.receipts.remove(receipt);
-                    }
-                    dead.push((message.body, message.group));
-                }
+                tables.messages.remove(seq)?;
+                self.len = self.len.saturating_sub(1);
+                dead.push((message.body, message.group));
             } else {
-                self.ready.entry(group).or_default().insert(seq);
+                tables.ready.insert((group.as_str(), seq), ())?;
+                *self.ready.entry(group).or_default() += 1;
             }
         }
-        dead
+        Ok(dead)
     }
 
     /// Removes message `seq` wherever it is.
-    fn remove(&mut self, seq: u64) {
-        let Some(message) = self.messages.remove(&seq) else {
-            return;
+    fn remove(&mut self, tables: &mut Tables<'_>, seq: u64) -> Result<(), redb::Error> {
+        let Some(message) = tables.get(seq)? else {
+            return Ok(());
         };
-        let group = group_of(&message);
-        if self.hidden.remove(&(message.visible_at, seq)) {
-            if let Some(count) = self.in_flight.get_mut(&group) {
-                *count = count.saturating_sub(1);
-            }
-        } else if let Some(ready) = self.ready.get_mut(&group) {
-            ready.remove(&seq);
+        tables.messages.remove(seq)?;
+        self.len = self.len.saturating_sub(1);
+        let group = message.group.unwrap_or_default();
+        if tables.hidden.remove((message.visible_at, seq))?.is_some() {
+            decrement(&mut self.in_flight, &group);
+        } else if tables.ready.remove((group.as_str(), seq))?.is_some() {
+            decrement(&mut self.ready, &group);
         }
-        if let Some(receipt) = &message.receipt {
-            self.receipts.remove(receipt);
-        }
+        Ok(())
+    }
+
+    /// The message `receipt` was issued for, while that receipt is its latest.
+    fn by_receipt(
+        tables: &Tables<'_>,
+        receipt: &str,
+    ) -> Result<Option<(u64, Message)>, redb::Error> {
+        let Some(seq) = receipt_seq(receipt) else {
+            return Ok(None);
+        };
+        Ok(tables
+            .get(seq)?
+            .filter(|m| m.receipt.as_deref() == Some(receipt))
+            .map(|m| (seq, m)))
     }
 }
 
-/// The in-memory queue. Clones share state.
+/// The embedded queue. Clones share state.
 #[derive(Debug, Clone)]
 pub struct InMemoryRowQueue {
     state: Arc<Mutex<State>>,
+    /// What the stored times count from.
+    epoch: Instant,
     arrived: Arc<Notify>,
     max_receive_count: u32,
     dead_letter: Option<Box<InMemoryRowQueue>>,
@@ -152,19 +279,39 @@ pub struct InMemoryRowQueue {
 }
 
 impl InMemoryRowQueue {
-    /// A queue whose messages move to its dead-letter queue after `max_receive_count` receives.
+    /// A queue in memory whose messages move to its dead-letter queue after
+    /// `max_receive_count` receives.
     #[must_use]
     pub fn new(max_receive_count: u32) -> Self {
-        let mut queue = Self::without_redrive();
+        let mut queue = Self::without_redrive(State::default());
         queue.max_receive_count = max_receive_count.max(1);
-        queue.dead_letter = Some(Box::new(Self::without_redrive()));
+        queue.dead_letter = Some(Box::new(Self::without_redrive(State::default())));
         queue
     }
 
+    /// As [`InMemoryRowQueue::new`], the messages (and the dead-letter queue's) kept as
+    /// `storage` says: in a file, memory stays bounded however many messages wait.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn stored(max_receive_count: u32, storage: &TableStorage) -> Result<Self, PortError> {
+        let state = |name| {
+            Ok::<_, PortError>(State {
+                store: TableStore::open(storage, name)?,
+                ..State::default()
+            })
+        };
+        let mut queue = Self::without_redrive(state("queue")?);
+        queue.max_receive_count = max_receive_count.max(1);
+        queue.dead_letter = Some(Box::new(Self::without_redrive(state("dead-letters")?)));
+        Ok(queue)
+    }
+
     /// A queue without a redrive policy (a dead-letter queue).
-    fn without_redrive() -> Self {
+    fn without_redrive(state: State) -> Self {
         Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
+            epoch: Instant::now(),
             arrived: Arc::new(Notify::new()),
             max_receive_count: u32::MAX,
             dead_letter: None,
@@ -192,6 +339,24 @@ impl InMemoryRowQueue {
         lock(&self.state, "queue")
     }
 
+    /// Runs `f` on the state and the open tables in one write transaction.
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Counts, &mut Tables<'_>) -> Result<T, redb::Error>,
+    ) -> Result<T, PortError> {
+        let mut guard = self.lock()?;
+        let State { store, counts } = &mut *guard;
+        store.write(|txn| {
+            let mut tables = Tables::open(txn)?;
+            f(counts, &mut tables)
+        })
+    }
+
+    /// Nanoseconds since the queue's epoch.
+    fn now(&self) -> u64 {
+        nanos(self.epoch, Instant::now())
+    }
+
     /// Sends `bodies` in batches within SQS's limits, each retried as the SQS adapter retries
     /// (`context` names the call in errors).
     /// `groups`, when given, holds each body's message group.
@@ -212,29 +377,6 @@ impl InMemoryRowQueue {
         Ok(())
     }
 
-    fn push(state: &mut State, body: String, group: Option<String>, now: Instant) {
-        state.next_id += 1;
-        let seq = state.next_id;
-        let id = format!("msg-{seq:08}");
-        state
-            .ready
-            .entry(group.clone().unwrap_or_default())
-            .or_default()
-            .insert(seq);
-        state.messages.insert(
-            seq,
-            Message {
-                id,
-                body,
-                group,
-                receive_count: 0,
-                visible_at: now,
-                receipt: None,
-                received_at: now,
-            },
-        );
-    }
-
     /// Waits until a message may have arrived or `max_wait` passed (what a long poll does).
     pub async fn wait_for_messages(&self, max_wait: Duration) {
         let _ = tokio::time::timeout(max_wait, self.arrived.notified()).await;
@@ -243,59 +385,58 @@ impl InMemoryRowQueue {
     /// Receives up to `max` visible messages, hiding each for `visibility_timeout`.
     ///
     /// # Errors
-    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
+    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned
+    /// or the store fails.
     pub fn receive(
         &self,
         max: usize,
         visibility_timeout: Duration,
     ) -> Result<Vec<ReceivedMessage>, PortError> {
         self.faults.check(Call::Receive)?;
-        let now = Instant::now();
+        let now = self.now();
+        let hidden_until = nanos(self.epoch, Instant::now() + visibility_timeout);
         let max_receives = self.max_receive_count;
-        let dead;
-        let mut out = Vec::new();
-        {
-            let mut state = self.lock()?;
-            let state = &mut *state;
+        let (out, dead) = self.update(|state, tables| {
             // Redrive: a message visible again after `max_receives` receives goes to the DLQ.
-            dead = state.wake(now, max_receives);
+            let dead = state.wake(tables, now, max_receives)?;
+            let mut out = Vec::new();
             let mut copies = Vec::new();
-            for seq in fair_order(state, max) {
-                state.hide(seq, now + visibility_timeout);
+            for seq in fair_order(state, tables, max)? {
+                state.hide(tables, seq, hidden_until)?;
                 state.next_id += 1;
-                let next_id = state.next_id;
-                let Some(message) = state.messages.get_mut(&seq) else {
+                let Some(mut message) = tables.get(seq)? else {
                     continue;
                 };
                 message.receive_count += 1;
                 message.received_at = now;
-                let receipt = format!("{}#{next_id}", message.id);
-                if let Some(old) = message.receipt.replace(receipt.clone()) {
-                    state.receipts.remove(&old);
-                }
-                state.receipts.insert(receipt.clone(), seq);
-                out.push(ReceivedMessage {
-                    message_id: message.id.clone(),
-                    receipt_handle: receipt,
-                    body: message.body.clone(),
-                    receive_count: message.receive_count,
-                });
+                let receipt = format!("{}#{}", message_id(seq), state.next_id);
+                message.receipt = Some(receipt.clone());
+                tables.put(seq, &message)?;
                 if self.faults.duplicate_delivery() {
                     copies.push((message.body.clone(), message.group.clone()));
                 }
+                out.push(ReceivedMessage {
+                    message_id: message_id(seq),
+                    receipt_handle: receipt,
+                    body: message.body,
+                    receive_count: message.receive_count,
+                });
             }
             for (body, group) in copies {
-                Self::push(state, body, group, now);
+                state.push(tables, body, group, now)?;
             }
-        }
+            Ok((out, dead))
+        })?;
         if let Some(dlq) = &self.dead_letter
             && !dead.is_empty()
         {
-            let mut state = dlq.lock()?;
-            for (body, group) in dead {
-                Self::push(&mut state, body, group, now);
-            }
-            drop(state);
+            let at = dlq.now();
+            dlq.update(|state, tables| {
+                for (body, group) in dead {
+                    state.push(tables, body, group, at)?;
+                }
+                Ok(())
+            })?;
             dlq.arrived.notify_waiters();
         }
         Ok(out)
@@ -304,14 +445,16 @@ impl InMemoryRowQueue {
     /// Deletes a received message; a stale receipt handle is ignored, as in SQS.
     ///
     /// # Errors
-    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned.
+    /// [`PortError::Throttled`] when a fault says so; otherwise only if the lock is poisoned
+    /// or the store fails.
     pub fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
         self.faults.check(Call::Delete)?;
-        let mut state = self.lock()?;
-        if let Some(seq) = state.receipts.get(receipt_handle).copied() {
-            state.remove(seq);
-        }
-        Ok(())
+        self.update(|state, tables| {
+            if let Some((seq, _)) = Counts::by_receipt(tables, receipt_handle)? {
+                state.remove(tables, seq)?;
+            }
+            Ok(())
+        })
     }
 
     /// Hides a received message for `timeout` from now (SQS `ChangeMessageVisibility`); a stale
@@ -320,31 +463,35 @@ impl InMemoryRowQueue {
     ///
     /// # Errors
     /// [`PortError::Throttled`] when a fault says so; [`PortError::LimitExceeded`] past the
-    /// 12 hours; otherwise only if the lock is poisoned.
+    /// 12 hours; otherwise only if the lock is poisoned or the store fails.
     pub fn change_visibility(
         &self,
         receipt_handle: &str,
         timeout: Duration,
     ) -> Result<(), PortError> {
         self.faults.check(Call::Receive)?;
-        let now = Instant::now();
-        let mut state = self.lock()?;
-        let Some(seq) = state.receipts.get(receipt_handle).copied() else {
-            return Ok(());
-        };
-        if let Some(message) = state.messages.get(&seq) {
-            let held = now.duration_since(message.received_at);
+        let now = self.now();
+        let until = nanos(self.epoch, Instant::now() + timeout);
+        let refused = self.update(|state, tables| {
+            let Some((seq, message)) = Counts::by_receipt(tables, receipt_handle)? else {
+                return Ok(None);
+            };
+            let held = Duration::from_nanos(now.saturating_sub(message.received_at));
             if held + timeout > SQS_MAX_VISIBILITY {
-                return Err(PortError::LimitExceeded(format!(
-                    "a visibility timeout of {} s after {} s in flight passes the 12 hours after receipt",
-                    timeout.as_secs(),
-                    held.as_secs()
-                )));
+                return Ok(Some(held));
             }
+            // Visible again at once when `timeout` is zero: the next receive wakes it.
+            state.hide(tables, seq, until)?;
+            Ok(None)
+        })?;
+        match refused {
+            Some(held) => Err(PortError::LimitExceeded(format!(
+                "a visibility timeout of {} s after {} s in flight passes the 12 hours after receipt",
+                timeout.as_secs(),
+                held.as_secs()
+            ))),
+            None => Ok(()),
         }
-        // Visible again at once when `timeout` is zero: the next receive wakes it.
-        state.hide(seq, now + timeout);
-        Ok(())
     }
 
     /// Keeps the received message `receipt_handle` hidden for at least `timeout` from now,
@@ -359,14 +506,13 @@ impl InMemoryRowQueue {
         timeout: Duration,
     ) -> Result<(), PortError> {
         self.faults.check(Call::Receive)?;
-        let until = Instant::now() + timeout;
-        let mut state = self.lock()?;
-        let Some(seq) = state.receipts.get(receipt_handle).copied() else {
-            return Ok(());
-        };
-        let visible_at = state.messages.get(&seq).map_or(until, |m| m.visible_at);
-        state.hide(seq, visible_at.max(until));
-        Ok(())
+        let until = nanos(self.epoch, Instant::now() + timeout);
+        self.update(|state, tables| {
+            if let Some((seq, message)) = Counts::by_receipt(tables, receipt_handle)? {
+                state.hide(tables, seq, message.visible_at.max(until))?;
+            }
+            Ok(())
+        })
     }
 
     /// Messages not yet deleted (visible or in flight).
@@ -374,7 +520,7 @@ impl InMemoryRowQueue {
     /// # Errors
     /// Only if the lock is poisoned.
     pub fn len(&self) -> Result<usize, PortError> {
-        Ok(self.lock()?.messages.len())
+        Ok(self.lock()?.counts.len)
     }
 
     /// `true` when no message is waiting or in flight.
@@ -388,52 +534,59 @@ impl InMemoryRowQueue {
     /// The bodies in the dead-letter queue (not yet consumed from it).
     ///
     /// # Errors
-    /// Only if the lock is poisoned.
+    /// Only if the lock is poisoned or the store fails.
     pub fn dead_letters(&self) -> Result<Vec<String>, PortError> {
-        match &self.dead_letter {
-            Some(dlq) => Ok(dlq
-                .lock()?
+        let Some(dlq) = &self.dead_letter else {
+            return Ok(Vec::new());
+        };
+        dlq.update(|_, tables| {
+            tables
                 .messages
-                .values()
-                .map(|m| m.body.clone())
-                .collect()),
-            None => Ok(Vec::new()),
-        }
+                .iter()?
+                .map(|entry| Ok(decode(entry?.1.value())?.body))
+                .collect()
+        })
     }
 
     /// Sends `bodies` as one `SendMessageBatch` would: all or nothing here (the SQS adapter
     /// re-sends the entries a batch reports failed).
     fn send_batch(&self, bodies: &[String], groups: Option<&[String]>) -> Result<(), PortError> {
         self.faults.check(Call::Enqueue)?;
-        let now = Instant::now();
-        let mut state = self.lock()?;
-        for (i, body) in bodies.iter().enumerate() {
-            let group = groups.and_then(|g| g.get(i)).cloned();
-            Self::push(&mut state, body.clone(), group, now);
-        }
-        drop(state);
+        let now = self.now();
+        self.update(|state, tables| {
+            for (i, body) in bodies.iter().enumerate() {
+                let group = groups.and_then(|g| g.get(i)).cloned();
+                state.push(tables, body.clone(), group, now)?;
+            }
+            Ok(())
+        })?;
         self.arrived.notify_waiters();
         Ok(())
     }
 }
 
 /// The sequence numbers of up to `max` visible messages in the order a fair queue delivers them:
-/// each next message comes from the message group with the fewest messages in flight (those
-/// received and still hidden, counting the ones picked so far), oldest first within a group and
-/// between groups with as many in flight. Messages without a group form one group.
-fn fair_order(state: &State, max: usize) -> Vec<u64> {
+/// the oldest visible message of the group with the fewest messages in flight first, counting
+/// the ones this receive hands out.
+fn fair_order(state: &Counts, tables: &Tables<'_>, max: usize) -> Result<Vec<u64>, redb::Error> {
     let mut in_flight: HashMap<&str, usize> = state
         .in_flight
         .iter()
         .map(|(g, n)| (g.as_str(), *n))
         .collect();
     // No group can give more than `max` messages to one receive.
-    let mut visible: HashMap<&str, std::collections::VecDeque<u64>> = state
-        .ready
-        .iter()
-        .filter(|(_, seqs)| !seqs.is_empty())
-        .map(|(g, seqs)| (g.as_str(), seqs.iter().copied().take(max).collect()))
-        .collect();
+    let mut visible: HashMap<&str, std::collections::VecDeque<u64>> = HashMap::new();
+    for group in state.ready.keys() {
+        let mut seqs = std::collections::VecDeque::new();
+        for entry in tables
+            .ready
+            .range((group.as_str(), 0)..=(group.as_str(), u64::MAX))?
+            .take(max)
+        {
+            seqs.push_back(entry?.0.value().1);
+        }
+        visible.insert(group.as_str(), seqs);
+    }
     let mut order = Vec::with_capacity(max);
     while order.len() < max {
         let Some(next) = visible
@@ -453,7 +606,7 @@ fn fair_order(state: &State, max: usize) -> Vec<u64> {
         *in_flight.entry(g).or_default() += 1;
         order.push(seq);
     }
-    order
+    Ok(order)
 }
 
 impl WebhookQueue for InMemoryRowQueue {

@@ -1,5 +1,7 @@
-//! In-memory [`RequestRepository`] with a change log shaped like a DynamoDB stream
+//! Embedded [`RequestRepository`] with a change log shaped like a DynamoDB stream
 //! (`NEW_AND_OLD_IMAGES`): every write appends one record per changed item, in order.
+//! Request items and counter shards are in memory; row items, which a catalogue has a million
+//! of, in a [`RowTable`] (memory, or a file: [`TableStorage`]).
 //!
 //! A faithful fake of the DynamoDB adapter: the same item layout (request, rows, counter
 //! shards, [`pixpress_domain::counting`]), the same limits — 400 KB per item, 100 actions and
@@ -19,6 +21,8 @@ use serde::Serialize;
 
 use super::capacity::{Access, CapacityModel, Consumed, Meter};
 use super::faults::{Call, FaultInjector, Faults, lock};
+use super::row_table::RowTable;
+use super::table_store::TableStorage;
 use pixpress_app::limits::{
     DYNAMODB_MAX_ITEM_BYTES, DYNAMODB_MAX_TRANSACTION_ACTIONS, dynamodb_item_size,
 };
@@ -113,7 +117,8 @@ type ItemKey = (String, String);
 #[derive(Debug, Default)]
 struct State {
     requests: HashMap<String, StoredMeta>,
-    rows: HashMap<String, BTreeMap<u32, RowRecord>>,
+    /// Row items (in memory or in a file: [`TableStorage`]).
+    rows: RowTable,
     shards: HashMap<String, BTreeMap<u32, Counters>>,
     /// Each counter shard's `redelivered` and `verified` ([`CounterItem`]), when set.
     shard_marks: HashMap<String, BTreeMap<u32, ShardMarks>>,
@@ -431,6 +436,17 @@ impl InMemoryRequestRepository {
         Self::default()
     }
 
+    /// An empty repository keeping its row items as `storage` says: in a file, memory stays
+    /// bounded however many rows a request has.
+    ///
+    /// # Errors
+    /// When the file cannot be created.
+    pub fn stored(storage: &TableStorage) -> Result<Self, PortError> {
+        let repo = Self::new();
+        repo.lock()?.rows = RowTable::open(storage)?;
+        Ok(repo)
+    }
+
     /// The same repository, failing calls as `faults` decides.
     #[must_use]
     pub fn with_faults(mut self, faults: Arc<dyn FaultInjector>) -> Self {
@@ -546,13 +562,7 @@ impl InMemoryRequestRepository {
                 state.check_not_in_flight(&pk, &row_sk(row.index), "PutItem")?;
                 state.charge("PutItem", false, &[Access::Write { pk: &pk, bytes }])?;
                 // A row written before (a replayed chunk), perhaps recorded since, is kept.
-                state
-                    .rows
-                    .entry(request_id.to_owned())
-                    .or_default()
-                    .entry(row.index)
-                    .or_insert_with(|| row.clone());
-                Ok(())
+                state.rows.put_new(request_id, std::slice::from_ref(row))
             })
             .await?;
         }
@@ -595,21 +605,8 @@ impl InMemoryRequestRepository {
                 .collect();
             state.charge("TransactWriteItems", true, &accesses)?;
         }
-        for row in rows {
-            let exists = state
-                .rows
-                .get(request_id)
-                .is_some_and(|r| r.contains_key(&row.index));
-            if exists {
-                continue;
-            }
-            // New rows and shards pass no stream filter: not logged ([`State::log`]).
-            state
-                .rows
-                .entry(request_id.to_owned())
-                .or_default()
-                .insert(row.index, row.clone());
-        }
+        // New rows and shards pass no stream filter: not logged ([`State::log`]).
+        state.rows.put_new(request_id, rows)?;
         for &(shard, rows_total) in shards {
             let exists = state
                 .shards
@@ -643,16 +640,12 @@ impl InMemoryRequestRepository {
         let mut state = self.lock()?;
         let pk = row_pk(request_id, state.partitions(request_id), row_index);
         state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
-        let Some(row) = state
-            .rows
-            .get(request_id)
-            .and_then(|rows| rows.get(&row_index))
-        else {
+        let Some(row) = state.rows.get(request_id, row_index)? else {
             return Err(PortError::Unexpected(anyhow!(
                 "row {row_index} of request {request_id} does not exist"
             )));
         };
-        let old_row = state.row_item(request_id, row)?;
+        let old_row = state.row_item(request_id, &row)?;
         if row.state == RowState::Done {
             if state.meter.is_some() {
                 // The refused write, then the read the DynamoDB adapter makes to tell a
@@ -673,9 +666,7 @@ impl InMemoryRequestRepository {
             let bytes = row_size.max(dynamodb_item_size(&old_row));
             state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
         }
-        if let Some(rows) = state.rows.get_mut(request_id) {
-            rows.insert(row_index, done);
-        }
+        state.rows.put(request_id, &done)?;
         state.log(pk, row_sk(row_index), Some(old_row), new_row);
         Ok(true)
     }
@@ -753,14 +744,9 @@ impl InMemoryRequestRepository {
             let partition = partition_of_shard(shard, partitions);
             let mut recount = Recount::new(rows_total);
             let mut bytes = 0;
-            for row in state
-                .rows
-                .get(request_id)
-                .into_iter()
-                .flat_map(|r| r.values())
-            {
+            state.rows.for_each(request_id, |row| {
                 if partition_of_row(row.index, partitions) != partition {
-                    continue;
+                    return Ok(());
                 }
                 if state.meter.is_some() {
                     bytes += dynamodb_item_size(&state.row_item(request_id, row)?);
@@ -768,7 +754,8 @@ impl InMemoryRequestRepository {
                 if shard_of(row.index) == shard {
                     recount.add(row);
                 }
-            }
+                Ok(())
+            })?;
             state.charge_query(&counter_pk(request_id, partitions, shard), bytes)?;
             Ok(recount.finish())
         })
@@ -1051,9 +1038,9 @@ impl RequestReader for InMemoryRequestRepository {
         retry(&self.policy(), "reading rows", || async {
             self.faults.check(Call::Read)?;
             let mut state = self.lock()?;
-            let Some(rows) = state.rows.get(request_id) else {
+            if state.rows.range(request_id, 0, None, 1)?.is_empty() {
                 return Ok(RowPage::default());
-            };
+            }
             let start = after.map_or(0, |a| a.saturating_add(1));
             let limit = limit.max(1);
             let partitions = state.partitions(request_id);
@@ -1061,7 +1048,7 @@ impl RequestReader for InMemoryRequestRepository {
                 // As the DynamoDB adapter reads a request spread over partition keys: the
                 // window of `limit` indices from `start`, one `Query` per partition, merged.
                 let end = start.saturating_add(limit);
-                let page: Vec<RowRecord> = rows.range(start..end).map(|(_, r)| r.clone()).collect();
+                let page = state.rows.range(request_id, start, Some(end), usize::MAX)?;
                 if state.meter.is_some() {
                     let mut bytes: BTreeMap<String, usize> = (start..end)
                         .take(partitions as usize)
@@ -1084,11 +1071,9 @@ impl RequestReader for InMemoryRequestRepository {
                 let next = (u64::from(end) < rows_total).then(|| end - 1);
                 return Ok(RowPage { rows: page, next });
             }
-            let mut page: Vec<RowRecord> = rows
-                .range(start..)
-                .take(limit as usize + 1)
-                .map(|(_, r)| r.clone())
-                .collect();
+            let mut page = state
+                .rows
+                .range(request_id, start, None, limit as usize + 1)?;
             if state.meter.is_some() {
                 let bytes = page
                     .iter()
@@ -1153,17 +1138,13 @@ impl RowLedger for InMemoryRequestRepository {
             let mut state = self.lock()?;
             let pk = row_pk(request_id, state.partitions(request_id), row_index);
             state.check_not_in_flight(&pk, &row_sk(row_index), "UpdateItem")?;
-            let Some(row) = state
-                .rows
-                .get(request_id)
-                .and_then(|rows| rows.get(&row_index))
-            else {
+            let Some(row) = state.rows.get(request_id, row_index)? else {
                 return Ok(());
             };
             if row.state != RowState::Pending {
                 return Ok(());
             }
-            let old = state.row_item(request_id, row)?;
+            let old = state.row_item(request_id, &row)?;
             let mut updated = row.clone();
             updated.progress = progress.to_vec();
             let new = state.row_item(request_id, &updated)?;
@@ -1172,9 +1153,7 @@ impl RowLedger for InMemoryRequestRepository {
                 let bytes = bytes.max(dynamodb_item_size(&old));
                 state.charge("UpdateItem", false, &[Access::Write { pk: &pk, bytes }])?;
             }
-            if let Some(rows) = state.rows.get_mut(request_id) {
-                rows.insert(row_index, updated);
-            }
+            state.rows.put(request_id, &updated)?;
             state.log(pk, row_sk(row_index), Some(old), new);
             Ok(())
         })

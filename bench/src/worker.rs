@@ -23,7 +23,7 @@ use pixpress_app::config::Config;
 use pixpress_domain::model::{
     Counters, OutputSpec, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
 };
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository};
+use pixpress_embedded::{DirObjectStore, EmbeddedRequestRepository};
 use pixpress_engine::{DecodeLimits, Engine, compress};
 use pixpress_fetch::Fetcher;
 
@@ -79,14 +79,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     names.truncate(images);
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
-    let repo = InMemoryRequestRepository::new();
+    let repo = EmbeddedRequestRepository::new();
     let out = std::env::temp_dir().join(format!("pixpress-worker-bench-{}", std::process::id()));
     let store = DirObjectStore::new(&out, None)?;
     let app = pixpress_row_worker::App::with_engine(
         repo.clone(),
         store,
         pixpress_embedded::InMemoryOriginSlots::default(),
-        pixpress_embedded::InMemoryRowQueue::new(5),
+        pixpress_embedded::EmbeddedQueue::new(5),
         Fetcher::new(config.fetch.clone())?,
         Engine::new(config.decode, 1),
         &config,

@@ -1,7 +1,8 @@
 //! # pixpress-local — the whole pipeline in one process
 //!
-//! Builds the function apps over one backend — embedded (in-memory repository with a change
-//! log, in-memory queue and dead-letter queue with SQS semantics, a directory as the bucket)
+//! Builds the function apps over one backend — embedded (a repository with a change log, a
+//! queue and dead-letter queue with SQS semantics, their rows and messages in files under the
+//! data directory, which is the bucket)
 //! or the AWS adapters against an emulator — and pumps them with synthesised
 //! `aws_lambda_events` / `lambda_http` values, calling the very `handle` functions that run in
 //! Lambda:

@@ -31,7 +31,7 @@ use pixpress_domain::item::ItemHead;
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
 use pixpress_domain::storage_keys::META_SK;
 use pixpress_embedded::{
-    ChangeRecord, DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+    ChangeRecord, DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, InMemoryOriginSlots,
     ReceivedMessage, TableStorage,
 };
 use pixpress_fetch::{HostResolver, SystemResolver};
@@ -119,16 +119,17 @@ pub trait PumpBackend: Clone + Send + Sync + 'static {
     }
 }
 
-/// Embedded backends: in-memory repository (its change log is the stream), in-memory queue and
-/// dead-letter queue, a directory as the bucket.
+/// Embedded backends: the repository (its change log is the stream), the queue and
+/// dead-letter queue (rows and messages as [`PipelineOptions::table_storage`] says), a
+/// directory as the bucket.
 #[derive(Debug, Clone)]
 pub struct Embedded {
     /// Requests and rows, with the change log.
-    pub repo: InMemoryRequestRepository,
+    pub repo: EmbeddedRequestRepository,
     /// Row jobs.
-    pub queue: InMemoryRowQueue,
+    pub queue: EmbeddedQueue,
     /// The rows dead-letter queue.
-    pub dead_letter_queue: InMemoryRowQueue,
+    pub dead_letter_queue: EmbeddedQueue,
     /// The bucket.
     pub store: DirObjectStore,
     /// The origins' download slots.
@@ -136,7 +137,7 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    fn queue_of(&self, queue: QueueName) -> &InMemoryRowQueue {
+    fn queue_of(&self, queue: QueueName) -> &EmbeddedQueue {
         match queue {
             QueueName::Rows => &self.queue,
             QueueName::DeadLetters => &self.dead_letter_queue,
@@ -145,8 +146,8 @@ impl Embedded {
 }
 
 impl PumpBackend for Embedded {
-    type Repo = InMemoryRequestRepository;
-    type Queue = InMemoryRowQueue;
+    type Repo = EmbeddedRequestRepository;
+    type Queue = EmbeddedQueue;
     type Store = DirObjectStore;
     type Slots = InMemoryOriginSlots;
 
@@ -309,7 +310,7 @@ pub struct PipelineOptions {
     /// timeout (deployed: 10 s, 1 min, 6 min, 36 min).
     pub redelivery: RedeliveryBackoff,
     /// Count the DynamoDB read and write units of every repository call
-    /// ([`InMemoryRequestRepository::consumed_capacity`]; embedded backend only).
+    /// ([`EmbeddedRequestRepository::consumed_capacity`]; embedded backend only).
     pub meter_capacity: bool,
     /// DynamoDB's per-partition throughput, enforced by the embedded repository (implies
     /// metering); `None`: unlimited.
@@ -437,8 +438,8 @@ impl LocalPipeline {
             // What these faults lose, only the sweeper finds: within the run, not hours later.
             options.sweep = Some(LOCAL_CHAOS_SWEEP);
         }
-        let mut repo = InMemoryRequestRepository::stored(&options.table_storage)?;
-        let mut queue = InMemoryRowQueue::stored(config.max_receive_count, &options.table_storage)?;
+        let mut repo = EmbeddedRequestRepository::stored(&options.table_storage)?;
+        let mut queue = EmbeddedQueue::stored(config.max_receive_count, &options.table_storage)?;
         if let Some(faults) = &faults {
             repo = repo.with_faults(faults.clone());
             queue = queue.with_faults(faults.clone());

@@ -25,7 +25,7 @@ use pixpress_domain::model::{
 };
 use pixpress_domain::origin_slots::LeaseRequest;
 use pixpress_embedded::{
-    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue, TableStorage,
+    DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, InMemoryOriginSlots, TableStorage,
 };
 use pixpress_local::emulator::{EmulatorNames, emulator_sdk_config, provision};
 
@@ -562,7 +562,7 @@ async fn retry_contract<R: RequestRepository>(repo: &R) {
         .unwrap();
     let now = Utc::now();
     repo.mark_processing(id, now).await.unwrap();
-    let queue = InMemoryRowQueue::new(5);
+    let queue = EmbeddedQueue::new(5);
     let original = repo.get_request(id).await.unwrap().unwrap();
     assert!(matches!(
         retry_failed_images(repo, &queue, &original, 100, now).await,
@@ -1102,16 +1102,16 @@ async fn origin_slots_contract<O: OriginSlots>(slots: &O, concurrent: bool) {
 #[tokio::test]
 async fn embedded_adapters_meet_the_contract() {
     origin_slots_contract(&InMemoryOriginSlots::default(), true).await;
-    repository_contract(&InMemoryRequestRepository::new(), false).await;
-    chunked_rows_contract(&InMemoryRequestRepository::new()).await;
-    spread_rows_contract(&InMemoryRequestRepository::new(), u32::MAX).await;
-    cancel_contract(&InMemoryRequestRepository::new()).await;
-    retry_contract(&InMemoryRequestRepository::new()).await;
-    concurrent_rows_contract(&InMemoryRequestRepository::new()).await;
-    item_size_contract(&InMemoryRequestRepository::new()).await;
-    open_requests_contract(&InMemoryRequestRepository::new()).await;
-    half_written_contract(&InMemoryRequestRepository::new()).await;
-    let queue = InMemoryRowQueue::new(5);
+    repository_contract(&EmbeddedRequestRepository::new(), false).await;
+    chunked_rows_contract(&EmbeddedRequestRepository::new()).await;
+    spread_rows_contract(&EmbeddedRequestRepository::new(), u32::MAX).await;
+    cancel_contract(&EmbeddedRequestRepository::new()).await;
+    retry_contract(&EmbeddedRequestRepository::new()).await;
+    concurrent_rows_contract(&EmbeddedRequestRepository::new()).await;
+    item_size_contract(&EmbeddedRequestRepository::new()).await;
+    open_requests_contract(&EmbeddedRequestRepository::new()).await;
+    half_written_contract(&EmbeddedRequestRepository::new()).await;
+    let queue = EmbeddedQueue::new(5);
     queue_contract(&queue).await;
     queue
         .enqueue(&(0..23).map(job).collect::<Vec<_>>())
@@ -1132,7 +1132,7 @@ async fn embedded_adapters_meet_the_contract() {
 async fn embedded_adapters_over_files_meet_the_contract() {
     let dir = std::env::temp_dir().join(format!("pixpress-tables-{}", uuid::Uuid::new_v4()));
     let storage = TableStorage::Dir(dir.clone());
-    let repo = || InMemoryRequestRepository::stored(&storage).unwrap();
+    let repo = || EmbeddedRequestRepository::stored(&storage).unwrap();
     repository_contract(&repo(), false).await;
     chunked_rows_contract(&repo()).await;
     spread_rows_contract(&repo(), u32::MAX).await;
@@ -1142,7 +1142,7 @@ async fn embedded_adapters_over_files_meet_the_contract() {
     item_size_contract(&repo()).await;
     open_requests_contract(&repo()).await;
     half_written_contract(&repo()).await;
-    let queue = InMemoryRowQueue::stored(5, &storage).unwrap();
+    let queue = EmbeddedQueue::stored(5, &storage).unwrap();
     queue_contract(&queue).await;
     let left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -116,7 +116,7 @@ fn parse_faults(text: &str) -> Result<FaultSpec, String> {
 /// Where `invoke` keeps state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Backend {
-    /// In-memory repository and queue, a directory as the bucket.
+    /// Embedded repository and queue (rows and messages in a file), a directory as the bucket.
     Local,
     /// DynamoDB, SQS and S3 (or an emulator through AWS_ENDPOINT_URL).
     Aws,

@@ -150,7 +150,7 @@ pub(crate) async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// Where `run` keeps state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum RunBackend {
-    /// In-memory repository and queue, --out as the bucket.
+    /// Embedded repository and queue (rows and messages in a file under --out), --out as the bucket.
     Local,
     /// DynamoDB, SQS and S3 on an emulator, through the AWS adapters.
     Emulator,

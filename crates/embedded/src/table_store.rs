@@ -4,7 +4,7 @@
 //! A file keeps the process's memory bounded whatever the row count: redb holds at most its
 //! page cache ([`CACHE_BYTES`]) of it in memory. The file is created under the directory given
 //! and unlinked at once, so it lives exactly as long as the process and is never served or left
-//! behind; its contents are scratch, as the in-memory backends' are.
+//! behind; its contents are scratch, like everything else the embedded backends hold.
 //!
 //! Commits are not made durable one by one (`Durability::None`: nothing here must survive the
 //! process), but every [`SYNC_EVERY`] commits one is, because redb frees the pages earlier

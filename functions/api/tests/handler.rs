@@ -13,21 +13,19 @@ use pixpress_app::ports::RequestReader as _;
 use pixpress_app::ports::{NoQueue, ObjectStore as _};
 use pixpress_domain::model::{DEFAULT_TENANT, RequestStatus, Source, UploadOptions};
 use pixpress_domain::storage_keys::{pending_upload_key, presigned_upload_key};
-use pixpress_embedded::{
-    DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
-};
+use pixpress_embedded::{DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, FileKeyStore};
 use pixpress_test_support::manifest_dir;
 use serde_json::Value;
 
-type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, FileKeyStore>;
+type TestApp = App<EmbeddedRequestRepository, EmbeddedQueue, DirObjectStore, FileKeyStore>;
 
 fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
     App {
         keys: None,
         webhooks: None,
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(5),
+        repo: EmbeddedRequestRepository::new(),
+        queue: EmbeddedQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
         config: ApiConfig::from(config),
     }
@@ -142,7 +140,7 @@ async fn an_upload_costs_the_same_calls_at_ten_rows_and_at_fifty_thousand() {
     let mut calls = Vec::new();
     for rows in [10, 50_000] {
         let mut app = app(&Config::default());
-        app.repo = InMemoryRequestRepository::new().with_capacity(None);
+        app.repo = EmbeddedRequestRepository::new().with_capacity(None);
         let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
         for i in 1..=rows {
             csv.push_str(&format!("{i},P{i},https://img.example.com/{i}.jpg\n"));
@@ -377,7 +375,7 @@ type Puts = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 /// The API over an S3 store whose endpoint is a loopback stand-in that accepts every `PUT`
 /// (presigning is local; nothing leaves the machine).
 async fn s3_app() -> (
-    App<InMemoryRequestRepository, InMemoryRowQueue, pixpress_aws::S3ObjectStore, FileKeyStore>,
+    App<EmbeddedRequestRepository, EmbeddedQueue, pixpress_aws::S3ObjectStore, FileKeyStore>,
     Puts,
 ) {
     let puts: Puts = Puts::default();
@@ -406,8 +404,8 @@ async fn s3_app() -> (
     let app = App {
         keys: None,
         webhooks: None,
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(5),
+        repo: EmbeddedRequestRepository::new(),
+        queue: EmbeddedQueue::new(5),
         store: pixpress_aws::S3ObjectStore::new(&sdk, "pixpress-data", None, true),
         config: ApiConfig::from(&Config::default()),
     };
@@ -928,7 +926,7 @@ async fn a_finished_requests_webhook_can_be_redelivered() {
     };
     let unavailable = handle(&app, redeliver("done-1")).await.unwrap();
     assert_eq!(unavailable.status(), 501);
-    app.webhooks = Some(InMemoryRowQueue::new(8));
+    app.webhooks = Some(EmbeddedQueue::new(8));
     let accepted = handle(&app, redeliver("done-1")).await.unwrap();
     assert_eq!(accepted.status(), 202);
     let webhook = app

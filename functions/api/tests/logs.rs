@@ -8,19 +8,19 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use pixpress_api::{ApiConfig, App, handle};
 use pixpress_app::config::Config;
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress_embedded::{DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository};
 use serde_json::Value;
 
 fn app(
     config: &Config,
-) -> App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, pixpress_embedded::FileKeyStore>
+) -> App<EmbeddedRequestRepository, EmbeddedQueue, DirObjectStore, pixpress_embedded::FileKeyStore>
 {
     let dir = std::env::temp_dir().join(format!("pixpress-api-{}", uuid::Uuid::new_v4()));
     App {
         keys: None,
         webhooks: None,
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(5),
+        repo: EmbeddedRequestRepository::new(),
+        queue: EmbeddedQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
         config: ApiConfig::from(config),
     }

@@ -2,7 +2,7 @@
 //!
 //! Trigger: the table's DynamoDB stream (`NEW_AND_OLD_IMAGES`), filtered in the event source
 //! mapping to request items entering a terminal status; locally, the CLI's pump feeds the
-//! in-memory repository's change log.
+//! embedded repository's change log.
 //!
 //! Per record that is a request item moving from a non-terminal to a terminal status
 //! (re-checked here, so an unfiltered stream is safe too):

@@ -26,7 +26,7 @@ use pixpress_domain::model::{
     Counters, DeliveryState, ImageOutcome, RequestMeta, RequestStatus, RowRecord, RowState, Webhook,
 };
 use pixpress_domain::webhook::WebhookSecret;
-use pixpress_embedded::{DirObjectStore, FileKeyStore, InMemoryRequestRepository};
+use pixpress_embedded::{DirObjectStore, EmbeddedRequestRepository, FileKeyStore};
 use pixpress_test_support::manifest_dir;
 
 const REQUEST_ID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
@@ -61,7 +61,7 @@ fn event(name: &str) -> Event {
 async fn app_with_completed_request(
     webhook_url: Option<String>,
     secret: &WebhookSecret,
-) -> App<InMemoryRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
+) -> App<EmbeddedRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
     let mut config = Config::default();
     config.fetch.policy = pixpress_fetch::NetworkPolicy::local();
     config.webhook_secret = Some(secret.clone());
@@ -69,7 +69,7 @@ async fn app_with_completed_request(
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
         None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
     )
@@ -267,7 +267,7 @@ async fn deliveries_are_signed_with_the_tenants_secret_and_never_unsigned() {
 /// `n` pending rows of two image URLs each, product names from `name`.
 /// The notifier delivering webhooks itself (no queue), signing with a test secret, allowed to
 /// reach loopback receivers, on an empty repository and a fresh directory store.
-fn inline_app() -> App<InMemoryRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
+fn inline_app() -> App<EmbeddedRequestRepository, DirObjectStore, NoQueue, FileKeyStore> {
     let config = Config {
         webhook_secret: Some(WebhookSecret::from_bytes(b"k")),
         fetch: pixpress_fetch::FetchConfig {
@@ -279,7 +279,7 @@ fn inline_app() -> App<InMemoryRequestRepository, DirObjectStore, NoQueue, FileK
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     App::new(
         None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(&dir, None).unwrap(),
         &config,
     )
@@ -335,7 +335,7 @@ async fn a_large_output_csv_is_streamed_in_pages_and_equals_the_csv_written_at_o
     let dir = std::env::temp_dir().join(format!("pixpress-notifier-{}", uuid::Uuid::new_v4()));
     let app = App::new(
         None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(&dir, None).unwrap(),
         &config,
     )

@@ -14,7 +14,7 @@ use pixpress_app::ports::RowRecorded;
 use pixpress_domain::model::{
     Counters, ImageOutcome, ImageStatus, RequestMeta, RequestStatus, RowJob, RowRecord, RowState,
 };
-use pixpress_embedded::InMemoryRequestRepository;
+use pixpress_embedded::EmbeddedRequestRepository;
 use pixpress_row_dead_letter::{App, DEAD_LETTERED, Recorded, handle, record_dead_letter};
 use pixpress_test_support::manifest_dir;
 
@@ -27,7 +27,7 @@ fn sample() -> SqsEvent {
 }
 
 /// Records a `PROCESSING` request with one row per job.
-async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
+async fn seed(repo: &EmbeddedRequestRepository, jobs: &[RowJob]) {
     let now = Utc::now();
     let meta = RequestMeta {
         status: RequestStatus::Processing,
@@ -57,7 +57,7 @@ async fn seed(repo: &InMemoryRequestRepository, jobs: &[RowJob]) {
 async fn a_dead_lettered_row_is_recorded_failed_and_its_request_completes() {
     let event = sample();
     let job: RowJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-    let app = App::new(InMemoryRequestRepository::new(), &Config::default());
+    let app = App::new(EmbeddedRequestRepository::new(), &Config::default());
     seed(&app.repo, std::slice::from_ref(&job)).await;
     let response = handle(&app, LambdaEvent::new(event, Context::default()))
         .await
@@ -97,7 +97,7 @@ async fn a_row_the_worker_recorded_after_all_is_left_as_it_is() {
     let job: RowJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
     let mut second = job.clone();
     second.row_index = 1;
-    let app = App::new(InMemoryRequestRepository::new(), &Config::default());
+    let app = App::new(EmbeddedRequestRepository::new(), &Config::default());
     seed(&app.repo, &[job.clone(), second.clone()]).await;
     let mut ok = ImageOutcome::failed("", "");
     ok.status = ImageStatus::Ok;

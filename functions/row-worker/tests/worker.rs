@@ -24,7 +24,7 @@ use pixpress_domain::model::{
     RowRecord, RowState,
 };
 use pixpress_embedded::{
-    DirObjectStore, InMemoryOriginSlots, InMemoryRequestRepository, InMemoryRowQueue,
+    DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, InMemoryOriginSlots,
 };
 use pixpress_row_worker::{App, Deadline, ProcessError, RowProcessed, handle, process_row};
 use pixpress_test_support::manifest_dir;
@@ -131,17 +131,16 @@ fn config() -> Config {
     config
 }
 
-type TestApp =
-    App<InMemoryRequestRepository, DirObjectStore, InMemoryOriginSlots, InMemoryRowQueue>;
+type TestApp = App<EmbeddedRequestRepository, DirObjectStore, InMemoryOriginSlots, EmbeddedQueue>;
 
 fn app(config: &Config) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
     let store = DirObjectStore::new(dir, None).unwrap();
     App::new(
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         store,
         InMemoryOriginSlots::default(),
-        InMemoryRowQueue::new(3),
+        EmbeddedQueue::new(3),
         config,
     )
     .unwrap()
@@ -149,7 +148,7 @@ fn app(config: &Config) -> TestApp {
 
 /// Records a `PROCESSING` request whose rows hold `rows` (URLs per row) and returns its jobs.
 async fn seed(
-    repo: &InMemoryRequestRepository,
+    repo: &EmbeddedRequestRepository,
     request_id: &str,
     rows: &[Vec<String>],
 ) -> Vec<RowJob> {
@@ -193,7 +192,7 @@ async fn seed(
         .collect()
 }
 
-async fn row(repo: &InMemoryRequestRepository, request_id: &str, index: u32) -> RowRecord {
+async fn row(repo: &EmbeddedRequestRepository, request_id: &str, index: u32) -> RowRecord {
     let RowPage { rows, .. } = repo
         .list_rows(request_id, index.checked_sub(1), 1)
         .await
@@ -511,10 +510,10 @@ async fn downloaded_but_uncompressed_bytes_stay_within_the_budget() {
     let fetcher = pixpress_fetch::Fetcher::new(config.fetch.clone()).unwrap();
     let engine = pixpress_engine::Engine::with_codec(config.decode, 4, slow_counting_codec);
     let app = App::with_engine(
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         InMemoryOriginSlots::default(),
-        InMemoryRowQueue::new(3),
+        EmbeddedQueue::new(3),
         fetcher,
         engine,
         &config,
@@ -912,7 +911,7 @@ impl CountingOrigin {
 fn processes(config: &Config, invocations: usize) -> (Vec<TestApp>, InMemoryOriginSlots) {
     let dir = std::env::temp_dir().join(format!("pixpress-worker-{}", uuid::Uuid::new_v4()));
     let store = DirObjectStore::new(dir, None).unwrap();
-    let repo = InMemoryRequestRepository::new();
+    let repo = EmbeddedRequestRepository::new();
     let slots = InMemoryOriginSlots::default();
     let apps = (0..invocations)
         .map(|_| {
@@ -920,7 +919,7 @@ fn processes(config: &Config, invocations: usize) -> (Vec<TestApp>, InMemoryOrig
                 repo.clone(),
                 store.clone(),
                 slots.clone(),
-                InMemoryRowQueue::new(3),
+                EmbeddedQueue::new(3),
                 config,
             )
             .unwrap()
@@ -1149,7 +1148,7 @@ async fn a_row_whose_outcome_is_throttled_comes_back_in_seconds_and_downloads_no
     };
     let throttle = std::sync::Arc::new(ThrottledOutcomes::default());
     let mut app = app(&config);
-    app.repo = InMemoryRequestRepository::new()
+    app.repo = EmbeddedRequestRepository::new()
         .with_faults(throttle.clone())
         .with_retry(pixpress_app::retry::RetryPolicy::NONE);
     let jobs = seed(&app.repo, "throttled", &origin_rows(addr, 1, 3)).await;

@@ -12,17 +12,17 @@ use pixpress_app::ports::ObjectStore;
 use pixpress_app::ports::RequestIntake as _;
 use pixpress_app::ports::RequestReader as _;
 use pixpress_domain::model::{RequestStatus, Source};
-use pixpress_embedded::{DirObjectStore, InMemoryRequestRepository, InMemoryRowQueue};
+use pixpress_embedded::{DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository};
 use pixpress_s3_ingest::{App, IngestConfig, RecordOutcome, handle, handle_chunks, ingest_record};
 use pixpress_test_support::manifest_dir;
 
-type TestApp = App<InMemoryRequestRepository, InMemoryRowQueue, DirObjectStore, InMemoryRowQueue>;
+type TestApp = App<EmbeddedRequestRepository, EmbeddedQueue, DirObjectStore, EmbeddedQueue>;
 
 fn app() -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-s3-{}", uuid::Uuid::new_v4()));
     App {
-        repo: InMemoryRequestRepository::new(),
-        queue: InMemoryRowQueue::new(5),
+        repo: EmbeddedRequestRepository::new(),
+        queue: EmbeddedQueue::new(5),
         store: DirObjectStore::new(dir, None).unwrap(),
         chunks: None,
         dead_letter_queue_arn: None,
@@ -33,7 +33,7 @@ fn app() -> TestApp {
 /// An app with an ingest queue and chunks of 7 rows.
 fn fanned_out_app() -> TestApp {
     let mut app = app();
-    app.chunks = Some(InMemoryRowQueue::new(3));
+    app.chunks = Some(EmbeddedQueue::new(3));
     app.config.chunk_rows = 7;
     app
 }
@@ -54,7 +54,7 @@ fn catalogue(rows: u32, bad: Option<u32>) -> String {
 }
 
 /// Every message on `queue` as an SQS event, received (so a redelivery counts).
-fn received(queue: &InMemoryRowQueue) -> SqsEvent {
+fn received(queue: &EmbeddedQueue) -> SqsEvent {
     event_of(queue.receive(100, std::time::Duration::ZERO).unwrap())
 }
 
@@ -492,7 +492,7 @@ async fn a_chunk_its_deadline_would_cut_short_sends_the_rest_as_a_chunk_of_its_o
     let chunks = app.chunks.clone().unwrap();
     let ingested = ingest_catalogue(&app, 250).await;
     let request_id = ingested.meta.request_id.clone();
-    let take = |queue: &InMemoryRowQueue| -> Vec<pixpress_domain::model::ChunkJob> {
+    let take = |queue: &EmbeddedQueue| -> Vec<pixpress_domain::model::ChunkJob> {
         let messages = queue
             .receive(100, std::time::Duration::from_secs(600))
             .unwrap();
@@ -567,7 +567,7 @@ async fn a_throttled_chunk_comes_back_after_a_backoff_not_the_visibility_timeout
         factor: 1,
         cap: std::time::Duration::from_secs(1),
     };
-    app.repo = InMemoryRequestRepository::new()
+    app.repo = EmbeddedRequestRepository::new()
         .with_faults(throttle.clone())
         .with_retry(pixpress_app::retry::RetryPolicy::NONE);
     let chunks = app.chunks.clone().unwrap();

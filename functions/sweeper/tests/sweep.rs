@@ -15,21 +15,14 @@ use pixpress_domain::model::{
     Counters, DeliveryState, Failure, ImageOutcome, RequestMeta, RequestStatus, RowJob, RowRecord,
     RowState, Webhook, WebhookAttempt, WebhookJob,
 };
-use pixpress_embedded::{
-    DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
-};
+use pixpress_embedded::{DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, FileKeyStore};
 use pixpress_sweeper::{App, run};
 
-type Sweeper = App<
-    InMemoryRequestRepository,
-    InMemoryRowQueue,
-    DirObjectStore,
-    InMemoryRowQueue,
-    FileKeyStore,
->;
+type Sweeper =
+    App<EmbeddedRequestRepository, EmbeddedQueue, DirObjectStore, EmbeddedQueue, FileKeyStore>;
 
 /// A sweeper over fresh embedded backends; `idle` and `ingest_idle` in seconds.
-fn sweeper(idle: i64, ingest_idle: i64) -> (Sweeper, InMemoryRowQueue) {
+fn sweeper(idle: i64, ingest_idle: i64) -> (Sweeper, EmbeddedQueue) {
     let config = Config {
         sweep: SweepConfig {
             idle: chrono::Duration::seconds(idle),
@@ -38,19 +31,16 @@ fn sweeper(idle: i64, ingest_idle: i64) -> (Sweeper, InMemoryRowQueue) {
         ..Config::default()
     };
     let dir = std::env::temp_dir().join(format!("pixpress-sweeper-{}", uuid::Uuid::new_v4()));
-    let webhooks = InMemoryRowQueue::new(16);
+    let webhooks = EmbeddedQueue::new(16);
     let notifier = pixpress_delivery::App::new(
         None::<FileKeyStore>,
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
     )
     .unwrap()
     .with_webhooks(Some(webhooks.clone()));
-    (
-        App::new(notifier, InMemoryRowQueue::new(5), &config),
-        webhooks,
-    )
+    (App::new(notifier, EmbeddedQueue::new(5), &config), webhooks)
 }
 
 fn rows(n: u32) -> Vec<RowRecord> {
@@ -82,7 +72,7 @@ async fn create(app: &Sweeper, id: &str, total: u32, written: u32, age: chrono::
         .unwrap();
 }
 
-fn queued_rows(queue: &InMemoryRowQueue) -> Vec<u32> {
+fn queued_rows(queue: &EmbeddedQueue) -> Vec<u32> {
     let mut rows: Vec<u32> = queue
         .receive(100, Duration::from_secs(30))
         .unwrap()

@@ -21,13 +21,11 @@ use pixpress_app::ports::{OutputLedger, RequestIntake, RequestReader};
 use pixpress_completion_notifier::{App, notify};
 use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus, Webhook, WebhookAttempt};
 use pixpress_domain::webhook::WebhookSecret;
-use pixpress_embedded::{
-    DirObjectStore, FileKeyStore, InMemoryRequestRepository, InMemoryRowQueue,
-};
+use pixpress_embedded::{DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, FileKeyStore};
 use pixpress_webhook_sender::{Sent, handle, send_one};
 
 type Received = Arc<Mutex<Vec<HeaderMap>>>;
-type TestApp = App<InMemoryRequestRepository, DirObjectStore, InMemoryRowQueue, FileKeyStore>;
+type TestApp = App<EmbeddedRequestRepository, DirObjectStore, EmbeddedQueue, FileKeyStore>;
 
 /// A receiver answering `status` (with `Retry-After: retry_after` when given).
 async fn receiver(status: StatusCode, retry_after: Option<&'static str>) -> (SocketAddr, Received) {
@@ -67,12 +65,12 @@ async fn app(url: String) -> TestApp {
     let dir = std::env::temp_dir().join(format!("pixpress-sender-{}", uuid::Uuid::new_v4()));
     let app = App::new(
         None,
-        InMemoryRequestRepository::new(),
+        EmbeddedRequestRepository::new(),
         DirObjectStore::new(dir, None).unwrap(),
         &config,
     )
     .unwrap()
-    .with_webhooks(Some(InMemoryRowQueue::new(8)));
+    .with_webhooks(Some(EmbeddedQueue::new(8)));
     let now = Utc::now();
     let meta = RequestMeta {
         status: RequestStatus::Completed,

@@ -129,7 +129,7 @@ struct State {
     /// Transactions cancelled because another held one of their items.
     conflicts: u64,
     /// Capacity consumed, and the partition limits, when metered
-    /// ([`InMemoryRequestRepository::with_capacity`]).
+    /// ([`EmbeddedRequestRepository::with_capacity`]).
     meter: Option<Meter>,
 }
 
@@ -405,7 +405,7 @@ impl State {
 
 /// Releases a transaction's items when it commits, fails or is dropped mid-way.
 struct Hold<'a> {
-    repo: &'a InMemoryRequestRepository,
+    repo: &'a EmbeddedRequestRepository,
     keys: Vec<ItemKey>,
 }
 
@@ -419,9 +419,9 @@ impl Drop for Hold<'_> {
     }
 }
 
-/// The in-memory repository. Clones share state.
+/// The embedded repository. Clones share state.
 #[derive(Debug, Clone, Default)]
-pub struct InMemoryRequestRepository {
+pub struct EmbeddedRequestRepository {
     state: Arc<Mutex<State>>,
     faults: Faults,
     retry: Option<RetryPolicy>,
@@ -429,7 +429,7 @@ pub struct InMemoryRequestRepository {
     max_partitions: Option<u32>,
 }
 
-impl InMemoryRequestRepository {
+impl EmbeddedRequestRepository {
     /// An empty repository.
     #[must_use]
     pub fn new() -> Self {
@@ -856,7 +856,7 @@ impl InMemoryRequestRepository {
     }
 }
 
-impl RequestIntake for InMemoryRequestRepository {
+impl RequestIntake for EmbeddedRequestRepository {
     async fn create_request(
         &self,
         meta: &RequestMeta,
@@ -1018,7 +1018,7 @@ impl RequestIntake for InMemoryRequestRepository {
     }
 }
 
-impl RequestReader for InMemoryRequestRepository {
+impl RequestReader for EmbeddedRequestRepository {
     async fn get_request(&self, request_id: &str) -> Result<Option<RequestMeta>, PortError> {
         retry(&self.policy(), "reading the request", || async {
             self.faults.check(Call::Read)?;
@@ -1097,7 +1097,7 @@ impl RequestReader for InMemoryRequestRepository {
     }
 }
 
-impl RowLedger for InMemoryRequestRepository {
+impl RowLedger for EmbeddedRequestRepository {
     async fn record_row_outcome(
         &self,
         request_id: &str,
@@ -1215,7 +1215,7 @@ impl RowLedger for InMemoryRequestRepository {
     }
 }
 
-impl OutputLedger for InMemoryRequestRepository {
+impl OutputLedger for EmbeddedRequestRepository {
     async fn record_output_csv(
         &self,
         request_id: &str,
@@ -1283,7 +1283,7 @@ impl OutputLedger for InMemoryRequestRepository {
     }
 }
 
-impl OpenRequests for InMemoryRequestRepository {
+impl OpenRequests for EmbeddedRequestRepository {
     async fn list_open(
         &self,
         created_before: DateTime<Utc>,
@@ -1397,7 +1397,7 @@ impl OpenRequests for InMemoryRequestRepository {
     }
 }
 
-impl RequestControl for InMemoryRequestRepository {
+impl RequestControl for EmbeddedRequestRepository {
     async fn redeliver_webhook(&self, request_id: &str) -> Result<bool, PortError> {
         self.write_meta(request_id, "redelivering the webhook", |stored| {
             if !stored.meta.status.is_terminal() {
@@ -1470,7 +1470,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_whose_writer_died_before_counting_it_is_counted_once_by_its_redelivery() {
-        let repo = InMemoryRequestRepository::new();
+        let repo = EmbeddedRequestRepository::new();
         let n = 64u32;
         let rows: Vec<RowRecord> = (0..n)
             .map(|i| RowRecord {
@@ -1556,7 +1556,7 @@ mod tests {
     /// Writes and records every row of a `rows`-row request as fast as the loop runs, against
     /// 5× DynamoDB's per-partition throughput (5,000 write units a second per key) and with no
     /// in-process retry: the calls refused for throughput, and the rows recorded.
-    async fn record_every_row(repo: InMemoryRequestRepository, rows: u32) -> (Vec<String>, u32) {
+    async fn record_every_row(repo: EmbeddedRequestRepository, rows: u32) -> (Vec<String>, u32) {
         let repo = repo
             .with_retry(RetryPolicy::NONE)
             .with_capacity(Some(CapacityModel::DYNAMODB.scaled(5.0)));
@@ -1601,7 +1601,7 @@ mod tests {
         // more than the loop takes, so DynamoDB throttles; spread over 32 keys each gets about
         // 3,100 units, within the one second of throughput a key starts with.
         let (refused, recorded) = record_every_row(
-            InMemoryRequestRepository::new().with_max_partitions(1),
+            EmbeddedRequestRepository::new().with_max_partitions(1),
             20_000,
         )
         .await;
@@ -1614,7 +1614,7 @@ mod tests {
         );
         assert!(recorded < 20_000);
 
-        let (refused, recorded) = record_every_row(InMemoryRequestRepository::new(), 20_000).await;
+        let (refused, recorded) = record_every_row(EmbeddedRequestRepository::new(), 20_000).await;
         assert_eq!(refused, Vec::<String>::new());
         assert_eq!(recorded, 20_000);
     }

@@ -37,7 +37,7 @@ use pixpress_domain::model::{ChunkJob, RowJob, WebhookJob};
 pub struct ReceivedMessage {
     /// Stable message id.
     pub message_id: String,
-    /// Handle for [`InMemoryRowQueue::delete`]; changes on every receive.
+    /// Handle for [`EmbeddedQueue::delete`]; changes on every receive.
     pub receipt_handle: String,
     /// JSON body (a [`RowJob`]).
     pub body: String,
@@ -268,17 +268,17 @@ impl Counts {
 
 /// The embedded queue. Clones share state.
 #[derive(Debug, Clone)]
-pub struct InMemoryRowQueue {
+pub struct EmbeddedQueue {
     state: Arc<Mutex<State>>,
     /// What the stored times count from.
     epoch: Instant,
     arrived: Arc<Notify>,
     max_receive_count: u32,
-    dead_letter: Option<Box<InMemoryRowQueue>>,
+    dead_letter: Option<Box<EmbeddedQueue>>,
     faults: Faults,
 }
 
-impl InMemoryRowQueue {
+impl EmbeddedQueue {
     /// A queue in memory whose messages move to its dead-letter queue after
     /// `max_receive_count` receives.
     #[must_use]
@@ -289,7 +289,7 @@ impl InMemoryRowQueue {
         queue
     }
 
-    /// As [`InMemoryRowQueue::new`], the messages (and the dead-letter queue's) kept as
+    /// As [`EmbeddedQueue::new`], the messages (and the dead-letter queue's) kept as
     /// `storage` says: in a file, memory stays bounded however many messages wait.
     ///
     /// # Errors
@@ -331,7 +331,7 @@ impl InMemoryRowQueue {
 
     /// The dead-letter queue (shares state with this queue's redrive target).
     #[must_use]
-    pub fn dead_letter_queue(&self) -> Option<InMemoryRowQueue> {
+    pub fn dead_letter_queue(&self) -> Option<EmbeddedQueue> {
         self.dead_letter.as_deref().cloned()
     }
 
@@ -499,7 +499,7 @@ impl InMemoryRowQueue {
     /// which must not undo a row the worker delayed).
     ///
     /// # Errors
-    /// As [`InMemoryRowQueue::change_visibility`].
+    /// As [`EmbeddedQueue::change_visibility`].
     pub fn extend_visibility(
         &self,
         receipt_handle: &str,
@@ -609,7 +609,7 @@ fn fair_order(state: &Counts, tables: &Tables<'_>, max: usize) -> Result<Vec<u64
     Ok(order)
 }
 
-impl WebhookQueue for InMemoryRowQueue {
+impl WebhookQueue for EmbeddedQueue {
     async fn send_webhook(&self, job: &WebhookJob) -> Result<(), PortError> {
         let body = serde_json::to_string(job)
             .map_err(|e| PortError::Unexpected(anyhow!("webhook job encoding: {e}")))?;
@@ -625,7 +625,7 @@ impl WebhookQueue for InMemoryRowQueue {
     }
 }
 
-impl ChunkQueue for InMemoryRowQueue {
+impl ChunkQueue for EmbeddedQueue {
     async fn enqueue_chunks(&self, jobs: &[ChunkJob]) -> Result<(), PortError> {
         self.send_bodies(&chunk_bodies(jobs)?, None, "sending chunk messages")
             .await
@@ -640,7 +640,7 @@ impl ChunkQueue for InMemoryRowQueue {
     }
 }
 
-impl RowQueue for InMemoryRowQueue {
+impl RowQueue for EmbeddedQueue {
     async fn retry_row_later(
         &self,
         receipt_handle: &str,
@@ -681,7 +681,7 @@ mod tests {
 
     #[tokio::test]
     async fn undeleted_message_returns_and_then_goes_to_the_dead_letter_queue() {
-        let queue = InMemoryRowQueue::new(2);
+        let queue = EmbeddedQueue::new(2);
         queue.enqueue(&[job()]).await.unwrap();
         let first = queue.receive(10, Duration::ZERO).unwrap();
         assert_eq!(first[0].receive_count, 1);
@@ -701,7 +701,7 @@ mod tests {
     /// its whole backlog are delivered next, and tenants with work in flight share receives.
     #[tokio::test]
     async fn a_quiet_tenants_rows_overtake_a_busy_tenants_backlog() {
-        let queue = InMemoryRowQueue::new(5);
+        let queue = EmbeddedQueue::new(5);
         let of = |tenant: &str, rows: u32| -> Vec<RowJob> {
             (0..rows)
                 .map(|row_index| RowJob {
@@ -730,7 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_flight_message_is_invisible_until_its_timeout() {
-        let queue = InMemoryRowQueue::new(5);
+        let queue = EmbeddedQueue::new(5);
         queue.enqueue(&[job()]).await.unwrap();
         let got = queue.receive(10, Duration::from_secs(60)).unwrap();
         assert!(
@@ -745,7 +745,7 @@ mod tests {
 
     #[tokio::test]
     async fn messages_sqs_would_refuse_are_refused_before_anything_is_sent() {
-        let queue = InMemoryRowQueue::new(5);
+        let queue = EmbeddedQueue::new(5);
         let mut bad = job();
         bad.product_name = "Chair \u{FFFE}".into();
         let err = queue.enqueue(&[job(), bad]).await.unwrap_err();

@@ -70,7 +70,8 @@ def worker(tool, list_file, out_dir):
 def run_tool(tool, list_file, out_dir, bench):
     env = dict(os.environ, VIPS_CONCURRENCY="1", OMP_NUM_THREADS="1")
     if tool == "pixpress":
-        cmd = [bench, "--list", list_file, "--json"] + (["--out", out_dir] if out_dir else [])
+        # The engine as Pillow and libvips run: decode → JPEG q50, without the SSIMULACRA2 pass.
+        cmd = [bench, "--list", list_file, "--json", "--no-score"] + (["--out", out_dir] if out_dir else [])
     else:
         cmd = [sys.executable, __file__, "--worker", tool, "--list", list_file] + (["--out", out_dir] if out_dir else [])
     result = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)

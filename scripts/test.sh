@@ -23,6 +23,13 @@ export MINISTACK="$MS_VENV/bin/ministack"
 # The end-to-end emulator test deploys the functions' own binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace --all-targets "$@"
+# Every output format opens in Pillow (libwebp, libavif), decoders independent of the engine.
+PIL_VENV="$HOME/.cache/pixpress/bench-venv"
+[ -x "$PIL_VENV/bin/python" ] || python3 -m venv "$PIL_VENV"
+"$PIL_VENV/bin/python" -c "import PIL; assert PIL.__version__ == '13.0.0'" 2>/dev/null \
+  || "$PIL_VENV/bin/python" -m pip install -q --disable-pip-version-check "pillow==13.0.0"
+"$PIL_VENV/bin/python" scripts/check_decoders.py --bench "$CARGO_TARGET_DIR/debug/pixpress-bench" \
+  cli/assets/demo/*.jpg cli/assets/demo/*.webp
 # The OpenAPI document against the running API: a property-based run (schemathesis, every
 # check) must find nothing.
 scripts/schemathesis.sh

@@ -22,7 +22,7 @@ use pixpress_app::config::Config;
 use pixpress_app::ports::RequestReader as _;
 use pixpress_embedded::Consumed;
 use pixpress_fetch::NetworkPolicy;
-use pixpress_local::pipeline::{LocalPipeline, PipelineOptions, Upload};
+use pixpress_local::pipeline::{LocalPipeline, PipelineOptions, Upload, UploadQuery};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A product photo of the demo set (1000 × 1000 px).
@@ -142,7 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let Upload::Accepted { request_id, .. } = pipeline
-        .upload_csv(csv.into_bytes(), None, None, None)
+        .upload_csv(csv.into_bytes(), &UploadQuery::default())
         .await?
     else {
         anyhow::bail!("the CSV was rejected");

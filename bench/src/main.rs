@@ -1,8 +1,11 @@
 //! `pixpress-bench`: runs the compression engine (single thread, as one Lambda vCPU would)
-//! over images and prints images/s, MP/s, CPU ms per image, bytes in → out and peak RSS.
+//! over images and prints images/s, MP/s, CPU ms per image and per megapixel, bytes in → out,
+//! the SSIMULACRA2 scores reached (median, range) and peak RSS, for one output format and
+//! quality mode.
 //!
 //! ```sh
 //! cargo run --release -p pixpress-bench -- ~/.cache/pixpress-corpus/product100
+//! cargo run --release -p pixpress-bench -- --format avif --quality auto:70 product100/
 //! cargo run --release -p pixpress-bench -- --list product100.txt --out /tmp/out --json
 //! ```
 //!
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use pixpress_domain::model::OutputSpec;
+use pixpress_domain::model::{OutputFormat, OutputSpec, Quality};
 use pixpress_engine::{DecodeLimits, compress};
 
 /// Benchmark the pixpress compression engine.
@@ -25,16 +28,22 @@ struct Args {
     /// A file listing one image path per line.
     #[arg(long)]
     list: Option<PathBuf>,
-    /// JPEG quality, 1–100.
-    #[arg(long, default_value_t = 50)]
-    quality: u8,
+    /// Output format: jpeg, webp or avif.
+    #[arg(long, default_value = "jpeg")]
+    format: OutputFormat,
+    /// Encoder quality 1–100 or `auto:<score>`; the format's default when absent.
+    #[arg(long)]
+    quality: Option<Quality>,
     /// Longest output side in pixels.
     #[arg(long)]
     max_dimension: Option<u32>,
+    /// Leave images unscored (a fixed quality only), as Pillow and libvips do not score.
+    #[arg(long)]
+    no_score: bool,
     /// Passes over the images (figures are for all passes together).
     #[arg(long, default_value_t = 1)]
     rounds: u32,
-    /// Write outputs here as `<file stem>.jpg` (after timing).
+    /// Write outputs here as `<file stem>.<extension>` (after timing).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -102,7 +111,13 @@ fn peak_rss() -> u64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let paths = images(&args)?;
-    let spec = OutputSpec::new(args.quality, args.max_dimension).map_err(anyhow::Error::msg)?;
+    let spec = OutputSpec {
+        score: !args.no_score,
+        ..OutputSpec::with_format(args.format, args.quality, args.max_dimension)
+            .map_err(anyhow::Error::msg)?
+    };
+    let mut per_image: Vec<serde_json::Value> = Vec::new();
+    let mut scores: Vec<f64> = Vec::new();
     let limits = DecodeLimits::default();
     let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let (mut ok, mut failed, mut kept) = (0u64, 0u64, 0u64);
@@ -121,6 +136,18 @@ fn main() -> anyhow::Result<()> {
                     bytes_in += input.len() as u64;
                     bytes_out += out.bytes.len() as u64;
                     pixels += u64::from(out.width) * u64::from(out.height);
+                    if round == 0 {
+                        scores.extend(out.score);
+                        per_image.push(serde_json::json!({
+                            "path": path,
+                            "bytes_in": input.len(),
+                            "bytes_out": out.bytes.len(),
+                            "pixels": u64::from(out.width) * u64::from(out.height),
+                            "quality": out.quality,
+                            "score": out.score,
+                            "kept_original": out.kept_original,
+                        }));
+                    }
                     if round == 0 && args.out.is_some() {
                         outputs.push((path.clone(), out.bytes));
                     }
@@ -141,12 +168,24 @@ fn main() -> anyhow::Result<()> {
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or("image");
-            std::fs::write(dir.join(format!("{stem}.jpg")), bytes)?;
+            std::fs::write(
+                dir.join(format!("{stem}.{}", spec.format.extension())),
+                bytes,
+            )?;
         }
     }
     let n = (ok + failed).max(1) as f64;
+    scores.sort_by(f64::total_cmp);
+    let median = scores.get(scores.len() / 2).copied();
     let report = serde_json::json!({
         "tool": "pixpress",
+        "format": spec.format.name(),
+        "quality": spec.quality_text(),
+        "score_median": median,
+        "score_min": scores.first(),
+        "score_max": scores.last(),
+        "cpu_ms_per_mp": cpu * 1000.0 / (pixels as f64 / 1e6).max(1e-9),
+        "per_image": per_image,
         "images": ok + failed,
         "ok": ok,
         "failed": failed,
@@ -165,7 +204,9 @@ fn main() -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{} images ({} failed, {} kept original) in {:.2} s: {:.1} images/s, {:.1} MP/s, {:.1} ms CPU per image\nbytes: {} in → {} out ({:.1}%)\npeak RSS: {:.1} MB",
+            "{} {}: {} images ({} failed, {} kept original) in {:.2} s: {:.1} images/s, {:.1} MP/s, {:.1} ms CPU per image\nbytes: {} in → {} out ({:.1}%)\nSSIMULACRA2: median {:.2}, {:.2}–{:.2}\npeak RSS: {:.1} MB",
+            spec.format.name(),
+            spec.quality_text(),
             ok + failed,
             failed,
             kept,
@@ -176,6 +217,9 @@ fn main() -> anyhow::Result<()> {
             bytes_in,
             bytes_out,
             bytes_out as f64 * 100.0 / bytes_in.max(1) as f64,
+            median.unwrap_or(f64::NAN),
+            scores.first().copied().unwrap_or(f64::NAN),
+            scores.last().copied().unwrap_or(f64::NAN),
             peak_rss() as f64 / 1e6,
         );
         for (code, count) in &errors {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use pixpress_domain::model::RequestStatus;
+use pixpress_domain::model::{OutputFormat, Quality, RequestStatus};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,10 +67,14 @@ pub fn is_terminal(status: &str) -> bool {
 pub struct SubmitOptions {
     /// Where the signed completion event is POSTed.
     pub webhook_url: Option<String>,
-    /// JPEG quality, 1–100.
-    pub quality: Option<u8>,
+    /// Output format (the API's default when absent).
+    pub format: Option<OutputFormat>,
+    /// Encoder quality or `auto:<score>` (the format's default when absent).
+    pub quality: Option<Quality>,
     /// Longest side of the output images, in pixels.
     pub max_dimension: Option<u32>,
+    /// `Some(false)` leaves images unscored at a fixed quality.
+    pub score: Option<bool>,
 }
 
 impl SubmitOptions {
@@ -79,11 +83,17 @@ impl SubmitOptions {
         if let Some(url) = &self.webhook_url {
             query.push(("webhook_url", url.clone()));
         }
+        if let Some(format) = self.format {
+            query.push(("format", format.name().to_owned()));
+        }
         if let Some(q) = self.quality {
             query.push(("quality", q.to_string()));
         }
         if let Some(px) = self.max_dimension {
             query.push(("max_dimension", px.to_string()));
+        }
+        if let Some(score) = self.score {
+            query.push(("score", score.to_string()));
         }
         query
     }

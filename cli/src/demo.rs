@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use pixpress_app::config::Config;
+use pixpress_domain::model::{OutputFormat, Quality};
 use pixpress_domain::webhook::WebhookSecret;
 
 use crate::faults::FaultSpec;
@@ -205,7 +206,12 @@ pub fn demo_csv(base: &str) -> String {
 ///
 /// # Errors
 /// When a server cannot start or the pipeline fails.
-pub async fn run_demo(out: &Path, faults: Option<FaultSpec>) -> anyhow::Result<String> {
+pub async fn run_demo(
+    out: &Path,
+    format: OutputFormat,
+    quality: Option<Quality>,
+    faults: Option<FaultSpec>,
+) -> anyhow::Result<String> {
     let photos = serve_on_loopback(photo_router()).await?;
     let secret = WebhookSecret::from_bytes(uuid::Uuid::new_v4().as_bytes());
     let receiver = WebhookReceiver::start(secret.clone()).await?;
@@ -222,6 +228,8 @@ pub async fn run_demo(out: &Path, faults: Option<FaultSpec>) -> anyhow::Result<S
     let pipeline = LocalPipeline::new(&config, pipeline_options)?;
     let options = RunOptions {
         webhook_url: Some(receiver.url()),
+        format: Some(format),
+        quality,
         progress: true,
         ..RunOptions::default()
     };

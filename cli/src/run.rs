@@ -11,29 +11,49 @@ use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use pixpress_app::ingest::check_webhook_url;
 use pixpress_app::ports::{MultipartWriter, ObjectStore};
-use pixpress_domain::model::{DEFAULT_TENANT, ImageStatus, OutputSpec, RequestMeta, UploadOptions};
+use pixpress_domain::model::{
+    DEFAULT_TENANT, ImageStatus, OutputFormat, OutputSpec, Quality, RequestMeta, UploadOptions,
+};
 use pixpress_domain::storage_keys::{
     derived_request_id, images_prefix, pending_upload_key, presigned_upload_key,
 };
 use pixpress_s3_ingest::RecordOutcome;
 use tokio::io::AsyncReadExt as _;
 
-use crate::pipeline::{Pipeline, PumpBackend, Upload};
+use crate::pipeline::{Pipeline, PumpBackend, Upload, UploadQuery};
 
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Completion webhook target.
     pub webhook_url: Option<String>,
-    /// JPEG quality for this request (1–100).
-    pub quality: Option<u8>,
+    /// Output format (the deployment's default when absent).
+    pub format: Option<OutputFormat>,
+    /// Encoder quality or `auto:<score>` (the format's default when absent).
+    pub quality: Option<Quality>,
     /// Longest output side in pixels.
     pub max_dimension: Option<u32>,
+    /// `Some(false)` leaves images unscored at a fixed quality.
+    pub score: Option<bool>,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Skip the final status document with every product (`--json` needs it; a summary of a
     /// million-row run does not).
     pub summary_only: bool,
+}
+
+impl RunOptions {
+    /// The options `POST /uploads` takes.
+    #[must_use]
+    pub fn upload_query(&self) -> UploadQuery {
+        UploadQuery {
+            webhook_url: self.webhook_url.clone(),
+            format: self.format,
+            quality: self.quality,
+            max_dimension: self.max_dimension,
+            score: self.score,
+        }
+    }
 }
 
 /// What a finished run produced.
@@ -88,6 +108,11 @@ fn run_request_id(hex: &str, options: &RunOptions) -> String {
         hex,
         options.webhook_url.as_deref().unwrap_or_default(),
         &options.quality.map(|q| q.to_string()).unwrap_or_default(),
+        options.format.map(OutputFormat::name).unwrap_or_default(),
+        match options.score {
+            Some(false) => "unscored",
+            _ => "",
+        },
         &options
             .max_dimension
             .map(|m| m.to_string())
@@ -111,13 +136,7 @@ pub async fn run_csv<B: PumpBackend>(
     let mut attempt = 1;
     let upload = loop {
         let upload = pipeline
-            .upload_csv_with_key(
-                csv.clone(),
-                options.webhook_url.as_deref(),
-                options.quality,
-                options.max_dimension,
-                Some(&key),
-            )
+            .upload_csv_with_key(csv.clone(), &options.upload_query(), Some(&key))
             .await?;
         match upload {
             Upload::Rejected { status, .. } if status >= 500 && attempt < UPLOAD_ATTEMPTS => {
@@ -235,14 +254,17 @@ async fn run_catalogue<B: PumpBackend>(
     ]);
     let ingest = &pipeline.s3_ingest;
     let default = ingest.config.output;
-    let output_spec = if options.quality.is_none() && options.max_dimension.is_none() {
-        default
-    } else {
-        match OutputSpec::new(
-            options.quality.unwrap_or(default.quality),
-            options.max_dimension.or(default.max_dimension),
+    let output_spec = {
+        match OutputSpec::from_options(
+            default,
+            options.format,
+            options.quality,
+            options.max_dimension,
         ) {
-            Ok(spec) => spec,
+            Ok(spec) => OutputSpec {
+                score: options.score.unwrap_or(spec.score),
+                ..spec
+            },
             Err(e) => {
                 return Ok(rejection_problem(
                     "invalid-options",

@@ -242,7 +242,21 @@ async fn file(
         return StatusCode::NOT_FOUND.into_response();
     }
     match pipeline.store().get(&key, u64::MAX).await {
-        Ok(Some(object)) => ([("content-type", object.content_type)], object.bytes).into_response(),
+        Ok(Some(object)) => {
+            let cache_control = if object.content_type.starts_with("image/") {
+                pixpress_domain::storage_keys::IMAGE_CACHE_CONTROL
+            } else {
+                "no-cache"
+            };
+            (
+                [
+                    ("content-type", object.content_type),
+                    ("cache-control", cache_control.to_owned()),
+                ],
+                object.bytes,
+            )
+                .into_response()
+        }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -350,3 +350,95 @@ async fn the_web_page_takes_a_csv_through_a_whole_request_and_shows_every_image(
     );
     client.close().await.unwrap();
 }
+
+/// WebP and AVIF outputs, chosen on the page, are shown by Chromium (which decodes both), with
+/// each image's SSIMULACRA2 score, and the output URLs carry the format's extension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_shows_webp_and_avif_outputs_with_their_scores() {
+    let (api, key, _pump) = serve_with_a_key().await;
+    let origin = serve_on_loopback(photo_router()).await.unwrap();
+    let work = temp_dir("browser-formats");
+    let downloads = work.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    // The two smallest bundled photos keep AVIF encoding quick in a debug build.
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\r\n1,Rocket,\"http://{origin}/photos/j23_rocket_0.27mp.jpg, http://{origin}/photos/p08_path_1000sq.webp\"\r\n"
+    );
+    let input = work.join("formats.csv");
+    std::fs::write(&input, &csv).unwrap();
+
+    let driver = Driver::start().await;
+    let client = driver.browser(&downloads).await;
+    client.goto(&format!("{api}/")).await.unwrap();
+    client
+        .find(Locator::Id("api-key"))
+        .await
+        .unwrap()
+        .send_keys(&key)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("save-key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for (format, extension) in [("webp", ".webp"), ("avif", ".avif")] {
+        client.goto(&format!("{api}/")).await.unwrap();
+        client
+            .execute(
+                "document.getElementById('format').value = arguments[0];",
+                vec![json!(format)],
+            )
+            .await
+            .unwrap();
+        client
+            .find(Locator::Id("file"))
+            .await
+            .unwrap()
+            .send_keys(&input.display().to_string())
+            .await
+            .unwrap();
+        client
+            .find(Locator::Id("submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(
+            &client,
+            "return document.getElementById('status').textContent === 'COMPLETED' && document.querySelectorAll('figure.image.ok').length === 2",
+            Duration::from_secs(180),
+            &format!("the {format} request to finish"),
+        )
+        .await;
+        let outputs = client
+            .execute(
+                "return [...document.querySelectorAll('figure.image.ok a')].map(a => a.href)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let outputs = outputs.as_array().unwrap();
+        assert_eq!(outputs.len(), 2);
+        for url in outputs {
+            assert!(
+                url.as_str().unwrap().ends_with(extension),
+                "{format}: {url}"
+            );
+        }
+        // Chromium decodes every output: each image element has its natural size.
+        wait_until(
+            &client,
+            "return [...document.querySelectorAll('figure.image.ok a img')].every(i => i.complete && i.naturalWidth > 0)",
+            Duration::from_secs(20),
+            &format!("every {format} image to be decoded"),
+        )
+        .await;
+        let caption = text(&client, "tr[data-row='1'] figure.ok figcaption").await;
+        assert!(caption.contains("SSIMULACRA2 "), "{format}: {caption}");
+    }
+    client.close().await.unwrap();
+}

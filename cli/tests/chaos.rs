@@ -24,7 +24,7 @@ use pixpress_app::ingest::load_all_rows;
 use pixpress_app::ports::ObjectStore;
 use pixpress_cli::demo::{WebhookReceiver, serve_on_loopback};
 use pixpress_cli::faults::FaultSpec;
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions, Pump, Upload};
+use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions, Pump, Upload, UploadQuery};
 use pixpress_domain::model::{
     Counters, DEFAULT_TENANT, DeliveryState, ImageStatus, OutputSpec, RequestStatus, UploadOptions,
 };
@@ -80,9 +80,10 @@ async fn upload(pipeline: &LocalPipeline, base: &str, webhook: &str, r: usize) -
         match pipeline
             .upload_csv_with_key(
                 csv(base, r).into_bytes(),
-                Some(webhook),
-                None,
-                None,
+                &UploadQuery {
+                    webhook_url: Some(webhook.to_owned()),
+                    ..UploadQuery::default()
+                },
                 Some(&key),
             )
             .await

@@ -300,8 +300,10 @@ async fn a_large_csv_goes_to_the_presigned_form_with_its_signed_fields_and_optio
     let client = ApiClient::new(&api, Some("pk_test".into())).unwrap();
     let options = SubmitOptions {
         webhook_url: Some("https://hooks.example.com/done".into()),
-        quality: Some(70),
+        format: Some(pixpress_domain::model::OutputFormat::Webp),
+        quality: Some(pixpress_domain::model::Quality::Fixed(70)),
         max_dimension: None,
+        score: None,
     };
     let SubmitOutcome::Accepted(submitted) = client.submit(&path, &options).await.unwrap() else {
         panic!("rejected");
@@ -312,7 +314,7 @@ async fn a_large_csv_goes_to_the_presigned_form_with_its_signed_fields_and_optio
     assert_eq!(seen.direct_posts, 0);
     assert_eq!(
         seen.upload_url_queries,
-        ["webhook_url=https%3A%2F%2Fhooks.example.com%2Fdone&quality=70"]
+        ["webhook_url=https%3A%2F%2Fhooks.example.com%2Fdone&format=webp&quality=70"]
     );
     // Every signed field as given, then the CSV last, streamed whole.
     assert_eq!(seen.posts.len(), 1);

@@ -21,7 +21,9 @@ use pixpress_app::config::Config;
 use pixpress_app::ports::ObjectStore;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
 use pixpress_cli::emulator::EmulatorNames;
-use pixpress_cli::pipeline::{Emulated, Pipeline, PipelineOptions, PumpBackend, Upload};
+use pixpress_cli::pipeline::{
+    Emulated, Pipeline, PipelineOptions, PumpBackend, Upload, UploadQuery,
+};
 use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
 use pixpress_domain::model::RequestStatus;
 use pixpress_domain::webhook::WebhookSecret;
@@ -86,7 +88,13 @@ fn photo(base: &str, i: usize) -> String {
 /// `s3-ingest` writes and queues its rows.
 async fn upload(pipeline: &Pipeline<Emulated>, csv: String, webhook: &str) -> String {
     let request_id = match pipeline
-        .upload_csv(csv.into_bytes(), Some(webhook), None, None)
+        .upload_csv(
+            csv.into_bytes(),
+            &UploadQuery {
+                webhook_url: Some(webhook.to_owned()),
+                ..UploadQuery::default()
+            },
+        )
         .await
         .unwrap()
     {

@@ -114,12 +114,23 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
         let inputs = split(&row[2]);
         let outputs = split(&row[3]);
         let errors = split(&row[5]);
+        let scores = split(&row[6]);
         assert_eq!(
             inputs.len(),
             outputs.len(),
             "outputs aligned with inputs: {row:?}"
         );
         assert_eq!(errors, codes, "error codes in place: {row:?}");
+        // Every stored image has its SSIMULACRA2 score in the same slot; failed ones none.
+        assert_eq!(scores.len(), inputs.len(), "{row:?}");
+        for (score, code) in scores.iter().zip(&codes) {
+            if code.is_empty() {
+                let score: f64 = score.parse().unwrap();
+                assert!((30.0..=100.0).contains(&score), "{row:?}");
+            } else {
+                assert!(score.is_empty(), "{row:?}");
+            }
+        }
         for (output, code) in outputs.iter().zip(&codes) {
             assert_eq!(
                 output.is_empty(),
@@ -216,8 +227,10 @@ async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_out
             let mut options = PipelineOptions::new(&dir);
             options.public_base_url = Some("https://cdn.example".to_owned());
             let pipeline = LocalPipeline::new(&config, options).unwrap();
+            // 2,468 images a run: their scores are not what this test is about.
             let options = RunOptions {
                 summary_only: true,
+                score: Some(false),
                 ..RunOptions::default()
             };
             let RunOutcome::Finished(report) =

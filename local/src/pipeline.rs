@@ -28,7 +28,7 @@ use pixpress_app::retry::RedeliveryBackoff;
 use pixpress_app::sweep::SweepConfig;
 use pixpress_aws::{DynamoOriginSlots, DynamoRequestRepository, S3ObjectStore, SqsRowQueue};
 use pixpress_domain::item::ItemHead;
-use pixpress_domain::model::{DeliveryState, RequestMeta, RequestStatus};
+use pixpress_domain::model::{DeliveryState, OutputFormat, Quality, RequestMeta, RequestStatus};
 use pixpress_domain::storage_keys::META_SK;
 use pixpress_embedded::{
     ChangeRecord, DirObjectStore, EmbeddedQueue, EmbeddedRequestRepository, InMemoryOriginSlots,
@@ -350,6 +350,21 @@ impl PipelineOptions {
             capacity_limits: None,
         }
     }
+}
+
+/// Options of `POST /uploads`, sent as query parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadQuery {
+    /// Where the signed completion event is POSTed.
+    pub webhook_url: Option<String>,
+    /// Output format (the deployment's default when absent).
+    pub format: Option<OutputFormat>,
+    /// Encoder quality or `auto:<score>` (the format's default when absent).
+    pub quality: Option<Quality>,
+    /// Longest side of the output images, in pixels.
+    pub max_dimension: Option<u32>,
+    /// `Some(false)` leaves images unscored at a fixed quality.
+    pub score: Option<bool>,
 }
 
 /// The outcome of an upload through the API handler.
@@ -748,20 +763,24 @@ impl<B: PumpBackend> Pipeline<B> {
     pub async fn upload_csv_with_key(
         &self,
         csv: Vec<u8>,
-        webhook_url: Option<&str>,
-        quality: Option<u8>,
-        max_dimension: Option<u32>,
+        options: &UploadQuery,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<Upload> {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(url) = webhook_url {
+        if let Some(url) = &options.webhook_url {
             query.append_pair("webhook_url", url);
         }
-        if let Some(q) = quality {
+        if let Some(format) = options.format {
+            query.append_pair("format", format.name());
+        }
+        if let Some(q) = options.quality {
             query.append_pair("quality", &q.to_string());
         }
-        if let Some(m) = max_dimension {
+        if let Some(m) = options.max_dimension {
             query.append_pair("max_dimension", &m.to_string());
+        }
+        if let Some(score) = options.score {
+            query.append_pair("score", if score { "true" } else { "false" });
         }
         let query = query.finish();
         let uri = if query.is_empty() {
@@ -800,15 +819,8 @@ impl<B: PumpBackend> Pipeline<B> {
     ///
     /// # Errors
     /// Only if the request cannot be built or the handler fails.
-    pub async fn upload_csv(
-        &self,
-        csv: Vec<u8>,
-        webhook_url: Option<&str>,
-        quality: Option<u8>,
-        max_dimension: Option<u32>,
-    ) -> anyhow::Result<Upload> {
-        self.upload_csv_with_key(csv, webhook_url, quality, max_dimension, None)
-            .await
+    pub async fn upload_csv(&self, csv: Vec<u8>, options: &UploadQuery) -> anyhow::Result<Upload> {
+        self.upload_csv_with_key(csv, options, None).await
     }
 
     /// `GET /requests/{id}` through the `api` handler, every product on one page.

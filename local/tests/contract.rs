@@ -72,6 +72,8 @@ fn ok_image(bytes_in: u64, bytes_out: u64) -> ImageOutcome {
         width: Some(10),
         height: Some(10),
         kept_original: false,
+        quality: Some(50),
+        score: pixpress_domain::model::Score::new(71.5),
     }
 }
 

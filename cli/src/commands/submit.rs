@@ -7,6 +7,8 @@ use pixpress_cli::client::{ApiClient, SubmitOptions, SubmitOutcome, UploadPath};
 use pixpress_cli::run::rejection_text;
 
 use super::wait::{WaitArgs, wait_and_download};
+use pixpress_domain::model::{OutputFormat, Quality};
+
 use super::*;
 
 #[derive(Debug, clap::Args)]
@@ -19,12 +21,19 @@ pub(crate) struct SubmitArgs {
     /// POST a signed completion event to this URL.
     #[arg(long)]
     webhook: Option<String>,
-    /// JPEG quality, 1–100 (default: the API's, 50).
+    /// Output format: jpeg, webp or avif (default: the API's, jpeg).
     #[arg(long)]
-    quality: Option<u8>,
+    format: Option<OutputFormat>,
+    /// Encoder quality 1–100 on the format's scale, or `auto:<score>` (10–95, SSIMULACRA2)
+    /// (default: the format's).
+    #[arg(long)]
+    quality: Option<Quality>,
     /// Scale images down so the longest side is at most this many pixels.
     #[arg(long)]
     max_dimension: Option<u32>,
+    /// Leave images unscored at a fixed quality.
+    #[arg(long)]
+    no_score: bool,
     #[command(flatten)]
     waiting: WaitArgs,
 }
@@ -35,14 +44,18 @@ pub(crate) async fn execute(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         csv,
         api,
         webhook,
+        format,
         quality,
         max_dimension,
+        no_score,
         waiting: WaitArgs { wait, out, json },
     } = args;
     let options = SubmitOptions {
         webhook_url: webhook,
+        format,
         quality,
         max_dimension,
+        score: no_score.then_some(false),
     };
     submit_command(
         &api.client()?,

@@ -207,6 +207,11 @@ impl ObjectStore for S3ObjectStore {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_cache_control(
+                content_type
+                    .starts_with("image/")
+                    .then(|| pixpress_domain::storage_keys::IMAGE_CACHE_CONTROL.to_owned()),
+            )
             .body(bytes.into())
             .send()
             .await

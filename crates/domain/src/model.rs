@@ -83,26 +83,148 @@ pub enum Source {
     S3,
 }
 
-/// Output image format. Only JPEG today.
+/// Output image format, chosen per request (`format=jpeg|webp|avif`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
-    /// Baseline JPEG, `image/jpeg`, extension `.jpg`.
+    /// Baseline JPEG (libjpeg-turbo, 4:2:0), `image/jpeg`, extension `.jpg`.
     #[default]
     Jpeg,
+    /// Lossy WebP (libwebp, method 4), `image/webp`, extension `.webp`.
+    Webp,
+    /// AVIF: one AV1 intra frame (rav1e, 10-bit 4:4:4) in a HEIF container, `image/avif`,
+    /// extension `.avif`.
+    Avif,
 }
 
 impl OutputFormat {
+    /// Every format, in the order the API documents them.
+    pub const ALL: [Self; 3] = [Self::Jpeg, Self::Webp, Self::Avif];
+
+    /// The name used in the API, the CLI and the output (`jpeg`, `webp`, `avif`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpeg",
+            Self::Webp => "webp",
+            Self::Avif => "avif",
+        }
+    }
+
     /// File extension without the dot.
     #[must_use]
     pub fn extension(self) -> &'static str {
-        "jpg"
+        match self {
+            Self::Jpeg => "jpg",
+            Self::Webp => "webp",
+            Self::Avif => "avif",
+        }
     }
 
-    /// MIME type of the stored objects.
+    /// MIME type of the stored objects (IANA media types `image/jpeg`, `image/webp`,
+    /// `image/avif`).
     #[must_use]
     pub fn content_type(self) -> &'static str {
-        "image/jpeg"
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+            Self::Avif => "image/avif",
+        }
+    }
+
+    /// The encoder quality (1–100, each encoder's own scale) used when a request names no
+    /// quality. JPEG's is the mission's 50; WebP's and AVIF's are the lowest settings whose
+    /// median SSIMULACRA2 over the product benchmark set is at least JPEG q50's (README,
+    /// "Output formats").
+    #[must_use]
+    pub fn default_quality(self) -> u8 {
+        match self {
+            Self::Jpeg => DEFAULT_JPEG_QUALITY,
+            Self::Webp => DEFAULT_WEBP_QUALITY,
+            Self::Avif => DEFAULT_AVIF_QUALITY,
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    /// Exactly `jpeg`, `webp` or `avif` (the API's enumeration).
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "jpeg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::Webp),
+            "avif" => Ok(Self::Avif),
+            _ => Err(format!(
+                "format must be one of jpeg, webp, avif, got `{}`",
+                crate::text::message(text)
+            )),
+        }
+    }
+}
+
+/// WebP quality used when a request names none (libwebp's 0–100 scale).
+pub const DEFAULT_WEBP_QUALITY: u8 = 65;
+/// AVIF quality used when a request names none (ravif/cavif's 1–100 scale, mapped to the AV1
+/// quantizer).
+pub const DEFAULT_AVIF_QUALITY: u8 = 60;
+
+/// The lowest and highest SSIMULACRA2 score `quality=auto:<score>` accepts. The metric's
+/// scale (libjxl `tools/ssimulacra2.cc`): 30 low, 50 medium, 70 high, 90 visually lossless.
+pub const AUTO_SCORE_RANGE: std::ops::RangeInclusive<u8> = 10..=95;
+
+/// A request's quality choice: a fixed encoder setting, or the lowest setting that reaches a
+/// perceptual score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// Encoder quality 1–100 on the format's own scale.
+    Fixed(u8),
+    /// `auto:<score>`: per image, the lowest encoder quality whose SSIMULACRA2 against the
+    /// decoded source reaches `score` ([`AUTO_SCORE_RANGE`]).
+    Auto(u8),
+}
+
+impl std::fmt::Display for Quality {
+    /// As the API takes it: `50` or `auto:70`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(q) => write!(f, "{q}"),
+            Self::Auto(score) => write!(f, "auto:{score}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = String;
+
+    /// Exactly `50` (1–100, no sign, spaces or leading zeros) or `auto:70` (a score in
+    /// [`AUTO_SCORE_RANGE`]), as the API's pattern
+    /// `^(100|[1-9][0-9]?|auto:([1-8][0-9]|9[0-5]))$` admits.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let shown = crate::text::message(text);
+        let whole = |digits: &str| {
+            (!digits.is_empty() && !digits.starts_with('0') && digits.len() <= 3)
+                .then(|| digits.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|all| *all)
+                .and_then(|_| digits.parse::<u8>().ok())
+        };
+        if let Some(score) = text.strip_prefix("auto:") {
+            let range = AUTO_SCORE_RANGE;
+            return match whole(score) {
+                Some(s) if range.contains(&s) => Ok(Self::Auto(s)),
+                _ => Err(format!(
+                    "quality auto:<score> needs a whole SSIMULACRA2 score {}–{}, got `{shown}`",
+                    range.start(),
+                    range.end()
+                )),
+            };
+        }
+        match whole(text) {
+            Some(q) if (1..=100).contains(&q) => Ok(Self::Fixed(q)),
+            _ => Err(format!(
+                "quality must be a whole number 1–100 or auto:<score>, got `{shown}`"
+            )),
+        }
     }
 }
 
@@ -112,11 +234,29 @@ pub struct OutputSpec {
     /// Output format.
     #[serde(default)]
     pub format: OutputFormat,
-    /// JPEG quality on the libjpeg scale, 1–100.
+    /// Encoder quality, 1–100 on the format's own scale (libjpeg's for JPEG). With
+    /// `target_score` it is only where the search starts.
     pub quality: u8,
+    /// `quality=auto:<score>`: the SSIMULACRA2 score each image must reach with the lowest
+    /// encoder quality that does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_score: Option<u8>,
     /// Longest side of the output in pixels; larger images are scaled down, never up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_dimension: Option<u32>,
+    /// Whether every image gets its SSIMULACRA2 score (`score=false` turns it off for a fixed
+    /// quality, saving about 150 ms of CPU per megapixel; `auto:` always scores).
+    #[serde(default = "scored", skip_serializing_if = "is_scored")]
+    pub score: bool,
+}
+
+fn scored() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_scored(score: &bool) -> bool {
+    *score
 }
 
 impl Default for OutputSpec {
@@ -124,7 +264,9 @@ impl Default for OutputSpec {
         Self {
             format: OutputFormat::Jpeg,
             quality: DEFAULT_JPEG_QUALITY,
+            target_score: None,
             max_dimension: None,
+            score: true,
         }
     }
 }
@@ -140,9 +282,41 @@ impl OutputSpec {
     /// A message naming the accepted range when `quality` is outside 1–100, or when
     /// `max_dimension` is outside 1–[`MAX_DIMENSION_PIXELS`].
     pub fn new(quality: u8, max_dimension: Option<u32>) -> Result<Self, String> {
-        if !(1..=100).contains(&quality) {
-            return Err(format!("quality must be between 1 and 100, got {quality}"));
-        }
+        Self::with_format(
+            OutputFormat::Jpeg,
+            Some(Quality::Fixed(quality)),
+            max_dimension,
+        )
+    }
+
+    /// A spec for `format`; no `quality` means the format's [`OutputFormat::default_quality`].
+    ///
+    /// # Errors
+    /// A message naming the accepted range when a fixed quality is outside 1–100, an auto
+    /// score outside [`AUTO_SCORE_RANGE`], or `max_dimension` outside
+    /// 1–[`MAX_DIMENSION_PIXELS`].
+    pub fn with_format(
+        format: OutputFormat,
+        quality: Option<Quality>,
+        max_dimension: Option<u32>,
+    ) -> Result<Self, String> {
+        let (quality, target_score) = match quality {
+            None => (format.default_quality(), None),
+            Some(Quality::Fixed(q)) if (1..=100).contains(&q) => (q, None),
+            Some(Quality::Fixed(q)) => {
+                return Err(format!("quality must be between 1 and 100, got {q}"));
+            }
+            Some(Quality::Auto(score)) if AUTO_SCORE_RANGE.contains(&score) => {
+                (format.default_quality(), Some(score))
+            }
+            Some(Quality::Auto(score)) => {
+                return Err(format!(
+                    "quality auto:<score> needs a score {}–{}, got {score}",
+                    AUTO_SCORE_RANGE.start(),
+                    AUTO_SCORE_RANGE.end()
+                ));
+            }
+        };
         if let Some(pixels) = max_dimension
             && !(1..=MAX_DIMENSION_PIXELS).contains(&pixels)
         {
@@ -151,10 +325,81 @@ impl OutputSpec {
             ));
         }
         Ok(Self {
-            format: OutputFormat::Jpeg,
+            format,
             quality,
+            target_score,
             max_dimension,
+            score: true,
         })
+    }
+
+    /// The spec a request's options make over the deployment's `default`: each option absent
+    /// takes the default's, and a `format` other than the default's takes that format's own
+    /// default quality. The API's `format`, `quality` and `max_dimension` and the CLI's flags
+    /// all come through here.
+    ///
+    /// # Errors
+    /// As [`OutputSpec::with_format`].
+    pub fn from_options(
+        default: OutputSpec,
+        format: Option<OutputFormat>,
+        quality: Option<Quality>,
+        max_dimension: Option<u32>,
+    ) -> Result<Self, String> {
+        let format = format.unwrap_or(default.format);
+        let quality = match quality {
+            Some(q) => Some(q),
+            None if format == default.format => Some(match default.target_score {
+                Some(score) => Quality::Auto(score),
+                None => Quality::Fixed(default.quality),
+            }),
+            None => None,
+        };
+        let spec = Self::with_format(format, quality, max_dimension.or(default.max_dimension))?;
+        Ok(Self {
+            score: default.score,
+            ..spec
+        })
+    }
+
+    /// The time one image may take to compress, once downloaded: 15 s for JPEG and WebP (a
+    /// 50 MP JPEG takes about 2 s of one vCPU, the rest is headroom for a queue of images ahead
+    /// of it), 60 s for AVIF (rav1e at speed 8: about 1.3 s a megapixel). The worker starts an
+    /// image only while its download, this and the record fit before the invocation's
+    /// deadline (the row-worker's Lambda timeout is 120 s), and a quality search is cut to
+    /// what fits in it ([`OutputSpec::search_encodes`]).
+    #[must_use]
+    pub fn compression_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self.format {
+            OutputFormat::Jpeg | OutputFormat::Webp => 15,
+            OutputFormat::Avif => 60,
+        })
+    }
+
+    /// How many encodes an `auto:` search may spend on an image of `pixels` pixels: as many
+    /// as fit in 80 % of [`OutputSpec::compression_budget`] at the measured cost of one
+    /// encode-and-score per megapixel (JPEG 0.17 s, WebP 0.24 s, AVIF 1.3 s on one vCPU),
+    /// between 1 and `max`. Derived from the pixel count, never from a clock, so the same
+    /// image always gets the same bytes.
+    #[must_use]
+    pub fn search_encodes(&self, pixels: u64, max: usize) -> usize {
+        let seconds_per_megapixel = match self.format {
+            OutputFormat::Jpeg => 0.17,
+            OutputFormat::Webp => 0.24,
+            OutputFormat::Avif => 1.3,
+        };
+        let one = seconds_per_megapixel * (pixels as f64 / 1e6);
+        let fit = 0.8 * self.compression_budget().as_secs_f64() / one.max(1e-9);
+        (fit.floor() as usize).clamp(1, max.max(1))
+    }
+
+    /// The quality as a request states it: `50` or `auto:70`.
+    #[must_use]
+    pub fn quality_text(&self) -> String {
+        match self.target_score {
+            Some(score) => format!("auto:{score}"),
+            None => self.quality.to_string(),
+        }
     }
 }
 
@@ -424,6 +669,44 @@ pub struct ImageOutcome {
     /// the input with its metadata removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kept_original: bool,
+    /// Encoder quality the image was encoded at (the searched one under `auto:<score>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// SSIMULACRA2 score of the stored image against the decoded source, 100 = identical
+    /// (absent when the image is too small to score, under 8 pixels a side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
+}
+
+/// A SSIMULACRA2 score (libjxl `tools/ssimulacra2.cc`; −∞ to 100, 90 visually lossless),
+/// kept to two decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct Score(f64);
+
+impl Score {
+    /// `value` rounded to two decimals; `None` for a value that is not a finite number.
+    #[must_use]
+    pub fn new(value: f64) -> Option<Self> {
+        value
+            .is_finite()
+            .then(|| Self((value * 100.0).round() / 100.0))
+    }
+
+    /// The score.
+    #[must_use]
+    pub fn value(self) -> f64 {
+        self.0
+    }
+}
+
+// Never NaN (Score::new refuses it), so equality is an equivalence.
+impl Eq for Score {}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2}", self.0)
+    }
 }
 
 impl ImageOutcome {
@@ -442,6 +725,8 @@ impl ImageOutcome {
             width: None,
             height: None,
             kept_original: false,
+            quality: None,
+            score: None,
         }
     }
 }
@@ -620,6 +905,60 @@ mod tests {
             Some(RequestStatus::CompletedWithErrors)
         );
         assert_eq!((counters.bytes_in, counters.bytes_out), (110, 44));
+    }
+
+    #[test]
+    fn quality_parses_fixed_and_auto_and_nothing_else() {
+        assert_eq!("50".parse::<Quality>(), Ok(Quality::Fixed(50)));
+        assert_eq!("100".parse::<Quality>(), Ok(Quality::Fixed(100)));
+        assert_eq!("auto:70".parse::<Quality>(), Ok(Quality::Auto(70)));
+        for bad in [
+            "0", "101", "050", "+50", " 50", "5.0", "auto:", "auto:9", "auto:96", "auto:070",
+            "high", "",
+        ] {
+            let error = bad.parse::<Quality>().unwrap_err();
+            assert!(error.contains("quality"), "{bad:?}: {error}");
+        }
+        assert_eq!("avif".parse::<OutputFormat>(), Ok(OutputFormat::Avif));
+        assert!(
+            "AVIF"
+                .parse::<OutputFormat>()
+                .unwrap_err()
+                .contains("jpeg, webp, avif")
+        );
+    }
+
+    #[test]
+    fn a_format_without_quality_takes_its_own_default_and_auto_keeps_the_target() {
+        let webp = OutputSpec::with_format(OutputFormat::Webp, None, None).unwrap();
+        assert_eq!(
+            (webp.quality, webp.target_score),
+            (DEFAULT_WEBP_QUALITY, None)
+        );
+        let auto =
+            OutputSpec::with_format(OutputFormat::Avif, Some(Quality::Auto(70)), None).unwrap();
+        assert_eq!(
+            (auto.quality, auto.target_score),
+            (DEFAULT_AVIF_QUALITY, Some(70))
+        );
+        assert_eq!(auto.quality_text(), "auto:70");
+        // A spec stored before formats existed still reads as the JPEG it was.
+        let old: OutputSpec = serde_json::from_str(r#"{"quality":50}"#).unwrap();
+        assert_eq!(old, OutputSpec::default());
+    }
+
+    #[test]
+    fn a_search_on_a_large_image_is_cut_to_what_fits_its_compression_budget() {
+        let avif =
+            OutputSpec::with_format(OutputFormat::Avif, Some(Quality::Auto(70)), None).unwrap();
+        assert_eq!(avif.search_encodes(1_600_000, 6), 6);
+        assert_eq!(avif.search_encodes(12_000_000, 6), 3);
+        assert_eq!(avif.search_encodes(24_000_000, 6), 1);
+        let jpeg =
+            OutputSpec::with_format(OutputFormat::Jpeg, Some(Quality::Auto(70)), None).unwrap();
+        assert_eq!(jpeg.search_encodes(12_000_000, 6), 5);
+        assert_eq!(jpeg.search_encodes(50_000_000, 6), 1);
+        assert!(avif.compression_budget() > jpeg.compression_budget());
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The output CSV (DESIGN §3): the input columns plus `Output Image Urls`, aligned position by
 //! position with the inputs, and per-image status and error-code columns so a failed image
-//! leaves an empty slot instead of shifting the others.
+//! leaves an empty slot instead of shifting the others; `Image Scores` gives each stored image's
+//! SSIMULACRA2 score against its source, in the same alignment.
 
 use super::model::{ImageStatus, RowRecord, RowState};
 
 /// Header of the output CSV.
-pub const OUTPUT_COLUMNS: [&str; 6] = [
+pub const OUTPUT_COLUMNS: [&str; 7] = [
     "S. No.",
     "Product Name",
     "Input Image Urls",
     "Output Image Urls",
     "Image Statuses",
     "Image Errors",
+    "Image Scores",
 ];
 
 /// Separator inside a list cell. A comma plus space, as in the input format; split on `,` and
@@ -52,7 +54,7 @@ pub fn output_csv_rows(rows: &[RowRecord]) -> Result<Vec<u8>, csv::Error> {
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
     for row in rows {
-        let (outputs, statuses, errors) = image_columns(row);
+        let (outputs, statuses, errors, scores) = image_columns(row);
         writer.write_record([
             neutralise(&row.serial),
             neutralise(&row.product_name),
@@ -60,12 +62,14 @@ pub fn output_csv_rows(rows: &[RowRecord]) -> Result<Vec<u8>, csv::Error> {
             neutralise(&outputs),
             statuses,
             neutralise(&errors),
+            scores,
         ])?;
     }
     writer.into_inner().map_err(|e| e.into_error().into())
 }
 
-fn image_columns(row: &RowRecord) -> (String, String, String) {
+fn image_columns(row: &RowRecord) -> (String, String, String, String) {
+    let mut scores = Vec::with_capacity(row.input_urls.len());
     let mut outputs = Vec::with_capacity(row.input_urls.len());
     let mut statuses = Vec::with_capacity(row.input_urls.len());
     let mut errors = Vec::with_capacity(row.input_urls.len());
@@ -78,16 +82,19 @@ fn image_columns(row: &RowRecord) -> (String, String, String) {
                 outputs.push(image.output_url.clone().unwrap_or_default());
                 statuses.push("OK");
                 errors.push(String::new());
+                scores.push(image.score.map(|s| s.to_string()).unwrap_or_default());
             }
             Some(image) => {
                 outputs.push(String::new());
                 statuses.push("FAILED");
                 errors.push(image.error_code.clone().unwrap_or_default());
+                scores.push(String::new());
             }
             None => {
                 outputs.push(String::new());
                 statuses.push("PENDING");
                 errors.push(String::new());
+                scores.push(String::new());
             }
         }
     }
@@ -101,6 +108,7 @@ fn image_columns(row: &RowRecord) -> (String, String, String) {
         outputs.join(LIST_SEPARATOR),
         statuses.join(LIST_SEPARATOR),
         errors,
+        scores.join(LIST_SEPARATOR),
     )
 }
 
@@ -160,6 +168,27 @@ mod tests {
         assert_eq!(errors, vec!["", "http_404", ""]);
         assert_eq!(&record[4], "OK, FAILED, OK");
         assert_eq!(reader.headers().unwrap().len(), OUTPUT_COLUMNS.len());
+    }
+
+    #[test]
+    fn scores_line_up_with_the_outputs_and_failed_images_have_none() {
+        let scored = |url: &str, score: f64| ImageOutcome {
+            score: crate::model::Score::new(score),
+            ..ok(url)
+        };
+        let rows = [row(
+            &["http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg"],
+            vec![
+                scored("http://o/1.jpg", 71.234),
+                ImageOutcome::failed("http_404", "not found"),
+                scored("http://o/3.jpg", 69.5),
+            ],
+        )];
+        let text = String::from_utf8(write_output_csv(&rows).unwrap()).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(&reader.headers().unwrap()[6], "Image Scores");
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[6], "71.23, , 69.50");
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Storage keys: DynamoDB `pk`/`sk` values and S3 object keys. One place, so every adapter and
 //! function agrees on the layout.
 
+/// `Cache-Control` of every stored output image: a year, immutable (RFC 9111 §5.2.2.1
+/// `max-age`, RFC 8246 `immutable`). An image key names one request's row and position and is
+/// only ever written with the same image again (a redelivery), so a cached copy never goes
+/// stale.
+pub const IMAGE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
 /// Prefix the S3 trigger listens on; a CSV put under it is ingested: `uploads/<tenant>/<name>.csv`
 /// for a tenant's upload (the tenant comes from the key), `uploads/<name>.csv` for the
 /// deployment's own drops (the default tenant).

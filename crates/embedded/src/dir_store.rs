@@ -189,6 +189,7 @@ fn content_type_of(key: &str) -> &'static str {
         Some("csv") => "text/csv; charset=utf-8",
         Some("png") => "image/png",
         Some("webp") => "image/webp",
+        Some("avif") => "image/avif",
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }

@@ -276,11 +276,55 @@ pub(super) struct Transcoded {
     pub bytes: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// SSIMULACRA2 of `bytes` against the input's pixels.
+    pub score: Option<f64>,
+}
+
+/// Decodes `jpeg` (one we encoded: RGB, `width`×`height`) to 8-bit RGB with `decompressor`.
+fn decompress_rgb(
+    decompressor: &mut Decompressor,
+    jpeg: &[u8],
+    width: usize,
+    height: usize,
+) -> Result<Vec<u8>, CompressError> {
+    decompressor
+        .set_scaling_factor(ScalingFactor::ONE)
+        .map_err(|e| classify(&e))?;
+    let mut rgb = vec![0u8; width * height * 3];
+    decompressor
+        .decompress(
+            jpeg,
+            Image {
+                pixels: rgb.as_mut_slice(),
+                width,
+                pitch: width * 3,
+                height,
+                format: PixelFormat::RGB,
+            },
+        )
+        .map_err(|e| classify(&e))?;
+    Ok(rgb)
+}
+
+/// Decodes a JPEG we encoded (`width`×`height`) to 8-bit RGB, as a viewer shows it.
+///
+/// # Errors
+/// [`CompressError::Decode`] when libjpeg-turbo fails.
+pub(super) fn decode_rgb(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CompressError> {
+    with_codec(|codec| {
+        decompress_rgb(
+            &mut codec.decompressor,
+            jpeg,
+            width as usize,
+            height as usize,
+        )
+    })
 }
 
 /// The common case — an RGB/YCbCr/grey JPEG, upright, sRGB or untagged, no resize — decoded
 /// into a reused per-thread buffer and encoded straight from it. `None` when the image needs
-/// the general path (EXIF rotation, a non-sRGB profile, CMYK).
+/// the general path (EXIF rotation, a non-sRGB profile, CMYK). When `scored`, the output is
+/// scored against the decoded input before the buffer is reused.
 ///
 /// # Errors
 /// As [`decode`] and [`encode`].
@@ -288,6 +332,7 @@ pub(super) fn transcode(
     input: &[u8],
     limits: &DecodeLimits,
     quality: u8,
+    scored: bool,
 ) -> Result<Option<Transcoded>, CompressError> {
     let markers = read_markers(input);
     if markers
@@ -332,14 +377,30 @@ pub(super) fn transcode(
             format: PixelFormat::RGB,
         };
         let bytes = compress(&mut codec.compressor, &mut codec.output, image);
+        let (width, height) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        let score = match &bytes {
+            Ok(bytes) if scored => {
+                super::score::Reference::new(&codec.pixels[..len], width, height).and_then(
+                    |reference| {
+                        let decoded = decompress_rgb(&mut codec.decompressor, bytes, w, h).ok()?;
+                        reference.compare(&decoded)
+                    },
+                )
+            }
+            _ => None,
+        };
         if codec.pixels.len() > KEEP_BUFFER_BYTES {
             codec.pixels = Vec::new();
         }
         let bytes = bytes?;
         Ok(Some(Transcoded {
             bytes,
-            width: u32::try_from(w).unwrap_or(u32::MAX),
-            height: u32::try_from(h).unwrap_or(u32::MAX),
+            width,
+            height,
+            score,
         }))
     })
 }

@@ -1,21 +1,32 @@
-//! The compression engine: sniff → header check → decode → colour → orient → resize → JPEG.
+//! The compression engine: sniff → header check → decode → colour → orient → resize → encode
+//! (JPEG, WebP or AVIF) → score.
 //!
-//! - JPEG decoding and all encoding go through libjpeg-turbo (the `jpeg` module); "quality 50" means
-//!   the IJG tables at 50 with 4:2:0 chroma, exactly as Pillow and libjpeg, with optimised
+//! - JPEG decoding and JPEG encoding go through libjpeg-turbo (the `jpeg` module); "quality 50"
+//!   means the IJG tables at 50 with 4:2:0 chroma, exactly as Pillow and libjpeg, with optimised
 //!   Huffman tables (same pixels, fewer bytes).
+//! - WebP output through libwebp (`webp`), AVIF output through rav1e (`avif`), each on the
+//!   calling pool thread only.
+//! - Every output is scored: SSIMULACRA2 of what a viewer decodes against the pixels that were
+//!   encoded (`score`). `quality=auto:<score>` searches, per image and in at most
+//!   [`MAX_SEARCH_ENCODES`] encodes, the lowest quality whose score reaches the target.
 //! - PNG, WebP and GIF (first frame) decode with the `image` crate; alpha is flattened onto
 //!   white and 16-bit samples are scaled to 8 bits.
 //! - Dimensions are checked from the header against [`DecodeLimits`] before any pixel buffer
 //!   exists, for every format; `image::Limits` cap the decoder's allocations as well.
 //! - EXIF orientation is applied; non-sRGB ICC profiles are converted to sRGB; CMYK is
 //!   converted to RGB; outputs carry no metadata.
-//! - Never larger: when the re-encoded JPEG is not smaller than a JPEG input (and keeping the
-//!   input changes nothing a viewer sees), the output is the input with its metadata removed.
+//! - Never larger, per format: when the encoded image is not smaller than an input in the same
+//!   format (and keeping the input changes nothing a viewer sees), the output is the input with
+//!   its metadata removed (JPEG: APPn/COM segments; WebP: EXIF/XMP chunks). AVIF inputs are not
+//!   decoded, so the rule never applies to AVIF.
 //!
 //! Pure and CPU-bound: [`Engine`] runs it on a pool of one thread per core.
 
+mod avif;
 mod color;
 mod jpeg;
+mod score;
+mod webp;
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -29,12 +40,13 @@ use ::image::{
 pub use color::cmyk_to_rgb;
 
 pub use pixpress_domain::image_limits::DecodeLimits;
-use pixpress_domain::model::OutputSpec;
+use pixpress_domain::model::{OutputFormat, OutputSpec};
+pub use score::SCORE_MAX_PIXELS;
 
 /// A compressed image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Compressed {
-    /// The stored output (JPEG).
+    /// The stored output, in the spec's format.
     pub bytes: Vec<u8>,
     /// Output width in pixels.
     pub width: u32,
@@ -42,9 +54,15 @@ pub struct Compressed {
     pub height: u32,
     /// Input format name (`jpeg`, `png`, `webp`, `gif`).
     pub input_format: &'static str,
-    /// `true` when re-encoding did not make the JPEG smaller and the output is the input with
+    /// `true` when re-encoding did not make the image smaller and the output is the input with
     /// its metadata removed.
     pub kept_original: bool,
+    /// Encoder quality the output was encoded at (1–100, the format's scale): the spec's, or
+    /// the one `auto:<score>` found.
+    pub quality: u8,
+    /// SSIMULACRA2 of the output against the encoded pixels (100 for a kept input); `None`
+    /// above [`SCORE_MAX_PIXELS`] and when the spec turns scoring off.
+    pub score: Option<f64>,
 }
 
 /// Why an image could not be compressed. Every variant is permanent: the same bytes fail again.
@@ -77,7 +95,7 @@ pub enum CompressError {
     #[error("cannot decode image: {0}")]
     Decode(String),
     /// The encoder failed.
-    #[error("cannot encode JPEG: {0}")]
+    #[error("cannot encode the image: {0}")]
     Encode(String),
     /// A progressive JPEG with more scans than [`DecodeLimits::max_scans`] (a CPU-exhaustion
     /// pattern).
@@ -99,7 +117,7 @@ impl CompressError {
         match self {
             Self::Truncated(_) => "the image data is truncated".to_owned(),
             Self::Decode(_) => "the image data is damaged and cannot be decoded".to_owned(),
-            Self::Encode(_) => "the JPEG encoder failed on this image".to_owned(),
+            Self::Encode(_) => "the image encoder failed on this image".to_owned(),
             Self::Panicked(_) => "the image codec failed unexpectedly".to_owned(),
             other => other.to_string(),
         }
@@ -351,10 +369,17 @@ pub fn compress(
 ) -> Result<Compressed, CompressError> {
     let format = sniff(input)?;
     if format == ImageFormat::Jpeg
+        && spec.format == OutputFormat::Jpeg
         && spec.max_dimension.is_none()
-        && let Some(out) = jpeg::transcode(input, limits, spec.quality)?
+        && spec.target_score.is_none()
+        && let Some(out) = jpeg::transcode(input, limits, spec.quality, spec.score)?
     {
-        return Ok(never_larger(input, out.bytes, out.width, out.height));
+        let encoded = Encoded {
+            bytes: out.bytes,
+            quality: spec.quality,
+            score: out.score,
+        };
+        return Ok(never_larger(input, format, encoded, out.width, out.height));
     }
     let mut pixels = match format {
         ImageFormat::Jpeg => match jpeg::decode(input, limits, spec.max_dimension) {
@@ -373,40 +398,233 @@ pub fn compress(
     if let Some(max) = spec.max_dimension {
         pixels = resize(pixels, max)?;
     }
-    let bytes = jpeg::encode(&pixels.rgb, pixels.width, pixels.height, spec.quality)?;
+    let encoded = encode_scored(&pixels.rgb, pixels.width, pixels.height, spec)?;
     // Keeping the input is only lossless for what a viewer sees if nothing was rotated,
-    // colour-converted or scaled.
-    if format == ImageFormat::Jpeg && !converted && !rotated && !cmyk && !pixels.scaled {
-        return Ok(never_larger(input, bytes, pixels.width, pixels.height));
+    // colour-converted, scaled or flattened, and the input is in the output's format.
+    let same_format = match spec.format {
+        OutputFormat::Jpeg => format == ImageFormat::Jpeg,
+        OutputFormat::Webp => format == ImageFormat::WebP && webp::is_still_opaque(input),
+        OutputFormat::Avif => false,
+    };
+    if same_format && !converted && !rotated && !cmyk && !pixels.scaled {
+        return Ok(never_larger(
+            input,
+            format,
+            encoded,
+            pixels.width,
+            pixels.height,
+        ));
     }
     Ok(Compressed {
-        bytes,
+        bytes: encoded.bytes,
         width: pixels.width,
         height: pixels.height,
         input_format: format_name(format),
         kept_original: false,
+        quality: encoded.quality,
+        score: encoded.score,
     })
 }
 
-/// The re-encoded JPEG, or — when it is not smaller than the JPEG `input` — the input with its
-/// metadata removed (lossless: the same pixels a viewer would show).
-fn never_larger(input: &[u8], bytes: Vec<u8>, width: u32, height: u32) -> Compressed {
-    let (bytes, kept_original) = if bytes.len() >= input.len() {
-        let stripped = jpeg::strip_metadata(input);
-        if stripped.len() <= bytes.len() {
-            (stripped, true)
-        } else {
-            (bytes, false)
+/// An encoding and its score.
+struct Encoded {
+    bytes: Vec<u8>,
+    quality: u8,
+    score: Option<f64>,
+}
+
+/// Encodes `rgb` in the spec's format at `quality`; with `reference`, also decodes the output
+/// as a viewer would and scores it.
+fn encode_at(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    format: OutputFormat,
+    quality: u8,
+    reference: Option<&score::Reference>,
+) -> Result<Encoded, CompressError> {
+    let (bytes, decoded) = match format {
+        OutputFormat::Jpeg => {
+            let bytes = jpeg::encode(rgb, width, height, quality)?;
+            let decoded = match reference {
+                Some(_) => Some(jpeg::decode_rgb(&bytes, width, height)?),
+                None => None,
+            };
+            (bytes, decoded)
         }
-    } else {
-        (bytes, false)
+        OutputFormat::Webp => {
+            let bytes = webp::encode(rgb, width, height, quality)?;
+            let decoded = match reference {
+                Some(_) => Some(webp::decode(&bytes)?),
+                None => None,
+            };
+            (bytes, decoded)
+        }
+        OutputFormat::Avif => {
+            let out = avif::encode(rgb, width, height, quality)?;
+            (out.bytes, Some(out.decoded))
+        }
     };
-    Compressed {
+    let score = reference.zip(decoded).and_then(|(r, d)| r.compare(&d));
+    Ok(Encoded {
+        bytes,
+        quality,
+        score,
+    })
+}
+
+/// Most encodes `quality=auto:<score>` spends on one image.
+pub const MAX_SEARCH_ENCODES: usize = 6;
+
+/// How far above the target a found score may be before the search stops early.
+const SEARCH_TOLERANCE: f64 = 1.0;
+
+/// Score points per quality step assumed before two samples give a slope (a typical
+/// mid-range figure for all three encoders on product photos).
+const DEFAULT_SLOPE: f64 = 0.6;
+
+/// The spec's encoding (fixed quality), or the search for the lowest quality whose score
+/// reaches `spec.target_score` (see [`search_quality`]).
+fn encode_scored(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    spec: &OutputSpec,
+) -> Result<Encoded, CompressError> {
+    let reference = if spec.score || spec.target_score.is_some() {
+        score::Reference::new(rgb, width, height)
+    } else {
+        None
+    };
+    match (spec.target_score, &reference) {
+        (Some(target), Some(reference)) => {
+            let pixels = u64::from(width) * u64::from(height);
+            let encodes = spec.search_encodes(pixels, MAX_SEARCH_ENCODES);
+            search_quality(f64::from(target), spec.quality, encodes, |q| {
+                encode_at(rgb, width, height, spec.format, q, Some(reference))
+            })
+        }
+        _ => encode_at(
+            rgb,
+            width,
+            height,
+            spec.format,
+            spec.quality,
+            reference.as_ref(),
+        ),
+    }
+}
+
+/// The lowest quality (1–100) whose score reaches `target`, found in at most `encodes` (at
+/// most [`MAX_SEARCH_ENCODES`]) calls of `encode`, starting at `start`. Once samples lie on both
+/// sides of the target, the next quality is interpolated between the nearest of them (secant)
+/// and kept inside the middle half of that bracket; before that, it steps toward the target along the
+/// slope of the last two samples ([`DEFAULT_SLOPE`] after the first), aiming
+/// [`SEARCH_TOLERANCE`] past it so the target is bracketed soon. Stops when a score lands
+/// within [`SEARCH_TOLERANCE`] above the target or the bracket is one step wide. Returns the
+/// lowest-quality encoding that reached the target, or — when none did — the highest-quality
+/// one tried.
+fn search_quality(
+    target: f64,
+    start: u8,
+    encodes: usize,
+    mut encode: impl FnMut(u8) -> Result<Encoded, CompressError>,
+) -> Result<Encoded, CompressError> {
+    let mut below: Option<Encoded> = None; // highest quality tried that missed the target
+    let mut above: Option<Encoded> = None; // lowest quality tried that reached it
+    let mut previous: Option<(f64, f64)> = None;
+    let mut quality = start.clamp(1, 100);
+    for _ in 0..encodes.clamp(1, MAX_SEARCH_ENCODES) {
+        let encoded = encode(quality)?;
+        let Some(score) = encoded.score else {
+            return Ok(encoded);
+        };
+        let sample = (f64::from(quality), score);
+        if score >= target {
+            if above.as_ref().is_none_or(|a| encoded.quality < a.quality) {
+                above = Some(encoded);
+            }
+        } else if below.as_ref().is_none_or(|b| encoded.quality > b.quality) {
+            below = Some(encoded);
+        }
+        let lo = below.as_ref().map(|b| (b.quality, b.score.unwrap_or(0.0)));
+        let hi = above.as_ref().map(|a| (a.quality, a.score.unwrap_or(0.0)));
+        // Score points per quality step, from the last two samples when they differ.
+        let slope = previous
+            .filter(|(q, _)| (q - sample.0).abs() >= 1.0)
+            .map_or(DEFAULT_SLOPE, |(q, s)| {
+                ((sample.1 - s) / (sample.0 - q)).max(0.05)
+            });
+        previous = Some(sample);
+        let next = match (lo, hi) {
+            (_, Some((q, s))) if s - target <= SEARCH_TOLERANCE || q == 1 => break,
+            (Some((100, _)), None) => break,
+            (Some((ql, _)), Some((qh, _))) if qh - ql <= 1 => break,
+            (Some((ql, sl)), Some((qh, sh))) => {
+                let (lo, hi) = (f64::from(ql), f64::from(qh));
+                let slope = (sh - sl) / (hi - lo);
+                let guess = lo + (target - sl) / slope.max(1e-3);
+                // Kept inside the middle half of the bracket: a curve flat on one side would
+                // otherwise pull every guess to that end, one step at a time.
+                let quarter = (hi - lo) / 4.0;
+                guess
+                    .clamp(lo + quarter, hi - quarter)
+                    .ceil()
+                    .clamp(lo + 1.0, hi - 1.0)
+            }
+            (None, Some((qh, sh))) => (f64::from(qh) - (sh - (target - SEARCH_TOLERANCE)) / slope)
+                .floor()
+                .clamp(1.0, f64::from(qh) - 1.0),
+            (Some((ql, sl)), None) => (f64::from(ql) + ((target + SEARCH_TOLERANCE) - sl) / slope)
+                .ceil()
+                .clamp(f64::from(ql) + 1.0, 100.0),
+            (None, None) => break,
+        };
+        quality = next as u8;
+    }
+    match (above, below) {
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => Ok(b),
+        (None, None) => encode(start),
+    }
+}
+
+/// The encoding, or — when it is not smaller than `input`, which is in the output's format —
+/// the input with its metadata removed (lossless: the same pixels a viewer would show; scored
+/// 100).
+fn never_larger(
+    input: &[u8],
+    format: ImageFormat,
+    encoded: Encoded,
+    width: u32,
+    height: u32,
+) -> Compressed {
+    let keep = |bytes: Vec<u8>| Compressed {
         bytes,
         width,
         height,
-        input_format: "jpeg",
-        kept_original,
+        input_format: format_name(format),
+        kept_original: true,
+        quality: encoded.quality,
+        score: encoded.score.map(|_| 100.0),
+    };
+    if encoded.bytes.len() >= input.len() {
+        let stripped = match format {
+            ImageFormat::WebP => webp::strip_metadata(input),
+            _ => jpeg::strip_metadata(input),
+        };
+        if stripped.len() <= encoded.bytes.len() {
+            return keep(stripped);
+        }
+    }
+    Compressed {
+        bytes: encoded.bytes,
+        width,
+        height,
+        input_format: format_name(format),
+        kept_original: false,
+        quality: encoded.quality,
+        score: encoded.score,
     }
 }
 

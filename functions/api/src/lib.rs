@@ -5,7 +5,7 @@
 //!
 //! Routes:
 //! - `POST /uploads` — a CSV as multipart/form-data (`file`, optional `webhook_url`,
-//!   `quality`, `max_dimension`) or a raw `text/csv` body (options as query parameters);
+//!   `format`, `quality`, `max_dimension`) or a raw `text/csv` body (options as query parameters);
 //!   optional `Idempotency-Key` header. → `202 {request_id, status, status_url, rows, images}`;
 //!   `400` listing every CSV error; `413` over the size limit; `415` for other media types.
 //! - `POST /upload-urls` — a presigned S3 POST form for a large CSV (`201 {request_id,
@@ -284,8 +284,10 @@ async fn buffered(request: axum::extract::Request) -> Result<ApiRequest, ApiResp
     tag = "requests",
     params(
         ("webhook_url" = Option<String>, Query, description = "Where the signed completion event is POSTed: an absolute http or https URL of a DNS host name, as the pattern gives it (the API also refuses private and special-purpose addresses and ports other than 80 and 443)", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
-        ("quality" = Option<u8>, Query, description = "JPEG quality, 1–100 (default 50)", minimum = 1, maximum = 100),
+        ("format" = Option<String>, Query, description = "Output format: `jpeg` (default), `webp` or `avif`; output URLs end in `.jpg`, `.webp` or `.avif`", pattern = "^(jpeg|webp|avif)$"),
+        ("quality" = Option<String>, Query, description = "Encoder quality 1–100 on the format's scale (defaults: jpeg 50, webp 65, avif 60), or `auto:<score>` (10–95): per image, the lowest quality whose SSIMULACRA2 reaches the score", pattern = "^(100|[1-9][0-9]?|auto:([1-8][0-9]|9[0-5]))$"),
         ("max_dimension" = Option<u32>, Query, description = "Longest side of the output images, in pixels (1–65535)", minimum = 1, maximum = 65535),
+        ("score" = Option<bool>, Query, description = "`false` leaves images unscored at a fixed quality (each score costs about 150 ms of CPU per megapixel); default `true`; `auto:` qualities always score"),
         ("dry_run" = Option<bool>, Query, description = "Validate only: 200 with the counts or the issues, nothing created"),
         ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a retry with the same key and body within 24 h answers the same request"),
     ),
@@ -335,8 +337,10 @@ where
     tag = "requests",
     params(
         ("webhook_url" = Option<String>, Query, description = "As for `POST /uploads`", pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"),
-        ("quality" = Option<u8>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 100),
+        ("format" = Option<String>, Query, description = "As for `POST /uploads`", pattern = "^(jpeg|webp|avif)$"),
+        ("quality" = Option<String>, Query, description = "As for `POST /uploads`", pattern = "^(100|[1-9][0-9]?|auto:([1-8][0-9]|9[0-5]))$"),
         ("max_dimension" = Option<u32>, Query, description = "As for `POST /uploads`", minimum = 1, maximum = 65535),
+        ("score" = Option<bool>, Query, description = "As for `POST /uploads`"),
     ),
     responses(
         (status = 201, description = "Where and how to upload", body = upload_url::UploadUrl),

@@ -20,12 +20,17 @@ pub struct UploadForm {
         pattern = "^$|^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?([/?#][^\\s]*)?$"
     )]
     pub webhook_url: Option<String>,
-    /// JPEG quality, 1–100.
-    #[schema(minimum = 1, maximum = 100)]
-    pub quality: Option<u8>,
+    /// Output format: `jpeg` (default), `webp` or `avif`.
+    #[schema(pattern = "^(jpeg|webp|avif)$")]
+    pub format: Option<String>,
+    /// Encoder quality 1–100 on the format's scale, or `auto:<score>` (10–95, SSIMULACRA2).
+    #[schema(pattern = "^(100|[1-9][0-9]?|auto:([1-8][0-9]|9[0-5]))$")]
+    pub quality: Option<String>,
     /// Longest side of the output images, in pixels (1–65535).
     #[schema(minimum = 1, maximum = 65535)]
     pub max_dimension: Option<u32>,
+    /// `false` leaves images unscored at a fixed quality; default `true`.
+    pub score: Option<bool>,
 }
 
 /// The description: every route with its parameters, bodies and every status it answers.

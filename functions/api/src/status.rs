@@ -130,6 +130,15 @@ pub struct ProductImage {
     /// The stored image is the input minus its metadata (re-encoding would not be smaller).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kept_original: bool,
+    /// Encoder quality the image was encoded at, 1–100 on the format's scale (under
+    /// `auto:<score>`, the one the search found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// SSIMULACRA2 score of the stored image against its decoded source (100 identical, 90
+    /// visually lossless, 70 high, 50 medium, 30 low); absent for images over 4 MP or when the request turned scoring off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub score: Option<pixpress_domain::model::Score>,
 }
 
 fn product(row: RowRecord) -> Product {
@@ -155,6 +164,8 @@ fn product(row: RowRecord) -> Product {
                 width: outcome.and_then(|o| o.width),
                 height: outcome.and_then(|o| o.height),
                 kept_original: outcome.is_some_and(|o| o.kept_original),
+                quality: outcome.and_then(|o| o.quality),
+                score: outcome.and_then(|o| o.score),
             }
         })
         .collect();

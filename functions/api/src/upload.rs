@@ -12,7 +12,7 @@ use pixpress_app::ingest::{
 };
 use pixpress_app::ports::{ObjectStore, PortError, RowQueue};
 use pixpress_domain::input_csv::parse_input_csv;
-use pixpress_domain::model::{OutputSpec, Source};
+use pixpress_domain::model::{OutputFormat, OutputSpec, Quality, Source};
 use pixpress_domain::storage_keys::derived_request_id;
 use serde::Serialize;
 
@@ -42,25 +42,32 @@ pub struct Accepted {
 pub(crate) struct UploadForm {
     pub(crate) csv: Option<Bytes>,
     pub(crate) webhook_url: Option<String>,
+    pub(crate) format: Option<String>,
     pub(crate) quality: Option<String>,
     pub(crate) max_dimension: Option<String>,
+    pub(crate) score: Option<String>,
 }
 
 impl UploadForm {
-    /// The options in a query string (`webhook_url`, `quality`, `max_dimension`).
+    /// The options in a query string (`webhook_url`, `format`, `quality`, `max_dimension`,
+    /// `score`).
     pub(crate) fn from_query(query: Option<&str>) -> Self {
         let mut form = Self::default();
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            form.set(&name, value.trim().to_owned());
+            form.set(&name, value.into_owned());
         }
         form
     }
 
+    /// Sets one option; `format` and `quality` are kept exactly as sent (their parsers accept
+    /// only what the OpenAPI patterns do), the others trimmed.
     fn set(&mut self, name: &str, value: String) {
         match name {
-            "webhook_url" => self.webhook_url = Some(value),
+            "webhook_url" => self.webhook_url = Some(value.trim().to_owned()),
+            "format" => self.format = Some(value),
             "quality" => self.quality = Some(value),
-            "max_dimension" => self.max_dimension = Some(value),
+            "max_dimension" => self.max_dimension = Some(value.trim().to_owned()),
+            "score" => self.score = Some(value),
             _ => {}
         }
     }
@@ -126,27 +133,46 @@ async fn read_multipart(
             form.csv = Some(field.bytes().await.map_err(|e| e.to_string())?);
         } else {
             let value = field.text().await.map_err(|e| e.to_string())?;
-            form.set(&name, value.trim().to_owned());
+            form.set(&name, value);
         }
     }
     Ok(form)
 }
 
+/// The request's output spec from its `format`, `quality` and `max_dimension` options over
+/// the deployment's `default` ([`OutputSpec::from_options`]).
 pub(crate) fn output_spec(form: &UploadForm, default: OutputSpec) -> Result<OutputSpec, String> {
+    let format = match form.format.as_deref().filter(|f| !f.is_empty()) {
+        None => None,
+        Some(f) => Some(f.parse::<OutputFormat>()?),
+    };
     let quality = match form.quality.as_deref().filter(|q| !q.is_empty()) {
-        None => default.quality,
-        Some(q) => q
-            .parse::<u8>()
-            .map_err(|_| format!("quality must be a whole number from 1 to 100, got `{q}`"))?,
+        None => None,
+        Some(q) => Some(q.parse::<Quality>()?),
     };
     let max_dimension =
         match form.max_dimension.as_deref().filter(|m| !m.is_empty()) {
-            None => default.max_dimension,
+            None => None,
             Some(m) => Some(m.parse::<u32>().map_err(|_| {
                 format!("max_dimension must be a whole number of pixels, got `{m}`")
             })?),
         };
-    OutputSpec::new(quality, max_dimension)
+    let spec = OutputSpec::from_options(default, format, quality, max_dimension)?;
+    match form.score.as_deref() {
+        None | Some("") => Ok(spec),
+        Some("true") => Ok(OutputSpec {
+            score: true,
+            ..spec
+        }),
+        Some("false") => Ok(OutputSpec {
+            score: false,
+            ..spec
+        }),
+        Some(other) => Err(format!(
+            "score must be true or false, got `{}`",
+            pixpress_domain::text::message(other)
+        )),
+    }
 }
 
 /// How long an idempotency key names its request; after that the same key makes a new one
@@ -311,8 +337,10 @@ async fn read_upload(
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let unset = match name.as_ref() {
                 "webhook_url" => form.webhook_url.is_none(),
+                "format" => form.format.is_none(),
                 "quality" => form.quality.is_none(),
                 "max_dimension" => form.max_dimension.is_none(),
+                "score" => form.score.is_none(),
                 _ => false,
             };
             if unset {

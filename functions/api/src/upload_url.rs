@@ -1,7 +1,7 @@
 //! `POST /upload-urls`: a presigned S3 POST form for a CSV too large for `POST /uploads`, with a
 //! `content-length-range` condition so S3 itself refuses a CSV over the S3 path's size limit.
 //!
-//! Options (`webhook_url`, `quality`, `max_dimension`, as query parameters) are those of
+//! Options (`webhook_url`, `format`, `quality`, `max_dimension`, as query parameters) are those of
 //! `POST /uploads`; they are checked here and stored at `pending/<tenant>/<request_id>.json`
 //! until the CSV arrives.
 //!

@@ -57,7 +57,8 @@ use pixpress_app::ports::{
 use pixpress_app::retry::RedeliveryBackoff;
 use pixpress_app::sqs_batch::{BatchMode, batch_item_failures};
 use pixpress_domain::model::{
-    ImageOutcome, ImageProgress, ImageStatus, ROW_JOB_VERSION, RequestStatus, RowJob, RowState,
+    ImageOutcome, ImageProgress, ImageStatus, OutputSpec, ROW_JOB_VERSION, RequestStatus, RowJob,
+    RowState, Score,
 };
 use pixpress_domain::storage_keys::image_key;
 use pixpress_domain::text;
@@ -133,6 +134,16 @@ impl From<&Config> for WorkerConfig {
             image_retry_budget: IMAGE_RETRY_BUDGET,
             redelivery: config.redelivery,
         }
+    }
+}
+
+impl WorkerConfig {
+    /// [`WorkerConfig::image_budget`] for an image encoded as `spec` asks: its compression
+    /// part is [`OutputSpec::compression_budget`] (AVIF and quality searches take longer than
+    /// [`COMPRESSION_BUDGET`]).
+    #[must_use]
+    pub fn image_budget_for(&self, spec: &OutputSpec) -> Duration {
+        (self.image_budget + spec.compression_budget()).saturating_sub(COMPRESSION_BUDGET)
     }
 }
 
@@ -378,7 +389,11 @@ async fn download<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQue
     loop {
         let permit = match app
             .origins
-            .acquire(&host, deadline, app.config.image_budget)
+            .acquire(
+                &host,
+                deadline,
+                app.config.image_budget_for(&job.output_spec),
+            )
             .await
         {
             Ok(permit) => permit,
@@ -407,7 +422,8 @@ async fn download<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: RowQue
             // The wait ends while the body, its compression and the record still fit before
             // the deadline; past that the image is left for the next delivery.
             let reserving = app.budget.clone().acquire_many_owned(app.units(expected));
-            let Some(reserved) = deadline.within(app.config.image_budget, reserving).await else {
+            let budget = app.config.image_budget_for(&job.output_spec);
+            let Some(reserved) = deadline.within(budget, reserving).await else {
                 return Ok(None);
             };
             let fetched = download.body().await?;
@@ -526,6 +542,8 @@ async fn process_image<R: WorkerRepository, S: ObjectStore, O: OriginSlots, Q: R
         width: Some(compressed.width),
         height: Some(compressed.height),
         kept_original: compressed.kept_original,
+        quality: Some(compressed.quality),
+        score: compressed.score.and_then(Score::new),
     })
 }
 

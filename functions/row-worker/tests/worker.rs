@@ -772,6 +772,8 @@ async fn a_row_of_a_cancelled_request_is_recorded_without_fetching() {
         width: Some(10),
         height: Some(10),
         kept_original: false,
+        quality: Some(50),
+        score: None,
     };
     app.repo
         .record_row_progress(

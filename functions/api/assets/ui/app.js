@@ -115,9 +115,11 @@ drop.addEventListener("drop", (event) => {
 // ---------------------------------------------------------------- submitting
 function options() {
   const query = new URLSearchParams();
+  const format = $("format").value;
   const quality = $("quality").value.trim();
   const maxDimension = $("max-dimension").value.trim();
   const webhook = $("webhook-url").value.trim();
+  if (format && format !== "jpeg") query.set("format", format);
   if (quality) query.set("quality", quality);
   if (maxDimension) query.set("max_dimension", maxDimension);
   if (webhook) query.set("webhook_url", webhook);
@@ -391,6 +393,8 @@ function imageFigure(image) {
       `${bytes(image.bytes_in)} → ${bytes(image.bytes_out)} `,
       el("span", { class: "saved" }, `−${saved} %`),
       image.width ? ` · ${image.width}×${image.height} px` : "",
+      image.score !== undefined ? ` · SSIMULACRA2 ${image.score.toFixed(1)}` : "",
+      image.quality !== undefined ? ` at q${image.quality}` : "",
     ),
   );
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use pixpress_domain::model::{OutputFormat, Quality, RequestStatus};
+use pixpress_domain::model::RequestStatus;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,42 +62,9 @@ pub fn is_terminal(status: &str) -> bool {
     parse_status(status).is_some_and(RequestStatus::is_terminal)
 }
 
-/// Options of `POST /uploads` (and `POST /upload-urls`).
-#[derive(Debug, Clone, Default)]
-pub struct SubmitOptions {
-    /// Where the signed completion event is POSTed.
-    pub webhook_url: Option<String>,
-    /// Output format (the API's default when absent).
-    pub format: Option<OutputFormat>,
-    /// Encoder quality or `auto:<score>` (the format's default when absent).
-    pub quality: Option<Quality>,
-    /// Longest side of the output images, in pixels.
-    pub max_dimension: Option<u32>,
-    /// `Some(false)` leaves images unscored at a fixed quality.
-    pub score: Option<bool>,
-}
-
-impl SubmitOptions {
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut query = Vec::new();
-        if let Some(url) = &self.webhook_url {
-            query.push(("webhook_url", url.clone()));
-        }
-        if let Some(format) = self.format {
-            query.push(("format", format.name().to_owned()));
-        }
-        if let Some(q) = self.quality {
-            query.push(("quality", q.to_string()));
-        }
-        if let Some(px) = self.max_dimension {
-            query.push(("max_dimension", px.to_string()));
-        }
-        if let Some(score) = self.score {
-            query.push(("score", score.to_string()));
-        }
-        query
-    }
-}
+/// Options of `POST /uploads` (and `POST /upload-urls`): the same query the local pipeline
+/// sends through the API handler.
+pub type SubmitOptions = pixpress_local::pipeline::UploadQuery;
 
 /// How a CSV reached the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +315,7 @@ impl ApiClient {
     ) -> Result<SubmitOutcome, ClientError> {
         // One key across retries: a retry after a lost answer finds the same request.
         let idempotency_key = uuid::Uuid::new_v4().to_string();
-        let url = self.url_with("uploads", &options.query())?;
+        let url = self.url_with("uploads", &options.query_pairs())?;
         let response = self
             .send(|| {
                 Ok(self
@@ -377,7 +344,7 @@ impl ApiClient {
         size: u64,
         options: &SubmitOptions,
     ) -> Result<SubmitOutcome, ClientError> {
-        let url = self.url_with("upload-urls", &options.query())?;
+        let url = self.url_with("upload-urls", &options.query_pairs())?;
         let response = self.send(|| Ok(self.http.post(url.clone()))).await?;
         let status = response.status();
         let document = json_body(response).await?;

@@ -19,7 +19,7 @@ use pixpress_domain::model::{OutputFormat, Quality};
 use pixpress_domain::webhook::WebhookSecret;
 
 use crate::faults::FaultSpec;
-use crate::pipeline::{LocalPipeline, PipelineOptions};
+use crate::pipeline::{LocalPipeline, PipelineOptions, UploadQuery};
 use crate::run::{RunOptions, RunOutcome, run_csv, summary};
 
 /// A bundled photo.
@@ -227,9 +227,12 @@ pub async fn run_demo(
     pipeline_options.faults = faults;
     let pipeline = LocalPipeline::new(&config, pipeline_options)?;
     let options = RunOptions {
-        webhook_url: Some(receiver.url()),
-        format: Some(format),
-        quality,
+        upload: UploadQuery {
+            webhook_url: Some(receiver.url()),
+            format: Some(format),
+            quality,
+            ..UploadQuery::default()
+        },
         progress: true,
         ..RunOptions::default()
     };

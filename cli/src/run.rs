@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pixpress_app::ingest::check_webhook_url;
 use pixpress_app::ports::{MultipartWriter, ObjectStore};
 use pixpress_domain::model::{
-    DEFAULT_TENANT, ImageStatus, OutputFormat, OutputSpec, Quality, RequestMeta, UploadOptions,
+    DEFAULT_TENANT, ImageStatus, OutputFormat, OutputSpec, RequestMeta, UploadOptions,
 };
 use pixpress_domain::storage_keys::{
     derived_request_id, images_prefix, pending_upload_key, presigned_upload_key,
@@ -25,35 +25,14 @@ use crate::pipeline::{Pipeline, PumpBackend, Upload, UploadQuery};
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Completion webhook target.
-    pub webhook_url: Option<String>,
-    /// Output format (the deployment's default when absent).
-    pub format: Option<OutputFormat>,
-    /// Encoder quality or `auto:<score>` (the format's default when absent).
-    pub quality: Option<Quality>,
-    /// Longest output side in pixels.
-    pub max_dimension: Option<u32>,
-    /// `Some(false)` leaves images unscored at a fixed quality.
-    pub score: Option<bool>,
+    /// The request's options, as `POST /uploads` takes them (webhook, format, quality, size,
+    /// scoring).
+    pub upload: UploadQuery,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Skip the final status document with every product (`--json` needs it; a summary of a
     /// million-row run does not).
     pub summary_only: bool,
-}
-
-impl RunOptions {
-    /// The options `POST /uploads` takes.
-    #[must_use]
-    pub fn upload_query(&self) -> UploadQuery {
-        UploadQuery {
-            webhook_url: self.webhook_url.clone(),
-            format: self.format,
-            quality: self.quality,
-            max_dimension: self.max_dimension,
-            score: self.score,
-        }
-    }
 }
 
 /// What a finished run produced.
@@ -106,14 +85,23 @@ fn run_request_id(hex: &str, options: &RunOptions) -> String {
     derived_request_id(&[
         "pixpress-run",
         hex,
-        options.webhook_url.as_deref().unwrap_or_default(),
-        &options.quality.map(|q| q.to_string()).unwrap_or_default(),
-        options.format.map(OutputFormat::name).unwrap_or_default(),
-        match options.score {
+        options.upload.webhook_url.as_deref().unwrap_or_default(),
+        &options
+            .upload
+            .quality
+            .map(|q| q.to_string())
+            .unwrap_or_default(),
+        options
+            .upload
+            .format
+            .map(OutputFormat::name)
+            .unwrap_or_default(),
+        match options.upload.score {
             Some(false) => "unscored",
             _ => "",
         },
         &options
+            .upload
             .max_dimension
             .map(|m| m.to_string())
             .unwrap_or_default(),
@@ -136,7 +124,7 @@ pub async fn run_csv<B: PumpBackend>(
     let mut attempt = 1;
     let upload = loop {
         let upload = pipeline
-            .upload_csv_with_key(csv.clone(), &options.upload_query(), Some(&key))
+            .upload_csv_with_key(csv.clone(), &options.upload, Some(&key))
             .await?;
         match upload {
             Upload::Rejected { status, .. } if status >= 500 && attempt < UPLOAD_ATTEMPTS => {
@@ -257,12 +245,12 @@ async fn run_catalogue<B: PumpBackend>(
     let output_spec = {
         match OutputSpec::from_options(
             default,
-            options.format,
-            options.quality,
-            options.max_dimension,
+            options.upload.format,
+            options.upload.quality,
+            options.upload.max_dimension,
         ) {
             Ok(spec) => OutputSpec {
-                score: options.score.unwrap_or(spec.score),
+                score: options.upload.score.unwrap_or(spec.score),
                 ..spec
             },
             Err(e) => {
@@ -275,7 +263,7 @@ async fn run_catalogue<B: PumpBackend>(
             }
         }
     };
-    let webhook_url = match &options.webhook_url {
+    let webhook_url = match &options.upload.webhook_url {
         Some(url) => match check_webhook_url(url, ingest.config.egress) {
             Ok(url) => Some(url),
             Err(e) => {

@@ -118,7 +118,10 @@ async fn a_csv_runs_through_sqs_and_the_dynamodb_stream_to_aligned_outputs_in_s3
         photo(b, 2),
     );
     let options = RunOptions {
-        webhook_url: Some(f.receiver.url()),
+        upload: UploadQuery {
+            webhook_url: Some(f.receiver.url()),
+            ..UploadQuery::default()
+        },
         ..RunOptions::default()
     };
     let RunOutcome::Finished(report) = run_csv(&f.pipeline, csv.into_bytes(), &options)

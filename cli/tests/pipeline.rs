@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use pixpress_app::config::Config;
 use pixpress_cli::demo::{PHOTOS, WebhookReceiver, photo_router, serve_on_loopback};
-use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions};
+use pixpress_cli::pipeline::{LocalPipeline, PipelineOptions, UploadQuery};
 use pixpress_cli::run::{RunOptions, RunOutcome, run_csv};
 use pixpress_domain::model::RequestStatus;
 use pixpress_domain::webhook::WebhookSecret;
@@ -75,7 +75,10 @@ async fn csv_of_real_photos_and_broken_urls_completes_with_aligned_outputs_and_o
         photo(5),
     );
     let options = RunOptions {
-        webhook_url: Some(receiver.url()),
+        upload: UploadQuery {
+            webhook_url: Some(receiver.url()),
+            ..UploadQuery::default()
+        },
         ..RunOptions::default()
     };
     let RunOutcome::Finished(report) = run_csv(&pipeline, csv.into_bytes(), &options)
@@ -230,7 +233,10 @@ async fn a_catalogue_over_the_api_limit_takes_the_s3_path_and_gives_the_same_out
             // 2,468 images a run: their scores are not what this test is about.
             let options = RunOptions {
                 summary_only: true,
-                score: Some(false),
+                upload: UploadQuery {
+                    score: Some(false),
+                    ..UploadQuery::default()
+                },
                 ..RunOptions::default()
             };
             let RunOutcome::Finished(report) =

@@ -367,6 +367,31 @@ pub struct UploadQuery {
     pub score: Option<bool>,
 }
 
+impl UploadQuery {
+    /// The options as `POST /uploads` (and `POST /upload-urls`) take them, as query pairs in
+    /// this order: `webhook_url`, `format`, `quality`, `max_dimension`, `score`.
+    #[must_use]
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(url) = &self.webhook_url {
+            pairs.push(("webhook_url", url.clone()));
+        }
+        if let Some(format) = self.format {
+            pairs.push(("format", format.name().to_owned()));
+        }
+        if let Some(q) = self.quality {
+            pairs.push(("quality", q.to_string()));
+        }
+        if let Some(m) = self.max_dimension {
+            pairs.push(("max_dimension", m.to_string()));
+        }
+        if let Some(score) = self.score {
+            pairs.push(("score", score.to_string()));
+        }
+        pairs
+    }
+}
+
 /// The outcome of an upload through the API handler.
 #[derive(Debug, Clone)]
 pub enum Upload {
@@ -767,20 +792,8 @@ impl<B: PumpBackend> Pipeline<B> {
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<Upload> {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(url) = &options.webhook_url {
-            query.append_pair("webhook_url", url);
-        }
-        if let Some(format) = options.format {
-            query.append_pair("format", format.name());
-        }
-        if let Some(q) = options.quality {
-            query.append_pair("quality", &q.to_string());
-        }
-        if let Some(m) = options.max_dimension {
-            query.append_pair("max_dimension", &m.to_string());
-        }
-        if let Some(score) = options.score {
-            query.append_pair("score", if score { "true" } else { "false" });
+        for (name, value) in options.query_pairs() {
+            query.append_pair(name, &value);
         }
         let query = query.finish();
         let uri = if query.is_empty() {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use pixpress_cli::emulator::EmulatorNames;
 use pixpress_cli::faults::FaultSpec;
-use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions};
+use pixpress_cli::pipeline::{Emulated, LocalPipeline, Pipeline, PipelineOptions, UploadQuery};
 use pixpress_cli::run::{RunOptions, RunOutcome, rejection_text, run_file, summary};
 use pixpress_domain::model::{OutputFormat, Quality};
 use pixpress_domain::webhook::WebhookSecret;
@@ -94,11 +94,13 @@ pub(crate) async fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let options = RunOptions {
-        webhook_url: webhook,
-        format,
-        quality,
-        max_dimension,
-        score: no_score.then_some(false),
+        upload: UploadQuery {
+            webhook_url: webhook,
+            format,
+            quality,
+            max_dimension,
+            score: no_score.then_some(false),
+        },
         progress: !json,
         summary_only: !json,
     };

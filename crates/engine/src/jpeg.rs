@@ -13,9 +13,12 @@ use super::{CompressError, DecodeLimits, Pixels, check_dimensions, cmyk_to_rgb, 
 use pixpress_domain::image_limits::MAX_SCANS;
 
 /// One decompressor and one compressor per thread, created on first use and reused: creating
-/// TurboJPEG handles costs more than decoding a small image. The pixel buffer is reused too, so
-/// a steady stream of product-size images stops faulting in fresh pages; buffers above
-/// [`KEEP_BUFFER_BYTES`] are released after use so one huge image does not pin its memory.
+/// TurboJPEG handles costs more than decoding a small image. The pixel buffer is reused too, up
+/// to [`KEEP_PIXELS_BYTES`], so a stream of photos stops faulting in fresh pages (a fresh 24 MP
+/// buffer costs about 18,000 page faults, a quarter of the image's time); larger buffers are
+/// released after use so one huge image does not pin its memory, and any buffer over
+/// [`KEEP_BUFFER_BYTES`] is released before another kind of image. The output buffer is kept up
+/// to [`KEEP_BUFFER_BYTES`] of worst-case output.
 struct Codec {
     decompressor: Decompressor,
     compressor: Compressor,
@@ -23,8 +26,16 @@ struct Codec {
     output: Vec<u8>,
 }
 
-/// Largest buffer kept between images: 16 MiB (a 5.5 MP RGB image; product photos fit).
+/// Largest output buffer kept between images: 16 MiB (the worst case of a 5.5 MP image;
+/// product photos fit). It is sized for the worst case and zeroed when it grows, so it stays
+/// small.
 const KEEP_BUFFER_BYTES: usize = 16 << 20;
+
+/// Largest pixel buffer kept between JPEG transcodes: 96 MiB (a 32 MP RGB photo, beyond most
+/// cameras). At most one per engine thread, and released before any other kind of image is
+/// decoded ([`release_large_buffers`]), so a thread never holds more than its largest image
+/// needed.
+const KEEP_PIXELS_BYTES: usize = 96 << 20;
 
 thread_local! {
     static CODEC: RefCell<Option<Codec>> = const { RefCell::new(None) };
@@ -57,6 +68,20 @@ pub(super) fn reset_codec() {
     CODEC.with(|cell| {
         if let Ok(mut slot) = cell.try_borrow_mut() {
             *slot = None;
+        }
+    });
+}
+
+/// Releases this thread's pixel buffer when it is larger than [`KEEP_BUFFER_BYTES`], before an
+/// image that does not reuse it (a PNG, a WebP, a JPEG to rotate or colour-convert), so the
+/// kept buffer never adds to that image's memory.
+pub(super) fn release_large_buffers() {
+    CODEC.with(|cell| {
+        if let Ok(mut slot) = cell.try_borrow_mut()
+            && let Some(codec) = slot.as_mut()
+            && codec.pixels.len() > KEEP_BUFFER_BYTES
+        {
+            codec.pixels = Vec::new();
         }
     });
 }
@@ -392,7 +417,7 @@ pub(super) fn transcode(
             }
             _ => None,
         };
-        if codec.pixels.len() > KEEP_BUFFER_BYTES {
+        if codec.pixels.len() > KEEP_PIXELS_BYTES {
             codec.pixels = Vec::new();
         }
         let bytes = bytes?;

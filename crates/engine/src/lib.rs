@@ -9,8 +9,8 @@
 //! - Every output is scored: SSIMULACRA2 of what a viewer decodes against the pixels that were
 //!   encoded (`score`). `quality=auto:<score>` searches, per image and in at most
 //!   [`MAX_SEARCH_ENCODES`] encodes, the lowest quality whose score reaches the target.
-//! - PNG, WebP and GIF (first frame) decode with the `image` crate; alpha is flattened onto
-//!   white and 16-bit samples are scaled to 8 bits.
+//! - Still WebP decodes with libwebp; PNG, GIF and animated WebP (first frame) with the `image`
+//!   crate; alpha is flattened onto white and 16-bit samples are scaled to 8 bits.
 //! - Dimensions are checked from the header against [`DecodeLimits`] before any pixel buffer
 //!   exists, for every format; `image::Limits` cap the decoder's allocations as well.
 //! - EXIF orientation is applied; non-sRGB ICC profiles are converted to sRGB; CMYK is
@@ -41,7 +41,7 @@ pub use color::cmyk_to_rgb;
 
 pub use pixpress_domain::image_limits::DecodeLimits;
 use pixpress_domain::model::{OutputFormat, OutputSpec};
-pub use score::SCORE_MAX_PIXELS;
+pub use score::{Reference as ScoreReference, SCORE_MAX_PIXELS};
 
 /// A compressed image.
 #[derive(Debug, Clone, PartialEq)]
@@ -381,10 +381,15 @@ pub fn compress(
         };
         return Ok(never_larger(input, format, encoded, out.width, out.height));
     }
+    jpeg::release_large_buffers();
     let mut pixels = match format {
         ImageFormat::Jpeg => match jpeg::decode(input, limits, spec.max_dimension) {
             Err(CompressError::Decode(_)) => decode_generic(input, format, limits)?,
             other => other?,
+        },
+        ImageFormat::WebP => match webp::decode_input(input, limits)? {
+            Some(pixels) => pixels,
+            None => decode_generic(input, format, limits)?,
         },
         _ => decode_generic(input, format, limits)?,
     };

@@ -10,11 +10,21 @@ use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
 /// 1,769 MB. Larger images get no score, and `auto:` gives them the format's default quality.
 pub const SCORE_MAX_PIXELS: u64 = 4_000_000;
 
-/// The source pixels, prepared once and compared with any number of encodings of them.
-pub(super) struct Reference {
+/// The source pixels (8-bit sRGB RGB, `width`×`height`), prepared once and compared with any
+/// number of encodings of them.
+pub struct Reference {
     reference: Ssimulacra2Reference,
     width: u32,
     height: u32,
+}
+
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reference")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
 }
 
 fn slice(rgb: &[u8], width: u32, height: u32) -> Option<PixelSlice<'_>> {
@@ -29,8 +39,10 @@ fn slice(rgb: &[u8], width: u32, height: u32) -> Option<PixelSlice<'_>> {
 }
 
 impl Reference {
-    /// `None` when the image is larger than [`SCORE_MAX_PIXELS`] or the metric refuses it.
-    pub(super) fn new(rgb: &[u8], width: u32, height: u32) -> Option<Self> {
+    /// `None` when the image is larger than [`SCORE_MAX_PIXELS`] or the metric refuses it
+    /// (a buffer shorter than `width`×`height`×3 bytes, a side under 8 pixels).
+    #[must_use]
+    pub fn new(rgb: &[u8], width: u32, height: u32) -> Option<Self> {
         if u64::from(width) * u64::from(height) > SCORE_MAX_PIXELS {
             return None;
         }
@@ -44,8 +56,10 @@ impl Reference {
         })
     }
 
-    /// The score of `decoded` (8-bit sRGB RGB of the same size) against the source.
-    pub(super) fn compare(&self, decoded: &[u8]) -> Option<f64> {
+    /// The SSIMULACRA2 score (at most 100) of `decoded` (8-bit sRGB RGB of the same size)
+    /// against the source; `None` when the buffer does not match the size.
+    #[must_use]
+    pub fn compare(&self, decoded: &[u8]) -> Option<f64> {
         let distorted = slice(decoded, self.width, self.height)?;
         self.reference
             .compare(&distorted)

@@ -737,6 +737,27 @@ fn a_webp_input_that_does_not_shrink_is_kept_without_its_exif_and_xmp() {
 }
 
 #[test]
+fn a_still_webp_with_exif_orientation_6_turns_upright() {
+    // libwebp decodes the pixels; the orientation comes from the container's EXIF chunk, which
+    // holds the TIFF structure (some writers keep JPEG's `Exif\0\0` prefix: both are read).
+    let lossy = webp::encode(&marked().into_raw(), 40, 20, 95).unwrap();
+    let mut vp8x = vec![0x08, 0, 0, 0];
+    vp8x.extend_from_slice(&[39, 0, 0, 19, 0, 0]); // canvas 40×20, minus one, 24-bit LE each
+    let app1 = exif_orientation(6);
+    for exif in [app1[6..].to_vec(), app1.clone()] {
+        let input = riff(&[
+            (b"VP8X", vp8x.clone()),
+            (b"VP8 ", vp8_chunk(&lossy)),
+            (b"EXIF", exif),
+        ]);
+        let out = compress(&input, &spec(), &limits()).unwrap();
+        assert_eq!((out.width, out.height), (20, 40));
+        let img = decode(&out.bytes);
+        assert!(is_red(*img.get_pixel(15, 4)) && !is_red(*img.get_pixel(4, 35)));
+    }
+}
+
+#[test]
 fn a_webp_with_alpha_is_never_kept_since_the_output_is_flattened() {
     let rgba = RgbaImage::from_pixel(32, 32, Rgba([200, 0, 0, 100]));
     let lossless = ::image::DynamicImage::ImageRgba8(rgba);

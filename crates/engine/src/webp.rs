@@ -1,8 +1,10 @@
-//! WebP through libwebp: lossy encoding (`WebPConfig`, method 4, one thread), decoding of our own
-//! output for scoring (the `image` crate's decoder), and metadata stripping for the "never
-//! larger" rule (the RIFF container, Google's "WebP Container Specification").
+//! WebP through libwebp: lossy encoding (`WebPConfig`, method 4, one thread), decoding of still
+//! inputs and of our own output for scoring (as browsers decode it), and metadata stripping for
+//! the "never larger" rule (the RIFF container, Google's "WebP Container Specification").
 
-use super::CompressError;
+use ::image::metadata::Orientation;
+
+use super::{CompressError, DecodeLimits, Pixels, check_dimensions};
 
 /// The largest side a WebP image can have, in pixels (14-bit dimensions, WebP Container
 /// Specification, "Simple File Format (Lossy)").
@@ -40,14 +42,70 @@ pub(super) fn encode(
         .map_err(|e| CompressError::Encode(format!("libwebp: {e:?}")))
 }
 
-/// Decodes a WebP we encoded, to 8-bit RGB.
+/// Decodes a WebP we encoded, to 8-bit RGB, with libwebp (the decoder browsers use).
 ///
 /// # Errors
 /// [`CompressError::Decode`] when the bytes do not decode.
 pub(super) fn decode(bytes: &[u8]) -> Result<Vec<u8>, CompressError> {
-    ::image::load_from_memory_with_format(bytes, ::image::ImageFormat::WebP)
-        .map(|image| image.into_rgb8().into_raw())
-        .map_err(|e| CompressError::Decode(e.to_string()))
+    ::webp::Decoder::new(bytes)
+        .decode()
+        .filter(|image| !image.is_alpha())
+        .map(|image| image.to_vec())
+        .ok_or_else(|| CompressError::Decode("libwebp cannot decode the output".to_owned()))
+}
+
+/// A still WebP input decoded by libwebp: 8-bit RGB with alpha flattened onto white, its EXIF
+/// orientation and ICC profile. The dimensions are checked against `limits` from the bitstream
+/// header before libwebp allocates the pixels.
+///
+/// `Ok(None)` for an animation (the `image` crate decodes its first frame) and for bytes libwebp
+/// refuses (the `image` crate then says why: truncated or damaged).
+///
+/// # Errors
+/// [`CompressError::TooManyPixels`] from the header.
+pub(super) fn decode_input(
+    input: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Option<Pixels>, CompressError> {
+    let Some(features) = ::webp::BitstreamFeatures::new(input) else {
+        return Ok(None);
+    };
+    if features.has_animation() {
+        return Ok(None);
+    }
+    check_dimensions(features.width(), features.height(), limits)?;
+    let Some(image) = ::webp::Decoder::new(input).decode() else {
+        return Ok(None);
+    };
+    let (width, height) = (image.width(), image.height());
+    let rgb = if image.is_alpha() {
+        let rgba = ::image::RgbaImage::from_raw(width, height, image.to_vec())
+            .ok_or_else(|| CompressError::Decode("pixel buffer size mismatch".to_owned()))?;
+        super::flatten_onto_white(::image::DynamicImage::ImageRgba8(rgba)).into_raw()
+    } else {
+        image.to_vec()
+    };
+    let (mut orientation, mut icc) = (Orientation::NoTransforms, None);
+    for (fourcc, payload) in chunks(input).unwrap_or_default() {
+        match &fourcc {
+            b"ICCP" => icc = Some(payload.to_vec()),
+            b"EXIF" => {
+                // The chunk holds the TIFF structure; some writers keep JPEG's `Exif\0\0` prefix.
+                let tiff = payload.strip_prefix(b"Exif\0\0").unwrap_or(payload);
+                orientation = Orientation::from_exif_chunk(tiff).unwrap_or(orientation);
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(Pixels {
+        rgb,
+        width,
+        height,
+        orientation,
+        icc,
+        cmyk: false,
+        scaled: false,
+    }))
 }
 
 /// VP8X flag bits (WebP Container Specification, "Extended File Format").

@@ -3,7 +3,7 @@
 pipeline timed as a user times it, for each kind of origin, interleaved round by round.
 
     python3 bench/e2e.py --images DIR --pixpress BIN --bench BIN [--origins instant,100ms,…]
-                         [--counts 100] [--rounds 3] [--peer-python PY] [--small]
+                         [--counts 100] [--rounds 3] [--peer-python PY] [--small] [--no-score]
 
 Origins (bench/origin.py on loopback): instant; 100ms and 300ms before every answer; hitmiss100
 and hitmiss40 (every other answer after 100 / 40 ms, the rest at once); lognormal (median 50 ms,
@@ -19,7 +19,8 @@ system of the process), wall ÷ (CPU ÷ cores) — 1.0 means every core was busy
 — CPU ms per image (and its ratio to the engine's own, from `pixpress-bench` on the same
 files), peak RSS, the most requests the origin saw in flight at once, and failed images.
 With --small, every row holds one small JPEG (a 160 px thumbnail of the first photo), as in a
-catalogue of thumbnails.
+catalogue of thumbnails. pixpress scores every image (SSIMULACRA2) as it does by default; with
+--no-score it does the peer's work only (`pixpress run --no-score`).
 """
 
 import argparse
@@ -127,9 +128,9 @@ def peer_failures(out_dir):
     return failed
 
 
-def engine_ms_per_image(bench, images, names):
+def engine_ms_per_image(bench, images, names, score):
     out = subprocess.run(
-        [bench, "--json"] + [os.path.join(images, n) for n in names],
+        [bench, "--json"] + ([] if score else ["--no-score"]) + [os.path.join(images, n) for n in names],
         check=True,
         capture_output=True,
         text=True,
@@ -163,6 +164,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--small", action="store_true", help="one small JPEG per row")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--no-score",
+        action="store_true",
+        help="run pixpress with --no-score: no SSIMULACRA2 pass, the same work as the peer",
+    )
     args = parser.parse_args()
     images = args.images
     names = sorted(n for n in os.listdir(images) if os.path.isfile(os.path.join(images, n)))
@@ -172,8 +178,11 @@ def main():
         names = ["small.jpg"]
         per_row = 1
     cores = os.cpu_count() or 1
-    engine_ms = engine_ms_per_image(args.bench, images, names)
-    print("engine (pixpress-bench, one thread): %.1f CPU ms per image over %d files" % (engine_ms, len(names)))
+    engine_ms = engine_ms_per_image(args.bench, images, names, not args.no_score)
+    print(
+        "engine (pixpress-bench, one thread, %s): %.1f CPU ms per image over %d files"
+        % ("unscored" if args.no_score else "scored", engine_ms, len(names))
+    )
     env = dict(os.environ, RUST_LOG="error")
     rows = []
     for kind in args.origins.split(","):
@@ -190,6 +199,8 @@ def main():
                         out = os.path.join(work, "%s-%d" % (tool, round_))
                         if tool == "pixpress":
                             cmd = [args.pixpress, "run", csv_path, "--out", out, "--allow-loopback", "--json"]
+                            if args.no_score:
+                                cmd.append("--no-score")
                         else:
                             cmd = [args.peer_python, os.path.join(os.path.dirname(__file__), "peer.py"), csv_path, out]
                         origin_stats(port, reset=True)

@@ -5,8 +5,9 @@
 # threaded http.server over HTTP/1.0 and HTTP/1.1; a rate-limiting origin; a dripping URL among
 # good ones; resets), interleaved round by round. Then 10,000 rows of one small JPEG, the
 # scaling curve (100, 1,000, 5,000 images) and one row-worker invocation on one core. Prints
-# tables; nothing here is a test.
-#   scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…]
+# tables; nothing here is a test. pixpress scores every image (SSIMULACRA2) as it does by
+# default; --no-score runs it without, doing the peer's work only.
+#   scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…] [--no-score]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -14,12 +15,14 @@ pixpress_require_tools
 ROUNDS=3
 COUNT=500
 ORIGINS=instant,100ms,300ms,hitmiss100,lognormal,threaded10,threaded11,ratelimit8,drip,reset10
+SCORE=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --count) COUNT=$2; shift 2 ;;
     --origins) ORIGINS=$2; shift 2 ;;
-    *) echo "usage: scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…]" >&2; exit 2 ;;
+    --no-score) SCORE=(--no-score); shift ;;
+    *) echo "usage: scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…] [--no-score]" >&2; exit 2 ;;
   esac
 done
 BASE="${PIXPRESS_CORPUS:-$HOME/.cache/pixpress-corpus}"
@@ -32,7 +35,7 @@ cargo build --quiet --release -p pixpress-bench
 BIN="$CARGO_TARGET_DIR/release"
 PY="$VENV/bin/python"
 IMAGES="$BASE/product100"
-COMMON=(--images "$IMAGES" --pixpress "$BIN/pixpress" --bench "$BIN/pixpress-bench" --peer-python "$PY")
+COMMON=(--images "$IMAGES" --pixpress "$BIN/pixpress" --bench "$BIN/pixpress-bench" --peer-python "$PY" "${SCORE[@]}")
 
 echo "== origin matrix ($COUNT product photos, $ROUNDS interleaved rounds)"
 "$PY" bench/e2e.py "${COMMON[@]}" --origins "$ORIGINS" --counts "$COUNT" --rounds "$ROUNDS"

@@ -129,7 +129,10 @@ fn main() -> anyhow::Result<()> {
         for path in &paths {
             let input =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            match compress(&input, &spec, &limits) {
+            let began = Instant::now();
+            let result = compress(&input, &spec, &limits);
+            let elapsed_ms = began.elapsed().as_secs_f64() * 1000.0;
+            match result {
                 Ok(out) => {
                     ok += 1;
                     kept += u64::from(out.kept_original);
@@ -146,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                             "quality": out.quality,
                             "score": out.score,
                             "kept_original": out.kept_original,
+                            "ms": elapsed_ms,
                         }));
                     }
                     if round == 0 && args.out.is_some() {

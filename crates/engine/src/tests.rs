@@ -758,6 +758,40 @@ fn a_still_webp_with_exif_orientation_6_turns_upright() {
 }
 
 #[test]
+fn libwebp_is_only_handed_lossy_opaque_webp_inputs() {
+    // Lossless and alpha-coded WebPs go to the pure-Rust decoder (libwebp 1.3.1's lossless
+    // decoder has CVE-2023-4863); lossy opaque ones to libwebp.
+    let encode = |image: ::image::DynamicImage| {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, ImageFormat::WebP).unwrap();
+        out.into_inner()
+    };
+    let lossless = encode(::image::DynamicImage::ImageRgb8(marked()));
+    let with_alpha = encode(::image::DynamicImage::ImageRgba8(RgbaImage::from_pixel(
+        8,
+        8,
+        Rgba([1, 2, 3, 4]),
+    )));
+    let lossy = webp::encode(&marked().into_raw(), 40, 20, 80).unwrap();
+    let mut vp8x = vec![0x10, 0, 0, 0];
+    vp8x.extend_from_slice(&[39, 0, 0, 19, 0, 0]);
+    let lossy_with_alpha = riff(&[
+        (b"VP8X", vp8x),
+        (b"ALPH", vec![0; 16]),
+        (b"VP8 ", vp8_chunk(&lossy)),
+    ]);
+    for refused in [&lossless, &with_alpha, &lossy_with_alpha] {
+        assert!(webp::decode_input(refused, &limits()).unwrap().is_none());
+    }
+    let decoded = webp::decode_input(&lossy, &limits()).unwrap().unwrap();
+    assert_eq!((decoded.width, decoded.height), (40, 20));
+    // Both decoders still take every input end to end.
+    for input in [&lossless, &with_alpha, &lossy] {
+        assert!(compress(input, &spec(), &limits()).is_ok());
+    }
+}
+
+#[test]
 fn a_webp_with_alpha_is_never_kept_since_the_output_is_flattened() {
     let rgba = RgbaImage::from_pixel(32, 32, Rgba([200, 0, 0, 100]));
     let lossless = ::image::DynamicImage::ImageRgba8(rgba);

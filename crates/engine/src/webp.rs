@@ -1,6 +1,7 @@
 //! WebP through libwebp: lossy encoding (`WebPConfig`, method 4, one thread), decoding of still
-//! inputs and of our own output for scoring (as browsers decode it), and metadata stripping for
-//! the "never larger" rule (the RIFF container, Google's "WebP Container Specification").
+//! lossy inputs and of our own output for scoring (as browsers decode it), and metadata
+//! stripping for the "never larger" rule (the RIFF container, Google's "WebP Container
+//! Specification").
 
 use ::image::metadata::Orientation;
 
@@ -42,7 +43,8 @@ pub(super) fn encode(
         .map_err(|e| CompressError::Encode(format!("libwebp: {e:?}")))
 }
 
-/// Decodes a WebP we encoded, to 8-bit RGB, with libwebp (the decoder browsers use).
+/// Decodes a WebP we encoded (lossy, opaque), to 8-bit RGB, with libwebp (the decoder browsers
+/// use).
 ///
 /// # Errors
 /// [`CompressError::Decode`] when the bytes do not decode.
@@ -54,12 +56,15 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<u8>, CompressError> {
         .ok_or_else(|| CompressError::Decode("libwebp cannot decode the output".to_owned()))
 }
 
-/// A still WebP input decoded by libwebp: 8-bit RGB with alpha flattened onto white, its EXIF
-/// orientation and ICC profile. The dimensions are checked against `limits` from the bitstream
-/// header before libwebp allocates the pixels.
+/// A still, lossy, opaque WebP input (a `VP8 ` bitstream with no `ALPH`, `VP8L` or animation
+/// chunk) decoded by libwebp: 8-bit RGB, its EXIF orientation and ICC profile. The dimensions
+/// are checked against `limits` from the bitstream header before libwebp allocates the pixels.
 ///
-/// `Ok(None)` for an animation (the `image` crate decodes its first frame) and for bytes libwebp
-/// refuses (the `image` crate then says why: truncated or damaged).
+/// `Ok(None)` for every other WebP, which the `image` crate (pure Rust) decodes instead: the
+/// libwebp the `webp` crate bundles is 1.3.1, whose lossless decoder — also used for alpha
+/// planes — has CVE-2023-4863 (a heap overflow on crafted Huffman tables, fixed in 1.3.2), so it
+/// is only ever handed lossy bitstreams. `Ok(None)` too for bytes libwebp refuses (the `image`
+/// crate then says why: truncated or damaged).
 ///
 /// # Errors
 /// [`CompressError::TooManyPixels`] from the header.
@@ -67,27 +72,32 @@ pub(super) fn decode_input(
     input: &[u8],
     limits: &DecodeLimits,
 ) -> Result<Option<Pixels>, CompressError> {
+    let Some(chunks) = chunks(input) else {
+        return Ok(None);
+    };
+    let lossy = chunks.iter().any(|(fourcc, _)| fourcc == b"VP8 ");
+    let lossless_coded = chunks
+        .iter()
+        .any(|(fourcc, _)| matches!(fourcc, b"VP8L" | b"ALPH" | b"ANIM" | b"ANMF"));
+    if !lossy || lossless_coded {
+        return Ok(None);
+    }
     let Some(features) = ::webp::BitstreamFeatures::new(input) else {
         return Ok(None);
     };
-    if features.has_animation() {
+    if features.has_animation() || features.has_alpha() {
         return Ok(None);
     }
     check_dimensions(features.width(), features.height(), limits)?;
     let Some(image) = ::webp::Decoder::new(input).decode() else {
         return Ok(None);
     };
-    let (width, height) = (image.width(), image.height());
-    let rgb = if image.is_alpha() {
-        let rgba = ::image::RgbaImage::from_raw(width, height, image.to_vec())
-            .ok_or_else(|| CompressError::Decode("pixel buffer size mismatch".to_owned()))?;
-        super::flatten_onto_white(::image::DynamicImage::ImageRgba8(rgba)).into_raw()
-    } else {
-        image.to_vec()
-    };
+    if image.is_alpha() {
+        return Ok(None);
+    }
     let (mut orientation, mut icc) = (Orientation::NoTransforms, None);
-    for (fourcc, payload) in chunks(input).unwrap_or_default() {
-        match &fourcc {
+    for (fourcc, payload) in &chunks {
+        match fourcc {
             b"ICCP" => icc = Some(payload.to_vec()),
             b"EXIF" => {
                 // The chunk holds the TIFF structure; some writers keep JPEG's `Exif\0\0` prefix.
@@ -98,9 +108,9 @@ pub(super) fn decode_input(
         }
     }
     Ok(Some(Pixels {
-        rgb,
-        width,
-        height,
+        rgb: image.to_vec(),
+        width: image.width(),
+        height: image.height(),
         orientation,
         icc,
         cmyk: false,

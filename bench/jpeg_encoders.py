@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Bytes and encode CPU of other JPEG encoders at the SSIMULACRA2 score of pixpress's JPEG q50.
 
-For every image, the source is decoded to RGB (libjpeg-turbo, through Pillow) and encoded by
-libjpeg-turbo at quality 50, 4:2:0, optimised Huffman tables: exactly what pixpress stores.
+For every image, the source is decoded to RGB as pixpress decodes it (libjpeg-turbo through
+Pillow, EXIF orientation applied, alpha flattened onto white; ICC profiles are not converted,
+and the product set has none) and encoded by libjpeg-turbo at quality 50, 4:2:0, optimised
+Huffman tables: what pixpress stores.
 Its SSIMULACRA2 score (the engine's own metric, through `pixpress-ssimulacra2`) is the target.
-Each candidate encoder's quality is then searched (bisection over 1-100) for the lowest
-setting whose output scores at least the target, and its bytes and encode time are recorded:
+Each candidate encoder's quality is then searched (bisection over 1-100, which assumes the
+score rises with the quality, as it does but for small steps) for the lowest setting whose
+output scores at least the target, and its bytes and encode time are recorded:
 
 - jpegli: Google's jpegli (libjxl) with its library defaults, through `pyjpegli`;
 - mozjpeg-trellis: mozjpeg 4.0.3 (through `jpeglib`) with libjpeg's own quantisation tables,
@@ -27,8 +30,10 @@ Run through scripts/jpeg-encoders.sh, which builds the venv and the scorer first
 """
 import argparse
 import io
+import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -37,10 +42,21 @@ import time
 import jpeglib
 import numpy as np
 import pyjpegli
-from PIL import Image
+from PIL import Image, ImageOps
 
 ADOPT_BYTES = 0.95
 ADOPT_CPU = 1.3
+SCRATCH = tempfile.mkdtemp(prefix="pixpress-jpeg-study-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
+def load(path):
+    """The RGB pixels pixpress encodes: upright, alpha composited over white."""
+    image = ImageOps.exif_transpose(Image.open(path))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def encode_turbo(image, quality):
@@ -57,13 +73,13 @@ def jpeglib_encoder(version, flags, table):
     """An encoder from `jpeglib`'s bundled libjpeg builds (C without SIMD), writing through
     a scratch file."""
 
-    def encode(image, quality, scratch=[None]):
-        if scratch[0] is None:
-            scratch[0] = tempfile.mktemp(suffix=".jpg", dir="/dev/shm")
+    scratch = os.path.join(SCRATCH, f"{version}-{len(flags)}.jpg")
+
+    def encode(image, quality):
         with jpeglib.version(version):
             jpeg = jpeglib.from_spatial(np.asarray(image))
-            jpeg.write_spatial(scratch[0], qt=quality, base_quant_tbl_idx=table, flags=flags)
-        with open(scratch[0], "rb") as f:
+            jpeg.write_spatial(scratch, qt=quality, base_quant_tbl_idx=table, flags=flags)
+        with open(scratch, "rb") as f:
             return f.read()
 
     return encode
@@ -91,9 +107,12 @@ class Scorer:
         self.proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.scratch = scratch
         self.reference = None
+        self.serial = itertools.count()
 
     def set_reference(self, image):
-        self.reference = os.path.join(self.scratch, f"reference-{id(image)}.rgb")
+        if self.reference:
+            os.remove(self.reference)
+        self.reference = os.path.join(self.scratch, f"reference-{next(self.serial)}.rgb")
         with open(self.reference, "wb") as f:
             f.write(image.tobytes())
         self.size = image.size
@@ -144,11 +163,10 @@ def main():
     paths = [line.strip() for line in open(args.list) if line.strip()]
     if args.limit:
         paths = paths[: args.limit]
-    scratch = tempfile.mkdtemp(prefix="pixpress-jpeg-study-", dir="/dev/shm")
-    scorer = Scorer(args.scorer, scratch)
+    scorer = Scorer(args.scorer, SCRATCH)
     rows = []
     for n, path in enumerate(paths, 1):
-        image = Image.open(path).convert("RGB")
+        image = load(path)
         scorer.set_reference(image)
         megapixels = image.width * image.height / 1e6
         base = encode_turbo(image, 50)
@@ -172,12 +190,12 @@ def main():
             row[name] = {"quality": quality, "bytes": size, "score": score,
                          "cpu_s": best_time(encode, image, quality)}
         rows.append(row)
-        os.remove(scorer.reference)
         print(f"[{n}/{len(paths)}] {os.path.basename(path)}: target {target:.2f}, "
               + ", ".join(f"{k} q{v['quality']} {v['bytes'] / len(base):.3f}x" for k, v in row.items()
                           if k in CANDIDATES and v), flush=True)
     scorer.proc.stdin.close()
     scorer.proc.wait()
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
     total_mp = sum(r["megapixels"] for r in rows)
     base_bytes = sum(r["turbo"]["bytes"] for r in rows)

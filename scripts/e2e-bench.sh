@@ -6,7 +6,8 @@
 # good ones; resets), interleaved round by round. Then 10,000 rows of one small JPEG, the
 # scaling curve (100, 1,000, 5,000 images) and one row-worker invocation on one core. Prints
 # tables; nothing here is a test. pixpress scores every image (SSIMULACRA2) as it does by
-# default; --no-score runs it without, doing the peer's work only.
+# default; --no-score runs the pipeline without, doing the peer's work only (the row-worker
+# invocation at the end always scores, as a deployed worker does by default).
 #   scripts/e2e-bench.sh [--rounds N] [--count N] [--origins a,b,…] [--no-score]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ cargo build --quiet --release -p pixpress-bench
 BIN="$CARGO_TARGET_DIR/release"
 PY="$VENV/bin/python"
 IMAGES="$BASE/product100"
-COMMON=(--images "$IMAGES" --pixpress "$BIN/pixpress" --bench "$BIN/pixpress-bench" --peer-python "$PY" "${SCORE[@]}")
+COMMON=(--images "$IMAGES" --pixpress "$BIN/pixpress" --bench "$BIN/pixpress-bench" --peer-python "$PY" ${SCORE[@]+"${SCORE[@]}"})
 
 echo "== origin matrix ($COUNT product photos, $ROUNDS interleaved rounds)"
 "$PY" bench/e2e.py "${COMMON[@]}" --origins "$ORIGINS" --counts "$COUNT" --rounds "$ROUNDS"

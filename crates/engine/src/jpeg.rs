@@ -15,10 +15,10 @@ use pixpress_domain::image_limits::MAX_SCANS;
 /// One decompressor and one compressor per thread, created on first use and reused: creating
 /// TurboJPEG handles costs more than decoding a small image. The pixel buffer is reused too, up
 /// to [`KEEP_PIXELS_BYTES`], so a stream of photos stops faulting in fresh pages (a fresh 24 MP
-/// buffer costs about 18,000 page faults, a quarter of the image's time); larger buffers are
-/// released after use so one huge image does not pin its memory, and any buffer over
-/// [`KEEP_BUFFER_BYTES`] is released before another kind of image. The output buffer is kept up
-/// to [`KEEP_BUFFER_BYTES`] of worst-case output.
+/// pixel buffer costs about 18,000 page faults, some 35 ms of kernel time); larger buffers are
+/// released after use so one huge image does not pin its memory (see [`KEEP_PIXELS_BYTES`] for
+/// when a kept one goes). The output buffer is kept up to [`KEEP_BUFFER_BYTES`] of worst-case
+/// output.
 struct Codec {
     decompressor: Decompressor,
     compressor: Compressor,
@@ -32,9 +32,10 @@ struct Codec {
 const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 /// Largest pixel buffer kept between JPEG transcodes: 96 MiB (a 32 MP RGB photo, beyond most
-/// cameras). At most one per engine thread, and released before any other kind of image is
-/// decoded ([`release_large_buffers`]), so a thread never holds more than its largest image
-/// needed.
+/// cameras). At most one per engine thread; released after any transcode (failed ones too)
+/// that left it larger, before any other kind of image is decoded ([`release_large_buffers`]),
+/// and before a transcode that needs less than half of it, so a thread holds at most twice the
+/// pixels of the image at hand (or 16 MiB).
 const KEEP_PIXELS_BYTES: usize = 96 << 20;
 
 thread_local! {
@@ -79,7 +80,7 @@ pub(super) fn release_large_buffers() {
     CODEC.with(|cell| {
         if let Ok(mut slot) = cell.try_borrow_mut()
             && let Some(codec) = slot.as_mut()
-            && codec.pixels.len() > KEEP_BUFFER_BYTES
+            && codec.pixels.capacity() > KEEP_BUFFER_BYTES
         {
             codec.pixels = Vec::new();
         }
@@ -368,66 +369,81 @@ pub(super) fn transcode(
         return Ok(None);
     }
     with_codec(|codec| {
-        let header = checked_header(&mut codec.decompressor, input, limits)?;
-        let (w, h) = (header.width, header.height);
-        if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
-            return Ok(None);
-        }
-        codec
-            .decompressor
-            .set_scaling_factor(ScalingFactor::ONE)
-            .map_err(|e| classify(&e))?;
-        let len = w * h * 3;
-        if codec.pixels.len() < len {
-            codec.pixels.resize(len, 0);
-        }
-        let pixels = &mut codec.pixels[..len];
-        let image = Image {
-            pixels,
-            width: w,
-            pitch: w * 3,
-            height: h,
-            format: PixelFormat::RGB,
-        };
-        codec
-            .decompressor
-            .decompress(input, image)
-            .map_err(|e| classify(&e))?;
-        configure(&mut codec.compressor, quality)?;
-        let image = Image {
-            pixels: &codec.pixels[..len],
-            width: w,
-            pitch: w * 3,
-            height: h,
-            format: PixelFormat::RGB,
-        };
-        let bytes = compress(&mut codec.compressor, &mut codec.output, image);
-        let (width, height) = (
-            u32::try_from(w).unwrap_or(u32::MAX),
-            u32::try_from(h).unwrap_or(u32::MAX),
-        );
-        let score = match &bytes {
-            Ok(bytes) if scored => {
-                super::score::Reference::new(&codec.pixels[..len], width, height).and_then(
-                    |reference| {
-                        let decoded = decompress_rgb(&mut codec.decompressor, bytes, w, h).ok()?;
-                        reference.compare(&decoded)
-                    },
-                )
-            }
-            _ => None,
-        };
-        if codec.pixels.len() > KEEP_PIXELS_BYTES {
+        let result = transcode_in(codec, input, limits, quality, scored);
+        // On every exit, errors included: a huge image's buffer is never kept.
+        if codec.pixels.capacity() > KEEP_PIXELS_BYTES {
             codec.pixels = Vec::new();
         }
-        let bytes = bytes?;
-        Ok(Some(Transcoded {
-            bytes,
-            width,
-            height,
-            score,
-        }))
+        result
     })
+}
+
+/// [`transcode`] on this thread's codec, once the markers allow it.
+fn transcode_in(
+    codec: &mut Codec,
+    input: &[u8],
+    limits: &DecodeLimits,
+    quality: u8,
+    scored: bool,
+) -> Result<Option<Transcoded>, CompressError> {
+    let header = checked_header(&mut codec.decompressor, input, limits)?;
+    let (w, h) = (header.width, header.height);
+    if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+        return Ok(None);
+    }
+    codec
+        .decompressor
+        .set_scaling_factor(ScalingFactor::ONE)
+        .map_err(|e| classify(&e))?;
+    let len = w * h * 3;
+    // A kept buffer far larger than this image needs is dropped, so the thread holds at most
+    // twice this image's pixels (or 16 MiB).
+    if codec.pixels.capacity() > KEEP_BUFFER_BYTES && codec.pixels.capacity() > 2 * len {
+        codec.pixels = Vec::new();
+    }
+    if codec.pixels.len() < len {
+        codec.pixels.reserve_exact(len - codec.pixels.len());
+        codec.pixels.resize(len, 0);
+    }
+    let pixels = &mut codec.pixels[..len];
+    let image = Image {
+        pixels,
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: PixelFormat::RGB,
+    };
+    codec
+        .decompressor
+        .decompress(input, image)
+        .map_err(|e| classify(&e))?;
+    configure(&mut codec.compressor, quality)?;
+    let image = Image {
+        pixels: &codec.pixels[..len],
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: PixelFormat::RGB,
+    };
+    let bytes = compress(&mut codec.compressor, &mut codec.output, image)?;
+    let (width, height) = (
+        u32::try_from(w).unwrap_or(u32::MAX),
+        u32::try_from(h).unwrap_or(u32::MAX),
+    );
+    let score = if scored {
+        super::score::Reference::new(&codec.pixels[..len], width, height).and_then(|reference| {
+            let decoded = decompress_rgb(&mut codec.decompressor, &bytes, w, h).ok()?;
+            reference.compare(&decoded)
+        })
+    } else {
+        None
+    };
+    Ok(Some(Transcoded {
+        bytes,
+        width,
+        height,
+        score,
+    }))
 }
 
 fn configure(c: &mut Compressor, quality: u8) -> Result<(), CompressError> {

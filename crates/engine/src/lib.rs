@@ -9,10 +9,11 @@
 //! - Every output is scored: SSIMULACRA2 of what a viewer decodes against the pixels that were
 //!   encoded (`score`). `quality=auto:<score>` searches, per image and in at most
 //!   [`MAX_SEARCH_ENCODES`] encodes, the lowest quality whose score reaches the target.
-//! - Still WebP decodes with libwebp; PNG, GIF and animated WebP (first frame) with the `image`
-//!   crate; alpha is flattened onto white and 16-bit samples are scaled to 8 bits.
+//! - Still, lossy, opaque WebP decodes with libwebp; PNG, GIF and lossless, alpha-coded or
+//!   animated WebP (first frame) with the `image` crate (libwebp 1.3.1's lossless decoder has
+//!   CVE-2023-4863); alpha is flattened onto white and 16-bit samples are scaled to 8 bits.
 //! - Dimensions are checked from the header against [`DecodeLimits`] before any pixel buffer
-//!   exists, for every format; `image::Limits` cap the decoder's allocations as well.
+//!   exists, for every format; `image::Limits` cap the `image` crate's allocations as well.
 //! - EXIF orientation is applied; non-sRGB ICC profiles are converted to sRGB; CMYK is
 //!   converted to RGB; outputs carry no metadata.
 //! - Never larger, per format: when the encoded image is not smaller than an input in the same

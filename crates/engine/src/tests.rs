@@ -780,7 +780,27 @@ fn libwebp_is_only_handed_lossy_opaque_webp_inputs() {
         (b"ALPH", vec![0; 16]),
         (b"VP8 ", vp8_chunk(&lossy)),
     ]);
-    for refused in [&lossless, &with_alpha, &lossy_with_alpha] {
+    // A simple-format file whose first chunk is not `VP8 `: libwebp would parse the bytes at
+    // offset 12 as a raw bitstream — here a lossless one (signature 0x2F) — although a proper
+    // `VP8 ` chunk follows.
+    let disguised = riff(&[
+        (b"/\0\0\0", vec![0x2F, 0, 0, 0, 0]),
+        (b"VP8 ", vp8_chunk(&lossy)),
+    ]);
+    let mut vp8x = vec![0, 0, 0, 0];
+    vp8x.extend_from_slice(&[39, 0, 0, 19, 0, 0]);
+    let unknown_chunk = riff(&[
+        (b"VP8X", vp8x),
+        (b"ABCD", vec![1, 2, 3]),
+        (b"VP8 ", vp8_chunk(&lossy)),
+    ]);
+    for refused in [
+        &lossless,
+        &with_alpha,
+        &lossy_with_alpha,
+        &disguised,
+        &unknown_chunk,
+    ] {
         assert!(webp::decode_input(refused, &limits()).unwrap().is_none());
     }
     let decoded = webp::decode_input(&lossy, &limits()).unwrap().unwrap();

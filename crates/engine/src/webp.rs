@@ -56,9 +56,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<u8>, CompressError> {
         .ok_or_else(|| CompressError::Decode("libwebp cannot decode the output".to_owned()))
 }
 
-/// A still, lossy, opaque WebP input (a `VP8 ` bitstream with no `ALPH`, `VP8L` or animation
-/// chunk) decoded by libwebp: 8-bit RGB, its EXIF orientation and ICC profile. The dimensions
-/// are checked against `limits` from the bitstream header before libwebp allocates the pixels.
+/// A still, lossy, opaque WebP input (see [`is_plain_lossy`], then libwebp's own header parse
+/// must report a lossy bitstream) decoded by libwebp: 8-bit RGB, its EXIF orientation and ICC
+/// profile. The dimensions are checked against `limits` from the bitstream header before
+/// libwebp allocates the pixels; libwebp's buffer is then copied, so the peak is 6 bytes a
+/// pixel for a moment.
 ///
 /// `Ok(None)` for every other WebP, which the `image` crate (pure Rust) decodes instead: the
 /// libwebp the `webp` crate bundles is 1.3.1, whose lossless decoder — also used for alpha
@@ -75,17 +77,18 @@ pub(super) fn decode_input(
     let Some(chunks) = chunks(input) else {
         return Ok(None);
     };
-    let lossy = chunks.iter().any(|(fourcc, _)| fourcc == b"VP8 ");
-    let lossless_coded = chunks
-        .iter()
-        .any(|(fourcc, _)| matches!(fourcc, b"VP8L" | b"ALPH" | b"ANIM" | b"ANMF"));
-    if !lossy || lossless_coded {
+    if !is_plain_lossy(&chunks) {
         return Ok(None);
     }
+    // Decisive: libwebp's own header parse (the one its decoder runs) must find a lossy
+    // bitstream, whatever our chunk walk made of the bytes.
     let Some(features) = ::webp::BitstreamFeatures::new(input) else {
         return Ok(None);
     };
-    if features.has_animation() || features.has_alpha() {
+    if !matches!(features.format(), Some(::webp::BitstreamFormat::Lossy))
+        || features.has_animation()
+        || features.has_alpha()
+    {
         return Ok(None);
     }
     check_dimensions(features.width(), features.height(), limits)?;
@@ -116,6 +119,24 @@ pub(super) fn decode_input(
         cmyk: false,
         scaled: false,
     }))
+}
+
+/// `true` for a simple lossy file (one `VP8 ` chunk) or an extended one whose chunks are `VP8X`
+/// first, then only `ICCP`, `EXIF`, `XMP ` and exactly one `VP8 `: no lossless bitstream, alpha
+/// plane, animation or chunk libwebp might read another way (a simple file whose first chunk is
+/// not `VP8 ` is parsed by libwebp as a raw bitstream, lossless ones included).
+fn is_plain_lossy(chunks: &[([u8; 4], &[u8])]) -> bool {
+    let Some(((first, _), rest)) = chunks.split_first() else {
+        return false;
+    };
+    if rest.is_empty() {
+        return first == b"VP8 ";
+    }
+    first == b"VP8X"
+        && rest.iter().filter(|(fourcc, _)| fourcc == b"VP8 ").count() == 1
+        && rest
+            .iter()
+            .all(|(fourcc, _)| matches!(fourcc, b"VP8 " | b"ICCP" | b"EXIF" | b"XMP "))
 }
 
 /// VP8X flag bits (WebP Container Specification, "Extended File Format").

@@ -299,11 +299,55 @@ fn every_environment_variable_is_one_the_code_reads() {
     for map in maps.into_iter().filter_map(Value::as_mapping) {
         for key in map.keys().map(|k| k.as_str().unwrap()) {
             assert!(
-                vars::ALL.contains(&key) || key == "AWS_LAMBDA_LOG_FORMAT",
+                vars::ALL.contains(&key)
+                    || key == "AWS_LAMBDA_LOG_FORMAT"
+                    || key == "GLIBC_TUNABLES",
                 "{key} is not read by pixpress"
             );
         }
     }
+}
+
+/// glibc ignores a tunable it does not know or whose value is out of range, without a word
+/// ("Tunables", GNU C Library manual; `arena_max` at least 1 per glibc 2.34's
+/// `dl-tunables.list`, `mmap_threshold` at most `HEAP_MAX_SIZE / 2`, 32 MiB on 64-bit, per its
+/// `do_set_mmap_threshold`), so a typo would quietly bring back the page faults of scoring.
+#[test]
+fn row_worker_allocator_tunables_are_ones_glibc_accepts() {
+    let t = template();
+    let tunables = props(&t, "RowWorkerFunction")["Environment"]["Variables"]["GLIBC_TUNABLES"]
+        .as_str()
+        .expect("the row-worker sets GLIBC_TUNABLES")
+        .to_owned();
+    let mut names = Vec::new();
+    for pair in tunables.split(':') {
+        let (name, value) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{pair:?} is not name=value"));
+        let value: u64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value:?} is not a number"));
+        let (min, max) = match name {
+            "glibc.malloc.mmap_threshold" => (0, 32 * 1024 * 1024),
+            "glibc.malloc.trim_threshold" => (0, u64::MAX),
+            "glibc.malloc.arena_max" => (1, u64::MAX),
+            other => panic!("{other} is not a malloc tunable the row-worker is meant to set"),
+        };
+        assert!(
+            (min..=max).contains(&value),
+            "{name}={value} is outside {min}..={max}: glibc would ignore it"
+        );
+        names.push(name);
+    }
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "glibc.malloc.arena_max",
+            "glibc.malloc.mmap_threshold",
+            "glibc.malloc.trim_threshold"
+        ]
+    );
 }
 
 #[test]

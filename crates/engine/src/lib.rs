@@ -526,7 +526,8 @@ fn encode_scored(
 /// sides of the target, the next quality is interpolated between the nearest of them (secant)
 /// and kept inside the middle half of that bracket; before that, it steps toward the target along the
 /// slope of the last two samples ([`DEFAULT_SLOPE`] after the first), aiming
-/// [`SEARCH_TOLERANCE`] past it so the target is bracketed soon. Stops when a score lands
+/// [`SEARCH_TOLERANCE`] past it so the target is bracketed soon, and going down at most to a
+/// third of the quality in one step. Stops when a score lands
 /// within [`SEARCH_TOLERANCE`] above the target or the bracket is one step wide. Returns the
 /// lowest-quality encoding that reached the target, or — when none did — the highest-quality
 /// one tried.
@@ -578,9 +579,13 @@ fn search_quality(
                     .ceil()
                     .clamp(lo + 1.0, hi - 1.0)
             }
+            // No lower than a third of the quality in one step: the slope was measured higher
+            // up, and curves steepen toward low qualities (libjpeg scales its tables by 5000/q
+            // below 50), so a long extrapolation lands far below the target and leaves a wide
+            // bracket to close. (A half took more encodes to get down on WebP's flat curves.)
             (None, Some((qh, sh))) => (f64::from(qh) - (sh - (target - SEARCH_TOLERANCE)) / slope)
                 .floor()
-                .clamp(1.0, f64::from(qh) - 1.0),
+                .clamp((f64::from(qh) / 3.0).floor().max(1.0), f64::from(qh) - 1.0),
             (Some((ql, sl)), None) => (f64::from(ql) + ((target + SEARCH_TOLERANCE) - sl) / slope)
                 .ceil()
                 .clamp(f64::from(ql) + 1.0, 100.0),
